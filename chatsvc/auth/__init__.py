@@ -1,0 +1,1 @@
+"""Authentication: who a connection or an admin call belongs to."""

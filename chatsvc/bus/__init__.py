@@ -1,0 +1,1 @@
+"""Fan-out between replicas: python-socketio client managers (in-process or Kafka)."""

@@ -1,0 +1,343 @@
+"""The Socket.IO namespace ``/``: authentication at connect, then room events.
+
+Every client event answers through its ack with ``{"ok": true, ...}`` or
+``{"ok": false, "error": {"code", "message"}}``. This module is the one place where the
+project's errors become Socket.IO wire forms (``connect_error`` data and error acks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+from chatsvc.auth.handshake import token_from_handshake
+from chatsvc.auth.identity import Identity
+from chatsvc.auth.jwt import TokenVerifier
+from chatsvc.chat import payloads
+from chatsvc.chat.presence import PresenceRegistry
+from chatsvc.chat.ratelimit import TokenBucket
+from chatsvc.chat.service import ChatService
+from chatsvc.errors import (
+    ChatError,
+    Forbidden,
+    Internal,
+    InvalidPayload,
+    NotInRoom,
+    RateLimited,
+    ShuttingDown,
+    TokenExpired,
+    TooManyRooms,
+)
+from chatsvc.metrics import Metrics
+from chatsvc.settings import Limits
+
+log = logging.getLogger(__name__)
+
+Ack = dict[str, Any]
+Handler = Callable[[str, "Connection", dict[str, Any]], Awaitable[Ack]]
+
+
+def error_ack(error: ChatError) -> Ack:
+    """The wire form of a refused event."""
+    return {"ok": False, "error": error.to_wire()}
+
+
+def connect_refusal(error: ChatError) -> socketio.exceptions.ConnectionRefusedError:
+    """The wire form of a refused connection: ``connect_error`` with data ``{code, message}``."""
+    return socketio.exceptions.ConnectionRefusedError(error.message, error.to_wire())
+
+
+@dataclass
+class Connection:
+    """Per-socket state."""
+
+    identity: Identity
+    bucket: TokenBucket
+    rooms: set[str] = field(default_factory=set)
+    expiry: asyncio.TimerHandle | None = None
+
+
+class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Handlers for the chat protocol on namespace ``/``."""
+
+    def __init__(
+        self,
+        service: ChatService,
+        verifier: TokenVerifier,
+        presence: PresenceRegistry,
+        limits: Limits,
+        metrics: Metrics,
+        *,
+        is_draining: Callable[[], bool],
+        is_banned: Callable[[str], Awaitable[bool]] | None = None,
+        is_muted: Callable[[str, str], Awaitable[bool]] | None = None,
+        namespace: str = "/",
+    ) -> None:
+        super().__init__(namespace)
+        self._service = service
+        self._verifier = verifier
+        self._presence = presence
+        self._limits = limits
+        self._metrics = metrics
+        self._is_draining = is_draining
+        self._is_banned = is_banned
+        self._is_muted = is_muted
+        self._connections: dict[str, Connection] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, Handler] = {
+            "join": self._join,
+            "leave": self._leave,
+            "message": self._message,
+            "typing": self._typing,
+            "history": self._history,
+            "read": self._read,
+            "edit": self._edit,
+            "delete": self._delete,
+        }
+
+    # -- introspection used by the app and the admin API ---------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """Sockets connected to this process."""
+        return len(self._connections)
+
+    def sids_of(self, user_id: str) -> list[str]:
+        """Local sockets of a user."""
+        return [sid for sid, c in self._connections.items() if c.identity.user_id == user_id]
+
+    def sids_in(self, room: str, user_id: str | None = None) -> list[str]:
+        """Local sockets in a room, optionally of one user."""
+        return [
+            sid
+            for sid, c in self._connections.items()
+            if room in c.rooms and (user_id is None or c.identity.user_id == user_id)
+        ]
+
+    # -- connect / disconnect -------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Authenticate; refuse with ``connect_error`` ``{code, message}``."""
+        try:
+            if self._is_draining():
+                raise ShuttingDown()
+            token = token_from_handshake(environ, auth)
+            identity = self._verifier.verify(token)
+            if self._is_banned is not None and await self._is_banned(identity.user_id):
+                raise Forbidden("you are banned")
+        except ChatError as exc:
+            self._metrics.connect_rejections.labels(exc.code).inc()
+            raise connect_refusal(exc) from None
+        except Exception:
+            log.exception("unexpected error authenticating a connection")
+            self._metrics.connect_rejections.labels("internal").inc()
+            raise connect_refusal(Internal()) from None
+        conn = Connection(identity, TokenBucket(self._limits.messages_per_second, self._limits.burst))
+        if identity.expires_at is not None:
+            delay = max(0.0, identity.expires_at - time.time())
+            conn.expiry = asyncio.get_running_loop().call_later(delay, self._expire_soon, sid)
+        self._connections[sid] = conn
+        self._metrics.connections.set(len(self._connections))
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """Leave every room (announcing it) and forget the socket."""
+        conn = self._connections.pop(sid, None)
+        self._metrics.connections.set(len(self._connections))
+        if conn is None:
+            return
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+        for room in sorted(conn.rooms):
+            await self._left(sid, conn, room)
+
+    def _expire_soon(self, sid: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self.end_session(
+                sid, TokenExpired("token expired; reconnect with a fresh token"), reconnect=False
+            )
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def end_session(self, sid: str, reason: ChatError, *, reconnect: bool) -> None:
+        """Tell a local socket why, then disconnect it."""
+        if sid not in self._connections:
+            return
+        try:
+            await self.server.emit(
+                "session_end",
+                {**reason.to_wire(), "reconnect": reconnect},
+                to=sid,
+                namespace=self.namespace,
+                ignore_queue=True,
+            )
+            await self.server.disconnect(sid, namespace=self.namespace, ignore_queue=True)
+        except Exception:
+            log.exception("could not end session %s", sid)
+
+    async def drain(self, within: float) -> None:
+        """On shutdown: tell every local client to reconnect elsewhere, then disconnect them."""
+        sids = list(self._connections)
+        if not sids:
+            return
+        log.info("draining %d connection(s)", len(sids))
+        reason = ShuttingDown("server is restarting; reconnect")
+        try:
+            async with asyncio.timeout(within):
+                await asyncio.gather(*(self.end_session(sid, reason, reconnect=True) for sid in sids))
+        except TimeoutError:
+            log.warning("drain timed out with %d connection(s) left", len(self._connections))
+
+    # -- event dispatch -------------------------------------------------------------------
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        """Route client events through one wrapper: rate limit, parse, map errors to acks."""
+        if event in {"connect", "disconnect"}:
+            return await super().trigger_event(event, *args)
+        sid = args[0]
+        data = args[1] if len(args) > 1 else None
+        conn = self._connections.get(sid)
+        if conn is None:
+            return error_ack(NotInRoom("not connected"))
+        try:
+            if not conn.bucket.allow():
+                raise RateLimited()
+            handler = self._handlers.get(event)
+            if handler is None:
+                raise InvalidPayload(f"unknown event {event[:32]!r}")
+            return await handler(sid, conn, payloads.as_object(data, self._limits.http_buffer_bytes))
+        except ChatError as exc:
+            self._metrics.errors.labels(exc.code).inc()
+            return error_ack(exc)
+        except Exception:
+            log.exception("unhandled error in event %r", event[:32])
+            self._metrics.errors.labels("internal").inc()
+            return error_ack(Internal())
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _member(self, conn: Connection, payload: dict[str, Any]) -> str:
+        room = payloads.room(payload)
+        if room not in conn.rooms:
+            raise NotInRoom(f"join {room} first")
+        return room
+
+    def _allowed(self, conn: Connection, payload: dict[str, Any]) -> str:
+        room = payloads.room(payload)
+        if not conn.identity.may_join(room):
+            raise Forbidden(f"your token does not allow room {room}")
+        return room
+
+    async def _join(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._allowed(conn, payload)
+        since = payloads.message_id(payload, "since", required=False)
+        newly = room not in conn.rooms
+        if newly and len(conn.rooms) >= self._limits.rooms_per_connection:
+            raise TooManyRooms(f"at most {self._limits.rooms_per_connection} rooms per connection")
+        if newly:
+            # Enter before reading the gap so nothing sent meanwhile is missed; the client
+            # de-duplicates the (rare) message that arrives both ways, by id.
+            await self.enter_room(sid, room)
+            conn.rooms.add(room)
+        try:
+            ack: Ack = {"ok": True, "room": room}
+            if since is not None:
+                missed, more = await self._service.catch_up(room, since)
+                ack["messages"] = [m.to_wire() for m in missed]
+                ack["has_more"] = more
+            ack["unread"] = await self._service.unread(room, conn.identity)
+        except ChatError:
+            if newly:
+                conn.rooms.discard(room)
+                await self.leave_room(sid, room)
+            raise
+        change = await self._presence.join(room, conn.identity, sid)
+        self._metrics.rooms.set(len(await self._presence.rooms()))
+        ack["online"] = change.online
+        if change.changed:
+            await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
+        return ack
+
+    async def _leave(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._member(conn, payload)
+        conn.rooms.discard(room)
+        await self.leave_room(sid, room)
+        await self._left(sid, conn, room)
+        return {"ok": True, "room": room}
+
+    async def _left(self, sid: str, conn: Connection, room: str) -> None:
+        change = await self._presence.leave(room, conn.identity, sid)
+        self._metrics.rooms.set(len(await self._presence.rooms()))
+        if change.changed:
+            await self._announce(room, conn.identity, "leave", change.online, skip_sid=sid)
+
+    async def _announce(self, room: str, user: Identity, action: str, online: int, *, skip_sid: str) -> None:
+        try:
+            await self.emit(
+                "presence",
+                {"room": room, "user": user.public(), "action": action, "online": online},
+                room=room,
+                skip_sid=skip_sid,
+            )
+        except Exception:
+            log.warning("presence %s for %s could not be delivered", action, room)
+
+    async def _message(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._member(conn, payload)
+        text = payloads.text(payload, self._limits.message_bytes)
+        client_msg_id = payloads.client_msg_id(payload)
+        if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
+            raise Forbidden(f"you are muted in {room}")
+        message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
+        return {"ok": True, "message": message.to_wire(), "duplicate": not created}
+
+    async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._member(conn, payload)
+        typing = payloads.flag(payload, "typing")
+        await self.emit(
+            "typing",
+            {"room": room, "user": conn.identity.public(), "typing": typing},
+            room=room,
+            skip_sid=sid,
+        )
+        return {"ok": True}
+
+    async def _history(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._allowed(conn, payload)
+        before = payloads.message_id(payload, "before", required=False)
+        limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
+        page = await self._service.history(room, before, limit)
+        return {
+            "ok": True,
+            "room": room,
+            "messages": [m.to_wire() for m in page.messages],
+            "next_before": page.next_before,
+        }
+
+    async def _read(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._member(conn, payload)
+        message_id = payloads.message_id(payload, "message_id", required=True)
+        assert message_id is not None
+        await self._service.mark_read(room, conn.identity, message_id, skip_sid=sid)
+        return {"ok": True}
+
+    async def _edit(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._allowed(conn, payload)
+        message_id = payloads.message_id(payload, "id", required=True)
+        text = payloads.text(payload, self._limits.message_bytes)
+        assert message_id is not None
+        message = await self._service.edit(room, message_id, text, conn.identity)
+        return {"ok": True, "message": message.to_wire()}
+
+    async def _delete(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        room = self._allowed(conn, payload)
+        message_id = payloads.message_id(payload, "id", required=True)
+        assert message_id is not None
+        await self._service.delete(room, message_id, conn.identity)
+        return {"ok": True, "id": message_id}

@@ -1,0 +1,174 @@
+"""Chat operations shared by the Socket.IO namespace and the admin API.
+
+A message is stored before anything is acknowledged or delivered: history is the record,
+live delivery is best effort on top of it (clients catch up with ``join {since}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from chatsvc.auth.identity import Identity
+from chatsvc.chat.ids import MessageIdGenerator
+from chatsvc.errors import ChatError, Forbidden, NotFound, StoreUnavailable
+from chatsvc.metrics import Metrics
+from chatsvc.settings import Limits
+from chatsvc.store.base import HistoryPage, Message, MessageStore
+
+log = logging.getLogger(__name__)
+
+
+class Emitter(Protocol):
+    """The part of ``socketio.AsyncServer`` the service uses to deliver events."""
+
+    async def emit(
+        self,
+        event: str,
+        data: Any = None,
+        to: str | None = None,
+        room: str | None = None,
+        skip_sid: str | list[str] | None = None,
+        namespace: str | None = None,
+        callback: Any = None,
+        ignore_queue: bool = False,
+    ) -> None: ...
+
+
+class ChatService:
+    """Stores and delivers messages, edits, deletes and read receipts."""
+
+    def __init__(
+        self,
+        store: MessageStore,
+        emitter: Emitter,
+        metrics: Metrics,
+        limits: Limits,
+        ids: MessageIdGenerator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._emitter = emitter
+        self._metrics = metrics
+        self._limits = limits
+        self._ids = ids or MessageIdGenerator(clock)
+        self._clock = clock
+
+    @property
+    def store(self) -> MessageStore:
+        """The history store (the admin API reads rooms from it)."""
+        return self._store
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    async def _deliver(
+        self, event: str, data: dict[str, Any], room: str, skip_sid: str | None = None
+    ) -> None:
+        """Fan out; a bus failure is logged, never surfaced: the message is already stored."""
+        try:
+            await self._emitter.emit(event, data, room=room, skip_sid=skip_sid)
+        except ChatError as exc:
+            self._metrics.bus_errors.labels("emit").inc()
+            log.warning(
+                "live delivery of %s to %s failed (%s); clients catch up from history", event, room, exc.code
+            )
+        except Exception:
+            self._metrics.bus_errors.labels("emit").inc()
+            log.exception("live delivery of %s to %s failed; clients catch up from history", event, room)
+
+    async def post(
+        self,
+        room: str,
+        author: Identity,
+        text: str,
+        client_msg_id: str | None = None,
+        *,
+        skip_sid: str | None = None,
+        kind: str = "user",
+    ) -> tuple[Message, bool]:
+        """Store a message (idempotently) then deliver it; return it and whether it is new."""
+        created = self._now_ms()
+        message = Message(
+            id=self._ids.new(),
+            room=room,
+            user_id=author.user_id,
+            user_name=author.name,
+            text=text,
+            created_at_ms=created,
+            client_msg_id=client_msg_id,
+            kind=kind,
+        )
+        async with self._metrics.timed_store("append"):
+            stored, is_new = await self._store.append(message)
+        if is_new:
+            self._metrics.messages_in.inc()
+            await self._deliver("message", stored.to_wire(), room, skip_sid)
+            self._metrics.messages_out.inc()
+        return stored, is_new
+
+    async def history(self, room: str, before: str | None, limit: int) -> HistoryPage:
+        """One page, newest first."""
+        async with self._metrics.timed_store("history"):
+            return await self._store.history(room, before=before, limit=limit)
+
+    async def catch_up(self, room: str, since: str) -> tuple[list[Message], bool]:
+        """Messages after ``since``, oldest first, at most ``catchup_max``; and whether more exist."""
+        limit = self._limits.catchup_max
+        async with self._metrics.timed_store("after"):
+            messages = await self._store.after(room, since, limit + 1)
+        return messages[:limit], len(messages) > limit
+
+    async def _editable(self, room: str, message_id: str, actor: Identity) -> Message:
+        async with self._metrics.timed_store("get"):
+            message = await self._store.get(room, message_id)
+        if message is None or message.deleted:
+            raise NotFound(f"no message {message_id} in {room}")
+        if message.user_id != actor.user_id and not actor.is_admin:
+            raise Forbidden("only the author or an admin may change a message")
+        return message
+
+    async def edit(self, room: str, message_id: str, text: str, actor: Identity) -> Message:
+        """Change a message's text (author or admin) and tell the room."""
+        await self._editable(room, message_id, actor)
+        async with self._metrics.timed_store("edit"):
+            updated = await self._store.edit(room, message_id, text, self._now_ms())
+        await self._deliver("message_edited", updated.to_wire(), room)
+        return updated
+
+    async def delete(self, room: str, message_id: str, actor: Identity | None) -> Message:
+        """Delete a message (author or admin; ``actor=None`` is the admin API) and tell the room."""
+        if actor is not None:
+            await self._editable(room, message_id, actor)
+        async with self._metrics.timed_store("delete"):
+            deleted = await self._store.delete(room, message_id, self._now_ms())
+        await self._deliver(
+            "message_deleted",
+            {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"},
+            room,
+        )
+        return deleted
+
+    async def mark_read(self, room: str, reader: Identity, message_id: str, *, skip_sid: str | None) -> None:
+        """Store the read marker, then tell the room."""
+        async with self._metrics.timed_store("mark_read"):
+            await self._store.mark_read(room, reader.user_id, message_id)
+        await self._deliver(
+            "read", {"room": room, "user": reader.public(), "message_id": message_id}, room, skip_sid
+        )
+
+    async def unread(self, room: str, reader: Identity) -> int:
+        """Unread messages for the user in the room (capped)."""
+        async with self._metrics.timed_store("unread"):
+            return await self._store.unread_count(room, reader.user_id, self._limits.unread_cap)
+
+    async def check_store(self) -> None:
+        """Readiness probe of the store."""
+        try:
+            await self._store.ping()
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(str(exc)) from exc

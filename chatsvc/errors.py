@@ -1,0 +1,118 @@
+"""The project's own error tree.
+
+Adapters (Kafka, CQL, JWT, SQLite) translate foreign exceptions into these; each protocol
+(Socket.IO acks and connect errors, gRPC status, HTTP) maps them to its wire form in one
+place. ``code`` is the stable, machine-readable string clients see.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ChatError(Exception):
+    """Base of every error a client may be told about."""
+
+    code: ClassVar[str] = "internal"
+    default_message: ClassVar[str] = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+
+    def to_wire(self) -> dict[str, str]:
+        """``{"code", "message"}``, the shape every protocol carries."""
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidPayload(ChatError):
+    code = "invalid_payload"
+    default_message = "invalid payload"
+
+
+class TooLarge(ChatError):
+    code = "too_large"
+    default_message = "payload too large"
+
+
+class RateLimited(ChatError):
+    code = "rate_limited"
+    default_message = "too many requests; slow down"
+
+
+class TooManyRooms(ChatError):
+    code = "too_many_rooms"
+    default_message = "too many rooms joined on this connection"
+
+
+class NotInRoom(ChatError):
+    code = "not_in_room"
+    default_message = "join the room first"
+
+
+class Forbidden(ChatError):
+    code = "forbidden"
+    default_message = "not allowed"
+
+
+class NotFound(ChatError):
+    code = "not_found"
+    default_message = "not found"
+
+
+class Unavailable(ChatError):
+    """A backend the request needs is down; the request may be retried."""
+
+    code = "unavailable"
+    default_message = "service unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+    default_message = "message store unavailable; retry later"
+
+
+class BusUnavailable(Unavailable):
+    code = "bus_unavailable"
+    default_message = "fan-out bus unavailable"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+    default_message = "server is shutting down; reconnect"
+
+
+class Internal(ChatError):
+    code = "internal"
+    default_message = "internal error"
+
+
+class AuthError(ChatError):
+    """Refusal at connect (or of an admin call) because of the credentials."""
+
+    code = "token_invalid"
+    default_message = "invalid token"
+
+
+class TokenMissing(AuthError):
+    code = "token_missing"
+    default_message = "no token: send auth {token}, an Authorization: Bearer header or ?token="
+
+
+class TokenInvalid(AuthError):
+    code = "token_invalid"
+    default_message = "invalid token"
+
+
+class TokenExpired(AuthError):
+    code = "token_expired"
+    default_message = "token expired"
+
+
+class AuthForbidden(AuthError):
+    code = "forbidden"
+    default_message = "not allowed"
+
+
+class StartupError(Exception):
+    """A backend could not be reached at startup; the message is the one line to print."""

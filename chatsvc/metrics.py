@@ -1,0 +1,61 @@
+"""Prometheus metrics, one registry per app (no process-global state)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """The service's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge("chatsvc_connections", "Open Socket.IO connections", registry=self.registry)
+        self.rooms = Gauge("chatsvc_rooms", "Rooms with at least one local member", registry=self.registry)
+        self.messages_in = Counter(
+            "chatsvc_messages_in_total",
+            "Chat messages accepted from clients and the admin API",
+            registry=self.registry,
+        )
+        self.messages_out = Counter(
+            "chatsvc_messages_out_total", "Chat messages emitted to rooms", registry=self.registry
+        )
+        self.errors = Counter(
+            "chatsvc_errors_total", "Errors returned to clients, by code", ["code"], registry=self.registry
+        )
+        self.connect_rejections = Counter(
+            "chatsvc_connect_rejections_total",
+            "Refused connections, by code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.store_latency = Histogram(
+            "chatsvc_store_latency_seconds",
+            "History store call latency",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.bus_published = Counter(
+            "chatsvc_bus_published_total", "Messages published to the fan-out bus", registry=self.registry
+        )
+        self.bus_errors = Counter(
+            "chatsvc_bus_errors_total", "Fan-out bus failures", ["op"], registry=self.registry
+        )
+
+    @asynccontextmanager
+    async def timed_store(self, op: str) -> AsyncIterator[None]:
+        """Observe the duration of one store call."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.store_latency.labels(op).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,58 @@
+"""Run the app until SIGTERM/SIGINT, then drain within the configured bound."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+
+from aiohttp import web
+
+from chatsvc.app import READINESS, create_app
+from chatsvc.logs import AccessLogger
+from chatsvc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def serve(settings: Settings) -> None:
+    """Start every resource, listen, wait for a signal, then shut down in reverse order.
+
+    Raises ``chatsvc.errors.StartupError`` when a backend cannot be reached at startup.
+    """
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runner.setup()
+        tls = _tls_context(settings)
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls, backlog=1024)
+        await site.start()
+        scheme = "https" if tls else "http"
+        log.info("listening on %s://%s:%d", scheme, settings.host, settings.port)
+        await stop.wait()
+        log.info("signal received: draining (at most %.0fs)", settings.shutdown_timeout_seconds)
+        app[READINESS].draining = True
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    log.info("stopped")

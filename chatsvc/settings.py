@@ -1,0 +1,586 @@
+"""Configuration: read once from the environment into one frozen, validated object.
+
+Every variable the service understands is declared here and documented in the README.
+A bad value raises :class:`SettingsError` naming the variable, and the process stops
+before it binds a port. Secrets are wrapped in :class:`Secret` so that neither logs nor
+reprs ever show them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+JWT_HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+JWT_PUBLIC_KEY_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+)
+CONSISTENCY_LEVELS = frozenset(
+    {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
+)
+SASL_MECHANISMS = frozenset({"SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"})
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or invalid; the message names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str`` (and so never in logs)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value; call only where it is handed to a library."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(("Secret", len(self._value)))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA, client certificate and key chosen all-or-nothing from the environment."""
+
+    ca_cert: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    key_password: Secret | None = None
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """How socket and admin tokens are verified (and, in development, minted)."""
+
+    secret: Secret | None
+    public_key_file: Path | None
+    algorithms: tuple[str, ...]
+    issuer: str | None
+    audience: str | None
+    leeway_seconds: float
+    dev_secret_generated: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on everything a client controls."""
+
+    message_bytes: int = 4096
+    messages_per_second: float = 5.0
+    burst: int = 10
+    rooms_per_connection: int = 50
+    history_page_max: int = 100
+    history_page_default: int = 50
+    catchup_max: int = 500
+    unread_cap: int = 1000
+    http_buffer_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Cross-replica fan-out over Kafka; present only when ``KAFKA_BROKERS`` is set."""
+
+    brokers: tuple[str, ...]
+    topic: str = "chatsvc.fanout"
+    client_id: str = "chatsvc"
+    connect_retries: int = 5
+    retry_backoff_ms: int = 500
+    tls: TlsFiles | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+
+    @property
+    def security_protocol(self) -> str:
+        """The Kafka ``security.protocol`` these settings amount to."""
+        if self.sasl_mechanism:
+            return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+        return "SSL" if self.tls else "PLAINTEXT"
+
+
+@dataclass(frozen=True)
+class ScyllaSettings:
+    """History in ScyllaDB; present only when ``SCYLLA_CONTACT_POINTS`` is set."""
+
+    contact_points: tuple[str, ...]
+    port: int = 9042
+    keyspace: str = "chatsvc"
+    local_dc: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+    replication: str = "SimpleStrategy:1"
+    consistency: str = "LOCAL_QUORUM"
+    tls: TlsFiles | None = None
+    request_timeout_seconds: float = 5.0
+    max_in_flight: int = 256
+
+
+@dataclass(frozen=True)
+class GrpcSettings:
+    """The gRPC admin API listener."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    enabled: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the process needs, validated. Build it with :meth:`from_env`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    environment: str = "development"
+    log_level: str = "INFO"
+    cors_origins: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    jwt: JwtSettings = field(
+        default_factory=lambda: JwtSettings(
+            secret=None,
+            public_key_file=None,
+            algorithms=("HS256",),
+            issuer=None,
+            audience=None,
+            leeway_seconds=0.0,
+        )
+    )
+    limits: Limits = field(default_factory=Limits)
+    ping_interval_seconds: float = 25.0
+    ping_timeout_seconds: float = 20.0
+    shutdown_timeout_seconds: float = 10.0
+    admin_ui_username: str | None = None
+    admin_ui_password: Secret | None = None
+    replica_id: str = ""
+    auto_migrate: bool = True
+    kafka: KafkaSettings | None = None
+    scylla: ScyllaSettings | None = None
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
+
+    @property
+    def is_production(self) -> bool:
+        """True when running with ``CHATSVC_ENV=production`` (no dev conveniences)."""
+        return self.environment == "production"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Where the embedded history database lives."""
+        return self.data_dir / "chatsvc.sqlite3"
+
+    def describe(self) -> dict[str, object]:
+        """A log-safe summary: secrets masked, paths as strings."""
+        return _describe(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; raise :class:`SettingsError` on the first bad one."""
+        return _Reader(os.environ if env is None else env).settings()
+
+
+def _describe(obj: object) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if hasattr(value, "__dataclass_fields__"):
+            out[f.name] = _describe(value)
+        elif isinstance(value, Secret):
+            out[f.name] = "***"
+        elif isinstance(value, Path):
+            out[f.name] = str(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+class _Reader:
+    """Parses typed values out of an environment mapping, naming the variable on error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def optional(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise SettingsError(name, f"expected {what}, got {raw!r}") from None
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self._parse(name, default, int, "an integer")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            raise SettingsError(name, f"must be {bound}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self._parse(name, default, float, "a number")
+        if value < minimum:
+            raise SettingsError(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(name, f"expected true or false, got {raw!r}")
+
+    def items(self, name: str) -> tuple[str, ...]:
+        raw = self.raw(name)
+        if raw is None:
+            return ()
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def secret(self, name: str) -> Secret | None:
+        raw = self.raw(name)
+        return Secret(raw) if raw is not None else None
+
+    def readable_file(self, name: str) -> Path | None:
+        raw = self.raw(name)
+        if raw is None:
+            return None
+        path = Path(raw)
+        if not path.is_file():
+            raise SettingsError(name, f"file not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise SettingsError(name, f"file not readable: {path}")
+        return path
+
+    def tls_files(self, ca: str, cert: str, key: str, password: str) -> TlsFiles | None:
+        """All three set → mutual TLS; none → None; a partial set is an error naming the gap."""
+        names = (ca, cert, key)
+        present = [n for n in names if self.raw(n) is not None]
+        if not present:
+            if self.raw(password) is not None:
+                raise SettingsError(password, f"set, but {ca}, {cert} and {key} are not")
+            return None
+        missing = [n for n in names if n not in present]
+        if missing:
+            raise SettingsError(
+                missing[0],
+                "TLS needs all of "
+                + ", ".join(names)
+                + f"; set: {', '.join(present)}; missing: {', '.join(missing)}",
+            )
+        ca_path, cert_path, key_path = (self.readable_file(n) for n in names)
+        assert ca_path and cert_path and key_path
+        return TlsFiles(ca_path, cert_path, key_path, self.secret(password))
+
+    def settings(self) -> Settings:
+        environment = self.text("CHATSVC_ENV", "development").lower()
+        if environment not in {"development", "production"}:
+            raise SettingsError("CHATSVC_ENV", f"expected development or production, got {environment!r}")
+        data_dir = Path(self.text("CHATSVC_DATA_DIR", "data"))
+        log_level = self.text("CHATSVC_LOG_LEVEL", "INFO").upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise SettingsError(
+                "CHATSVC_LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
+            )
+
+        tls_cert = self.readable_file("CHATSVC_TLS_CERT")
+        tls_key = self.readable_file("CHATSVC_TLS_KEY")
+        if (tls_cert is None) != (tls_key is None):
+            missing = "CHATSVC_TLS_KEY" if tls_key is None else "CHATSVC_TLS_CERT"
+            raise SettingsError(missing, "CHATSVC_TLS_CERT and CHATSVC_TLS_KEY must be set together")
+
+        for origin in (origins := self.items("CHATSVC_CORS_ORIGINS")):
+            if origin == "*":
+                continue
+            if not origin.startswith(("http://", "https://")) or origin.endswith("/"):
+                raise SettingsError(
+                    "CHATSVC_CORS_ORIGINS",
+                    f"each origin must look like https://host[:port] (no path), got {origin!r}",
+                )
+
+        ping_interval = self.number("CHATSVC_PING_INTERVAL", 25.0, minimum=1.0)
+        ping_timeout = self.number("CHATSVC_PING_TIMEOUT", 20.0, minimum=1.0)
+
+        admin_user = self.optional("CHATSVC_ADMIN_UI_USERNAME")
+        admin_password = self.secret("CHATSVC_ADMIN_UI_PASSWORD")
+        if (admin_user is None) != (admin_password is None):
+            raise SettingsError(
+                "CHATSVC_ADMIN_UI_PASSWORD" if admin_password is None else "CHATSVC_ADMIN_UI_USERNAME",
+                "the Admin UI needs both CHATSVC_ADMIN_UI_USERNAME and CHATSVC_ADMIN_UI_PASSWORD",
+            )
+
+        return Settings(
+            host=self.text("CHATSVC_HOST", "127.0.0.1"),
+            port=self.integer("CHATSVC_PORT", 8080, minimum=0, maximum=65535),
+            data_dir=data_dir,
+            environment=environment,
+            log_level=log_level,
+            cors_origins=origins,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            jwt=self.jwt(environment, data_dir),
+            limits=self.limits(),
+            ping_interval_seconds=ping_interval,
+            ping_timeout_seconds=ping_timeout,
+            shutdown_timeout_seconds=self.number("CHATSVC_SHUTDOWN_TIMEOUT", 10.0, minimum=0.5),
+            admin_ui_username=admin_user,
+            admin_ui_password=admin_password,
+            replica_id=self.text("CHATSVC_REPLICA_ID", self.text("HOSTNAME", "") or secrets.token_hex(4)),
+            auto_migrate=self.boolean("CHATSVC_AUTO_MIGRATE", True),
+            kafka=self.kafka(),
+            scylla=self.scylla(),
+            grpc=self.grpc(),
+        )
+
+    def jwt(self, environment: str, data_dir: Path) -> JwtSettings:
+        secret = self.secret("CHATSVC_JWT_SECRET")
+        public_key = self.readable_file("CHATSVC_JWT_PUBLIC_KEY")
+        if secret is not None and public_key is not None:
+            raise SettingsError(
+                "CHATSVC_JWT_PUBLIC_KEY",
+                "set either CHATSVC_JWT_SECRET (HMAC) or CHATSVC_JWT_PUBLIC_KEY (RSA/EC), not both",
+            )
+        default_algorithms = "RS256,ES256" if public_key else "HS256"
+        algorithms = self.items("CHATSVC_JWT_ALGORITHMS") or tuple(default_algorithms.split(","))
+        allowed = JWT_PUBLIC_KEY_ALGORITHMS if public_key else JWT_HMAC_ALGORITHMS
+        wrong = [a for a in algorithms if a not in allowed]
+        if wrong:
+            kind = "a public key" if public_key else "an HMAC secret"
+            raise SettingsError(
+                "CHATSVC_JWT_ALGORITHMS",
+                f"{', '.join(wrong)} cannot be used with {kind}; allowed: {', '.join(sorted(allowed))}",
+            )
+        if secret is not None and len(secret.reveal()) < 32:
+            raise SettingsError("CHATSVC_JWT_SECRET", "must be at least 32 characters")
+        generated = False
+        if secret is None and public_key is None:
+            if environment == "production":
+                raise SettingsError(
+                    "CHATSVC_JWT_SECRET",
+                    "production needs CHATSVC_JWT_SECRET or CHATSVC_JWT_PUBLIC_KEY",
+                )
+            secret = Secret(_dev_secret(data_dir))
+            generated = True
+        return JwtSettings(
+            secret=secret,
+            public_key_file=public_key,
+            algorithms=algorithms,
+            issuer=self.optional("CHATSVC_JWT_ISSUER"),
+            audience=self.optional("CHATSVC_JWT_AUDIENCE"),
+            leeway_seconds=self.number("CHATSVC_JWT_LEEWAY", 0.0),
+            dev_secret_generated=generated,
+        )
+
+    def limits(self) -> Limits:
+        rate = self.number("CHATSVC_RATE_LIMIT_PER_SECOND", 5.0, minimum=0.1)
+        return Limits(
+            message_bytes=self.integer("CHATSVC_MAX_MESSAGE_BYTES", 4096, minimum=1, maximum=1_000_000),
+            messages_per_second=rate,
+            burst=self.integer("CHATSVC_RATE_LIMIT_BURST", 10, minimum=1),
+            rooms_per_connection=self.integer("CHATSVC_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),
+            http_buffer_bytes=self.integer("CHATSVC_MAX_HTTP_BUFFER_BYTES", 65536, minimum=1024),
+            catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
+        )
+
+    def kafka(self) -> KafkaSettings | None:
+        brokers = self.items("KAFKA_BROKERS")
+        tls = self.tls_files(
+            "KAFKA_SSL_CA_CERT", "KAFKA_SSL_CLIENT_CERT", "KAFKA_SSL_CLIENT_KEY", "KAFKA_SSL_KEY_PASSWORD"
+        )
+        mechanism = self.optional("KAFKA_SASL_MECHANISM")
+        if not brokers:
+            if tls or mechanism:
+                raise SettingsError(
+                    "KAFKA_BROKERS", "Kafka TLS or SASL is configured but KAFKA_BROKERS is not set"
+                )
+            return None
+        for broker in brokers:
+            _host, _, port = broker.rpartition(":")
+            if not _host or not port.isdigit():
+                raise SettingsError("KAFKA_BROKERS", f"expected host:port[,host:port], got {broker!r}")
+        username = password = None
+        if mechanism is not None:
+            mechanism = mechanism.upper()
+            if mechanism not in SASL_MECHANISMS:
+                raise SettingsError(
+                    "KAFKA_SASL_MECHANISM", f"expected one of {', '.join(sorted(SASL_MECHANISMS))}"
+                )
+            username = self.optional("KAFKA_SASL_USERNAME")
+            password = self.secret("KAFKA_SASL_PASSWORD")
+            if username is None:
+                raise SettingsError("KAFKA_SASL_USERNAME", f"required with KAFKA_SASL_MECHANISM={mechanism}")
+            if password is None:
+                raise SettingsError("KAFKA_SASL_PASSWORD", f"required with KAFKA_SASL_MECHANISM={mechanism}")
+        return KafkaSettings(
+            brokers=brokers,
+            topic=self.text("KAFKA_TOPIC", "chatsvc.fanout"),
+            client_id=self.text("KAFKA_CLIENT_ID", "chatsvc"),
+            connect_retries=self.integer("KAFKA_CONNECT_RETRIES", 5, minimum=1, maximum=100),
+            retry_backoff_ms=self.integer("KAFKA_RETRY_BACKOFF_MS", 500, minimum=1),
+            tls=tls,
+            sasl_mechanism=mechanism,
+            sasl_username=username,
+            sasl_password=password,
+        )
+
+    def scylla(self) -> ScyllaSettings | None:
+        points = self.items("SCYLLA_CONTACT_POINTS")
+        tls = self.scylla_tls()
+        if not points:
+            if tls:
+                raise SettingsError(
+                    "SCYLLA_CONTACT_POINTS", "ScyllaDB TLS is configured but no contact points"
+                )
+            return None
+        consistency = self.text("SCYLLA_CONSISTENCY", "LOCAL_QUORUM").upper()
+        if consistency not in CONSISTENCY_LEVELS:
+            raise SettingsError(
+                "SCYLLA_CONSISTENCY", f"expected one of {', '.join(sorted(CONSISTENCY_LEVELS))}"
+            )
+        keyspace = self.text("SCYLLA_KEYSPACE", "chatsvc")
+        if not keyspace.replace("_", "").isalnum() or len(keyspace) > 48:
+            raise SettingsError("SCYLLA_KEYSPACE", f"expected letters, digits and _, got {keyspace!r}")
+        replication = self.text("SCYLLA_REPLICATION", "SimpleStrategy:1")
+        _validate_replication(replication)
+        username = self.optional("SCYLLA_USERNAME")
+        password = self.secret("SCYLLA_PASSWORD")
+        if (username is None) != (password is None):
+            raise SettingsError(
+                "SCYLLA_PASSWORD" if password is None else "SCYLLA_USERNAME",
+                "SCYLLA_USERNAME and SCYLLA_PASSWORD must be set together",
+            )
+        return ScyllaSettings(
+            contact_points=points,
+            port=self.integer("SCYLLA_PORT", 9042, minimum=1, maximum=65535),
+            keyspace=keyspace,
+            local_dc=self.optional("SCYLLA_LOCAL_DC"),
+            username=username,
+            password=password,
+            replication=replication,
+            consistency=consistency,
+            tls=tls,
+            request_timeout_seconds=self.number("SCYLLA_REQUEST_TIMEOUT", 5.0, minimum=0.1),
+            max_in_flight=self.integer("SCYLLA_MAX_IN_FLIGHT", 256, minimum=1),
+        )
+
+    def scylla_tls(self) -> TlsFiles | None:
+        """CA alone → server-verified TLS; CA plus cert and key → mutual TLS; cert without CA → error."""
+        ca = self.readable_file("SCYLLA_SSL_CA_CERT")
+        cert = self.raw("SCYLLA_SSL_CLIENT_CERT")
+        key = self.raw("SCYLLA_SSL_CLIENT_KEY")
+        if ca is None:
+            if cert or key:
+                raise SettingsError("SCYLLA_SSL_CA_CERT", "a client certificate needs SCYLLA_SSL_CA_CERT too")
+            return None
+        if (cert is None) != (key is None):
+            raise SettingsError(
+                "SCYLLA_SSL_CLIENT_KEY" if key is None else "SCYLLA_SSL_CLIENT_CERT",
+                "SCYLLA_SSL_CLIENT_CERT and SCYLLA_SSL_CLIENT_KEY must be set together",
+            )
+        return TlsFiles(
+            ca,
+            self.readable_file("SCYLLA_SSL_CLIENT_CERT"),
+            self.readable_file("SCYLLA_SSL_CLIENT_KEY"),
+        )
+
+    def grpc(self) -> GrpcSettings:
+        cert = self.readable_file("CHATSVC_GRPC_TLS_CERT")
+        key = self.readable_file("CHATSVC_GRPC_TLS_KEY")
+        client_ca = self.readable_file("CHATSVC_GRPC_TLS_CLIENT_CA")
+        if (cert is None) != (key is None):
+            raise SettingsError(
+                "CHATSVC_GRPC_TLS_KEY" if key is None else "CHATSVC_GRPC_TLS_CERT",
+                "CHATSVC_GRPC_TLS_CERT and CHATSVC_GRPC_TLS_KEY must be set together",
+            )
+        if client_ca is not None and cert is None:
+            raise SettingsError(
+                "CHATSVC_GRPC_TLS_CERT", "CHATSVC_GRPC_TLS_CLIENT_CA needs a server certificate"
+            )
+        return GrpcSettings(
+            host=self.text("CHATSVC_GRPC_HOST", self.text("CHATSVC_HOST", "127.0.0.1")),
+            port=self.integer("CHATSVC_GRPC_PORT", 50051, minimum=0, maximum=65535),
+            enabled=self.boolean("CHATSVC_GRPC_ENABLED", True),
+            tls_cert=cert,
+            tls_key=key,
+            tls_client_ca=client_ca,
+            grace_seconds=self.number("CHATSVC_GRPC_GRACE", 5.0),
+        )
+
+
+def _validate_replication(value: str) -> None:
+    """``SimpleStrategy:N`` or ``NetworkTopologyStrategy:dc1=3,dc2=3``."""
+    strategy, _, spec = value.partition(":")
+    try:
+        if strategy == "SimpleStrategy" and int(spec) >= 1:
+            return
+        if strategy == "NetworkTopologyStrategy" and spec:
+            for part in spec.split(","):
+                dc, _, factor = part.partition("=")
+                if not dc or int(factor) < 1:
+                    raise ValueError(part)
+            return
+    except ValueError:
+        pass
+    raise SettingsError(
+        "SCYLLA_REPLICATION",
+        f"expected SimpleStrategy:N or NetworkTopologyStrategy:dc=N[,dc=N], got {value!r}",
+    )
+
+
+def _dev_secret(data_dir: Path) -> str:
+    """A development HMAC secret kept in the data dir, so tokens survive a restart."""
+    path = data_dir / "dev-jwt-secret"
+    try:
+        if path.is_file():
+            value = path.read_text().strip()
+            if len(value) >= 32:
+                return value
+        data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+        return value
+    except OSError as exc:
+        raise SettingsError(
+            "CHATSVC_DATA_DIR", f"cannot keep the dev JWT secret in {data_dir}: {exc}"
+        ) from None

@@ -1,0 +1,1 @@
+"""HTTP surface: health, readiness, metrics, origin policy, access log, demo page."""
