@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+ControlHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class ManagedBus(Protocol):
@@ -16,3 +19,13 @@ class ManagedBus(Protocol):
 
     async def aclose(self) -> None:
         """Stop background work and close clients; idempotent."""
+
+    def on_control(self, handler: ControlHandler) -> None:
+        """Call ``handler`` with every control message published by *another* replica."""
+
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        """Send a JSON-able control message (not a Socket.IO packet) to every other replica.
+
+        Used for cluster state that python-socketio does not carry: presence snapshots,
+        moderation changes, admin requests. Raises ``BusUnavailable`` when it cannot send.
+        """

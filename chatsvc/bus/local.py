@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import socketio
+
+from chatsvc.bus.base import ControlHandler
 
 
 class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
@@ -16,3 +20,9 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def aclose(self) -> None:
         """Nothing to close."""
+
+    def on_control(self, handler: ControlHandler) -> None:
+        """There are no other replicas to hear from."""
+
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        """There are no other replicas to tell."""

@@ -80,6 +80,21 @@ class RoomInfo:
     last_message_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """A ban (``room`` is ``""``: the whole service) or a mute in one room."""
+
+    kind: str  # "ban" or "mute"
+    room: str
+    user_id: str
+    until_ms: int | None  # None: until lifted
+    reason: str = ""
+
+    def active(self, now_ms: int) -> bool:
+        """Whether the record still applies at ``now_ms``."""
+        return self.until_ms is None or self.until_ms > now_ms
+
+
 class MessageStore(Protocol):
     """What the chat service needs from a history backend."""
 
@@ -125,3 +140,12 @@ class MessageStore(Protocol):
 
     async def get_room(self, room: str) -> RoomInfo | None:
         """One room, or None if nothing was ever posted there."""
+
+    async def set_moderation(self, record: Moderation) -> None:
+        """Create or replace the ban/mute for ``(kind, room, user_id)``."""
+
+    async def clear_moderation(self, kind: str, room: str, user_id: str) -> None:
+        """Lift a ban/mute; no error if there is none."""
+
+    async def get_moderation(self, kind: str, room: str, user_id: str) -> Moderation | None:
+        """The record for ``(kind, room, user_id)`` if any (expired ones may be returned)."""

@@ -14,9 +14,9 @@ from pathlib import Path
 import aiosqlite
 
 from chatsvc.errors import NotFound, StoreUnavailable
-from chatsvc.store.base import HistoryPage, Message, RoomInfo
+from chatsvc.store.base import HistoryPage, Message, Moderation, RoomInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -45,6 +45,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             name TEXT PRIMARY KEY,
             created_at_ms INTEGER NOT NULL,
             last_message_id TEXT
+        ) WITHOUT ROWID""",
+    ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS moderation (
+            kind TEXT NOT NULL,
+            room TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            until_ms INTEGER,
+            reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (kind, room, user_id)
         ) WITHOUT ROWID""",
     ),
 }
@@ -265,3 +275,34 @@ class SqliteStore:
             if row is None:
                 return None
             return RoomInfo(str(row[0]), int(row[1]), None if row[2] is None else str(row[2]))
+
+    async def set_moderation(self, record: Moderation) -> None:
+        """Upsert a ban or mute."""
+        async with self._guard() as db:
+            await db.execute(
+                """INSERT INTO moderation (kind, room, user_id, until_ms, reason) VALUES (?,?,?,?,?)
+                   ON CONFLICT (kind, room, user_id) DO UPDATE
+                   SET until_ms = excluded.until_ms, reason = excluded.reason""",
+                (record.kind, record.room, record.user_id, record.until_ms, record.reason),
+            )
+            await db.commit()
+
+    async def clear_moderation(self, kind: str, room: str, user_id: str) -> None:
+        """Delete a ban or mute."""
+        async with self._guard() as db:
+            await db.execute(
+                "DELETE FROM moderation WHERE kind=? AND room=? AND user_id=?", (kind, room, user_id)
+            )
+            await db.commit()
+
+    async def get_moderation(self, kind: str, room: str, user_id: str) -> Moderation | None:
+        """One ban or mute."""
+        async with self._guard() as db:
+            cursor = await db.execute(
+                "SELECT until_ms, reason FROM moderation WHERE kind=? AND room=? AND user_id=?",
+                (kind, room, user_id),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return Moderation(kind, room, user_id, None if row[0] is None else int(row[0]), str(row[1]))

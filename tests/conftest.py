@@ -1,0 +1,43 @@
+"""Shared fixtures: test servers as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import ServerProcess, base_env, free_port
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start chatsvc processes with extra env; all are stopped at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(
+        *, name: str = "server", data_dir: Path | None = None, wait: str | None = "/healthz", **env: str
+    ) -> ServerProcess:
+        port = free_port()
+        full = base_env(data_dir or tmp_path / f"{name}-data", port)
+        full.update(env)
+        server = ServerProcess(full, tmp_path / f"{name}.log")
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    problems = []
+    for server in reversed(started):
+        try:
+            server.stop()
+        except AssertionError as exc:  # a server that ignores SIGTERM is a bug: report it
+            problems.append(str(exc))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> ServerProcess:
+    """One chatsvc on the embedded default (in-process bus, SQLite)."""
+    return server_factory()
