@@ -189,13 +189,9 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 def _key_pem(key: Key, password: str | None = None) -> bytes:
     enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password.encode())
-        if password
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(password.encode()) if password else serialization.NoEncryption()
     )
-    pem: bytes = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc
-    )
+    pem: bytes = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
     return pem
 
 
@@ -219,14 +215,9 @@ def check(outdir: Path, cn_server: str, extra_sans: list[str], key_type: str) ->
         return "missing " + ", ".join(missing)
     try:
         certs = {f: x509.load_pem_x509_certificate((outdir / f).read_bytes()) for f in CERT_FILES}
-        keys = {
-            f: serialization.load_pem_private_key((outdir / f).read_bytes(), None)
-            for f in KEY_FILES
-        }
+        keys = {f: serialization.load_pem_private_key((outdir / f).read_bytes(), None) for f in KEY_FILES}
         password = (outdir / "client-key-password.txt").read_bytes().strip()
-        enc_key = serialization.load_pem_private_key(
-            (outdir / "client-encrypted.key").read_bytes(), password
-        )
+        enc_key = serialization.load_pem_private_key((outdir / "client-encrypted.key").read_bytes(), password)
     except Exception as e:  # any parse failure means regenerate
         return f"unreadable file ({e})"
 
@@ -260,11 +251,7 @@ def check(outdir: Path, cn_server: str, extra_sans: list[str], key_type: str) ->
         if cert.not_valid_after_utc <= soon:
             return f"{name} expires {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     try:
-        have = (
-            certs["server.pem"]
-            .extensions.get_extension_for_class(x509.SubjectAlternativeName)
-            .value
-        )
+        have = certs["server.pem"].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return "server.pem has no SAN"
     want = _sans(cn_server, extra_sans)

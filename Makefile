@@ -1,0 +1,44 @@
+# chatsvc — developer entry points. Quick start: `make run`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Browsers on these origins may connect to the dev server (Hoppscotch's web app; the
+# server's own page is always allowed). Production sets CHATSVC_CORS_ORIGINS itself.
+DEV_CORS_ORIGINS ?= https://hoppscotch.io
+
+.PHONY: run test lint typecheck protos protos-check services-up services-down bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: start the server on :8080 with the embedded defaults (in-process bus, SQLite in ./data)
+run: $(STAMP)
+	CHATSVC_CORS_ORIGINS="$${CHATSVC_CORS_ORIGINS:-$(DEV_CORS_ORIGINS)}" $(BIN)/chatsvc serve
+
+## test: install everything the suite needs, start Kafka and Cassandra, run lint + the whole suite
+test: $(STAMP)
+	scripts/test
+
+lint: $(STAMP)
+	$(BIN)/ruff check chatsvc tests scripts bench
+	$(BIN)/ruff format --check chatsvc tests scripts bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy chatsvc
+
+services-up:
+	scripts/kafka start
+	scripts/cassandra start
+
+services-down:
+	-scripts/kafka stop
+	-scripts/cassandra stop
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
