@@ -1,0 +1,591 @@
+"""Fan-out between replicas over Apache Kafka: the only module that imports ``aiokafka``.
+
+:class:`AsyncKafkaManager` is a python-socketio ``AsyncPubSubManager``: every room emit,
+cross-replica disconnect and room operation is published as one JSON record on one topic,
+and every replica reads every partition of that topic.
+
+Design, and why:
+
+* **No consumer group.** Each replica must see every record, so the consumer has
+  ``group_id=None`` and assigns itself all partitions; at startup it seeks to the end
+  (history is the record of the past; the bus only carries what happens from now on).
+  After a broker outage it resumes from the offsets it had reached.
+* **Order per room.** Records are keyed by room (``to=sid`` emits and disconnects by
+  sid, namespace-wide emits by namespace), so one room's records share a partition and
+  arrive in the order they were published; an emit to a sid and the disconnect of that
+  sid also stay in order.
+* **Durable publish, bounded ack.** The producer uses ``acks="all"`` and idempotence, never
+  flushes per message, and awaits the delivery future so a failure is known. The await is
+  bounded (``PUBLISH_TIMEOUT_SECONDS``) and a publish while the bus is known to be down
+  fails at once, so the chat ack never waits on Kafka for long. It is awaited rather than
+  fire-and-forget because the message is already stored before it is published: a failed
+  publish only costs live delivery (``ChatService`` logs it; clients on other replicas
+  catch up with ``join {since}``), and knowing about it keeps metrics and logs honest.
+* **JSON on the wire, never pickle**: a record from the topic is data, not code.
+* **Control messages.** Cluster state that is not a Socket.IO packet travels on the same
+  topic as ``{"method": "control", "data": ...}`` and goes to the handlers registered with
+  :meth:`AsyncKafkaManager.on_control`, never to python-socketio. Own records are dropped.
+* **Failures are loud once.** Startup makes ``KAFKA_CONNECT_RETRIES`` attempts, each logged
+  once with a classified reason (TLS handshake failure, certificate verify failed, unknown
+  host, connection refused, timeout...), then raises :class:`StartupError`. At run time an
+  outage is logged once, :meth:`check` fails (``/readyz`` 503 naming the bus) and the
+  listener probes with capped exponential backoff until Kafka answers again.
+
+The topic is auto-created by the test broker. Production pre-creates it (for example 6
+partitions, replication factor 3, ``min.insync.replicas=2``; short retention is enough,
+because history lives in the store): with ``acks=all`` that survives one broker loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+from chatsvc.bus.base import ControlHandler
+from chatsvc.errors import BusUnavailable, StartupError
+from chatsvc.metrics import Metrics
+from chatsvc.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_MS = 5_000
+"""Connect and request timeout of the Kafka clients (also how long a queued record lives)."""
+PUBLISH_TIMEOUT_SECONDS = 3.0
+"""Longest a publish (and so a chat ack) waits for Kafka before giving up on live delivery."""
+POLL_MS = 1_000
+HEALTH_INTERVAL_SECONDS = 1.0
+PROBE_TIMEOUT_SECONDS = 3.0
+BACKOFF_CAP_SECONDS = 5.0
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+_SOCKETIO_METHODS = frozenset({"emit", "disconnect", "enter_room", "leave_room", "close_room"})
+_CLIENT_CERT_REJECTED = frozenset(
+    {
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        "TLSV1_ALERT_ACCESS_DENIED",
+    }
+)
+
+
+_SASL_ERRORS = (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+
+class _ConnectFailed(Exception):
+    """One connection attempt failed; ``reason`` is the classified one-line cause."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def classify(exc: BaseException, *, topic: str = "", tls: bool = False) -> str:
+    """A short, operator-readable reason for a failed Kafka connection or request."""
+    cause: BaseException = exc
+    # aiokafka wraps a connection that breaks mid-request; the interesting part is the cause.
+    while isinstance(cause, KafkaConnectionError) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {cause.verify_message or cause.reason} (check KAFKA_SSL_CA_CERT)"
+    if isinstance(cause, ssl.SSLError):
+        reason = cause.reason or str(cause)
+        if reason in _CLIENT_CERT_REJECTED:
+            return (
+                f"TLS handshake failure: the broker rejected the client certificate ({reason}); "
+                "check KAFKA_SSL_CLIENT_CERT/KAFKA_SSL_CLIENT_KEY"
+            )
+        return f"TLS handshake failure: {reason}"
+    if isinstance(cause, socket.gaierror):
+        return f"unknown host ({cause.strerror or cause})"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, TimeoutError | KafkaTimeoutError):
+        return "timeout"
+    if isinstance(cause, asyncio.IncompleteReadError):
+        # A TLS record header read as a Kafka frame size starts with 0x15 (alert) or 0x16.
+        if (cause.expected or 0) >> 24 in {0x15, 0x16}:
+            return "the broker answered with TLS: this listener needs the KAFKA_SSL_* variables"
+        return "connection closed by the broker"
+    if isinstance(cause, ConnectionResetError) and tls:
+        return "TLS handshake failure: connection reset by the broker (is this a PLAINTEXT listener?)"
+    if isinstance(cause, _SASL_ERRORS):
+        return f"SASL authentication failed: {cause}"
+    if isinstance(cause, UnknownTopicOrPartitionError):
+        return f"topic {topic!r} does not exist and the broker did not create it (pre-create it)"
+    if isinstance(cause, TopicAuthorizationFailedError):
+        return f"not authorized for topic {topic!r}"
+    if isinstance(cause, OSError):
+        return f"network error: {cause.strerror or cause}"
+    if isinstance(cause, KafkaError):
+        return f"{type(cause).__name__}: {cause}"
+    return f"{type(cause).__name__}: {cause}"
+
+
+def record_key(message: dict[str, Any]) -> bytes:
+    """The partition key of a bus record: its room, else its sid, else its namespace."""
+    if message.get("method") == "control":
+        data = message.get("data")
+        room = data.get("room") if isinstance(data, dict) else None
+        return str(room or "control").encode()
+    for field in ("room", "sid", "namespace"):
+        value = message.get(field)
+        if value:
+            return (value if isinstance(value, str) else json.dumps(value, sort_keys=True)).encode()
+    return b"/"
+
+
+class AsyncKafkaManager(AsyncPubSubManager):  # type: ignore[misc]
+    """python-socketio client manager that fans out through a Kafka topic.
+
+    ``write_only=True`` makes a publisher that never listens (an external process that
+    emits to, or disconnects, sockets living on the replicas).
+    """
+
+    name = "chatsvc-kafka"
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        metrics: Metrics | None = None,
+        replica_id: str = "",
+        write_only: bool = False,
+    ) -> None:
+        super().__init__(channel=settings.topic, write_only=write_only)
+        # Unique per process even when HOSTNAME repeats; readable in logs.
+        self.host_id = f"{replica_id or 'chatsvc'}-{uuid.uuid4().hex[:12]}"
+        self._settings = settings
+        self._metrics = metrics or Metrics()
+        self._ssl: ssl.SSLContext | None = None
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._positions: dict[int, int] = {}
+        self._partitions = 0
+        self._control_handlers: list[ControlHandler] = []
+        self._healthy = False
+        self._down_reason = "not connected yet"
+        self._down_since = 0.0
+        self._next_probe = 0.0
+        self._probe_delay = self._base_delay
+        self._closed = False
+
+    # -- lifecycle (chatsvc.bus.base.ManagedBus) -------------------------------------------
+
+    @property
+    def _base_delay(self) -> float:
+        return self._settings.retry_backoff_ms / 1000
+
+    @property
+    def _brokers(self) -> str:
+        return ",".join(self._settings.brokers)
+
+    async def start(self) -> None:
+        """Connect producer and consumer, retrying; raise ``StartupError`` with one line."""
+        _quiet_aiokafka()
+        self._ssl = self._ssl_context()
+        settings = self._settings
+        protocol = settings.security_protocol
+        if protocol == "PLAINTEXT":
+            log.warning("Kafka: PLAINTEXT (no KAFKA_SSL_* set)")
+        elif settings.tls is not None:
+            log.info(
+                "Kafka: %s with client certificate %s, server verified against %s, hostname checked",
+                protocol,
+                settings.tls.client_cert,
+                settings.tls.ca_cert,
+            )
+        else:
+            log.info("Kafka: %s, server verified against the system CAs, hostname checked", protocol)
+        attempts = settings.connect_retries
+        delay = self._base_delay
+        reason = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                await self._connect()
+            except _ConnectFailed as exc:
+                reason = exc.reason
+                self._metrics.bus_errors.labels("connect").inc()
+                if attempt == attempts:
+                    log.error(
+                        "Kafka connect attempt %d/%d to %s failed: %s",
+                        attempt,
+                        attempts,
+                        self._brokers,
+                        reason,
+                    )
+                    break
+                log.warning(
+                    "Kafka connect attempt %d/%d to %s failed: %s; retrying in %.1fs",
+                    attempt,
+                    attempts,
+                    self._brokers,
+                    reason,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+            else:
+                self._healthy = True
+                self._next_probe = time.monotonic() + HEALTH_INTERVAL_SECONDS
+                log.info(
+                    "Kafka connected to %s (%s): topic %s, %d partition(s), replica host id %s",
+                    self._brokers,
+                    protocol,
+                    settings.topic,
+                    self._partitions,
+                    self.host_id,
+                )
+                return
+        raise StartupError(
+            f"cannot connect to Kafka at {self._brokers} after {attempts} attempt(s): {reason}"
+        )
+
+    async def check(self) -> None:
+        """Raise ``BusUnavailable`` (naming Kafka and the reason) while not connected."""
+        if self._closed:
+            raise BusUnavailable("Kafka bus closed")
+        if not self._healthy:
+            raise BusUnavailable(f"Kafka unavailable: {self._down_reason}")
+
+    async def aclose(self) -> None:
+        """Stop the listener and close both clients (bounded); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._healthy = False
+        thread: asyncio.Task[Any] | None = getattr(self, "thread", None)
+        if thread is not None and not thread.done():
+            thread.cancel()
+            await asyncio.wait([thread], timeout=CLOSE_TIMEOUT_SECONDS)
+        await self._drop_clients()
+        log.info("Kafka bus closed")
+
+    # -- control channel -------------------------------------------------------------------
+
+    def on_control(self, handler: ControlHandler) -> None:
+        """Call ``handler`` with the ``data`` of every control message from another replica."""
+        self._control_handlers.append(handler)
+
+    async def publish_control(self, message: dict[str, Any]) -> None:
+        """Publish a JSON-able control message; ``BusUnavailable`` if Kafka cannot take it.
+
+        A ``room`` field, when present, is the partition key (ordered with that room's emits).
+        """
+        await self._publish({"method": "control", "host_id": self.host_id, "data": message})
+
+    # -- python-socketio's pub/sub contract ------------------------------------------------
+
+    async def _publish(self, data: dict[str, Any]) -> None:
+        """Send one record and wait (bounded) for Kafka to acknowledge it."""
+        producer = self._producer
+        if producer is None or not self._healthy:
+            self._metrics.bus_errors.labels("publish").inc()
+            raise BusUnavailable(f"Kafka unavailable: {self._down_reason}")
+        value = json.dumps(data, separators=(",", ":")).encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout_at(deadline):
+                delivery = await producer.send(self.channel, value=value, key=record_key(data))
+            # asyncio.wait, not wait_for: cancelling aiokafka's delivery future is not ours to do.
+            done, _ = await asyncio.wait([delivery], timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                raise TimeoutError
+            delivery.result()
+        except TimeoutError:
+            self._metrics.bus_errors.labels("publish").inc()
+            raise BusUnavailable(
+                f"Kafka did not acknowledge a publish within {PUBLISH_TIMEOUT_SECONDS:.0f}s"
+            ) from None
+        except KafkaError as exc:
+            self._metrics.bus_errors.labels("publish").inc()
+            raise BusUnavailable(f"Kafka publish failed: {classify(exc, topic=self.channel)}") from None
+        self._metrics.bus_published.inc()
+
+    async def _listen(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield Socket.IO messages from other replicas, forever (reconnecting as needed)."""
+        while True:
+            if self._consumer is None:
+                await self._reconnect()
+                continue
+            try:
+                batch = await self._consumer.getmany(timeout_ms=POLL_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # getmany only raises when the consumer cannot go on; build a new one.
+                self._mark_down(classify(exc, topic=self.channel, tls=self._ssl is not None))
+                await self._drop_clients()
+                continue
+            for records in batch.values():
+                for record in records:
+                    self._positions[record.partition] = record.offset + 1
+                    message = self._decode(record.value, record.partition, record.offset)
+                    if message is not None and await self._accept(message):
+                        yield message
+            await self._watch()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        settings = self._settings
+        if not settings.security_protocol.endswith("SSL"):
+            return None
+        tls = settings.tls
+        if tls is None:
+            return ssl.create_default_context()
+        try:
+            context: ssl.SSLContext = create_ssl_context(
+                cafile=str(tls.ca_cert),
+                certfile=str(tls.client_cert) if tls.client_cert else None,
+                keyfile=str(tls.client_key) if tls.client_key else None,
+                password=tls.key_password.reveal() if tls.key_password else None,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise StartupError(
+                "Kafka TLS files cannot be used (KAFKA_SSL_CA_CERT="
+                f"{tls.ca_cert}, KAFKA_SSL_CLIENT_CERT={tls.client_cert}, "
+                f"KAFKA_SSL_CLIENT_KEY={tls.client_key}): {exc} "
+                "(is the key the certificate's, and KAFKA_SSL_KEY_PASSWORD right?)"
+            ) from None
+        return context
+
+    def _client_options(self) -> dict[str, Any]:
+        """What producer, consumer and probe connections share."""
+        settings = self._settings
+        options: dict[str, Any] = {
+            "client_id": settings.client_id,
+            "request_timeout_ms": REQUEST_TIMEOUT_MS,
+            "security_protocol": settings.security_protocol,
+            "ssl_context": self._ssl,
+        }
+        if settings.sasl_mechanism:
+            options["sasl_mechanism"] = settings.sasl_mechanism
+            options["sasl_plain_username"] = settings.sasl_username
+            password = settings.sasl_password
+            options["sasl_plain_password"] = password.reveal() if password else None
+        return options
+
+    async def _diagnose(self, brokers: Iterable[str] | None = None) -> str | None:
+        """Open a raw connection to each broker; None if one answers, else the classified reasons.
+
+        aiokafka only says "unable to bootstrap"; this is how a failure gets its cause.
+        """
+        reasons = []
+        for broker in brokers if brokers is not None else self._settings.brokers:
+            host, _, port = broker.rpartition(":")
+            try:
+                async with asyncio.timeout(REQUEST_TIMEOUT_MS / 1000):
+                    conn = await create_conn(host, int(port), **self._client_options())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reasons.append(f"{broker}: {classify(exc, tls=self._ssl is not None)}")
+                continue
+            conn.close()
+            return None
+        return "; ".join(reasons)
+
+    async def _connect(self) -> None:
+        """Start producer (and consumer), resolve partitions and positions; or raise _ConnectFailed."""
+        reason = await self._diagnose()
+        if reason is not None:
+            raise _ConnectFailed(reason)
+        options = {"bootstrap_servers": list(self._settings.brokers), **self._client_options()}
+        producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True, linger_ms=0)
+        consumer = None
+        try:
+            async with asyncio.timeout(3 * REQUEST_TIMEOUT_MS / 1000):
+                await producer.start()
+                partitions = sorted(await producer.partitions_for(self.channel))
+                if not self.write_only:
+                    consumer = AIOKafkaConsumer(
+                        **options, group_id=None, enable_auto_commit=False, auto_offset_reset="latest"
+                    )
+                    await consumer.start()
+                    tps = [TopicPartition(self.channel, p) for p in partitions]
+                    consumer.assign(tps)
+                    ends = await consumer.end_offsets(tps)
+                    for tp in tps:
+                        consumer.seek(tp, self._positions.get(tp.partition, ends[tp]))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                await _stop(producer, consumer)
+                raise
+            reason = classify(exc, topic=self.channel, tls=self._ssl is not None)
+            if isinstance(exc, UnknownTopicOrPartitionError | KafkaTimeoutError | TimeoutError):
+                reason = await self._explain_stall(producer) or reason
+            await _stop(producer, consumer)
+            raise _ConnectFailed(reason) from exc
+        self._producer, self._consumer, self._partitions = producer, consumer, len(partitions)
+
+    async def _explain_stall(self, producer: Any) -> str | None:
+        """The classic cause of a bootstrap that works and then stalls: unreachable advertised listeners."""
+        try:
+            advertised = sorted(f"{b.host}:{b.port}" for b in producer.client.cluster.brokers())
+        except Exception:
+            return None
+        if not advertised:
+            return None
+        failure = await self._diagnose(advertised)
+        if failure is None:
+            return None
+        return (
+            f"the brokers advertise {', '.join(advertised)}, unreachable from here ({failure}); "
+            "check advertised.listeners"
+        )
+
+    async def _drop_clients(self) -> None:
+        producer, consumer = self._producer, self._consumer
+        self._producer = self._consumer = None
+        await _stop(producer, consumer)
+
+    async def _reconnect(self) -> None:
+        """One reconnect attempt of the listener, then the next backoff step."""
+        if self._closed:
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
+            return
+        try:
+            await self._connect()
+        except _ConnectFailed as exc:
+            self._mark_down(exc.reason)
+            await asyncio.sleep(self._probe_delay)
+            self._probe_delay = min(self._probe_delay * 2, BACKOFF_CAP_SECONDS)
+            return
+        self._mark_up()
+
+    async def _watch(self) -> None:
+        """Every HEALTH_INTERVAL while up (with backoff while down): can Kafka still be reached?"""
+        now = time.monotonic()
+        if now < self._next_probe or self._producer is None:
+            return
+        try:
+            # A metadata request for our topic only, on the producer's own connection.
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                if not await self._producer.client.force_metadata_update():
+                    raise KafkaConnectionError("metadata request failed")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = await self._diagnose() or classify(exc, topic=self.channel)
+            self._mark_down(reason)
+            self._next_probe = time.monotonic() + self._probe_delay
+            self._probe_delay = min(self._probe_delay * 2, BACKOFF_CAP_SECONDS)
+            return
+        self._mark_up()
+
+    def _mark_down(self, reason: str) -> None:
+        self._metrics.bus_errors.labels("connect").inc()
+        self._down_reason = reason
+        if self._healthy:
+            self._healthy = False
+            self._down_since = time.monotonic()
+            log.warning(
+                "Kafka unavailable: %s; /readyz reports 503 and live fan-out pauses while "
+                "reconnecting (backoff up to %.0fs; logged once per outage)",
+                reason,
+                BACKOFF_CAP_SECONDS,
+            )
+        else:
+            log.debug("Kafka still unavailable: %s", reason)
+
+    def _mark_up(self) -> None:
+        self._next_probe = time.monotonic() + HEALTH_INTERVAL_SECONDS
+        self._probe_delay = self._base_delay
+        if not self._healthy and not self._closed:
+            self._healthy = True
+            log.info("Kafka reachable again after %.1fs", time.monotonic() - self._down_since)
+
+    def _decode(self, value: bytes | None, partition: int, offset: int) -> dict[str, Any] | None:
+        try:
+            message = json.loads(value or b"")
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("method"), str):
+            self._metrics.bus_errors.labels("decode").inc()
+            log.warning(
+                "ignoring a record that is not a bus message (partition %d offset %d)", partition, offset
+            )
+            return None
+        return message
+
+    async def _accept(self, message: dict[str, Any]) -> bool:
+        """Whether python-socketio should see ``message``; control messages go to handlers."""
+        method = message["method"]
+        if method == "callback":  # addressed to the host that asked for the ack
+            return bool(message.get("host_id") == self.host_id)
+        if message.get("host_id") == self.host_id:
+            return False
+        if method == "control":
+            await self._dispatch_control(message.get("data"))
+            return False
+        return method in _SOCKETIO_METHODS
+
+    async def _dispatch_control(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            log.warning("ignoring a control message whose data is not an object")
+            return
+        for handler in list(self._control_handlers):
+            try:
+                await handler(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("control handler failed on a %r message", data.get("type"))
+
+
+async def _stop(producer: Any, consumer: Any) -> None:
+    """Stop clients without letting an unreachable broker hold up the caller for long."""
+    for client in (consumer, producer):
+        if client is None:
+            continue
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await client.stop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("closing a Kafka client failed: %r", exc)
+
+
+def _quiet_aiokafka() -> None:
+    """aiokafka logs every failed reconnect, many times a second during an outage.
+
+    This adapter reports each attempt or outage once, with a classified reason, so
+    aiokafka's own records are kept for ``CHATSVC_LOG_LEVEL=DEBUG``.
+    """
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
