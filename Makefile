@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # server's own page is always allowed). Production sets CHATSVC_CORS_ORIGINS itself.
 DEV_CORS_ORIGINS ?= https://hoppscotch.io
 
-.PHONY: run test lint typecheck protos protos-check services-up services-down bench bench-quick clean
+.PHONY: run run-cluster test lint typecheck protos protos-check services-up services-down bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 ## run: start the server on :8080 with the embedded defaults (in-process bus, SQLite in ./data)
 run: $(STAMP)
 	CHATSVC_CORS_ORIGINS="$${CHATSVC_CORS_ORIGINS:-$(DEV_CORS_ORIGINS)}" $(BIN)/chatsvc serve
+
+## run-cluster: the local Kafka broker and two replicas (:8081, :8082) sharing ./data
+run-cluster: $(STAMP)
+	scripts/run-cluster
 
 ## test: install everything the suite needs, start Kafka and Cassandra, run lint + the whole suite
 test: $(STAMP)
