@@ -16,11 +16,16 @@ import socketio
 from aiohttp import web
 
 from chatsvc import __version__
+from chatsvc.admin.server import AdminServer
+from chatsvc.admin.servicer import AdminServicer
 from chatsvc.auth.jwt import JwtVerifier
 from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
+from chatsvc.chat.cluster import ClusterActions, ControlRouter
+from chatsvc.chat.cluster_presence import ClusterPresence
+from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
-from chatsvc.chat.presence import LocalPresence, PresenceRegistry
+from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import Metrics
@@ -28,6 +33,7 @@ from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.web import health
 from chatsvc.web.origins import OriginPolicy
+from chatsvc.web.websocket import decline_ws_compression
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +46,24 @@ SIO = web.AppKey("sio", socketio.AsyncServer)
 NAMESPACE = web.AppKey("namespace", ChatNamespace)
 SERVICE = web.AppKey("service", ChatService)
 PRESENCE = web.AppKey("presence", PresenceRegistry)
+CLUSTER = web.AppKey("cluster", ClusterPresence)
+MODERATOR = web.AppKey("moderator", Moderator)
+ADMIN = web.AppKey("admin", AdminServer)
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 
 
 def build_store(settings: Settings) -> MessageStore:
-    """ScyllaDB when ``SCYLLA_CONTACT_POINTS`` is set, else the embedded SQLite file."""
+    """ScyllaDB when ``SCYLLA_CONTACT_POINTS`` is set, memory for ``CHATSVC_STORE=memory``,
+    else the embedded SQLite file."""
     if settings.scylla is not None:
         from chatsvc.store.scylla import ScyllaStore  # noqa: PLC0415 - optional dependency
 
         return ScyllaStore(settings.scylla)
+    if settings.store == "memory":
+        from chatsvc.store.memory import MemoryStore  # noqa: PLC0415
+
+        return MemoryStore()
     from chatsvc.store.sqlite import SqliteStore  # noqa: PLC0415
 
     return SqliteStore(settings.sqlite_path)
@@ -74,29 +88,47 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         client_manager=bus,
-        cors_allowed_origins=OriginPolicy(settings.cors_origins),
+        cors_allowed_origins=OriginPolicy(
+            settings.cors_origins, scheme="https" if settings.tls_cert is not None else "http"
+        ),
         ping_interval=settings.ping_interval_seconds,
         ping_timeout=settings.ping_timeout_seconds,
         max_http_buffer_size=settings.limits.http_buffer_bytes,
         logger=False,
         engineio_logger=False,
     )
-    presence = LocalPresence()
+    # Cluster state beyond Socket.IO packets (presence, moderation, admin actions) travels
+    # as control messages on the bus; one router hands each type to its owner.
+    router = ControlRouter(bus.publish_control, settings.replica_id)
+    bus.on_control(router.dispatch)
+    presence = ClusterPresence(
+        router,
+        version=__version__,
+        connections=lambda: namespace.connection_count,
+        heartbeat_seconds=settings.cluster_heartbeat_seconds,
+    )
+    records = ModerationRecords(store, router)
     service = ChatService(store, sio, metrics, settings.limits)
+    verifier = JwtVerifier(settings.jwt)
     namespace = ChatNamespace(
         service,
-        JwtVerifier(settings.jwt),
+        verifier,
         presence,
         settings.limits,
         metrics,
         is_draining=lambda: readiness.draining,
+        is_banned=records.is_banned,
+        is_muted=records.is_muted,
     )
     sio.register_namespace(namespace)
+    moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
             mode="production" if settings.is_production else "development",
         )
+    if not settings.ws_compression:
+        app.middlewares.append(decline_ws_compression)
     sio.attach(app)
 
     app[SETTINGS] = settings
@@ -108,10 +140,18 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[NAMESPACE] = namespace
     app[SERVICE] = service
     app[PRESENCE] = presence
+    app[CLUSTER] = presence
+    app[MODERATOR] = moderator
+    if settings.grpc.enabled:
+        servicer = AdminServicer(service, presence, moderator, settings.limits, version=__version__)
+        app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)
 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_socketio_ctx)
+    app.cleanup_ctx.append(_cluster_ctx)
+    app.cleanup_ctx.append(_grpc_ctx)
+    app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
 
     app.add_routes(health.routes(readiness))
@@ -153,6 +193,31 @@ async def _socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("chatsvc %s ready (replica %s)", __version__, app[SETTINGS].replica_id)
     yield
     await sio.shutdown()
+
+
+async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After the bus: presence heartbeats need it; released before it, saying goodbye.
+    cluster = app[CLUSTER]
+    await cluster.start()
+    yield
+    await cluster.aclose()
+
+
+async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
+    admin = app.get(ADMIN)
+    if admin is None:  # CHATSVC_GRPC_ENABLED=false
+        yield
+        return
+    await admin.start()
+    yield
+    await admin.stop()
+
+
+async def _grpc_not_serving(app: web.Application) -> None:
+    # First thing at SIGTERM: gRPC health says NOT_SERVING while the sockets drain.
+    admin = app.get(ADMIN)
+    if admin is not None:
+        await admin.enter_graceful_shutdown()
 
 
 async def _drain(app: web.Application) -> None:

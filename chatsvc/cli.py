@@ -1,4 +1,4 @@
-"""``chatsvc`` command line: serve, token, migrate."""
+"""``chatsvc`` command line: serve, token, migrate, admin."""
 
 from __future__ import annotations
 
@@ -93,9 +93,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     try:
-        from chatsvc.server import serve  # noqa: PLC0415
+        from chatsvc.server import run  # noqa: PLC0415
 
-        asyncio.run(serve(settings))
+        run(settings)
     except StartupError as exc:
         print(f"chatsvc: startup failed: {exc}", file=sys.stderr)
         return 3
@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="create or upgrade the history store's schema")
     migrate.set_defaults(func=_cmd_migrate)
+
+    from chatsvc.admin.client import register  # noqa: PLC0415 - it imports this module
+
+    register(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -23,6 +24,28 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed, else None (asyncio's own).
+
+    uvloop does socket writes and callback scheduling in C: in a room of 1,000 it delivers
+    a third more messages per CPU-second (bench/README.md). Nothing else changes.
+    """
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(settings: Settings) -> None:
+    """Run :func:`serve` to completion on the fastest event loop available."""
+    factory = event_loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        log.info("event loop: %s", "uvloop" if factory is not None else "asyncio")
+        runner.run(serve(settings))
 
 
 async def serve(settings: Settings) -> None:

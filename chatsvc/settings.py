@@ -8,6 +8,7 @@ reprs ever show them.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ CONSISTENCY_LEVELS = frozenset(
     {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
 )
 SASL_MECHANISMS = frozenset({"SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"})
+STORE_BACKENDS = ("sqlite", "memory", "scylla")
 
 
 class SettingsError(ValueError):
@@ -113,9 +115,13 @@ class KafkaSettings:
 
     @property
     def security_protocol(self) -> str:
-        """The Kafka ``security.protocol`` these settings amount to."""
+        """The Kafka ``security.protocol`` these settings amount to.
+
+        SASL always runs over TLS (never credentials in the clear): with the ``KAFKA_SSL_*``
+        files when set, else against the system CAs, as managed clusters expect.
+        """
         if self.sasl_mechanism:
-            return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+            return "SASL_SSL"
         return "SSL" if self.tls else "PLAINTEXT"
 
 
@@ -179,9 +185,15 @@ class Settings:
     admin_ui_password: Secret | None = None
     replica_id: str = ""
     auto_migrate: bool = True
+    #: History backend: ``sqlite`` (embedded default), ``memory`` (not durable) or ``scylla``.
+    store: str = "sqlite"
+    #: Negotiate permessage-deflate with clients that offer it (costs memory and CPU).
+    ws_compression: bool = False
     kafka: KafkaSettings | None = None
     scylla: ScyllaSettings | None = None
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
+    #: How often each replica tells the others it is alive (and who is online on it).
+    cluster_heartbeat_seconds: float = 2.0
 
     @property
     def is_production(self) -> bool:
@@ -255,6 +267,10 @@ class _Reader:
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
         value = self._parse(name, default, float, "a number")
+        # float() accepts "nan" and "inf"; nan passes every comparison and would, for
+        # example, make the rate limiter refuse everything.
+        if not math.isfinite(value):
+            raise SettingsError(name, f"expected a finite number, got {value}")
         if value < minimum:
             raise SettingsError(name, f"must be >= {minimum}, got {value}")
         return value
@@ -366,9 +382,12 @@ class _Reader:
             admin_ui_password=admin_password,
             replica_id=self.text("CHATSVC_REPLICA_ID", self.text("HOSTNAME", "") or secrets.token_hex(4)),
             auto_migrate=self.boolean("CHATSVC_AUTO_MIGRATE", True),
+            store=self.store(environment),
+            ws_compression=self.boolean("CHATSVC_WS_COMPRESSION", False),
             kafka=self.kafka(),
             scylla=self.scylla(),
             grpc=self.grpc(),
+            cluster_heartbeat_seconds=self.number("CHATSVC_CLUSTER_HEARTBEAT", 2.0, minimum=0.1),
         )
 
     def jwt(self, environment: str, data_dir: Path) -> JwtSettings:
@@ -420,6 +439,23 @@ class _Reader:
             http_buffer_bytes=self.integer("CHATSVC_MAX_HTTP_BUFFER_BYTES", 65536, minimum=1024),
             catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
         )
+
+    def store(self, environment: str) -> str:
+        """``CHATSVC_STORE``; defaults to ``scylla`` when contact points are set, else ``sqlite``."""
+        has_scylla = bool(self.items("SCYLLA_CONTACT_POINTS"))
+        store = (self.raw("CHATSVC_STORE") or ("scylla" if has_scylla else "sqlite")).lower()
+        if store not in STORE_BACKENDS:
+            raise SettingsError(
+                "CHATSVC_STORE", f"expected one of {', '.join(STORE_BACKENDS)}, got {store!r}"
+            )
+        if (store == "scylla") != has_scylla:
+            problem = "conflicts with" if has_scylla else "needs"
+            raise SettingsError("CHATSVC_STORE", f"CHATSVC_STORE={store} {problem} SCYLLA_CONTACT_POINTS")
+        if store == "memory" and environment == "production":
+            raise SettingsError(
+                "CHATSVC_STORE", "memory keeps no history across restarts; not for production"
+            )
+        return store
 
     def kafka(self) -> KafkaSettings | None:
         brokers = self.items("KAFKA_BROKERS")

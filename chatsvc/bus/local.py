@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import socketio
-
 from chatsvc.bus.base import ControlHandler
+from chatsvc.bus.direct import DirectEmitMixin
 
 
-class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
-    """python-socketio's in-memory manager with the app's lifecycle hooks (all no-ops)."""
+class LocalManager(DirectEmitMixin):
+    """python-socketio's in-memory manager (with task-free room broadcasts) and the app's
+    lifecycle hooks (all no-ops)."""
 
     async def start(self) -> None:
         """Nothing to connect."""

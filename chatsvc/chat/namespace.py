@@ -120,6 +120,37 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if room in c.rooms and (user_id is None or c.identity.user_id == user_id)
         ]
 
+    # -- moderation of local sockets (the admin API reaches every replica through these) --
+
+    async def disconnect_user(self, user_id: str, reason: ChatError) -> int:
+        """End every local socket of ``user_id`` (``session_end``, no reconnect); return how many."""
+        sids = self.sids_of(user_id)
+        await asyncio.gather(*(self.end_session(sid, reason, reconnect=False) for sid in sids))
+        return len(sids)
+
+    async def kick(self, room: str, user_id: str, reason: str) -> int:
+        """Take ``user_id``'s local sockets out of ``room``: each gets ``kicked {room, reason}``
+        and the room a ``presence`` leave. Return how many sockets were in the room."""
+        sids = self.sids_in(room, user_id)
+        for sid in sids:
+            conn = self._connections.get(sid)
+            if conn is None or room not in conn.rooms:
+                continue
+            conn.rooms.discard(room)
+            await self.leave_room(sid, room)
+            try:
+                await self.server.emit(
+                    "kicked",
+                    {"room": room, "reason": reason},
+                    to=sid,
+                    namespace=self.namespace,
+                    ignore_queue=True,
+                )
+            except Exception:
+                log.warning("could not tell %s it was kicked from %s", sid, room)
+            await self._left(sid, conn, room)
+        return len(sids)
+
     # -- connect / disconnect -------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:

@@ -1,0 +1,458 @@
+"""Presence across replicas: who is online in which room, cluster-wide.
+
+Design
+------
+Each replica keeps its own sockets in a :class:`~chatsvc.chat.presence.LocalPresence`
+and shares a *view* of it — room → {user id: name} — over the bus's control channel
+(:mod:`chatsvc.chat.cluster`). Every replica merges the live views of the others with
+its own, so ``online``, ``members``, ``rooms`` and ``user_count`` (what the namespace's
+``presence`` events, the admin API's Presence/ListRooms/GetRoom and Info report) are
+cluster-wide.
+
+Messages (all from one replica go through one ordered sender task, each numbered with a
+per-replica ``seq``):
+
+* ``presence.delta`` {seq, change: {room, user, action: join|leave}}: sent when a user's *first* socket
+  on this replica joins a room or their *last* one leaves it.
+* ``presence.heartbeat`` {seq, interval, connections, version}: every ``interval``
+  seconds. A view not heard from for ``EXPIRY_HEARTBEATS`` intervals is dropped (a
+  crashed replica's users disappear within ~3 heartbeats). A receiver whose view is
+  behind the heartbeat's ``seq`` (a delta was lost) asks that replica for a snapshot.
+* ``presence.snapshot`` {seq, part, parts, rooms}: the whole view, in parts of at most
+  ``SNAPSHOT_PART_ENTRIES`` memberships so a large replica never exceeds the bus's
+  message size; sent at startup, on request, and every ``SNAPSHOT_EVERY`` heartbeats as
+  a safety net. A complete snapshot replaces the receiver's view of that replica.
+* ``presence.sync`` {to?}: "send me your snapshot" (at startup: to everyone).
+* ``presence.bye``: a replica stopping cleanly; receivers drop its view at once.
+
+A delta whose ``seq`` is not newer than the view's is stale (the snapshot that replaced
+the view already reflects it) and is ignored, so reordering never resurrects a user.
+
+``join``/``leave`` report ``changed`` only when the user's presence changes for the
+*cluster* (their first socket anywhere joined, their last one anywhere left), so a room
+sees one ``presence`` join for a user connected to two replicas.
+
+With the in-process bus there are no peers and this behaves exactly like LocalPresence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatsvc.auth.identity import Identity
+from chatsvc.chat.cluster import ControlRouter
+from chatsvc.chat.presence import LocalPresence, PresenceChange
+from chatsvc.errors import ChatError
+
+log = logging.getLogger(__name__)
+
+EXPIRY_HEARTBEATS = 3
+SNAPSHOT_EVERY = 10
+SNAPSHOT_PART_ENTRIES = 2000
+OUTBOX_MAX = 10_000
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """What Info reports about one replica."""
+
+    replica_id: str
+    version: str
+    connections: int
+    rooms: int
+    users: int
+    last_seen: float  # Unix seconds
+    local: bool = False
+
+
+@dataclass
+class _View:
+    """The last known state of another replica."""
+
+    rooms: dict[str, dict[str, str]] = field(default_factory=dict)
+    seq: int = -1
+    interval: float = 2.0
+    connections: int = 0
+    version: str = ""
+    seen: float = 0.0  # monotonic
+    seen_wall: float = 0.0
+    parts: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
+    parts_seq: int = -1
+    sync_asked: float = -1e9  # monotonic
+
+    def apply(self, room: str, user_id: str, name: str, join: bool) -> None:
+        if join:
+            self.rooms.setdefault(room, {})[user_id] = name
+            return
+        users = self.rooms.get(room)
+        if users is not None:
+            users.pop(user_id, None)
+            if not users:
+                del self.rooms[room]
+
+
+class ClusterPresence:
+    """A :class:`~chatsvc.chat.presence.PresenceRegistry` merging every replica's view."""
+
+    def __init__(
+        self,
+        router: ControlRouter,
+        *,
+        version: str,
+        connections: Callable[[], int],
+        heartbeat_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._router = router
+        self._version = version
+        self._connections = connections
+        self._interval = heartbeat_seconds
+        self._clock = clock
+        self._wall = wall_clock
+        self._local = LocalPresence()
+        self._views: dict[str, _View] = {}
+        self._seq = 0
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._snapshot_due = True
+        for type_, handler in (
+            ("presence.delta", self._on_delta),
+            ("presence.heartbeat", self._on_heartbeat),
+            ("presence.snapshot", self._on_snapshot),
+            ("presence.sync", self._on_sync),
+            ("presence.bye", self._on_bye),
+        ):
+            router.route(type_, handler)
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's id."""
+        return self._router.replica_id
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the sender and heartbeat loops; announce this replica and ask for the others."""
+        if self._tasks:
+            return
+        self._outbox = asyncio.Queue(OUTBOX_MAX)
+        self._enqueue("presence.sync", {})
+        self._snapshot_due = True
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="presence-sender"),
+            asyncio.create_task(self._heartbeat_loop(), name="presence-heartbeat"),
+        ]
+
+    async def aclose(self) -> None:
+        """Say goodbye (best effort, bounded) and stop the loops; idempotent."""
+        if not self._tasks:
+            return
+        heartbeat = self._tasks[1]
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        self._enqueue("presence.bye", {})
+        if self._outbox is not None:
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(None)
+        sender = self._tasks[0]
+        try:
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(sender)
+        except TimeoutError:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        self._tasks = []
+        self._outbox = None
+
+    # -- PresenceRegistry ----------------------------------------------------------------
+
+    async def join(self, room: str, user: Identity, sid: str) -> PresenceChange:
+        change = await self._local.join(room, user, sid)
+        elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
+        if change.changed:
+            self._delta(room, user, "join")
+        return PresenceChange(change.changed and not elsewhere, await self.online(room))
+
+    async def leave(self, room: str, user: Identity, sid: str) -> PresenceChange:
+        change = await self._local.leave(room, user, sid)
+        elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
+        if change.changed:
+            self._delta(room, user, "leave")
+        return PresenceChange(change.changed and not elsewhere, await self.online(room))
+
+    async def online(self, room: str) -> int:
+        return len(await self._members(room))
+
+    async def members(self, room: str) -> list[dict[str, str]]:
+        merged = await self._members(room)
+        return [{"id": uid, "name": merged[uid]} for uid in sorted(merged)]
+
+    async def rooms(self) -> dict[str, int]:
+        merged: dict[str, set[str]] = {}
+        for room, users in await self._local_view():
+            merged.setdefault(room, set()).update(users)
+        for view in self._live():
+            for room, users in view.rooms.items():
+                merged.setdefault(room, set()).update(users)
+        return {room: len(users) for room, users in merged.items() if users}
+
+    async def user_count(self) -> int:
+        users: set[str] = set()
+        for _, members in await self._local_view():
+            users.update(members)
+        for view in self._live():
+            for members in view.rooms.values():
+                users.update(members)
+        return len(users)
+
+    # -- cluster -------------------------------------------------------------------------
+
+    def peers(self) -> list[str]:
+        """Ids of the other replicas heard from recently."""
+        return sorted(rid for rid, _ in self._live_items())
+
+    async def replicas(self) -> list[ReplicaView]:
+        """This replica first, then every live peer by id."""
+        local_rooms = await self._local_view()
+        users = {uid for _, members in local_rooms for uid in members}
+        out = [
+            ReplicaView(
+                self.replica_id,
+                self._version,
+                self._connections(),
+                len(local_rooms),
+                len(users),
+                self._wall(),
+                local=True,
+            )
+        ]
+        for rid, view in sorted(self._live_items()):
+            peer_users = {uid for members in view.rooms.values() for uid in members}
+            out.append(
+                ReplicaView(
+                    rid, view.version, view.connections, len(view.rooms), len(peer_users), view.seen_wall
+                )
+            )
+        return out
+
+    # -- internals: merging --------------------------------------------------------------
+
+    def _live_items(self) -> Iterator[tuple[str, _View]]:
+        now = self._clock()
+        for rid, view in self._views.items():
+            if now - view.seen <= EXPIRY_HEARTBEATS * view.interval:
+                yield rid, view
+
+    def _live(self) -> Iterator[_View]:
+        return (view for _, view in self._live_items())
+
+    async def _members(self, room: str) -> dict[str, str]:
+        merged = {m["id"]: m["name"] for m in await self._local.members(room)}
+        for view in self._live():
+            for uid, name in view.rooms.get(room, {}).items():
+                merged.setdefault(uid, name)
+        return merged
+
+    async def _local_view(self) -> list[tuple[str, dict[str, str]]]:
+        out = []
+        for room in sorted(await self._local.rooms()):
+            out.append((room, {m["id"]: m["name"] for m in await self._local.members(room)}))
+        return out
+
+    def _prune(self) -> None:
+        now = self._clock()
+        for rid in [rid for rid, v in self._views.items() if now - v.seen > EXPIRY_HEARTBEATS * v.interval]:
+            log.info("replica %s expired from presence (no heartbeat)", rid)
+            del self._views[rid]
+
+    # -- internals: sending --------------------------------------------------------------
+
+    def _delta(self, room: str, user: Identity, action: str) -> None:
+        self._seq += 1
+        self._enqueue(
+            "presence.delta",
+            # Nested, not a top-level "room": the Kafka bus keys control records by a
+            # top-level room, and one key (one partition) keeps this replica's deltas in order.
+            {
+                "seq": self._seq,
+                "change": {"room": room, "user": user.public(), "action": action},
+                **self._status(),
+            },
+        )
+
+    def _enqueue(self, type_: str, body: dict[str, Any]) -> None:
+        if self._outbox is None:
+            return
+        try:
+            self._outbox.put_nowait((type_, body))
+        except asyncio.QueueFull:
+            # The bus is far behind: drop the delta; the next snapshot carries the state.
+            self._snapshot_due = True
+
+    async def _send_loop(self) -> None:
+        assert self._outbox is not None
+        outbox = self._outbox
+        backoff = 0.5
+        failing = False
+        while True:
+            item = await outbox.get()
+            if item is None:
+                return
+            type_, body = item
+            try:
+                if type_ == "presence.snapshot.request":
+                    await self._send_snapshot()
+                else:
+                    await self._router.publish(type_, body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    message = exc.message if isinstance(exc, ChatError) else repr(exc)
+                    log.warning("presence: cannot publish to the bus (%s); retrying", message)
+                    failing = True
+                # Lost updates are repaired by the snapshot sent once the bus is back.
+                self._snapshot_due = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            if failing:
+                log.info("presence: bus reachable again")
+                failing = False
+            backoff = 0.5
+
+    async def _send_snapshot(self) -> None:
+        self._seq += 1
+        seq = self._seq
+        parts: list[dict[str, dict[str, str]]] = [{}]
+        size = 0
+        for room, users in await self._local_view():
+            for uid, name in users.items():
+                if size >= SNAPSHOT_PART_ENTRIES:
+                    parts.append({})
+                    size = 0
+                parts[-1].setdefault(room, {})[uid] = name
+                size += 1
+        for index, rooms in enumerate(parts):
+            await self._router.publish(
+                "presence.snapshot",
+                {
+                    "seq": seq,
+                    "part": index,
+                    "parts": len(parts),
+                    "rooms": {room: sorted(users.items()) for room, users in rooms.items()},
+                    **self._status(),
+                },
+            )
+
+    def _status(self) -> dict[str, Any]:
+        return {"interval": self._interval, "connections": self._connections(), "version": self._version}
+
+    async def _heartbeat_loop(self) -> None:
+        beats = 0
+        while True:
+            if self._snapshot_due or beats % SNAPSHOT_EVERY == 0:
+                self._snapshot_due = False
+                self._enqueue("presence.snapshot.request", {})
+            else:
+                self._enqueue("presence.heartbeat", {"seq": self._seq, **self._status()})
+            self._prune()
+            beats += 1
+            await asyncio.sleep(self._interval)
+
+    # -- internals: receiving ------------------------------------------------------------
+
+    def _view(self, message: dict[str, Any]) -> _View:
+        rid = message["replica"]
+        view = self._views.get(rid)
+        if view is None:
+            view = self._views[rid] = _View()
+            log.info("replica %s joined the cluster", rid)
+        view.seen = self._clock()
+        view.seen_wall = self._wall()
+        interval = message.get("interval")
+        if isinstance(interval, int | float) and 0 < interval <= 3600:
+            view.interval = float(interval)
+        connections = message.get("connections")
+        if isinstance(connections, int):
+            view.connections = connections
+        version = message.get("version")
+        if isinstance(version, str):
+            view.version = version[:64]
+        return view
+
+    async def _on_delta(self, message: dict[str, Any]) -> None:
+        change = message.get("change")
+        if not isinstance(change, dict):
+            return
+        seq = message.get("seq")
+        room, user, action = (change.get(k) for k in ("room", "user", "action"))
+        if not isinstance(seq, int) or not isinstance(room, str) or action not in {"join", "leave"}:
+            return
+        if not isinstance(user, dict) or not isinstance(uid := user.get("id"), str):
+            return
+        view = self._view(message)
+        if seq <= view.seq:
+            return
+        if view.seq < 0 or seq > view.seq + 1:
+            # A view built from deltas alone, or one that missed some: get the whole state.
+            self._ask_snapshot(message["replica"], view)
+        view.seq = seq
+        view.apply(room, uid, str(user.get("name", uid)), action == "join")
+
+    async def _on_heartbeat(self, message: dict[str, Any]) -> None:
+        view = self._view(message)
+        seq = message.get("seq")
+        if isinstance(seq, int) and seq > view.seq:
+            self._ask_snapshot(message["replica"], view)
+
+    async def _on_snapshot(self, message: dict[str, Any]) -> None:
+        seq, part, parts, rooms = (message.get(k) for k in ("seq", "part", "parts", "rooms"))
+        if not (isinstance(seq, int) and isinstance(part, int) and isinstance(parts, int)):
+            return
+        if not isinstance(rooms, dict) or not 0 <= part < parts:
+            return
+        view = self._view(message)
+        if seq <= view.seq:
+            return
+        if seq != view.parts_seq:
+            view.parts, view.parts_seq = {}, seq
+        view.parts[part] = {
+            str(room): {str(uid): str(name) for uid, name in users}
+            for room, users in rooms.items()
+            if isinstance(users, list)
+        }
+        if len(view.parts) == parts:
+            merged: dict[str, dict[str, str]] = {}
+            for piece in view.parts.values():
+                for room, users in piece.items():
+                    merged.setdefault(room, {}).update(users)
+            view.rooms, view.seq = merged, seq
+            view.parts, view.parts_seq = {}, -1
+
+    async def _on_sync(self, message: dict[str, Any]) -> None:
+        self._view(message)
+        target = message.get("to")
+        if target is None or target == self.replica_id:
+            self._enqueue("presence.snapshot.request", {})
+
+    async def _on_bye(self, message: dict[str, Any]) -> None:
+        if self._views.pop(message["replica"], None) is not None:
+            log.info("replica %s left the cluster", message["replica"])
+
+    def _ask_snapshot(self, rid: str, view: _View) -> None:
+        now = self._clock()
+        if now - view.sync_asked < view.interval:
+            return
+        view.sync_asked = now
+        self._enqueue("presence.sync", {"to": rid})

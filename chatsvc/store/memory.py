@@ -1,0 +1,204 @@
+"""An in-memory history store (``CHATSVC_STORE=memory``): nothing survives a restart.
+
+For benchmarks (history at no I/O cost, so fan-out is measured alone), demos and tests.
+One process only: replicas do not see each other's history. Each room keeps its newest
+``max_per_room`` messages, so memory stays bounded however long it runs; older messages
+fall out of history (and out of the idempotency check) as a real retention policy would.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+
+from chatsvc.errors import NotFound, StoreUnavailable
+from chatsvc.store.base import HistoryPage, Message, Moderation, RoomInfo
+
+DEFAULT_MAX_PER_ROOM = 10_000
+
+
+@dataclass
+class _Room:
+    created_at_ms: int
+    ids: list[str] = field(default_factory=list)
+    messages: dict[str, Message] = field(default_factory=dict)
+    by_client_id: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def last_id(self) -> str | None:
+        return self.ids[-1] if self.ids else None
+
+
+class MemoryStore:
+    """:class:`~chatsvc.store.base.MessageStore` in this process's memory."""
+
+    def __init__(self, max_per_room: int = DEFAULT_MAX_PER_ROOM) -> None:
+        if max_per_room < 1:
+            raise ValueError("max_per_room must be >= 1")
+        self._max_per_room = max_per_room
+        self._open = False
+        self._rooms: dict[str, _Room] = {}
+        self._read: dict[tuple[str, str], str] = {}
+        self._moderation: dict[tuple[str, str, str], Moderation] = {}
+
+    def _check(self) -> None:
+        if not self._open:
+            raise StoreUnavailable("message store is not open")
+
+    async def open(self) -> None:
+        """Mark the store usable (there is nothing to connect)."""
+        self._open = True
+
+    async def aclose(self) -> None:
+        """Mark the store closed; the data stays until the process ends. Idempotent."""
+        self._open = False
+
+    async def migrate(self) -> None:
+        """Nothing to migrate."""
+        self._check()
+
+    async def ping(self) -> None:
+        """Healthy while open."""
+        self._check()
+
+    async def append(self, message: Message) -> tuple[Message, bool]:
+        """Insert unless the same client message is still held; trim the room to its bound."""
+        self._check()
+        room = self._rooms.get(message.room)
+        if room is None:
+            room = self._rooms[message.room] = _Room(created_at_ms=message.created_at_ms)
+        key = (message.user_id, message.client_msg_id) if message.client_msg_id is not None else None
+        if key is not None and (earlier := room.by_client_id.get(key)) is not None:
+            return room.messages[earlier], False
+        if message.id in room.messages:
+            return room.messages[message.id], False
+        if not room.ids or message.id > room.ids[-1]:
+            room.ids.append(message.id)  # the usual case: ids grow with time
+        else:
+            room.ids.insert(bisect_left(room.ids, message.id), message.id)
+        room.messages[message.id] = message
+        if key is not None:
+            room.by_client_id[key] = message.id
+        if len(room.ids) > self._max_per_room:
+            self._trim(room)
+        return message, True
+
+    def _trim(self, room: _Room) -> None:
+        excess = len(room.ids) - self._max_per_room
+        for old_id in room.ids[:excess]:
+            old = room.messages.pop(old_id)
+            if old.client_msg_id is not None:
+                room.by_client_id.pop((old.user_id, old.client_msg_id), None)
+        del room.ids[:excess]
+
+    async def history(self, room: str, *, before: str | None, limit: int) -> HistoryPage:
+        """Newest first, strictly older than ``before``."""
+        self._check()
+        entry = self._rooms.get(room)
+        if entry is None or limit < 1:
+            return HistoryPage([], None)
+        end = len(entry.ids) if before is None else bisect_left(entry.ids, before)
+        start = max(0, end - limit)
+        page = [entry.messages[i] for i in reversed(entry.ids[start:end])]
+        return HistoryPage(page, page[-1].id if start > 0 and page else None)
+
+    async def after(self, room: str, after_id: str, limit: int) -> list[Message]:
+        """Oldest first, strictly newer than ``after_id``."""
+        self._check()
+        entry = self._rooms.get(room)
+        if entry is None:
+            return []
+        start = bisect_right(entry.ids, after_id)
+        return [entry.messages[i] for i in entry.ids[start : start + limit]]
+
+    async def get(self, room: str, message_id: str) -> Message | None:
+        """One message by id."""
+        self._check()
+        entry = self._rooms.get(room)
+        return entry.messages.get(message_id) if entry is not None else None
+
+    def _existing(self, room: str, message_id: str) -> tuple[_Room, Message]:
+        entry = self._rooms.get(room)
+        message = entry.messages.get(message_id) if entry is not None else None
+        if entry is None or message is None:
+            raise NotFound(f"no message {message_id} in {room}")
+        return entry, message
+
+    async def edit(self, room: str, message_id: str, text: str, at_ms: int) -> Message:
+        """Replace the text of a live (not deleted) message."""
+        self._check()
+        entry, message = self._existing(room, message_id)
+        if message.deleted:
+            raise NotFound(f"no message {message_id} in {room}")
+        updated = entry.messages[message_id] = message.edited(text, at_ms)
+        return updated
+
+    async def delete(self, room: str, message_id: str, at_ms: int) -> Message:
+        """Clear the text and mark the message deleted (kept as a tombstone)."""
+        self._check()
+        entry, message = self._existing(room, message_id)
+        deleted = entry.messages[message_id] = Message(
+            id=message.id,
+            room=message.room,
+            user_id=message.user_id,
+            user_name=message.user_name,
+            text="",
+            created_at_ms=message.created_at_ms,
+            client_msg_id=message.client_msg_id,
+            edited_at_ms=at_ms,
+            deleted=True,
+            kind=message.kind,
+        )
+        return deleted
+
+    async def mark_read(self, room: str, user_id: str, message_id: str) -> None:
+        """Move the user's read marker forward (never back)."""
+        self._check()
+        key = (room, user_id)
+        if message_id > self._read.get(key, ""):
+            self._read[key] = message_id
+
+    async def unread_count(self, room: str, user_id: str, cap: int) -> int:
+        """Messages by others newer than the read marker (all of them without one), capped."""
+        self._check()
+        entry = self._rooms.get(room)
+        if entry is None:
+            return 0
+        count = 0
+        for message_id in entry.ids[bisect_right(entry.ids, self._read.get((room, user_id), "")) :]:
+            message = entry.messages[message_id]
+            if not message.deleted and message.user_id != user_id:
+                count += 1
+                if count >= cap:
+                    break
+        return count
+
+    async def list_rooms(self, *, after: str | None, limit: int) -> list[RoomInfo]:
+        """Rooms in name order."""
+        self._check()
+        names = sorted(name for name in self._rooms if name > (after or ""))[:limit]
+        return [self._info(name) for name in names]
+
+    def _info(self, name: str) -> RoomInfo:
+        entry = self._rooms[name]
+        return RoomInfo(name, entry.created_at_ms, entry.last_id)
+
+    async def get_room(self, room: str) -> RoomInfo | None:
+        """One room by name."""
+        self._check()
+        return self._info(room) if room in self._rooms else None
+
+    async def set_moderation(self, record: Moderation) -> None:
+        """Create or replace a ban or mute."""
+        self._check()
+        self._moderation[(record.kind, record.room, record.user_id)] = record
+
+    async def clear_moderation(self, kind: str, room: str, user_id: str) -> None:
+        """Lift a ban or mute; no error if there is none."""
+        self._check()
+        self._moderation.pop((kind, room, user_id), None)
+
+    async def get_moderation(self, kind: str, room: str, user_id: str) -> Moderation | None:
+        """One ban or mute."""
+        self._check()
+        return self._moderation.get((kind, room, user_id))

@@ -1,0 +1,225 @@
+"""ClusterPresence: every replica's view merged, kept right through loss and crashes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from chatsvc.auth.identity import Identity
+from chatsvc.chat import cluster_presence
+from chatsvc.chat.cluster_presence import ClusterPresence
+from tests.support.control_net import ControlNet, eventually
+
+ALICE = Identity("alice", "Alice")
+BOB = Identity("bob", "Bob")
+HEARTBEAT = 0.05
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (expiry), starting at a large value."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[ControlNet]:
+    net = ControlNet()
+    yield net
+    await net.close()
+
+
+@pytest.fixture
+async def cluster(net: ControlNet) -> AsyncIterator[Callable[..., ClusterPresence]]:
+    started: list[ClusterPresence] = []
+
+    def make(replica_id: str, *, clock: Callable[[], float] | None = None) -> ClusterPresence:
+        presence = ClusterPresence(
+            net.router(replica_id),
+            version="1.2.3",
+            connections=lambda: 7,
+            heartbeat_seconds=HEARTBEAT,
+            **({"clock": clock} if clock else {}),
+        )
+        started.append(presence)
+        return presence
+
+    yield make
+    for presence in started:
+        await presence.aclose()
+
+
+async def _members(presence: ClusterPresence, room: str) -> list[str]:
+    return [m["id"] for m in await presence.members(room)]
+
+
+async def test_without_peers_it_is_local_presence(cluster: Callable[..., ClusterPresence]) -> None:
+    a = cluster("a")
+    await a.start()
+    first = await a.join("AAPL", ALICE, "s1")
+    second = await a.join("AAPL", ALICE, "s2")
+    assert (first.changed, first.online, second.changed, second.online) == (True, 1, False, 1)
+    assert await a.rooms() == {"AAPL": 1}
+    assert (await a.leave("AAPL", ALICE, "s1")).changed is False
+    last = await a.leave("AAPL", ALICE, "s2")
+    assert (last.changed, last.online) == (True, 0)
+    assert await a.rooms() == {} and await a.user_count() == 0
+
+
+async def test_members_counts_and_rooms_merge_every_replica(cluster: Callable[..., ClusterPresence]) -> None:
+    a, b = cluster("a"), cluster("b")
+    await a.start()
+    await b.start()
+    await a.join("AAPL", ALICE, "s1")
+    await b.join("AAPL", BOB, "s2")
+    await b.join("TSLA", BOB, "s2")
+
+    async def merged() -> bool:
+        return await _members(a, "AAPL") == ["alice", "bob"] and await _members(b, "AAPL") == ["alice", "bob"]
+
+    await eventually(merged, what="both replicas see alice and bob")
+    assert await a.online("AAPL") == 2
+    assert await a.rooms() == {"AAPL": 2, "TSLA": 1}
+    assert await a.user_count() == 2
+    assert a.peers() == ["b"] and b.peers() == ["a"]
+    views = await a.replicas()
+    assert [(v.replica_id, v.local, v.rooms, v.users, v.connections, v.version) for v in views] == [
+        ("a", True, 1, 1, 7, "1.2.3"),
+        ("b", False, 2, 1, 7, "1.2.3"),
+    ]
+
+    await b.leave("AAPL", BOB, "s2")
+    await eventually(lambda: _is(a, "AAPL", ["alice"]), what="bob's leave reaches a")
+
+
+async def _is(presence: ClusterPresence, room: str, users: list[str]) -> bool:
+    return await _members(presence, room) == users
+
+
+async def test_a_user_on_two_replicas_joins_and_leaves_the_room_once(
+    cluster: Callable[..., ClusterPresence],
+) -> None:
+    a, b = cluster("a"), cluster("b")
+    await a.start()
+    await b.start()
+    assert (await a.join("AAPL", ALICE, "s1")).changed is True
+    await eventually(lambda: _is(b, "AAPL", ["alice"]), what="b sees alice")
+    on_b = await b.join("AAPL", ALICE, "s2")
+    assert (on_b.changed, on_b.online) == (False, 1), "alice was already in the room (on a)"
+    await eventually(lambda: _peer_users(a, "b", 1), what="a sees alice on b too")
+    assert (await a.leave("AAPL", ALICE, "s1")).changed is False, "still there through b"
+    await eventually(lambda: _peer_users(b, "a", 0), what="b sees alice leave a")
+    assert (await b.leave("AAPL", ALICE, "s2")).changed is True
+
+
+async def _peer_users(presence: ClusterPresence, peer: str, users: int) -> bool:
+    return any(v.replica_id == peer and v.users == users for v in await presence.replicas())
+
+
+async def test_a_late_replica_gets_everyone_from_snapshots(cluster: Callable[..., ClusterPresence]) -> None:
+    a = cluster("a")
+    await a.start()
+    await a.join("AAPL", ALICE, "s1")
+    await a.join("TSLA", BOB, "s2")
+    b = cluster("b")
+    await b.start()
+    await eventually(lambda: _is(b, "TSLA", ["bob"]), what="b learns a's state at startup")
+    assert await _members(b, "AAPL") == ["alice"]
+
+
+async def test_large_snapshots_are_sent_in_parts(
+    cluster: Callable[..., ClusterPresence], net: ControlNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_presence, "SNAPSHOT_PART_ENTRIES", 3)
+    a = cluster("a")
+    await a.start()
+    for i in range(10):
+        await a.join(f"room{i % 4}", Identity(f"u{i}", f"U{i}"), f"s{i}")
+    b = cluster("b")
+    await b.start()
+    await eventually(lambda: _count(b, 10), what="b assembles every part")
+    parts = [m for m in net.sent if m["type"] == "presence.snapshot" and m["parts"] > 1]
+    assert parts and all(sum(len(u) for u in m["rooms"].values()) <= 3 for m in parts)
+
+
+async def _count(presence: ClusterPresence, users: int) -> bool:
+    return await presence.user_count() == users
+
+
+async def test_a_lost_delta_is_repaired_by_a_snapshot(
+    cluster: Callable[..., ClusterPresence], net: ControlNet
+) -> None:
+    a, b = cluster("a"), cluster("b")
+    await a.start()
+    await b.start()
+    await a.join("AAPL", ALICE, "s1")
+    await eventually(lambda: _is(b, "AAPL", ["alice"]))
+    net.drop_types.add("presence.delta")
+    await a.join("AAPL", BOB, "s2")
+    await a.leave("AAPL", ALICE, "s1")
+    await net.settle()
+    assert await _members(b, "AAPL") == ["alice"], "the deltas were lost"
+    net.drop_types.clear()
+    # The next heartbeat carries a newer seq than b has seen: b asks for a snapshot.
+    await eventually(lambda: _is(b, "AAPL", ["bob"]), what="b repairs its view")
+
+
+async def test_a_stale_delta_never_resurrects_a_user(
+    cluster: Callable[..., ClusterPresence], net: ControlNet
+) -> None:
+    a, b = cluster("a"), cluster("b")
+    await a.start()
+    await b.start()
+    await a.join("AAPL", ALICE, "s1")
+    await eventually(lambda: _is(b, "AAPL", ["alice"]))
+    join = next(m for m in net.sent if m["type"] == "presence.delta")
+    await a.leave("AAPL", ALICE, "s1")
+    await eventually(lambda: _is(b, "AAPL", []))
+    await net.routers["b"].dispatch(join)  # a duplicate/reordered record of the old join
+    assert await _members(b, "AAPL") == []
+
+
+async def test_a_silent_replica_expires_after_three_heartbeats(
+    cluster: Callable[..., ClusterPresence], net: ControlNet
+) -> None:
+    clock = Clock()
+    a, b = cluster("a", clock=clock), cluster("b")
+    await a.start()
+    await b.start()
+    await b.join("AAPL", BOB, "s1")
+    await eventually(lambda: _is(a, "AAPL", ["bob"]))
+    net.cut.add("b")  # b crashes: nothing more from it, and no goodbye
+    await net.settle()
+    clock.now += 3 * HEARTBEAT * 0.9
+    assert await _members(a, "AAPL") == ["bob"], "not yet expired"
+    clock.now += 3 * HEARTBEAT * 0.2
+    assert await _members(a, "AAPL") == [] and a.peers() == []
+    assert [v.replica_id for v in await a.replicas()] == ["a"]
+
+
+async def test_a_replica_that_stops_cleanly_leaves_at_once(cluster: Callable[..., ClusterPresence]) -> None:
+    a, b = cluster("a"), cluster("b")
+    await a.start()
+    await b.start()
+    await b.join("AAPL", BOB, "s1")
+    await eventually(lambda: _is(a, "AAPL", ["bob"]))
+    await b.aclose()
+    await eventually(lambda: a.peers() == [], what="a drops b on its goodbye")
+    assert await a.online("AAPL") == 0
+
+
+async def test_a_bus_outage_is_survived_and_repaired(
+    cluster: Callable[..., ClusterPresence], net: ControlNet
+) -> None:
+    a, b = cluster("a"), cluster("b")
+    await a.start()
+    await b.start()
+    await eventually(lambda: a.peers() == ["b"] and b.peers() == ["a"])
+    net.up = False
+    await a.join("AAPL", ALICE, "s1")  # never fails because of the bus
+    net.up = True
+    await eventually(lambda: _is(b, "AAPL", ["alice"]), within=10, what="state repaired after the outage")
