@@ -36,6 +36,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy chatsvc
 
+## protos: regenerate chatsvc/admin/v1 from protos/ (never edit the generated files)
+protos: $(STAMP)
+	scripts/gen-protos
+
+protos-check: $(STAMP)
+	scripts/gen-protos --check
+
 services-up:
 	scripts/kafka start
 	scripts/cassandra start
