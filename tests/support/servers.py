@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -102,7 +103,8 @@ class ServerProcess:
                 return int(resp.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # Not listening yet, or (rarely) something else answered on a reused port.
             return None
 
     def http_json(self, path: str) -> tuple[int, dict[str, object]]:
