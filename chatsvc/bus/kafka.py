@@ -576,7 +576,12 @@ async def _stop(producer: Any, consumer: Any) -> None:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await client.stop()
         except asyncio.CancelledError:
-            raise
+            # aiokafka's stop() can leak the CancelledError of its own fetcher task; only a
+            # cancellation aimed at us may propagate, or a clean SIGTERM would exit 1.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.debug("closing a Kafka client raised its internal cancellation")
         except Exception as exc:
             log.debug("closing a Kafka client failed: %r", exc)
 
