@@ -2,11 +2,13 @@
 
 Each resource is one ``cleanup_ctx`` generator (acquire, ``yield``, release), so aiohttp
 releases them in reverse order of acquisition. Draining the sockets happens in
-``on_shutdown``, which aiohttp runs after the listener stops and before cleanup.
+``on_shutdown``, which ``chatsvc.server`` runs as soon as the signal arrives (while aiohttp
+still reads from clients) and aiohttp runs again, finding nothing left, before cleanup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +34,7 @@ from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.web import health
+from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
 from chatsvc.web.websocket import decline_ws_compression
 
@@ -49,6 +52,7 @@ PRESENCE = web.AppKey("presence", PresenceRegistry)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
 MODERATOR = web.AppKey("moderator", Moderator)
 ADMIN = web.AppKey("admin", AdminServer)
+TRANSPORTS = web.AppKey("transports", OpenTransports)
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 
@@ -129,9 +133,12 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         )
     if not settings.ws_compression:
         app.middlewares.append(decline_ws_compression)
+    transports = OpenTransports()
+    app.middlewares.append(transports.middleware)
     sio.attach(app)
 
     app[SETTINGS] = settings
+    app[TRANSPORTS] = transports
     app[METRICS] = metrics
     app[READINESS] = readiness
     app[STORE] = store
@@ -221,8 +228,24 @@ async def _grpc_not_serving(app: web.Application) -> None:
 
 
 async def _drain(app: web.Application) -> None:
+    if app[TRANSPORTS].settled:  # chatsvc.server ran this already, before aiohttp's shutdown
+        return
     app[READINESS].draining = True
-    await app[NAMESPACE].drain(app[SETTINGS].shutdown_timeout_seconds)
+    bound = app[SETTINGS].shutdown_timeout_seconds
+    deadline = asyncio.get_running_loop().time() + bound
+    await app[NAMESPACE].drain(bound)
+    # Clients close their transports once told; wait for that while aiohttp still reads
+    # (chatsvc.server runs this hook before aiohttp's own shutdown for that reason).
+    engineio = app[SIO].eio
+
+    def alive(eio_sid: str) -> bool:
+        socket = engineio.sockets.get(eio_sid)
+        return socket is not None and not socket.closed
+
+    remaining = deadline - asyncio.get_running_loop().time()
+    stragglers = await app[TRANSPORTS].settle(remaining, alive)
+    if stragglers:
+        log.warning("cut %d connection(s) whose clients did not leave within the drain", stragglers)
 
 
 async def _metrics_handler(request: web.Request) -> web.Response:

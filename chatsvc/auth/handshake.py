@@ -15,9 +15,11 @@ MAX_TOKEN_LENGTH = 8192
 
 
 def _strip_bearer(value: str) -> str:
+    # "Bearer" with nothing after it (an empty token field in Hoppscotch) is no token at all.
     value = value.strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].strip()
+    scheme, _, rest = value.partition(" ")
+    if scheme.lower() == "bearer":
+        return rest.strip()
     return value
 
 

@@ -73,10 +73,10 @@ class JwtVerifier:
             raise TokenInvalid("token signature does not verify") from None
         except pyjwt.PyJWTError:
             raise TokenInvalid("token is malformed") from None
-        return _identity(claims)
+        return _identity(claims, s.leeway_seconds)
 
 
-def _identity(claims: dict[str, Any]) -> Identity:
+def _identity(claims: dict[str, Any], leeway: float) -> Identity:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub or len(sub) > 128:
         raise TokenInvalid("the 'sub' claim must be a non-empty string of at most 128 characters")
@@ -97,7 +97,8 @@ def _identity(claims: dict[str, Any]) -> Identity:
         name=name[:MAX_NAME_LENGTH] or sub,
         roles=frozenset(roles),
         room_patterns=tuple(rooms) if rooms is not None else None,
-        expires_at=float(exp) if isinstance(exp, int | float) else None,
+        # The token is accepted until exp + leeway, so the connection may live that long too.
+        expires_at=float(exp) + leeway if isinstance(exp, int | float) else None,
     )
 
 

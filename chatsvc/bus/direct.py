@@ -9,7 +9,7 @@ and everything on the wire stay exactly as before.
 
 Put it *after* python-socketio's manager in the bases of a pub/sub manager (so local
 delivery of bus messages takes this path too), e.g.
-``class AsyncKafkaManager(socketio.AsyncPubSubManager, DirectEmitMixin)``.
+``class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin)``.
 """
 
 from __future__ import annotations

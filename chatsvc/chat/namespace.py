@@ -40,6 +40,8 @@ from chatsvc.settings import Limits
 log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
+#: Bound on flushing a session's last packets and closing its Engine.IO transport.
+TRANSPORT_CLOSE_SECONDS = 5.0
 Handler = Callable[[str, "Connection", dict[str, Any]], Awaitable[Ack]]
 
 
@@ -201,6 +203,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if sid not in self._connections:
             return
         try:
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
+            transport = self.server.transport(sid, self.namespace)
             await self.server.emit(
                 "session_end",
                 {**reason.to_wire(), "reconnect": reconnect},
@@ -209,6 +213,15 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 ignore_queue=True,
             )
             await self.server.disconnect(sid, namespace=self.namespace, ignore_queue=True)
+            if eio_sid is not None and transport == "websocket" and self.namespace == "/":
+                # Socket.IO's disconnect leaves the Engine.IO transport for the client to
+                # close; close a websocket ourselves so one that ignores us cannot hold a
+                # draining server. Not over polling: socket.io-client handles a CLOSE in
+                # the same poll response before session_end, and would lose session_end.
+                async with asyncio.timeout(TRANSPORT_CLOSE_SECONDS):
+                    await self.server.eio.disconnect(eio_sid)
+        except TimeoutError:
+            log.info("transport of session %s did not close in time", sid)
         except Exception:
             log.exception("could not end session %s", sid)
 

@@ -6,6 +6,7 @@ ScyllaDB. The only module that imports aiosqlite.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,23 +85,28 @@ class SqliteStore:
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         self._db: aiosqlite.Connection | None = None
+        # One connection means one transaction: without this lock a coroutine's rollback
+        # (or commit) would also undo (or commit) another coroutine's half-done writes.
+        self._lock = asyncio.Lock()
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[aiosqlite.Connection]:
-        if self._db is None:
-            raise StoreUnavailable("message store is not open")
-        try:
-            yield self._db
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"message store error: {exc.__class__.__name__}") from exc
+        async with self._lock:
+            if self._db is None:
+                raise StoreUnavailable("message store is not open")
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"message store error: {exc.__class__.__name__}") from exc
 
     async def open(self) -> None:
         """Open the database file (creating it and the schema if needed)."""
         if self._db is not None:
             return
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            # Inside the try: an unusable data dir is a clean StoreUnavailable, not a traceback.
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(self._path, timeout=5.0)
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")

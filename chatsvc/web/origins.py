@@ -16,14 +16,17 @@ def _first(value: str) -> str:
 class OriginPolicy:
     """Callable given to Engine.IO as ``cors_allowed_origins``."""
 
-    def __init__(self, allowed: tuple[str, ...]) -> None:
+    def __init__(self, allowed: tuple[str, ...], *, scheme: str = "http") -> None:
         self._any = "*" in allowed
         self._allowed = frozenset(o.lower() for o in allowed if o != "*")
+        # Our own scheme: "https" when serving TLS directly. Engine.IO's aiohttp driver puts
+        # X-Forwarded-Proto or else "http" in wsgi.url_scheme, whatever the socket is.
+        self._scheme = scheme
 
     def same_origins(self, environ: dict[str, Any]) -> set[str]:
         """The origins this request would have if it came from our own page."""
         host = environ.get("HTTP_HOST")
-        scheme = environ.get("wsgi.url_scheme", "http")
+        scheme = self._scheme
         if not host:
             return set()
         origins = {f"{scheme}://{host}".lower()}

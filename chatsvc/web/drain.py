@@ -1,0 +1,90 @@
+"""Engine.IO requests still in flight, so a drain can wait for clients to leave.
+
+At SIGTERM every client is told to reconnect elsewhere; clients then close their
+WebSockets and stop polling. The server must keep reading until they have: once aiohttp's
+own shutdown begins it ignores incoming data (WebSocket close frames included) and waits
+for every request still in flight up to its shutdown timeout, then again while cancelling.
+A long-poll whose Engine.IO session has already ended is never answered (Engine.IO only
+gives up on it after ping_interval + ping_timeout), so it is cut rather than waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+SETTLE_POLL_SECONDS = 0.05
+SETTLE_QUIET_SECONDS = 0.25
+
+
+class OpenTransports:
+    """An aiohttp middleware that tracks the Engine.IO requests being handled."""
+
+    def __init__(self, path: str = "/socket.io/") -> None:
+        self._path = path
+        self._open: dict[int, web.Request] = {}  # by id(): requests are not hashable
+        self.settled = False
+
+    @property
+    def count(self) -> int:
+        """Engine.IO requests (WebSockets, long-polls, posts) still being handled."""
+        return len(self._open)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Track ``request`` while its handler runs, if it is an Engine.IO request."""
+        if not request.path.startswith(self._path):
+            return await handler(request)
+        self._open[id(request)] = request
+        try:
+            return await handler(request)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: web.Request) -> None:
+        self._open.pop(id(request), None)
+
+    def _cut(self, request: web.Request) -> None:
+        # aiohttp waits for a connection's task even after the peer has gone, and does not
+        # cancel handlers: close the connection and cancel the task serving it (Engine.IO
+        # answers a cancelled long-poll with a 400 that nobody reads).
+        if request.transport is not None:
+            request.transport.close()
+        request.task.cancel()
+        self._forget(request)
+
+    async def settle(self, within: float, session_alive: Callable[[str], bool]) -> int:
+        """Wait until no Engine.IO request has been in flight for a short quiet period,
+        cutting long-polls of ended sessions as they appear; after ``within`` seconds cut
+        every request still in flight and return how many that was.
+
+        The quiet period catches the long-poll a client sends just before it closes its
+        session (python-socketio does); cut in time, it cannot hold aiohttp's shutdown.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(within, 0.0)
+        quiet_since: float | None = None
+        while True:
+            now = loop.time()
+            for request in list(self._open.values()):
+                sid = request.query.get("sid")
+                if request.query.get("transport") == "polling" and sid and not session_alive(sid):
+                    self._cut(request)
+            if self._open:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= SETTLE_QUIET_SECONDS:
+                self.settled = True
+                return 0
+            if now >= deadline:
+                break
+            await asyncio.sleep(min(deadline - now, SETTLE_POLL_SECONDS))
+        stragglers = list(self._open.values())
+        for request in stragglers:
+            self._cut(request)
+        self.settled = True
+        return len(stragglers)

@@ -1,0 +1,114 @@
+"""Task-free room broadcasts put exactly python-socketio's packets on each socket, in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import socketio
+from socketio.async_pubsub_manager import AsyncPubSubManager
+
+from chatsvc.bus.direct import DirectEmitMixin
+from chatsvc.bus.local import LocalManager
+
+Sent = list[tuple[str, str]]
+
+
+async def deliveries(manager: socketio.AsyncManager, emits: list[dict[str, Any]]) -> Sent:
+    """(engine.io sid, encoded packet) for everything ``emits`` queue, in queueing order."""
+    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
+    sio.manager_initialized = True
+    manager.set_server(sio)
+    manager.initialize()
+    sent: Sent = []
+
+    async def record(eio_sid: str, pkt: Any) -> None:
+        sent.append((eio_sid, pkt.encode()))
+
+    sio.eio.send_packet = record
+    sids = [await manager.connect(f"eio{i}", "/") for i in range(4)]
+    for sid in sids[:3]:
+        await manager.enter_room(sid, "/", "lobby")
+    await manager.enter_room(sids[3], "/", "other")
+    for emit in emits:
+        await manager.emit(
+            namespace="/", **{k: v.replace("SID", sids[0]) if k == "skip_sid" else v for k, v in emit.items()}
+        )
+    return sent
+
+
+EMITS: list[dict[str, Any]] = [
+    {"event": "message", "data": {"room": "lobby", "text": "héllo", "n": 1}, "room": "lobby"},
+    {"event": "message", "data": {"text": "skip me"}, "room": "lobby", "skip_sid": "SID"},
+    {"event": "typing", "data": ("two", "args"), "room": "lobby"},
+    {"event": "presence", "data": None, "room": "other"},
+    {"event": "everyone", "data": [1, 2, 3]},
+    {"event": "nobody", "data": {"x": 1}, "room": "empty-room"},
+    {"event": "binary", "data": {"blob": b"\x00\x01"}, "room": "lobby"},
+]
+
+
+@pytest.mark.parametrize("index", range(len(EMITS)))
+async def test_same_packets_as_python_socketio(index: int) -> None:
+    emits = [EMITS[index]]
+    stock = await deliveries(socketio.AsyncManager(), emits)
+    direct = await deliveries(LocalManager(), emits)
+    assert direct == stock
+
+
+async def test_a_sequence_keeps_per_socket_order() -> None:
+    stock = await deliveries(socketio.AsyncManager(), EMITS)
+    direct = await deliveries(LocalManager(), EMITS)
+    assert direct == stock
+    assert len(direct) > len(EMITS)
+
+
+async def test_skip_sid_leaves_out_the_sender() -> None:
+    sent = await deliveries(LocalManager(), [EMITS[1]])
+    assert sorted(eio for eio, _ in sent) == ["eio1", "eio2"]
+
+
+async def test_one_failing_socket_does_not_stop_the_broadcast() -> None:
+    manager = LocalManager()
+    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
+    sio.manager_initialized = True
+    manager.initialize()
+    reached: list[str] = []
+
+    async def send(eio_sid: str, pkt: Any) -> None:
+        if eio_sid == "eio0":
+            raise RuntimeError("socket closing")
+        reached.append(eio_sid)
+
+    sio.eio.send_packet = send
+    for i in range(3):
+        sid = await manager.connect(f"eio{i}", "/")
+        await manager.enter_room(sid, "/", "lobby")
+    await manager.emit("message", {"a": 1}, "/", room="lobby")
+    assert sorted(reached) == ["eio1", "eio2"]
+
+
+async def test_acks_keep_python_socketios_path() -> None:
+    manager = LocalManager()
+    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
+    sio.manager_initialized = True
+    manager.initialize()
+    packets: list[Any] = []
+
+    async def send_packet(eio_sid: str, pkt: Any) -> None:
+        packets.append(pkt)
+
+    sio._send_packet = send_packet
+    sid = await manager.connect("eio0", "/")
+    await manager.enter_room(sid, "/", "lobby")
+    await manager.emit("question", {"q": 1}, "/", room="lobby", callback=lambda *a: None)
+    assert len(packets) == 1 and packets[0].id is not None
+
+
+def test_the_mixin_can_sit_under_a_pubsub_manager() -> None:
+    class Bus(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[misc]
+        pass
+
+    # The pub/sub manager's local delivery (super().emit) then lands on the mixin.
+    mro = Bus.__mro__
+    assert mro.index(AsyncPubSubManager) < mro.index(DirectEmitMixin) < mro.index(socketio.AsyncManager)

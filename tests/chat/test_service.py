@@ -1,0 +1,194 @@
+"""ChatService on a real SQLite store with a recording emitter (no sockets)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatsvc.auth.identity import Identity
+from chatsvc.chat.service import ChatService
+from chatsvc.errors import BusUnavailable, Forbidden, NotFound
+from chatsvc.metrics import Metrics
+from chatsvc.settings import Limits
+from chatsvc.store.sqlite import SqliteStore
+
+ALICE = Identity("alice", "Alice")
+BOB = Identity("bob", "Bob")
+ADMIN = Identity("root", "Root", roles=frozenset({"admin"}))
+
+
+class Recorder:
+    """Stands in for socketio.AsyncServer.emit."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any, str | None, Any]] = []
+        self.fail: Exception | None = None
+
+    async def emit(
+        self,
+        event: str,
+        data: Any = None,
+        to: str | None = None,
+        room: str | None = None,
+        skip_sid: str | list[str] | None = None,
+        namespace: str | None = None,
+        callback: Any = None,
+        ignore_queue: bool = False,
+    ) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.events.append((event, data, room, skip_sid))
+
+    def names(self) -> list[str]:
+        return [e[0] for e in self.events]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "svc.sqlite3")
+    await s.open()
+    await s.migrate()
+    yield s
+    await s.aclose()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def service(store: SqliteStore, recorder: Recorder, metrics: Metrics) -> ChatService:
+    return ChatService(store, recorder, metrics, Limits(catchup_max=3, unread_cap=5))
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels or None)
+    return value or 0.0
+
+
+async def test_post_stores_then_delivers(service: ChatService, recorder: Recorder, metrics: Metrics) -> None:
+    message, created = await service.post("r", ALICE, "hello", "c1", skip_sid="sid-a")
+    assert created
+    assert recorder.events == [("message", message.to_wire(), "r", "sid-a")]
+    assert (await service.history("r", None, 10)).messages == [message]
+    wire = message.to_wire()
+    assert set(wire) == {"id", "room", "user", "text", "client_msg_id", "created_at"}
+    assert wire["user"] == {"id": "alice", "name": "Alice"}
+    assert wire["created_at"].endswith("Z")
+    assert sample(metrics, "chatsvc_messages_in_total") == 1
+    assert sample(metrics, "chatsvc_messages_out_total") == 1
+    assert sample(metrics, "chatsvc_store_latency_seconds_count", op="append") == 1
+
+
+async def test_retry_with_the_same_client_msg_id(service: ChatService, recorder: Recorder) -> None:
+    first, _ = await service.post("r", ALICE, "hello", "c1")
+    again, created = await service.post("r", ALICE, "hello (retry)", "c1")
+    assert not created
+    assert again == first
+    assert recorder.names() == ["message"]
+    # The key is per user: bob may use the same client_msg_id.
+    _, bob_created = await service.post("r", BOB, "hi", "c1")
+    assert bob_created
+    assert len((await service.history("r", None, 10)).messages) == 2
+
+
+async def test_delivery_failure_is_not_the_senders_problem(
+    service: ChatService, recorder: Recorder, metrics: Metrics
+) -> None:
+    recorder.fail = BusUnavailable()
+    _, created = await service.post("r", ALICE, "stored anyway")
+    assert created
+    recorder.fail = RuntimeError("boom")
+    await service.post("r", ALICE, "and this")
+    assert [m.text for m in (await service.history("r", None, 10)).messages] == ["and this", "stored anyway"]
+    assert sample(metrics, "chatsvc_bus_errors_total", op="emit") == 2
+
+
+async def test_history_pages_and_catch_up(service: ChatService) -> None:
+    posted = [(await service.post("r", ALICE, f"m{i}"))[0] for i in range(7)]
+    page = await service.history("r", None, 3)
+    assert [m.text for m in page.messages] == ["m6", "m5", "m4"]
+    page2 = await service.history("r", page.next_before, 3)
+    assert [m.text for m in page2.messages] == ["m3", "m2", "m1"]
+    last = await service.history("r", page2.next_before, 3)
+    assert [m.text for m in last.messages] == ["m0"]
+    assert last.next_before is None
+
+    missed, more = await service.catch_up("r", posted[1].id)
+    assert [m.text for m in missed] == ["m2", "m3", "m4"]  # catchup_max=3, oldest first
+    assert more
+    missed, more = await service.catch_up("r", posted[4].id)
+    assert [m.text for m in missed] == ["m5", "m6"]
+    assert not more
+
+
+async def test_edit_permissions(service: ChatService, recorder: Recorder) -> None:
+    message, _ = await service.post("r", ALICE, "original")
+    edited = await service.edit("r", message.id, "by author", ALICE)
+    assert edited.text == "by author" and edited.edited_at_ms is not None
+    assert "edited_at" in edited.to_wire()
+    with pytest.raises(Forbidden):
+        await service.edit("r", message.id, "by bob", BOB)
+    assert (await service.edit("r", message.id, "by admin", ADMIN)).text == "by admin"
+    with pytest.raises(NotFound):
+        await service.edit("r", "0" * 26, "nothing", ALICE)
+    with pytest.raises(NotFound):
+        await service.edit("other-room", message.id, "wrong room", ALICE)
+    assert recorder.names() == ["message", "message_edited", "message_edited"]
+
+
+async def test_delete_permissions(service: ChatService, recorder: Recorder) -> None:
+    a, _ = await service.post("r", ALICE, "a")
+    b, _ = await service.post("r", ALICE, "b")
+    with pytest.raises(Forbidden):
+        await service.delete("r", a.id, BOB)
+    deleted = await service.delete("r", a.id, ALICE)
+    assert deleted.deleted and deleted.text == ""
+    assert recorder.events[-1] == (
+        "message_deleted",
+        {"id": a.id, "room": "r", "deleted_by": "alice"},
+        "r",
+        None,
+    )
+    with pytest.raises(NotFound):
+        await service.delete("r", a.id, ALICE)  # already gone
+    with pytest.raises(NotFound):
+        await service.edit("r", a.id, "resurrect", ALICE)
+    await service.delete("r", b.id, ADMIN)
+    await service.post("r", ALICE, "c")
+    c = (await service.history("r", None, 1)).messages[0]
+    await service.delete("r", c.id, None)  # the admin API
+    assert recorder.events[-1][1]["deleted_by"] == "admin"
+
+
+async def test_read_markers_and_unread(service: ChatService, recorder: Recorder) -> None:
+    posted = [(await service.post("r", BOB, f"b{i}"))[0] for i in range(8)]
+    await service.post("r", ALICE, "own messages never count")
+    assert await service.unread("r", ALICE) == 5  # capped at unread_cap
+    await service.mark_read("r", ALICE, posted[5].id, skip_sid="sid-a")
+    assert recorder.events[-1] == (
+        "read",
+        {"room": "r", "user": {"id": "alice", "name": "Alice"}, "message_id": posted[5].id},
+        "r",
+        "sid-a",
+    )
+    assert await service.unread("r", ALICE) == 2
+    await service.mark_read("r", ALICE, posted[1].id, skip_sid=None)  # never moves back
+    assert await service.unread("r", ALICE) == 2
+    assert await service.unread("r", BOB) == 1
+
+
+async def test_store_check(service: ChatService, store: SqliteStore) -> None:
+    await service.check_store()
+    await store.aclose()
+    with pytest.raises(Exception, match="not open"):
+        await service.check_store()

@@ -1,0 +1,62 @@
+"""OpenTransports: which Engine.IO requests a drain waits for, and which it cuts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from chatsvc.web.drain import OpenTransports
+from tests.support.clients import until
+
+
+async def hang(_: web.Request) -> web.Response:
+    await asyncio.sleep(60)
+    return web.Response(text="late")
+
+
+async def quick(_: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def started(transports: OpenTransports, count: int) -> None:
+    await until(lambda: transports.count >= count, f"{count} requests in flight", within=5)
+
+
+async def test_settle_waits_cuts_dead_long_polls_and_then_stragglers() -> None:
+    transports = OpenTransports()
+    app = web.Application(middlewares=[transports.middleware])
+    # POST: aiohttp's client would silently retry a GET whose connection was cut.
+    app.router.add_post("/socket.io/", hang)
+    app.router.add_post("/healthz", hang)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        url = server.make_url("/socket.io/")
+        requests = [
+            asyncio.ensure_future(session.post(url, params={"transport": "polling", "sid": "dead"})),
+            asyncio.ensure_future(session.post(url, params={"transport": "polling", "sid": "live"})),
+            asyncio.ensure_future(session.post(server.make_url("/healthz"))),  # not Engine.IO
+        ]
+        await started(transports, 2)
+        assert transports.count == 2
+        assert not transports.settled
+
+        stragglers = await transports.settle(0.5, lambda sid: sid == "live")
+        assert stragglers == 1  # the dead session's poll was cut at once, not counted
+        assert transports.count == 0 and transports.settled
+        results = await asyncio.gather(*requests[:2], return_exceptions=True)
+        assert all(isinstance(r, aiohttp.ClientError) for r in results), results
+        requests[2].cancel()
+        await asyncio.gather(requests[2], return_exceptions=True)
+
+
+async def test_settle_returns_once_quiet() -> None:
+    transports = OpenTransports()
+    app = web.Application(middlewares=[transports.middleware])
+    app.router.add_get("/socket.io/", quick)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/socket.io/")) as resp:
+            assert await resp.text() == "ok"
+        assert transports.count == 0
+        assert await transports.settle(30, lambda sid: True) == 0  # quiet: returns at once
