@@ -66,6 +66,7 @@ from aiokafka.helpers import create_ssl_context
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from chatsvc.bus.base import ControlHandler
+from chatsvc.bus.direct import DirectEmitMixin
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import KafkaSettings
@@ -167,8 +168,11 @@ def record_key(message: dict[str, Any]) -> bytes:
     return b"/"
 
 
-class AsyncKafkaManager(AsyncPubSubManager):  # type: ignore[misc]
+class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[misc]
     """python-socketio client manager that fans out through a Kafka topic.
+
+    Local delivery (of this replica's emits and of those heard from the topic) takes
+    :class:`~chatsvc.bus.direct.DirectEmitMixin`'s task-free path.
 
     ``write_only=True`` makes a publisher that never listens (an external process that
     emits to, or disconnects, sockets living on the replicas).

@@ -9,6 +9,7 @@ import socketio
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from chatsvc.bus.direct import DirectEmitMixin
+from chatsvc.bus.kafka import AsyncKafkaManager
 from chatsvc.bus.local import LocalManager
 
 Sent = list[tuple[str, str]]
@@ -111,4 +112,9 @@ def test_the_mixin_can_sit_under_a_pubsub_manager() -> None:
 
     # The pub/sub manager's local delivery (super().emit) then lands on the mixin.
     mro = Bus.__mro__
+    assert mro.index(AsyncPubSubManager) < mro.index(DirectEmitMixin) < mro.index(socketio.AsyncManager)
+
+
+def test_the_kafka_manager_delivers_locally_through_the_mixin() -> None:
+    mro = AsyncKafkaManager.__mro__
     assert mro.index(AsyncPubSubManager) < mro.index(DirectEmitMixin) < mro.index(socketio.AsyncManager)
