@@ -95,6 +95,8 @@ class Limits:
     history_page_max: int = 100
     history_page_default: int = 50
     catchup_max: int = 500
+    #: ``join {since}`` also replays this much before ``since`` (see ChatService.catch_up).
+    catchup_overlap_ms: int = 2000
     unread_cap: int = 1000
     http_buffer_bytes: int = 65536
 
@@ -438,6 +440,7 @@ class _Reader:
             rooms_per_connection=self.integer("CHATSVC_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),
             http_buffer_bytes=self.integer("CHATSVC_MAX_HTTP_BUFFER_BYTES", 65536, minimum=1024),
             catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
+            catchup_overlap_ms=self.integer("CHATSVC_CATCHUP_OVERLAP_MS", 2000, minimum=0, maximum=60_000),
         )
 
     def store(self, environment: str) -> str:

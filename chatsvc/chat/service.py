@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
-from chatsvc.chat.ids import MessageIdGenerator
+from chatsvc.chat.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
 from chatsvc.errors import ChatError, Forbidden, NotFound, StoreUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
@@ -115,11 +115,35 @@ class ChatService:
             return await self._store.history(room, before=before, limit=limit)
 
     async def catch_up(self, room: str, since: str) -> tuple[list[Message], bool]:
-        """Messages after ``since``, oldest first, at most ``catchup_max``; and whether more exist."""
+        """Messages after ``since``, oldest first, at most ``catchup_max``; and whether more exist.
+
+        Ids are minted by whichever replica stored the message, while live delivery follows
+        the bus's order, so a client may have seen a message before an older-id one from
+        another replica arrived. The answer therefore starts with the messages stored in the
+        ``catchup_overlap_ms`` before ``since`` (the newest ``history_page_max`` of them),
+        which the client may already have; clients drop repeats by id (they must anyway: a
+        message stored while they rejoin comes both live and in the catch-up). ``has_more``
+        counts only what is after ``since``, so paging on the last id always progresses.
+        """
         limit = self._limits.catchup_max
         async with self._metrics.timed_store("after"):
-            messages = await self._store.after(room, since, limit + 1)
-        return messages[:limit], len(messages) > limit
+            after = await self._store.after(room, since, limit + 1)
+        overlap = await self._overlap(room, since) if self._limits.catchup_overlap_ms else []
+        return overlap + after[:limit], len(after) > limit
+
+    async def _overlap(self, room: str, since: str) -> list[Message]:
+        """The newest ``history_page_max`` messages stored in the overlap window before ``since``."""
+        floor = max(0, timestamp_ms(since) - self._limits.catchup_overlap_ms)
+        cap = self._limits.history_page_max
+        async with self._metrics.timed_store("after"):
+            # Forwards from the window's start: touches only the window's bucket(s).
+            window = [m for m in await self._store.after(room, lowest_id_at(floor), cap) if m.id < since]
+        if len(window) < cap:
+            return window
+        # A busy window: take its newest messages instead, the likeliest to have been missed.
+        async with self._metrics.timed_store("history"):
+            page = await self._store.history(room, before=since, limit=cap)
+        return [m for m in reversed(page.messages) if timestamp_ms(m.id) >= floor]
 
     async def _editable(self, room: str, message_id: str, actor: Identity) -> Message:
         async with self._metrics.timed_store("get"):

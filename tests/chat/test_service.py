@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,12 @@ from typing import Any
 import pytest
 
 from chatsvc.auth.identity import Identity
+from chatsvc.chat.ids import id_at
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import BusUnavailable, Forbidden, NotFound
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
+from chatsvc.store.base import Message
 from chatsvc.store.sqlite import SqliteStore
 
 ALICE = Identity("alice", "Alice")
@@ -67,7 +70,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 def service(store: SqliteStore, recorder: Recorder, metrics: Metrics) -> ChatService:
-    return ChatService(store, recorder, metrics, Limits(catchup_max=3, unread_cap=5))
+    return ChatService(store, recorder, metrics, Limits(catchup_max=3, unread_cap=5, catchup_overlap_ms=0))
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -128,6 +131,45 @@ async def test_history_pages_and_catch_up(service: ChatService) -> None:
     assert more
     missed, more = await service.catch_up("r", posted[4].id)
     assert [m.text for m in missed] == ["m5", "m6"]
+    assert not more
+
+
+def other_replicas(room: str, text: str, ms_ago: int) -> Message:
+    """A message another replica minted ``ms_ago`` and stored just now (arrived late)."""
+    now = int(time.time() * 1000)
+    return Message(id_at(now - ms_ago), room, "carol", "Carol", text, now - ms_ago)
+
+
+async def test_catch_up_replays_the_overlap_window_before_since(
+    store: SqliteStore, recorder: Recorder, metrics: Metrics
+) -> None:
+    service = ChatService(store, recorder, metrics, Limits(catchup_max=2, catchup_overlap_ms=2000))
+    await store.append(other_replicas("r", "long ago", 60_000))
+    seen, _ = await service.post("r", ALICE, "the newest the client saw")
+    late, _ = await store.append(other_replicas("r", "in flight on the bus", 300))
+    after = [(await service.post("r", ALICE, f"m{i}"))[0] for i in range(3)]
+
+    missed, more = await service.catch_up("r", seen.id)
+    # The late one comes first (older id), then what is after since, paged by catchup_max.
+    assert [m.text for m in missed] == ["in flight on the bus", "m0", "m1"]
+    assert more
+    # Paging on the last id progresses even though the overlap repeats.
+    rest, more = await service.catch_up("r", after[1].id)
+    assert [m.text for m in rest if m.id > after[1].id] == ["m2"]
+    assert not more
+    assert late.id < seen.id
+
+
+async def test_a_busy_overlap_window_keeps_its_newest_messages(
+    store: SqliteStore, recorder: Recorder, metrics: Metrics
+) -> None:
+    limits = Limits(catchup_max=10, catchup_overlap_ms=5000, history_page_max=3)
+    service = ChatService(store, recorder, metrics, limits)
+    for i in range(6):
+        await store.append(other_replicas("r", f"w{i}", 4000 - i * 100))
+    seen, _ = await service.post("r", ALICE, "seen")
+    missed, more = await service.catch_up("r", seen.id)
+    assert [m.text for m in missed] == ["w3", "w4", "w5"]
     assert not more
 
 

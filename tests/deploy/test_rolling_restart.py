@@ -35,11 +35,6 @@ CLIENTS: dict[str, tuple[str, list[str]]] = {
 SENDERS = ("send1", "send2")
 #: Seconds between two rounds of messages (one per sender).
 SEND_EVERY = 0.1
-#: Clients rejoin from this far before the newest id they saw (see driver.js sinceFor):
-#: live delivery follows Kafka's publish order while ids are minted by each replica, and
-#: about 1 % of live messages here arrive after one with a newer id -- rejoining with
-#: exactly the newest id seen could skip such a message.
-REWIND_MS = 2000
 
 
 class Traffic:
@@ -158,7 +153,6 @@ async def test_rolling_restart_through_nginx_loses_no_acked_message(
             upgrade=False,
             reconnect=True,
             room=ROOM,
-            rewind_ms=REWIND_MS,
         )
     for name in CLIENTS:
         await node.connected(name)

@@ -10,8 +10,8 @@
 //       browser; cookie: send this Cookie header instead (a client pinned on purpose).
 //       room: rejoin it with {since: <newest id seen>} after every reconnect, and call
 //       connect() again after a server-side disconnect that session_end allowed, and
-//       after a connect_error {code: "shutting_down"};
-//       rewind_ms: rejoin from that much before the newest id seen (see sinceFor).
+//       after a connect_error {code: "shutting_down"}. The server's answer also replays
+//       the moments before since (CHATSVC_CATCHUP_OVERLAP_MS); the test drops repeats by id.
 //   {"cmd":"emit","name":"a","event":"join","data":{...},"id":7}   -> ack (5 s bound)
 //   {"cmd":"close","name":"a"}   {"cmd":"quit"}
 // Events (stdout): {"type": "connect"|"disconnect"|"connect_error"|"event"|"ack"|
@@ -26,26 +26,6 @@ const sockets = new Map();
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
-}
-
-// Message ids are ULIDs: 10 Crockford base32 characters of milliseconds, then 16 of
-// randomness. sinceFor() rewinds a cursor by `ms`: ids are minted by whichever replica
-// stored the message, but delivered in the order they were published to Kafka, so a
-// message may arrive after one with a newer id; a client that rejoins with exactly the
-// newest id it saw could skip it. Rewinding (and de-duplicating by id) closes that gap.
-const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-function sinceFor(id, ms) {
-  if (!id || !ms) return id;
-  let t = 0;
-  for (const c of id.slice(0, 10)) t = t * 32 + CROCKFORD.indexOf(c);
-  t = Math.max(0, t - ms);
-  let head = "";
-  for (let i = 0; i < 10; i++) {
-    head = CROCKFORD[t % 32] + head;
-    t = Math.floor(t / 32);
-  }
-  return head + "0".repeat(16);
 }
 
 function newest(a, b) {
@@ -94,7 +74,7 @@ function open(cmd) {
           else out({ type: "rejoined", name: cmd.name, n });
         });
       };
-      rejoin(state.lastId ? sinceFor(state.lastId, cmd.rewind_ms || 0) : null);
+      rejoin(state.lastId);
     }
   });
   socket.on("disconnect", (reason, details) => {
