@@ -1,0 +1,364 @@
+"""Process plumbing for the benchmarks: servers, the Node load generator, /proc readings.
+
+Everything started here is stopped here (SIGTERM, then SIGKILL of its process group after a
+bound), and every wait has a deadline. Servers listen on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+LOADGEN = BENCH_DIR / "client" / "loadgen.mjs"
+PEER = BENCH_DIR / "peers" / "node-socketio" / "server.mjs"
+LAUNCHER = BENCH_DIR / "launch_chatsvc.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+#: Only for the benchmark's own servers; never a real secret.
+BENCH_JWT_SECRET = "bench-secret-not-for-production-0123456789abcdef"
+
+
+class BenchError(RuntimeError):
+    """The harness could not do what a scenario asked (a server died, a command failed)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Lift the soft open-files limit towards the hard one (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# -- /proc ---------------------------------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_rss_kb(pid: int) -> int:
+    """Resident set size in KiB, from /proc/PID/statm."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE_KB
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies over all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    total = sum(parts[:8])
+    return float(total - idle), float(total)
+
+
+def loadavg() -> tuple[float, float, float]:
+    """The 1/5/15-minute load averages."""
+    one, five, fifteen = os.getloadavg()
+    return round(one, 2), round(five, 2), round(fifteen, 2)
+
+
+def machine_description() -> dict[str, Any]:
+    """nproc, memory, CPU model, kernel, runtimes and the load right now."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    node = shutil.which("node")
+    node_version = (
+        subprocess.run(
+            [node, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+        if node
+        else "missing"
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node_version,
+        "loadavg_start": loadavg(),
+    }
+
+
+@dataclass
+class Window:
+    """CPU used by the server(s), the load generator and everything else over one measurement."""
+
+    pids: list[int]
+    loadgen_pid: int
+    started: float = field(default_factory=time.monotonic)
+    cpu0: list[float] = field(default_factory=list)
+    lg0: float = 0.0
+    busy0: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        self.cpu0 = [proc_cpu_seconds(p) for p in self.pids]
+        self.lg0 = proc_cpu_seconds(self.loadgen_pid)
+        self.busy0 = machine_busy()
+
+    def close(self) -> dict[str, float]:
+        """Seconds elapsed, server CPU seconds, load generator and other processes' cores."""
+        elapsed = time.monotonic() - self.started
+        server = sum(proc_cpu_seconds(p) - c for p, c in zip(self.pids, self.cpu0, strict=True))
+        lg = proc_cpu_seconds(self.loadgen_pid) - self.lg0
+        busy1 = machine_busy()
+        busy = busy1[0] - self.busy0[0]
+        total = busy1[1] - self.busy0[1]
+        cores = os.cpu_count() or 1
+        machine_cores = cores * busy / total if total > 0 else 0.0
+        return {
+            "elapsed_s": elapsed,
+            "server_cpu_s": server,
+            "loadgen_cpu_s": lg,
+            "machine_busy_cores": machine_cores,
+            "other_cores": max(0.0, machine_cores - (server + lg) / elapsed) if elapsed > 0 else 0.0,
+        }
+
+
+# -- servers -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """One server process (chatsvc or the Node peer) on 127.0.0.1."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    cwd: Path = REPO
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> Server:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise BenchError(f"{self.name} not healthy within {timeout}s:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_kb(self) -> int:
+        return proc_rss_kb(self.pid)
+
+    def cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.pid)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def chatsvc_env(port: int, data_dir: Path, extra: Mapping[str, str]) -> dict[str, str]:
+    """Environment of a benchmarked chatsvc: loopback, bench secret, sender limits raised."""
+    keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"}}
+    env = {
+        **keep,
+        "PYTHONUNBUFFERED": "1",
+        "CHATSVC_HOST": "127.0.0.1",
+        "CHATSVC_PORT": str(port),
+        "CHATSVC_GRPC_ENABLED": "false",
+        "CHATSVC_GRPC_PORT": str(free_port()),
+        "CHATSVC_DATA_DIR": str(data_dir),
+        "CHATSVC_JWT_SECRET": BENCH_JWT_SECRET,
+        "CHATSVC_LOG_LEVEL": "WARNING",
+        "CHATSVC_SHUTDOWN_TIMEOUT": "5",
+        "CHATSVC_REPLICA_ID": f"bench-{port}",
+    }
+    env.update(extra)
+    return env
+
+
+def start_chatsvc(
+    name: str,
+    work: Path,
+    extra: Mapping[str, str],
+    revert: tuple[str, ...] = (),
+    experiments: tuple[str, ...] = (),
+) -> Server:
+    """``chatsvc serve`` through the bench launcher (which can revert optimisations)."""
+    port = free_port()
+    data_dir = work / f"{name}-data"
+    argv = [sys.executable, str(LAUNCHER)]
+    if revert:
+        argv += ["--revert", ",".join(revert)]
+    if experiments:
+        argv += ["--try", ",".join(experiments)]
+    argv.append("serve")
+    server = Server(name, argv, chatsvc_env(port, data_dir, extra), port, work / f"{name}.log")
+    return server.start()
+
+
+def start_peer(name: str, work: Path) -> Server:
+    """The Node.js socket.io reference server."""
+    port = free_port()
+    keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    env = {**keep, "PEER_HOST": "127.0.0.1", "PEER_PORT": str(port), "NODE_ENV": "production"}
+    server = Server(name, ["node", str(PEER)], env, port, work / f"{name}.log", cwd=PEER.parent)
+    return server.start()
+
+
+# -- the load generator ---------------------------------------------------------------------
+
+
+class LoadGen:
+    """The Node load generator, driven one JSON command per line."""
+
+    def __init__(self, log_path: Path, max_seconds: int = 1800) -> None:
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            ["node", str(LOADGEN)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env={**os.environ, "LOADGEN_MAX_SECONDS": str(max_seconds)},
+            start_new_session=True,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self._lines.put(raw.decode())
+        self._lines.put(None)
+
+    def call(self, timeout: float, **cmd: Any) -> dict[str, Any]:
+        """Send one command; return its answer or raise ``BenchError`` (failure or timeout)."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise BenchError(f"load generator exited ({self.proc.poll()})") from None
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise BenchError(f"load generator did not answer {cmd['cmd']!r} within {timeout:.0f}s") from None
+        if line is None:
+            raise BenchError(f"load generator exited ({self.proc.poll()}) during {cmd['cmd']!r}")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise BenchError(f"load generator {cmd['cmd']!r} failed: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (subprocess.TimeoutExpired, OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def run_quiet(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a helper command to completion, bounded."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO)
+
+
+def python_package_version(name: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def stderr(message: str) -> None:
+    """Progress output (results go to files)."""
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,456 @@
+"""Turn a results dict (bench/run.py) into a markdown report and a PNG chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+AFTER, BEFORE, SQLITE, PEER = "chatsvc", "chatsvc-before", "chatsvc-sqlite", "peer"
+COLUMNS = (
+    (AFTER, "chatsvc after (memory)"),
+    (BEFORE, "chatsvc before (memory)"),
+    (SQLITE, "chatsvc after (SQLite file)"),
+    (PEER, "Node peer"),
+)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _per_cpu(row: dict[str, Any]) -> str:
+    """Median deliveries per CPU-second, with the range over the measurement windows."""
+    spread = row.get("delivered_per_cpu_s_range")
+    text = _num(row.get("delivered_per_cpu_s"))
+    if spread and spread[0] != spread[1]:
+        text += f" ({spread[0] / 1000:.1f}k-{spread[1] / 1000:.1f}k)"
+    return text
+
+
+def _lat(row: dict[str, Any] | None, q: str) -> float | None:
+    if not row:
+        return None
+    value = row.get("latency_ms", {}).get(q)
+    return None if value is None else float(value)
+
+
+class _Table:
+    def __init__(self, header: list[str]) -> None:
+        self.lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def row(self, *cells: str) -> None:
+        self.lines.append("| " + " | ".join(cells) + " |")
+
+    def render(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _metric_row(
+    table: _Table,
+    scenario: str,
+    metric: str,
+    values: dict[str, float | None],
+    digits: int = 0,
+) -> None:
+    cells = [_num(values.get(key), digits) for key, _ in COLUMNS]
+    table.row(
+        scenario,
+        metric,
+        *cells,
+        _ratio(values.get(AFTER), values.get(PEER)),
+        _ratio(values.get(BEFORE), values.get(PEER)),
+        _ratio(values.get(AFTER), values.get(BEFORE)),
+    )
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The headline table: every scenario, chatsvc after/before and SQLite against the peer."""
+    sc = results["scenarios"]
+    table = _Table(
+        ["Scenario", "Metric", *[label for _, label in COLUMNS], "after/peer", "before/peer", "after/before"]
+    )
+    for i, count in enumerate(results["size_params"]["idle_counts"]):
+        values = {k: rows[i]["kb_per_conn"] for k, rows in sc.get("idle", {}).items() if i < len(rows)}
+        _metric_row(table, f"1. idle, {count:,} conns", "KiB RSS per connection (lower is better)", values, 1)
+    fan = sc.get("fanout", {})
+    sizes = [row["members"] for row in next(iter(fan.values()), [])]
+    for i, members in enumerate(sizes):
+        rows = {k: v[i] for k, v in fan.items() if i < len(v)}
+        name = f"2. fan-out, room of {members:,} @ {next(iter(rows.values()))['offered_msgs_per_s']:g} msg/s"
+        _metric_row(table, name, "deliveries/s", {k: r["delivered_per_s"] for k, r in rows.items()})
+        _metric_row(
+            table, "", "deliveries per server CPU-s", {k: r["delivered_per_cpu_s"] for k, r in rows.items()}
+        )
+        for q, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
+            _metric_row(table, "", f"latency {label} ms", {k: _lat(r, q) for k, r in rows.items()}, 1)
+    rooms = sc.get("rooms", {})
+    if rooms:
+        any_row = next(iter(rooms.values()))
+        name = (
+            f"3. {any_row['rooms']} rooms of {any_row['members']} @ {any_row['offered_msgs_per_s']:g} msg/s"
+        )
+        _metric_row(table, name, "deliveries/s", {k: r["delivered_per_s"] for k, r in rooms.items()})
+        _metric_row(
+            table, "", "deliveries per server CPU-s", {k: r["delivered_per_cpu_s"] for k, r in rooms.items()}
+        )
+        for q, label in (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")):
+            _metric_row(table, "", f"latency {label} ms", {k: _lat(r, q) for k, r in rooms.items()}, 1)
+    cross = sc.get("cross", {})
+    if cross:
+        any_row = next(iter(cross.values()))
+        for layout, title in (("cross", "two replicas via Kafka"), ("single", "one replica / one peer")):
+            rows = {k.split(":")[0]: r for k, r in cross.items() if r["layout"] == layout}
+            name = f"4. {any_row['receivers']} receivers @ {any_row['offered_msgs_per_s']:g} msg/s, {title}"
+            for i, (q, label) in enumerate((("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))):
+                _metric_row(
+                    table,
+                    name if i == 0 else "",
+                    f"latency {label} ms",
+                    {k: _lat(r, q) for k, r in rows.items()},
+                    1,
+                )
+    hist = sc.get("history", {})
+    for key, row in hist.items():
+        for i, (q, label) in enumerate((("p50", "p50"), ("p99", "p99"))):
+            table.row(
+                f"5. history, {key}" if i == 0 else "",
+                f"page of 50: {label} ms",
+                _num(_lat(row, q), 2),
+                "-",
+                "-",
+                "n/a (no storage)",
+                "-",
+                "-",
+                "-",
+            )
+    return table.render()
+
+
+def cross_table(results: dict[str, Any]) -> str:
+    cross = results["scenarios"].get("cross", {})
+    if not cross:
+        return ""
+    table = _Table(
+        ["Configuration", "replicas", "p50 ms", "p99 ms", "p99.9 ms", "delivered/expected", "server cores"]
+    )
+    labels = {
+        f"{AFTER}:cross": "chatsvc after, sender on A, receivers on B (Kafka)",
+        f"{BEFORE}:cross": "chatsvc before, sender on A, receivers on B (Kafka)",
+        f"{AFTER}:single": "chatsvc after, one replica (in-process bus)",
+        f"{BEFORE}:single": "chatsvc before, one replica (in-process bus)",
+        f"{PEER}:single": "Node peer, one server (no Kafka adapter)",
+    }
+    for key, row in cross.items():
+        table.row(
+            labels.get(key, key),
+            str(row["replicas"]),
+            _num(_lat(row, "p50"), 1),
+            _num(_lat(row, "p99"), 1),
+            _num(_lat(row, "p999"), 1),
+            f"{row['delivered']}/{row['expected']}",
+            _num(row["server_cores"], 2),
+        )
+    return table.render()
+
+
+def ablation_workloads(results: dict[str, Any]) -> str:
+    """The ablation's workloads in words, from the size parameters."""
+    (big, big_rate), (rooms, members, small_rate), seconds = results["size_params"]["ablation"]
+    return (
+        f"one room of {big:,} at {big_rate:g} msg/s, and {rooms} rooms of {members} at "
+        f"{small_rate:g} msg/s in total; {seconds:g} s measured each"
+    )
+
+
+def ablation_table(results: dict[str, Any]) -> str:
+    """One optimisation at a time, against the 'before' row of the same run."""
+    rows = results["scenarios"].get("ablation", [])
+    if not rows:
+        return ""
+    base = rows[0]
+    big_n = base["big"]["members"]
+    small = base["small"]
+    table = _Table(
+        [
+            "chatsvc configuration",
+            f"room of {big_n:,}: deliveries per CPU-s",
+            "vs before",
+            "p99 ms",
+            f"{small['rooms']} rooms of {small['members']}: deliveries per CPU-s",
+            "vs before",
+            "p99 ms",
+            "load generator cores",
+        ]
+    )
+    for row in rows:
+        big, sm = row["big"], row["small"]
+        table.row(
+            row["label"],
+            _per_cpu(big),
+            _ratio(big["delivered_per_cpu_s"], base["big"]["delivered_per_cpu_s"]),
+            _num(_lat(big, "p99"), 1),
+            _per_cpu(sm),
+            _ratio(sm["delivered_per_cpu_s"], base["small"]["delivered_per_cpu_s"]),
+            _num(_lat(sm, "p99"), 1),
+            _num(max(big["loadgen_cores"], sm["loadgen_cores"]), 2),
+        )
+    return table.render()
+
+
+def detail_table(results: dict[str, Any]) -> str:
+    """Per-run measurements, including how busy the machine was."""
+    table = _Table(
+        [
+            "Scenario",
+            "Server",
+            "deliveries per CPU-s, median (range over windows)",
+            "delivered/expected",
+            "ack errors",
+            "ack p99 ms",
+            "server cores",
+            "load generator cores",
+            "other processes' cores",
+        ]
+    )
+    sc = results["scenarios"]
+    for key, rows in sc.get("fanout", {}).items():
+        for row in rows:
+            _detail(table, f"fan-out {row['members']}", key, row)
+    for key, row in sc.get("rooms", {}).items():
+        _detail(table, "small rooms", key, row)
+    for key, row in sc.get("cross", {}).items():
+        _detail(table, "cross-replica", key, row)
+    return table.render()
+
+
+def _detail(table: _Table, scenario: str, key: str, row: dict[str, Any]) -> None:
+    table.row(
+        scenario,
+        key,
+        _per_cpu(row),
+        f"{row['delivered']}/{row['expected']}",
+        str(row["ack_errors"]),
+        _num(row["ack_latency_ms"].get("p99"), 1),
+        _num(row["server_cores"], 2),
+        _num(row["loadgen_cores"], 2),
+        _num(row["other_cores"], 2),
+    )
+
+
+def markdown(results: dict[str, Any], stem: str) -> str:
+    m = results["machine"]
+    size = results["size"]
+    command = ".venv/bin/python bench/run.py" + ("" if size == "full" else f" --size {size}")
+    parts = [
+        f"# chatsvc benchmark results ({size})\n",
+        f"Run {results['started_at']} in {results['seconds']} s: `{command}` (see bench/README.md).\n",
+        "## Machine\n",
+        f"- {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}",
+        f"- Python {m['python']}, Node {m['node']}; "
+        + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
+        f"- load average at start {m['loadavg_start']}, at end {m.get('loadavg_end')} "
+        "(the machine is shared: see 'other processes' cores' below)",
+        "- load generator: one Node process, a lean Engine.IO v4 websocket client; it offers "
+        "permessage-deflate (as browsers do) in the idle scenario and where a row says so, and not in "
+        "the throughput scenarios, where inflating every delivery would make it the bottleneck",
+        f"- chatsvc senders' rate limit raised for the run: {results['rate_limit_env']}",
+        "- 'before' = chatsvc as it was before the optimisation work: `CHATSVC_WS_COMPRESSION=true` "
+        f"and, reverted by bench/launch_chatsvc.py, {', '.join(results['optimisations'])}\n",
+        f"![chatsvc vs the Node peer]({stem}.png)\n",
+        "## All scenarios\n",
+        "Ratios are chatsvc ÷ peer measured in this same run (for memory and latency lower is better, "
+        "for deliveries higher is better). Latency is send-to-receive, measured from each message's "
+        "scheduled send time (open loop).\n",
+        summary_table(results),
+    ]
+    cross = cross_table(results)
+    if cross:
+        parts += ["\n## 4. Cross-replica (Kafka) in detail\n", cross]
+    ablation = ablation_table(results)
+    if ablation:
+        parts += [
+            "\n## The optimisations, one at a time\n",
+            f"Same workloads at the same offered rates ({ablation_workloads(results)}), "
+            "one server per row, measured one after the other in this run. Deliveries per CPU-second "
+            "of the server process is the figure to compare (latency here mostly tracks how busy the "
+            "shared machine was). In brackets: the range over the measurement windows.\n",
+            ablation,
+        ]
+    parts += ["\n## Run details\n", detail_table(results)]
+    if results.get("skipped"):
+        parts.append("\n## Skipped\n")
+        parts += [f"- {k}: {v}" for k, v in results["skipped"].items()]
+        parts.append("")
+    parts.append(f"\nRaw numbers: `{stem}.json`. Chart: `{stem}.png`.\n")
+    return "\n".join(parts)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Six panels: memory, fan-out efficiency, p99 latency, cross-replica, history, ablation."""
+    import matplotlib  # noqa: PLC0415 - bench-only dependency
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    sc = results["scenarios"]
+    colors = {AFTER: "#1f77b4", BEFORE: "#aec7e8", SQLITE: "#2ca02c", PEER: "#ff7f0e"}
+    labels = dict(COLUMNS)
+    fig, axes = plt.subplots(2, 3, figsize=(18, 9.5))
+    m = results["machine"]
+    fig.suptitle(
+        f"chatsvc vs Node socket.io ({results['size']} run, {results['started_at']}) - {m['nproc']} cores "
+        f"{m['cpu_model']}, load average {m['loadavg_start'][0]} -> {(m.get('loadavg_end') or ['?'])[0]}",
+        fontsize=11,
+    )
+
+    def bars(
+        ax: Any, groups: list[str], series: dict[str, list[float | None]], ylabel: str, *, log: bool = False
+    ) -> None:
+        keys = [k for k in (*[k for k, _ in COLUMNS], *series) if k in series]
+        keys = list(dict.fromkeys(keys))
+        width = 0.8 / max(1, len(keys))
+        for j, key in enumerate(keys):
+            xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(groups))]
+            ys = [v if v is not None else 0 for v in series[key]]
+            ax.bar(xs, ys, width, label=labels.get(key, key), color=colors.get(key))
+        ax.set_xticks(range(len(groups)), groups, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=9)
+        if log:
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+
+    def empty(ax: Any, title: str) -> None:
+        ax.set_title(title, fontsize=10)
+        ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    idle = sc.get("idle", {})
+    title = "1. memory per idle connection (lower is better)"
+    if idle:
+        counts = results["size_params"]["idle_counts"]
+        bars(
+            axes[0][0],
+            [f"{c:,} connections" for c in counts],
+            {k: [r["kb_per_conn"] for r in rows] for k, rows in idle.items()},
+            "KiB RSS per connection",
+        )
+        axes[0][0].set_title(title, fontsize=10)
+    else:
+        empty(axes[0][0], title)
+
+    fan = sc.get("fanout", {})
+    rooms = sc.get("rooms", {})
+    groups: list[str] = []
+    per_cpu: dict[str, list[float | None]] = {}
+    p99: dict[str, list[float | None]] = {}
+    if fan:
+        sizes = [r["members"] for r in next(iter(fan.values()))]
+        groups += [f"room of {s:,}" for s in sizes]
+        for key, rows in fan.items():
+            per_cpu.setdefault(key, []).extend(r["delivered_per_cpu_s"] for r in rows)
+            p99.setdefault(key, []).extend(_lat(r, "p99") for r in rows)
+    if rooms:
+        any_row = next(iter(rooms.values()))
+        groups.append(f"{any_row['rooms']} rooms of {any_row['members']}")
+        for key in dict.fromkeys([*per_cpu, *rooms]):
+            row = rooms.get(key)
+            per_cpu.setdefault(key, [None] * (len(groups) - 1)).append(
+                row["delivered_per_cpu_s"] if row else None
+            )
+            p99.setdefault(key, [None] * (len(groups) - 1)).append(_lat(row, "p99"))
+    if groups:
+        bars(axes[0][1], groups, per_cpu, "deliveries per server CPU-second", log=True)
+        axes[0][1].set_title("2-3. fan-out efficiency (higher is better)", fontsize=10)
+        bars(axes[0][2], groups, p99, "p99 send-to-receive latency, ms", log=True)
+        axes[0][2].set_title("2-3. p99 latency at a fixed offered rate (lower is better)", fontsize=10)
+    else:
+        empty(axes[0][1], "2-3. fan-out efficiency")
+        empty(axes[0][2], "2-3. p99 latency")
+
+    cross = sc.get("cross", {})
+    title = "4. cross-replica latency (lower is better)"
+    if cross:
+        names = {
+            f"{AFTER}:cross": "chatsvc after\n2 replicas, Kafka",
+            f"{BEFORE}:cross": "chatsvc before\n2 replicas, Kafka",
+            f"{AFTER}:single": "chatsvc after\n1 replica",
+            f"{BEFORE}:single": "chatsvc before\n1 replica",
+            f"{PEER}:single": "Node peer\n1 server",
+        }
+        keys = [k for k in names if k in cross]
+        bars(
+            axes[1][0],
+            [names[k] for k in keys],
+            {q: [_lat(cross[k], q) for k in keys] for q in ("p50", "p99", "p999")},
+            "send-to-receive latency, ms",
+            log=True,
+        )
+        axes[1][0].set_title(title, fontsize=10)
+    else:
+        empty(axes[1][0], title)
+
+    hist = sc.get("history", {})
+    title = "5. history page of 50 (chatsvc only; the peer has no storage)"
+    if hist:
+        names_h = list(hist)
+        bars(
+            axes[1][1],
+            names_h,
+            {q: [_lat(hist[n], q) for n in names_h] for q in ("p50", "p99")},
+            "latency, ms",
+        )
+        axes[1][1].set_title(title, fontsize=10)
+    else:
+        empty(axes[1][1], title)
+
+    ablation = sc.get("ablation", [])
+    title = "optimisations one at a time: deliveries per CPU-s vs before"
+    if ablation:
+        base = ablation[0]
+        short = [
+            row["label"].split(":")[0].replace("browser-like client", "browser client") for row in ablation
+        ]
+
+        def rel(row: dict[str, Any], part: str) -> float | None:
+            value, ref = row[part]["delivered_per_cpu_s"], base[part]["delivered_per_cpu_s"]
+            return value / ref if value and ref else None
+
+        bars(
+            axes[1][2],
+            [textwrap_label(s) for s in short],
+            {
+                f"room of {base['big']['members']:,}": [rel(r, "big") for r in ablation],
+                f"{base['small']['rooms']} rooms of {base['small']['members']}": [
+                    rel(r, "small") for r in ablation
+                ],
+            },
+            "x before (higher is better)",
+        )
+        for label in axes[1][2].get_xticklabels():
+            label.set(rotation=30, ha="right", fontsize=7)
+        axes[1][2].axhline(1.0, color="grey", lw=0.8)
+        axes[1][2].set_title(title, fontsize=10)
+    else:
+        empty(axes[1][2], title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def textwrap_label(text: str, width: int = 16) -> str:
+    """Wrap an axis label onto short lines."""
+    import textwrap  # noqa: PLC0415
+
+    return "\n".join(textwrap.wrap(text, width))

@@ -1,0 +1,641 @@
+#!/usr/bin/env python3
+"""chatsvc benchmarks, side by side with Node's socket.io server, in one bounded run.
+
+    .venv/bin/python bench/run.py            # the full run (`make bench`), < 15 min on 2 cores
+    .venv/bin/python bench/run.py --quick    # `make bench-quick`, < 2 min
+    .venv/bin/python bench/run.py --size tiny --out /tmp/x --scenarios idle,fanout
+
+Each scenario starts the servers it needs (chatsvc after and before the optimisation work,
+the Node peer, SQLite/Cassandra/Kafka variants), warms up, measures, and stops everything
+it started. Results: ``results*.json`` (raw), ``results*.md`` (tables), ``results*.png``.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import harness
+import report
+from harness import BenchError, LoadGen, Server, Window, stderr
+
+ALL_SCENARIOS = ("idle", "fanout", "rooms", "cross", "history", "ablation")
+QUICK_SCENARIOS = ("idle", "fanout", "rooms", "history")
+#: Every optimisation the launcher can revert; "before" runs with all of them reverted.
+OPTIMISATIONS = ("uvloop", "direct-emit", "gc")
+RATE_LIMIT = {"CHATSVC_RATE_LIMIT_PER_SECOND": "100000", "CHATSVC_RATE_LIMIT_BURST": "100000"}
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big and how long each scenario runs."""
+
+    idle_counts: tuple[int, ...]
+    fanout_rooms: tuple[tuple[int, float], ...]  # (members, messages per second)
+    fanout_senders: int
+    rooms: tuple[int, int, float]  # (rooms, members per room, messages per second in total)
+    cross: tuple[int, float]  # (receivers, messages per second)
+    history_messages: int
+    history_seconds: float
+    ablation: tuple[tuple[int, float], tuple[int, int, float], float]  # big room, small rooms, seconds
+    warmup_s: float
+    measure_s: float
+    windows: int
+    drain_ms: int
+
+
+SIZES = {
+    "full": Size(
+        idle_counts=(1000, 5000),
+        fanout_rooms=((10, 400.0), (100, 100.0), (1000, 12.0)),
+        fanout_senders=5,
+        rooms=(500, 5, 400.0),
+        cross=(100, 40.0),
+        history_messages=2000,
+        history_seconds=5.0,
+        ablation=((1000, 12.0), (200, 5, 400.0), 5.0),
+        warmup_s=2.0,
+        measure_s=6.0,
+        windows=3,
+        drain_ms=3000,
+    ),
+    "quick": Size(
+        idle_counts=(250, 1000),
+        fanout_rooms=((10, 100.0), (100, 30.0)),
+        fanout_senders=3,
+        rooms=(100, 5, 100.0),
+        cross=(50, 20.0),
+        history_messages=300,
+        history_seconds=1.5,
+        ablation=((200, 20.0), (40, 5, 80.0), 1.5),
+        warmup_s=0.5,
+        measure_s=2.0,
+        windows=2,
+        drain_ms=1500,
+    ),
+    "tiny": Size(
+        idle_counts=(5, 10),
+        fanout_rooms=((4, 20.0),),
+        fanout_senders=2,
+        rooms=(3, 3, 10.0),
+        cross=(3, 10.0),
+        history_messages=30,
+        history_seconds=0.5,
+        ablation=((4, 10.0), (2, 2, 10.0), 0.5),
+        warmup_s=0.2,
+        measure_s=0.8,
+        windows=1,
+        drain_ms=1000,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server configuration under test."""
+
+    key: str
+    label: str
+    kind: str  # "chatsvc" or "peer"
+    env: tuple[tuple[str, str], ...] = ()
+    revert: tuple[str, ...] = ()
+    experiments: tuple[str, ...] = ()
+
+
+MEMORY = ("CHATSVC_STORE", "memory")
+#: The pre-optimisation behaviour: permessage-deflate accepted, stock asyncio and emit.
+COMPRESSION_ON = ("CHATSVC_WS_COMPRESSION", "true")
+AFTER_MEM = Target("chatsvc", "chatsvc (memory store)", "chatsvc", (MEMORY,))
+BEFORE_MEM = Target(
+    "chatsvc-before", "chatsvc before (memory store)", "chatsvc", (MEMORY, COMPRESSION_ON), OPTIMISATIONS
+)
+AFTER_SQLITE = Target("chatsvc-sqlite", "chatsvc (SQLite file, default)", "chatsvc")
+PEER = Target("peer", "node socket.io 4.8 (peer)", "peer")
+#: One optimisation at a time, on the same workloads (client offers no deflate unless noted).
+ABLATION = (
+    (BEFORE_MEM, False, "before: stock asyncio loop, task per recipient, default GC"),
+    (
+        Target("abl-emit", "", "chatsvc", (MEMORY,), ("uvloop", "gc")),
+        False,
+        "+ direct emit only (no task per recipient)",
+    ),
+    (Target("abl-uvloop", "", "chatsvc", (MEMORY,), ("direct-emit", "gc")), False, "+ uvloop only"),
+    (Target("abl-gc", "", "chatsvc", (MEMORY,), ("uvloop", "direct-emit")), False, "+ GC tuning only"),
+    (AFTER_MEM, False, "after: all of them"),
+    (
+        Target("abl-orjson", "", "chatsvc", (MEMORY,), (), ("orjson",)),
+        False,
+        "after + orjson codec (experiment)",
+    ),
+    (BEFORE_MEM, True, "before, browser-like client: permessage-deflate negotiated"),
+    (AFTER_MEM, True, "after, browser-like client: deflate declined (CHATSVC_WS_COMPRESSION=false)"),
+)
+
+
+class Bench:
+    """Runs scenarios; owns the scratch directory and every process it starts."""
+
+    def __init__(self, size: Size, work: Path) -> None:
+        self.size = size
+        self.work = work
+        self.servers: list[Server] = []
+        self.loadgens: list[LoadGen] = []
+        self.cleanups: list[Callable[[], None]] = []
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def start(self, target: Target, name: str, extra: dict[str, str] | None = None) -> Server:
+        env = {**dict(target.env), **RATE_LIMIT, **(extra or {})}
+        if target.kind == "peer":
+            server = harness.start_peer(name, self.work)
+        else:
+            server = harness.start_chatsvc(name, self.work, env, target.revert, target.experiments)
+        self.servers.append(server)
+        return server
+
+    @contextmanager
+    def loadgen(self) -> Iterator[LoadGen]:
+        lg = LoadGen(self.work / "loadgen.log")
+        self.loadgens.append(lg)
+        try:
+            yield lg
+        finally:
+            lg.close()
+
+    def stop_all(self) -> None:
+        for lg in self.loadgens:
+            with suppress(Exception):
+                lg.close()
+        for server in reversed(self.servers):
+            with suppress(Exception):
+                server.stop()
+        for cleanup in reversed(self.cleanups):
+            with suppress(Exception):
+                cleanup()
+        self.servers.clear()
+        self.loadgens.clear()
+        self.cleanups.clear()
+
+    def stop(self, *servers: Server) -> None:
+        for server in servers:
+            server.stop()
+
+    def connect(
+        self, lg: LoadGen, server: Server, n: int, *, deflate: bool = False, timeout: float = 120.0
+    ) -> dict[str, Any]:
+        """Open ``n`` connections. ``deflate``: offer permessage-deflate, as browsers do (it costs
+        the load generator CPU on every delivery, so throughput scenarios don't)."""
+        secret = harness.BENCH_JWT_SECRET if "CHATSVC_JWT_SECRET" in server.env else None
+        answer = lg.call(
+            timeout,
+            cmd="connect",
+            url=server.url,
+            n=n,
+            secret=secret,
+            deflate=deflate,
+            sources=max(1, -(-n // 20000)),
+            concurrency=32,
+        )
+        if answer["failures"]:
+            raise BenchError(f"{answer['failures']} of {n} connections to {server.name} failed: {answer}")
+        return answer
+
+    # -- scenarios -----------------------------------------------------------------------------
+
+    def idle(self, targets: list[Target]) -> dict[str, Any]:
+        """Resident memory per idle (connected, authenticated) connection."""
+        out: dict[str, Any] = {}
+        for target in targets:
+            server = self.start(target, f"idle-{target.key}")
+            with self.loadgen() as lg:
+                self.connect(lg, server, 20, deflate=True)  # warm imports, pools and allocator arenas
+                lg.call(30, cmd="close")
+                time.sleep(1.0)
+                base = server.rss_kb()
+                rows = []
+                have = 0
+                for count in self.size.idle_counts:
+                    answer = self.connect(lg, server, count - have, deflate=True)
+                    have = count
+                    time.sleep(1.5)
+                    rss = server.rss_kb()
+                    rows.append(
+                        {
+                            "connections": count,
+                            "rss_kb": rss,
+                            "rss_base_kb": base,
+                            "kb_per_conn": (rss - base) / count,
+                            "connect_per_s": (count if len(rows) == 0 else answer["connected"])
+                            / max(answer["seconds"], 1e-6),
+                        }
+                    )
+                    stderr(f"  idle {target.key} n={count}: {rows[-1]['kb_per_conn']:.1f} KiB/conn")
+                lg.call(60, cmd="close")
+            self.stop(server)
+            out[target.key] = rows
+        return out
+
+    def _fanout_measure(
+        self,
+        lg: LoadGen,
+        servers: list[Server],
+        senders: list[dict[str, Any]],
+        rate: float,
+        recipients: int,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Warm up, then measure in ``size.windows`` back-to-back windows. Deliveries per CPU-second
+        is the median over the windows (a neighbour's burst on the shared machine spoils one
+        window, not the figure); latency percentiles are over every window's samples."""
+        size = self.size
+        lg.call(
+            60,
+            cmd="fanout",
+            senders=senders,
+            rate=rate,
+            seconds=size.warmup_s,
+            recipients_per_message=recipients,
+            drain_ms=500,
+        )
+        total = seconds or size.measure_s
+        windows = []
+        answer: dict[str, Any] = {}
+        for i in range(size.windows):
+            window = Window([s.pid for s in servers], lg.pid)
+            answer = lg.call(
+                total / size.windows + size.drain_ms / 1000 + 60,
+                cmd="fanout",
+                senders=senders,
+                rate=rate,
+                seconds=total / size.windows,
+                recipients_per_message=recipients,
+                drain_ms=size.drain_ms,
+                accumulate=i > 0,
+            )
+            windows.append(
+                {
+                    **window.close(),
+                    **{k: answer[k] for k in ("sent", "acked", "ack_errors", "delivered", "expected")},
+                }
+            )
+        per_cpu = sorted(w["delivered"] / w["server_cpu_s"] for w in windows if w["server_cpu_s"] > 0)
+        elapsed = sum(w["elapsed_s"] for w in windows)
+        delivered = sum(w["delivered"] for w in windows)
+        return {
+            "offered_msgs_per_s": rate,
+            "sent": sum(w["sent"] for w in windows),
+            "acked": sum(w["acked"] for w in windows),
+            "ack_errors": sum(w["ack_errors"] for w in windows),
+            "first_error": answer["first_error"],
+            "delivered": delivered,
+            "expected": sum(w["expected"] for w in windows),
+            "delivered_per_s": delivered / max(elapsed, 1e-6),
+            # /proc counts CPU in clock ticks (10 ms): too short a window may show none.
+            "delivered_per_cpu_s": round(statistics.median(per_cpu)) if per_cpu else None,
+            "delivered_per_cpu_s_range": [round(per_cpu[0]), round(per_cpu[-1])] if per_cpu else None,
+            "server_cores": sum(w["server_cpu_s"] for w in windows) / elapsed,
+            "latency_ms": answer["latency_ms"],
+            "ack_latency_ms": answer["ack_latency_ms"],
+            "loadgen_cores": sum(w["loadgen_cpu_s"] for w in windows) / elapsed,
+            "other_cores": sum(w["other_cores"] * w["elapsed_s"] for w in windows) / elapsed,
+            "windows": len(windows),
+        }
+
+    def fanout(self, targets: list[Target]) -> dict[str, Any]:
+        """One room of N members, open-loop senders at a fixed rate."""
+        out: dict[str, Any] = {}
+        biggest = max(m for m, _ in self.size.fanout_rooms)
+        for target in targets:
+            server = self.start(target, f"fanout-{target.key}")
+            rows = []
+            with self.loadgen() as lg:
+                self.connect(lg, server, biggest)
+                for members, _ in self.size.fanout_rooms:
+                    lg.call(120, cmd="join", rooms=[f"fan{members}"], members=list(range(members)))
+                for members, rate in self.size.fanout_rooms:
+                    senders = [
+                        {"client": i, "room": f"fan{members}"}
+                        for i in range(min(self.size.fanout_senders, members))
+                    ]
+                    row = self._fanout_measure(lg, [server], senders, rate, members - 1)
+                    row["members"] = members
+                    rows.append(row)
+                    stderr(
+                        f"  fanout {target.key} room={members}: {row['delivered_per_s']:.0f} deliveries/s, "
+                        f"p99 {row['latency_ms']['p99']:.1f} ms"
+                    )
+            self.stop(server)
+            out[target.key] = rows
+        return out
+
+    def rooms(self, targets: list[Target]) -> dict[str, Any]:
+        """Many small rooms: one sender per room, all rooms at once."""
+        n_rooms, members, rate = self.size.rooms
+        out: dict[str, Any] = {}
+        for target in targets:
+            server = self.start(target, f"rooms-{target.key}")
+            with self.loadgen() as lg:
+                self.connect(lg, server, n_rooms * members)
+                room_names = [f"small{r}" for r in range(n_rooms)]
+                lg.call(120, cmd="join", rooms=room_names)  # client i joins room i % n_rooms
+                senders = [{"client": r, "room": room_names[r]} for r in range(n_rooms)]
+                row = self._fanout_measure(lg, [server], senders, rate, members - 1)
+                row.update(rooms=n_rooms, members=members)
+            stderr(
+                f"  rooms {target.key}: {row['delivered_per_s']:.0f} deliveries/s, "
+                f"p99 {row['latency_ms']['p99']:.1f} ms"
+            )
+            self.stop(server)
+            out[target.key] = row
+        return out
+
+    def ablation(self) -> list[dict[str, Any]]:
+        """Each optimisation on its own, on a big room and on many small rooms."""
+        (big, big_rate), (n_small, small_members, small_rate), seconds = self.size.ablation
+        clients = max(big, n_small * small_members)
+        rows = []
+        for target, deflate, label in ABLATION:
+            if "orjson" in target.experiments and harness.python_package_version("orjson") is None:
+                continue
+            server = self.start(target, f"ablation-{len(rows)}")
+            with self.loadgen() as lg:
+                self.connect(lg, server, clients, deflate=deflate)
+                lg.call(120, cmd="join", rooms=["big"], members=list(range(big)))
+                small = [f"s{r}" for r in range(n_small)]
+                lg.call(120, cmd="join", rooms=small, members=list(range(n_small * small_members)))
+                senders = [{"client": i, "room": "big"} for i in range(min(self.size.fanout_senders, big))]
+                big_row = self._fanout_measure(lg, [server], senders, big_rate, big - 1, seconds)
+                senders = [{"client": r, "room": small[r]} for r in range(n_small)]
+                small_row = self._fanout_measure(
+                    lg, [server], senders, small_rate, small_members - 1, seconds
+                )
+            self.stop(server)
+            rows.append(
+                {
+                    "label": label,
+                    "target": target.key,
+                    "deflate_offered": deflate,
+                    "big": {**big_row, "members": big},
+                    "small": {**small_row, "rooms": n_small, "members": small_members},
+                }
+            )
+            stderr(
+                f"  ablation {label}: big {big_row['delivered_per_cpu_s']}/cpu-s, "
+                f"small {small_row['delivered_per_cpu_s']}/cpu-s"
+            )
+        return rows
+
+    def service_running(self, name: str) -> bool:
+        """``scripts/<name> status`` says it runs."""
+        status = harness.run_quiet([f"scripts/{name}", "status"], 60)
+        return status.returncode == 0 and "running" in status.stdout and "not running" not in status.stdout
+
+    def ensure_service(self, name: str, *, may_start: bool) -> None:
+        """Start ``scripts/<name>`` (and stop it at the end) when allowed and needed."""
+        if self.service_running(name):
+            return
+        if not may_start:
+            raise BenchError(f"{name} is not running: start it with `scripts/{name} start`")
+        stderr(f"  starting {name} (scripts/{name} start); it will be stopped at the end")
+        started = harness.run_quiet([f"scripts/{name}", "start"], 600)
+        if started.returncode != 0:
+            raise BenchError(f"scripts/{name} start failed: {started.stdout[-500:]}{started.stderr[-500:]}")
+        self.cleanups.append(lambda: harness.run_quiet([f"scripts/{name}", "stop"], 300) and None)
+
+    def cross(self, targets: list[Target], brokers: str) -> dict[str, Any]:
+        """Sender on replica A, receivers on replica B, through the real Kafka broker;
+        against the same layout on one replica (in-process bus) and on the Node peer."""
+        receivers, rate = self.size.cross
+        out: dict[str, Any] = {}
+        topic = f"chatsvc.bench.{int(time.time())}"
+        for target in targets:
+            layouts = ["single"] if target.kind == "peer" else ["cross", "single"]
+            for layout in layouts:
+                key = f"{target.key}:{layout}"
+                if layout == "cross":
+                    kafka = {"KAFKA_BROKERS": brokers, "KAFKA_TOPIC": topic}
+                    a = self.start(
+                        target, f"cross-{target.key}-a", {**kafka, "CHATSVC_REPLICA_ID": "bench-a"}
+                    )
+                    b = self.start(
+                        target, f"cross-{target.key}-b", {**kafka, "CHATSVC_REPLICA_ID": "bench-b"}
+                    )
+                    servers = [a, b]
+                else:
+                    a = b = self.start(target, f"cross-{target.key}-single")
+                    servers = [a]
+                with self.loadgen() as lg:
+                    self.connect(lg, b, receivers)
+                    self.connect(lg, a, 1)
+                    lg.call(60, cmd="join", rooms=["xroom"], members=list(range(receivers + 1)))
+                    time.sleep(0.5)
+                    senders = [{"client": receivers, "room": "xroom"}]
+                    row = self._fanout_measure(lg, servers, senders, rate, receivers)
+                    row.update(receivers=receivers, layout=layout, replicas=len(servers))
+                lat = row["latency_ms"]
+                stderr(f"  cross {key}: p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms")
+                self.stop(*servers)
+                out[key] = row
+        return out
+
+    def history(self, stores: list[tuple[str, Target, dict[str, str]]]) -> dict[str, Any]:
+        """``history`` page latency (closed loop, 4 clients paging 50 at a time)."""
+        out: dict[str, Any] = {}
+        room = f"hist-{int(time.time())}"  # the CQL keyspace is kept between runs
+        for key, target, extra in stores:
+            server = self.start(target, f"history-{key}", extra)
+            with self.loadgen() as lg:
+                self.connect(lg, server, 4)
+                lg.call(60, cmd="join", rooms=[room])
+                seed_rate = 400.0
+                seed = lg.call(
+                    120 + self.size.history_messages / seed_rate,
+                    cmd="fanout",
+                    senders=[{"client": i, "room": room} for i in range(4)],
+                    rate=seed_rate,
+                    seconds=self.size.history_messages / seed_rate,
+                    recipients_per_message=3,
+                    drain_ms=10000,
+                )
+                if seed["acked"] < seed["sent"]:
+                    raise BenchError(f"seeding history on {key}: {seed['acked']}/{seed['sent']} acked")
+                window = Window([server.pid], lg.pid)
+                answer = lg.call(
+                    self.size.history_seconds + 60,
+                    cmd="history",
+                    room=room,
+                    seconds=self.size.history_seconds,
+                    limit=50,
+                    pages=4,
+                    workers=4,
+                )
+                usage = window.close()
+            if answer["errors"]:
+                raise BenchError(
+                    f"history on {key}: {answer['errors']} errors, first {answer['first_error']}"
+                )
+            row = {
+                "messages": self.size.history_messages,
+                "requests": answer["requests"],
+                "requests_per_s": answer["requests"] / usage["elapsed_s"],
+                "latency_ms": answer["latency_ms"],
+                "server_cores": usage["server_cpu_s"] / usage["elapsed_s"],
+                "other_cores": usage["other_cores"],
+                "label": target.label if not extra else key,
+            }
+            lat = row["latency_ms"]
+            stderr(f"  history {key}: p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} ms")
+            self.stop(server)
+            out[key] = row
+        return out
+
+
+def cql_env(contact: str) -> dict[str, str]:
+    """Settings for the Scylla store on the CQL test node. One keyspace for every run (each run
+    writes to rooms of its own), so runs leave no keyspaces behind."""
+    host, _, port = contact.rpartition(":")
+    return {
+        "SCYLLA_CONTACT_POINTS": host,
+        "SCYLLA_PORT": port,
+        "SCYLLA_REPLICATION": "SimpleStrategy:1",
+        "SCYLLA_CONSISTENCY": "ONE",
+        "SCYLLA_KEYSPACE": "chatsvc_bench",
+        "SCYLLA_REQUEST_TIMEOUT": "10",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="the bench-quick sizes (same as --size quick)")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None)
+    parser.add_argument(
+        "--scenarios",
+        default=None,
+        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} "
+        f"(default: all; quick: {','.join(QUICK_SCENARIOS)})",
+    )
+    parser.add_argument("--out", type=Path, default=harness.BENCH_DIR / "results")
+    parser.add_argument("--name", default=None, help="results file stem (default: results or results-quick)")
+    parser.add_argument("--no-before", action="store_true", help="skip the 'before optimisations' runs")
+    parser.add_argument("--kafka-brokers", default="127.0.0.1:19092")
+    parser.add_argument(
+        "--kafka",
+        choices=("auto", "require"),
+        default="auto",
+        help="auto: start the test broker (scripts/kafka) if it is down, and stop it after; require: fail",
+    )
+    parser.add_argument("--cql-contact", default="127.0.0.1:19042", help="the CQL node, host:port")
+    parser.add_argument(
+        "--cql",
+        choices=("auto", "running", "require", "off"),
+        default=None,
+        help="history on the CQL node: auto (full default) starts scripts/cassandra if it is down and "
+        "stops it after; running (quick default) uses it only if it is up; require fails if it is down",
+    )
+    parser.add_argument("--chart", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args(argv)
+    size_name = args.size or ("quick" if args.quick else "full")
+    size = SIZES[size_name]
+    chosen = args.scenarios or ",".join(ALL_SCENARIOS if size_name == "full" else QUICK_SCENARIOS)
+    scenarios = [s.strip() for s in chosen.split(",") if s.strip()]
+    unknown = set(scenarios) - set(ALL_SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    for tool in ("node",):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is not installed")
+    for folder in (harness.BENCH_DIR, harness.PEER.parent):
+        if not (folder / "node_modules").is_dir():
+            parser.error(f"run `npm ci` in {folder} first (or `make bench`)")
+    harness.raise_fd_limit()
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "size": size_name,
+        "size_params": size.__dict__,
+        "machine": harness.machine_description(),
+        "rate_limit_env": RATE_LIMIT,
+        "optimisations": OPTIMISATIONS,
+        "versions": {
+            "python-socketio": harness.python_package_version("python-socketio"),
+            "python-engineio": harness.python_package_version("python-engineio"),
+            "aiohttp": harness.python_package_version("aiohttp"),
+            "uvloop": harness.python_package_version("uvloop"),
+            "orjson": harness.python_package_version("orjson"),
+        },
+        "scenarios": {},
+        "skipped": {},
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    before = [] if args.no_before else [BEFORE_MEM]
+    work = Path(tempfile.mkdtemp(prefix="chatsvc-bench-"))
+    bench = Bench(size, work)
+    stderr(f"chatsvc bench ({size_name}); scratch {work}; load {harness.loadavg()}")
+    try:
+        for scenario in scenarios:
+            t0 = time.monotonic()
+            stderr(f"[{scenario}]")
+            if scenario == "idle":
+                data = bench.idle([AFTER_MEM, *before, PEER])
+            elif scenario == "fanout":
+                data = bench.fanout([AFTER_MEM, *before, AFTER_SQLITE, PEER])
+            elif scenario == "rooms":
+                data = bench.rooms([AFTER_MEM, *before, AFTER_SQLITE, PEER])
+            elif scenario == "ablation":
+                if harness.python_package_version("orjson") is None:
+                    results["skipped"]["ablation:orjson"] = "orjson is not installed"
+                data = bench.ablation()
+            elif scenario == "cross":
+                bench.ensure_service("kafka", may_start=args.kafka == "auto")
+                data = bench.cross([AFTER_MEM, *before, PEER], args.kafka_brokers)
+            else:
+                stores: list[tuple[str, Target, dict[str, str]]] = [
+                    ("sqlite", AFTER_SQLITE, {}),
+                    ("memory", AFTER_MEM, {}),
+                ]
+                cql = args.cql or ("auto" if size_name == "full" else "running")
+                if cql == "running" and not bench.service_running("cassandra"):
+                    results["skipped"]["history:cassandra"] = (
+                        "the CQL node is not running (scripts/cassandra start)"
+                    )
+                elif cql == "off":
+                    results["skipped"]["history:cassandra"] = "--cql off"
+                else:
+                    bench.ensure_service("cassandra", may_start=cql == "auto")
+                    target = Target("chatsvc-cql", "chatsvc (Cassandra 5 CQL)", "chatsvc")
+                    stores.append(("cassandra", target, cql_env(args.cql_contact)))
+                data = bench.history(stores)
+            results["scenarios"][scenario] = data
+            results["scenarios"].setdefault("_seconds", {})[scenario] = round(time.monotonic() - t0, 1)
+    finally:
+        bench.stop_all()
+    results["machine"]["loadavg_end"] = harness.loadavg()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    stem = args.name or ("results" if size_name == "full" else f"results-{size_name}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(report.markdown(results, stem))
+    chart = args.chart and harness.python_package_version("matplotlib") is not None
+    if chart:
+        report.chart(results, args.out / f"{stem}.png")
+    elif args.chart:
+        stderr("no chart: matplotlib is not installed (pip install matplotlib)")
+    shutil.rmtree(work, ignore_errors=True)
+    stderr(f"done in {results['seconds']}s -> {args.out / stem}.{{md,json{',png' if chart else ''}}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The benchmark harness at toy size, so it cannot rot: servers start, the load generator
+connects, every scenario produces a well-formed result, and everything is stopped.
+
+Nothing here judges speed (that is what ``make bench`` is for); a few connections and
+under a second of traffic per scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.services import cassandra_env, kafka_env
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
+NODE_DIRS = (BENCH, BENCH / "peers" / "node-socketio")
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> None:
+    """The load generator's and the peer's packages, from their lockfiles (``npm ci``)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("node and npm are needed for the benchmark harness (apt-get install nodejs npm)")
+    for folder in NODE_DIRS:
+        if (folder / "node_modules").is_dir():
+            continue
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"`npm ci` in {folder} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def run_bench(out: Path, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            "--size",
+            "tiny",
+            "--out",
+            str(out),
+            "--name",
+            "smoke",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert done.returncode == 0, f"bench/run.py failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    results: dict[str, Any] = json.loads((out / "smoke.json").read_text())
+    markdown = (out / "smoke.md").read_text()
+    assert "| Scenario | Metric |" in markdown
+    assert results["machine"]["nproc"] >= 1
+    assert (out / "smoke.png").is_file() == has_matplotlib()
+    return results
+
+
+def has_matplotlib() -> bool:
+    import importlib.util  # noqa: PLC0415
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def check_fanout_row(row: dict[str, Any]) -> None:
+    assert row["sent"] > 0
+    assert row["acked"] == row["sent"], row
+    assert row["ack_errors"] == 0, row
+    assert 0 < row["delivered"] <= row["expected"], row
+    latency = row["latency_ms"]
+    assert latency["n"] == row["delivered"]
+    assert 0 <= latency["p50"] <= latency["p99"] <= latency["p999"] <= latency["max"]
+    assert row["server_cores"] >= 0 and row["loadgen_cores"] >= 0
+
+
+def test_local_scenarios(node_modules: None, tmp_path: Path) -> None:
+    node = cassandra_env()  # history is also read from the CQL node
+    contact = f"{node['CASSANDRA_TEST_CONTACT_POINTS'].split(',')[0]}:{node['CASSANDRA_TEST_PORT']}"
+    results = run_bench(
+        tmp_path,
+        "--scenarios",
+        "idle,fanout,rooms,history,ablation",
+        "--cql",
+        "require",
+        "--cql-contact",
+        contact,
+    )
+    sc = results["scenarios"]
+    targets = {"chatsvc", "chatsvc-before", "peer"}
+    assert set(sc["idle"]) == targets
+    for rows in sc["idle"].values():
+        assert [r["connections"] for r in rows] == list(results["size_params"]["idle_counts"])
+        assert all(r["rss_kb"] > 0 for r in rows)
+    assert set(sc["fanout"]) == targets | {"chatsvc-sqlite"}
+    for rows in sc["fanout"].values():
+        for row in rows:
+            check_fanout_row(row)
+    assert set(sc["rooms"]) == targets | {"chatsvc-sqlite"}
+    for row in sc["rooms"].values():
+        check_fanout_row(row)
+    assert set(sc["history"]) == {"sqlite", "memory", "cassandra"}
+    for row in sc["history"].values():
+        assert row["requests"] > 0 and row["latency_ms"]["n"] == row["requests"]
+    assert sc["ablation"][0]["target"] == "chatsvc-before"
+    for row in sc["ablation"]:
+        check_fanout_row(row["big"])
+        check_fanout_row(row["small"])
+
+
+def test_cross_replica_through_kafka(node_modules: None, tmp_path: Path) -> None:
+    broker = kafka_env()["KAFKA_TEST_PLAINTEXT"]
+    results = run_bench(
+        tmp_path, "--scenarios", "cross", "--no-before", "--kafka", "require", "--kafka-brokers", broker
+    )
+    cross = results["scenarios"]["cross"]
+    assert set(cross) == {"chatsvc:cross", "chatsvc:single", "peer:single"}
+    assert cross["chatsvc:cross"]["replicas"] == 2
+    for row in cross.values():
+        check_fanout_row(row)
