@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,33 +16,20 @@ from typing import Any
 
 import pytest
 
+from tests.support.node import require_node_packages
 from tests.support.services import cassandra_env, kafka_env
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench"
-NODE_DIRS = (BENCH, BENCH / "peers" / "node-socketio")
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def node_modules() -> None:
-    """The load generator's and the peer's packages, from their lockfiles (``npm ci``)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("node and npm are needed for the benchmark harness (apt-get install nodejs npm)")
-    for folder in NODE_DIRS:
-        if (folder / "node_modules").is_dir():
-            continue
-        done = subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            pytest.fail(f"`npm ci` in {folder} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    """The load generator's and the peer's packages, from their lockfiles."""
+    require_node_packages(BENCH, "ws/package.json")
+    require_node_packages(BENCH / "peers" / "node-socketio", "socket.io/package.json")
 
 
 def run_bench(out: Path, *args: str) -> dict[str, Any]:

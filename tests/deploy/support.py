@@ -32,6 +32,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.node import require_node_packages
+
 REPO = Path(__file__).resolve().parents[2]
 KUSTOMIZE = REPO / "scripts" / "kustomize"
 CHECKOV = REPO / "scripts" / "checkov"
@@ -41,7 +43,6 @@ OVERLAYS = ("k8s/base", "k8s/overlays/production", "k8s/overlays/staging")
 
 #: How `make test` installs what these tests need (reported on failure).
 NGINX_INSTALL = "apt-get update && apt-get install -y nginx"
-NPM_INSTALL = "npm ci --no-audit --no-fund --prefix tests/deploy/js"
 
 #: Every wait in the integration tests is bounded by this (seconds), unless said otherwise.
 WAIT = 10.0
@@ -302,25 +303,6 @@ def http_request(
 # -- socket.io-client (node) ------------------------------------------------------------------
 
 
-def ensure_node_modules() -> None:
-    """Install the committed lockfile's socket.io-client once (bounded)."""
-    if (JS_DIR / "node_modules" / "socket.io-client" / "package.json").exists():
-        return
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.fail(f"node and npm are needed for tests/deploy: install Node.js >= 18, then `{NPM_INSTALL}`")
-    proc = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"],
-        cwd=JS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"`{NPM_INSTALL}` failed:\n{proc.stdout}\n{proc.stderr}")
-
-
 Event = dict[str, Any]
 
 
@@ -337,7 +319,7 @@ class NodeClients:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     async def start(self) -> NodeClients:
-        ensure_node_modules()
+        require_node_packages(JS_DIR, "socket.io-client/package.json")
         env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.clients import TRANSPORTS, ClientPool, running_server
+from tests.support.node import require_node_packages
 from tests.support.servers import ServerProcess, base_env, free_port, run_cli
 from tests.support.tokens import token
 
@@ -32,12 +32,7 @@ RUN_TIMEOUT = 40.0
 @pytest.fixture(scope="module")
 def node() -> str:
     """The node binary, with socket.io-client installed from the lockfile; fail (never skip)."""
-    binary = shutil.which("node")
-    if binary is None:
-        pytest.fail("node is not installed: install Node.js >= 18, then run `npm ci` in tests/js")
-    if not (HERE / "node_modules" / "socket.io-client" / "package.json").is_file():
-        pytest.fail("socket.io-client is not installed: run `npm ci` in tests/js (make test does it)")
-    return binary
+    return require_node_packages(HERE, "socket.io-client/package.json")
 
 
 @pytest.fixture(scope="module")
