@@ -58,6 +58,45 @@ def experiment_orjson() -> None:
     eio_packet.Packet.json = Codec
 
 
+def experiment_fastpoll() -> None:
+    """Wait for a socket's next packet under ``asyncio.timeout`` instead of ``asyncio.wait_for``
+    (an experiment on python-engineio, not in chatsvc).
+
+    Every websocket has a writer task that sleeps in ``AsyncSocket.poll`` until a packet is
+    queued; ``wait_for`` wraps each of those waits in a new task, so every delivery to an idle
+    socket costs a task creation. Same behaviour otherwise: a timeout or cancellation ends the
+    writer (``QueueEmpty``), ``None`` closes it.
+    """
+    import asyncio  # noqa: PLC0415
+
+    from engineio import async_socket, exceptions  # noqa: PLC0415
+
+    async def poll(self: Any) -> list[Any]:
+        queue = self.queue
+        try:
+            if queue.empty():
+                async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
+                    first = await queue.get()
+            else:
+                first = queue.get_nowait()
+            queue.task_done()
+        except (TimeoutError, asyncio.CancelledError):
+            raise exceptions.QueueEmpty() from None
+        if first is None:
+            return []
+        packets = [first]
+        while not queue.empty():
+            pkt = queue.get_nowait()
+            queue.task_done()
+            if pkt is None:
+                queue.put_nowait(None)
+                break
+            packets.append(pkt)
+        return packets
+
+    async_socket.AsyncSocket.poll = poll
+
+
 def experiment_gc_stats() -> None:
     """Log every garbage-collector pass longer than 5 ms (to stderr), to find latency spikes."""
     import atexit  # noqa: PLC0415
@@ -96,11 +135,14 @@ def main() -> int:
         "--try",
         dest="experiments",
         default="",
-        help="experiments: orjson (python-socketio JSON codec), gc-stats (log GC pauses at exit)",
+        help="experiments: orjson (python-socketio JSON codec), fastpoll (engine.io writer wait "
+        "without a task), gc-stats (log GC pauses at exit)",
     )
     args, rest = parser.parse_known_args()
     if "orjson" in args.experiments:
         experiment_orjson()
+    if "fastpoll" in args.experiments:
+        experiment_fastpoll()
     if "gc-stats" in args.experiments:
         experiment_gc_stats()
     names = {n.strip() for n in args.revert.split(",") if n.strip()}

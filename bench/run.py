@@ -138,6 +138,11 @@ ABLATION = (
         False,
         "after + orjson codec (experiment)",
     ),
+    (
+        Target("abl-fastpoll", "", "chatsvc", (MEMORY,), (), ("fastpoll",)),
+        False,
+        "after + engine.io writer wait without a task (experiment)",
+    ),
     (BEFORE_MEM, True, "before, browser-like client: permessage-deflate negotiated"),
     (AFTER_MEM, True, "after, browser-like client: deflate declined (CHATSVC_WS_COMPRESSION=false)"),
 )
