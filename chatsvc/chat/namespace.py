@@ -236,7 +236,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             async with asyncio.timeout(within):
                 await asyncio.gather(*(self.end_session(sid, reason, reconnect=True) for sid in sids))
         except TimeoutError:
-            log.warning("drain timed out with %d connection(s) left", len(self._connections))
+            left = len(self._connections)
+            if left:
+                log.warning("drain timed out with %d connection(s) left", left)
+            else:
+                # Every session ended; only websocket closes were still in flight.
+                log.info("drain: every session ended; transports still closing are cut at the deadline")
 
     # -- event dispatch -------------------------------------------------------------------
 
