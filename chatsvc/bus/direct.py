@@ -1,4 +1,4 @@
-"""Room broadcasts without a task per recipient.
+"""Room broadcasts without a task per recipient, and per-socket recovery offsets.
 
 python-socketio's ``AsyncManager.emit`` encodes a broadcast once, then starts one asyncio
 task per recipient just to put the packet on that socket's send queue, and waits for all
@@ -6,6 +6,12 @@ of them. Putting on an unbounded queue never blocks, so those tasks buy nothing;
 of 1,000 they were a fifth of the server's CPU (see bench/README.md). This mixin queues the
 same encoded packet for each recipient in a plain loop. Packets, their order per socket,
 and everything on the wire stay exactly as before.
+
+Connection state recovery (socket.io-client's ``connectionStateRecovery``) needs an offset
+appended as the last argument of recoverable events, but only for the sockets that asked
+for it: python-socketio's client passes every argument to its handlers, so an extra one
+would break clients that never opted in. A :class:`RecoveryOffsets` policy installed with
+``use_offsets`` decides both; each variant of a broadcast is still encoded once.
 
 Put it *after* python-socketio's manager in the bases of a pub/sub manager (so local
 delivery of bus messages takes this path too), e.g.
@@ -15,7 +21,8 @@ delivery of bus messages takes this path too), e.g.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import socketio
 from engineio import packet as eio_packet
@@ -24,8 +31,33 @@ from socketio import packet as sio_packet
 log = logging.getLogger(__name__)
 
 
+class RecoveryOffsets(Protocol):
+    """Which events carry a recovery offset, and which sockets receive offsets."""
+
+    def offset_of(self, event: str, args: Sequence[Any]) -> str | None:
+        """The offset of an outgoing event (``args`` as the client will receive them),
+        or ``None`` when the event is not recoverable."""
+
+    def wants_offsets(self, sid: str) -> bool:
+        """Whether the Socket.IO session ``sid`` opted into recovery offsets."""
+
+
 class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
     """``emit`` to a room or to everyone: encode once, enqueue per recipient, no tasks."""
+
+    _offsets: RecoveryOffsets | None = None
+
+    def use_offsets(self, policy: RecoveryOffsets | None) -> None:
+        """Append recovery offsets, as ``policy`` decides, from now on (``None``: never)."""
+        self._offsets = policy
+
+    def _eio_packets(self, namespace: str, data: list[Any]) -> list[eio_packet.Packet]:
+        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=data)
+        encoded = pkt.encode()
+        return [
+            eio_packet.Packet(eio_packet.MESSAGE, part)
+            for part in (encoded if isinstance(encoded, list) else [encoded])
+        ]
 
     async def emit(
         self,
@@ -55,17 +87,20 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         else:
             args = []
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args])
-        encoded = pkt.encode()
-        packets = [
-            eio_packet.Packet(eio_packet.MESSAGE, part)
-            for part in (encoded if isinstance(encoded, list) else [encoded])
-        ]
+        packets = self._eio_packets(namespace, [event, *args])
+        policy = self._offsets
+        offset = policy.offset_of(event, args) if policy is not None else None
+        with_offset: list[eio_packet.Packet] | None = None
         eio = self.server.eio
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
-            for eio_pkt in packets:
+            chosen = packets
+            if offset is not None and policy is not None and policy.wants_offsets(sid):
+                if with_offset is None:
+                    with_offset = self._eio_packets(namespace, [event, *args, offset])
+                chosen = with_offset
+            for eio_pkt in chosen:
                 try:
                     # An unbounded queue put: returns without suspending.
                     await eio.send_packet(eio_sid, eio_pkt)

@@ -118,3 +118,74 @@ def test_the_mixin_can_sit_under_a_pubsub_manager() -> None:
 def test_the_kafka_manager_delivers_locally_through_the_mixin() -> None:
     mro = AsyncKafkaManager.__mro__
     assert mro.index(AsyncPubSubManager) < mro.index(DirectEmitMixin) < mro.index(socketio.AsyncManager)
+
+
+class Offsets:
+    """Offsets for ``message`` events (the payload's ``id``), for the sockets in ``opted``."""
+
+    def __init__(self, opted: set[str]) -> None:
+        self.opted = opted
+
+    def offset_of(self, event: str, args: Any) -> str | None:
+        return args[0]["id"] if event == "message" else None
+
+    def wants_offsets(self, sid: str) -> bool:
+        return sid in self.opted
+
+
+async def offset_deliveries(emits: list[dict[str, Any]], opted: list[int]) -> tuple[Sent, list[str]]:
+    """Deliveries with an offset policy that opts in the sockets at indexes ``opted``."""
+    manager = LocalManager()
+    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
+    sio.manager_initialized = True
+    manager.set_server(sio)
+    manager.initialize()
+    sent: Sent = []
+
+    async def record(eio_sid: str, pkt: Any) -> None:
+        sent.append((eio_sid, pkt.encode()))
+
+    sio.eio.send_packet = record
+    sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
+    for sid in sids:
+        await manager.enter_room(sid, "/", "lobby")
+    manager.use_offsets(Offsets({sids[i] for i in opted}))
+    for emit in emits:
+        await manager.emit(namespace="/", **{k: sids[v] if k == "to" else v for k, v in emit.items()})
+    return sent, sids
+
+
+async def test_offsets_reach_only_the_sockets_that_opted_in() -> None:
+    sent, _ = await offset_deliveries(
+        [{"event": "message", "data": {"id": "01J", "text": "hi"}, "room": "lobby"}], opted=[1]
+    )
+    assert sent == [
+        ("eio0", '42["message",{"id":"01J","text":"hi"}]'),
+        ("eio1", '42["message",{"id":"01J","text":"hi"},"01J"]'),
+        ("eio2", '42["message",{"id":"01J","text":"hi"}]'),
+    ]
+
+
+async def test_events_without_an_offset_are_unchanged_for_everyone() -> None:
+    emits: list[dict[str, Any]] = [{"event": "typing", "data": {"typing": True}, "room": "lobby"}]
+    with_policy, _ = await offset_deliveries(emits, opted=[0, 1, 2])
+    without, _ = await offset_deliveries(emits, opted=[])
+    assert with_policy == without == [(f"eio{i}", '42["typing",{"typing":true}]') for i in range(3)]
+
+
+async def test_an_emit_to_one_socket_carries_its_offset() -> None:
+    sent, _ = await offset_deliveries([{"event": "message", "data": {"id": "01K"}, "to": 2}], opted=[2])
+    assert sent == [("eio2", '42["message",{"id":"01K"},"01K"]')]
+
+
+async def test_each_variant_is_encoded_once_per_broadcast(monkeypatch: pytest.MonkeyPatch) -> None:
+    encodes: list[Any] = []
+    real = socketio.packet.Packet.encode
+
+    def counting(self: Any) -> Any:
+        encodes.append(self.data)
+        return real(self)
+
+    monkeypatch.setattr(socketio.packet.Packet, "encode", counting)
+    await offset_deliveries([{"event": "message", "data": {"id": "01L"}, "room": "lobby"}], opted=[0, 1])
+    assert encodes == [["message", {"id": "01L"}], ["message", {"id": "01L"}, "01L"]]
