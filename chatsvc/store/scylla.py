@@ -882,7 +882,14 @@ class ScyllaStore:
         """One row in the event's (room, bucket) partition; expires with the table's TTL."""
         await self._run(
             "ev_insert",
-            (event.room, _bucket(event.id), event.id, event.kind, event.message_id, json.dumps(event.payload)),
+            (
+                event.room,
+                _bucket(event.id),
+                event.id,
+                event.kind,
+                event.message_id,
+                json.dumps(event.payload),
+            ),
         )
 
     async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:

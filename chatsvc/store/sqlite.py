@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from chatsvc.chat.ids import lowest_id_at
 from chatsvc.errors import NotFound, StoreUnavailable
 from chatsvc.store.base import (
     EVENT_RETENTION_SECONDS,
@@ -26,7 +27,6 @@ from chatsvc.store.base import (
     RoomInfo,
     SessionRecord,
 )
-from chatsvc.chat.ids import lowest_id_at
 
 SCHEMA_VERSION = 3
 #: Expired sessions and old room events are deleted at most this often (seconds).

@@ -261,6 +261,7 @@ async def test_edit_and_delete(server: ServerProcess, clients: ClientPool) -> No
 
     assert await alice.ok("delete", {"room": room, "id": msg["id"]}) == {"ok": True, "id": msg["id"]}
     deleted = await bob.next("message_deleted")
+    assert deleted.pop("event_id") > msg["id"]  # the room event log's id, additive
     assert deleted == {"id": msg["id"], "room": room, "deleted_by": "alice"}
     assert await alice.error("edit", {"room": room, "id": msg["id"], "text": "back"}) == "not_found"
 
