@@ -36,7 +36,7 @@ from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.web import health
-from chatsvc.web.drain import OpenTransports
+from chatsvc.web.drain import OpenTransports, refuse_new_sessions
 from chatsvc.web.origins import OriginPolicy
 from chatsvc.web.websocket import decline_ws_compression
 
@@ -140,6 +140,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         app.middlewares.append(decline_ws_compression)
     transports = OpenTransports()
     app.middlewares.append(transports.middleware)
+    app.middlewares.append(refuse_new_sessions(lambda: readiness.draining))
     sio.attach(app)
 
     app[SETTINGS] = settings

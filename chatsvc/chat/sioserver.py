@@ -145,5 +145,11 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
                 await socket.queue.join()
         except TimeoutError:
             log.info("queued packets of session %s did not go out in time", sid)
+        websocket = bool(getattr(socket, "upgraded", False))
         async with asyncio.timeout(within):
             await self.eio.disconnect(eio_sid)
+        if websocket:
+            # python-engineio sends CLOSE but leaves the websocket open (its own client
+            # closes on CLOSE; engine.io-client ignores it over websocket): a None wakes
+            # its writer task, which then closes the websocket.
+            socket.queue.put_nowait(None)
