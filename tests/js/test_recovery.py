@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.bus.helpers import new_topic, replica_env
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
+from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.clients import ClientPool
+from tests.support.servers import run_cli
+from tests.support.services import kafka_env
 from tests.support.tokens import token
 
 FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
@@ -120,3 +124,71 @@ async def test_reconnect_after_the_window_is_a_clean_fresh_connect(
     await node.send(cmd="drop", name="a", pause_ms=200)
     third = await node.connected("a", 3, within=10)
     assert third["recovered"] is True and third["sid"] == again["sid"]
+
+
+@pytest.fixture
+def cql_keyspace(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A fresh keyspace on the real CQL node, migrated by ``chatsvc migrate``; dropped after."""
+    keyspace = new_keyspace()
+    env = scylla_env(keyspace)
+    done = run_cli(["migrate"], cli_env(tmp_path / "migrate", env), timeout=300)
+    assert done.returncode == 0, done.stderr
+    yield env
+    drop_keyspace(env, keyspace)
+
+
+async def test_recovery_on_the_other_replica_over_kafka_and_cql(
+    server_factory: ServerFactory, node: NodeClients, cql_keyspace: dict[str, str]
+) -> None:
+    """Dropped on replica 1, back through replica 2: the session and every missed message
+    (posted on both replicas, so ids from two clocks interleave) come from Kafka and CQL."""
+    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
+    r1 = server_factory(name="r1", CHATSVC_REPLICA_ID="r1", **env)
+    r2 = server_factory(name="r2", CHATSVC_REPLICA_ID="r2", **env)
+    for replica in (r1, r2):
+        replica.wait_http("/readyz", timeout=60)
+    room = f"cross-{uuid.uuid4().hex[:8]}"
+    await node.open("a", r1.url, token("js-cross"), recover=True, reconnect=True)
+    first = await node.connected("a", within=20)
+    assert (await node.emit("a", "join", {"room": room}))["ok"] is True
+
+    async with ClientPool() as pool:
+        senders = {
+            "on-r1": await pool.connect(r1.url, token("on-r1")),
+            "on-r2": await pool.connect(r2.url, token("on-r2")),
+        }
+        for sender in senders.values():
+            await sender.ok("join", {"room": room})
+        sent: dict[str, list[str]] = {name: [] for name in senders}
+
+        async def burst(label: str, count: int) -> None:
+            for i in range(count):
+                for name, sender in senders.items():
+                    ack = await sender.ok("message", {"room": room, "text": f"{name} {label} {i}"})
+                    sent[name].append(ack["message"]["id"])
+
+        await burst("before", 3)
+        last = sent["on-r1"][-1]
+        await node.wait_for(lambda e: e.get("event") == "message" and e["data"]["id"] == last, within=20)
+        await node.send(cmd="drop", name="a", pause_ms=1500, url=r2.url)
+        await node.wait_for(lambda e: e.get("name") == "a" and e["type"] == "disconnect")
+        await asyncio.sleep(0.3)
+        await burst("missed", 5)
+        again = await node.connected("a", 2, within=20)
+        assert again["recovered"] is True and again["sid"] == first["sid"]
+        await burst("after", 3)
+        want = {i for ids in sent.values() for i in ids}
+
+        def all_in() -> bool:
+            return want <= {m["data"]["id"] for m in received(node, "a", "message")}
+
+        await node.wait_for(lambda _e: all_in(), within=20, what="every message")
+
+    messages = received(node, "a", "message")
+    ids = [m["data"]["id"] for m in messages]
+    assert len(ids) == len(set(ids)) == len(want), "a message arrived twice"
+    for name, order in sent.items():
+        assert [i for i in ids if i in set(order)] == order, f"{name}'s messages out of order"
+    assert all(m["extra"] == [m["data"]["id"]] for m in messages)
+    assert "recovered: 1 room(s)" in r2.log_text()
+    assert "recovered" not in r1.log_text()

@@ -16,7 +16,7 @@
 //       reconnect that comes back recovered (socket.recovered) does not rejoin: the server
 //       restored its rooms and replayed what it missed.
 //   {"cmd":"emit","name":"a","event":"join","data":{...},"id":7}   -> ack (5 s bound)
-//   {"cmd":"drop","name":"a","pause_ms":500}   close the Engine.IO connection under the socket (a network
+//   {"cmd":"drop","name":"a","pause_ms":500,"url":"..."}   close the Engine.IO connection under the socket (a network
 //       drop as the client sees it: "transport close", then socket.io-client reconnects)
 //   {"cmd":"close","name":"a"}   {"cmd":"quit"}
 // Events (stdout): {"type": "connect"|"disconnect"|"connect_error"|"event"|"ack"|
@@ -138,6 +138,8 @@ rl.on("line", (line) => {
       const s = sockets.get(cmd.name);
       if (s) {
         // pause_ms: stay away this long before reconnecting (messages pile up meanwhile).
+        // url: come back through another address (a load balancer picking another replica).
+        if (cmd.url) s.socket.io.uri = cmd.url;
         if (cmd.pause_ms) {
           s.socket.io.reconnectionDelay(cmd.pause_ms);
           s.socket.io.reconnectionDelayMax(cmd.pause_ms);
