@@ -226,5 +226,6 @@ async def test_demo_page(tmp_path: Path) -> None:
         status, content_type, body = await asyncio.to_thread(fetch, f"{server.url}/")
         assert status == 200 and content_type.startswith("text/html")
         assert "socket.io" in body.lower()
+        assert "recover: true" in body and "socket.recovered" in body  # opts into recovery
     finally:
         server.stop()
