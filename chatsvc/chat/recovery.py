@@ -441,7 +441,8 @@ class Recovery:
         async def send_new(items: Iterable[Item]) -> None:
             nonlocal count
             for item in items:
-                if item.offset in sent:
+                # Its own messages too, also those it posted while being restored.
+                if item.offset in sent or item.offset in live.own.entries:
                     continue
                 sent.add(item.offset)
                 live.journal.add(item.offset)

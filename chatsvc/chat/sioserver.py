@@ -95,6 +95,10 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         eio.next_id = reuse
         try:
             await super()._handle_connect(eio_sid, namespace, data)
+        except BaseException:
+            if reuse is not None:
+                hooks.abandon_recovery(reuse)
+            raise
         finally:
             eio.next_id = None
         sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
