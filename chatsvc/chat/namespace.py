@@ -212,6 +212,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             identity = self._verifier.verify(token_from_handshake(environ, auth))
         except ChatError:
             return None  # on_connect refuses it, with the reason
+        stale = recovery.local_sid_of(request.pid, identity.user_id)
+        if stale is not None and isinstance(self.server, RecoveringServer):
+            # The client is back on a new connection while its old one looks alive here
+            # (a silent network loss): end the old one now, which keeps its session.
+            log.info("session %s: its client reconnected; dropping the old connection", stale)
+            await self.server.drop_transport(stale)
         return await recovery.prepare(request, identity.user_id, identity.may_join)
 
     def abandon_recovery(self, sid: str) -> None:

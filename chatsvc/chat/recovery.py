@@ -301,6 +301,14 @@ class Recovery:
         if live is not None:
             live.own.add(message_id)
 
+    def local_sid_of(self, pid: str, user_id: str) -> str | None:
+        """The socket on this replica still holding session ``pid`` for ``user_id``: its
+        client reconnected before the server noticed the old connection was dead."""
+        for sid, live in self._live.items():
+            if live.pid == pid and live.user_id == user_id:
+                return sid
+        return None
+
     def mark_resumable(self, sid: str) -> None:
         live = self._live.get(sid)
         if live is not None:

@@ -20,7 +20,8 @@ new sid, so this subclass changes three things, each at a method python-socketio
 * :meth:`RecoveringServer.send_event` queues an event for one local socket without the
   manager (replays must not pass through the broadcast path's recovery hook), and
   :meth:`RecoveringServer.close_transport` ends a socket at the Engine.IO level only (no
-  Socket.IO DISCONNECT, after which socket.io-client would not reconnect by itself).
+  Socket.IO DISCONNECT, after which socket.io-client would not reconnect by itself);
+  :meth:`RecoveringServer.drop_transport` ends one at once, as a network drop would.
 """
 
 from __future__ import annotations
@@ -129,6 +130,20 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         await self._send_packet(
             eio_sid, self.packet_class(packet.EVENT, namespace=NAMESPACE, data=[event, *args])
         )
+
+    async def drop_transport(self, sid: str) -> None:
+        """End ``sid``'s Engine.IO connection at once, as if the network had dropped it
+        (disconnect reason ``transport close``): for a socket its client has already
+        replaced with a new connection, which python-engineio would only notice at the
+        ping timeout."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        socket = self.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if socket is None:
+            return
+        await socket.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
+        if getattr(socket, "upgraded", False):
+            socket.queue.put_nowait(None)  # see close_transport
+        self.eio.sockets.pop(eio_sid, None)
 
     async def close_transport(self, sid: str, within: float) -> None:
         """Close ``sid``'s Engine.IO connection once what is queued for it has gone out

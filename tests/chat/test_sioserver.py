@@ -4,6 +4,7 @@ upgrade changes them: re-read that module's docstring, adapt it, then the pins).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import uuid
@@ -124,10 +125,13 @@ async def test_wire_form_opt_in_and_one_use_recovery(server: ServerProcess, raw:
         three = (await sender.ok("message", {"room": room, "text": "three"}))["message"]
         assert await back.event("message") == [three, three["id"]]  # the room was rejoined
 
-        # One use: the same claim again is a fresh connect (the session was consumed).
-        replay = await raw()
-        reused = await replay.connect({"token": token("dora"), "pid": hello["pid"], "offset": one["id"]})
-        assert reused["pid"] != hello["pid"] and reused["sid"] != hello["sid"]
+        # Dropped again, recovered again: the pid stays, the session is written afresh
+        # at each drop (claims are one use: tests/store/test_recovery_contract.py).
+        await back.ws.close()
+        await asyncio.sleep(0.3)
+        back = await raw()
+        auth = {"token": token("dora"), "pid": hello["pid"], "offset": three["id"]}
+        assert await back.connect(auth) == hello
 
         # A client-initiated disconnect ("41") keeps no session.
         await back.ws.send_str("41")
@@ -136,3 +140,24 @@ async def test_wire_form_opt_in_and_one_use_recovery(server: ServerProcess, raw:
         after_close = await late.connect({"token": token("dora"), "pid": hello["pid"], "offset": three["id"]})
         assert after_close["pid"] != hello["pid"]
         assert (await late.call(1, "message", {"room": room, "text": "x"}))["error"]["code"] == "not_in_room"
+
+
+async def test_a_client_back_before_its_old_connection_died_recovers(server: ServerProcess, raw: Any) -> None:
+    """A silent network loss: the server still holds the old websocket when the client
+    reconnects with its pid. The old connection is ended and its session recovered."""
+    room = f"wire-{uuid.uuid4().hex[:8]}"
+    old = await raw()
+    hello = await old.connect({"token": token("erin"), "recover": True})
+    assert (await old.call(1, "join", {"room": room}))["ok"] is True
+    new = await raw()
+    again = await new.connect({"token": token("erin"), "pid": hello["pid"]})
+    assert again == hello
+    closing = await old.ws.receive(timeout=5)
+    while closing.type == aiohttp.WSMsgType.TEXT:  # e.g. a ping queued before the drop
+        closing = await old.ws.receive(timeout=5)
+    assert closing.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
+    async with ClientPool() as pool:
+        sender = await pool.connect(server.url, token("sender"))
+        await sender.ok("join", {"room": room})
+        sent = (await sender.ok("message", {"room": room, "text": "to the new connection"}))["message"]
+        assert await new.event("message") == [sent, sent["id"]]
