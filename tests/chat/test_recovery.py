@@ -246,3 +246,40 @@ async def test_what_arrives_while_restoring_is_sent_once(store: MemoryStore) -> 
     await store.append(first)
     await recovery.restore("s1", send, enter)
     assert sent == [first.id, during.id]
+
+
+async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() -> None:
+    """With the real LocalManager (chatsvc.bus.direct): offsets on opted-in sockets only,
+    journaled in queueing order, never for the skipped sender."""
+    import socketio  # noqa: PLC0415
+
+    from chatsvc.bus.local import LocalManager  # noqa: PLC0415
+
+    manager = LocalManager()
+    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
+    sio.manager_initialized = True
+    manager.set_server(sio)
+    manager.initialize()
+    recovery = Recovery(MemoryStore(), limits())
+    manager.use_offsets(recovery)
+    sent: list[tuple[str, str]] = []
+
+    async def record(eio_sid: str, pkt: Any) -> None:
+        sent.append((eio_sid, pkt.encode()))
+
+    sio.eio.send_packet = record
+    sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
+    for sid in sids:
+        await manager.enter_room(sid, "/", ROOM)
+    recovery.start(sids[0], "alice")
+    recovery.start(sids[1], "bob")
+    first, second = message("one"), message("two")
+    await manager.emit("message", first.to_wire(), namespace="/", room=ROOM)
+    await manager.emit("typing", {"room": ROOM}, namespace="/", room=ROOM)
+    await manager.emit("message", second.to_wire(), namespace="/", room=ROOM, skip_sid=sids[1])
+    journals = [recovery.live(sid) for sid in sids[:2]]
+    assert [list(j.journal.entries) for j in journals if j] == [[first.id, second.id], [first.id]]
+    plain = [json.loads(p[p.index("[") :]) for eio, p in sent if eio == "eio2" and '"message"' in p]
+    assert plain == [["message", first.to_wire()], ["message", second.to_wire()]]
+    opted = [json.loads(p[p.index("[") :]) for eio, p in sent if eio == "eio0" and '"message"' in p]
+    assert opted == [["message", first.to_wire(), first.id], ["message", second.to_wire(), second.id]]
