@@ -388,6 +388,7 @@ class Recovery:
             user_id,
             Journal(self._max_replay, received, saved.dropped_max),
             Journal(self._max_replay, saved.own, saved.own_dropped_max),
+            dict(rooms),  # kept if it drops again mid-restore
         )
         return Plan(
             sid=saved.sid,
@@ -463,8 +464,7 @@ class Recovery:
             plan.hold.take()
             await send_new(pending)
             await send_new(sorted(plan.hold.take()))
-            for room, since in plan.rooms.items():
-                live.rooms[room] = since
+            for room in plan.rooms:
                 await enter(room)
             # What the hold saw while entering, unless it also arrived live (journaled).
             sent.update(live.journal.entries)
