@@ -218,7 +218,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             # (a silent network loss): end the old one now, which keeps its session.
             log.info("session %s: its client reconnected; dropping the old connection", stale)
             await self.server.drop_transport(stale)
-        return await recovery.prepare(request, identity.user_id, identity.may_join)
+        sid = await recovery.prepare(request, identity.user_id, identity.may_join)
+        if sid is None:
+            self._metrics.recoveries.labels("fresh").inc()
+        return sid
 
     def abandon_recovery(self, sid: str) -> None:
         if self._recovery is not None:
@@ -246,8 +249,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except Exception:
             log.exception("restoring session %s failed", sid)
             return
-        if not rooms and not replayed:
+        if replayed is None:
             return
+        self._metrics.recoveries.labels("recovered").inc()
+        self._metrics.replayed.inc(replayed)
         log.info("session %s recovered: %d room(s), %d event(s) replayed", sid, len(rooms), replayed)
         self._metrics.rooms.set(len(await self._presence.rooms()))
         for room in rooms:

@@ -438,11 +438,12 @@ class Recovery:
             self._live[sid] = plan.live
         return plan
 
-    async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int:
-        """Replay what ``sid`` missed, then enter its rooms; return how many were replayed."""
+    async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int | None:
+        """Replay what ``sid`` missed, then enter its rooms; return how many were replayed
+        (None: ``sid`` is not being recovered)."""
         plan = self._plans.pop(sid, None)
         if plan is None:
-            return 0
+            return None
         live = plan.live
         sent = set(plan.skip)
         count = 0

@@ -9,6 +9,7 @@ reconnects by itself.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
 from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.clients import ClientPool
-from tests.support.servers import run_cli
+from tests.support.servers import ServerProcess, run_cli
 from tests.support.services import kafka_env
 from tests.support.tokens import token
 
@@ -38,6 +39,11 @@ async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
 def received(node: NodeClients, name: str, event: str) -> list[dict[str, Any]]:
     """Every ``event`` line of ``name`` (data and the extra arguments)."""
     return [e for e in node.events if e.get("name") == name and e.get("event") == event]
+
+
+def server_metrics(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 def connects(node: NodeClients, name: str) -> list[dict[str, Any]]:
@@ -103,6 +109,8 @@ async def test_dropped_websocket_recovers_rooms_and_every_missed_event_once(
     assert not node.find(lambda e: e["type"] == "rejoin")
     # 8 missed, and whatever was posted while the replay was being sent.
     assert "recovered: 2 room(s)" in server.log_text()
+    status, metrics = server.http_status("/metrics"), server_metrics(server)
+    assert status == 200 and 'chatsvc_recoveries_total{outcome="recovered"} 1.0' in metrics
 
 
 async def test_reconnect_after_the_window_is_a_clean_fresh_connect(
@@ -124,6 +132,9 @@ async def test_reconnect_after_the_window_is_a_clean_fresh_connect(
     await node.send(cmd="drop", name="a", pause_ms=200)
     third = await node.connected("a", 3, within=10)
     assert third["recovered"] is True and third["sid"] == again["sid"]
+    metrics = server_metrics(server)
+    assert 'chatsvc_recoveries_total{outcome="fresh"} 1.0' in metrics
+    assert 'chatsvc_recoveries_total{outcome="recovered"} 1.0' in metrics
 
 
 @pytest.fixture
