@@ -21,6 +21,7 @@ returning its problems, and each is also run on a deliberately broken copy to sh
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -79,6 +80,9 @@ output "evaluated" {
 
 Problems = list[str]
 
+#: Set by Cloud Run itself; a service may not set them (PORT is the container port, 8080).
+CLOUD_RUN_RESERVED = {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"}
+
 
 # -- tools ----------------------------------------------------------------------------------
 
@@ -88,7 +92,7 @@ def tofu(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
     rc = cwd / ".tofurc"
     rc.write_text("")
     env = {
-        **checkov_env(),
+        **os.environ,
         "TF_CLI_CONFIG_FILE": str(rc),
         "TF_IN_AUTOMATION": "1",
         "TF_INPUT": "0",
@@ -234,6 +238,7 @@ def env_problems(ev: dict[str, Any], tmp: Path) -> Problems:
     plain, secret = set(ev["plain_env"]), set(ev["secret_env"])
     problems += [f"{n} is set but chatsvc never reads it" for n in sorted((plain | secret) - known)]
     problems += [f"{n} is set both as a value and from Secret Manager" for n in sorted(plain & secret)]
+    problems += [f"{n} is reserved by Cloud Run" for n in sorted((plain | secret) & CLOUD_RUN_RESERVED)]
     problems += [
         f"{n} is a secret in chatsvc's settings but is set as a plain value"
         for n in sorted(plain & settings_names_read_by("secret"))
@@ -455,6 +460,11 @@ def test_the_environment_cross_check_catches_broken_copies(tmp_path: Path) -> No
             'path       = "/etc/chatsvc/${ref.file}"',
             "KAFKA_SSL_CA_CERT=/etc/chatsvc/ca.pem is not a file mounted from Secret Manager",
         ),
+        "reserved name": (
+            'CHATSVC_STORE        = "scylla"',
+            'CHATSVC_STORE        = "scylla"\n    PORT                 = "8080"',
+            "PORT is reserved by Cloud Run",
+        ),
         "not production": (
             'CHATSVC_ENV  = "production"',
             'CHATSVC_ENV  = "development"',
@@ -527,8 +537,8 @@ def test_service_job_probes_ports_and_mounts_are_wired_to_the_checked_settings(
         ("cpu_idle          = false", "cpu_idle          = true"),
         ('timeout = "${local.request_timeout_seconds}s"', 'timeout = "300s"'),
     ]  # fmt: skip
-    for old, new in breakages:
-        tmp = tmp_path / str(abs(hash(old)))
+    for index, (old, new) in enumerate(breakages):
+        tmp = tmp_path / f"broken-{index}"
         copy = copy_module(
             tmp, lambda f, t, old=old, new=new: replace_once(t, old, new) if f == "main.tf" else t
         )
