@@ -5,9 +5,10 @@ cannot be had offline (the Terraform registry is unreachable, and building the p
 from the Go module proxy is far too big for a test run). So, instead:
 
 * ``scripts/tofu fmt -check`` (a pinned OpenTofu from the Go module proxy) on every file;
-* ``settings.tf`` -- every value the containers get, locals only, no provider -- evaluated by
-  OpenTofu itself together with the module's ``variables.tf``, called exactly as the example
-  root calls the module: real HCL semantics, real variable validation, ``tofu validate``;
+* ``settings.tf`` -- every value the containers get and the rules across variables, nothing
+  from the google provider -- evaluated by OpenTofu itself together with the module's
+  ``variables.tf``, called exactly as the example root calls the module: real HCL semantics,
+  real variable validation and preconditions, ``tofu validate``;
 * python-hcl2 parses every file, for the resource blocks the cross-checks read;
 * checkov ``--framework terraform`` with its own checks plus deploy/terraform/checkov/.
 
@@ -415,6 +416,7 @@ def test_every_file_parses_and_holds_what_the_issue_asks_for(module: dict[str, l
         ("google_cloud_run_v2_service", "chatsvc"),
         ("google_cloud_run_v2_service_iam_member", "public"),
         ("google_cloud_run_domain_mapping", "chatsvc"),
+        ("terraform_data", "invariants"),
     }
     outputs = {name for block in module["output"] for name in block}
     assert {"url", "service_uri", "service_account_email", "migration_job_name"} <= outputs
@@ -488,20 +490,15 @@ def test_request_timeout_is_the_websocket_maximum_and_far_above_the_heartbeat(
     assert float(env["CHATSVC_PING_INTERVAL"]) + float(env["CHATSVC_PING_TIMEOUT"]) == 45
     tpl = resources(module)[("google_cloud_run_v2_service", "chatsvc")]["template"][0]
     assert tpl["timeout"] == "${local.request_timeout_seconds}s"
-    # A heartbeat each variable allows, but not together: the check (and main.tf's
-    # precondition, evaluated only at plan time) catch it.
-    slow = applied(
-        evaluate(tmp_path / "slow", arguments={"ping_interval_seconds": "300", "ping_timeout_seconds": "300"})
+    # A heartbeat each variable allows, but not together: tofu refuses it (the invariants in
+    # settings.tf), and so does the cross-check, on a copy of the evaluated settings.
+    run = evaluate(
+        tmp_path / "slow", arguments={"ping_interval_seconds": "300", "ping_timeout_seconds": "300"}
     )
+    assert run.evaluated is None and "must stay within a tenth" in " ".join(run.log.split()), run.log
+    slow = {**evaluated, "plain_env": {**env, "CHATSVC_PING_INTERVAL": "300", "CHATSVC_PING_TIMEOUT": "300"}}
     assert heartbeat_problems(slow) != []
-    preconditions = [
-        p["condition"]
-        for p in resources(module)[("google_cloud_run_v2_service", "chatsvc")]["lifecycle"][0]["precondition"]
-    ]
-    assert (
-        "${var.ping_interval_seconds + var.ping_timeout_seconds <= local.request_timeout_seconds / 10}"
-        in preconditions
-    )
+    assert heartbeat_problems({**evaluated, "request_timeout_seconds": 300}) != []
 
 
 def test_the_drain_fits_in_cloud_runs_ten_seconds_after_sigterm(
@@ -509,10 +506,18 @@ def test_the_drain_fits_in_cloud_runs_ten_seconds_after_sigterm(
 ) -> None:
     assert drain_problems(evaluated) == []
     assert evaluated["sigterm_grace_seconds"] == 10
+    assert drain_problems({**evaluated, "sigterm_grace_seconds": 5}) != []
+    # A module that believed in a shorter grace: tofu refuses its own default drain.
     broken = copy_module(
-        tmp_path, lambda f, t: t.replace("sigterm_grace_seconds = 10", "sigterm_grace_seconds = 5")
+        tmp_path,
+        lambda f, t: (
+            replace_once(t, "sigterm_grace_seconds = 10", "sigterm_grace_seconds = 5")
+            if f == "settings.tf"
+            else t
+        ),
     )
-    assert drain_problems(applied(evaluate(tmp_path / "run", module=broken))) != []
+    run = evaluate(tmp_path / "run", module=broken)
+    assert run.evaluated is None and "drain must finish within" in " ".join(run.log.split()), run.log
 
 
 def test_service_job_probes_ports_and_mounts_are_wired_to_the_checked_settings(
@@ -562,44 +567,55 @@ def test_scaling_affinity_and_concurrency(evaluated: dict[str, Any]) -> None:
     assert 100 <= inputs["concurrency"] <= 1000
 
 
-INVALID = {
-    "min_instances": ("0", "min_instances must be a whole number >= 1"),
-    "image": ('"europe-docker.pkg.dev/p/chatsvc/chatsvc:latest"', "image must be pinned by digest"),
-    "concurrency": ("5000", "concurrency must be a whole number between 100 and 1000"),
-    "shutdown_timeout_seconds": ("8", "shutdown_timeout_seconds must be between 0.5 and 4"),
-    "ping_interval_seconds": ("900", "ping_interval_seconds must be between 1 and 300"),
-    "cors_origins": ('["https://app.example.com/"]', "each origin must look like https://host[:port]"),
-    "ingress": ('"ALL"', "ingress must be INGRESS_TRAFFIC_ALL"),
+#: Inputs OpenTofu must refuse (variable validation, or the invariants in settings.tf).
+INVALID: dict[str, tuple[dict[str, str], str]] = {
+    "min_instances": ({"min_instances": "0"}, "min_instances must be a whole number >= 1"),
+    "min_instances>max": ({"min_instances": "30"}, "min_instances must not exceed max_instances"),
+    "image": (
+        {"image": '"europe-docker.pkg.dev/p/chatsvc/chatsvc:latest"'},
+        "image must be pinned by digest",
+    ),
+    "concurrency": ({"concurrency": "5000"}, "concurrency must be a whole number between 100 and 1000"),
+    "shutdown_timeout_seconds": ({"shutdown_timeout_seconds": "8"}, "must be between 0.5 and 4"),
+    "ping_interval_seconds": ({"ping_interval_seconds": "900"}, "must be between 1 and 300"),
+    "cors_origins": (
+        {"cors_origins": '["https://app.example.com/"]'},
+        "each origin must look like https://host[:port]",
+    ),
+    "ingress": ({"ingress": '"ALL"'}, "ingress must be INGRESS_TRAFFIC_ALL"),
     "vpc": (
-        '{ subnetwork = "a", connector = "b" }',
+        {"vpc": '{ subnetwork = "a", connector = "b" }'},
         "set either subnetwork (Direct VPC egress) or connector",
     ),
     "jwt": (
-        '{ secret = "a", public_key_secret = "b" }',
+        {"jwt": '{ secret = "a", public_key_secret = "b" }'},
         "jwt: set either secret (HMAC) or public_key_secret",
     ),
-    "kafka": ('{ brokers = ["kafka:9093"] }', "never talks to Kafka in plaintext"),
+    "jwt.algorithms": (
+        {"jwt": '{ secret = "a", algorithms = ["RS256"] }'},
+        "HS* go with secret, RS*/ES*/PS*/EdDSA with public_key_secret",
+    ),
+    "kafka": ({"kafka": '{ brokers = ["kafka:9093"] }'}, "never talks to Kafka in plaintext"),
     "scylla": (
-        '{ contact_points = ["s"], replication = "3" }',
+        {"scylla": '{ contact_points = ["s"], replication = "3" }'},
         "scylla.replication must be SimpleStrategy:N",
     ),
 }
 
 
-@pytest.mark.parametrize("name", sorted(INVALID))
-def test_variable_validation_rejects_bad_input(name: str, tmp_path: Path) -> None:
-    value, message = INVALID[name]
-    run = evaluate(tmp_path, arguments={name: value})
-    assert run.evaluated is None, f"{name} = {value} was accepted"
-    flat = " ".join(run.log.split())
-    assert message in flat, run.log
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_opentofu_rejects_bad_input(case: str, tmp_path: Path) -> None:
+    arguments, message = INVALID[case]
+    run = evaluate(tmp_path, arguments=arguments)
+    assert run.evaluated is None, f"{arguments} was accepted"
+    assert message in " ".join(run.log.split()), run.log
 
 
 def test_every_variable_has_a_description_and_every_non_boolean_one_a_validation(
     module: dict[str, list[Any]],
 ) -> None:
     declared = variables(module)
-    assert set(INVALID) <= set(declared)
+    assert {name for arguments, _ in INVALID.values() for name in arguments} <= set(declared)
     for name, body in declared.items():
         assert len(body.get("description", "")) >= 20, f"variable {name}: no description"
         assert "type" in body, f"variable {name}: no type"

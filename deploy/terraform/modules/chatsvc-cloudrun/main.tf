@@ -263,23 +263,6 @@ resource "google_cloud_run_v2_service" "chatsvc" {
     percent = 100
   }
 
-  lifecycle {
-    precondition {
-      condition     = var.min_instances <= var.max_instances
-      error_message = "min_instances must not exceed max_instances."
-    }
-    precondition {
-      # "Well inside": a heartbeat that outlasts a tenth of the request timeout would leave
-      # dead sockets holding request slots for minutes.
-      condition     = var.ping_interval_seconds + var.ping_timeout_seconds <= local.request_timeout_seconds / 10
-      error_message = "ping_interval_seconds + ping_timeout_seconds must stay within a tenth of the 3600 s request timeout."
-    }
-    precondition {
-      condition     = 2 * var.shutdown_timeout_seconds + 2 <= local.sigterm_grace_seconds
-      error_message = "shutdown_timeout_seconds: chatsvc's drain must finish within Cloud Run's 10 s from SIGTERM to SIGKILL."
-    }
-  }
-
   depends_on = [google_cloud_run_v2_job.migrate, google_secret_manager_secret_iam_member.chatsvc]
 }
 

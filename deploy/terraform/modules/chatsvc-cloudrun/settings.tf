@@ -1,7 +1,8 @@
-# What chatsvc is told, and the numbers the service is sized from: locals only, computed from
-# the variables, no resources and no provider. main.tf turns them into the Cloud Run service
-# and the migration job; tests/deploy/test_terraform.py evaluates this file (with
-# variables.tf) in OpenTofu alone and checks the result against chatsvc/settings.py.
+# What chatsvc is told, and the numbers the service is sized from: locals computed from the
+# variables, and the rules across variables; nothing from the google provider. main.tf turns
+# them into the Cloud Run service and the migration job; tests/deploy/test_terraform.py
+# evaluates this file (with variables.tf) in OpenTofu alone and checks the result against
+# chatsvc/settings.py.
 
 locals {
   # The one port Cloud Run routes to (HTTP/1.1: websockets and long-polling).
@@ -95,4 +96,28 @@ locals {
     [for ref in values(local.secret_env) : ref.secret],
     [for file in values(local.secret_files) : file.secret],
   ))
+}
+
+# Rules that involve more than one variable (a validation block sees only its own variable
+# before OpenTofu 1.8 / Terraform 1.9). terraform_data is built in, so plan checks these
+# before anything is created, and the tests can run them without the google provider.
+resource "terraform_data" "invariants" {
+  lifecycle {
+    precondition {
+      condition     = var.min_instances <= var.max_instances
+      error_message = "min_instances must not exceed max_instances."
+    }
+    precondition {
+      # "Well inside": a heartbeat that outlasts a tenth of the request timeout would leave
+      # dead sockets holding request slots for minutes.
+      condition     = var.ping_interval_seconds + var.ping_timeout_seconds <= local.request_timeout_seconds / 10
+      error_message = "ping_interval_seconds + ping_timeout_seconds must stay within a tenth of the 3600 s request timeout."
+    }
+    precondition {
+      # The drain may spend the shutdown timeout twice (sockets, then in-flight handlers),
+      # and closing Kafka and ScyllaDB needs the rest.
+      condition     = 2 * var.shutdown_timeout_seconds + 2 <= local.sigterm_grace_seconds
+      error_message = "shutdown_timeout_seconds: chatsvc's drain must finish within Cloud Run's 10 s from SIGTERM to SIGKILL."
+    }
+  }
 }
