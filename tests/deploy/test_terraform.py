@@ -37,6 +37,7 @@ from hcl2.utils import SerializationOptions
 
 from chatsvc.cli import build_parser
 from chatsvc.settings import Settings, SettingsError
+from chatsvc.web.origins import OriginPolicy
 from tests.deploy.support import (
     CHECKOV,
     REPO,
@@ -696,3 +697,17 @@ def test_every_checkov_skip_in_the_sources_carries_its_justification() -> None:
                 found += 1
                 assert re.fullmatch(r"\s*#checkov:skip=CKV2?_[A-Z0-9_]+:.{30,}", line), f"{path}: {line}"
     assert found == 1
+
+
+def test_the_services_own_url_passes_the_origin_check(evaluated: dict[str, Any], tmp_path: Path) -> None:
+    """Cloud Run terminates TLS, keeps Host and sets X-Forwarded-Proto: https."""
+    files = {f"{f['mount_path']}/{f['file']}" for f in evaluated["secret_files"].values()}
+    settings, _ = settings_from(stand_in_env(evaluated), files, tmp_path)
+    # Plain HTTP behind Cloud Run's TLS, so the scheme chatsvc/app.py gives the policy is http.
+    assert settings.tls_cert is None
+    policy = OriginPolicy(settings.cors_origins, scheme="http")
+    for host in ("chatsvc-3x4mpl3-ew.a.run.app", "chat.st00ck.example"):
+        environ = {"HTTP_HOST": host, "HTTP_X_FORWARDED_PROTO": "https"}
+        assert policy(f"https://{host}", environ)
+        assert not policy(f"https://evil.{host}", environ)
+    assert policy("https://www.st00ck.example", {"HTTP_HOST": "chat.st00ck.example"})
