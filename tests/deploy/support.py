@@ -338,7 +338,7 @@ Event = dict[str, Any]
 class NodeClients:
     """Sockets of the real ``socket.io-client`` in one node process (tests/deploy/js/driver.js)."""
 
-    ca: Path
+    ca: Path | None
     log_path: Path
     proc: asyncio.subprocess.Process | None = None
     events: list[Event] = field(default_factory=list)
@@ -351,9 +351,10 @@ class NodeClients:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),
-            # The test CA, as a browser would have it in its trust store.
-            "NODE_EXTRA_CA_CERTS": str(self.ca),
         }
+        if self.ca is not None:
+            # The test CA, as a browser would have it in its trust store.
+            env["NODE_EXTRA_CA_CERTS"] = str(self.ca)
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             "node",
