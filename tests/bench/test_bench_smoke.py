@@ -136,9 +136,12 @@ def test_cross_replica_through_kafka(node_modules: None, tmp_path: Path) -> None
         "--kafka-brokers",
         broker,
     )
-    idle = results["scenarios"]["kafka-idle"]["chatsvc"]
-    assert idle["records"] == results["size_params"]["kafka_idle"][0]
-    assert idle["idle_cpu_ms_per_1000"] >= 0 and idle["publisher_cpu_ms_per_1000"] >= 0
+    points = results["size_params"]["kafka_idle"][0]
+    rows = results["scenarios"]["kafka-idle"]["chatsvc"]
+    assert [(r["records"], r["offered_records_per_s"]) for r in rows] == [tuple(p) for p in points]
+    for row in rows:
+        assert row["idle_cpu_ms_per_1000"] >= 0 and row["publisher_cpu_ms_per_1000"] >= 0
+        assert row["ack_latency_ms"]["n"] == row["records"]
     assert "7. The idle replica's Kafka cost" in (tmp_path / "smoke.md").read_text()
     cross = results["scenarios"]["cross"]
     assert set(cross) == {"chatsvc:cross", "chatsvc:single", "peer:single"}
