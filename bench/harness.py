@@ -421,3 +421,15 @@ def python_package_version(name: str) -> str | None:
 def stderr(message: str) -> None:
     """Progress output (results go to files)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def drop_cql_keyspace(contact: str, keyspace: str) -> None:
+    """Drop a bench run's keyspace on the CQL node: DDL chatsvc itself never runs."""
+    from cassandra.cluster import Cluster  # noqa: PLC0415
+
+    host, _, port = contact.rpartition(":")
+    cluster = Cluster([host], port=int(port))
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()

@@ -14,7 +14,9 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import secrets
 import shutil
 import statistics
 import sys
@@ -622,7 +624,7 @@ class Bench:
     def history(self, stores: list[tuple[str, Target, dict[str, str]]]) -> dict[str, Any]:
         """``history`` page latency (closed loop, 4 clients paging 50 at a time)."""
         out: dict[str, Any] = {}
-        room = f"hist-{int(time.time())}"  # the CQL keyspace is kept between runs
+        room = "hist"
         for key, target, extra in stores:
             server = self.start(target, f"history-{key}", extra)
             with self.loadgen() as lg:
@@ -671,16 +673,15 @@ class Bench:
         return out
 
 
-def cql_env(contact: str) -> dict[str, str]:
-    """Settings for the Scylla store on the CQL test node. One keyspace for every run (each run
-    writes to rooms of its own), so runs leave no keyspaces behind."""
+def cql_env(contact: str, keyspace: str) -> dict[str, str]:
+    """Settings for the Scylla store on the CQL test node, in ``keyspace``."""
     host, _, port = contact.rpartition(":")
     return {
         "SCYLLA_CONTACT_POINTS": host,
         "SCYLLA_PORT": port,
         "SCYLLA_REPLICATION": "SimpleStrategy:1",
         "SCYLLA_CONSISTENCY": "ONE",
-        "SCYLLA_KEYSPACE": "chatsvc_bench",
+        "SCYLLA_KEYSPACE": keyspace,
         "SCYLLA_REQUEST_TIMEOUT": "10",
     }
 
@@ -807,7 +808,14 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     bench.ensure_service("cassandra", may_start=cql == "auto")
                     target = Target("chatsvc-cql", "chatsvc (Cassandra 5 CQL)", "chatsvc")
-                    stores.append(("cassandra", target, cql_env(args.cql_contact)))
+                    # A keyspace of this run's own, dropped at the end (before a CQL node this
+                    # run started is stopped): one left on the shared node by another run, or
+                    # by another chatsvc version with a newer schema, must not break this one.
+                    keyspace = f"chatsvc_bench_{secrets.token_hex(4)}"
+                    bench.cleanups.append(
+                        functools.partial(harness.drop_cql_keyspace, args.cql_contact, keyspace)
+                    )
+                    stores.append(("cassandra", target, cql_env(args.cql_contact, keyspace)))
                 data = bench.history(stores)
             results["scenarios"][scenario] = data
             results["scenarios"].setdefault("_seconds", {})[scenario] = round(time.monotonic() - t0, 1)
