@@ -11,7 +11,9 @@ Connection state recovery (socket.io-client's ``connectionStateRecovery``) needs
 appended as the last argument of recoverable events, but only for the sockets that asked
 for it: python-socketio's client passes every argument to its handlers, so an extra one
 would break clients that never opted in. A :class:`RecoveryOffsets` policy installed with
-``use_offsets`` decides both; each variant of a broadcast is still encoded once.
+``use_offsets`` decides both; each variant of a broadcast is still encoded once. It may also
+say a socket already has the event (replayed to it during recovery before the bus brought
+it here), which is then not sent again: socket.io-client does not drop repeats.
 
 Put it *after* python-socketio's manager in the bases of a pub/sub manager (so local
 delivery of bus messages takes this path too), e.g.
@@ -20,6 +22,7 @@ delivery of bus messages takes this path too), e.g.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -31,15 +34,24 @@ from socketio import packet as sio_packet
 log = logging.getLogger(__name__)
 
 
+class Delivery(enum.Enum):
+    """How one recipient gets a recoverable event."""
+
+    PLAIN = "plain"
+    WITH_OFFSET = "with_offset"
+    #: It already has this offset: sending it again would be a repeat.
+    ALREADY_SENT = "already_sent"
+
+
 class RecoveryOffsets(Protocol):
-    """Which events carry a recovery offset, and which sockets receive offsets."""
+    """Which events carry a recovery offset, and how each socket receives them."""
 
     def offset_of(self, event: str, args: Sequence[Any]) -> str | None:
         """The offset of an outgoing event (``args`` as the client will receive them),
         or ``None`` when the event is not recoverable."""
 
-    def wants_offsets(self, sid: str) -> bool:
-        """Whether the Socket.IO session ``sid`` opted into recovery offsets."""
+    def delivery(self, sid: str) -> Delivery:
+        """How the Socket.IO session ``sid`` gets the event ``offset_of`` just named."""
 
 
 class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
@@ -96,10 +108,14 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
             if sid in skip:
                 continue
             chosen = packets
-            if offset is not None and policy is not None and policy.wants_offsets(sid):
-                if with_offset is None:
-                    with_offset = self._eio_packets(namespace, [event, *args, offset])
-                chosen = with_offset
+            if offset is not None and policy is not None:
+                how = policy.delivery(sid)
+                if how is Delivery.ALREADY_SENT:
+                    continue
+                if how is Delivery.WITH_OFFSET:
+                    if with_offset is None:
+                        with_offset = self._eio_packets(namespace, [event, *args, offset])
+                    chosen = with_offset
             for eio_pkt in chosen:
                 try:
                     # An unbounded queue put: returns without suspending.

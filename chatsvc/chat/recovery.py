@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatsvc.bus.direct import Delivery
 from chatsvc.chat.ids import is_message_id, lowest_id_at
 from chatsvc.errors import ChatError
 from chatsvc.settings import Limits
@@ -95,10 +96,11 @@ class Journal:
     """Offsets in the order they were queued to one socket, bounded; remembers the
     largest one that fell out (anything above it is still here, if it was queued)."""
 
-    __slots__ = ("dropped_max", "entries")
+    __slots__ = ("_members", "dropped_max", "entries")
 
     def __init__(self, limit: int, entries: Iterable[str] = (), dropped_max: str = "") -> None:
         self.entries: deque[str] = deque(maxlen=limit)
+        self._members: set[str] = set()  # the entries again, for the per-delivery lookup
         self.dropped_max = dropped_max
         for entry in entries:
             self.add(entry)
@@ -106,8 +108,14 @@ class Journal:
     def add(self, offset: str) -> None:
         entries = self.entries
         if len(entries) == entries.maxlen and entries:
-            self.dropped_max = max(self.dropped_max, entries[0])
+            dropped = entries[0]
+            self.dropped_max = max(self.dropped_max, dropped)
+            self._members.discard(dropped)
         entries.append(offset)
+        self._members.add(offset)
+
+    def __contains__(self, offset: object) -> bool:
+        return offset in self._members
 
     @property
     def truncated(self) -> bool:
@@ -216,7 +224,7 @@ class Recovery:
 
     Also the broadcast path's :class:`chatsvc.bus.direct.RecoveryOffsets` policy: it sees
     every recoverable event this replica delivers (``offset_of``, once per broadcast) and
-    each opted-in recipient (``wants_offsets``, right after, for each).
+    each recipient (``delivery``, right after, for each).
     """
 
     def __init__(
@@ -261,14 +269,19 @@ class Recovery:
                     hold.items.append(Item(offset, event, args[0]))
         return offset
 
-    def wants_offsets(self, sid: str) -> bool:
-        """Opted in? Then the event being broadcast (``offset_of`` just ran) is journaled."""
+    def delivery(self, sid: str) -> Delivery:
+        """Opted in? Then the event being broadcast (``offset_of`` just ran) is journaled,
+        unless the socket already has it: a replay sends what is stored, and a message stored
+        on another replica may reach this one over the bus after it was replayed."""
         live = self._live.get(sid)
         if live is None:
-            return False
-        if self._current is not None:
-            live.journal.add(self._current)
-        return True
+            return Delivery.PLAIN
+        current = self._current
+        if current is not None:
+            if current in live.journal or current in live.own:
+                return Delivery.ALREADY_SENT
+            live.journal.add(current)
+        return Delivery.WITH_OFFSET
 
     # -- live sessions ---------------------------------------------------------------------
 
@@ -452,7 +465,7 @@ class Recovery:
             nonlocal count
             for item in items:
                 # Its own messages too, also those it posted while being restored.
-                if item.offset in sent or item.offset in live.own.entries:
+                if item.offset in sent or item.offset in live.own:
                     continue
                 sent.add(item.offset)
                 live.journal.add(item.offset)

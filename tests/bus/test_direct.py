@@ -8,7 +8,7 @@ import pytest
 import socketio
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
-from chatsvc.bus.direct import DirectEmitMixin
+from chatsvc.bus.direct import Delivery, DirectEmitMixin
 from chatsvc.bus.kafka import AsyncKafkaManager
 from chatsvc.bus.local import LocalManager
 
@@ -121,19 +121,25 @@ def test_the_kafka_manager_delivers_locally_through_the_mixin() -> None:
 
 
 class Offsets:
-    """Offsets for ``message`` events (the payload's ``id``), for the sockets in ``opted``."""
+    """Offsets for ``message`` events (the payload's ``id``), for the sockets in ``opted``;
+    the sockets in ``have`` already have every offset."""
 
-    def __init__(self, opted: set[str]) -> None:
+    def __init__(self, opted: set[str], have: frozenset[str] = frozenset()) -> None:
         self.opted = opted
+        self.have = have
 
     def offset_of(self, event: str, args: Any) -> str | None:
         return args[0]["id"] if event == "message" else None
 
-    def wants_offsets(self, sid: str) -> bool:
-        return sid in self.opted
+    def delivery(self, sid: str) -> Delivery:
+        if sid in self.have:
+            return Delivery.ALREADY_SENT
+        return Delivery.WITH_OFFSET if sid in self.opted else Delivery.PLAIN
 
 
-async def offset_deliveries(emits: list[dict[str, Any]], opted: list[int]) -> tuple[Sent, list[str]]:
+async def offset_deliveries(
+    emits: list[dict[str, Any]], opted: list[int], have: tuple[int, ...] = ()
+) -> tuple[Sent, list[str]]:
     """Deliveries with an offset policy that opts in the sockets at indexes ``opted``."""
     manager = LocalManager()
     sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
@@ -149,7 +155,7 @@ async def offset_deliveries(emits: list[dict[str, Any]], opted: list[int]) -> tu
     sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
     for sid in sids:
         await manager.enter_room(sid, "/", "lobby")
-    manager.use_offsets(Offsets({sids[i] for i in opted}))
+    manager.use_offsets(Offsets({sids[i] for i in opted}, frozenset(sids[i] for i in have)))
     for emit in emits:
         await manager.emit(namespace="/", **{k: sids[v] if k == "to" else v for k, v in emit.items()})
     return sent, sids
@@ -163,6 +169,23 @@ async def test_offsets_reach_only_the_sockets_that_opted_in() -> None:
         ("eio0", '42["message",{"id":"01J","text":"hi"}]'),
         ("eio1", '42["message",{"id":"01J","text":"hi"},"01J"]'),
         ("eio2", '42["message",{"id":"01J","text":"hi"}]'),
+    ]
+
+
+async def test_a_socket_that_already_has_the_offset_is_not_sent_it_again() -> None:
+    sent, _ = await offset_deliveries(
+        [
+            {"event": "message", "data": {"id": "01N"}, "room": "lobby"},
+            {"event": "typing", "data": {"typing": True}, "room": "lobby"},
+        ],
+        opted=[0, 1],
+        have=(1,),
+    )
+    assert sent == [
+        ("eio0", '42["message",{"id":"01N"},"01N"]'),
+        ("eio2", '42["message",{"id":"01N"}]'),
+        # Events without an offset are never "already sent".
+        *[(f"eio{i}", '42["typing",{"typing":true}]') for i in range(3)],
     ]
 
 

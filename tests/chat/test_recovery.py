@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from chatsvc.bus.direct import Delivery
 from chatsvc.chat.ids import MessageIdGenerator, id_at
 from chatsvc.chat.recovery import Journal, LiveSession, Recovery, Request, decode, encode, requested
 from chatsvc.settings import Limits
@@ -40,7 +41,7 @@ async def deliver(recovery: Recovery, sids: list[str], m: Message) -> None:
     wire = m.to_wire()
     assert recovery.offset_of("message", [wire]) == m.id
     for sid in sids:
-        recovery.wants_offsets(sid)
+        recovery.delivery(sid)
 
 
 def test_requested() -> None:
@@ -91,12 +92,16 @@ def test_offsets_of_recoverable_events_only() -> None:
     assert recovery.offset_of("message_deleted", [{"id": "m"}]) is None  # logged without an id
     assert recovery.offset_of("typing", [{"room": ROOM}]) is None
     assert recovery.offset_of("message", [{"id": "M"}, "extra"]) is None
-    assert not recovery.wants_offsets("nobody")
+    assert recovery.delivery("nobody") is Delivery.PLAIN
     recovery.start("s1", "alice")
     recovery.offset_of("message", [{"id": "M1", "room": ROOM}])
-    assert recovery.wants_offsets("s1")
+    assert recovery.delivery("s1") is Delivery.WITH_OFFSET
     live = recovery.live("s1")
     assert live is not None and list(live.journal.entries) == ["M1"]
+    # The same offset again (it came back over the bus): not a second time.
+    recovery.offset_of("message", [{"id": "M1", "room": ROOM}])
+    assert recovery.delivery("s1") is Delivery.ALREADY_SENT
+    assert list(live.journal.entries) == ["M1"]
 
 
 async def claim(recovery: Recovery, pid: str, offset: str | None, user: str = "alice") -> str | None:
@@ -246,6 +251,41 @@ async def test_what_arrives_while_restoring_is_sent_once(store: MemoryStore) -> 
     await store.append(first)
     await recovery.restore("s1", send, enter)
     assert sent == [first.id, during.id]
+
+
+async def test_a_replayed_message_arriving_later_over_the_bus_is_not_sent_again(store: MemoryStore) -> None:
+    """Stored on another replica, replayed from the store, and only then delivered here by
+    the bus, after the socket entered its rooms: socket.io-client would show it twice."""
+    recovery = Recovery(store, limits())
+    live = recovery.start("s1", "alice")
+    recovery.joined("s1", ROOM)
+    await recovery.end("s1", "transport close")
+    late = message("stored elsewhere, still on its way here")
+    await store.append(late)
+    assert await claim(recovery, live.pid, None) == "s1"
+    assert recovery.resume("s1") is not None
+    sent: list[str] = []
+
+    async def send(event: str, payload: dict[str, Any], offset: str) -> None:
+        sent.append(offset)
+
+    async def enter(room: str) -> None:
+        pass
+
+    assert await recovery.restore("s1", send, enter) == 1
+    assert sent == [late.id]
+    assert recovery.offset_of("message", [late.to_wire()]) == late.id
+    assert recovery.delivery("s1") is Delivery.ALREADY_SENT
+    newer = message("new")
+    assert recovery.offset_of("message", [newer.to_wire()]) == newer.id
+    assert recovery.delivery("s1") is Delivery.WITH_OFFSET
+
+
+def test_journal_membership_follows_what_it_holds() -> None:
+    journal = Journal(2, ["a", "b"])
+    assert "a" in journal and "b" in journal
+    journal.add("c")
+    assert "a" not in journal and list(journal.entries) == ["b", "c"] and journal.dropped_max == "a"
 
 
 async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() -> None:
