@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run ``chatsvc`` for the benchmarks, optionally with some optimisations reverted.
 
-    python bench/launch_chatsvc.py [--revert uvloop,direct-emit,gc] [--try orjson,gc-stats] serve
+    python bench/launch_chatsvc.py [--revert uvloop,direct-emit,gc,frame-once] [--try orjson,gc-stats] serve
 
 ``--revert`` puts back python-socketio's and asyncio's stock behaviour for the named
 optimisations, so one run can measure chatsvc before and after them side by side on the
@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-KNOWN = ("uvloop", "direct-emit", "gc")
+KNOWN = ("uvloop", "direct-emit", "gc", "frame-once")
 
 
 def revert(names: set[str]) -> None:
@@ -27,6 +27,11 @@ def revert(names: set[str]) -> None:
         import chatsvc.server  # noqa: PLC0415
 
         chatsvc.server.tune_gc = lambda: None
+    if "frame-once" in names:
+        from chatsvc.transport import engineio_internals  # noqa: PLC0415
+
+        # Every broadcast takes python-engineio's queue and writer, framed per recipient.
+        engineio_internals.EngineIOServer.write_frame = lambda *_: False
     if "direct-emit" in names:
         import socketio  # noqa: PLC0415
 

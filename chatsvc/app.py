@@ -33,6 +33,7 @@ from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
+from chatsvc.transport.engineio_internals import SocketIOServer
 from chatsvc.web import health
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
@@ -89,7 +90,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     readiness = health.Readiness()
     store = store if store is not None else build_store(settings)
     bus = build_bus(settings, metrics)
-    sio = socketio.AsyncServer(
+    sio = SocketIOServer(
         async_mode="aiohttp",
         client_manager=bus,
         cors_allowed_origins=OriginPolicy(
