@@ -44,17 +44,18 @@ protos-check: $(STAMP)
 	scripts/gen-protos --check
 
 BENCH_STAMP := $(VENV)/.bench-installed
-$(BENCH_STAMP): $(STAMP) bench/requirements.txt bench/package-lock.json bench/peers/node-socketio/package-lock.json
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt bench/package-lock.json bench/peers/node-socketio/package-lock.json bench/peers/centrifugo/install
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	cd bench && npm ci --no-audit --no-fund --loglevel=error
 	cd bench/peers/node-socketio && npm ci --no-audit --no-fund --loglevel=error
+	bench/peers/centrifugo/install >/dev/null
 	touch $(BENCH_STAMP)
 
-## bench: every scenario against the Node socket.io peer (< 15 min on 2 cores) -> bench/results/
+## bench: every scenario against the Node socket.io and Centrifugo peers (< 15 min on 2 cores) -> bench/results/
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py
 
-## bench-quick: the smaller run (< 2 min) -> bench/results/results-quick.*
+## bench-quick: the smaller run (< 3 min) -> bench/results/results-quick.*
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --quick
 

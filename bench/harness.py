@@ -29,6 +29,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LOADGEN = BENCH_DIR / "client" / "loadgen.mjs"
 PEER = BENCH_DIR / "peers" / "node-socketio" / "server.mjs"
+CENTRIFUGO_DIR = BENCH_DIR / "peers" / "centrifugo"
+CENTRIFUGO_INSTALL = CENTRIFUGO_DIR / "install"
+CENTRIFUGO_CONFIG = CENTRIFUGO_DIR / "config.json"
+#: Must match the default in bench/peers/centrifugo/install.
+CENTRIFUGO_VERSION = "v6.9.1"
 LAUNCHER = BENCH_DIR / "launch_chatsvc.py"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -161,7 +166,7 @@ class Window:
 
 @dataclass
 class Server:
-    """One server process (chatsvc or the Node peer) on 127.0.0.1."""
+    """One server process (chatsvc, the Node peer or Centrifugo) on 127.0.0.1."""
 
     name: str
     argv: list[str]
@@ -170,6 +175,11 @@ class Server:
     log_path: Path
     cwd: Path = REPO
     proc: subprocess.Popen[bytes] | None = None
+    #: The load generator's client protocol: "socketio" or "centrifugo".
+    protocol: str = "socketio"
+    #: HS256 secret of the connect tokens it accepts (None: it takes no token).
+    jwt_secret: str | None = None
+    health_path: str = "/healthz"
 
     @property
     def url(self) -> str:
@@ -196,7 +206,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                with urllib.request.urlopen(f"{self.url}{self.health_path}", timeout=2) as resp:
                     if resp.status == 200:
                         return self
             except (urllib.error.URLError, OSError):
@@ -267,7 +277,14 @@ def start_chatsvc(
     if experiments:
         argv += ["--try", ",".join(experiments)]
     argv.append("serve")
-    server = Server(name, argv, chatsvc_env(port, data_dir, extra), port, work / f"{name}.log")
+    server = Server(
+        name,
+        argv,
+        chatsvc_env(port, data_dir, extra),
+        port,
+        work / f"{name}.log",
+        jwt_secret=BENCH_JWT_SECRET,
+    )
     return server.start()
 
 
@@ -277,6 +294,48 @@ def start_peer(name: str, work: Path) -> Server:
     keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
     env = {**keep, "PEER_HOST": "127.0.0.1", "PEER_PORT": str(port), "NODE_ENV": "production"}
     server = Server(name, ["node", str(PEER)], env, port, work / f"{name}.log", cwd=PEER.parent)
+    return server.start()
+
+
+def install_centrifugo() -> Path:
+    """The pinned Centrifugo binary, built once into ~/.cache/chatsvc by its install script."""
+    done = subprocess.run(
+        [str(CENTRIFUGO_INSTALL)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "CENTRIFUGO_VERSION": CENTRIFUGO_VERSION},
+    )
+    if done.returncode != 0:
+        raise BenchError(f"{CENTRIFUGO_INSTALL.relative_to(REPO)} failed:\n{done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def start_centrifugo(name: str, work: Path, binary: Path) -> Server:
+    """Centrifugo v6 with bench/peers/centrifugo/config.json: loopback, HS256 connect tokens
+    signed with the bench secret (given in its environment, not the committed file)."""
+    port = free_port()
+    keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    env = {
+        **keep,
+        "CENTRIFUGO_HTTP_SERVER_ADDRESS": "127.0.0.1",
+        "CENTRIFUGO_HTTP_SERVER_PORT": str(port),
+        "CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY": BENCH_JWT_SECRET,
+    }
+    argv = [str(binary), "--config", str(CENTRIFUGO_CONFIG)]
+    server = Server(
+        name,
+        argv,
+        env,
+        port,
+        work / f"{name}.log",
+        cwd=work,
+        protocol="centrifugo",
+        jwt_secret=BENCH_JWT_SECRET,
+        health_path="/health",
+    )
     return server.start()
 
 
@@ -362,3 +421,15 @@ def python_package_version(name: str) -> str | None:
 def stderr(message: str) -> None:
     """Progress output (results go to files)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def drop_cql_keyspace(contact: str, keyspace: str) -> None:
+    """Drop a bench run's keyspace on the CQL node: DDL chatsvc itself never runs."""
+    from cassandra.cluster import Cluster  # noqa: PLC0415
+
+    host, _, port = contact.rpartition(":")
+    cluster = Cluster([host], port=int(port))
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-AFTER, BEFORE, SQLITE, PEER = "chatsvc", "chatsvc-before", "chatsvc-sqlite", "peer"
+AFTER, BEFORE, SQLITE, PEER, CENTRIFUGO = "chatsvc", "chatsvc-before", "chatsvc-sqlite", "peer", "centrifugo"
 COLUMNS = (
     (AFTER, "chatsvc after (memory)"),
     (BEFORE, "chatsvc before (memory)"),
     (SQLITE, "chatsvc after (SQLite file)"),
     (PEER, "Node peer"),
+    (CENTRIFUGO, "Centrifugo"),
 )
 
 
@@ -68,16 +69,25 @@ def _metric_row(
         metric,
         *cells,
         _ratio(values.get(AFTER), values.get(PEER)),
+        _ratio(values.get(AFTER), values.get(CENTRIFUGO)),
         _ratio(values.get(BEFORE), values.get(PEER)),
         _ratio(values.get(AFTER), values.get(BEFORE)),
     )
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """The headline table: every scenario, chatsvc after/before and SQLite against the peer."""
+    """The headline table: every scenario, chatsvc after/before and SQLite against the peers."""
     sc = results["scenarios"]
     table = _Table(
-        ["Scenario", "Metric", *[label for _, label in COLUMNS], "after/peer", "before/peer", "after/before"]
+        [
+            "Scenario",
+            "Metric",
+            *[label for _, label in COLUMNS],
+            "after/peer",
+            "after/Centrifugo",
+            "before/peer",
+            "after/before",
+        ]
     )
     for i, count in enumerate(results["size_params"]["idle_counts"]):
         values = {k: rows[i]["kb_per_conn"] for k, rows in sc.get("idle", {}).items() if i < len(rows)}
@@ -129,10 +139,112 @@ def summary_table(results: dict[str, Any]) -> str:
                 "-",
                 "-",
                 "n/a (no storage)",
+                "n/a (history off)",
+                "-",
                 "-",
                 "-",
                 "-",
             )
+    storm = sc.get("storm", {})
+    if storm:
+        any_row = next(iter(storm.values()))
+        name = f"6. connect storm, {any_row['clients']:,} clients connect + join"
+        _metric_row(
+            table, name, "connects per server CPU-s", {k: r["connects_per_cpu_s"] for k, r in storm.items()}
+        )
+        _metric_row(
+            table,
+            "",
+            "seconds until all joined (lower is better)",
+            {k: r["seconds_to_all"] for k, r in storm.items()},
+            2,
+        )
+    for idle_kafka in sc.get("kafka-idle", {}).get(AFTER, []):
+        table.row(
+            f"7. idle replica, Kafka records of rooms it has no members in, "
+            f"{idle_kafka['offered_records_per_s']:g}/s",
+            "CPU-ms per 1,000 records (lower is better)",
+            _num(idle_kafka["idle_cpu_ms_per_1000"], 1),
+            "-",
+            "-",
+            "n/a (no Kafka adapter)",
+            "n/a",
+            "-",
+            "-",
+            "-",
+            "-",
+        )
+    return table.render()
+
+
+def storm_table(results: dict[str, Any]) -> str:
+    """The connect storm, per server."""
+    storm = results["scenarios"].get("storm", {})
+    if not storm:
+        return ""
+    labels = {
+        AFTER: "chatsvc after (memory): connect with JWT, `join {room, since}`",
+        PEER: "Node peer: connect, `join {room}`",
+        CENTRIFUGO: "Centrifugo: connect with JWT, subscribe",
+    }
+    table = _Table(
+        [
+            "Server",
+            "clients",
+            "seconds until all joined",
+            "connects/s",
+            "server CPU-s",
+            "connects per server CPU-s",
+            "per client p50 / p99 ms",
+            "load generator cores",
+            "other processes' cores",
+        ]
+    )
+    for key, row in storm.items():
+        lat = row["per_client_ms"]
+        table.row(
+            labels.get(key, key),
+            f"{row['connected']:,}/{row['clients']:,}",
+            _num(row["seconds_to_all"], 2),
+            _num(row["connects_per_s"]),
+            _num(row["server_cpu_s"], 2),
+            _num(row["connects_per_cpu_s"]),
+            f"{_num(lat['p50'], 1)} / {_num(lat['p99'], 1)}",
+            _num(row["loadgen_cores"], 2),
+            _num(row["other_cores"], 2),
+        )
+    return table.render()
+
+
+def kafka_idle_table(results: dict[str, Any]) -> str:
+    """The idle replica's cost per Kafka record at each offered rate, and what it means at scale."""
+    rows = results["scenarios"].get("kafka-idle", {}).get(AFTER)
+    if not rows:
+        return ""
+    table = _Table(
+        ["Measurement \\ offered rate", *[f"{r['offered_records_per_s']:g} records/s" for r in rows]]
+    )
+
+    def line(label: str, cells: list[str]) -> None:
+        table.row(label, *cells)
+
+    line("records published (one per chat message, through replica A)", [f"{r['records']:,}" for r in rows])
+    line("achieved publish rate, records/s", [_num(r["achieved_records_per_s"]) for r in rows])
+    line(
+        "**idle replica B: CPU-ms per 1,000 records** (its idle baseline subtracted)",
+        [f"**{_num(r['idle_cpu_ms_per_1000'], 1)}**" for r in rows],
+    )
+    line("idle replica B: its idle baseline, cores", [_num(r["idle_baseline_cores"], 3) for r in rows])
+    line("idle replica B: cores used at this rate", [_num(r["idle_cores_at_rate"], 3) for r in rows])
+    line(
+        "publisher A: CPU-ms per 1,000 messages (ack, store, publish)",
+        [_num(r["publisher_cpu_ms_per_1000"], 1) for r in rows],
+    )
+    line(
+        "publisher A: ack p50 / p99 ms",
+        [f"{_num(r['ack_latency_ms']['p50'], 1)} / {_num(r['ack_latency_ms']['p99'], 1)}" for r in rows],
+    )
+    line("other processes' cores", [_num(r["other_cores"], 2) for r in rows])
     return table.render()
 
 
@@ -251,6 +363,8 @@ def markdown(results: dict[str, Any], stem: str) -> str:
     m = results["machine"]
     size = results["size"]
     command = ".venv/bin/python bench/run.py" + ("" if size == "full" else f" --size {size}")
+    if results.get("scenario_list"):
+        command += f" --scenarios {','.join(results['scenario_list'])}"
     parts = [
         f"# chatsvc benchmark results ({size})\n",
         f"Run {results['started_at']} in {results['seconds']} s: `{command}` (see bench/README.md).\n",
@@ -268,11 +382,37 @@ def markdown(results: dict[str, Any], stem: str) -> str:
         f"and, reverted by bench/launch_chatsvc.py, {', '.join(results['optimisations'])}\n",
         f"![chatsvc vs the Node peer]({stem}.png)\n",
         "## All scenarios\n",
-        "Ratios are chatsvc ÷ peer measured in this same run (for memory and latency lower is better, "
+        "- Centrifugo: v6 with bench/peers/centrifugo/config.json (memory engine, no history or "
+        "presence, subscribers may publish), driven by the same load generator over its JSON protocol; "
+        "it also sends each publication back to its publisher, which the load generator does not "
+        "count as a delivery\n",
+        "Ratios are chatsvc ÷ peer (Node socket.io or Centrifugo) measured in this same run "
+        "(for memory and latency lower is better, "
         "for deliveries higher is better). Latency is send-to-receive, measured from each message's "
         "scheduled send time (open loop).\n",
         summary_table(results),
     ]
+    storm = storm_table(results)
+    if storm:
+        parts += [
+            "\n## 6. Connect storm in detail\n",
+            "Every client connects and joins as fast as the load generator can, "
+            f"{next(iter(results['scenarios']['storm'].values()))['in_flight']} in flight at once, "
+            "into rooms of 20 (chatsvc announces each join to the rest of the room). chatsvc's join carries "
+            "`since` (nothing missed: the catch-up query runs and finds nothing); the Node peer ignores it; "
+            "Centrifugo subscribes. Server CPU is counted from just before the first connect to the last "
+            "join ack.\n",
+            storm,
+        ]
+    kafka_idle = kafka_idle_table(results)
+    if kafka_idle:
+        parts += [
+            "\n## 7. The idle replica's Kafka cost in detail\n",
+            "Two chatsvc replicas on the real broker, a fresh topic (3 partitions); replica A publishes, "
+            "replica B has no member in any of those rooms but reads every partition, as every replica "
+            "does. See docs/scaling.md for what this means for N replicas.\n",
+            kafka_idle,
+        ]
     cross = cross_table(results)
     if cross:
         parts += ["\n## 4. Cross-replica (Kafka) in detail\n", cross]
@@ -296,19 +436,22 @@ def markdown(results: dict[str, Any], stem: str) -> str:
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
-    """Six panels: memory, fan-out efficiency, p99 latency, cross-replica, history, ablation."""
+    """Nine panels: memory, fan-out efficiency, p99 latency, cross-replica, history, ablation,
+    connect storm, the idle replica's Kafka cost, and the chatsvc ÷ peer ratios."""
     import matplotlib  # noqa: PLC0415 - bench-only dependency
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     sc = results["scenarios"]
-    colors = {AFTER: "#1f77b4", BEFORE: "#aec7e8", SQLITE: "#2ca02c", PEER: "#ff7f0e"}
+    colors = {AFTER: "#1f77b4", BEFORE: "#aec7e8", SQLITE: "#2ca02c", PEER: "#ff7f0e", CENTRIFUGO: "#9467bd"}
+    colors.update({"vs Node peer": colors[PEER], "vs Centrifugo": colors[CENTRIFUGO]})
     labels = dict(COLUMNS)
-    fig, axes = plt.subplots(2, 3, figsize=(18, 9.5))
+    fig, axes = plt.subplots(3, 3, figsize=(18, 14))
     m = results["machine"]
     fig.suptitle(
-        f"chatsvc vs Node socket.io ({results['size']} run, {results['started_at']}) - {m['nproc']} cores "
+        f"chatsvc vs Node socket.io and Centrifugo ({results['size']} run, {results['started_at']}) - "
+        f"{m['nproc']} cores "
         f"{m['cpu_model']}, load average {m['loadavg_start'][0]} -> {(m.get('loadavg_end') or ['?'])[0]}",
         fontsize=11,
     )
@@ -444,9 +587,88 @@ def chart(results: dict[str, Any], path: Path) -> None:
         axes[1][2].set_title(title, fontsize=10)
     else:
         empty(axes[1][2], title)
+    storm = sc.get("storm", {})
+    title = "6. connect storm: connects (+ join) per server CPU-s (higher is better)"
+    if storm:
+        keys = list(storm)
+        bars(
+            axes[2][0],
+            [f"{next(iter(storm.values()))['clients']:,} clients"],
+            {k: [storm[k]["connects_per_cpu_s"]] for k in keys},
+            "connects per server CPU-second",
+        )
+        axes[2][0].set_title(title, fontsize=10)
+    else:
+        empty(axes[2][0], title)
+
+    idle_kafka = sc.get("kafka-idle", {}).get(AFTER, [])
+    title = "7. chatsvc CPU-ms per 1,000 Kafka records (lower is better)"
+    if idle_kafka:
+        bars(
+            axes[2][1],
+            [f"{r['offered_records_per_s']:g} records/s" for r in idle_kafka],
+            {
+                "idle replica (no members)": [r["idle_cpu_ms_per_1000"] for r in idle_kafka],
+                "publishing replica": [r["publisher_cpu_ms_per_1000"] for r in idle_kafka],
+            },
+            "CPU-ms per 1,000 records",
+        )
+        axes[2][1].set_title(title, fontsize=10)
+    else:
+        empty(axes[2][1], title)
+
+    ratio_groups, ratio_series = peer_ratios(results)
+    title = "chatsvc after ÷ peer, this run (>1: chatsvc better)"
+    if ratio_groups:
+        bars(axes[2][2], ratio_groups, ratio_series, "x peer (higher is better)", log=True)
+        for label in axes[2][2].get_xticklabels():
+            label.set(rotation=30, ha="right", fontsize=7)
+        axes[2][2].axhline(1.0, color="grey", lw=0.8)
+        axes[2][2].set_title(title, fontsize=10)
+    else:
+        empty(axes[2][2], title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def peer_ratios(results: dict[str, Any]) -> tuple[list[str], dict[str, list[float | None]]]:
+    """chatsvc after ÷ each peer, oriented so that above 1 means chatsvc does better: deliveries
+    and connects per CPU-s as they are, memory and p99 latency inverted (peer ÷ chatsvc)."""
+    sc = results["scenarios"]
+    groups: list[str] = []
+    series: dict[str, list[float | None]] = {"vs Node peer": [], "vs Centrifugo": []}
+
+    def add(label: str, values: dict[str, float | None], *, lower_is_better: bool) -> None:
+        mine = values.get(AFTER)
+        groups.append(label)
+        for name, key in (("vs Node peer", PEER), ("vs Centrifugo", CENTRIFUGO)):
+            theirs = values.get(key)
+            ok = mine is not None and theirs is not None and mine > 0 and theirs > 0
+            series[name].append(((theirs / mine) if lower_is_better else (mine / theirs)) if ok else None)
+
+    idle = sc.get("idle", {})
+    counts = results["size_params"]["idle_counts"]
+    if idle and counts:
+        last = len(counts) - 1
+        add(
+            f"KiB/idle conn @ {counts[-1]:,}",
+            {k: rows[last]["kb_per_conn"] for k, rows in idle.items() if len(rows) > last},
+            lower_is_better=True,
+        )
+    fan = sc.get("fanout", {})
+    for i, members in enumerate(r["members"] for r in next(iter(fan.values()), [])):
+        rows = {k: v[i] for k, v in fan.items() if i < len(v)}
+        add(
+            f"room {members:,}: per CPU-s",
+            {k: r["delivered_per_cpu_s"] for k, r in rows.items()},
+            lower_is_better=False,
+        )
+        add(f"room {members:,}: p99", {k: _lat(r, "p99") for k, r in rows.items()}, lower_is_better=True)
+    storm = sc.get("storm", {})
+    if storm:
+        add("storm: per CPU-s", {k: r["connects_per_cpu_s"] for k, r in storm.items()}, lower_is_better=False)
+    return groups, series
 
 
 def textwrap_label(text: str, width: int = 16) -> str:

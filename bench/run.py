@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""chatsvc benchmarks, side by side with Node's socket.io server, in one bounded run.
+"""chatsvc benchmarks, side by side with Node's socket.io and Centrifugo, in one bounded run.
 
     .venv/bin/python bench/run.py            # the full run (`make bench`), < 15 min on 2 cores
     .venv/bin/python bench/run.py --quick    # `make bench-quick`, < 2 min
-    .venv/bin/python bench/run.py --size tiny --out /tmp/x --scenarios idle,fanout
+    .venv/bin/python bench/run.py --size tiny --out /tmp/x --scenarios idle,fanout,storm
 
 Each scenario starts the servers it needs (chatsvc after and before the optimisation work,
-the Node peer, SQLite/Cassandra/Kafka variants), warms up, measures, and stops everything
+the Node peer, Centrifugo, SQLite/Cassandra/Kafka variants), warms up, measures, and stops everything
 it started. Results: ``results*.json`` (raw), ``results*.md`` (tables), ``results*.png``.
 See bench/README.md.
 """
@@ -14,7 +14,9 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import secrets
 import shutil
 import statistics
 import sys
@@ -30,8 +32,10 @@ import harness
 import report
 from harness import BenchError, LoadGen, Server, Window, stderr
 
-ALL_SCENARIOS = ("idle", "fanout", "rooms", "cross", "history", "ablation")
-QUICK_SCENARIOS = ("idle", "fanout", "rooms", "history")
+from chatsvc.chat.ids import id_at
+
+ALL_SCENARIOS = ("idle", "fanout", "rooms", "storm", "cross", "kafka-idle", "history", "ablation")
+QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "history")
 #: Every optimisation the launcher can revert; "before" runs with all of them reverted.
 OPTIMISATIONS = ("uvloop", "direct-emit", "gc")
 RATE_LIMIT = {"CHATSVC_RATE_LIMIT_PER_SECOND": "100000", "CHATSVC_RATE_LIMIT_BURST": "100000"}
@@ -49,6 +53,9 @@ class Size:
     history_messages: int
     history_seconds: float
     ablation: tuple[tuple[int, float], tuple[int, int, float], float]  # big room, small rooms, seconds
+    storm: tuple[int, int, int]  # (clients, members per room, connections in flight at once)
+    #: ((records, records per second), ...) at each offered rate; idle baseline seconds
+    kafka_idle: tuple[tuple[tuple[int, float], ...], float]
     warmup_s: float
     measure_s: float
     windows: int
@@ -65,6 +72,8 @@ SIZES = {
         history_messages=2000,
         history_seconds=5.0,
         ablation=((1000, 12.0), (200, 5, 400.0), 5.0),
+        storm=(2000, 20, 100),
+        kafka_idle=(((5000, 250.0), (15000, 1000.0)), 3.0),
         warmup_s=2.0,
         measure_s=6.0,
         windows=3,
@@ -79,6 +88,8 @@ SIZES = {
         history_messages=300,
         history_seconds=1.5,
         ablation=((200, 20.0), (40, 5, 80.0), 1.5),
+        storm=(500, 20, 100),
+        kafka_idle=(((1000, 250.0), (3000, 750.0)), 1.5),
         warmup_s=0.5,
         measure_s=2.0,
         windows=2,
@@ -93,6 +104,8 @@ SIZES = {
         history_messages=30,
         history_seconds=0.5,
         ablation=((4, 10.0), (2, 2, 10.0), 0.5),
+        storm=(6, 3, 4),
+        kafka_idle=(((40, 40.0),), 0.5),
         warmup_s=0.2,
         measure_s=0.8,
         windows=1,
@@ -107,7 +120,7 @@ class Target:
 
     key: str
     label: str
-    kind: str  # "chatsvc" or "peer"
+    kind: str  # "chatsvc", "peer" or "centrifugo"
     env: tuple[tuple[str, str], ...] = ()
     revert: tuple[str, ...] = ()
     experiments: tuple[str, ...] = ()
@@ -122,6 +135,7 @@ BEFORE_MEM = Target(
 )
 AFTER_SQLITE = Target("chatsvc-sqlite", "chatsvc (SQLite file, default)", "chatsvc")
 PEER = Target("peer", "node socket.io 4.8 (peer)", "peer")
+CENTRIFUGO = Target("centrifugo", "Centrifugo v6.9.1 (peer)", "centrifugo")
 #: One optimisation at a time, on the same workloads (client offers no deflate unless noted).
 ABLATION = (
     (BEFORE_MEM, False, "before: stock asyncio loop, task per recipient, default GC"),
@@ -151,9 +165,10 @@ ABLATION = (
 class Bench:
     """Runs scenarios; owns the scratch directory and every process it starts."""
 
-    def __init__(self, size: Size, work: Path) -> None:
+    def __init__(self, size: Size, work: Path, centrifugo: Path | None = None) -> None:
         self.size = size
         self.work = work
+        self.centrifugo = centrifugo
         self.servers: list[Server] = []
         self.loadgens: list[LoadGen] = []
         self.cleanups: list[Callable[[], None]] = []
@@ -164,6 +179,10 @@ class Bench:
         env = {**dict(target.env), **RATE_LIMIT, **(extra or {})}
         if target.kind == "peer":
             server = harness.start_peer(name, self.work)
+        elif target.kind == "centrifugo":
+            if self.centrifugo is None:
+                raise BenchError("Centrifugo is not installed (bench/peers/centrifugo/install)")
+            server = harness.start_centrifugo(name, self.work, self.centrifugo)
         else:
             server = harness.start_chatsvc(name, self.work, env, target.revert, target.experiments)
         self.servers.append(server)
@@ -201,13 +220,13 @@ class Bench:
     ) -> dict[str, Any]:
         """Open ``n`` connections. ``deflate``: offer permessage-deflate, as browsers do (it costs
         the load generator CPU on every delivery, so throughput scenarios don't)."""
-        secret = harness.BENCH_JWT_SECRET if "CHATSVC_JWT_SECRET" in server.env else None
         answer = lg.call(
             timeout,
             cmd="connect",
             url=server.url,
+            protocol=server.protocol,
             n=n,
-            secret=secret,
+            secret=server.jwt_secret,
             deflate=deflate,
             sources=max(1, -(-n // 20000)),
             concurrency=32,
@@ -365,6 +384,154 @@ class Bench:
             out[target.key] = row
         return out
 
+    def storm(self, targets: list[Target]) -> dict[str, Any]:
+        """Connect storm: N clients connect (with a JWT where the server takes one) and join a
+        room as fast as the load generator can, a bounded number in flight at once. On chatsvc
+        the join carries ``since`` (a reconnecting client catching up; nothing is missed, so
+        the catch-up query runs and returns nothing); on Centrifugo it is a subscribe.
+
+        Rooms of ``members`` each: chatsvc announces every join to the rest of the room, so a
+        storm into one room would measure an N-squared presence fan-out, not connecting."""
+        clients, members, in_flight = self.size.storm
+        rooms = [f"storm{r}" for r in range(max(1, clients // members))]
+        since = id_at(int(time.time() * 1000) - 10_000)
+        deadline_s = 120.0
+        out: dict[str, Any] = {}
+        for target in targets:
+            server = self.start(target, f"storm-{target.key}")
+            with self.loadgen() as lg:
+                # Warm imports, pools and allocator arenas, as in the idle scenario.
+                self.connect(lg, server, min(20, clients))
+                lg.call(60, cmd="join", rooms=["storm-warm"])
+                lg.call(30, cmd="close")
+                time.sleep(0.5)
+                window = Window([server.pid], lg.pid)
+                answer = lg.call(
+                    deadline_s + 60,
+                    cmd="connect",
+                    url=server.url,
+                    protocol=server.protocol,
+                    n=clients,
+                    secret=server.jwt_secret,
+                    join_rooms=rooms,
+                    since=since,
+                    concurrency=in_flight,
+                    deadline_ms=deadline_s * 1000,
+                    sources=max(1, -(-clients // 20000)),
+                )
+                usage = window.close()
+                lg.call(60, cmd="close")
+            self.stop(server)
+            if answer["failures"] or answer["not_started"]:
+                raise BenchError(f"connect storm on {target.key}: {answer}")
+            cpu = usage["server_cpu_s"]
+            row = {
+                "clients": clients,
+                "rooms": len(rooms),
+                "in_flight": in_flight,
+                "connected": answer["connected"],
+                "seconds_to_all": answer["seconds"],
+                "connects_per_s": answer["connected"] / max(answer["seconds"], 1e-6),
+                "server_cpu_s": cpu,
+                # /proc counts CPU in 10 ms ticks: a tiny storm may show none.
+                "connects_per_cpu_s": answer["connected"] / cpu if cpu > 0 else None,
+                "per_client_ms": answer["per_client_ms"],
+                "loadgen_cores": usage["loadgen_cpu_s"] / usage["elapsed_s"],
+                "other_cores": usage["other_cores"],
+            }
+            stderr(
+                f"  storm {target.key}: {clients} in {row['seconds_to_all']:.2f}s, "
+                f"{row['connects_per_cpu_s'] or 0:.0f} per server CPU-s"
+            )
+            out[target.key] = row
+        return out
+
+    def kafka_idle(self, brokers: str) -> dict[str, Any]:
+        """What an idle replica pays per Kafka record of rooms it has no members in.
+
+        Replica A (the publisher) and replica B (the idle one) share a fresh topic. Senders
+        on A post K messages at a fixed rate into rooms that have nobody on B, so every record
+        is exactly what chatsvc's Kafka manager publishes for a room message. B's CPU over that
+        window, minus its own idle CPU rate (measured just before), is the cost of reading and
+        discarding them. Then one canary message per canary room (each with one member on B)
+        proves B has read up to the end: records of a partition arrive in order, and the
+        canary rooms' keys land on all 3 partitions of the test broker's topics (murmur2,
+        checked once: kcanary0-11 -> partitions 0, 1 and 2). Each offered rate is one such
+        measurement: the consumer fetches bigger batches at higher rates, so the cost per
+        record is not a constant."""
+        points, baseline_s = self.size.kafka_idle
+        topic = f"chatsvc.bench.idle.{int(time.time())}"
+        kafka = {"KAFKA_BROKERS": brokers, "KAFKA_TOPIC": topic}
+        a = self.start(AFTER_MEM, "kafka-idle-a", {**kafka, "CHATSVC_REPLICA_ID": "bench-publisher"})
+        b = self.start(AFTER_MEM, "kafka-idle-b", {**kafka, "CHATSVC_REPLICA_ID": "bench-idle"})
+        n_senders = min(20, *(records for records, _ in points))
+        canaries = 12
+        rows = []
+        with self.loadgen() as lg:
+            self.connect(lg, b, canaries)  # clients 0..canaries-1: canary receivers on B
+            self.connect(lg, a, n_senders + canaries)  # then the senders, then the canary senders
+            rooms = [f"kidle{r}" for r in range(n_senders)]
+            lg.call(60, cmd="join", rooms=rooms, members=list(range(canaries, canaries + n_senders)))
+            canary_rooms = [f"kcanary{r}" for r in range(canaries)]
+            members = [*range(canaries), *range(canaries + n_senders, canaries + n_senders + canaries)]
+            lg.call(60, cmd="join", rooms=canary_rooms, members=members)
+            time.sleep(1.0)  # the join announcements reach B before the baseline starts
+            for records, rate in points:
+                idle = Window([b.pid], lg.pid)
+                time.sleep(baseline_s)
+                base = idle.close()
+                window_a = Window([a.pid], lg.pid)
+                window_b = Window([b.pid], lg.pid)
+                sent = lg.call(
+                    records / rate + 120,
+                    cmd="fanout",
+                    senders=[{"client": canaries + i, "room": rooms[i]} for i in range(n_senders)],
+                    rate=rate,
+                    seconds=records / rate,
+                    recipients_per_message=0,
+                    drain_ms=30000,
+                )
+                canary = lg.call(
+                    120,
+                    cmd="fanout",
+                    senders=[
+                        {"client": canaries + n_senders + i, "room": canary_rooms[i]} for i in range(canaries)
+                    ],
+                    rate=100.0,
+                    seconds=canaries / 100.0,
+                    recipients_per_message=1,
+                    drain_ms=30000,
+                )
+                used_b = window_b.close()
+                used_a = window_a.close()
+                if sent["acked"] != sent["sent"] or canary["delivered"] != canaries:
+                    raise BenchError(
+                        f"kafka-idle: published {sent['acked']}/{sent['sent']}, canaries {canary}"
+                    )
+                base_cores = base["server_cpu_s"] / base["elapsed_s"]
+                net = max(0.0, used_b["server_cpu_s"] - base_cores * used_b["elapsed_s"])
+                row = {
+                    "records": sent["acked"],
+                    "offered_records_per_s": rate,
+                    "achieved_records_per_s": sent["acked"] / max(sent["send_seconds"], 1e-6),
+                    "topic_partitions": 3,
+                    "elapsed_s": used_b["elapsed_s"],
+                    "idle_cpu_s": used_b["server_cpu_s"],
+                    "idle_baseline_cores": base_cores,
+                    "idle_cpu_ms_per_1000": 1e6 * net / sent["acked"],
+                    "idle_cores_at_rate": net / used_b["elapsed_s"],
+                    "publisher_cpu_ms_per_1000": 1e6 * used_a["server_cpu_s"] / sent["acked"],
+                    "ack_latency_ms": sent["ack_latency_ms"],
+                    "other_cores": used_b["other_cores"],
+                }
+                stderr(
+                    f"  kafka-idle @ {rate:g}/s: idle replica {row['idle_cpu_ms_per_1000']:.1f} CPU-ms per "
+                    f"1,000 records (publisher {row['publisher_cpu_ms_per_1000']:.0f})"
+                )
+                rows.append(row)
+        self.stop(a, b)
+        return {"chatsvc": rows}
+
     def ablation(self) -> list[dict[str, Any]]:
         """Each optimisation on its own, on a big room and on many small rooms."""
         (big, big_rate), (n_small, small_members, small_rate), seconds = self.size.ablation
@@ -457,7 +624,7 @@ class Bench:
     def history(self, stores: list[tuple[str, Target, dict[str, str]]]) -> dict[str, Any]:
         """``history`` page latency (closed loop, 4 clients paging 50 at a time)."""
         out: dict[str, Any] = {}
-        room = f"hist-{int(time.time())}"  # the CQL keyspace is kept between runs
+        room = "hist"
         for key, target, extra in stores:
             server = self.start(target, f"history-{key}", extra)
             with self.loadgen() as lg:
@@ -506,16 +673,15 @@ class Bench:
         return out
 
 
-def cql_env(contact: str) -> dict[str, str]:
-    """Settings for the Scylla store on the CQL test node. One keyspace for every run (each run
-    writes to rooms of its own), so runs leave no keyspaces behind."""
+def cql_env(contact: str, keyspace: str) -> dict[str, str]:
+    """Settings for the Scylla store on the CQL test node, in ``keyspace``."""
     host, _, port = contact.rpartition(":")
     return {
         "SCYLLA_CONTACT_POINTS": host,
         "SCYLLA_PORT": port,
         "SCYLLA_REPLICATION": "SimpleStrategy:1",
         "SCYLLA_CONSISTENCY": "ONE",
-        "SCYLLA_KEYSPACE": "chatsvc_bench",
+        "SCYLLA_KEYSPACE": keyspace,
         "SCYLLA_REQUEST_TIMEOUT": "10",
     }
 
@@ -549,6 +715,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="history on the CQL node: auto (full default) starts scripts/cassandra if it is down and "
         "stops it after; running (quick default) uses it only if it is up; require fails if it is down",
+    )
+    parser.add_argument(
+        "--centrifugo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the Centrifugo peer (built once by bench/peers/centrifugo/install, a few minutes "
+        "cold); --no-centrifugo leaves its rows out and says so in the report",
     )
     parser.add_argument("--chart", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
@@ -585,17 +758,32 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     before = [] if args.no_before else [BEFORE_MEM]
+    centrifugo_bin = None
+    centrifugo: list[Target] = []
+    if not args.centrifugo:
+        results["skipped"]["centrifugo"] = "--no-centrifugo: no Centrifugo rows in this run"
+    elif any(s in scenarios for s in ("idle", "fanout", "storm")):
+        stderr("installing/locating Centrifugo (bench/peers/centrifugo/install)")
+        centrifugo_bin = harness.install_centrifugo()
+        centrifugo = [CENTRIFUGO]
+        results["versions"]["centrifugo"] = harness.CENTRIFUGO_VERSION
+    results["scenario_list"] = scenarios
     work = Path(tempfile.mkdtemp(prefix="chatsvc-bench-"))
-    bench = Bench(size, work)
+    bench = Bench(size, work, centrifugo_bin)
     stderr(f"chatsvc bench ({size_name}); scratch {work}; load {harness.loadavg()}")
     try:
         for scenario in scenarios:
             t0 = time.monotonic()
             stderr(f"[{scenario}]")
             if scenario == "idle":
-                data = bench.idle([AFTER_MEM, *before, PEER])
+                data = bench.idle([AFTER_MEM, *before, PEER, *centrifugo])
             elif scenario == "fanout":
-                data = bench.fanout([AFTER_MEM, *before, AFTER_SQLITE, PEER])
+                data = bench.fanout([AFTER_MEM, *before, AFTER_SQLITE, PEER, *centrifugo])
+            elif scenario == "storm":
+                data = bench.storm([AFTER_MEM, PEER, *centrifugo])
+            elif scenario == "kafka-idle":
+                bench.ensure_service("kafka", may_start=args.kafka == "auto")
+                data = bench.kafka_idle(args.kafka_brokers)
             elif scenario == "rooms":
                 data = bench.rooms([AFTER_MEM, *before, AFTER_SQLITE, PEER])
             elif scenario == "ablation":
@@ -620,7 +808,14 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     bench.ensure_service("cassandra", may_start=cql == "auto")
                     target = Target("chatsvc-cql", "chatsvc (Cassandra 5 CQL)", "chatsvc")
-                    stores.append(("cassandra", target, cql_env(args.cql_contact)))
+                    # A keyspace of this run's own, dropped at the end (before a CQL node this
+                    # run started is stopped): one left on the shared node by another run, or
+                    # by another chatsvc version with a newer schema, must not break this one.
+                    keyspace = f"chatsvc_bench_{secrets.token_hex(4)}"
+                    bench.cleanups.append(
+                        functools.partial(harness.drop_cql_keyspace, args.cql_contact, keyspace)
+                    )
+                    stores.append(("cassandra", target, cql_env(args.cql_contact, keyspace)))
                 data = bench.history(stores)
             results["scenarios"][scenario] = data
             results["scenarios"].setdefault("_seconds", {})[scenario] = round(time.monotonic() - t0, 1)

@@ -28,14 +28,15 @@ from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.presence import PresenceRegistry
+from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
+from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
-from chatsvc.transport.engineio_internals import SocketIOServer
 from chatsvc.web import health
-from chatsvc.web.drain import OpenTransports
+from chatsvc.web.drain import OpenTransports, refuse_new_sessions
 from chatsvc.web.origins import OriginPolicy
 from chatsvc.web.websocket import decline_ws_compression
 
@@ -90,7 +91,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     readiness = health.Readiness()
     store = store if store is not None else build_store(settings)
     bus = build_bus(settings, metrics)
-    sio = SocketIOServer(
+    sio = RecoveringServer(
         async_mode="aiohttp",
         client_manager=bus,
         cors_allowed_origins=OriginPolicy(
@@ -115,6 +116,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     records = ModerationRecords(store, router)
     service = ChatService(store, sio, metrics, settings.limits)
     verifier = JwtVerifier(settings.jwt)
+    recovery = Recovery(store, settings.limits)
     namespace = ChatNamespace(
         service,
         verifier,
@@ -124,8 +126,10 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         is_draining=lambda: readiness.draining,
         is_banned=records.is_banned,
         is_muted=records.is_muted,
+        recovery=recovery,
     )
     sio.register_namespace(namespace)
+    _install_recovery(sio, bus, namespace, recovery)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
@@ -136,6 +140,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         app.middlewares.append(decline_ws_compression)
     transports = OpenTransports()
     app.middlewares.append(transports.middleware)
+    app.middlewares.append(refuse_new_sessions(lambda: readiness.draining))
     sio.attach(app)
 
     app[SETTINGS] = settings
@@ -165,6 +170,15 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app.add_routes(health.routes(readiness))
     app.add_routes([web.get("/metrics", _metrics_handler), web.get("/", _index)])
     return app
+
+
+def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: Recovery) -> None:
+    """Connection state recovery, unless ``CHATSVC_RECOVERY_WINDOW=0``: the broadcast path
+    appends offsets for opted-in sockets (and journals them), CONNECT handling asks the
+    namespace about pids."""
+    if recovery.enabled:
+        bus.use_offsets(recovery)
+        sio.hooks = namespace
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -46,6 +46,15 @@ class Metrics:
         self.bus_errors = Counter(
             "chatsvc_bus_errors_total", "Fan-out bus failures", ["op"], registry=self.registry
         )
+        self.recoveries = Counter(
+            "chatsvc_recoveries_total",
+            "Reconnects naming a session (pid): recovered, or fresh (expired, over the bounds, other user)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.replayed = Counter(
+            "chatsvc_recovery_replayed_total", "Events replayed to recovered sockets", registry=self.registry
+        )
 
     @asynccontextmanager
     async def timed_store(self, op: str) -> AsyncIterator[None]:

@@ -99,6 +99,10 @@ class Limits:
     catchup_overlap_ms: int = 2000
     unread_cap: int = 1000
     http_buffer_bytes: int = 65536
+    #: Connection state recovery: how long a dropped socket's session is kept (0: off).
+    recovery_window_seconds: int = 120
+    #: Most events one recovery replays; more missed means a fresh connect instead.
+    recovery_max_replay: int = 500
 
 
 @dataclass(frozen=True)
@@ -441,6 +445,9 @@ class _Reader:
             http_buffer_bytes=self.integer("CHATSVC_MAX_HTTP_BUFFER_BYTES", 65536, minimum=1024),
             catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
             catchup_overlap_ms=self.integer("CHATSVC_CATCHUP_OVERLAP_MS", 2000, minimum=0, maximum=60_000),
+            # A day at most: room events (the edit/delete log replays read) are kept that long.
+            recovery_window_seconds=self.integer("CHATSVC_RECOVERY_WINDOW", 120, minimum=0, maximum=86_400),
+            recovery_max_replay=self.integer("CHATSVC_RECOVERY_MAX_REPLAY", 500, minimum=1, maximum=10_000),
         )
 
     def store(self, environment: str) -> str:

@@ -263,3 +263,18 @@ def test_settings_are_frozen(base: dict[str, str]) -> None:
     s = Settings.from_env(base)
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_recovery_settings(base: dict[str, str]) -> None:
+    s = Settings.from_env(base)
+    assert (s.limits.recovery_window_seconds, s.limits.recovery_max_replay) == (120, 500)
+    s = Settings.from_env(base | {"CHATSVC_RECOVERY_WINDOW": "0", "CHATSVC_RECOVERY_MAX_REPLAY": "20"})
+    assert (s.limits.recovery_window_seconds, s.limits.recovery_max_replay) == (0, 20)
+    for name, value in [
+        ("CHATSVC_RECOVERY_WINDOW", "-1"),
+        ("CHATSVC_RECOVERY_WINDOW", "86401"),  # room events are kept two days
+        ("CHATSVC_RECOVERY_WINDOW", "2m"),
+        ("CHATSVC_RECOVERY_MAX_REPLAY", "0"),
+        ("CHATSVC_RECOVERY_MAX_REPLAY", "10001"),
+    ]:
+        assert error_for(base | {name: value}).variable == name

@@ -5,11 +5,14 @@
 // It is driven by bench/run.py over stdin/stdout, one JSON object per line:
 //   {"cmd": "connect", ...}  -> {"ok": true, ...}
 // Every command is bounded in time and count; only 127.0.0.x addresses are accepted.
+// `connect` takes `protocol`: "socketio" (chatsvc, the Node peer; default) or "centrifugo"
+// (the Centrifugo peer, bench/client/centrifugo.mjs); every later command drives either.
 
 import crypto from "node:crypto";
 import readline from "node:readline";
 import { performance } from "node:perf_hooks";
 import WebSocket from "ws";
+import { CentrifugoClient } from "./centrifugo.mjs";
 
 const MARK = "#B";
 
@@ -159,6 +162,19 @@ class Client {
     this.ws.send(`42${id}${JSON.stringify([event, data])}`);
   }
 
+  /** `join {room, since?}` with its ack; resolves `{ok, reply}`. */
+  async joinRoom(room, since, timeoutMs) {
+    const ack = await this.request("join", since ? { room, since } : { room }, timeoutMs);
+    return { ok: Boolean(ack && ack.ok === true), reply: ack };
+  }
+
+  /** `message {room, text, client_msg_id}` with its ack; `cb(ok, rawAckOrNull)`. */
+  sendChat(room, text, clientMsgId, cb) {
+    this.emit("message", { room, text, client_msg_id: clientMsgId }, (raw) =>
+      cb(raw !== null && raw.startsWith('[{"ok":true'), raw),
+    );
+  }
+
   request(event, data, timeoutMs) {
     return new Promise((resolve) => {
       const timer = setTimeout(() => resolve(null), timeoutMs);
@@ -179,6 +195,9 @@ class Generator {
     this.clients = [];
     this.deflate = false;
     this.sentAt = new Float64Array(1);
+    this.senderOf = new Int32Array(1);
+    this.echoes = 0;
+    this.protocol = "socketio";
     this.received = 0;
     this.latencies = new Samples();
     this.ackLatencies = new Samples();
@@ -193,6 +212,11 @@ class Generator {
       this.otherEvents++;
       return;
     }
+    this.onDelivery(client, frame);
+  }
+
+  /** A delivered chat message (any protocol): its text carries the send sequence number. */
+  onDelivery(client, frame) {
     const at = frame.indexOf(MARK);
     if (at < 0) return;
     const seq = Number.parseInt(frame.slice(at + MARK.length, at + MARK.length + 12), 10);
@@ -200,32 +224,60 @@ class Generator {
     // (a warm-up) falls outside this command's window and is ignored.
     const sent = this.sentAt[seq - this.seqBase];
     if (!(sent > 0)) return;
+    // Centrifugo also sends a publication to its publisher: not a delivery to the rest of
+    // the room, so it is counted apart (chatsvc and socket.io never echo).
+    if (this.senderOf[seq - this.seqBase] === client.index) {
+      this.echoes++;
+      return;
+    }
     this.received++;
     this.latencies.push(performance.now() - sent);
   }
 
+  /**
+   * Open `n` connections, `concurrency` at a time. With `join_rooms`, the k-th one then joins
+   * join_rooms[k % length] (`join {room, since}` on Socket.IO, a subscribe on Centrifugo)
+   * before it counts as done:
+   * the connect storm. `deadline_ms` bounds the whole command: connections not started by
+   * then are counted in `not_started`.
+   */
   async connect(cmd) {
     checkLoopback(cmd.url);
     this.deflate = Boolean(cmd.deflate);
+    const protocol = cmd.protocol ?? "socketio";
+    if (protocol !== "socketio" && protocol !== "centrifugo") fail(`unknown protocol ${protocol}`);
+    if (this.clients.length > 0 && protocol !== this.protocol) fail("one protocol per load generator");
+    this.protocol = protocol;
+    const Kind = protocol === "centrifugo" ? CentrifugoClient : Client;
     const n = cmd.n;
     if (!(n >= 1 && n <= 50000)) fail("n must be 1..50000");
     const sources = Math.max(1, Math.min(cmd.sources ?? 1, 250));
     const concurrency = Math.max(1, cmd.concurrency ?? 64);
     const timeoutMs = cmd.timeout_ms ?? 20000;
+    const deadline = performance.now() + (cmd.deadline_ms ?? 600000);
     const started = performance.now();
     const first = this.clients.length;
+    const perClient = new Samples(n);
+    const joinRooms = cmd.join_rooms?.length ? cmd.join_rooms : null;
     let next = 0;
     let failures = 0;
     let firstError = null;
     const worker = async () => {
-      while (next < n) {
+      while (next < n && performance.now() < deadline) {
         const i = first + next++;
-        const client = new Client(this, i);
+        const client = new Kind(this, i);
         const sub = `${cmd.user_prefix ?? "u"}${i}`;
         const auth = cmd.secret ? { token: mintJwt(cmd.secret, sub, `User ${i}`, 3600) } : {};
         const local = `127.0.0.${1 + (i % sources)}`;
+        const t0 = performance.now();
         try {
           await client.open(cmd.url, auth, local, timeoutMs);
+          if (joinRooms) {
+            const room = joinRooms[(i - first) % joinRooms.length];
+            const joined = await client.joinRoom(room, cmd.since, timeoutMs);
+            if (!joined.ok) throw new Error(`join refused: ${JSON.stringify(joined.reply)}`);
+          }
+          perClient.push(performance.now() - t0);
           this.clients[i] = client;
         } catch (err) {
           failures++;
@@ -239,8 +291,10 @@ class Generator {
     return {
       connected: this.clients.length - first,
       failures,
+      not_started: n - next,
       first_error: firstError,
       seconds: (performance.now() - started) / 1000,
+      per_client_ms: percentiles(perClient.values()),
       total: this.clients.length,
     };
   }
@@ -258,10 +312,10 @@ class Generator {
         const k = next++;
         const client = this.clients[members[k]];
         const room = rooms[k % rooms.length];
-        const ack = await client.request("join", { room }, cmd.timeout_ms ?? 20000);
-        if (!ack || ack.ok !== true) {
+        const joined = await client.joinRoom(room, cmd.since, cmd.timeout_ms ?? 20000);
+        if (!joined.ok) {
           failures++;
-          firstError ??= JSON.stringify(ack);
+          firstError ??= JSON.stringify(joined.reply);
         }
       }
     };
@@ -282,7 +336,9 @@ class Generator {
     this.seqBase = this.nextSeq;
     this.nextSeq += total;
     this.sentAt = new Float64Array(total);
+    this.senderOf = new Int32Array(total).fill(-1);
     this.received = 0;
+    this.echoes = 0;
     // `accumulate`: this command continues the previous one's latency samples (one measurement
     // split into windows, so the runner can read the server's CPU time at each boundary).
     if (!cmd.accumulate) {
@@ -299,13 +355,15 @@ class Generator {
       const client = this.clients[sender.client];
       const mySeq = this.seqBase + sent;
       this.sentAt[sent] = scheduled;
+      this.senderOf[sent] = client.index;
       sent++;
-      client.emit(
-        "message",
+      client.sendChat(
+        sender.room,
+        `${MARK}${mySeq}# ${padding}`,
         // client_msg_id is chatsvc's idempotency key: unique across every command of the run.
-        { room: sender.room, text: `${MARK}${mySeq}# ${padding}`, client_msg_id: `m${this.clientMsgId++}` },
-        (raw) => {
-          if (raw !== null && raw.startsWith('[{"ok":true')) {
+        `m${this.clientMsgId++}`,
+        (ok, raw) => {
+          if (ok) {
             if (measured) {
               acked++;
               this.ackLatencies.push(performance.now() - scheduled);
@@ -354,6 +412,7 @@ class Generator {
       ack_errors: ackErrors,
       first_error: firstError,
       delivered: this.received,
+      echoes: this.echoes,
       expected,
       latency_ms: percentiles(this.latencies.values()),
       ack_latency_ms: percentiles(this.ackLatencies.values()),

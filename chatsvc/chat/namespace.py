@@ -22,7 +22,9 @@ from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import payloads
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
+from chatsvc.chat.recovery import Recovery, requested
 from chatsvc.chat.service import ChatService
+from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.errors import (
     ChatError,
     Forbidden,
@@ -36,6 +38,7 @@ from chatsvc.errors import (
 )
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
+from chatsvc.store.base import iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         is_draining: Callable[[], bool],
         is_banned: Callable[[str], Awaitable[bool]] | None = None,
         is_muted: Callable[[str, str], Awaitable[bool]] | None = None,
+        recovery: Recovery | None = None,
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
@@ -90,6 +94,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._is_draining = is_draining
         self._is_banned = is_banned
         self._is_muted = is_muted
+        self._recovery = recovery if recovery is not None and recovery.enabled else None
         self._connections: dict[str, Connection] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, Handler] = {
@@ -101,6 +106,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "read": self._read,
             "edit": self._edit,
             "delete": self._delete,
+            "refresh": self._refresh,
         }
 
     # -- introspection used by the app and the admin API ---------------------------------
@@ -139,6 +145,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if conn is None or room not in conn.rooms:
                 continue
             conn.rooms.discard(room)
+            if self._recovery is not None:
+                self._recovery.left(sid, room)
             await self.leave_room(sid, room)
             try:
                 await self.server.emit(
@@ -160,8 +168,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             if self._is_draining():
                 raise ShuttingDown()
-            token = token_from_handshake(environ, auth)
-            identity = self._verifier.verify(token)
+            identity = self._verifier.verify(token_from_handshake(environ, auth))
             if self._is_banned is not None and await self._is_banned(identity.user_id):
                 raise Forbidden("you are banned")
         except ChatError as exc:
@@ -172,16 +179,95 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self._metrics.connect_rejections.labels("internal").inc()
             raise connect_refusal(Internal()) from None
         conn = Connection(identity, TokenBucket(self._limits.messages_per_second, self._limits.burst))
-        if identity.expires_at is not None:
-            delay = max(0.0, identity.expires_at - time.time())
-            conn.expiry = asyncio.get_running_loop().call_later(delay, self._expire_soon, sid)
+        self._schedule_expiry(sid, conn)
+        if self._recovery is not None and requested(auth).opted_in:
+            plan = self._recovery.resume(sid)
+            if plan is not None:
+                conn.rooms = set(plan.rooms)  # entered in after_connect, after the replay
+            else:
+                self._recovery.start(sid, identity.user_id)
         self._connections[sid] = conn
         self._metrics.connections.set(len(self._connections))
 
+    def _schedule_expiry(self, sid: str, conn: Connection) -> None:
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+            conn.expiry = None
+        expires_at = conn.identity.expires_at
+        if expires_at is not None:
+            delay = max(0.0, expires_at - time.time())
+            conn.expiry = asyncio.get_running_loop().call_later(delay, self._expire_soon, sid)
+
+    # -- connection state recovery (chatsvc.chat.sioserver.ConnectHooks) -------------------
+
+    async def prepare_recovery(self, environ: dict[str, Any], auth: Any) -> str | None:
+        """Claim the session a reconnecting client names, for the same user with a valid token."""
+        recovery = self._recovery
+        if recovery is None or self._is_draining():
+            return None
+        request = requested(auth)
+        if request.pid is None:
+            return None
+        try:
+            identity = self._verifier.verify(token_from_handshake(environ, auth))
+        except ChatError:
+            return None  # on_connect refuses it, with the reason
+        stale = recovery.local_sid_of(request.pid, identity.user_id)
+        if stale is not None and isinstance(self.server, RecoveringServer):
+            # The client is back on a new connection while its old one looks alive here
+            # (a silent network loss): end the old one now, which keeps its session.
+            log.info("session %s: its client reconnected; dropping the old connection", stale)
+            await self.server.drop_transport(stale)
+        sid = await recovery.prepare(request, identity.user_id, identity.may_join)
+        if sid is None:
+            self._metrics.recoveries.labels("fresh").inc()
+        return sid
+
+    def abandon_recovery(self, sid: str) -> None:
+        if self._recovery is not None:
+            self._recovery.abandon(sid)
+
+    def pid_for(self, sid: str) -> str | None:
+        return self._recovery.pid_for(sid) if self._recovery is not None else None
+
+    async def after_connect(self, sid: str) -> None:
+        """Restore a recovered socket: replay what it missed, rejoin its rooms (announced)."""
+        recovery, conn = self._recovery, self._connections.get(sid)
+        if recovery is None or conn is None or not isinstance(self.server, RecoveringServer):
+            return
+        server = self.server
+
+        async def send(event: str, payload: dict[str, Any], offset: str) -> None:
+            await server.send_event(sid, event, [payload, offset])
+
+        async def enter(room: str) -> None:
+            await self.enter_room(sid, room)
+
+        rooms = sorted(conn.rooms)
+        try:
+            replayed = await recovery.restore(sid, send, enter)
+        except Exception:
+            log.exception("restoring session %s failed", sid)
+            return
+        if replayed is None:
+            return
+        self._metrics.recoveries.labels("recovered").inc()
+        self._metrics.replayed.inc(replayed)
+        log.info("session %s recovered: %d room(s), %d event(s) replayed", sid, len(rooms), replayed)
+        self._metrics.rooms.set(len(await self._presence.rooms()))
+        for room in rooms:
+            change = await self._presence.join(room, conn.identity, sid)
+            if change.changed:
+                await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
+        self._metrics.rooms.set(len(await self._presence.rooms()))
+
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        """Leave every room (announcing it) and forget the socket."""
+        """Leave every room (announcing it) and forget the socket; a dropped (not closed)
+        opted-in socket's session is kept for recovery."""
         conn = self._connections.pop(sid, None)
         self._metrics.connections.set(len(self._connections))
+        if self._recovery is not None:
+            await self._recovery.end(sid, reason)
         if conn is None:
             return
         if conn.expiry is not None:
@@ -199,8 +285,30 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         task.add_done_callback(self._background.discard)
 
     async def end_session(self, sid: str, reason: ChatError, *, reconnect: bool) -> None:
-        """Tell a local socket why, then disconnect it."""
+        """Tell a local socket why, then disconnect it.
+
+        With ``reconnect`` (drain) only the Engine.IO transport is closed, without a
+        Socket.IO DISCONNECT: socket.io-client then reconnects by itself (it never does
+        after "io server disconnect"), and an opted-in socket recovers its session.
+        """
         if sid not in self._connections:
+            return
+        if reconnect and isinstance(self.server, RecoveringServer):
+            try:
+                await self.server.emit(
+                    "session_end",
+                    {**reason.to_wire(), "reconnect": True},
+                    to=sid,
+                    namespace=self.namespace,
+                    ignore_queue=True,
+                )
+                if self._recovery is not None:
+                    self._recovery.mark_resumable(sid)
+                await self.server.close_transport(sid, TRANSPORT_CLOSE_SECONDS)
+            except TimeoutError:
+                log.info("transport of session %s did not close in time", sid)
+            except Exception:
+                log.exception("could not end session %s", sid)
             return
         try:
             eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
@@ -294,6 +402,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             # de-duplicates the (rare) message that arrives both ways, by id.
             await self.enter_room(sid, room)
             conn.rooms.add(room)
+            if self._recovery is not None:
+                self._recovery.joined(sid, room)
         try:
             ack: Ack = {"ok": True, "room": room}
             if since is not None:
@@ -304,6 +414,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         except ChatError:
             if newly:
                 conn.rooms.discard(room)
+                if self._recovery is not None:
+                    self._recovery.left(sid, room)
                 await self.leave_room(sid, room)
             raise
         change = await self._presence.join(room, conn.identity, sid)
@@ -316,6 +428,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _leave(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)
         conn.rooms.discard(room)
+        if self._recovery is not None:
+            self._recovery.left(sid, room)
         await self.leave_room(sid, room)
         await self._left(sid, conn, room)
         return {"ok": True, "room": room}
@@ -344,6 +458,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
             raise Forbidden(f"you are muted in {room}")
         message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
+        if self._recovery is not None:
+            self._recovery.posted(sid, message.id)  # never replayed to its sender
         return {"ok": True, "message": message.to_wire(), "duplicate": not created}
 
     async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
@@ -390,3 +506,16 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         assert message_id is not None
         await self._service.delete(room, message_id, conn.identity)
         return {"ok": True, "id": message_id}
+
+    async def _refresh(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        """Swap in a new JWT for the same user; the expiry timer moves to its ``exp``."""
+        raw = payload.get("token")
+        if not isinstance(raw, str) or not raw.strip() or len(raw) > self._limits.http_buffer_bytes:
+            raise InvalidPayload("token must be a JWT string")
+        identity = self._verifier.verify(token_from_handshake({}, {"token": raw}))
+        if identity.user_id != conn.identity.user_id:
+            raise Forbidden("the new token is for another user")
+        conn.identity = identity
+        self._schedule_expiry(sid, conn)
+        expires = identity.expires_at
+        return {"ok": True, "expires_at": iso_ms(int(expires * 1000)) if expires is not None else None}

@@ -16,7 +16,7 @@ from chatsvc.chat.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
 from chatsvc.errors import ChatError, Forbidden, NotFound, StoreUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
-from chatsvc.store.base import HistoryPage, Message, MessageStore
+from chatsvc.store.base import HistoryPage, Message, MessageStore, RoomEvent
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,27 @@ class ChatService:
         await self._editable(room, message_id, actor)
         async with self._metrics.timed_store("edit"):
             updated = await self._store.edit(room, message_id, text, self._now_ms())
-        await self._deliver("message_edited", updated.to_wire(), room)
+        payload = await self._record("edited", room, message_id, updated.to_wire())
+        await self._deliver("message_edited", payload, room)
         return updated
+
+    async def _record(self, kind: str, room: str, message_id: str, wire: dict[str, Any]) -> dict[str, Any]:
+        """Log an edit/delete in the room's event log; return the payload with its ``event_id``.
+
+        The id is minted like a message id, so a reconnecting client's replay merges messages
+        and events in one order (chatsvc.chat.recovery). The change itself is already stored:
+        if only the log write fails, the event goes out without ``event_id`` (not replayable)
+        rather than the caller seeing an error for a change that happened.
+        """
+        event_id = self._ids.new()
+        payload = {**wire, "event_id": event_id}
+        try:
+            async with self._metrics.timed_store("append_event"):
+                await self._store.append_event(RoomEvent(event_id, room, kind, message_id, payload))
+        except ChatError as exc:
+            log.warning("could not log the %s event of %s in %s (%s)", kind, message_id, room, exc.code)
+            return wire
+        return payload
 
     async def delete(self, room: str, message_id: str, actor: Identity | None) -> Message:
         """Delete a message (author or admin; ``actor=None`` is the admin API) and tell the room."""
@@ -168,11 +187,9 @@ class ChatService:
             await self._editable(room, message_id, actor)
         async with self._metrics.timed_store("delete"):
             deleted = await self._store.delete(room, message_id, self._now_ms())
-        await self._deliver(
-            "message_deleted",
-            {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"},
-            room,
-        )
+        wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
+        payload = await self._record("deleted", room, message_id, wire)
+        await self._deliver("message_deleted", payload, room)
         return deleted
 
     async def mark_read(self, room: str, reader: Identity, message_id: str, *, skip_sid: str | None) -> None:

@@ -95,6 +95,37 @@ class Moderation:
         return self.until_ms is None or self.until_ms > now_ms
 
 
+#: Room events (edits, deletes) are kept this long: replays only reach back
+#: ``CHATSVC_RECOVERY_WINDOW`` (at most a day) from a session's last delivery.
+EVENT_RETENTION_SECONDS = 2 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """A change to a stored message (``kind`` ``edited`` or ``deleted``), as delivered live.
+
+    ``id`` is minted like message ids (time-sortable), so replays merge messages and events
+    in one id order; ``payload`` is the event's wire form (with ``event_id`` = ``id``).
+    """
+
+    id: str
+    room: str
+    kind: str
+    message_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A dropped socket's recoverable session: opaque ``data`` (chatsvc.chat.recovery owns
+    the format) under an unguessable ``pid``, for ``user_id``, until ``expires_at_ms``."""
+
+    pid: str
+    user_id: str
+    data: str
+    expires_at_ms: int
+
+
 class MessageStore(Protocol):
     """What the chat service needs from a history backend."""
 
@@ -149,3 +180,18 @@ class MessageStore(Protocol):
 
     async def get_moderation(self, kind: str, room: str, user_id: str) -> Moderation | None:
         """The record for ``(kind, room, user_id)`` if any (expired ones may be returned)."""
+
+    async def append_event(self, event: RoomEvent) -> None:
+        """Record an edit/delete event (kept :data:`EVENT_RETENTION_SECONDS`)."""
+
+    async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
+        """Up to ``limit`` events of ``room`` with ids above ``after_id``, oldest first."""
+
+    async def save_session(self, record: SessionRecord) -> None:
+        """Store (or replace) a session until ``record.expires_at_ms``."""
+
+    async def get_session(self, pid: str) -> SessionRecord | None:
+        """The unexpired session under ``pid``, or None."""
+
+    async def delete_session(self, pid: str) -> bool:
+        """Remove the session; True only for the one call that removed it (one use)."""

@@ -8,13 +8,17 @@ fall out of history (and out of the idempotency check) as a real retention polic
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from chatsvc.errors import NotFound, StoreUnavailable
-from chatsvc.store.base import HistoryPage, Message, Moderation, RoomInfo
+from chatsvc.store.base import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
 
 DEFAULT_MAX_PER_ROOM = 10_000
+#: Bound on sessions held (the oldest go first); each is a few KiB at most.
+MAX_SESSIONS = 100_000
 
 
 @dataclass
@@ -40,6 +44,8 @@ class MemoryStore:
         self._rooms: dict[str, _Room] = {}
         self._read: dict[tuple[str, str], str] = {}
         self._moderation: dict[tuple[str, str, str], Moderation] = {}
+        self._events: dict[str, list[RoomEvent]] = {}
+        self._sessions: OrderedDict[str, SessionRecord] = OrderedDict()
 
     def _check(self) -> None:
         if not self._open:
@@ -202,3 +208,52 @@ class MemoryStore:
         """One ban or mute."""
         self._check()
         return self._moderation.get((kind, room, user_id))
+
+    async def append_event(self, event: RoomEvent) -> None:
+        """Keep the event in id order; each room keeps its newest ``max_per_room``."""
+        self._check()
+        events = self._events.setdefault(event.room, [])
+        if not events or event.id > events[-1].id:
+            events.append(event)
+        else:
+            at = bisect_left([e.id for e in events], event.id)
+            if at < len(events) and events[at].id == event.id:
+                return  # seen before
+            events.insert(at, event)
+        if len(events) > self._max_per_room:
+            del events[: len(events) - self._max_per_room]
+
+    async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
+        """Oldest first, strictly newer than ``after_id``."""
+        self._check()
+        events = self._events.get(room, [])
+        start = bisect_right([e.id for e in events], after_id)
+        return events[start : start + max(0, limit)]
+
+    def _purge_sessions(self, now_ms: int) -> None:
+        # Insertion order is (nearly) expiry order: one window for every session.
+        while self._sessions and next(iter(self._sessions.values())).expires_at_ms <= now_ms:
+            self._sessions.popitem(last=False)
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+
+    async def save_session(self, record: SessionRecord) -> None:
+        """Store the session (expired ones are purged as new ones arrive)."""
+        self._check()
+        self._sessions.pop(record.pid, None)
+        self._sessions[record.pid] = record
+        self._purge_sessions(int(time.time() * 1000))
+
+    async def get_session(self, pid: str) -> SessionRecord | None:
+        """The session while unexpired."""
+        self._check()
+        record = self._sessions.get(pid)
+        if record is None or record.expires_at_ms <= int(time.time() * 1000):
+            return None
+        return record
+
+    async def delete_session(self, pid: str) -> bool:
+        """True if this call removed an unexpired session."""
+        self._check()
+        record = self._sessions.pop(pid, None)
+        return record is not None and record.expires_at_ms > int(time.time() * 1000)

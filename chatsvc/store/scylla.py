@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 import time
@@ -56,11 +57,21 @@ from cassandra.query import UNSET_VALUE, tuple_factory
 from chatsvc.chat.ids import id_value, is_message_id, lowest_id_at, timestamp_ms
 from chatsvc.errors import InvalidPayload, NotFound, StoreUnavailable
 from chatsvc.settings import ScyllaSettings
-from chatsvc.store.base import BUCKET_MS, HistoryPage, Message, Moderation, RoomInfo, bucket_of
+from chatsvc.store.base import (
+    BUCKET_MS,
+    EVENT_RETENTION_SECONDS,
+    HistoryPage,
+    Message,
+    Moderation,
+    RoomEvent,
+    RoomInfo,
+    SessionRecord,
+    bucket_of,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 SCHEMA_SCOPE: Final = "chatsvc"
 
 #: A history call that meets this many consecutive empty buckets returns what it has with a
@@ -144,6 +155,32 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY ((kind, room, user_id))
         )""",
     ),
+    # Connection state recovery: edit/delete events (replayed in id order with messages)
+    # and dropped sockets' sessions. Both only ever expire (TTL): no deletes but the one
+    # conditional delete that consumes a session.
+    2: (
+        """CREATE TABLE IF NOT EXISTS {ks}.room_events (
+            room text,
+            bucket int,
+            id text,
+            kind text,
+            message_id text,
+            payload text,
+            PRIMARY KEY ((room, bucket), id)
+        ) WITH CLUSTERING ORDER BY (id ASC)
+          AND default_time_to_live = """
+        + str(EVENT_RETENTION_SECONDS)
+        + """
+          AND gc_grace_seconds = 10800
+          AND compaction = {{'class': 'TimeWindowCompactionStrategy',
+                             'compaction_window_unit': 'HOURS', 'compaction_window_size': 6}}""",
+        """CREATE TABLE IF NOT EXISTS {ks}.sessions (
+            pid text PRIMARY KEY,
+            user_id text,
+            data text,
+            expires_at bigint
+        ) WITH gc_grace_seconds = 10800""",
+    ),
 }
 
 _SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
@@ -201,7 +238,22 @@ _STATEMENTS: Final[dict[str, str]] = {
     "mod_put": "INSERT INTO {ks}.moderation (kind, room, user_id, until_ms, reason) VALUES (?, ?, ?, ?, ?)",
     "mod_get": "SELECT until_ms, reason FROM {ks}.moderation WHERE kind = ? AND room = ? AND user_id = ?",
     "mod_delete": "DELETE FROM {ks}.moderation WHERE kind = ? AND room = ? AND user_id = ?",
+    "ev_insert": (
+        "INSERT INTO {ks}.room_events (room, bucket, id, kind, message_id, payload) VALUES (?, ?, ?, ?, ?, ?)"
+    ),
+    "ev_after": (
+        "SELECT id, kind, message_id, payload FROM {ks}.room_events WHERE room = ? AND bucket = ? AND id > ?"
+        " LIMIT ?"
+    ),
+    "sess_put": (
+        "INSERT INTO {ks}.sessions (pid, user_id, data, expires_at) VALUES (?, ?, ?, ?) USING TTL ?"
+    ),
+    "sess_get": "SELECT user_id, data, expires_at FROM {ks}.sessions WHERE pid = ?",
+    "sess_take": "DELETE FROM {ks}.sessions WHERE pid = ? IF expires_at > ?",
 }
+#: Statements a retry could change the outcome of (a conditional delete applied twice says
+#: "not applied" the second time).
+_NOT_IDEMPOTENT: Final = frozenset({"sess_take"})
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -461,7 +513,10 @@ class ScyllaStore:
             statement = session.prepare(cql.format(ks=self._ks))
             # Every statement is safe to retry: inserts of fixed values, updates that set
             # fixed values (or at fixed timestamps), reads.
-            statement.is_idempotent = True
+            statement.is_idempotent = name not in _NOT_IDEMPOTENT
+            if name in _NOT_IDEMPOTENT:
+                # Paxos within the local DC, like LOCAL_QUORUM for everything else.
+                statement.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
             prepared[name] = statement
         return prepared
 
@@ -820,3 +875,57 @@ class ScyllaStore:
         until, reason = rows[0]
         until_ms = None if until is None or int(until) == PERMANENT_UNTIL_MS else int(until)
         return Moderation(kind, room, user_id, until_ms, str(reason or ""))
+
+    # -- connection state recovery ----------------------------------------------------------
+
+    async def append_event(self, event: RoomEvent) -> None:
+        """One row in the event's (room, bucket) partition; expires with the table's TTL."""
+        await self._run(
+            "ev_insert",
+            (
+                event.room,
+                _bucket(event.id),
+                event.id,
+                event.kind,
+                event.message_id,
+                json.dumps(event.payload),
+            ),
+        )
+
+    async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
+        """Buckets walked forwards from ``after_id``'s to now's (events are at most days old)."""
+        if limit <= 0:
+            return []
+        bucket, last = _bucket(after_id), bucket_of(int(time.time() * 1000))
+        floor = after_id
+        found: list[RoomEvent] = []
+        while bucket <= last and len(found) < limit:
+            chunk = min(SCAN_CHUNK, limit - len(found))
+            rows = await self._run("ev_after", (room, bucket, floor, chunk))
+            found.extend(RoomEvent(str(i), room, str(k), str(m), json.loads(str(p))) for i, k, m, p in rows)
+            if len(rows) == chunk:
+                floor = str(rows[-1][0])
+            else:
+                bucket += 1
+        return found[:limit]
+
+    async def save_session(self, record: SessionRecord) -> None:
+        """Written ``USING TTL`` until its expiry: the cluster forgets it by itself."""
+        ttl = max(1, -(-(record.expires_at_ms - int(time.time() * 1000)) // 1000))
+        await self._run("sess_put", (record.pid, record.user_id, record.data, record.expires_at_ms, ttl))
+
+    async def get_session(self, pid: str) -> SessionRecord | None:
+        """The row while unexpired (TTL rounds up to a second, so the expiry is checked too)."""
+        rows = await self._run("sess_get", (pid,))
+        if not rows or rows[0][0] is None:
+            return None
+        user_id, data, expires_at = rows[0]
+        if int(expires_at) <= int(time.time() * 1000):
+            return None
+        return SessionRecord(pid, str(user_id), str(data), int(expires_at))
+
+    async def delete_session(self, pid: str) -> bool:
+        """A lightweight transaction (``IF expires_at > now``): of two concurrent claims one
+        wins. Rare (once per recovery), so the Paxos round is worth a strictly one-use session."""
+        rows = await self._run("sess_take", (pid, int(time.time() * 1000)))
+        return bool(rows and rows[0][0])

@@ -7,17 +7,30 @@ ScyllaDB. The only module that imports aiosqlite.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 
+from chatsvc.chat.ids import lowest_id_at
 from chatsvc.errors import NotFound, StoreUnavailable
-from chatsvc.store.base import HistoryPage, Message, Moderation, RoomInfo
+from chatsvc.store.base import (
+    EVENT_RETENTION_SECONDS,
+    HistoryPage,
+    Message,
+    Moderation,
+    RoomEvent,
+    RoomInfo,
+    SessionRecord,
+)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Expired sessions and old room events are deleted at most this often (seconds).
+PURGE_EVERY_SECONDS = 60.0
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -58,6 +71,23 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (kind, room, user_id)
         ) WITHOUT ROWID""",
     ),
+    3: (
+        """CREATE TABLE IF NOT EXISTS room_events (
+            room TEXT NOT NULL,
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            PRIMARY KEY (room, id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS sessions (
+            pid TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            data TEXT NOT NULL,
+            expires_at_ms INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at_ms)",
+    ),
 }
 
 _COLUMNS = "id, room, user_id, user_name, text, created_at_ms, client_msg_id, edited_at_ms, deleted, kind"
@@ -88,6 +118,7 @@ class SqliteStore:
         # One connection means one transaction: without this lock a coroutine's rollback
         # (or commit) would also undo (or commit) another coroutine's half-done writes.
         self._lock = asyncio.Lock()
+        self._purged_at = 0.0
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -312,3 +343,68 @@ class SqliteStore:
         if row is None:
             return None
         return Moderation(kind, room, user_id, None if row[0] is None else int(row[0]), str(row[1]))
+
+    async def _purge(self, db: aiosqlite.Connection) -> None:
+        """Drop expired sessions and room events past retention (at most once a minute)."""
+        now = time.time()
+        if now - self._purged_at < PURGE_EVERY_SECONDS:
+            return
+        self._purged_at = now
+        await db.execute("DELETE FROM sessions WHERE expires_at_ms <= ?", (int(now * 1000),))
+        floor = lowest_id_at(int((now - EVENT_RETENTION_SECONDS) * 1000))
+        await db.execute("DELETE FROM room_events WHERE id < ?", (floor,))
+
+    async def append_event(self, event: RoomEvent) -> None:
+        """Insert an edit/delete event (an id seen before is ignored)."""
+        async with self._guard() as db:
+            await db.execute(
+                """INSERT INTO room_events (room, id, kind, message_id, payload) VALUES (?,?,?,?,?)
+                   ON CONFLICT DO NOTHING""",
+                (event.room, event.id, event.kind, event.message_id, json.dumps(event.payload)),
+            )
+            await self._purge(db)
+            await db.commit()
+
+    async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
+        """Oldest first, strictly newer than ``after_id``."""
+        async with self._guard() as db:
+            cursor = await db.execute(
+                """SELECT id, kind, message_id, payload FROM room_events
+                   WHERE room=? AND id > ? ORDER BY id ASC LIMIT ?""",
+                (room, after_id, max(0, limit)),
+            )
+            rows = await cursor.fetchall()
+        return [RoomEvent(str(i), room, str(k), str(m), json.loads(str(p))) for i, k, m, p in rows]
+
+    async def save_session(self, record: SessionRecord) -> None:
+        """Upsert the session row."""
+        async with self._guard() as db:
+            await db.execute(
+                """INSERT INTO sessions (pid, user_id, data, expires_at_ms) VALUES (?,?,?,?)
+                   ON CONFLICT (pid) DO UPDATE SET user_id = excluded.user_id, data = excluded.data,
+                   expires_at_ms = excluded.expires_at_ms""",
+                (record.pid, record.user_id, record.data, record.expires_at_ms),
+            )
+            await self._purge(db)
+            await db.commit()
+
+    async def get_session(self, pid: str) -> SessionRecord | None:
+        """The row while unexpired (expired rows are purged later)."""
+        async with self._guard() as db:
+            cursor = await db.execute(
+                "SELECT user_id, data, expires_at_ms FROM sessions WHERE pid=? AND expires_at_ms > ?",
+                (pid, int(time.time() * 1000)),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return SessionRecord(pid, str(row[0]), str(row[1]), int(row[2]))
+
+    async def delete_session(self, pid: str) -> bool:
+        """One use: only the call that deletes an unexpired row gets True."""
+        async with self._guard() as db:
+            cursor = await db.execute(
+                "DELETE FROM sessions WHERE pid=? AND expires_at_ms > ?", (pid, int(time.time() * 1000))
+            )
+            await db.commit()
+            return cursor.rowcount == 1

@@ -28,8 +28,9 @@ Internals used, exactly:
   the handler it is constructed with being the bound ``AsyncSocket._websocket_handler``;
   ``AsyncServer.sockets``, ``AsyncSocket.queue`` / ``closed`` / ``closing`` /
   ``upgraded`` / ``upgrading`` / ``last_ping``; the websocket writer task being the only
-  consumer of ``AsyncSocket.queue`` once upgraded; ``socketio.AsyncServer.
-  _engineio_server_class`` (to make python-socketio build :class:`EngineIOServer`).
+  consumer of ``AsyncSocket.queue`` once upgraded. python-socketio builds an
+  :class:`EngineIOServer` subclass through ``socketio.AsyncServer._engineio_server_class``,
+  which ``chatsvc.chat.sioserver.RecoveringServer`` overrides (its ``_EngineServer``).
 - asyncio: ``asyncio.Queue._getters`` (the futures of waiting ``get()`` calls).
 - aiohttp: ``WebSocketResponse._writer``; ``WebSocketWriter.transport`` / ``_closing`` /
   ``compress``; the unmasked frame layout ``WebSocketWriter._write_websocket_frame``
@@ -44,7 +45,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import engineio
-import socketio
 from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -142,13 +142,6 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         except Exception:  # a transport failing here fails the queue path too, which handles it
             return False
         return True
-
-
-class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on :class:`EngineIOServer`."""
-
-    def _engineio_server_class(self) -> type[EngineIOServer]:
-        return EngineIOServer
 
 
 def clock() -> float:

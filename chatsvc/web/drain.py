@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -88,3 +89,23 @@ class OpenTransports:
             self._cut(request)
         self.settled = True
         return len(stragglers)
+
+
+def refuse_new_sessions(draining: Callable[[], bool], path: str = "/socket.io/") -> Any:
+    """An aiohttp middleware: while draining, a new Engine.IO session (a request without
+    ``sid``) gets 503 ``{code: "shutting_down", message}``.
+
+    Refused at this level, socket.io-client counts it as a failed reconnect attempt and
+    keeps trying (with its backoff) until the proxy sends it to another replica; a Socket.IO
+    ``connect_error`` instead would end its reconnecting for good.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if draining() and request.path.startswith(path) and "sid" not in request.query:
+            return web.json_response(
+                {"code": "shutting_down", "message": "server is restarting; reconnect"}, status=503
+            )
+        return await handler(request)
+
+    return middleware

@@ -197,7 +197,8 @@ async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
     """Recipients the engine.io server can write to directly get exactly the frames of the
     packets the queue path would have sent them; the rest get those packets queued."""
     from chatsvc.bus import direct  # noqa: PLC0415
-    from chatsvc.transport.engineio_internals import SocketIOServer, frame  # noqa: PLC0415
+    from chatsvc.chat.sioserver import RecoveringServer  # noqa: PLC0415
+    from chatsvc.transport.engineio_internals import frame  # noqa: PLC0415
 
     built: list[int] = []
     real_frames = direct.frames
@@ -208,7 +209,7 @@ async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
 
     monkeypatch.setattr(direct, "frames", counting)
     manager = LocalManager()
-    sio = SocketIOServer(async_mode="aiohttp", client_manager=manager)
+    sio = RecoveringServer(async_mode="aiohttp", client_manager=manager)  # the app's server
     sio.manager_initialized = True
     manager.set_server(sio)
     manager.initialize()

@@ -261,6 +261,7 @@ async def test_edit_and_delete(server: ServerProcess, clients: ClientPool) -> No
 
     assert await alice.ok("delete", {"room": room, "id": msg["id"]}) == {"ok": True, "id": msg["id"]}
     deleted = await bob.next("message_deleted")
+    assert deleted.pop("event_id") > msg["id"]  # the room event log's id, additive
     assert deleted == {"id": msg["id"], "room": room, "deleted_by": "alice"}
     assert await alice.error("edit", {"room": room, "id": msg["id"], "text": "back"}) == "not_found"
 
@@ -409,3 +410,39 @@ async def test_many_clients_in_one_room(server: ServerProcess, clients: ClientPo
     sent = await members[0].ok("message", {"room": room, "text": "to everyone"})
     received = await asyncio.gather(*(m.next("message") for m in members[1:]))
     assert all(r == sent["message"] for r in received)
+
+
+async def test_refresh_swaps_the_token_and_moves_the_expiry(
+    server: ServerProcess, clients: ClientPool
+) -> None:
+    alice = await clients.connect(server.url, token("alice", ttl=3))
+    room = new_room()
+    await alice.ok("join", {"room": room})
+    fresh = token("alice", ttl=600, name="Alice Refreshed")
+    ack = await alice.ok("refresh", {"token": fresh})
+    assert set(ack) == {"ok", "expires_at"} and ack["expires_at"].endswith("Z")
+    await asyncio.sleep(4)  # past the first token's exp: the socket stays
+    assert alice.sio.connected and not alice.pending("session_end")
+    sent = await alice.ok("message", {"room": room, "text": "still here"})
+    assert sent["message"]["user"] == {"id": "alice", "name": "Alice Refreshed"}
+
+
+async def test_refresh_to_a_short_token_ends_the_session_at_its_exp(
+    server: ServerProcess, clients: ClientPool
+) -> None:
+    alice = await clients.connect(server.url, token("alice", ttl=600))
+    await alice.ok("refresh", {"token": token("alice", ttl=2)})
+    end = await alice.next("session_end", within=WAIT)
+    assert end["code"] == "token_expired" and end["reconnect"] is False
+
+
+async def test_refresh_refusals_keep_the_socket(server: ServerProcess, clients: ClientPool) -> None:
+    alice = await clients.connect(server.url, token("alice", ttl=600))
+    assert_error_ack(await alice.call("refresh", {"token": token("mallory")}), "forbidden")
+    assert_error_ack(await alice.call("refresh", {"token": token("alice", ttl=-60)}), "token_expired")
+    assert_error_ack(await alice.call("refresh", {"token": token("alice", secret="x" * 40)}), "token_invalid")
+    assert_error_ack(await alice.call("refresh", {"token": "not-a-jwt"}), "token_invalid")
+    assert_error_ack(await alice.call("refresh", {"token": 42}), "invalid_payload")
+    assert_error_ack(await alice.call("refresh", {}), "invalid_payload")
+    assert alice.sio.connected
+    assert (await alice.ok("join", {"room": new_room()}))["ok"] is True

@@ -186,6 +186,10 @@ async def test_edit_permissions(service: ChatService, recorder: Recorder) -> Non
     with pytest.raises(NotFound):
         await service.edit("other-room", message.id, "wrong room", ALICE)
     assert recorder.names() == ["message", "message_edited", "message_edited"]
+    edits = [payload for name, payload, *_ in recorder.events if name == "message_edited"]
+    logged = await service.store.events_after("r", message.id, 10)
+    assert [(e.kind, e.id, e.payload) for e in logged] == [("edited", p["event_id"], p) for p in edits]
+    assert [p["text"] for p in edits] == ["by author", "by admin"]
 
 
 async def test_delete_permissions(service: ChatService, recorder: Recorder) -> None:
@@ -195,12 +199,18 @@ async def test_delete_permissions(service: ChatService, recorder: Recorder) -> N
         await service.delete("r", a.id, BOB)
     deleted = await service.delete("r", a.id, ALICE)
     assert deleted.deleted and deleted.text == ""
-    assert recorder.events[-1] == (
+    name, payload, room, skip = recorder.events[-1]
+    event_id = payload.pop("event_id")
+    assert (name, payload, room, skip) == (
         "message_deleted",
         {"id": a.id, "room": "r", "deleted_by": "alice"},
         "r",
         None,
     )
+    # The event is in the room's event log under the id it was delivered with.
+    [logged] = await service.store.events_after("r", a.id, 10)
+    assert (logged.id, logged.kind, logged.message_id) == (event_id, "deleted", a.id)
+    assert logged.payload == {**payload, "event_id": event_id}
     with pytest.raises(NotFound):
         await service.delete("r", a.id, ALICE)  # already gone
     with pytest.raises(NotFound):

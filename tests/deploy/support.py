@@ -79,6 +79,34 @@ def known_settings_names() -> set[str]:
     return names
 
 
+def settings_names_read_by(reader: str) -> set[str]:
+    """The variables chatsvc/settings.py reads with ``self.<reader>(...)``.
+
+    ``secret`` gives the ones held as :class:`~chatsvc.settings.Secret` (plus the key
+    password of ``tls_files``), ``readable_file`` the ones naming a file (plus the three
+    paths of ``tls_files``); a deployment must deliver those from a secret store and as
+    mounted files respectively.
+    """
+    tree = ast.parse((REPO / "chatsvc" / "settings.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "self"
+        ):
+            continue
+        if node.func.attr == reader:
+            args = node.args[:1]
+        elif node.func.attr == "tls_files" and reader in {"secret", "readable_file"}:
+            args = node.args[3:] if reader == "secret" else node.args[:3]
+        else:
+            continue
+        names.update(a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str))
+    return names
+
+
 class RecordingEnv(Mapping[str, str]):
     """A read-only environment that remembers every name looked up in it."""
 
@@ -310,7 +338,7 @@ Event = dict[str, Any]
 class NodeClients:
     """Sockets of the real ``socket.io-client`` in one node process (tests/deploy/js/driver.js)."""
 
-    ca: Path
+    ca: Path | None
     log_path: Path
     proc: asyncio.subprocess.Process | None = None
     events: list[Event] = field(default_factory=list)
@@ -323,9 +351,10 @@ class NodeClients:
         env = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),
-            # The test CA, as a browser would have it in its trust store.
-            "NODE_EXTRA_CA_CERTS": str(self.ca),
         }
+        if self.ca is not None:
+            # The test CA, as a browser would have it in its trust store.
+            env["NODE_EXTRA_CA_CERTS"] = str(self.ca)
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             "node",

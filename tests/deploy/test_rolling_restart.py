@@ -6,6 +6,10 @@ replica post continuously. Replica 1 gets SIGTERM: it drains (session_end
 {reconnect: true}), its clients reconnect through nginx to replica 2 and rejoin with
 ``join {since}``. Replica 1 comes back, then replica 2 gets the same treatment. Every
 message a sender got an ok ack for must reach every other client, live or by catch-up.
+
+Two more clients opted into connection state recovery (``auth {recover: true}``): they
+reconnect by themselves, are ``recovered`` on the other replica (same sid, rooms kept,
+no rejoin) and get every acked message exactly once, with no app code.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ CLIENTS: dict[str, tuple[str, list[str]]] = {
     "poll1": ("1", ["polling"]),
     "ws2": ("2", ["websocket"]),
     "poll2": ("2", ["polling"]),
+    "rec1": ("1", ["websocket"]),
+    "rec2": ("2", ["polling"]),
 }
+#: Opted into connection state recovery: no rejoin, recovered instead.
+RECOVERING = {"rec1", "rec2"}
 SENDERS = ("send1", "send2")
 #: Seconds between two rounds of messages (one per sender).
 SEND_EVERY = 0.1
@@ -133,7 +141,11 @@ async def roll(cluster: Cluster, node: NodeClients, traffic: Traffic, index: int
     code = await asyncio.to_thread(replica.stop)
     assert code == 0, f"replica {index + 1} exited with {code}:\n{replica.log_tail()}"
     for name in pinned:
-        await reconnected(node, name, before[name] + 1)
+        if name in RECOVERING:
+            back = await node.connected(name, before[name] + 1, within=30)
+            assert back["recovered"] is True, back
+        else:
+            await reconnected(node, name, before[name] + 1)
     # Traffic flows again after the move.
     moved_at = traffic.count()
     await node.wait_for(lambda _e: traffic.count() >= moved_at + 10, within=15, what="traffic after the move")
@@ -153,6 +165,7 @@ async def test_rolling_restart_through_nginx_loses_no_acked_message(
             upgrade=False,
             reconnect=True,
             room=ROOM,
+            recover=name in RECOVERING,
         )
     for name in CLIENTS:
         await node.connected(name)
@@ -192,6 +205,13 @@ async def test_rolling_restart_through_nginx_loses_no_acked_message(
         await asyncio.sleep(0.1)
     lost: dict[str, Any] = missing()
     assert not lost, f"acked messages lost ({len(acked)} acked): {lost}"
+    for name in RECOVERING:
+        ids = [data["id"] for data in node.received(name, "message")]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        assert not repeated, f"{name} got messages twice: {repeated}"
+        sids = {e["sid"] for e in node.find(lambda e, n=name: e.get("name") == n and e["type"] == "connect")}
+        assert len(sids) == 1, f"{name} changed sid: {sids}"
+        assert not node.find(lambda e, n=name: e.get("name") == n and e["type"] == "rejoin")
     # Replica 1's clients were served by replica 2 through nginx's failover meanwhile.
     assert cluster.nginx is not None
     r2 = f"127.0.0.1:{cluster.replicas[1].port}"

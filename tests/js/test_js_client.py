@@ -256,7 +256,9 @@ async def test_js_clients_are_drained_at_sigterm(node: str, tmp_path: Path) -> N
             assert proc.returncode == 0, lines
             [end] = events(lines, "a", "session_end")
             assert end["code"] == "shutting_down" and end["reconnect"] is True
-            assert of(lines, "disconnect")[0]["reason"] == "io server disconnect"
+            # Only the transport is closed (no Socket.IO DISCONNECT): socket.io-client
+            # reconnects by itself when reconnection is on (it is off in this driver).
+            assert of(lines, "disconnect")[0]["reason"] in {"transport close", "transport error"}
             assert of(lines, "left")
     finally:
         for proc in procs:

@@ -27,8 +27,9 @@ from engineio import async_socket
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
+from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.transport import engineio_internals as internals
-from chatsvc.transport.engineio_internals import EngineIOServer, SocketIOServer, clock, frame, frames
+from chatsvc.transport.engineio_internals import EngineIOServer, clock, frame, frames
 from chatsvc.web.websocket import decline_ws_compression
 
 WS_PATH = "/engine.io/?EIO=4&transport=websocket"
@@ -55,10 +56,11 @@ def test_engineio_attributes_and_signatures() -> None:
     assert hasattr(asyncio.Queue(), "_getters")
     assert isinstance(stock.sockets, dict)
     assert isinstance(stock.ping_timeout, int | float)
-    # python-socketio builds its engine.io server through this hook.
-    assert socketio.AsyncServer._engineio_server_class is not None
-    sio = SocketIOServer(async_mode="aiohttp")
-    assert type(sio.eio) is EngineIOServer
+    # python-socketio builds its engine.io server through this hook (the app's server
+    # overrides it): the broadcast path's fast path needs an EngineIOServer there.
+    assert "self._engineio_server_class()(" in inspect.getsource(socketio.base_server.BaseServer.__init__)
+    sio = RecoveringServer(async_mode="aiohttp")
+    assert isinstance(sio.eio, EngineIOServer)
     # Our driver replaces only this server's websocket class, not the module-level dict.
     assert sio.eio._async["websocket"] is internals._TrackedWebSocket
     assert eio_aiohttp._async["websocket"] is eio_aiohttp.WebSocket

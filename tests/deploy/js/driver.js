@@ -12,10 +12,17 @@
 //       connect() again after a server-side disconnect that session_end allowed, and
 //       after a connect_error {code: "shutting_down"}. The server's answer also replays
 //       the moments before since (CHATSVC_CATCHUP_OVERLAP_MS); the test drops repeats by id.
+//       recover: opt into connection state recovery (auth {token, recover: true}); a
+//       reconnect that comes back recovered (socket.recovered) does not rejoin: the server
+//       restored its rooms and replayed what it missed.
 //   {"cmd":"emit","name":"a","event":"join","data":{...},"id":7}   -> ack (5 s bound)
+//   {"cmd":"drop","name":"a","pause_ms":500,"url":"..."}   close the Engine.IO connection under the socket (a network
+//       drop as the client sees it: "transport close", then socket.io-client reconnects)
 //   {"cmd":"close","name":"a"}   {"cmd":"quit"}
 // Events (stdout): {"type": "connect"|"disconnect"|"connect_error"|"event"|"ack"|
-//                   "rejoin"|"upgrade"|"error", "name": ..., ...}
+//                   "rejoin"|"upgrade"|"error", "name": ..., ...}; connect has
+//                   sid, recovered and n (1, 2, ...); event has data and, when the server
+//                   appended more arguments (the recovery offset), extra
 "use strict";
 
 const readline = require("readline");
@@ -41,7 +48,7 @@ function open(cmd) {
   const socket = io(cmd.url, {
     transports: cmd.transports || ["websocket"],
     upgrade: cmd.upgrade !== undefined ? cmd.upgrade : true,
-    auth: { token: cmd.token },
+    auth: cmd.recover ? { token: cmd.token, recover: true } : { token: cmd.token },
     reconnection: !!cmd.reconnect,
     reconnectionDelay: 100,
     reconnectionDelayMax: 500,
@@ -56,9 +63,9 @@ function open(cmd) {
   socket.on("connect", () => {
     state.connects += 1;
     const transport = socket.io.engine.transport.name;
-    out({ type: "connect", name: cmd.name, sid: socket.id, eio: socket.io.engine.id, transport, n: state.connects });
+    out({ type: "connect", name: cmd.name, sid: socket.id, eio: socket.io.engine.id, transport, n: state.connects, recovered: !!socket.recovered });
     socket.io.engine.once("upgrade", (t) => out({ type: "upgrade", name: cmd.name, transport: t.name }));
-    if (cmd.room && state.connects > 1) {
+    if (cmd.room && state.connects > 1 && !(cmd.recover && socket.recovered)) {
       // What a real client does after a reconnect: rejoin, asking for what it missed,
       // page by page while the server says there is more.
       const n = state.connects;
@@ -94,10 +101,12 @@ function open(cmd) {
       setTimeout(() => socket.connect(), 250);
     }
   });
-  socket.onAny((event, data) => {
+  socket.onAny((event, data, ...extra) => {
     if (event === "message" && data && data.id) state.lastId = newest(state.lastId, data.id);
     if (event === "session_end" && data && data.reconnect && cmd.room) state.allowReconnect = true;
-    out({ type: "event", name: cmd.name, event, data });
+    const line = { type: "event", name: cmd.name, event, data };
+    if (extra.length) line.extra = extra;
+    out(line);
   });
 }
 
@@ -125,7 +134,20 @@ rl.on("line", (line) => {
   try {
     if (cmd.cmd === "open") open(cmd);
     else if (cmd.cmd === "emit") emit(cmd);
-    else if (cmd.cmd === "close") {
+    else if (cmd.cmd === "drop") {
+      const s = sockets.get(cmd.name);
+      if (s) {
+        // pause_ms: stay away this long before reconnecting (messages pile up meanwhile).
+        // url: come back through another address (a load balancer picking another replica).
+        if (cmd.url) s.socket.io.uri = cmd.url;
+        if (cmd.pause_ms) {
+          s.socket.io.reconnectionDelay(cmd.pause_ms);
+          s.socket.io.reconnectionDelayMax(cmd.pause_ms);
+        }
+        s.socket.io.engine.close();
+      }
+      out({ type: "dropped", name: cmd.name });
+    } else if (cmd.cmd === "close") {
       const s = sockets.get(cmd.name);
       if (s) s.socket.close();
       sockets.delete(cmd.name);

@@ -1,0 +1,475 @@
+"""Connection state recovery (socket.io-client's ``connectionStateRecovery``), durable in
+the store so a client recovers on any replica, also after a restart.
+
+Wire form (socket.io-client v4, see chatsvc.chat.sioserver): a client opts in with
+``auth: {token, recover: true}`` (a ``pid`` counts as opting in); its CONNECT reply then
+carries a private session id ``pid`` and each ``message`` / ``message_edited`` /
+``message_deleted`` event it receives an offset as an extra last argument: the message id,
+or the ``event_id`` of an edit/delete (the room event log's id, also in the payload). Other
+sockets' packets are unchanged. On reconnect socket.io-client sends ``{pid, offset, ...}``.
+
+**Exactly once.** Ids are minted by the replica that stored the message and delivery
+follows the bus, so "after the offset" in id order would both repeat and lose messages
+(README, catch-up overlap), and socket.io-client does not drop repeats. A socket's packets,
+however, arrive in the order they were queued, so the client has received a *prefix* of
+what was sent to it. Each opted-in socket therefore keeps a **journal**: the offsets queued
+to it, in send order (at most ``CHATSVC_RECOVERY_MAX_REPLAY``; the largest id that fell
+out is remembered), plus the ids of messages it posted itself (sent to others, not to it).
+On disconnect the session -- user, rooms and since when, journal -- is saved under the pid
+for ``CHATSVC_RECOVERY_WINDOW`` seconds. On recovery the client's offset locates the
+received prefix in the journal; the replay is every stored message and room event of the
+session's rooms above the floor (the room's join time less ``CHATSVC_CATCHUP_OVERLAP_MS``,
+and above every id that fell out of the journal) that is neither in that prefix nor the
+socket's own, in id order. While it is computed and sent, a *hold* records what this
+replica broadcasts to those rooms; the socket enters its rooms only after the replay, and
+what the hold saw is sent after it, minus what already went out. An offset the journal
+cannot place, an offset-less client whose journal overflowed, or more than
+``CHATSVC_RECOVERY_MAX_REPLAY`` events to replay: a fresh connect (new sid, no rooms; the
+client rejoins with ``join {since}``). The one assumption: an event reaches every replica
+within the overlap of being stored (what ``join {since}`` assumes too).
+
+The pid stays the same across recoveries (socket.io-client reports ``recovered`` only when
+the reply's pid equals the one it sent); the stored session is consumed by the claim (one
+use, an LWT in CQL) and written afresh at the next drop. Only the same ``sub``, with a
+currently valid token, may claim it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatsvc.chat.ids import is_message_id, lowest_id_at
+from chatsvc.errors import ChatError
+from chatsvc.settings import Limits
+from chatsvc.store.base import MessageStore, SessionRecord
+
+log = logging.getLogger(__name__)
+
+#: Events that carry an offset, and which payload field holds it.
+RECOVERABLE: dict[str, str] = {"message": "id", "message_edited": "event_id", "message_deleted": "event_id"}
+#: Event names of room-log kinds.
+EVENT_OF_KIND = {"edited": "message_edited", "deleted": "message_deleted"}
+SESSION_FORMAT = 1
+#: A pid is 24 random bytes, URL-safe base64 (32 characters).
+PID_BYTES = 24
+MAX_PID_LENGTH = 64
+#: Socket.IO disconnect reasons after which a session is kept (python-engineio's names).
+DROPPED = frozenset({"transport close", "transport error", "ping timeout"})
+
+Send = Callable[[str, dict[str, Any], str], Awaitable[None]]
+
+
+def new_pid() -> str:
+    """An unguessable private session id."""
+    return secrets.token_urlsafe(PID_BYTES)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a CONNECT's auth data asks for."""
+
+    opted_in: bool
+    pid: str | None
+    offset: str | None
+
+
+def requested(auth: Any) -> Request:
+    """Parse ``{recover?, pid?, offset?}`` from CONNECT data; anything malformed is ignored."""
+    if not isinstance(auth, dict):
+        return Request(False, None, None)
+    pid = auth.get("pid")
+    pid = pid if isinstance(pid, str) and 0 < len(pid) <= MAX_PID_LENGTH else None
+    offset = auth.get("offset")
+    offset = offset if is_message_id(offset) else None
+    return Request(auth.get("recover") is True or pid is not None, pid, offset)
+
+
+class Journal:
+    """Offsets in the order they were queued to one socket, bounded; remembers the
+    largest one that fell out (anything above it is still here, if it was queued)."""
+
+    __slots__ = ("dropped_max", "entries")
+
+    def __init__(self, limit: int, entries: Iterable[str] = (), dropped_max: str = "") -> None:
+        self.entries: deque[str] = deque(maxlen=limit)
+        self.dropped_max = dropped_max
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, offset: str) -> None:
+        entries = self.entries
+        if len(entries) == entries.maxlen and entries:
+            self.dropped_max = max(self.dropped_max, entries[0])
+        entries.append(offset)
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.dropped_max)
+
+
+@dataclass
+class LiveSession:
+    """The recoverable state of one connected, opted-in socket."""
+
+    pid: str
+    user_id: str
+    journal: Journal
+    own: Journal
+    #: room -> since when (Unix ms) the socket has been in it.
+    rooms: dict[str, int] = field(default_factory=dict)
+    #: Set when the server ends the socket but wants it back (drain).
+    resumable: bool = False
+
+
+@dataclass(frozen=True)
+class SavedSession:
+    """A session as stored (see :func:`encode`)."""
+
+    sid: str
+    rooms: dict[str, int]
+    journal: list[str]
+    dropped_max: str
+    own: list[str]
+    own_dropped_max: str
+
+
+def encode(sid: str, live: LiveSession, saved_at_ms: int) -> str:
+    """The stored form of a session (JSON, versioned)."""
+    return json.dumps(
+        {
+            "v": SESSION_FORMAT,
+            "sid": sid,
+            "rooms": live.rooms,
+            "journal": list(live.journal.entries),
+            "dropped": live.journal.dropped_max,
+            "own": list(live.own.entries),
+            "own_dropped": live.own.dropped_max,
+            "saved_at": saved_at_ms,
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode(data: str) -> SavedSession:
+    """Parse :func:`encode`'s output; ``ValueError`` for anything else."""
+    raw = json.loads(data)
+    if not isinstance(raw, dict) or raw.get("v") != SESSION_FORMAT:
+        raise ValueError("unknown session format")
+    rooms, journal, own = raw.get("rooms"), raw.get("journal"), raw.get("own")
+    if not (isinstance(rooms, dict) and isinstance(journal, list) and isinstance(own, list)):
+        raise ValueError("malformed session")
+    return SavedSession(
+        sid=str(raw["sid"]),
+        rooms={str(r): int(ms) for r, ms in rooms.items()},
+        journal=[str(o) for o in journal],
+        dropped_max=str(raw.get("dropped", "")),
+        own=[str(o) for o in own],
+        own_dropped_max=str(raw.get("own_dropped", "")),
+    )
+
+
+@dataclass(frozen=True, order=True)
+class Item:
+    """One replayable event: ordered by offset."""
+
+    offset: str
+    event: str = field(compare=False)
+    payload: dict[str, Any] = field(compare=False)
+
+
+class Hold:
+    """Recoverable events this replica broadcast to some rooms while a session is restored."""
+
+    def __init__(self, rooms: Iterable[str]) -> None:
+        self.rooms = frozenset(rooms)
+        self.items: list[Item] = []
+
+    def take(self) -> list[Item]:
+        items, self.items = self.items, []
+        return items
+
+
+@dataclass
+class Plan:
+    """A claimed session on its way back."""
+
+    sid: str
+    pid: str
+    user_id: str
+    rooms: dict[str, int]
+    live: LiveSession
+    hold: Hold
+    #: Offsets never to send again: received (the journal prefix) and the socket's own.
+    skip: set[str]
+    floor: str
+
+
+class Recovery:
+    """Sessions of opted-in sockets, their journals, and restoring them.
+
+    Also the broadcast path's :class:`chatsvc.bus.direct.RecoveryOffsets` policy: it sees
+    every recoverable event this replica delivers (``offset_of``, once per broadcast) and
+    each opted-in recipient (``wants_offsets``, right after, for each).
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._window_ms = limits.recovery_window_seconds * 1000
+        self._max_replay = limits.recovery_max_replay
+        self._overlap_ms = limits.catchup_overlap_ms
+        self._clock = clock
+        self._live: dict[str, LiveSession] = {}
+        self._plans: dict[str, Plan] = {}
+        self._holds: list[Hold] = []
+        self._current: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """``CHATSVC_RECOVERY_WINDOW`` > 0."""
+        return self._window_ms > 0
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- the broadcast path's policy -------------------------------------------------------
+
+    def offset_of(self, event: str, args: Sequence[Any]) -> str | None:
+        """The offset of a recoverable event; also feeds the holds of sessions being restored."""
+        field_name = RECOVERABLE.get(event)
+        offset = None
+        if field_name is not None and len(args) == 1 and isinstance(args[0], dict):
+            value = args[0].get(field_name)
+            offset = value if isinstance(value, str) else None
+        self._current = offset
+        if offset is not None and self._holds:
+            room = args[0].get("room")
+            for hold in self._holds:
+                if room in hold.rooms:
+                    hold.items.append(Item(offset, event, args[0]))
+        return offset
+
+    def wants_offsets(self, sid: str) -> bool:
+        """Opted in? Then the event being broadcast (``offset_of`` just ran) is journaled."""
+        live = self._live.get(sid)
+        if live is None:
+            return False
+        if self._current is not None:
+            live.journal.add(self._current)
+        return True
+
+    # -- live sessions ---------------------------------------------------------------------
+
+    def start(self, sid: str, user_id: str) -> LiveSession:
+        """A fresh opted-in socket: new pid, empty journal."""
+        live = LiveSession(new_pid(), user_id, Journal(self._max_replay), Journal(self._max_replay))
+        self._live[sid] = live
+        return live
+
+    def pid_for(self, sid: str) -> str | None:
+        live = self._live.get(sid)
+        return live.pid if live is not None else None
+
+    def live(self, sid: str) -> LiveSession | None:
+        return self._live.get(sid)
+
+    def joined(self, sid: str, room: str) -> None:
+        live = self._live.get(sid)
+        if live is not None and room not in live.rooms:
+            live.rooms[room] = self._now_ms()
+
+    def left(self, sid: str, room: str) -> None:
+        live = self._live.get(sid)
+        if live is not None:
+            live.rooms.pop(room, None)
+
+    def posted(self, sid: str, message_id: str) -> None:
+        """``sid`` sent this message (it is delivered to the others, never back to it)."""
+        live = self._live.get(sid)
+        if live is not None:
+            live.own.add(message_id)
+
+    def local_sid_of(self, pid: str, user_id: str) -> str | None:
+        """The socket on this replica still holding session ``pid`` for ``user_id``: its
+        client reconnected before the server noticed the old connection was dead."""
+        for sid, live in self._live.items():
+            if live.pid == pid and live.user_id == user_id:
+                return sid
+        return None
+
+    def mark_resumable(self, sid: str) -> None:
+        live = self._live.get(sid)
+        if live is not None:
+            live.resumable = True
+
+    async def end(self, sid: str, reason: Any) -> None:
+        """The socket is gone: keep its session if it dropped (or the server asked it back)."""
+        live = self._live.pop(sid, None)
+        plan = self._plans.pop(sid, None)
+        if plan is not None:
+            self._drop_hold(plan.hold)
+        if live is None or not self.enabled:
+            return
+        if not (live.resumable or (isinstance(reason, str) and reason in DROPPED)):
+            return
+        now = self._now_ms()
+        record = SessionRecord(live.pid, live.user_id, encode(sid, live, now), now + self._window_ms)
+        try:
+            await self._store.save_session(record)
+        except ChatError as exc:
+            log.warning("could not save the session of %s (%s); it cannot be recovered", sid, exc.code)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def prepare(self, request: Request, user_id: str, may_join: Callable[[str], bool]) -> str | None:
+        """Claim ``request.pid``'s session for ``user_id`` if it can be restored exactly;
+        return its sid (the plan waits for :meth:`resume`), or None for a fresh connect."""
+        if not self.enabled or request.pid is None:
+            return None
+        try:
+            record = await self._store.get_session(request.pid)
+            if record is None or record.user_id != user_id:
+                return None
+            if not await self._store.delete_session(request.pid):
+                return None  # claimed by a concurrent connect
+            saved = decode(record.data)
+        except ChatError as exc:
+            log.warning("session lookup failed (%s); connecting afresh", exc.code)
+            return None
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable stored session; connecting afresh")
+            return None
+        plan = self._plan(request, saved, record.pid, user_id, may_join)
+        if plan is None:
+            return None
+        self._holds.append(plan.hold)
+        try:
+            items = await self._pending(plan)
+        except ChatError as exc:
+            log.warning("replay lookup failed (%s); connecting afresh", exc.code)
+            items = None
+        if items is None or len(items) > self._max_replay:
+            self._drop_hold(plan.hold)
+            return None
+        self._plans[plan.sid] = plan
+        return plan.sid
+
+    def _plan(
+        self,
+        request: Request,
+        saved: SavedSession,
+        pid: str,
+        user_id: str,
+        may_join: Callable[[str], bool],
+    ) -> Plan | None:
+        journal = saved.journal
+        if request.offset is not None and request.offset in journal:
+            received = journal[: journal.index(request.offset) + 1]
+        elif not saved.dropped_max:
+            # The client's offset (if any) predates this session: it received none of it.
+            received = []
+        else:
+            return None  # the offset fell out of the journal: too much was missed
+        rooms = {room: since for room, since in saved.rooms.items() if may_join(room)}
+        live = LiveSession(
+            pid,
+            user_id,
+            Journal(self._max_replay, received, saved.dropped_max),
+            Journal(self._max_replay, saved.own, saved.own_dropped_max),
+            dict(rooms),  # kept if it drops again mid-restore
+        )
+        return Plan(
+            sid=saved.sid,
+            pid=pid,
+            user_id=user_id,
+            rooms=rooms,
+            live=live,
+            hold=Hold(rooms),
+            skip={*received, *saved.own},
+            floor=max(saved.dropped_max, saved.own_dropped_max),
+        )
+
+    async def _pending(self, plan: Plan, *, bounded: bool = True) -> list[Item] | None:
+        """Everything to replay, in offset order (None: more than can be replayed)."""
+        limit = (self._max_replay if bounded else 10 * self._max_replay) + len(plan.skip) + 1
+        found: dict[str, Item] = {}
+        for room, since in plan.rooms.items():
+            floor = max(lowest_id_at(max(0, since - self._overlap_ms)), plan.floor)
+            messages = await self._store.after(room, floor, limit)
+            events = await self._store.events_after(room, floor, limit)
+            if bounded and (len(messages) >= limit or len(events) >= limit):
+                return None
+            for m in messages:
+                found[m.id] = Item(m.id, "message", m.to_wire())
+            for e in events:
+                event = EVENT_OF_KIND.get(e.kind)
+                if event is not None:
+                    found[e.id] = Item(e.id, event, e.payload)
+        for item in plan.hold.items:
+            found.setdefault(item.offset, item)
+        return sorted(item for offset, item in found.items() if offset not in plan.skip)
+
+    def abandon(self, sid: str) -> None:
+        """Forget a claimed session that will not be restored."""
+        plan = self._plans.pop(sid, None)
+        if plan is not None:
+            self._drop_hold(plan.hold)
+
+    def _drop_hold(self, hold: Hold) -> None:
+        if hold in self._holds:
+            self._holds.remove(hold)
+
+    def resume(self, sid: str) -> Plan | None:
+        """At the namespace's connect: the plan for ``sid``, its live session installed."""
+        plan = self._plans.get(sid)
+        if plan is not None:
+            self._live[sid] = plan.live
+        return plan
+
+    async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int | None:
+        """Replay what ``sid`` missed, then enter its rooms; return how many were replayed
+        (None: ``sid`` is not being recovered)."""
+        plan = self._plans.pop(sid, None)
+        if plan is None:
+            return None
+        live = plan.live
+        sent = set(plan.skip)
+        count = 0
+
+        async def send_new(items: Iterable[Item]) -> None:
+            nonlocal count
+            for item in items:
+                # Its own messages too, also those it posted while being restored.
+                if item.offset in sent or item.offset in live.own.entries:
+                    continue
+                sent.add(item.offset)
+                live.journal.add(item.offset)
+                await send(item.event, item.payload, item.offset)
+                count += 1
+
+        try:
+            # Again, now that this sid is connected: what was stored since prepare().
+            pending = await self._pending(plan, bounded=False) or []
+            plan.hold.take()
+            await send_new(pending)
+            await send_new(sorted(plan.hold.take()))
+            for room in plan.rooms:
+                await enter(room)
+            # What the hold saw while entering, unless it also arrived live (journaled).
+            sent.update(live.journal.entries)
+            await send_new(sorted(plan.hold.take()))
+        finally:
+            self._drop_hold(plan.hold)
+        return count

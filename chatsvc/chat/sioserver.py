@@ -1,0 +1,176 @@
+"""The Socket.IO server with connection state recovery: every reliance on python-socketio's
+and python-engineio's internals is in this module.
+
+Pinned: python-socketio 5.18.1, python-engineio 4.15.1 (pyproject.toml);
+tests/chat/test_sioserver.py fails loudly if the internals below change.
+
+socket.io-client v4 recovers a session like this (its ``lib/socket.ts``): the server's
+CONNECT reply carries ``{sid, pid}``; the client remembers ``pid`` and the last string
+argument of every event as its offset; on reconnect it sends CONNECT data
+``{pid, offset, ...auth}`` and sets ``socket.recovered`` when the reply's ``pid`` equals
+the one it sent. python-socketio answers CONNECT with ``{sid}`` only and always mints a
+new sid, so this subclass changes three things, each at a method python-socketio calls:
+
+* ``_handle_connect`` (python-socketio's, wrapped): before it runs, the chat namespace may
+  claim a stored session for the CONNECT data's ``pid`` (:class:`ConnectHooks`); the sid
+  that ``manager.pre_connect`` then takes from ``eio.generate_id()`` is the session's old
+  sid, through :class:`_EngineServer`. After it, the namespace restores the session (rooms,
+  replay), strictly after the CONNECT reply is on the socket's queue.
+* ``_send_packet``: the CONNECT reply (``{"sid": ...}``) gets ``pid`` for opted-in sockets.
+* :meth:`RecoveringServer.send_event` queues an event for one local socket without the
+  manager (replays must not pass through the broadcast path's recovery hook), and
+  :meth:`RecoveringServer.close_transport` ends a socket at the Engine.IO level only (no
+  Socket.IO DISCONNECT, after which socket.io-client would not reconnect by itself);
+  :meth:`RecoveringServer.drop_transport` ends one at once, as a network drop would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+import socketio
+from socketio import packet
+
+from chatsvc.transport.engineio_internals import EngineIOServer
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/"
+
+
+class ConnectHooks(Protocol):
+    """What the chat namespace does around python-socketio's CONNECT handling."""
+
+    async def prepare_recovery(self, environ: dict[str, Any], auth: Any) -> str | None:
+        """Claim the session the CONNECT data names, if it may be recovered; return the
+        sid to reuse for it (None: a fresh connect)."""
+
+    def abandon_recovery(self, sid: str) -> None:
+        """The claimed session for ``sid`` will not be restored (refused or sid taken)."""
+
+    async def after_connect(self, sid: str) -> None:
+        """The CONNECT reply for ``sid`` is queued: restore rooms and replay, if recovering."""
+
+    def pid_for(self, sid: str) -> str | None:
+        """The private session id to put in ``sid``'s CONNECT reply (None: not opted in)."""
+
+
+class _EngineServer(EngineIOServer):
+    """python-engineio's server, able to hand out one chosen id next (and, from
+    :class:`EngineIOServer`, to write a pre-framed broadcast to idle websockets).
+
+    ``socketio.base_manager.BaseManager.pre_connect`` names a new Socket.IO session with
+    ``server.eio.generate_id()``. :meth:`RecoveringServer._handle_connect` sets the id and
+    runs python-socketio's handler, which reaches ``pre_connect`` without suspending, so no
+    other caller (Engine.IO handshakes call it too) can take the id in between.
+    """
+
+    next_id: str | None = None
+
+    def generate_id(self) -> str:
+        chosen, self.next_id = self.next_id, None
+        return chosen if chosen is not None else str(super().generate_id())
+
+
+class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
+    """``socketio.AsyncServer`` that can restore sessions on namespace ``/``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hooks: ConnectHooks | None = None
+
+    def _engineio_server_class(self) -> type[EngineIOServer]:
+        return _EngineServer
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        hooks = self.hooks
+        if hooks is None or (namespace or NAMESPACE) != NAMESPACE:
+            await super()._handle_connect(eio_sid, namespace, data)
+            return
+        environ = self.environ.get(eio_sid, {})
+        reuse = await hooks.prepare_recovery(environ, data)
+        if reuse is not None and self.manager.eio_sid_from_sid(reuse, NAMESPACE) is not None:
+            hooks.abandon_recovery(reuse)  # that sid is (still) connected here
+            reuse = None
+        eio = self.eio
+        eio.next_id = reuse
+        try:
+            await super()._handle_connect(eio_sid, namespace, data)
+        except BaseException:
+            if reuse is not None:
+                hooks.abandon_recovery(reuse)
+            raise
+        finally:
+            eio.next_id = None
+        sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
+        if reuse is not None and sid != reuse:
+            hooks.abandon_recovery(reuse)
+        if sid is not None and self.manager.is_connected(sid, NAMESPACE):
+            await hooks.after_connect(sid)
+
+    async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
+        hooks = self.hooks
+        if (
+            hooks is not None
+            and pkt.packet_type == packet.CONNECT
+            and (pkt.namespace or NAMESPACE) == NAMESPACE
+            and isinstance(pkt.data, dict)
+            and isinstance(pkt.data.get("sid"), str)
+        ):
+            pid = hooks.pid_for(pkt.data["sid"])
+            if pid is not None:
+                pkt.data = {**pkt.data, "pid": pid}
+        await super()._send_packet(eio_sid, pkt)
+
+    async def send_event(self, sid: str, event: str, args: list[Any]) -> None:
+        """Queue ``[event, *args]`` for the local socket ``sid`` (nothing if it is gone)."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        if eio_sid is None:
+            return
+        await self._send_packet(
+            eio_sid, self.packet_class(packet.EVENT, namespace=NAMESPACE, data=[event, *args])
+        )
+
+    async def drop_transport(self, sid: str) -> None:
+        """End ``sid``'s Engine.IO connection at once, as if the network had dropped it
+        (disconnect reason ``transport close``): for a socket its client has already
+        replaced with a new connection, which python-engineio would only notice at the
+        ping timeout."""
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        socket = self.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if socket is None:
+            return
+        await socket.close(wait=False, abort=True, reason=self.eio.reason.TRANSPORT_CLOSE)
+        if getattr(socket, "upgraded", False):
+            socket.queue.put_nowait(None)  # see close_transport
+        self.eio.sockets.pop(eio_sid, None)
+
+    async def close_transport(self, sid: str, within: float) -> None:
+        """Close ``sid``'s Engine.IO connection once what is queued for it has gone out
+        (bounded): the client sees a transport close and reconnects by itself.
+
+        Over long-polling the queue empties when a poll takes the packets; closing before
+        that would put the CLOSE in the same response, which socket.io-client handles
+        before the events next to it (they are dispatched a tick later and dropped).
+        """
+        eio_sid = self.manager.eio_sid_from_sid(sid, NAMESPACE)
+        if eio_sid is None:
+            return
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None:
+            return
+        try:
+            async with asyncio.timeout(within):
+                await socket.queue.join()
+        except TimeoutError:
+            log.info("queued packets of session %s did not go out in time", sid)
+        websocket = bool(getattr(socket, "upgraded", False))
+        async with asyncio.timeout(within):
+            await self.eio.disconnect(eio_sid)
+        if websocket:
+            # python-engineio sends CLOSE but leaves the websocket open (its own client
+            # closes on CLOSE; engine.io-client ignores it over websocket): a None wakes
+            # its writer task, which then closes the websocket.
+            socket.queue.put_nowait(None)

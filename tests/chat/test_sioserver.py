@@ -1,0 +1,166 @@
+"""The recovery wire form, frame by frame, on a real server; and the python-socketio /
+python-engineio internals chatsvc/chat/sioserver.py relies on (this fails loudly when an
+upgrade changes them: re-read that module's docstring, adapt it, then the pins)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from importlib.metadata import version
+from typing import Any
+
+import aiohttp
+import engineio
+import pytest
+import socketio
+from socketio import base_manager
+
+from chatsvc.chat.sioserver import RecoveringServer, _EngineServer
+from chatsvc.transport.engineio_internals import EngineIOServer
+from tests.support.clients import ClientPool, running_server
+from tests.support.servers import ServerProcess
+from tests.support.tokens import token
+
+
+def test_pinned_versions_and_internals() -> None:
+    assert version("python-socketio") == "5.18.1", "re-check chatsvc/chat/sioserver.py against it"
+    assert version("python-engineio") == "4.15.1", "re-check chatsvc/chat/sioserver.py against it"
+    params = list(inspect.signature(socketio.AsyncServer._handle_connect).parameters)
+    assert params == ["self", "eio_sid", "namespace", "data"]
+    assert list(inspect.signature(socketio.AsyncServer._send_packet).parameters) == ["self", "eio_sid", "pkt"]
+    # The sid of a new Socket.IO session comes from eio.generate_id() in pre_connect.
+    assert "self.server.eio.generate_id()" in inspect.getsource(base_manager.BaseManager.pre_connect)
+    assert "{'sid': sid}" in inspect.getsource(socketio.AsyncServer._handle_connect)
+    server = RecoveringServer(async_mode="aiohttp")
+    assert isinstance(server.eio, _EngineServer) and isinstance(server.eio, engineio.AsyncServer)
+    # One chain: the broadcast path's frame-once fast path works with recovery.
+    assert isinstance(server.eio, EngineIOServer)
+    server.eio.next_id = "chosen"
+    assert server.eio.generate_id() == "chosen"
+    assert server.eio.generate_id() != "chosen"
+    # close_transport's websocket wake-up: the writer ends on a None in the queue.
+    writer = inspect.getsource(engineio.async_socket.AsyncSocket._websocket_handler)
+    assert "if not packets:" in writer and "await ws.close()" in writer
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(
+        tmp_path_factory.mktemp("wire"), CHATSVC_RATE_LIMIT_PER_SECOND="1000", CHATSVC_RATE_LIMIT_BURST="1000"
+    ) as running:
+        yield running
+
+
+class Raw:
+    """A websocket speaking Engine.IO/Socket.IO frames by hand."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def connect(self, auth: dict[str, Any]) -> dict[str, Any]:
+        assert (await self.ws.receive_str(timeout=5)).startswith("0{")
+        await self.ws.send_str("40" + json.dumps(auth))
+        reply = await self.ws.receive_str(timeout=5)
+        assert reply.startswith("40{"), reply
+        return json.loads(reply[2:])  # type: ignore[no-any-return]
+
+    async def event(self, name: str) -> list[Any]:
+        """The arguments of the next ``name`` event (answering pings on the way)."""
+        while True:
+            frame = await self.ws.receive_str(timeout=5)
+            if frame == "2":
+                await self.ws.send_str("3")
+            elif frame.startswith("42"):
+                data = json.loads(frame[2:])
+                if data[0] == name:
+                    return data[1:]  # type: ignore[no-any-return]
+
+    async def call(self, ack_id: int, event: str, data: Any) -> Any:
+        await self.ws.send_str(f"42{ack_id}" + json.dumps([event, data]))
+        while True:
+            frame = await self.ws.receive_str(timeout=5)
+            if frame.startswith(f"43{ack_id}"):
+                return json.loads(frame[2 + len(str(ack_id)) :])[0]
+
+
+@pytest.fixture
+async def raw(server: ServerProcess) -> AsyncIterator[Any]:
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session:
+
+        async def open_raw() -> Raw:
+            return Raw(await session.ws_connect(url, autoclose=False))
+
+        yield open_raw
+
+
+async def test_wire_form_opt_in_and_one_use_recovery(server: ServerProcess, raw: Any) -> None:
+    room = f"wire-{uuid.uuid4().hex[:8]}"
+    plain = await raw()
+    assert set(await plain.connect({"token": token("plain")})) == {"sid"}  # unchanged
+    first = await raw()
+    hello = await first.connect({"token": token("dora"), "recover": True})
+    assert set(hello) == {"sid", "pid"} and len(hello["pid"]) == 32
+    for client in (plain, first):
+        assert (await client.call(1, "join", {"room": room}))["ok"] is True
+
+    async with ClientPool() as pool:
+        sender = await pool.connect(server.url, token("sender"))
+        await sender.ok("join", {"room": room})
+        one = (await sender.ok("message", {"room": room, "text": "one"}))["message"]
+        assert await plain.event("message") == [one]  # no offset for the plain socket
+        assert await first.event("message") == [one, one["id"]]  # the offset, last
+        await first.ws.close()  # a drop, as far as the server can tell
+        two = (await sender.ok("message", {"room": room, "text": "two"}))["message"]
+
+        # Another user presenting the pid gets a fresh session; the session stays.
+        thief = await raw()
+        stolen = await thief.connect({"token": token("mallory"), "pid": hello["pid"], "offset": one["id"]})
+        assert stolen["pid"] != hello["pid"] and stolen["sid"] != hello["sid"]
+
+        back = await raw()
+        again = await back.connect({"token": token("dora"), "pid": hello["pid"], "offset": one["id"]})
+        assert again == hello  # same sid and pid: socket.recovered
+        assert await back.event("message") == [two, two["id"]]  # replayed, after CONNECT
+        three = (await sender.ok("message", {"room": room, "text": "three"}))["message"]
+        assert await back.event("message") == [three, three["id"]]  # the room was rejoined
+
+        # Dropped again, recovered again: the pid stays, the session is written afresh
+        # at each drop (claims are one use: tests/store/test_recovery_contract.py).
+        await back.ws.close()
+        await asyncio.sleep(0.3)
+        back = await raw()
+        auth = {"token": token("dora"), "pid": hello["pid"], "offset": three["id"]}
+        assert await back.connect(auth) == hello
+
+        # A client-initiated disconnect ("41") keeps no session.
+        await back.ws.send_str("41")
+        await back.ws.close()
+        late = await raw()
+        after_close = await late.connect({"token": token("dora"), "pid": hello["pid"], "offset": three["id"]})
+        assert after_close["pid"] != hello["pid"]
+        assert (await late.call(1, "message", {"room": room, "text": "x"}))["error"]["code"] == "not_in_room"
+
+
+async def test_a_client_back_before_its_old_connection_died_recovers(server: ServerProcess, raw: Any) -> None:
+    """A silent network loss: the server still holds the old websocket when the client
+    reconnects with its pid. The old connection is ended and its session recovered."""
+    room = f"wire-{uuid.uuid4().hex[:8]}"
+    old = await raw()
+    hello = await old.connect({"token": token("erin"), "recover": True})
+    assert (await old.call(1, "join", {"room": room}))["ok"] is True
+    new = await raw()
+    again = await new.connect({"token": token("erin"), "pid": hello["pid"]})
+    assert again == hello
+    closing = await old.ws.receive(timeout=5)
+    while closing.type == aiohttp.WSMsgType.TEXT:  # e.g. a ping queued before the drop
+        closing = await old.ws.receive(timeout=5)
+    assert closing.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
+    async with ClientPool() as pool:
+        sender = await pool.connect(server.url, token("sender"))
+        await sender.ok("join", {"room": room})
+        sent = (await sender.ok("message", {"room": room, "text": "to the new connection"}))["message"]
+        assert await new.event("message") == [sent, sent["id"]]
