@@ -37,7 +37,7 @@ from chatsvc.chat.ids import id_at
 ALL_SCENARIOS = ("idle", "fanout", "rooms", "storm", "cross", "kafka-idle", "history", "ablation")
 QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "history")
 #: Every optimisation the launcher can revert; "before" runs with all of them reverted.
-OPTIMISATIONS = ("uvloop", "direct-emit", "gc")
+OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
 RATE_LIMIT = {"CHATSVC_RATE_LIMIT_PER_SECOND": "100000", "CHATSVC_RATE_LIMIT_BURST": "100000"}
 
 
@@ -140,22 +140,32 @@ CENTRIFUGO = Target("centrifugo", "Centrifugo v6.9.1 (peer)", "centrifugo")
 ABLATION = (
     (BEFORE_MEM, False, "before: stock asyncio loop, task per recipient, default GC"),
     (
-        Target("abl-emit", "", "chatsvc", (MEMORY,), ("uvloop", "gc")),
+        Target("abl-emit", "", "chatsvc", (MEMORY,), ("uvloop", "gc", "frame-once", "lean-socket")),
         False,
         "+ direct emit only (no task per recipient)",
     ),
-    (Target("abl-uvloop", "", "chatsvc", (MEMORY,), ("direct-emit", "gc")), False, "+ uvloop only"),
-    (Target("abl-gc", "", "chatsvc", (MEMORY,), ("uvloop", "direct-emit")), False, "+ GC tuning only"),
+    (
+        Target("abl-uvloop", "", "chatsvc", (MEMORY,), ("direct-emit", "gc", "frame-once", "lean-socket")),
+        False,
+        "+ uvloop only",
+    ),
+    (
+        Target("abl-gc", "", "chatsvc", (MEMORY,), ("uvloop", "direct-emit", "frame-once", "lean-socket")),
+        False,
+        "+ GC tuning only",
+    ),
+    # Frame-once builds on direct emit (python-socketio's stock emit never reaches it).
+    (Target("abl-noframe", "", "chatsvc", (MEMORY,), ("frame-once",)), False, "after without frame-once"),
+    (
+        Target("abl-nolean", "", "chatsvc", (MEMORY,), ("lean-socket",)),
+        False,
+        "after without the lean socket (engine.io's own queue, tasks)",
+    ),
     (AFTER_MEM, False, "after: all of them"),
     (
         Target("abl-orjson", "", "chatsvc", (MEMORY,), (), ("orjson",)),
         False,
         "after + orjson codec (experiment)",
-    ),
-    (
-        Target("abl-fastpoll", "", "chatsvc", (MEMORY,), (), ("fastpoll",)),
-        False,
-        "after + engine.io writer wait without a task (experiment)",
     ),
     (BEFORE_MEM, True, "before, browser-like client: permessage-deflate negotiated"),
     (AFTER_MEM, True, "after, browser-like client: deflate declined (CHATSVC_WS_COMPRESSION=false)"),

@@ -8,6 +8,7 @@ before touching the pins; do not just update the expected values.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 from collections.abc import AsyncIterator
@@ -19,18 +20,17 @@ import aiohttp
 import engineio
 import pytest
 import socketio
-from aiohttp import web
+from aiohttp import web, web_protocol
 from aiohttp._websocket.models import WSMsgType
 from aiohttp._websocket.writer import WebSocketWriter
 from aiohttp.test_utils import TestServer
-from engineio import async_socket
+from engineio import async_socket, base_socket
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.transport import engineio_internals as internals
-from chatsvc.transport.engineio_internals import EngineIOServer, clock, frame, frames
-from chatsvc.web.websocket import decline_ws_compression
+from chatsvc.transport.engineio_internals import EngineIOServer, LeanQueue, clock, frame, frames
 
 WS_PATH = "/engine.io/?EIO=4&transport=websocket"
 POLL_PATH = "/engine.io/?EIO=4&transport=polling"
@@ -144,7 +144,9 @@ class Harness:
         """Wait until the socket's writer waits on an empty queue."""
         sock = self.eio.sockets[sid]
         for _ in range(200):
-            if sock.queue.empty() and sock.queue._getters and self.eio.websockets.get(sid) is not None:
+            queue = sock.queue
+            idle = queue.parked() if isinstance(queue, LeanQueue) else bool(queue._getters)
+            if queue.empty() and idle and self.eio.websockets.get(sid) is not None:
                 return
             await asyncio.sleep(0.005)
         raise AssertionError("the websocket writer never parked")
@@ -157,10 +159,12 @@ async def open_ws(h: Harness, *, compress: int = 0) -> tuple[aiohttp.ClientWebSo
     return ws, json.loads(opened[1:])["sid"]
 
 
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+@pytest.fixture(params=[True, False], ids=["lean", "stock-socket"])
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     eio = EngineIOServer(async_mode="aiohttp", ping_interval=20, ping_timeout=20)
-    app = web.Application(middlewares=[decline_ws_compression])
+    eio.lean = request.param  # frame-once must hold with python-engineio's own socket too
+    eio.websocket_compression = False  # as chatsvc: the client's deflate offer is declined
+    app = web.Application()
     eio.attach(app)
     server = TestServer(app)
     await server.start_server()
@@ -286,7 +290,7 @@ async def test_compressed_back_pressured_closing_and_timed_out_sockets_take_the_
 
 async def test_negotiated_compression_takes_the_queue() -> None:
     eio = EngineIOServer(async_mode="aiohttp")
-    app = web.Application()  # no decline middleware: the client's deflate offer is accepted
+    app = web.Application()  # websocket_compression: the client's deflate offer is accepted
     eio.attach(app)
     server = TestServer(app)
     await server.start_server()
@@ -300,3 +304,217 @@ async def test_negotiated_compression_takes_the_queue() -> None:
             await ws.close()
     finally:
         await server.close()
+
+
+# -- the lean socket: what it replaces, pinned by source ----------------------------------
+
+#: sha256 (first 16 hex digits) of the python-engineio code the lean socket replaces or
+#: relies on. A mismatch means upstream changed it: re-read it against
+#: lean_websocket_handler / _OnDemandWriter / LeanQueue / _send_ping, adapt, then re-pin.
+REPLACED_SOURCES = {
+    "AsyncSocket._websocket_handler": (async_socket.AsyncSocket._websocket_handler, "27f120df4d717a24"),
+    "AsyncSocket.poll": (async_socket.AsyncSocket.poll, "826f58a9f3606db2"),
+    "AsyncSocket.schedule_ping": (async_socket.AsyncSocket.schedule_ping, "fe316639159cd70d"),
+    "AsyncSocket._send_ping": (async_socket.AsyncSocket._send_ping, "67db82a704ea49d0"),
+    "AsyncSocket.send": (async_socket.AsyncSocket.send, "0437276ccba7ab09"),
+    "BaseSocket.__init__": (base_socket.BaseSocket.__init__, "8532b631a4dc815f"),
+    "AsyncServer.create_queue": (engineio.AsyncServer.create_queue, "5ff5673a0c017681"),
+    "AsyncServer.start_background_task": (engineio.AsyncServer.start_background_task, "c873562535a68297"),
+    "WebSocket.__call__": (eio_aiohttp.WebSocket.__call__, "71f9a94476d737c3"),
+    "WebSocket.wait": (eio_aiohttp.WebSocket.wait, "992c370917677d39"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPLACED_SOURCES))
+def test_replaced_engineio_code_is_unchanged(name: str) -> None:
+    obj, digest = REPLACED_SOURCES[name]
+    got = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+    assert got == digest, f"python-engineio's {name} changed: re-read chatsvc.transport.engineio_internals"
+
+
+def test_sockets_get_their_queue_and_ping_through_the_server() -> None:
+    # BaseSocket.__init__ asks the server for the queue; schedule_ping for a background task.
+    assert "self.server.create_queue()" in inspect.getsource(base_socket.BaseSocket.__init__)
+    assert "self.server.start_background_task(self._send_ping)" in inspect.getsource(
+        async_socket.AsyncSocket.schedule_ping
+    )
+    lean = EngineIOServer(async_mode="aiohttp")
+    assert isinstance(async_socket.AsyncSocket(lean, "s").queue, LeanQueue)
+    lean.lean = False
+    assert type(async_socket.AsyncSocket(lean, "s").queue) is asyncio.Queue
+
+
+async def test_lean_queue_behaves_like_asyncio_queue() -> None:
+    q = LeanQueue()
+    assert q.empty() and q.qsize() == 0 and not q.full() and q.maxsize == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        q.get_nowait()
+    await q.put(1)
+    q.put_nowait(2)
+    assert q.qsize() == 2 and await q.get() == 1 and q.get_nowait() == 2 and q._items is None
+    joined = asyncio.ensure_future(q.join())
+    await asyncio.sleep(0)
+    assert not joined.done()
+    q.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    q.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(ValueError, match="too many"):
+        q.task_done()
+    await asyncio.wait_for(q.join(), 1)  # nothing unfinished: returns at once
+
+
+async def test_lean_queue_hands_items_to_waiting_getters_and_never_loses_one() -> None:
+    q = LeanQueue()
+    # python-engineio's long-poll: wait_for(queue.get(), t); a future, so no task is made.
+    timed_out = asyncio.ensure_future(asyncio.wait_for(q.get(), 0.01))
+    with pytest.raises(TimeoutError):
+        await timed_out
+    waiting = q.get()
+    assert q.parked()
+    q.put_nowait("a")  # skips the timed-out getter, goes to the waiting one
+    assert not q.parked() and await waiting == "a" and q.empty()
+    cancelled = q.get()
+    cancelled.cancel()
+    q.put_nowait("b")
+    assert await q.get() == "b"  # not given to the cancelled getter
+
+
+async def test_lean_queue_wakes_an_attached_writer_once_per_run() -> None:
+    q = LeanQueue()
+    q.put_nowait("early")
+    wakes: list[int] = []
+    q.attach(lambda: wakes.append(q.qsize()))
+    assert wakes == [1] and not q.parked()  # woken at once for what was waiting
+    q.put_nowait("more")  # the writer runs: no second wake
+    assert wakes == [1]
+    q.get_nowait(), q.get_nowait()
+    q.writer_done()
+    assert q.parked()
+    q.put_nowait("next")
+    assert wakes == [1, 1] and not q.parked()
+    q.detach()
+    q.put_nowait("after")
+    assert wakes == [1, 1] and not q.parked()  # a dead writer: packets stay queued
+
+
+#: The coroutines of the tasks python-engineio runs per idle websocket besides aiohttp's.
+STOCK_SOCKET_TASKS = {
+    "AsyncSocket._send_ping",
+    "AsyncSocket._websocket_handler.<locals>.writer",
+    "AsyncSocket._websocket_handler.<locals>.websocket_wait",
+}
+
+
+async def test_lean_socket_pings_by_timer_and_holds_no_task_when_idle() -> None:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=0.2, ping_timeout=5)
+    eio.websocket_compression = False
+    app = web.Application()
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
+            sockets = [await open_ws(h) for _ in range(5)]
+            for _, sid in sockets:
+                await h.parked(sid)
+            # aiohttp's tasks run the reader: no writer, ping or per-wait task per socket.
+            names = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+            assert not names & STOCK_SOCKET_TASKS, names
+            for ws, _ in sockets:
+                assert await ws.receive_str(timeout=5) == "2"  # the timer's PING
+                await ws.send_str("3")
+                assert await ws.receive_str(timeout=5) == "2"  # rescheduled by the PONG
+                await ws.send_str("4hello")
+                await ws.close()
+    finally:
+        await server.close()
+
+
+async def test_the_stock_socket_has_the_tasks_the_lean_one_avoids(harness: Harness) -> None:
+    """The counterpart of the check above, so that it cannot pass by naming nothing."""
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    names = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+    if harness.eio.lean:
+        assert not names & STOCK_SOCKET_TASKS
+    else:
+        assert names >= STOCK_SOCKET_TASKS, names
+    await ws.close()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "stock-socket"])
+async def test_a_silent_client_is_dropped_after_ping_interval_plus_timeout(lean: bool) -> None:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=0.2, ping_timeout=0.2)
+    eio.lean = lean
+    eio.websocket_compression = False
+    gone: list[str] = []
+    received: list[str] = []
+
+    @eio.on("disconnect")
+    async def disconnect(sid: str, reason: Any) -> None:
+        gone.append(sid)
+
+    @eio.on("message")
+    async def message(sid: str, data: Any) -> None:
+        received.append(data)
+
+    app = web.Application()
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
+            ws, sid = await open_ws(h)
+            await ws.send_str("4one")
+            await ws.send_str("4two")
+            assert await ws.receive_str(timeout=5) == "2"
+            # No PONG: the server ends the socket within ping_interval + ping_timeout or so.
+            for _ in range(300):
+                if gone:
+                    break
+                await asyncio.sleep(0.01)
+            assert gone == [sid] and received == ["one", "two"]
+            await ws.close()
+    finally:
+        await server.close()
+
+
+#: aiohttp code that reads ``RequestHandler._parser`` or ``BaseRequest._message``
+#: (release_http_state drops the parser of an accepted upgrade and the raw header bytes).
+AIOHTTP_SOURCES = {
+    "RequestHandler.data_received": (web_protocol.RequestHandler.data_received, "1ee57ebe052e6c80"),
+    "RequestHandler.start": (web_protocol.RequestHandler.start, "2e565fd40c8e04fb"),
+    "RequestHandler.finish_response": (web_protocol.RequestHandler.finish_response, "b7eb53db8f4b30ca"),
+    "RequestHandler.connection_lost": (web_protocol.RequestHandler.connection_lost, "df2fe6e95fd04c7c"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AIOHTTP_SOURCES))
+def test_aiohttp_code_around_the_released_state_is_unchanged(name: str) -> None:
+    obj, digest = AIOHTTP_SOURCES[name]
+    got = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+    assert got == digest, f"aiohttp's {name} changed: re-read engineio_internals.release_http_state"
+
+
+async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: Harness) -> None:
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    request = harness.eio.websockets[sid]._req
+    assert request is not None
+    released = harness.eio.lean
+    assert (request.protocol._parser is None) is released
+    assert (request._message.raw_headers == ()) is released
+    assert request.headers["Upgrade"].lower() == "websocket"  # the parsed headers stay
+    # Frames still flow both ways, and the close completes.
+    assert harness.eio.write_frame(sid, frame("4still"), clock())
+    assert await ws.receive_str(timeout=5) == "4still"
+    await ws.close()
+    for _ in range(200):
+        if sid not in harness.eio.websockets:
+            break
+        await asyncio.sleep(0.005)
+    assert sid not in harness.eio.websockets
