@@ -58,6 +58,7 @@ Internals used, exactly:
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import time
 from collections import deque
@@ -71,6 +72,8 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 PINNED = {"python-engineio": "4.15.1", "aiohttp": "3.14.5"}
+
+_log = logging.getLogger(__name__)
 
 #: Bytes a transport may hold unsent before a broadcast takes the queue path instead, whose
 #: writer waits for the transport to drain (aiohttp's own writer limit, DEFAULT_CHUNK_SIZE).
@@ -278,9 +281,10 @@ class _OnDemandWriter:
 
 async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
     """``AsyncSocket._websocket_handler`` (python-engineio 4.15.1) with the reader waiting in
-    the connection's own task under ``asyncio.timeout`` instead of in a new task per
-    received packet, and the writer as :class:`_OnDemandWriter`. Same packets, same order, same
-    ends (timeouts, errors, the ``None`` sentinel, the close reason)."""
+    the connection's own task under a :class:`_ReadDeadline` instead of in a new task per
+    received packet under ``wait_for``, and the writer as :class:`_OnDemandWriter`. Same
+    packets, same order, same ends (timeouts, errors, the ``None`` sentinel, the close
+    reason)."""
     server = sock.server
     timeout = server.ping_interval + server.ping_timeout
 
@@ -299,22 +303,32 @@ async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
 
     writer = _OnDemandWriter(sock.queue, ws)
     sock.queue.attach(writer.wake)
-    while True:
-        try:
-            async with asyncio.timeout(timeout):
+    deadline = _ReadDeadline(server.read_deadlines, timeout)
+    try:
+        while True:
+            deadline.waiting = True
+            try:
                 p = await websocket_wait()
-        except BaseException:  # timeout, cancellation, a closed or broken websocket
-            break
-        if p is None:
-            break  # connection closed by client
-        try:
-            await sock.receive(eio_packet.Packet(encoded_packet=p))
-        except engineio.exceptions.UnknownPacketError:
-            pass
-        except engineio.exceptions.SocketIsClosedError:
-            break
-        except Exception:
-            server.logger.exception("Unknown receive error")
+            except BaseException:  # the deadline, cancellation, a closed or broken websocket
+                break
+            finally:
+                deadline.waiting = False
+            deadline.received()
+            if p is None:
+                break  # connection closed by client
+            try:
+                await sock.receive(eio_packet.Packet(encoded_packet=p))
+            except engineio.exceptions.UnknownPacketError:
+                pass
+            except engineio.exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                server.logger.exception("Unknown receive error")
+    finally:
+        deadline.done()
+        task = asyncio.current_task()
+        if deadline.fired and task is not None:
+            task.uncancel()  # the deadline's cancel was handled: do not leak it to later awaits
     await sock.queue.put(None)  # unlock the writer task so it can exit
     await writer.finish()
     await sock.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
@@ -349,6 +363,77 @@ async def _upgrade(
     sock.upgraded = True
     sock.upgrading = False
     return True
+
+
+class CoarseTimers:
+    """Many per-socket timers on few event-loop timers: calls due in the same slot of
+    ``resolution`` seconds share one loop timer (a loop timer handle is about 0.5 KiB; an
+    entry here is a list slot). ``early``: a call runs up to ``resolution`` before its due
+    time, else up to ``resolution`` after it. Not cancellable: callers check their state."""
+
+    __slots__ = ("_early", "_resolution", "_slots")
+
+    def __init__(self, resolution: float, *, early: bool) -> None:
+        self._resolution = resolution
+        self._early = early
+        self._slots: dict[int, list[tuple[Callable[[Any], None], Any]]] = {}
+
+    def call_later(self, delay: float, fn: Callable[[Any], None], arg: Any) -> None:
+        loop = asyncio.get_running_loop()
+        due = (loop.time() + delay) / self._resolution
+        slot = int(due) if self._early else -int(-due // 1)
+        calls = self._slots.get(slot)
+        if calls is None:
+            calls = self._slots[slot] = []
+            loop.call_at(slot * self._resolution, self._fire, slot)
+        calls.append((fn, arg))
+
+    def _fire(self, slot: int) -> None:
+        for fn, arg in self._slots.pop(slot, ()):
+            try:
+                fn(arg)
+            except Exception:  # one failing callback must not drop the others in its slot
+                _log.exception("timer callback failed")
+
+    def __len__(self) -> int:
+        return sum(len(calls) for calls in self._slots.values())
+
+
+class _ReadDeadline:
+    """The reader's ``ping_interval + ping_timeout`` limit on waiting for a packet, as
+    python-engineio's ``wait_for`` gives it, without a loop timer per socket: each received
+    packet only moves ``due``; the shared timer re-arms itself for the moved deadline, and
+    cancels the reader only if it is still waiting when the deadline passes."""
+
+    __slots__ = ("due", "fired", "task", "timeout", "timers", "waiting")
+
+    def __init__(self, timers: CoarseTimers, timeout: float) -> None:
+        self.timers = timers
+        self.timeout = timeout
+        self.task: asyncio.Task[Any] | None = asyncio.current_task()
+        self.due = asyncio.get_running_loop().time() + timeout
+        self.waiting = False
+        self.fired = False
+        timers.call_later(timeout, _check_deadline, self)
+
+    def received(self) -> None:
+        self.due = asyncio.get_running_loop().time() + self.timeout
+
+    def done(self) -> None:
+        self.task = None
+
+
+def _check_deadline(deadline: _ReadDeadline) -> None:
+    task = deadline.task
+    if task is None:
+        return  # the reader has ended
+    left = deadline.due - asyncio.get_running_loop().time()
+    if left > 0 or not deadline.waiting:
+        # Moved by a received packet (or the reader is busy with one): look again then.
+        deadline.timers.call_later(max(left, 0.0) or deadline.timeout, _check_deadline, deadline)
+        return
+    deadline.fired = True
+    task.cancel()
 
 
 def _send_ping(sock: Any) -> None:
@@ -414,6 +499,11 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         super().__init__(**kwargs)
         #: The aiohttp response of every session on (or upgrading to) websocket.
         self.websockets: dict[str, web.WebSocketResponse] = {}
+        # Lean sockets' pings (sent up to 1/20 of the interval early, at most 1 s) and read
+        # deadlines (noticed up to as late); python-engineio's are exact to the loop's clock.
+        interval, limit = self.ping_interval, self.ping_interval + self.ping_timeout
+        self.ping_timers = CoarseTimers(min(1.0, interval / 20), early=True)
+        self.read_deadlines = CoarseTimers(min(1.0, limit / 20), early=False)
         #: Accept permessage-deflate when a client offers it (``CHATSVC_WS_COMPRESSION``,
         #: off in chatsvc). Browsers offer it on every websocket; for chat it is the wrong
         #: trade: frames are a few hundred bytes, each compressed socket keeps its own zlib
@@ -432,10 +522,11 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
 
     def start_background_task(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``AsyncSocket.schedule_ping`` starts a task that sleeps ``ping_interval`` and then
-        queues a PING: on a lean server that is a timer (a task per idle socket otherwise)."""
+        queues a PING: on a lean server that is an entry in :attr:`ping_timers` (a task per
+        idle socket otherwise); it returns None then, which ``schedule_ping`` ignores."""
         if self.lean and getattr(target, "__func__", None) is async_socket.AsyncSocket._send_ping:
-            sock = getattr(target, "__self__", None)
-            return asyncio.get_running_loop().call_later(self.ping_interval, _send_ping, sock)
+            self.ping_timers.call_later(self.ping_interval, _send_ping, getattr(target, "__self__", None))
+            return None
         return super().start_background_task(target, *args, **kwargs)
 
     def write_frame(self, eio_sid: str, data: bytes, now: float) -> bool:

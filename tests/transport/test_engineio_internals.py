@@ -30,7 +30,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.transport import engineio_internals as internals
-from chatsvc.transport.engineio_internals import EngineIOServer, LeanQueue, clock, frame, frames
+from chatsvc.transport.engineio_internals import CoarseTimers, EngineIOServer, LeanQueue, clock, frame, frames
 
 WS_PATH = "/engine.io/?EIO=4&transport=websocket"
 POLL_PATH = "/engine.io/?EIO=4&transport=polling"
@@ -518,3 +518,57 @@ async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: 
             break
         await asyncio.sleep(0.005)
     assert sid not in harness.eio.websockets
+
+
+async def test_coarse_timers_share_loop_timers_and_keep_their_bounds() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[tuple[str, float]] = []
+    late = CoarseTimers(0.05, early=False)
+    early = CoarseTimers(0.05, early=True)
+    start = loop.time()
+    for i in range(20):
+        late.call_later(0.1, lambda name: fired.append((name, loop.time())), f"late{i}")
+        early.call_later(0.1, lambda name: fired.append((name, loop.time())), f"early{i}")
+    assert len(late._slots) <= 2 and len(early._slots) <= 2  # 40 calls, at most 4 loop timers
+    await asyncio.sleep(0.3)
+    assert len(fired) == 40 and len(late) == 0 and len(early) == 0
+    for name, at in fired:
+        if name.startswith("late"):
+            assert 0.1 <= at - start + 1e-3 <= 0.1 + 0.05 + 0.05
+        else:
+            assert 0.1 - 0.05 - 1e-3 <= at - start <= 0.1 + 0.05
+
+
+async def test_a_failing_timer_callback_does_not_drop_the_others() -> None:
+    timers = CoarseTimers(0.01, early=False)
+    ran: list[int] = []
+
+    def boom(_: Any) -> None:
+        raise RuntimeError("boom")
+
+    timers.call_later(0.01, boom, None)
+    timers.call_later(0.01, ran.append, 1)
+    await asyncio.sleep(0.05)
+    assert ran == [1]
+
+
+async def test_lean_sockets_hold_no_loop_timer_of_their_own() -> None:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=5, ping_timeout=5)
+    eio.websocket_compression = False
+    app = web.Application()
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
+            sockets = [await open_ws(h) for _ in range(20)]
+            for _, sid in sockets:
+                await h.parked(sid)
+            # One entry per socket in each, on a couple of shared loop timers.
+            assert len(eio.ping_timers) == 20 and len(eio.read_deadlines) == 20
+            assert len(eio.ping_timers._slots) <= 3 and len(eio.read_deadlines._slots) <= 3
+            for ws, _ in sockets:
+                await ws.close()
+    finally:
+        await server.close()
