@@ -56,6 +56,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=400.0)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--revert", default="", help="passed to bench/launch_chatsvc.py")
+    parser.add_argument("--top", type=int, default=8, help="leaf frames of 'other' to show")
     args = parser.parse_args()
     if not (1 <= args.rooms * args.members <= 10000 and 0 < args.seconds <= 60 and 0 < args.rate <= 5000):
         parser.error("bounded: rooms x members <= 10000, seconds <= 60, rate <= 5000")
@@ -122,15 +123,23 @@ def main() -> int:
         finally:
             server.stop()
         shares: Counter[str] = Counter()
+        leaves: Counter[str] = Counter()
         for line in out.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             if stack and count.isdigit():
-                for tag in classify(stack):
+                tags = classify(stack)
+                for tag in tags:
                     shares[tag] += int(count)
+                if tags[0].startswith("other"):
+                    frames = stack.split(";")
+                    leaves[";".join(f.split(" (")[0] for f in frames[-3:])] += int(count)
     total = sum(v for k, v in shares.items() if not k.startswith(" ")) or 1
     print(f"{answer['sent']} messages sent, {answer['delivered']} deliveries; {total} samples")
     for what, count in shares.most_common():
         print(f"{100 * count / total:5.1f}%  {what}")
+    print("top of 'other' (last three frames):")
+    for where, count in leaves.most_common(args.top):
+        print(f"{100 * count / total:5.1f}%  {where}")
     return 0
 
 
