@@ -267,11 +267,13 @@ def start_chatsvc(
     extra: Mapping[str, str],
     revert: tuple[str, ...] = (),
     experiments: tuple[str, ...] = (),
+    python: str | None = None,
 ) -> Server:
-    """``chatsvc serve`` through the bench launcher (which can revert optimisations)."""
+    """``chatsvc serve`` through the bench launcher (which can revert optimisations), on
+    this interpreter or ``python`` (another CPython's venv with chatsvc installed)."""
     port = free_port()
     data_dir = work / f"{name}-data"
-    argv = [sys.executable, str(LAUNCHER)]
+    argv = [python or sys.executable, str(LAUNCHER)]
     if revert:
         argv += ["--revert", ",".join(revert)]
     if experiments:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run ``chatsvc`` for the benchmarks, optionally with some optimisations reverted.
 
-    python bench/launch_chatsvc.py [--revert uvloop,direct-emit,gc] [--try orjson,gc-stats] serve
+    python bench/launch_chatsvc.py [--revert uvloop,direct-emit,gc,frame-once,lean-socket]
+                                   [--try orjson,gc-stats,tracemalloc] serve
 
 ``--revert`` puts back python-socketio's and asyncio's stock behaviour for the named
 optimisations, so one run can measure chatsvc before and after them side by side on the
@@ -14,7 +15,7 @@ import argparse
 import sys
 from typing import Any
 
-KNOWN = ("uvloop", "direct-emit", "gc")
+KNOWN = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
 
 
 def revert(names: set[str]) -> None:
@@ -27,6 +28,17 @@ def revert(names: set[str]) -> None:
         import chatsvc.server  # noqa: PLC0415
 
         chatsvc.server.tune_gc = lambda: None
+    if "frame-once" in names:
+        from chatsvc.transport import engineio_internals  # noqa: PLC0415
+
+        # Every broadcast takes python-engineio's queue and writer, framed per recipient.
+        engineio_internals.EngineIOServer.write_frame = lambda *_: False
+    if "lean-socket" in names:
+        from chatsvc.transport import engineio_internals  # noqa: PLC0415
+
+        # python-engineio's own queue, ping task and websocket handler (writer task, a task
+        # per received packet and per wait).
+        engineio_internals.EngineIOServer.lean = False
     if "direct-emit" in names:
         import socketio  # noqa: PLC0415
 
@@ -58,43 +70,32 @@ def experiment_orjson() -> None:
     eio_packet.Packet.json = Codec
 
 
-def experiment_fastpoll() -> None:
-    """Wait for a socket's next packet under ``asyncio.timeout`` instead of ``asyncio.wait_for``
-    (an experiment on python-engineio, not in chatsvc).
+def experiment_tracemalloc() -> None:
+    """Trace allocations (``BENCH_TRACEMALLOC_DEPTH`` frames, default 12); on SIGUSR1 collect
+    garbage and dump a snapshot to ``$BENCH_TRACEMALLOC_OUT/snap-N.pickle`` (bench/profile_idle.py).
 
-    Every websocket has a writer task that sleeps in ``AsyncSocket.poll`` until a packet is
-    queued; ``wait_for`` wraps each of those waits in a new task, so every delivery to an idle
-    socket costs a task creation. Same behaviour otherwise: a timeout or cancellation ends the
-    writer (``QueueEmpty``), ``None`` closes it.
+    A plain ``signal.signal`` handler runs at the next Python bytecode of the main thread, so
+    the profiler pokes ``/healthz`` after signalling.
     """
-    import asyncio  # noqa: PLC0415
+    import gc  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
 
-    from engineio import async_socket, exceptions  # noqa: PLC0415
+    out = Path(os.environ["BENCH_TRACEMALLOC_OUT"])
+    tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_DEPTH", "12")))
+    taken = [0]
 
-    async def poll(self: Any) -> list[Any]:
-        queue = self.queue
-        try:
-            if queue.empty():
-                async with asyncio.timeout(self.server.ping_interval + self.server.ping_timeout):
-                    first = await queue.get()
-            else:
-                first = queue.get_nowait()
-            queue.task_done()
-        except (TimeoutError, asyncio.CancelledError):
-            raise exceptions.QueueEmpty() from None
-        if first is None:
-            return []
-        packets = [first]
-        while not queue.empty():
-            pkt = queue.get_nowait()
-            queue.task_done()
-            if pkt is None:
-                queue.put_nowait(None)
-                break
-            packets.append(pkt)
-        return packets
+    def dump(_signum: int, _frame: Any) -> None:
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot()
+        path = out / f"snap-{taken[0]}.pickle"
+        snapshot.dump(str(path) + ".tmp")
+        os.replace(str(path) + ".tmp", path)
+        taken[0] += 1
 
-    async_socket.AsyncSocket.poll = poll
+    signal.signal(signal.SIGUSR1, dump)
 
 
 def experiment_gc_stats() -> None:
@@ -135,16 +136,16 @@ def main() -> int:
         "--try",
         dest="experiments",
         default="",
-        help="experiments: orjson (python-socketio JSON codec), fastpoll (engine.io writer wait "
-        "without a task), gc-stats (log GC pauses at exit)",
+        help="experiments: orjson (python-socketio JSON codec), gc-stats (log GC pauses at exit), "
+        "tracemalloc (snapshots on SIGUSR1)",
     )
     args, rest = parser.parse_known_args()
     if "orjson" in args.experiments:
         experiment_orjson()
-    if "fastpoll" in args.experiments:
-        experiment_fastpoll()
     if "gc-stats" in args.experiments:
         experiment_gc_stats()
+    if "tracemalloc" in args.experiments:
+        experiment_tracemalloc()
     names = {n.strip() for n in args.revert.split(",") if n.strip()}
     unknown = names - set(KNOWN)
     if unknown:

@@ -426,6 +426,13 @@ def markdown(results: dict[str, Any], stem: str) -> str:
             "shared machine was). In brackets: the range over the measurement windows.\n",
             ablation,
         ]
+    alt = alt_python_table(results)
+    if alt:
+        parts += [
+            "\n## Another CPython (`--python-alt`)\n",
+            "The same chatsvc on another interpreter's venv, measured in this run beside the default one.\n",
+            alt,
+        ]
     parts += ["\n## Run details\n", detail_table(results)]
     if results.get("skipped"):
         parts.append("\n## Skipped\n")
@@ -433,6 +440,34 @@ def markdown(results: dict[str, Any], stem: str) -> str:
         parts.append("")
     parts.append(f"\nRaw numbers: `{stem}.json`. Chart: `{stem}.png`.\n")
     return "\n".join(parts)
+
+
+ALT = "chatsvc-alt"
+
+
+def alt_python_table(results: dict[str, Any]) -> str:
+    """chatsvc on ``--python-alt`` beside chatsvc on this interpreter: idle and fan-out."""
+    sc = results["scenarios"]
+    idle, fan = sc.get("idle", {}), sc.get("fanout", {})
+    if ALT not in idle and ALT not in fan:
+        return ""
+    table = _Table(["Workload", "Metric", "chatsvc (this CPython)", "chatsvc-alt", "alt/this"])
+    for this, other in zip(idle.get(AFTER, []), idle.get(ALT, []), strict=False):
+        a, b = this["kb_per_conn"], other["kb_per_conn"]
+        table.row(
+            f"idle, {this['connections']:,} conns",
+            "KiB RSS per connection",
+            _num(a, 1),
+            _num(b, 1),
+            _ratio(b, a),
+        )
+    for this, other in zip(fan.get(AFTER, []), fan.get(ALT, []), strict=False):
+        name = f"fan-out, room of {this['members']:,}"
+        a, b = this["delivered_per_cpu_s"], other["delivered_per_cpu_s"]
+        table.row(name, "deliveries per server CPU-s", _per_cpu(this), _per_cpu(other), _ratio(b, a))
+        a, b = _lat(this, "p99"), _lat(other, "p99")
+        table.row("", "latency p99 ms", _num(a, 1), _num(b, 1), _ratio(b, a))
+    return table.render()
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

@@ -37,7 +37,7 @@ from chatsvc.chat.ids import id_at
 ALL_SCENARIOS = ("idle", "fanout", "rooms", "storm", "cross", "kafka-idle", "history", "ablation")
 QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "history")
 #: Every optimisation the launcher can revert; "before" runs with all of them reverted.
-OPTIMISATIONS = ("uvloop", "direct-emit", "gc")
+OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
 RATE_LIMIT = {"CHATSVC_RATE_LIMIT_PER_SECOND": "100000", "CHATSVC_RATE_LIMIT_BURST": "100000"}
 
 
@@ -124,6 +124,8 @@ class Target:
     env: tuple[tuple[str, str], ...] = ()
     revert: tuple[str, ...] = ()
     experiments: tuple[str, ...] = ()
+    #: Another interpreter (``--python-alt``); None: this one.
+    python: str | None = None
 
 
 MEMORY = ("CHATSVC_STORE", "memory")
@@ -140,22 +142,32 @@ CENTRIFUGO = Target("centrifugo", "Centrifugo v6.9.1 (peer)", "centrifugo")
 ABLATION = (
     (BEFORE_MEM, False, "before: stock asyncio loop, task per recipient, default GC"),
     (
-        Target("abl-emit", "", "chatsvc", (MEMORY,), ("uvloop", "gc")),
+        Target("abl-emit", "", "chatsvc", (MEMORY,), ("uvloop", "gc", "frame-once", "lean-socket")),
         False,
         "+ direct emit only (no task per recipient)",
     ),
-    (Target("abl-uvloop", "", "chatsvc", (MEMORY,), ("direct-emit", "gc")), False, "+ uvloop only"),
-    (Target("abl-gc", "", "chatsvc", (MEMORY,), ("uvloop", "direct-emit")), False, "+ GC tuning only"),
+    (
+        Target("abl-uvloop", "", "chatsvc", (MEMORY,), ("direct-emit", "gc", "frame-once", "lean-socket")),
+        False,
+        "+ uvloop only",
+    ),
+    (
+        Target("abl-gc", "", "chatsvc", (MEMORY,), ("uvloop", "direct-emit", "frame-once", "lean-socket")),
+        False,
+        "+ GC tuning only",
+    ),
+    # Frame-once builds on direct emit (python-socketio's stock emit never reaches it).
+    (Target("abl-noframe", "", "chatsvc", (MEMORY,), ("frame-once",)), False, "after without frame-once"),
+    (
+        Target("abl-nolean", "", "chatsvc", (MEMORY,), ("lean-socket",)),
+        False,
+        "after without the lean socket (engine.io's own queue, tasks)",
+    ),
     (AFTER_MEM, False, "after: all of them"),
     (
         Target("abl-orjson", "", "chatsvc", (MEMORY,), (), ("orjson",)),
         False,
         "after + orjson codec (experiment)",
-    ),
-    (
-        Target("abl-fastpoll", "", "chatsvc", (MEMORY,), (), ("fastpoll",)),
-        False,
-        "after + engine.io writer wait without a task (experiment)",
     ),
     (BEFORE_MEM, True, "before, browser-like client: permessage-deflate negotiated"),
     (AFTER_MEM, True, "after, browser-like client: deflate declined (CHATSVC_WS_COMPRESSION=false)"),
@@ -184,7 +196,9 @@ class Bench:
                 raise BenchError("Centrifugo is not installed (bench/peers/centrifugo/install)")
             server = harness.start_centrifugo(name, self.work, self.centrifugo)
         else:
-            server = harness.start_chatsvc(name, self.work, env, target.revert, target.experiments)
+            server = harness.start_chatsvc(
+                name, self.work, env, target.revert, target.experiments, target.python
+            )
         self.servers.append(server)
         return server
 
@@ -701,6 +715,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=harness.BENCH_DIR / "results")
     parser.add_argument("--name", default=None, help="results file stem (default: results or results-quick)")
     parser.add_argument("--no-before", action="store_true", help="skip the 'before optimisations' runs")
+    parser.add_argument(
+        "--python-alt",
+        default=None,
+        help="the python of a venv with chatsvc installed on another CPython: adds a "
+        "chatsvc-alt row to the idle and fan-out scenarios (bench/README.md)",
+    )
     parser.add_argument("--kafka-brokers", default="127.0.0.1:19092")
     parser.add_argument(
         "--kafka",
@@ -758,6 +778,13 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     before = [] if args.no_before else [BEFORE_MEM]
+    alt = []
+    if args.python_alt:
+        version = harness.run_quiet(
+            [args.python_alt, "-c", "import platform; print(platform.python_version())"], 30
+        )
+        label = f"chatsvc on CPython {version.stdout.strip()} (memory store)"
+        alt = [Target("chatsvc-alt", label, "chatsvc", (MEMORY,), python=args.python_alt)]
     centrifugo_bin = None
     centrifugo: list[Target] = []
     if not args.centrifugo:
@@ -776,9 +803,9 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             stderr(f"[{scenario}]")
             if scenario == "idle":
-                data = bench.idle([AFTER_MEM, *before, PEER, *centrifugo])
+                data = bench.idle([AFTER_MEM, *alt, *before, PEER, *centrifugo])
             elif scenario == "fanout":
-                data = bench.fanout([AFTER_MEM, *before, AFTER_SQLITE, PEER, *centrifugo])
+                data = bench.fanout([AFTER_MEM, *alt, *before, AFTER_SQLITE, PEER, *centrifugo])
             elif scenario == "storm":
                 data = bench.storm([AFTER_MEM, PEER, *centrifugo])
             elif scenario == "kafka-idle":

@@ -38,7 +38,6 @@ from chatsvc.store.base import MessageStore
 from chatsvc.web import health
 from chatsvc.web.drain import OpenTransports, refuse_new_sessions
 from chatsvc.web.origins import OriginPolicy
-from chatsvc.web.websocket import decline_ws_compression
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +135,13 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
             mode="production" if settings.is_production else "development",
         )
-    if not settings.ws_compression:
-        app.middlewares.append(decline_ws_compression)
     transports = OpenTransports()
     app.middlewares.append(transports.middleware)
     app.middlewares.append(refuse_new_sessions(lambda: readiness.draining))
+    # Declined in the websocket driver (chatsvc.transport.engineio_internals), not by a
+    # middleware hiding the offer: that cloned every upgrade request, and the clone's
+    # headers lived as long as the socket.
+    sio.eio.websocket_compression = settings.ws_compression
     sio.attach(app)
 
     app[SETTINGS] = settings

@@ -15,6 +15,10 @@ would break clients that never opted in. A :class:`RecoveryOffsets` policy insta
 say a socket already has the event (replayed to it during recovery before the bus brought
 it here), which is then not sent again: socket.io-client does not drop repeats.
 
+Each variant is also framed once: recipients whose websocket is idle get the same frame
+bytes written straight to their transport (``chatsvc.transport.engineio_internals``, which
+says when that is safe); the others get the packets queued as before.
+
 Put it *after* python-socketio's manager in the bases of a pub/sub manager (so local
 delivery of bus messages takes this path too), e.g.
 ``class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin)``.
@@ -30,6 +34,8 @@ from typing import Any, Protocol
 import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
+
+from chatsvc.transport.engineio_internals import EngineIOServer, clock, frames
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +110,9 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         offset = policy.offset_of(event, args) if policy is not None else None
         with_offset: list[eio_packet.Packet] | None = None
         eio = self.server.eio
+        fast = eio if isinstance(eio, EngineIOServer) else None
+        now = clock()
+        framed: dict[int, bytes] = {}  # id(variant) -> its frames, built on first use
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
@@ -116,6 +125,12 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
                     if with_offset is None:
                         with_offset = self._eio_packets(namespace, [event, *args, offset])
                     chosen = with_offset
+            if fast is not None:
+                data = framed.get(id(chosen))
+                if data is None:
+                    data = framed[id(chosen)] = frames(chosen)
+                if fast.write_frame(eio_sid, data, now):
+                    continue
             for eio_pkt in chosen:
                 try:
                     # An unbounded queue put: returns without suspending.

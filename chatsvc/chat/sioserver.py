@@ -30,9 +30,10 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-import engineio
 import socketio
 from socketio import packet
+
+from chatsvc.transport.engineio_internals import EngineIOServer
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ class ConnectHooks(Protocol):
         """The private session id to put in ``sid``'s CONNECT reply (None: not opted in)."""
 
 
-class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
-    """python-engineio's server, able to hand out one chosen id next.
+class _EngineServer(EngineIOServer):
+    """python-engineio's server, able to hand out one chosen id next (and, from
+    :class:`EngineIOServer`, to write a pre-framed broadcast to idle websockets).
 
     ``socketio.base_manager.BaseManager.pre_connect`` names a new Socket.IO session with
     ``server.eio.generate_id()``. :meth:`RecoveringServer._handle_connect` sets the id and
@@ -79,7 +81,7 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.hooks: ConnectHooks | None = None
 
-    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+    def _engineio_server_class(self) -> type[EngineIOServer]:
         return _EngineServer
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:

@@ -212,3 +212,51 @@ async def test_each_variant_is_encoded_once_per_broadcast(monkeypatch: pytest.Mo
     monkeypatch.setattr(socketio.packet.Packet, "encode", counting)
     await offset_deliveries([{"event": "message", "data": {"id": "01L"}, "room": "lobby"}], opted=[0, 1])
     assert encodes == [["message", {"id": "01L"}], ["message", {"id": "01L"}, "01L"]]
+
+
+async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recipients the engine.io server can write to directly get exactly the frames of the
+    packets the queue path would have sent them; the rest get those packets queued."""
+    from chatsvc.bus import direct  # noqa: PLC0415
+    from chatsvc.chat.sioserver import RecoveringServer  # noqa: PLC0415
+    from chatsvc.transport.engineio_internals import frame  # noqa: PLC0415
+
+    built: list[int] = []
+    real_frames = direct.frames
+
+    def counting(packets: Any) -> bytes:
+        built.append(len(packets))
+        return real_frames(packets)
+
+    monkeypatch.setattr(direct, "frames", counting)
+    manager = LocalManager()
+    sio = RecoveringServer(async_mode="aiohttp", client_manager=manager)  # the app's server
+    sio.manager_initialized = True
+    manager.set_server(sio)
+    manager.initialize()
+    written: list[tuple[str, bytes]] = []
+    queued: Sent = []
+
+    def write_frame(eio_sid: str, data: bytes, now: float) -> bool:
+        if eio_sid == "eio1":  # e.g. still polling
+            return False
+        written.append((eio_sid, data))
+        return True
+
+    async def record(eio_sid: str, pkt: Any) -> None:
+        queued.append((eio_sid, pkt.encode()))
+
+    monkeypatch.setattr(sio.eio, "write_frame", write_frame)
+    monkeypatch.setattr(sio.eio, "send_packet", record)
+    sids = [await manager.connect(f"eio{i}", "/") for i in range(4)]
+    for sid in sids:
+        await manager.enter_room(sid, "/", "lobby")
+    manager.use_offsets(Offsets({sids[2], sids[3]}))
+    await manager.emit("message", {"id": "01M", "t": "é"}, "/", room="lobby")
+    plain = '42["message",{"id":"01M","t":"\\u00e9"}]'  # python-socketio's JSON escapes non-ASCII
+    offset = plain[:-1] + ',"01M"]'
+    assert written == [("eio0", frame(plain)), ("eio2", frame(offset)), ("eio3", frame(offset))]
+    assert queued == [("eio1", plain)]
+    assert built == [1, 1]  # one per variant, not per recipient

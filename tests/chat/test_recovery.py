@@ -323,3 +323,58 @@ async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() 
     assert plain == [["message", first.to_wire()], ["message", second.to_wire()]]
     opted = [json.loads(p[p.index("[") :]) for eio, p in sent if eio == "eio0" and '"message"' in p]
     assert opted == [["message", first.to_wire(), first.id], ["message", second.to_wire(), second.id]]
+
+
+async def test_journals_are_the_same_whether_the_frame_is_written_or_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app's server (RecoveringServer on EngineIOServer): opted-in sockets whose
+    websocket takes the pre-built frame and those that get the packets queued are
+    journaled alike, and each gets its offset on the wire."""
+    from chatsvc.bus.local import LocalManager  # noqa: PLC0415
+    from chatsvc.chat.sioserver import RecoveringServer  # noqa: PLC0415
+    from chatsvc.transport.engineio_internals import EngineIOServer, frame  # noqa: PLC0415
+
+    manager = LocalManager()
+    sio = RecoveringServer(async_mode="aiohttp", client_manager=manager)
+    assert isinstance(sio.eio, EngineIOServer)  # the broadcast path's fast path applies
+    sio.manager_initialized = True
+    manager.set_server(sio)
+    manager.initialize()
+    recovery = Recovery(MemoryStore(), limits())
+    manager.use_offsets(recovery)
+    written: list[tuple[str, bytes]] = []
+    queued: list[tuple[str, str]] = []
+
+    def write_frame(eio_sid: str, data: bytes, now: float) -> bool:
+        if eio_sid == "eio1":  # polling, or packets pending
+            return False
+        written.append((eio_sid, data))
+        return True
+
+    async def record(eio_sid: str, pkt: Any) -> None:
+        queued.append((eio_sid, pkt.encode()))
+
+    monkeypatch.setattr(sio.eio, "write_frame", write_frame)
+    monkeypatch.setattr(sio.eio, "send_packet", record)
+    sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
+    for sid in sids:
+        await manager.enter_room(sid, "/", ROOM)
+    recovery.start(sids[0], "alice")
+    recovery.start(sids[1], "bob")
+    first, second = message("one"), message("two")
+    for m in (first, second):
+        await manager.emit("message", m.to_wire(), namespace="/", room=ROOM)
+    journals = [recovery.live(sid) for sid in sids[:2]]
+    assert [list(j.journal.entries) for j in journals if j] == [[first.id, second.id]] * 2
+
+    def wire(m: Message, *extra: str) -> str:
+        return "42" + json.dumps(["message", m.to_wire(), *extra], separators=(",", ":"))
+
+    assert queued == [("eio1", wire(first, first.id)), ("eio1", wire(second, second.id))]
+    assert written == [
+        ("eio0", frame(wire(first, first.id))),
+        ("eio2", frame(wire(first))),
+        ("eio0", frame(wire(second, second.id))),
+        ("eio2", frame(wire(second))),
+    ]

@@ -19,6 +19,7 @@ import socketio
 from socketio import base_manager
 
 from chatsvc.chat.sioserver import RecoveringServer, _EngineServer
+from chatsvc.transport.engineio_internals import EngineIOServer
 from tests.support.clients import ClientPool, running_server
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -35,6 +36,8 @@ def test_pinned_versions_and_internals() -> None:
     assert "{'sid': sid}" in inspect.getsource(socketio.AsyncServer._handle_connect)
     server = RecoveringServer(async_mode="aiohttp")
     assert isinstance(server.eio, _EngineServer) and isinstance(server.eio, engineio.AsyncServer)
+    # One chain: the broadcast path's frame-once fast path works with recovery.
+    assert isinstance(server.eio, EngineIOServer)
     server.eio.next_id = "chosen"
     assert server.eio.generate_id() == "chosen"
     assert server.eio.generate_id() != "chosen"

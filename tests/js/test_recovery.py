@@ -132,7 +132,14 @@ async def test_reconnect_after_the_window_is_a_clean_fresh_connect(
     await node.send(cmd="drop", name="a", pause_ms=200)
     third = await node.connected("a", 3, within=10)
     assert third["recovered"] is True and third["sid"] == again["sid"]
+    # The client sees `recovered` with the CONNECT reply; the server counts the recovery
+    # once the replay is done, a moment later.
     metrics = server_metrics(server)
+    for _ in range(100):
+        if 'chatsvc_recoveries_total{outcome="recovered"} 1.0' in metrics:
+            break
+        await asyncio.sleep(0.05)
+        metrics = server_metrics(server)
     assert 'chatsvc_recoveries_total{outcome="fresh"} 1.0' in metrics
     assert 'chatsvc_recoveries_total{outcome="recovered"} 1.0' in metrics
 

@@ -1,0 +1,1 @@
+"""Engine.IO transport details chatsvc relies on (see engineio_internals)."""

@@ -1,0 +1,574 @@
+"""Contract test for chatsvc.transport.engineio_internals: python-engineio's and aiohttp's
+internals it relies on are still there and still behave as it assumes.
+
+If this fails after an upgrade, re-read the module's docstring against the new sources
+before touching the pins; do not just update the expected values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import aiohttp
+import engineio
+import pytest
+import socketio
+from aiohttp import web, web_protocol
+from aiohttp._websocket.models import WSMsgType
+from aiohttp._websocket.writer import WebSocketWriter
+from aiohttp.test_utils import TestServer
+from engineio import async_socket, base_socket
+from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
+
+from chatsvc.chat.sioserver import RecoveringServer
+from chatsvc.transport import engineio_internals as internals
+from chatsvc.transport.engineio_internals import CoarseTimers, EngineIOServer, LeanQueue, clock, frame, frames
+
+WS_PATH = "/engine.io/?EIO=4&transport=websocket"
+POLL_PATH = "/engine.io/?EIO=4&transport=polling"
+
+
+def test_pinned_versions_are_installed() -> None:
+    for dist, version in internals.PINNED.items():
+        assert metadata.version(dist) == version, (
+            f"{dist} is {metadata.version(dist)}, chatsvc.transport.engineio_internals was checked "
+            f"against {version}: re-read the internals it lists, then update PINNED"
+        )
+
+
+def test_engineio_attributes_and_signatures() -> None:
+    stock = engineio.AsyncServer(async_mode="aiohttp")
+    assert stock._async["websocket"] is eio_aiohttp.WebSocket
+    assert list(inspect.signature(eio_aiohttp.WebSocket.__init__).parameters) == ["self", "handler", "server"]
+    assert hasattr(async_socket.AsyncSocket, "_websocket_handler")
+    sock = async_socket.AsyncSocket(stock, "sid")
+    for name in ("queue", "closed", "closing", "upgraded", "upgrading", "last_ping", "sid"):
+        assert hasattr(sock, name), name
+    assert isinstance(sock.queue, asyncio.Queue)
+    assert hasattr(asyncio.Queue(), "_getters")
+    assert isinstance(stock.sockets, dict)
+    assert isinstance(stock.ping_timeout, int | float)
+    # python-socketio builds its engine.io server through this hook (the app's server
+    # overrides it): the broadcast path's fast path needs an EngineIOServer there.
+    assert "self._engineio_server_class()(" in inspect.getsource(socketio.base_server.BaseServer.__init__)
+    sio = RecoveringServer(async_mode="aiohttp")
+    assert isinstance(sio.eio, EngineIOServer)
+    # Our driver replaces only this server's websocket class, not the module-level dict.
+    assert sio.eio._async["websocket"] is internals._TrackedWebSocket
+    assert eio_aiohttp._async["websocket"] is eio_aiohttp.WebSocket
+
+
+def test_aiohttp_attributes() -> None:
+    assert "_writer" in web.WebSocketResponse.__annotations__ or hasattr(web.WebSocketResponse, "_writer")
+    writer = WebSocketWriter(Protocol(), Transport())  # type: ignore[arg-type]
+    for name in ("transport", "_closing", "compress"):
+        assert hasattr(writer, name), name
+
+
+class Transport:
+    """Records writes, like an asyncio transport with nothing buffered."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class Protocol:
+    _paused = False
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        *[
+            "",
+            "4",
+            '42["message",{"text":"héllo"}]',
+            "x" * 125,
+            "x" * 126,
+            "é" * 40000,
+            "x" * 65535,
+            "x" * 70000,
+        ],
+        *[b"", b"\x00\x01", b"y" * 300, b"z" * 65536],
+    ],
+)
+async def test_frame_bytes_match_aiohttp(payload: str | bytes) -> None:
+    transport = Transport()
+    writer = WebSocketWriter(Protocol(), transport)  # type: ignore[arg-type]
+    if isinstance(payload, str):
+        await writer.send_frame(payload.encode("utf-8"), WSMsgType.TEXT)
+    else:
+        await writer.send_frame(payload, WSMsgType.BINARY)
+    assert frame(payload) == bytes(transport.written)
+
+
+def test_frames_encode_engineio_packets_in_order() -> None:
+    packets = [
+        eio_packet.Packet(eio_packet.MESSAGE, '2["a"]'),
+        eio_packet.Packet(eio_packet.MESSAGE, b"\x01"),
+    ]
+    assert frames(packets) == frame('42["a"]') + frame(b"\x01")
+
+
+# -- against a real engine.io server and websocket client ------------------------------------
+
+
+@dataclass
+class Harness:
+    eio: EngineIOServer
+    http: aiohttp.ClientSession
+    base: str
+
+    def socket(self) -> Any:
+        (sock,) = self.eio.sockets.values()
+        return sock
+
+    async def parked(self, sid: str) -> None:
+        """Wait until the socket's writer waits on an empty queue."""
+        sock = self.eio.sockets[sid]
+        for _ in range(200):
+            queue = sock.queue
+            idle = queue.parked() if isinstance(queue, LeanQueue) else bool(queue._getters)
+            if queue.empty() and idle and self.eio.websockets.get(sid) is not None:
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("the websocket writer never parked")
+
+
+async def open_ws(h: Harness, *, compress: int = 0) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    ws = await h.http.ws_connect(h.base + WS_PATH, compress=compress)
+    opened = await ws.receive_str(timeout=5)
+    assert opened.startswith("0{")
+    return ws, json.loads(opened[1:])["sid"]
+
+
+@pytest.fixture(params=[True, False], ids=["lean", "stock-socket"])
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=20, ping_timeout=20)
+    eio.lean = request.param  # frame-once must hold with python-engineio's own socket too
+    eio.websocket_compression = False  # as chatsvc: the client's deflate offer is declined
+    app = web.Application()
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Harness(eio, http, str(server.make_url("")).rstrip("/"))
+    finally:
+        await server.close()
+
+
+async def test_idle_websocket_gets_the_frame_written(harness: Harness) -> None:
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    assert harness.eio.write_frame(sid, frames([eio_packet.Packet(eio_packet.MESSAGE, "hi")]), clock())
+    assert await ws.receive_str(timeout=5) == "4hi"
+    await ws.close()
+    for _ in range(200):
+        if sid not in harness.eio.websockets:
+            break
+        await asyncio.sleep(0.005)
+    assert sid not in harness.eio.websockets  # forgotten when the handler ends
+    assert not harness.eio.write_frame(sid, frame("4late"), clock())
+
+
+async def test_order_is_kept_at_every_step_of_the_writer(harness: Harness) -> None:
+    """A packet queued just before a direct write reaches the client first, however far the
+    writer task has got with it when the write is attempted."""
+    ws, sid = await open_ws(harness)
+    expected: list[str] = []
+    for steps in range(12):
+        await harness.parked(sid)
+        await harness.eio.send_packet(sid, eio_packet.Packet(eio_packet.MESSAGE, f"queued{steps}"))
+        expected.append(f"4queued{steps}")
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        direct = f"4direct{steps}"
+        if not harness.eio.write_frame(sid, frame(direct), clock()):
+            await harness.eio.send_packet(sid, eio_packet.Packet(eio_packet.MESSAGE, direct[1:]))
+        expected.append(direct)
+    got = [await ws.receive_str(timeout=5) for _ in expected]
+    assert got == expected
+    # The queue path was really exercised (pending queue), and so was the direct one.
+    await harness.parked(sid)
+    await harness.eio.send_packet(sid, eio_packet.Packet(eio_packet.MESSAGE, "pending"))
+    assert not harness.eio.write_frame(sid, frame("4x"), clock())
+    assert await ws.receive_str(timeout=5) == "4pending"
+    await harness.parked(sid)
+    assert harness.eio.write_frame(sid, frame("4y"), clock())
+    assert await ws.receive_str(timeout=5) == "4y"
+    await ws.close()
+
+
+async def test_polling_and_upgrading_sockets_take_the_queue(harness: Harness) -> None:
+    async with harness.http.get(harness.base + POLL_PATH) as resp:
+        sid = json.loads((await resp.text())[1:])["sid"]
+    sock = harness.eio.sockets[sid]
+
+    async def poll() -> str:
+        async with harness.http.get(harness.base + POLL_PATH + f"&sid={sid}") as resp:
+            return await resp.text()
+
+    polling = asyncio.ensure_future(poll())
+    for _ in range(200):
+        if sock.queue._getters:
+            break
+        await asyncio.sleep(0.005)
+    # A long-poll waits on the queue exactly as a parked websocket writer would.
+    assert sock.queue.empty() and sock.queue._getters
+    assert not harness.eio.write_frame(sid, frame("4poll"), clock())
+    ws = await harness.http.ws_connect(harness.base + WS_PATH + f"&sid={sid}")
+    for _ in range(200):
+        if sock.upgrading:
+            break
+        await asyncio.sleep(0.005)
+    assert sock.upgrading and sock.queue._getters and sid in harness.eio.websockets
+    assert not harness.eio.write_frame(sid, frame("4upgrading"), clock())
+    await ws.send_str("2probe")
+    assert await ws.receive_str(timeout=5) == "3probe"
+    assert await asyncio.wait_for(polling, 5) == "6"  # the upgrade ends the long-poll (NOOP)
+    await ws.send_str("5")
+    for _ in range(200):
+        if sock.upgraded and not sock.upgrading:
+            break
+        await asyncio.sleep(0.005)
+    await harness.parked(sid)
+    assert harness.eio.write_frame(sid, frame("4upgraded"), clock())
+    assert await ws.receive_str(timeout=5) == "4upgraded"
+    await ws.close()
+
+
+async def test_compressed_back_pressured_closing_and_timed_out_sockets_take_the_queue(
+    harness: Harness,
+) -> None:
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    response = harness.eio.websockets[sid]
+    transport = response._writer.transport
+
+    class Full:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(transport, name)
+
+        def get_write_buffer_size(self) -> int:
+            return internals.WRITE_HIGH_WATER
+
+    response._writer.transport = Full()
+    assert not harness.eio.write_frame(sid, frame("4full"), clock())
+    response._writer.transport = transport
+    response._writer.compress = 15
+    assert not harness.eio.write_frame(sid, frame("4deflate"), clock())
+    response._writer.compress = 0
+    sock = harness.eio.sockets[sid]
+    saved, sock.last_ping = sock.last_ping, clock()  # a ping went out and its pong is overdue:
+    assert not harness.eio.write_frame(sid, frame("4late"), clock() + harness.eio.ping_timeout + 1)
+    sock.last_ping = saved
+    assert harness.eio.write_frame(sid, frame("4ok"), clock())
+    assert await ws.receive_str(timeout=5) == "4ok"
+    sock.closing = True
+    assert not harness.eio.write_frame(sid, frame("4closing"), clock())
+    sock.closing = False
+    await ws.close()
+
+
+async def test_negotiated_compression_takes_the_queue() -> None:
+    eio = EngineIOServer(async_mode="aiohttp")
+    app = web.Application()  # websocket_compression: the client's deflate offer is accepted
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
+            ws, sid = await open_ws(h, compress=15)
+            assert ws.compress == 15
+            await h.parked(sid)
+            assert not eio.write_frame(sid, frame("4x"), clock())
+            await ws.close()
+    finally:
+        await server.close()
+
+
+# -- the lean socket: what it replaces, pinned by source ----------------------------------
+
+#: sha256 (first 16 hex digits) of the python-engineio code the lean socket replaces or
+#: relies on. A mismatch means upstream changed it: re-read it against
+#: lean_websocket_handler / _OnDemandWriter / LeanQueue / _send_ping, adapt, then re-pin.
+REPLACED_SOURCES = {
+    "AsyncSocket._websocket_handler": (async_socket.AsyncSocket._websocket_handler, "27f120df4d717a24"),
+    "AsyncSocket.poll": (async_socket.AsyncSocket.poll, "826f58a9f3606db2"),
+    "AsyncSocket.schedule_ping": (async_socket.AsyncSocket.schedule_ping, "fe316639159cd70d"),
+    "AsyncSocket._send_ping": (async_socket.AsyncSocket._send_ping, "67db82a704ea49d0"),
+    "AsyncSocket.send": (async_socket.AsyncSocket.send, "0437276ccba7ab09"),
+    "BaseSocket.__init__": (base_socket.BaseSocket.__init__, "8532b631a4dc815f"),
+    "AsyncServer.create_queue": (engineio.AsyncServer.create_queue, "5ff5673a0c017681"),
+    "AsyncServer.start_background_task": (engineio.AsyncServer.start_background_task, "c873562535a68297"),
+    "WebSocket.__call__": (eio_aiohttp.WebSocket.__call__, "71f9a94476d737c3"),
+    "WebSocket.wait": (eio_aiohttp.WebSocket.wait, "992c370917677d39"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPLACED_SOURCES))
+def test_replaced_engineio_code_is_unchanged(name: str) -> None:
+    obj, digest = REPLACED_SOURCES[name]
+    got = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+    assert got == digest, f"python-engineio's {name} changed: re-read chatsvc.transport.engineio_internals"
+
+
+def test_sockets_get_their_queue_and_ping_through_the_server() -> None:
+    # BaseSocket.__init__ asks the server for the queue; schedule_ping for a background task.
+    assert "self.server.create_queue()" in inspect.getsource(base_socket.BaseSocket.__init__)
+    assert "self.server.start_background_task(self._send_ping)" in inspect.getsource(
+        async_socket.AsyncSocket.schedule_ping
+    )
+    lean = EngineIOServer(async_mode="aiohttp")
+    assert isinstance(async_socket.AsyncSocket(lean, "s").queue, LeanQueue)
+    lean.lean = False
+    assert type(async_socket.AsyncSocket(lean, "s").queue) is asyncio.Queue
+
+
+async def test_lean_queue_behaves_like_asyncio_queue() -> None:
+    q = LeanQueue()
+    assert q.empty() and q.qsize() == 0 and not q.full() and q.maxsize == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        q.get_nowait()
+    await q.put(1)
+    q.put_nowait(2)
+    assert q.qsize() == 2 and await q.get() == 1 and q.get_nowait() == 2 and q._items is None
+    joined = asyncio.ensure_future(q.join())
+    await asyncio.sleep(0)
+    assert not joined.done()
+    q.task_done()
+    await asyncio.sleep(0)
+    assert not joined.done()
+    q.task_done()
+    await asyncio.wait_for(joined, 1)
+    with pytest.raises(ValueError, match="too many"):
+        q.task_done()
+    await asyncio.wait_for(q.join(), 1)  # nothing unfinished: returns at once
+
+
+async def test_lean_queue_hands_items_to_waiting_getters_and_never_loses_one() -> None:
+    q = LeanQueue()
+    # python-engineio's long-poll: wait_for(queue.get(), t); a future, so no task is made.
+    timed_out = asyncio.ensure_future(asyncio.wait_for(q.get(), 0.01))
+    with pytest.raises(TimeoutError):
+        await timed_out
+    waiting = q.get()
+    assert q.parked()
+    q.put_nowait("a")  # skips the timed-out getter, goes to the waiting one
+    assert not q.parked() and await waiting == "a" and q.empty()
+    cancelled = q.get()
+    cancelled.cancel()
+    q.put_nowait("b")
+    assert await q.get() == "b"  # not given to the cancelled getter
+
+
+async def test_lean_queue_wakes_an_attached_writer_once_per_run() -> None:
+    q = LeanQueue()
+    q.put_nowait("early")
+    wakes: list[int] = []
+    q.attach(lambda: wakes.append(q.qsize()))
+    assert wakes == [1] and not q.parked()  # woken at once for what was waiting
+    q.put_nowait("more")  # the writer runs: no second wake
+    assert wakes == [1]
+    q.get_nowait(), q.get_nowait()
+    q.writer_done()
+    assert q.parked()
+    q.put_nowait("next")
+    assert wakes == [1, 1] and not q.parked()
+    q.detach()
+    q.put_nowait("after")
+    assert wakes == [1, 1] and not q.parked()  # a dead writer: packets stay queued
+
+
+#: The coroutines of the tasks python-engineio runs per idle websocket besides aiohttp's.
+STOCK_SOCKET_TASKS = {
+    "AsyncSocket._send_ping",
+    "AsyncSocket._websocket_handler.<locals>.writer",
+    "AsyncSocket._websocket_handler.<locals>.websocket_wait",
+}
+
+
+async def test_lean_socket_pings_by_timer_and_holds_no_task_when_idle() -> None:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=0.2, ping_timeout=5)
+    eio.websocket_compression = False
+    app = web.Application()
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
+            sockets = [await open_ws(h) for _ in range(5)]
+            for _, sid in sockets:
+                await h.parked(sid)
+            # aiohttp's tasks run the reader: no writer, ping or per-wait task per socket.
+            names = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+            assert not names & STOCK_SOCKET_TASKS, names
+            for ws, _ in sockets:
+                assert await ws.receive_str(timeout=5) == "2"  # the timer's PING
+                await ws.send_str("3")
+                assert await ws.receive_str(timeout=5) == "2"  # rescheduled by the PONG
+                await ws.send_str("4hello")
+                await ws.close()
+    finally:
+        await server.close()
+
+
+async def test_the_stock_socket_has_the_tasks_the_lean_one_avoids(harness: Harness) -> None:
+    """The counterpart of the check above, so that it cannot pass by naming nothing."""
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    names = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+    if harness.eio.lean:
+        assert not names & STOCK_SOCKET_TASKS
+    else:
+        assert names >= STOCK_SOCKET_TASKS, names
+    await ws.close()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "stock-socket"])
+async def test_a_silent_client_is_dropped_after_ping_interval_plus_timeout(lean: bool) -> None:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=0.2, ping_timeout=0.2)
+    eio.lean = lean
+    eio.websocket_compression = False
+    gone: list[str] = []
+    received: list[str] = []
+
+    @eio.on("disconnect")
+    async def disconnect(sid: str, reason: Any) -> None:
+        gone.append(sid)
+
+    @eio.on("message")
+    async def message(sid: str, data: Any) -> None:
+        received.append(data)
+
+    app = web.Application()
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
+            ws, sid = await open_ws(h)
+            await ws.send_str("4one")
+            await ws.send_str("4two")
+            assert await ws.receive_str(timeout=5) == "2"
+            # No PONG: the server ends the socket within ping_interval + ping_timeout or so.
+            for _ in range(300):
+                if gone:
+                    break
+                await asyncio.sleep(0.01)
+            assert gone == [sid] and received == ["one", "two"]
+            await ws.close()
+    finally:
+        await server.close()
+
+
+#: aiohttp code that reads ``RequestHandler._parser`` or ``BaseRequest._message``
+#: (release_http_state drops the parser of an accepted upgrade and the raw header bytes).
+AIOHTTP_SOURCES = {
+    "RequestHandler.data_received": (web_protocol.RequestHandler.data_received, "1ee57ebe052e6c80"),
+    "RequestHandler.start": (web_protocol.RequestHandler.start, "2e565fd40c8e04fb"),
+    "RequestHandler.finish_response": (web_protocol.RequestHandler.finish_response, "b7eb53db8f4b30ca"),
+    "RequestHandler.connection_lost": (web_protocol.RequestHandler.connection_lost, "df2fe6e95fd04c7c"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AIOHTTP_SOURCES))
+def test_aiohttp_code_around_the_released_state_is_unchanged(name: str) -> None:
+    obj, digest = AIOHTTP_SOURCES[name]
+    got = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+    assert got == digest, f"aiohttp's {name} changed: re-read engineio_internals.release_http_state"
+
+
+async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: Harness) -> None:
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    request = harness.eio.websockets[sid]._req
+    assert request is not None
+    released = harness.eio.lean
+    assert (request.protocol._parser is None) is released
+    assert (request._message.raw_headers == ()) is released
+    assert request.headers["Upgrade"].lower() == "websocket"  # the parsed headers stay
+    # Frames still flow both ways, and the close completes.
+    assert harness.eio.write_frame(sid, frame("4still"), clock())
+    assert await ws.receive_str(timeout=5) == "4still"
+    await ws.close()
+    for _ in range(200):
+        if sid not in harness.eio.websockets:
+            break
+        await asyncio.sleep(0.005)
+    assert sid not in harness.eio.websockets
+
+
+async def test_coarse_timers_share_loop_timers_and_keep_their_bounds() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[tuple[str, float]] = []
+    late = CoarseTimers(0.05, early=False)
+    early = CoarseTimers(0.05, early=True)
+    start = loop.time()
+    for i in range(20):
+        late.call_later(0.1, lambda name: fired.append((name, loop.time())), f"late{i}")
+        early.call_later(0.1, lambda name: fired.append((name, loop.time())), f"early{i}")
+    assert len(late._slots) <= 2 and len(early._slots) <= 2  # 40 calls, at most 4 loop timers
+    await asyncio.sleep(0.3)
+    assert len(fired) == 40 and len(late) == 0 and len(early) == 0
+    for name, at in fired:
+        if name.startswith("late"):
+            assert 0.1 <= at - start + 1e-3 <= 0.1 + 0.05 + 0.05
+        else:
+            assert 0.1 - 0.05 - 1e-3 <= at - start <= 0.1 + 0.05
+
+
+async def test_a_failing_timer_callback_does_not_drop_the_others() -> None:
+    timers = CoarseTimers(0.01, early=False)
+    ran: list[int] = []
+
+    def boom(_: Any) -> None:
+        raise RuntimeError("boom")
+
+    timers.call_later(0.01, boom, None)
+    timers.call_later(0.01, ran.append, 1)
+    await asyncio.sleep(0.05)
+    assert ran == [1]
+
+
+async def test_lean_sockets_hold_no_loop_timer_of_their_own() -> None:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=5, ping_timeout=5)
+    eio.websocket_compression = False
+    app = web.Application()
+    eio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
+            sockets = [await open_ws(h) for _ in range(20)]
+            for _, sid in sockets:
+                await h.parked(sid)
+            # One entry per socket in each, on a couple of shared loop timers.
+            assert len(eio.ping_timers) == 20 and len(eio.read_deadlines) == 20
+            assert len(eio.ping_timers._slots) <= 3 and len(eio.read_deadlines._slots) <= 3
+            for ws, _ in sockets:
+                await ws.close()
+    finally:
+        await server.close()
