@@ -57,6 +57,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--revert", default="", help="passed to bench/launch_chatsvc.py")
     parser.add_argument("--top", type=int, default=8, help="leaf frames of 'other' to show")
+    parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks in this file")
     args = parser.parse_args()
     if not (1 <= args.rooms * args.members <= 10000 and 0 < args.seconds <= 60 and 0 < args.rate <= 5000):
         parser.error("bounded: rooms x members <= 10000, seconds <= 60, rate <= 5000")
@@ -118,6 +119,8 @@ def main() -> int:
                 )
                 spy.wait(timeout=args.seconds + 60)
                 time.sleep(0.2)
+                if args.raw is not None:
+                    args.raw.write_text(out.read_text())
             finally:
                 lg.close()
         finally:
