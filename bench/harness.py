@@ -268,12 +268,21 @@ def start_chatsvc(
     revert: tuple[str, ...] = (),
     experiments: tuple[str, ...] = (),
     python: str | None = None,
+    source: Path | None = None,
 ) -> Server:
     """``chatsvc serve`` through the bench launcher (which can revert optimisations), on
-    this interpreter or ``python`` (another CPython's venv with chatsvc installed)."""
+    this interpreter or ``python`` (another CPython's venv with chatsvc installed), from
+    this checkout or from ``source`` (another revision's tree: ``run.py --baseline``)."""
     port = free_port()
     data_dir = work / f"{name}-data"
-    argv = [python or sys.executable, str(LAUNCHER)]
+    launcher = LAUNCHER
+    env_extra = dict(extra)
+    if source is not None:
+        # Ahead of the venv's editable install of this checkout.
+        env_extra["PYTHONPATH"] = str(source)
+        if (source / "bench" / "launch_chatsvc.py").exists():
+            launcher = source / "bench" / "launch_chatsvc.py"
+    argv = [python or sys.executable, str(launcher)]
     if revert:
         argv += ["--revert", ",".join(revert)]
     if experiments:
@@ -282,7 +291,7 @@ def start_chatsvc(
     server = Server(
         name,
         argv,
-        chatsvc_env(port, data_dir, extra),
+        chatsvc_env(port, data_dir, env_extra),
         port,
         work / f"{name}.log",
         jwt_secret=BENCH_JWT_SECRET,
@@ -418,6 +427,22 @@ def python_package_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
+
+
+def export_revision(rev: str, into: Path) -> str:
+    """Write the tree of git revision ``rev`` of this checkout to ``into``; its short hash."""
+    repo = BENCH_DIR.parent
+    short = run_quiet(["git", "-C", str(repo), "rev-parse", "--short", rev], 30)
+    if short.returncode != 0:
+        raise BenchError(f"--baseline {rev}: not a revision of {repo}: {short.stderr.strip()}")
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", "--format=tar", rev], capture_output=True, timeout=60, check=False
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {rev} failed: {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, timeout=60, check=True)
+    return short.stdout.strip()
 
 
 def stderr(message: str) -> None:

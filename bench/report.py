@@ -426,12 +426,21 @@ def markdown(results: dict[str, Any], stem: str) -> str:
             "shared machine was). In brackets: the range over the measurement windows.\n",
             ablation,
         ]
-    alt = alt_python_table(results)
+    alt = variant_table(results, ALT, "chatsvc-alt")
     if alt:
         parts += [
             "\n## Another CPython (`--python-alt`)\n",
             "The same chatsvc on another interpreter's venv, measured in this run beside the default one.\n",
             alt,
+        ]
+    base = variant_table(results, BASELINE, "chatsvc-base")
+    if base:
+        commit = results.get("baseline", {}).get("commit", "?")
+        parts += [
+            f"\n## Before and after (`--baseline`: chatsvc at {commit})\n",
+            f"chatsvc as it was at commit {commit}, same interpreter and venv, measured in this run "
+            "beside this checkout: what the changes since then bought.\n",
+            base,
         ]
     parts += ["\n## Run details\n", detail_table(results)]
     if results.get("skipped"):
@@ -443,16 +452,17 @@ def markdown(results: dict[str, Any], stem: str) -> str:
 
 
 ALT = "chatsvc-alt"
+BASELINE = "chatsvc-base"
 
 
-def alt_python_table(results: dict[str, Any]) -> str:
-    """chatsvc on ``--python-alt`` beside chatsvc on this interpreter: idle and fan-out."""
+def variant_table(results: dict[str, Any], key: str, label: str) -> str:
+    """A chatsvc variant (``--python-alt``, ``--baseline``) beside chatsvc: idle and fan-out."""
     sc = results["scenarios"]
     idle, fan = sc.get("idle", {}), sc.get("fanout", {})
-    if ALT not in idle and ALT not in fan:
+    if key not in idle and key not in fan:
         return ""
-    table = _Table(["Workload", "Metric", "chatsvc (this CPython)", "chatsvc-alt", "alt/this"])
-    for this, other in zip(idle.get(AFTER, []), idle.get(ALT, []), strict=False):
+    table = _Table(["Workload", "Metric", "chatsvc (this checkout)", label, f"{label}/chatsvc"])
+    for this, other in zip(idle.get(AFTER, []), idle.get(key, []), strict=False):
         a, b = this["kb_per_conn"], other["kb_per_conn"]
         table.row(
             f"idle, {this['connections']:,} conns",
@@ -461,7 +471,7 @@ def alt_python_table(results: dict[str, Any]) -> str:
             _num(b, 1),
             _ratio(b, a),
         )
-    for this, other in zip(fan.get(AFTER, []), fan.get(ALT, []), strict=False):
+    for this, other in zip(fan.get(AFTER, []), fan.get(key, []), strict=False):
         name = f"fan-out, room of {this['members']:,}"
         a, b = this["delivered_per_cpu_s"], other["delivered_per_cpu_s"]
         table.row(name, "deliveries per server CPU-s", _per_cpu(this), _per_cpu(other), _ratio(b, a))

@@ -126,6 +126,8 @@ class Target:
     experiments: tuple[str, ...] = ()
     #: Another interpreter (``--python-alt``); None: this one.
     python: str | None = None
+    #: Another revision's tree (``--baseline``); None: this checkout.
+    source: Path | None = None
 
 
 MEMORY = ("CHATSVC_STORE", "memory")
@@ -135,6 +137,7 @@ AFTER_MEM = Target("chatsvc", "chatsvc (memory store)", "chatsvc", (MEMORY,))
 BEFORE_MEM = Target(
     "chatsvc-before", "chatsvc before (memory store)", "chatsvc", (MEMORY, COMPRESSION_ON), OPTIMISATIONS
 )
+BASELINE_KEY = "chatsvc-base"
 AFTER_SQLITE = Target("chatsvc-sqlite", "chatsvc (SQLite file, default)", "chatsvc")
 PEER = Target("peer", "node socket.io 4.8 (peer)", "peer")
 CENTRIFUGO = Target("centrifugo", "Centrifugo v6.9.1 (peer)", "centrifugo")
@@ -197,7 +200,7 @@ class Bench:
             server = harness.start_centrifugo(name, self.work, self.centrifugo)
         else:
             server = harness.start_chatsvc(
-                name, self.work, env, target.revert, target.experiments, target.python
+                name, self.work, env, target.revert, target.experiments, target.python, target.source
             )
         self.servers.append(server)
         return server
@@ -721,6 +724,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the python of a venv with chatsvc installed on another CPython: adds a "
         "chatsvc-alt row to the idle and fan-out scenarios (bench/README.md)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REV",
+        help="adds a chatsvc-base row to the idle and fan-out scenarios: chatsvc as it was at git "
+        "revision REV, on this interpreter, beside this checkout (before/after of a change, one run)",
+    )
     parser.add_argument("--kafka-brokers", default="127.0.0.1:19092")
     parser.add_argument(
         "--kafka",
@@ -785,6 +795,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         label = f"chatsvc on CPython {version.stdout.strip()} (memory store)"
         alt = [Target("chatsvc-alt", label, "chatsvc", (MEMORY,), python=args.python_alt)]
+    baseline_tree: Path | None = None
+    if args.baseline:
+        source = baseline_tree = Path(tempfile.mkdtemp(prefix="chatsvc-baseline-"))
+        short = harness.export_revision(args.baseline, source)
+        results["baseline"] = {"rev": args.baseline, "commit": short}
+        alt.append(
+            Target(BASELINE_KEY, f"chatsvc at {short} (memory store)", "chatsvc", (MEMORY,), source=source)
+        )
     centrifugo_bin = None
     centrifugo: list[Target] = []
     if not args.centrifugo:
@@ -797,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     results["scenario_list"] = scenarios
     work = Path(tempfile.mkdtemp(prefix="chatsvc-bench-"))
     bench = Bench(size, work, centrifugo_bin)
+    if baseline_tree is not None:
+        bench.cleanups.append(functools.partial(shutil.rmtree, baseline_tree, ignore_errors=True))
     stderr(f"chatsvc bench ({size_name}); scratch {work}; load {harness.loadavg()}")
     try:
         for scenario in scenarios:

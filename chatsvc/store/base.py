@@ -21,9 +21,22 @@ def bucket_of(ms: int) -> int:
     return ms // BUCKET_MS
 
 
+#: The last second :func:`iso_ms` formatted and its text: messages come in bursts of the
+#: same second, and ``strftime`` is most of the cost of ``Message.to_wire``.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def iso_ms(ms: int) -> str:
     """Unix milliseconds as an RFC 3339 UTC string with milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    global _last_second  # noqa: PLW0603 - a one-entry cache of a pure function
+    second, millis = divmod(ms, 1000)
+    cached = _last_second
+    if cached[0] == second:
+        prefix = cached[1]
+    else:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _last_second = (second, prefix)
+    return f"{prefix}{millis:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)

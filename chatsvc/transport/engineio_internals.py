@@ -21,6 +21,10 @@ cannot reorder or bypass anything; otherwise the caller falls back to the queue:
   the writer's compressor), and the transport is open with less than
   ``WRITE_HIGH_WATER`` bytes buffered (back-pressure: the queue path waits for drain).
 
+What python-socketio sends a single socket (acks above all) takes the same path:
+:meth:`EngineIOServer.send` writes it framed at once when ``write_frame`` allows, so an
+ack costs no queue round trip, writer task or aiohttp frame builder.
+
 **Lean per socket** (:attr:`EngineIOServer.lean`). An idle websocket in stock
 python-engineio holds, besides aiohttp's own tasks, a writer task, a task per wait inside it
 (``wait_for(queue.get())``), a reader task per received packet (``websocket_wait``), a
@@ -528,6 +532,15 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
             self.ping_timers.call_later(self.ping_interval, _send_ping, getattr(target, "__self__", None))
             return None
         return super().start_background_task(target, *args, **kwargs)
+
+    async def send(self, sid: str, data: Any) -> None:
+        """``AsyncServer.send`` (what python-socketio sends one socket: acks, CONNECT replies,
+        replays): framed and written at once when :meth:`write_frame` may, as a broadcast
+        is; otherwise queued as python-engineio does. No writer task per ack."""
+        pkt = eio_packet.Packet(eio_packet.MESSAGE, data=data)
+        if self.write_frame(sid, frame(pkt.encode()), time.time()):
+            return
+        await self.send_packet(sid, pkt)
 
     def write_frame(self, eio_sid: str, data: bytes, now: float) -> bool:
         """Write ``data`` (from :func:`frames`) to ``eio_sid``'s transport if that keeps the

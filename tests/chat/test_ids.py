@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+from chatsvc.chat import ids
 from chatsvc.chat.ids import ID_LENGTH, MessageIdGenerator, is_message_id, lowest_id_at, timestamp_ms
 
 
@@ -34,3 +37,20 @@ def test_is_message_id_rejects_other_shapes() -> None:
     good = MessageIdGenerator().new()
     for bad in (None, 5, "", good[:-1], good + "0", good.lower(), "8" + good[1:], good[:-1] + "I"):
         assert not is_message_id(bad)
+
+
+def test_ids_are_crockford_base32_of_their_value_digit_by_digit() -> None:
+    """The 13-pair encoder writes exactly the 26 base32 digits of the 130-bit value."""
+    rng = random.Random(7)
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    for value in [0, 1, 31, 32, 1023, 1024, 2**128 - 1, *(rng.getrandbits(128) for _ in range(2000))]:
+        expected = "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+        assert ids._encode(value) == expected
+        assert ids.id_value(expected) == value
+
+
+def test_two_generators_do_not_repeat_each_others_ids() -> None:
+    """Seeded from the OS each: two replicas in the same millisecond still differ."""
+    frozen = lambda: 1_700_000_000.0  # noqa: E731
+    a, b = ids.MessageIdGenerator(frozen), ids.MessageIdGenerator(frozen)
+    assert not {a.new() for _ in range(500)} & {b.new() for _ in range(500)}

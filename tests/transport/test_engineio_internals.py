@@ -217,6 +217,27 @@ async def test_order_is_kept_at_every_step_of_the_writer(harness: Harness) -> No
     await ws.close()
 
 
+async def test_a_single_send_is_written_at_once_on_an_idle_websocket(harness: Harness) -> None:
+    """What python-socketio sends one socket (an ack) goes straight to the transport when it
+    may, and behind what is queued when it may not: same bytes, same order either way."""
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    queue = harness.eio.sockets[sid].queue
+    await harness.eio.send(sid, '31["ack"]')
+    assert queue.empty()  # nothing queued
+    if isinstance(queue, LeanQueue):
+        assert queue.parked()  # and no writer woken
+    assert await ws.receive_str(timeout=5) == '431["ack"]'
+    await harness.eio.send(sid, b"\x01binary")
+    assert await ws.receive_bytes(timeout=5) == b"\x01binary"
+    # Something queued and not yet written: the send queues behind it.
+    await harness.parked(sid)
+    await harness.eio.send_packet(sid, eio_packet.Packet(eio_packet.MESSAGE, "first"))
+    await harness.eio.send(sid, "second")
+    assert [await ws.receive_str(timeout=5) for _ in range(2)] == ["4first", "4second"]
+    await ws.close()
+
+
 async def test_polling_and_upgrading_sockets_take_the_queue(harness: Harness) -> None:
     async with harness.http.get(harness.base + POLL_PATH) as resp:
         sid = json.loads((await resp.text())[1:])["sid"]
@@ -322,6 +343,10 @@ REPLACED_SOURCES = {
     "AsyncServer.start_background_task": (engineio.AsyncServer.start_background_task, "c873562535a68297"),
     "WebSocket.__call__": (eio_aiohttp.WebSocket.__call__, "71f9a94476d737c3"),
     "WebSocket.wait": (eio_aiohttp.WebSocket.wait, "992c370917677d39"),
+    # EngineIOServer.send replaces it; python-socketio's _send_packet is its caller.
+    "AsyncServer.send": (engineio.AsyncServer.send, "ff1fdb18f1c30bb3"),
+    "AsyncServer.send_packet": (engineio.AsyncServer.send_packet, "c54317440865030d"),
+    "socketio.AsyncServer._send_packet": (socketio.AsyncServer._send_packet, "a00022b42c1c29e9"),
 }
 
 
