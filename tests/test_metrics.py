@@ -29,9 +29,8 @@ async def test_overlapping_timers_keep_their_own_start() -> None:
     metrics = Metrics()
     outer = metrics.timed_store("a")
     inner = metrics.timed_store("a")
-    async with outer:
-        async with inner:
-            pass
+    async with outer, inner:
+        pass
     assert _count(metrics, "a") == 2
     total = metrics.registry.get_sample_value("chatsvc_store_latency_seconds_sum", {"op": "a"})
     assert total is not None and total >= 0
