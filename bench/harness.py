@@ -393,6 +393,32 @@ class LoadGen:
             raise BenchError(f"load generator {cmd['cmd']!r} failed: {answer.get('error')}")
         return answer
 
+    def connect(self, server: Server, n: int, timeout: float = 120.0, **options: Any) -> dict[str, Any]:
+        """The ``connect`` command: ``n`` clients to ``server`` in its protocol, with tokens signed
+        with its secret, from one 127.0.0.x source address per 20,000 connections. ``options``:
+        the command's others (``deflate``, ``concurrency``, ``join_rooms``, ...)."""
+        return self.call(
+            timeout,
+            cmd="connect",
+            url=server.url,
+            protocol=server.protocol,
+            n=n,
+            secret=server.jwt_secret,
+            sources=max(1, -(-n // 20000)),
+            **options,
+        )
+
+    def connect_all(
+        self, server: Server, n: int, *, deflate: bool = False, timeout: float = 120.0
+    ) -> dict[str, Any]:
+        """``connect``, 32 at a time, and raise ``BenchError`` unless all ``n`` connected.
+        ``deflate``: offer permessage-deflate, as browsers do (it costs the load generator CPU on
+        every delivery, so throughput scenarios don't)."""
+        answer = self.connect(server, n, timeout, deflate=deflate, concurrency=32)
+        if answer["failures"]:
+            raise BenchError(f"{answer['failures']} of {n} connections to {server.name} failed: {answer}")
+        return answer
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
