@@ -20,7 +20,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,6 +430,27 @@ class LoadGen:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+@contextmanager
+def chatsvc_with_loadgen(
+    name: str,
+    work: Path,
+    extra: Mapping[str, str],
+    revert: tuple[str, ...] = (),
+    experiments: tuple[str, ...] = (),
+) -> Iterator[tuple[Server, LoadGen]]:
+    """A chatsvc (``start_chatsvc``) and a load generator for it (log ``NAME-loadgen.log``),
+    both stopped on the way out, also on failure: for the one-server profilers."""
+    server = start_chatsvc(name, work, extra, revert, experiments)
+    try:
+        lg = LoadGen(work / f"{name}-loadgen.log")
+        try:
+            yield server, lg
+        finally:
+            lg.close()
+    finally:
+        server.stop()
 
 
 def run_quiet(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
