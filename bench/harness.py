@@ -20,7 +20,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,6 +403,32 @@ class LoadGen:
             raise BenchError(f"load generator {cmd['cmd']!r} failed: {answer.get('error')}")
         return answer
 
+    def connect(self, server: Server, n: int, timeout: float = 120.0, **options: Any) -> dict[str, Any]:
+        """The ``connect`` command: ``n`` clients to ``server`` in its protocol, with tokens signed
+        with its secret, from one 127.0.0.x source address per 20,000 connections. ``options``:
+        the command's others (``deflate``, ``concurrency``, ``join_rooms``, ...)."""
+        return self.call(
+            timeout,
+            cmd="connect",
+            url=server.url,
+            protocol=server.protocol,
+            n=n,
+            secret=server.jwt_secret,
+            sources=max(1, -(-n // 20000)),
+            **options,
+        )
+
+    def connect_all(
+        self, server: Server, n: int, *, deflate: bool = False, timeout: float = 120.0
+    ) -> dict[str, Any]:
+        """``connect``, 32 at a time, and raise ``BenchError`` unless all ``n`` connected.
+        ``deflate``: offer permessage-deflate, as browsers do (it costs the load generator CPU on
+        every delivery, so throughput scenarios don't)."""
+        answer = self.connect(server, n, timeout, deflate=deflate, concurrency=32)
+        if answer["failures"]:
+            raise BenchError(f"{answer['failures']} of {n} connections to {server.name} failed: {answer}")
+        return answer
+
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -412,6 +439,27 @@ class LoadGen:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+@contextmanager
+def chatsvc_with_loadgen(
+    name: str,
+    work: Path,
+    extra: Mapping[str, str],
+    revert: tuple[str, ...] = (),
+    experiments: tuple[str, ...] = (),
+) -> Iterator[tuple[Server, LoadGen]]:
+    """A chatsvc (``start_chatsvc``) and a load generator for it (log ``NAME-loadgen.log``),
+    both stopped on the way out, also on failure: for the one-server profilers."""
+    server = start_chatsvc(name, work, extra, revert, experiments)
+    try:
+        lg = LoadGen(work / f"{name}-loadgen.log")
+        try:
+            yield server, lg
+        finally:
+            lg.close()
+    finally:
+        server.stop()
 
 
 def run_quiet(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:

@@ -37,19 +37,7 @@ MEMORY_STORE = {"CHATSVC_STORE": "memory"}
 
 
 def connect(lg: LoadGen, server: Server, n: int) -> None:
-    answer = lg.call(
-        300,
-        cmd="connect",
-        url=server.url,
-        protocol="socketio",
-        n=n,
-        secret=server.jwt_secret,
-        deflate=True,
-        sources=1,
-        concurrency=32,
-    )
-    if answer["failures"]:
-        raise harness.BenchError(f"{answer['failures']} of {n} connections failed")
+    lg.connect_all(server, n, deflate=True, timeout=300)
 
 
 def warm(lg: LoadGen, server: Server) -> None:
@@ -59,20 +47,13 @@ def warm(lg: LoadGen, server: Server) -> None:
 
 
 def rss_per_connection(work: Path, n: int, revert: tuple[str, ...], tries: tuple[str, ...]) -> float:
-    server = harness.start_chatsvc("profile-rss", work, MEMORY_STORE, revert, tries)
-    try:
-        lg = LoadGen(work / "loadgen-rss.log")
-        try:
-            warm(lg, server)
-            base = server.rss_kb()
-            connect(lg, server, n)
-            time.sleep(1.5)
-            per = (server.rss_kb() - base) / n
-            lg.call(60, cmd="close")
-        finally:
-            lg.close()
-    finally:
-        server.stop()
+    with harness.chatsvc_with_loadgen("profile-rss", work, MEMORY_STORE, revert, tries) as (server, lg):
+        warm(lg, server)
+        base = server.rss_kb()
+        connect(lg, server, n)
+        time.sleep(1.5)
+        per = (server.rss_kb() - base) / n
+        lg.call(60, cmd="close")
     return per
 
 
@@ -106,20 +87,14 @@ def trace(work: Path, n: int, top: int, revert: tuple[str, ...], tries: tuple[st
     out = work / "snapshots"
     out.mkdir()
     extra = {**MEMORY_STORE, "BENCH_TRACEMALLOC_OUT": str(out), "BENCH_TRACEMALLOC_DEPTH": "12"}
-    server = harness.start_chatsvc("profile-trace", work, extra, revert, (*tries, "tracemalloc"))
-    try:
-        lg = LoadGen(work / "loadgen-trace.log")
-        try:
-            warm(lg, server)
-            before = snapshot(server, out, 0)
-            connect(lg, server, n)
-            time.sleep(1.5)
-            after = snapshot(server, out, 1)
-            lg.call(60, cmd="close")
-        finally:
-            lg.close()
-    finally:
-        server.stop()
+    traced = (*tries, "tracemalloc")
+    with harness.chatsvc_with_loadgen("profile-trace", work, extra, revert, traced) as (server, lg):
+        warm(lg, server)
+        before = snapshot(server, out, 0)
+        connect(lg, server, n)
+        time.sleep(1.5)
+        after = snapshot(server, out, 1)
+        lg.call(60, cmd="close")
     show("by file", after.compare_to(before, "filename"), n, top, 1)
     show("by allocating line", after.compare_to(before, "lineno"), n, top, 1)
     show("by allocating line, with callers", after.compare_to(before, "traceback"), n, top, 5)

@@ -28,7 +28,6 @@ from collections import Counter
 from pathlib import Path
 
 import harness
-from harness import LoadGen
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
@@ -69,62 +68,45 @@ def main() -> int:
             "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
             "CHATSVC_RATE_LIMIT_BURST": "100000",
         }
-        server = harness.start_chatsvc("profile-receive", work, env, revert)
-        try:
-            lg = LoadGen(work / "loadgen.log")
-            try:
-                n = args.rooms * args.members
-                lg.call(
-                    300,
-                    cmd="connect",
-                    url=server.url,
-                    protocol="socketio",
-                    n=n,
-                    secret=server.jwt_secret,
-                    deflate=False,
-                    sources=1,
-                    concurrency=32,
-                )
-                rooms = [f"small{r}" for r in range(args.rooms)]
-                lg.call(120, cmd="join", rooms=rooms)  # client i joins room i % rooms
-                senders = [{"client": r, "room": rooms[r]} for r in range(args.rooms)]
-                common = {"cmd": "fanout", "senders": senders, "rate": args.rate}
-                lg.call(60, **common, seconds=1.0, recipients_per_message=args.members - 1, drain_ms=500)
-                out = work / "profile.txt"
-                spy = subprocess.Popen(
-                    [
-                        str(PY_SPY),
-                        "record",
-                        "--nonblocking",
-                        "-r",
-                        "200",
-                        "-d",
-                        str(int(args.seconds)),
-                        "-f",
-                        "raw",
-                        "-o",
-                        str(out),
-                        "-p",
-                        str(server.pid),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                answer = lg.call(
-                    args.seconds + 60,
-                    **common,
-                    seconds=args.seconds,
-                    recipients_per_message=args.members - 1,
-                    drain_ms=1000,
-                )
-                spy.wait(timeout=args.seconds + 60)
-                time.sleep(0.2)
-                if args.raw is not None:
-                    args.raw.write_text(out.read_text())
-            finally:
-                lg.close()
-        finally:
-            server.stop()
+        with harness.chatsvc_with_loadgen("profile-receive", work, env, revert) as (server, lg):
+            n = args.rooms * args.members
+            lg.connect_all(server, n, timeout=300)
+            rooms = [f"small{r}" for r in range(args.rooms)]
+            lg.call(120, cmd="join", rooms=rooms)  # client i joins room i % rooms
+            senders = [{"client": r, "room": rooms[r]} for r in range(args.rooms)]
+            common = {"cmd": "fanout", "senders": senders, "rate": args.rate}
+            lg.call(60, **common, seconds=1.0, recipients_per_message=args.members - 1, drain_ms=500)
+            out = work / "profile.txt"
+            spy = subprocess.Popen(
+                [
+                    str(PY_SPY),
+                    "record",
+                    "--nonblocking",
+                    "-r",
+                    "200",
+                    "-d",
+                    str(int(args.seconds)),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(out),
+                    "-p",
+                    str(server.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            answer = lg.call(
+                args.seconds + 60,
+                **common,
+                seconds=args.seconds,
+                recipients_per_message=args.members - 1,
+                drain_ms=1000,
+            )
+            spy.wait(timeout=args.seconds + 60)
+            time.sleep(0.2)
+            if args.raw is not None:
+                args.raw.write_text(out.read_text())
         shares: Counter[str] = Counter()
         leaves: Counter[str] = Counter()
         for line in out.read_text().splitlines():

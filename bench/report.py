@@ -518,25 +518,39 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
 
-    def empty(ax: Any, title: str) -> None:
+    def panel(
+        ax: Any,
+        title: str,
+        groups: list[str],
+        series: dict[str, list[float | None]],
+        ylabel: str,
+        *,
+        log: bool = False,
+        ratio: bool = False,
+    ) -> None:
+        """One panel: the bars and their title, or "not run" where there is nothing to show.
+        ``ratio``: the values are ratios (long group names, tilted; a line at 1)."""
         ax.set_title(title, fontsize=10)
-        ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        if not groups:
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            return
+        bars(ax, groups, series, ylabel, log=log)
+        if ratio:
+            for label in ax.get_xticklabels():
+                label.set(rotation=30, ha="right", fontsize=7)
+            ax.axhline(1.0, color="grey", lw=0.8)
 
     idle = sc.get("idle", {})
-    title = "1. memory per idle connection (lower is better)"
-    if idle:
-        counts = results["size_params"]["idle_counts"]
-        bars(
-            axes[0][0],
-            [f"{c:,} connections" for c in counts],
-            {k: [r["kb_per_conn"] for r in rows] for k, rows in idle.items()},
-            "KiB RSS per connection",
-        )
-        axes[0][0].set_title(title, fontsize=10)
-    else:
-        empty(axes[0][0], title)
+    counts = results["size_params"]["idle_counts"] if idle else []
+    panel(
+        axes[0][0],
+        "1. memory per idle connection (lower is better)",
+        [f"{c:,} connections" for c in counts],
+        {k: [r["kb_per_conn"] for r in rows] for k, rows in idle.items()},
+        "KiB RSS per connection",
+    )
 
     fan = sc.get("fanout", {})
     rooms = sc.get("rooms", {})
@@ -558,53 +572,53 @@ def chart(results: dict[str, Any], path: Path) -> None:
                 row["delivered_per_cpu_s"] if row else None
             )
             p99.setdefault(key, [None] * (len(groups) - 1)).append(_lat(row, "p99"))
-    if groups:
-        bars(axes[0][1], groups, per_cpu, "deliveries per server CPU-second", log=True)
-        axes[0][1].set_title("2-3. fan-out efficiency (higher is better)", fontsize=10)
-        bars(axes[0][2], groups, p99, "p99 send-to-receive latency, ms", log=True)
-        axes[0][2].set_title("2-3. p99 latency at a fixed offered rate (lower is better)", fontsize=10)
-    else:
-        empty(axes[0][1], "2-3. fan-out efficiency")
-        empty(axes[0][2], "2-3. p99 latency")
+    panel(
+        axes[0][1],
+        "2-3. fan-out efficiency (higher is better)",
+        groups,
+        per_cpu,
+        "deliveries per server CPU-second",
+        log=True,
+    )
+    panel(
+        axes[0][2],
+        "2-3. p99 latency at a fixed offered rate (lower is better)",
+        groups,
+        p99,
+        "p99 send-to-receive latency, ms",
+        log=True,
+    )
 
     cross = sc.get("cross", {})
-    title = "4. cross-replica latency (lower is better)"
-    if cross:
-        names = {
-            f"{AFTER}:cross": "chatsvc after\n2 replicas, Kafka",
-            f"{BEFORE}:cross": "chatsvc before\n2 replicas, Kafka",
-            f"{AFTER}:single": "chatsvc after\n1 replica",
-            f"{BEFORE}:single": "chatsvc before\n1 replica",
-            f"{PEER}:single": "Node peer\n1 server",
-        }
-        keys = [k for k in names if k in cross]
-        bars(
-            axes[1][0],
-            [names[k] for k in keys],
-            {q: [_lat(cross[k], q) for k in keys] for q in ("p50", "p99", "p999")},
-            "send-to-receive latency, ms",
-            log=True,
-        )
-        axes[1][0].set_title(title, fontsize=10)
-    else:
-        empty(axes[1][0], title)
+    names = {
+        f"{AFTER}:cross": "chatsvc after\n2 replicas, Kafka",
+        f"{BEFORE}:cross": "chatsvc before\n2 replicas, Kafka",
+        f"{AFTER}:single": "chatsvc after\n1 replica",
+        f"{BEFORE}:single": "chatsvc before\n1 replica",
+        f"{PEER}:single": "Node peer\n1 server",
+    }
+    keys = [k for k in names if k in cross]
+    panel(
+        axes[1][0],
+        "4. cross-replica latency (lower is better)",
+        [names[k] for k in keys],
+        {q: [_lat(cross[k], q) for k in keys] for q in ("p50", "p99", "p999")},
+        "send-to-receive latency, ms",
+        log=True,
+    )
 
     hist = sc.get("history", {})
-    title = "5. history page of 50 (chatsvc only; the peer has no storage)"
-    if hist:
-        names_h = list(hist)
-        bars(
-            axes[1][1],
-            names_h,
-            {q: [_lat(hist[n], q) for n in names_h] for q in ("p50", "p99")},
-            "latency, ms",
-        )
-        axes[1][1].set_title(title, fontsize=10)
-    else:
-        empty(axes[1][1], title)
+    panel(
+        axes[1][1],
+        "5. history page of 50 (chatsvc only; the peer has no storage)",
+        list(hist),
+        {q: [_lat(hist[n], q) for n in hist] for q in ("p50", "p99")},
+        "latency, ms",
+    )
 
     ablation = sc.get("ablation", [])
-    title = "optimisations one at a time: deliveries per CPU-s vs before"
+    short: list[str] = []
+    relative: dict[str, list[float | None]] = {}
     if ablation:
         base = ablation[0]
         short = [
@@ -615,63 +629,52 @@ def chart(results: dict[str, Any], path: Path) -> None:
             value, ref = row[part]["delivered_per_cpu_s"], base[part]["delivered_per_cpu_s"]
             return value / ref if value and ref else None
 
-        bars(
-            axes[1][2],
-            [textwrap_label(s) for s in short],
-            {
-                f"room of {base['big']['members']:,}": [rel(r, "big") for r in ablation],
-                f"{base['small']['rooms']} rooms of {base['small']['members']}": [
-                    rel(r, "small") for r in ablation
-                ],
-            },
-            "x before (higher is better)",
-        )
-        for label in axes[1][2].get_xticklabels():
-            label.set(rotation=30, ha="right", fontsize=7)
-        axes[1][2].axhline(1.0, color="grey", lw=0.8)
-        axes[1][2].set_title(title, fontsize=10)
-    else:
-        empty(axes[1][2], title)
+        relative = {
+            f"room of {base['big']['members']:,}": [rel(r, "big") for r in ablation],
+            f"{base['small']['rooms']} rooms of {base['small']['members']}": [
+                rel(r, "small") for r in ablation
+            ],
+        }
+    panel(
+        axes[1][2],
+        "optimisations one at a time: deliveries per CPU-s vs before",
+        [textwrap_label(s) for s in short],
+        relative,
+        "x before (higher is better)",
+        ratio=True,
+    )
+
     storm = sc.get("storm", {})
-    title = "6. connect storm: connects (+ join) per server CPU-s (higher is better)"
-    if storm:
-        keys = list(storm)
-        bars(
-            axes[2][0],
-            [f"{next(iter(storm.values()))['clients']:,} clients"],
-            {k: [storm[k]["connects_per_cpu_s"]] for k in keys},
-            "connects per server CPU-second",
-        )
-        axes[2][0].set_title(title, fontsize=10)
-    else:
-        empty(axes[2][0], title)
+    panel(
+        axes[2][0],
+        "6. connect storm: connects (+ join) per server CPU-s (higher is better)",
+        [f"{next(iter(storm.values()))['clients']:,} clients"] if storm else [],
+        {k: [row["connects_per_cpu_s"]] for k, row in storm.items()},
+        "connects per server CPU-second",
+    )
 
     idle_kafka = sc.get("kafka-idle", {}).get(AFTER, [])
-    title = "7. chatsvc CPU-ms per 1,000 Kafka records (lower is better)"
-    if idle_kafka:
-        bars(
-            axes[2][1],
-            [f"{r['offered_records_per_s']:g} records/s" for r in idle_kafka],
-            {
-                "idle replica (no members)": [r["idle_cpu_ms_per_1000"] for r in idle_kafka],
-                "publishing replica": [r["publisher_cpu_ms_per_1000"] for r in idle_kafka],
-            },
-            "CPU-ms per 1,000 records",
-        )
-        axes[2][1].set_title(title, fontsize=10)
-    else:
-        empty(axes[2][1], title)
+    panel(
+        axes[2][1],
+        "7. chatsvc CPU-ms per 1,000 Kafka records (lower is better)",
+        [f"{r['offered_records_per_s']:g} records/s" for r in idle_kafka],
+        {
+            "idle replica (no members)": [r["idle_cpu_ms_per_1000"] for r in idle_kafka],
+            "publishing replica": [r["publisher_cpu_ms_per_1000"] for r in idle_kafka],
+        },
+        "CPU-ms per 1,000 records",
+    )
 
     ratio_groups, ratio_series = peer_ratios(results)
-    title = "chatsvc after ÷ peer, this run (>1: chatsvc better)"
-    if ratio_groups:
-        bars(axes[2][2], ratio_groups, ratio_series, "x peer (higher is better)", log=True)
-        for label in axes[2][2].get_xticklabels():
-            label.set(rotation=30, ha="right", fontsize=7)
-        axes[2][2].axhline(1.0, color="grey", lw=0.8)
-        axes[2][2].set_title(title, fontsize=10)
-    else:
-        empty(axes[2][2], title)
+    panel(
+        axes[2][2],
+        "chatsvc after ÷ peer, this run (>1: chatsvc better)",
+        ratio_groups,
+        ratio_series,
+        "x peer (higher is better)",
+        log=True,
+        ratio=True,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

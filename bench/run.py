@@ -232,26 +232,6 @@ class Bench:
         for server in servers:
             server.stop()
 
-    def connect(
-        self, lg: LoadGen, server: Server, n: int, *, deflate: bool = False, timeout: float = 120.0
-    ) -> dict[str, Any]:
-        """Open ``n`` connections. ``deflate``: offer permessage-deflate, as browsers do (it costs
-        the load generator CPU on every delivery, so throughput scenarios don't)."""
-        answer = lg.call(
-            timeout,
-            cmd="connect",
-            url=server.url,
-            protocol=server.protocol,
-            n=n,
-            secret=server.jwt_secret,
-            deflate=deflate,
-            sources=max(1, -(-n // 20000)),
-            concurrency=32,
-        )
-        if answer["failures"]:
-            raise BenchError(f"{answer['failures']} of {n} connections to {server.name} failed: {answer}")
-        return answer
-
     # -- scenarios -----------------------------------------------------------------------------
 
     def idle(self, targets: list[Target]) -> dict[str, Any]:
@@ -260,14 +240,14 @@ class Bench:
         for target in targets:
             server = self.start(target, f"idle-{target.key}")
             with self.loadgen() as lg:
-                self.connect(lg, server, 20, deflate=True)  # warm imports, pools and allocator arenas
+                lg.connect_all(server, 20, deflate=True)  # warm imports, pools and allocator arenas
                 lg.call(30, cmd="close")
                 time.sleep(1.0)
                 base = server.rss_kb()
                 rows = []
                 have = 0
                 for count in self.size.idle_counts:
-                    answer = self.connect(lg, server, count - have, deflate=True)
+                    answer = lg.connect_all(server, count - have, deflate=True)
                     have = count
                     time.sleep(1.5)
                     rss = server.rss_kb()
@@ -361,7 +341,7 @@ class Bench:
             server = self.start(target, f"fanout-{target.key}")
             rows = []
             with self.loadgen() as lg:
-                self.connect(lg, server, biggest)
+                lg.connect_all(server, biggest)
                 for members, _ in self.size.fanout_rooms:
                     lg.call(120, cmd="join", rooms=[f"fan{members}"], members=list(range(members)))
                 for members, rate in self.size.fanout_rooms:
@@ -387,7 +367,7 @@ class Bench:
         for target in targets:
             server = self.start(target, f"rooms-{target.key}")
             with self.loadgen() as lg:
-                self.connect(lg, server, n_rooms * members)
+                lg.connect_all(server, n_rooms * members)
                 room_names = [f"small{r}" for r in range(n_rooms)]
                 lg.call(120, cmd="join", rooms=room_names)  # client i joins room i % n_rooms
                 senders = [{"client": r, "room": room_names[r]} for r in range(n_rooms)]
@@ -418,23 +398,19 @@ class Bench:
             server = self.start(target, f"storm-{target.key}")
             with self.loadgen() as lg:
                 # Warm imports, pools and allocator arenas, as in the idle scenario.
-                self.connect(lg, server, min(20, clients))
+                lg.connect_all(server, min(20, clients))
                 lg.call(60, cmd="join", rooms=["storm-warm"])
                 lg.call(30, cmd="close")
                 time.sleep(0.5)
                 window = Window([server.pid], lg.pid)
-                answer = lg.call(
+                answer = lg.connect(
+                    server,
+                    clients,
                     deadline_s + 60,
-                    cmd="connect",
-                    url=server.url,
-                    protocol=server.protocol,
-                    n=clients,
-                    secret=server.jwt_secret,
                     join_rooms=rooms,
                     since=since,
                     concurrency=in_flight,
                     deadline_ms=deadline_s * 1000,
-                    sources=max(1, -(-clients // 20000)),
                 )
                 usage = window.close()
                 lg.call(60, cmd="close")
@@ -485,8 +461,8 @@ class Bench:
         canaries = 12
         rows = []
         with self.loadgen() as lg:
-            self.connect(lg, b, canaries)  # clients 0..canaries-1: canary receivers on B
-            self.connect(lg, a, n_senders + canaries)  # then the senders, then the canary senders
+            lg.connect_all(b, canaries)  # clients 0..canaries-1: canary receivers on B
+            lg.connect_all(a, n_senders + canaries)  # then the senders, then the canary senders
             rooms = [f"kidle{r}" for r in range(n_senders)]
             lg.call(60, cmd="join", rooms=rooms, members=list(range(canaries, canaries + n_senders)))
             canary_rooms = [f"kcanary{r}" for r in range(canaries)]
@@ -559,7 +535,7 @@ class Bench:
                 continue
             server = self.start(target, f"ablation-{len(rows)}")
             with self.loadgen() as lg:
-                self.connect(lg, server, clients, deflate=deflate)
+                lg.connect_all(server, clients, deflate=deflate)
                 lg.call(120, cmd="join", rooms=["big"], members=list(range(big)))
                 small = [f"s{r}" for r in range(n_small)]
                 lg.call(120, cmd="join", rooms=small, members=list(range(n_small * small_members)))
@@ -625,8 +601,8 @@ class Bench:
                     a = b = self.start(target, f"cross-{target.key}-single")
                     servers = [a]
                 with self.loadgen() as lg:
-                    self.connect(lg, b, receivers)
-                    self.connect(lg, a, 1)
+                    lg.connect_all(b, receivers)
+                    lg.connect_all(a, 1)
                     lg.call(60, cmd="join", rooms=["xroom"], members=list(range(receivers + 1)))
                     time.sleep(0.5)
                     senders = [{"client": receivers, "room": "xroom"}]
@@ -645,7 +621,7 @@ class Bench:
         for key, target, extra in stores:
             server = self.start(target, f"history-{key}", extra)
             with self.loadgen() as lg:
-                self.connect(lg, server, 4)
+                lg.connect_all(server, 4)
                 lg.call(60, cmd="join", rooms=[room])
                 seed_rate = 400.0
                 seed = lg.call(

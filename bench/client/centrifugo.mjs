@@ -9,7 +9,7 @@
 //   <- {"push":{"channel":room,"pub":{"data":{...}}}}      a publication (also to its sender)
 //   <- {}  (ping)                                           -> {}  (pong)
 // Errors come back as {"id":N,"error":{"code":...,"message":...}}.
-import WebSocket from "ws";
+import { dial } from "./dial.mjs";
 
 export class CentrifugoClient {
   constructor(gen, index) {
@@ -26,31 +26,11 @@ export class CentrifugoClient {
   open(url, auth, localAddress, timeoutMs) {
     return new Promise((resolve, reject) => {
       const target = `${url.replace(/^http/, "ws")}/connection/websocket`;
-      const ws = new WebSocket(target, {
-        localAddress,
-        perMessageDeflate: this.gen.deflate,
-        handshakeTimeout: timeoutMs,
-      });
-      this.ws = ws;
-      const timer = setTimeout(() => {
-        reject(new Error("connect timed out"));
-        ws.terminate();
-      }, timeoutMs);
-      let settled = false;
-      const settle = (err) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) reject(err);
-        else resolve();
-      };
-      ws.on("error", (err) => settle(err));
-      ws.on("close", (code, reason) => {
-        this.connected = false;
-        this.closed = true;
-        settle(new Error(`closed during connect (${code} ${reason})`));
-        for (const [, cb] of this.replies) cb(null);
-        this.replies.clear();
+      const { ws, settle } = dial(this, target, localAddress, timeoutMs, {
+        resolve,
+        reject,
+        pending: this.replies,
+        closedMessage: (code, reason) => `closed during connect (${code} ${reason})`,
       });
       ws.on("open", () => {
         this.call({ connect: { token: auth.token ?? "", name: "bench" } }, (reply) => {

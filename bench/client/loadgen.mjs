@@ -11,8 +11,8 @@
 import crypto from "node:crypto";
 import readline from "node:readline";
 import { performance } from "node:perf_hooks";
-import WebSocket from "ws";
 import { CentrifugoClient } from "./centrifugo.mjs";
+import { dial } from "./dial.mjs";
 
 const MARK = "#B";
 
@@ -90,31 +90,11 @@ class Client {
   open(url, auth, localAddress, timeoutMs) {
     return new Promise((resolve, reject) => {
       const target = `${url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`;
-      const ws = new WebSocket(target, {
-        localAddress,
-        perMessageDeflate: this.gen.deflate,
-        handshakeTimeout: timeoutMs,
-      });
-      this.ws = ws;
-      const timer = setTimeout(() => {
-        reject(new Error("connect timed out"));
-        ws.terminate();
-      }, timeoutMs);
-      let settled = false;
-      const settle = (err) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (err) reject(err);
-        else resolve();
-      };
-      ws.on("error", (err) => settle(err));
-      ws.on("close", () => {
-        this.connected = false;
-        this.closed = true;
-        settle(new Error("closed during connect"));
-        for (const [, cb] of this.acks) cb(null);
-        this.acks.clear();
+      const { ws, settle } = dial(this, target, localAddress, timeoutMs, {
+        resolve,
+        reject,
+        pending: this.acks,
+        closedMessage: () => "closed during connect",
       });
       ws.on("message", (raw, isBinary) => {
         if (isBinary) return;

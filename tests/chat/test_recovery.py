@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -288,24 +289,33 @@ def test_journal_membership_follows_what_it_holds() -> None:
     assert "a" not in journal and list(journal.entries) == ["b", "c"] and journal.dropped_max == "a"
 
 
-async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() -> None:
-    """With the real LocalManager (chatsvc.bus.direct): offsets on opted-in sockets only,
-    journaled in queueing order, never for the skipped sender."""
-    import socketio  # noqa: PLC0415
+@dataclass
+class ServedRoom:
+    """Three sockets (eio0..eio2) in ROOM on a real LocalManager with recovery, the first two
+    opted in (alice, bob); ``queued`` holds every packet the server sends, encoded."""
 
+    sio: Any
+    manager: Any
+    recovery: Recovery
+    sids: list[str]
+    queued: list[tuple[str, str]]
+
+
+async def served_room(server_class: Any) -> ServedRoom:
+    """A ``server_class`` (a python-socketio AsyncServer) on LocalManager, set up as the app does."""
     from chatsvc.bus.local import LocalManager  # noqa: PLC0415
 
     manager = LocalManager()
-    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
+    sio = server_class(async_mode="aiohttp", client_manager=manager)
     sio.manager_initialized = True
     manager.set_server(sio)
     manager.initialize()
     recovery = Recovery(MemoryStore(), limits())
     manager.use_offsets(recovery)
-    sent: list[tuple[str, str]] = []
+    queued: list[tuple[str, str]] = []
 
     async def record(eio_sid: str, pkt: Any) -> None:
-        sent.append((eio_sid, pkt.encode()))
+        queued.append((eio_sid, pkt.encode()))
 
     sio.eio.send_packet = record
     sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
@@ -313,6 +323,16 @@ async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() 
         await manager.enter_room(sid, "/", ROOM)
     recovery.start(sids[0], "alice")
     recovery.start(sids[1], "bob")
+    return ServedRoom(sio, manager, recovery, sids, queued)
+
+
+async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() -> None:
+    """With the real LocalManager (chatsvc.bus.direct): offsets on opted-in sockets only,
+    journaled in queueing order, never for the skipped sender."""
+    import socketio  # noqa: PLC0415
+
+    served = await served_room(socketio.AsyncServer)
+    manager, recovery, sids, sent = served.manager, served.recovery, served.sids, served.queued
     first, second = message("one"), message("two")
     await manager.emit("message", first.to_wire(), namespace="/", room=ROOM)
     await manager.emit("typing", {"room": ROOM}, namespace="/", room=ROOM)
@@ -331,20 +351,13 @@ async def test_journals_are_the_same_whether_the_frame_is_written_or_queued(
     """The app's server (RecoveringServer on EngineIOServer): opted-in sockets whose
     websocket takes the pre-built frame and those that get the packets queued are
     journaled alike, and each gets its offset on the wire."""
-    from chatsvc.bus.local import LocalManager  # noqa: PLC0415
     from chatsvc.chat.sioserver import RecoveringServer  # noqa: PLC0415
     from chatsvc.transport.engineio_internals import EngineIOServer, frame  # noqa: PLC0415
 
-    manager = LocalManager()
-    sio = RecoveringServer(async_mode="aiohttp", client_manager=manager)
-    assert isinstance(sio.eio, EngineIOServer)  # the broadcast path's fast path applies
-    sio.manager_initialized = True
-    manager.set_server(sio)
-    manager.initialize()
-    recovery = Recovery(MemoryStore(), limits())
-    manager.use_offsets(recovery)
+    served = await served_room(RecoveringServer)
+    manager, recovery, sids, queued = served.manager, served.recovery, served.sids, served.queued
+    assert isinstance(served.sio.eio, EngineIOServer)  # the broadcast path's fast path applies
     written: list[tuple[str, bytes]] = []
-    queued: list[tuple[str, str]] = []
 
     def write_frame(eio_sid: str, data: bytes, now: float) -> bool:
         if eio_sid == "eio1":  # polling, or packets pending
@@ -352,16 +365,7 @@ async def test_journals_are_the_same_whether_the_frame_is_written_or_queued(
         written.append((eio_sid, data))
         return True
 
-    async def record(eio_sid: str, pkt: Any) -> None:
-        queued.append((eio_sid, pkt.encode()))
-
-    monkeypatch.setattr(sio.eio, "write_frame", write_frame)
-    monkeypatch.setattr(sio.eio, "send_packet", record)
-    sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
-    for sid in sids:
-        await manager.enter_room(sid, "/", ROOM)
-    recovery.start(sids[0], "alice")
-    recovery.start(sids[1], "bob")
+    monkeypatch.setattr(served.sio.eio, "write_frame", write_frame)
     first, second = message("one"), message("two")
     for m in (first, second):
         await manager.emit("message", m.to_wire(), namespace="/", room=ROOM)
