@@ -93,6 +93,26 @@ async def test_join_message_and_receive(server: ServerProcess, clients: ClientPo
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_one_clients_messages_are_stored_and_delivered_in_the_order_sent(
+    server: ServerProcess, clients: ClientPool, transport: str
+) -> None:
+    """A client that sends without waiting for acks still has its messages stored, acked and
+    delivered in the order it sent them (events of one connection are handled in turn)."""
+    room = new_room()
+    alice, bob = await pair(clients, server, room, transport)
+    # Ten: python-engineio refuses a polling POST of more than 16 packets.
+    texts = [f"burst {i}" for i in range(10)]
+    acks = await asyncio.gather(*(alice.ok("message", {"room": room, "text": t}) for t in texts))
+    ids = [ack["message"]["id"] for ack in acks]
+    assert [ack["message"]["text"] for ack in acks] == texts
+    assert ids == sorted(ids)
+    received = [(await bob.next("message"))["text"] for _ in texts]
+    assert received == texts
+    page = await bob.ok("history", {"room": room, "limit": len(texts)})
+    assert [m["text"] for m in reversed(page["messages"])] == texts
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_json_text_payloads(server: ServerProcess, clients: ClientPool, transport: str) -> None:
     """Hoppscotch sends the editor text as a string."""
     room = new_room()
