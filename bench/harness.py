@@ -66,11 +66,25 @@ def raise_fd_limit(wanted: int = 65536) -> int:
 # -- /proc ---------------------------------------------------------------------------------
 
 
+def _process_cpu_clock(pid: int) -> int:
+    """Linux's CPU-time clock of process ``pid`` (``clock_getcpuclockid``, which Python lacks):
+    ``MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)`` from the kernel's posix-timers.h."""
+    return ((~pid) << 3) | 2
+
+
 def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of a process and all its threads, to the nanosecond (the scheduler's own
+    count); /proc/PID/stat's user + system ticks (10 ms) where that clock is not readable.
+
+    Ticks were too coarse: a 3 s window of a server at 8% of a core is 24 ticks, so one tick
+    moved deliveries per CPU-second by 4%.
+    """
+    try:
+        return time.clock_gettime(_process_cpu_clock(pid))
+    except OSError:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def proc_rss_kb(pid: int) -> int:
