@@ -36,7 +36,7 @@ from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.web import health
-from chatsvc.web.drain import OpenTransports, refuse_new_sessions
+from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
 
 log = logging.getLogger(__name__)
@@ -140,14 +140,12 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
             mode="production" if settings.is_production else "development",
         )
-    transports = OpenTransports()
-    app.middlewares.append(transports.middleware)
-    app.middlewares.append(refuse_new_sessions(lambda: readiness.draining))
+    transports = OpenTransports(lambda: readiness.draining)
     # Declined in the websocket driver (chatsvc.transport.engineio_internals), not by a
     # middleware hiding the offer: that cloned every upgrade request, and the clone's
     # headers lived as long as the socket.
     sio.eio.websocket_compression = settings.ws_compression
-    sio.attach(app)
+    transports.attach(app, sio.eio.handle_request)
 
     app[SETTINGS] = settings
     app[TRANSPORTS] = transports

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import socketio
 from socketio import packet
 
-from chatsvc.transport.engineio_internals import EngineIOServer
+from chatsvc.transport.engineio_internals import EngineIOServer, slim_environ
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             raise
         finally:
             eio.next_id = None
+        if eio.lean:
+            # The handshake is over (for a polling-first client, in an earlier request):
+            # what stays of its environ is what a later CONNECT may read.
+            slim_environ(self.environ.get(eio_sid))
         sid = self.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
         if reuse is not None and sid != reuse:
             hooks.abandon_recovery(reuse)

@@ -52,7 +52,7 @@ Internals used, exactly:
   ``AsyncSocket.connected``, ``server.reason``; ``WebSocket.handler`` / ``wait`` / ``send``
   / ``close`` of the aiohttp driver, whose ``__call__`` :class:`_TrackedWebSocket` replaces.
 - asyncio: ``asyncio.Queue._getters`` (the futures of waiting ``get()`` calls, when not lean).
-- aiohttp, lean sockets: ``RequestHandler._parser`` / ``_payload_parser`` (via
+- aiohttp, lean sockets: ``RequestHandler._parser`` / ``_payload_parser`` / ``_messages`` (via
   ``request.protocol``), ``BaseRequest._message`` (a ``RawRequestMessage``).
 - aiohttp: ``WebSocketResponse._writer``; ``WebSocketWriter.transport`` / ``_closing`` /
   ``compress``; the unmasked frame layout ``WebSocketWriter._write_websocket_frame``
@@ -275,6 +275,9 @@ class _OnDemandWriter:
         finally:
             if not self.done:
                 queue.writer_done()
+                # A finished task keeps its coroutine and its entry in asyncio's task set
+                # (about 0.6 KiB) for as long as it is referenced: an idle socket holds none.
+                self.task = None
 
     async def finish(self) -> None:
         """Wait for the writer to have sent what is queued up to the final ``None``."""
@@ -448,14 +451,55 @@ def _send_ping(sock: Any) -> None:
         sock.queue.put_nowait(eio_packet.Packet(eio_packet.PING))
 
 
+#: What anything reads from a WSGI-style environ once its Engine.IO session exists:
+#: chatsvc's handshake (token, origin), python-socketio (CONNECT of a namespace, the
+#: blacklist, the admin UI's client list) and python-engineio's websocket driver.
+ENVIRON_KEPT = frozenset(
+    {
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REMOTE_ADDR",
+        "wsgi.url_scheme",
+        "aiohttp.request",
+        "HTTP_AUTHORIZATION",
+        "HTTP_HOST",
+        "HTTP_ORIGIN",
+        "HTTP_X_FORWARDED_FOR",
+        "HTTP_X_FORWARDED_HOST",
+        "HTTP_X_FORWARDED_PROTO",
+    }
+)
+
+
+def slim_environ(environ: dict[str, Any] | None) -> None:
+    """Keep only :data:`ENVIRON_KEPT` of an environ that lives as long as its socket
+    (python-socketio keeps the handshake's; the websocket request's is held by the frames
+    of python-engineio's handler). In place, and rebuilt: a dict's table never shrinks on
+    ``del``, and every header became an ``HTTP_*`` key of it (browsers send a dozen)."""
+    if environ is None or len(environ) <= len(ENVIRON_KEPT):
+        return
+    kept = {key: environ[key] for key in ENVIRON_KEPT if key in environ}
+    environ.clear()
+    environ.update(kept)
+
+
+#: What an upgraded connection's ``RequestHandler._messages`` becomes (falsy, length 0).
+_NO_MESSAGES: Any = ()
+
+
 def release_http_state(request: web.Request) -> None:
     """Drop what aiohttp keeps of an upgraded request that nothing reads again, for as long
     as the websocket lives: the HTTP parser (``RequestHandler._parser``; once the upgrade is
     accepted every byte goes to the websocket reader, and ``connection_lost`` drops it
-    anyway) and the raw header bytes (``request.raw_headers``; ``request.headers`` stays)."""
+    anyway), its empty queue of parsed requests (``RequestHandler._messages``) and the raw
+    header bytes (``request.raw_headers``; ``request.headers`` stays)."""
     protocol = request.protocol
     if protocol is not None and protocol._payload_parser is not None:  # the upgrade was accepted
         protocol._parser = None
+        # Its queue of parsed requests: empty from now on (only the parser fills it), and
+        # an empty deque still holds a 64-slot block. Read only as ``not``/``len`` after this.
+        protocol._messages = _NO_MESSAGES
     request._message = request._message._replace(raw_headers=())
 
 
@@ -475,6 +519,7 @@ class _TrackedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         await response.prepare(request)
         if server.lean:
             release_http_state(request)
+            slim_environ(environ)  # the upgrade is done: nothing reads its headers again
         self.environ = environ
         responses = server.websockets
         responses[sock.sid] = response

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -22,10 +21,16 @@ SETTLE_QUIET_SECONDS = 0.25
 
 
 class OpenTransports:
-    """An aiohttp middleware that tracks the Engine.IO requests being handled."""
+    """The Engine.IO route's gate: tracks the Engine.IO requests being handled, and while
+    draining refuses new sessions.
 
-    def __init__(self, path: str = "/socket.io/") -> None:
-        self._path = path
+    A wrapper of the route's handler (:meth:`route`), not aiohttp middlewares: a websocket's
+    request handler stays on the stack for the socket's whole life, and each middleware
+    (with aiohttp's wrapper around them) is one more coroutine frame held per connection.
+    """
+
+    def __init__(self, draining: Callable[[], bool] = lambda: False) -> None:
+        self._draining = draining
         self._open: dict[int, web.Request] = {}  # by id(): requests are not hashable
         self.settled = False
 
@@ -34,16 +39,35 @@ class OpenTransports:
         """Engine.IO requests (WebSockets, long-polls, posts) still being handled."""
         return len(self._open)
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Track ``request`` while its handler runs, if it is an Engine.IO request."""
-        if not request.path.startswith(self._path):
-            return await handler(request)
-        self._open[id(request)] = request
-        try:
-            return await handler(request)
-        finally:
-            self._forget(request)
+    def route(self, handler: Handler) -> Handler:
+        """python-engineio's request ``handler`` behind the gate.
+
+        While draining, a new Engine.IO session (a request without ``sid``) gets 503
+        ``{code: "shutting_down", message}``: refused at this level, socket.io-client counts
+        it as a failed reconnect attempt and keeps trying (with its backoff) until the proxy
+        sends it to another replica; a Socket.IO ``connect_error`` instead would end its
+        reconnecting for good.
+        """
+
+        async def engineio_route(request: web.Request) -> web.StreamResponse:
+            if self._draining() and "sid" not in request.query:
+                return web.json_response(
+                    {"code": "shutting_down", "message": "server is restarting; reconnect"}, status=503
+                )
+            self._open[id(request)] = request
+            try:
+                return await handler(request)
+            finally:
+                self._forget(request)
+
+        return engineio_route
+
+    def attach(self, app: web.Application, handler: Handler, path: str = "/socket.io/") -> None:
+        """Route Engine.IO's methods at ``path`` to ``handler`` through the gate (what
+        ``socketio.AsyncServer.attach`` does, with the gate in front)."""
+        gated = self.route(handler)
+        for method in ("GET", "POST", "OPTIONS"):
+            app.router.add_route(method, path, gated)
 
     def _forget(self, request: web.Request) -> None:
         self._open.pop(id(request), None)
@@ -89,23 +113,3 @@ class OpenTransports:
             self._cut(request)
         self.settled = True
         return len(stragglers)
-
-
-def refuse_new_sessions(draining: Callable[[], bool], path: str = "/socket.io/") -> Any:
-    """An aiohttp middleware: while draining, a new Engine.IO session (a request without
-    ``sid``) gets 503 ``{code: "shutting_down", message}``.
-
-    Refused at this level, socket.io-client counts it as a failed reconnect attempt and
-    keeps trying (with its backoff) until the proxy sends it to another replica; a Socket.IO
-    ``connect_error`` instead would end its reconnecting for good.
-    """
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if draining() and request.path.startswith(path) and "sid" not in request.query:
-            return web.json_response(
-                {"code": "shutting_down", "message": "server is restarting; reconnect"}, status=503
-            )
-        return await handler(request)
-
-    return middleware

@@ -16,10 +16,12 @@ import aiohttp
 import engineio
 import pytest
 import socketio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from socketio import base_manager
 
 from chatsvc.chat.sioserver import RecoveringServer, _EngineServer
-from chatsvc.transport.engineio_internals import EngineIOServer
+from chatsvc.transport.engineio_internals import ENVIRON_KEPT, EngineIOServer
 from tests.support.clients import ClientPool, running_server
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -164,3 +166,57 @@ async def test_a_client_back_before_its_old_connection_died_recovers(server: Ser
         await sender.ok("join", {"room": room})
         sent = (await sender.ok("message", {"room": room, "text": "to the new connection"}))["message"]
         assert await new.event("message") == [sent, sent["id"]]
+
+
+class _NoRecovery:
+    """ConnectHooks that never recover: the plain connect path of RecoveringServer."""
+
+    async def prepare_recovery(self, environ: dict[str, Any], auth: Any) -> str | None:
+        return None
+
+    def abandon_recovery(self, sid: str) -> None:
+        pass
+
+    async def after_connect(self, sid: str) -> None:
+        pass
+
+    def pid_for(self, sid: str) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "transports", [["websocket"], ["polling", "websocket"]], ids=["websocket", "upgrade"]
+)
+async def test_a_connected_sockets_environ_keeps_only_what_is_read_again(transports: list[str]) -> None:
+    """The handshake's headers are not kept for the socket's life; the ones a later CONNECT
+    (token, origin) or the admin UI reads are, on both ways a client arrives."""
+    sio = RecoveringServer(async_mode="aiohttp")
+    sio.hooks = _NoRecovery()
+    seen: dict[str, dict[str, Any]] = {}
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        seen["at_connect"] = dict(environ)
+
+    app = web.Application()
+    sio.attach(app)
+    server = TestServer(app)
+    await server.start_server()
+    client = socketio.AsyncClient()
+    try:
+        headers = {"Authorization": "Bearer t0k", "User-Agent": "browser " * 40, "Cookie": "c=" + "x" * 500}
+        await client.connect(str(server.make_url("/")), headers=headers, transports=transports)
+        for _ in range(200):
+            if client.transport() == "websocket" and sio.eio.websockets:
+                break
+            await asyncio.sleep(0.01)
+        (eio_sid,) = sio.environ
+        kept = sio.environ[eio_sid]
+        assert set(kept) <= ENVIRON_KEPT
+        assert kept["HTTP_AUTHORIZATION"] == "Bearer t0k"
+        assert "QUERY_STRING" in kept and "REMOTE_ADDR" in kept
+        assert "HTTP_COOKIE" not in kept and "HTTP_USER_AGENT" not in kept
+        assert seen["at_connect"]["HTTP_AUTHORIZATION"] == "Bearer t0k"  # what the handshake reads
+    finally:
+        await client.disconnect()
+        await server.close()

@@ -508,9 +508,14 @@ async def test_a_silent_client_is_dropped_after_ping_interval_plus_timeout(lean:
         await server.close()
 
 
-#: aiohttp code that reads ``RequestHandler._parser`` or ``BaseRequest._message``
-#: (release_http_state drops the parser of an accepted upgrade and the raw header bytes).
+#: aiohttp code that reads ``RequestHandler._parser`` / ``_messages`` or ``BaseRequest._message``
+#: (release_http_state drops the parser of an accepted upgrade, its request queue and the
+#: raw header bytes).
 AIOHTTP_SOURCES = {
+    "RequestHandler._resume_reading_if_drained": (
+        web_protocol.RequestHandler._resume_reading_if_drained,
+        "27f2a6fbbb3a790e",
+    ),
     "RequestHandler.data_received": (web_protocol.RequestHandler.data_received, "1ee57ebe052e6c80"),
     "RequestHandler.start": (web_protocol.RequestHandler.start, "2e565fd40c8e04fb"),
     "RequestHandler.finish_response": (web_protocol.RequestHandler.finish_response, "b7eb53db8f4b30ca"),
@@ -533,6 +538,7 @@ async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: 
     released = harness.eio.lean
     assert (request.protocol._parser is None) is released
     assert (request._message.raw_headers == ()) is released
+    assert (request.protocol._messages == ()) is released
     assert request.headers["Upgrade"].lower() == "websocket"  # the parsed headers stay
     # Frames still flow both ways, and the close completes.
     assert harness.eio.write_frame(sid, frame("4still"), clock())

@@ -1,4 +1,5 @@
-"""OpenTransports: which Engine.IO requests a drain waits for, and which it cuts."""
+"""OpenTransports: which Engine.IO requests a drain waits for, which it cuts, and which it
+refuses while draining."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ async def started(transports: OpenTransports, count: int) -> None:
 
 async def test_settle_waits_cuts_dead_long_polls_and_then_stragglers() -> None:
     transports = OpenTransports()
-    app = web.Application(middlewares=[transports.middleware])
+    app = web.Application()
     # POST: aiohttp's client would silently retry a GET whose connection was cut.
-    app.router.add_post("/socket.io/", hang)
+    transports.attach(app, hang)
     app.router.add_post("/healthz", hang)
     async with TestServer(app) as server, aiohttp.ClientSession() as session:
         url = server.make_url("/socket.io/")
@@ -53,10 +54,33 @@ async def test_settle_waits_cuts_dead_long_polls_and_then_stragglers() -> None:
 
 async def test_settle_returns_once_quiet() -> None:
     transports = OpenTransports()
-    app = web.Application(middlewares=[transports.middleware])
-    app.router.add_get("/socket.io/", quick)
+    app = web.Application()
+    transports.attach(app, quick)
     async with TestServer(app) as server, aiohttp.ClientSession() as session:
         async with session.get(server.make_url("/socket.io/")) as resp:
             assert await resp.text() == "ok"
         assert transports.count == 0
         assert await transports.settle(30, lambda sid: True) == 0  # quiet: returns at once
+
+
+async def test_while_draining_new_sessions_are_refused_and_open_ones_served() -> None:
+    draining = False
+    transports = OpenTransports(lambda: draining)
+    app = web.Application()
+    transports.attach(app, quick)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        url = server.make_url("/socket.io/")
+        async with session.get(url, params={"transport": "polling"}) as resp:
+            assert resp.status == 200
+        draining = True
+        async with session.get(url, params={"transport": "polling"}) as resp:
+            assert resp.status == 503
+            assert await resp.json() == {
+                "code": "shutting_down",
+                "message": "server is restarting; reconnect",
+            }
+        async with session.post(url, params={"transport": "polling", "sid": "open"}) as resp:
+            assert resp.status == 200 and await resp.text() == "ok"
+        async with session.options(url) as resp:
+            assert resp.status == 503  # no sid: a new session's preflight
+        assert transports.count == 0
