@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from chatsvc.auth.handshake import token_from_handshake
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import payloads
+from chatsvc.chat.expiry import Expiries
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.recovery import Recovery, requested
@@ -58,14 +58,13 @@ def connect_refusal(error: ChatError) -> socketio.exceptions.ConnectionRefusedEr
     return socketio.exceptions.ConnectionRefusedError(error.message, error.to_wire())
 
 
-@dataclass
+@dataclass(slots=True)
 class Connection:
     """Per-socket state."""
 
     identity: Identity
     bucket: TokenBucket
     rooms: set[str] = field(default_factory=set)
-    expiry: asyncio.TimerHandle | None = None
 
 
 class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -97,6 +96,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._recovery = recovery if recovery is not None and recovery.enabled else None
         self._connections: dict[str, Connection] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._expiries = Expiries(self._expire_soon)  # token expiry, one loop timer for all
         self._handlers: dict[str, Handler] = {
             "join": self._join,
             "leave": self._leave,
@@ -190,13 +190,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._metrics.connections.set(len(self._connections))
 
     def _schedule_expiry(self, sid: str, conn: Connection) -> None:
-        if conn.expiry is not None:
-            conn.expiry.cancel()
-            conn.expiry = None
-        expires_at = conn.identity.expires_at
-        if expires_at is not None:
-            delay = max(0.0, expires_at - time.time())
-            conn.expiry = asyncio.get_running_loop().call_later(delay, self._expire_soon, sid)
+        self._expiries.set(sid, conn.identity.expires_at)
 
     # -- connection state recovery (chatsvc.chat.sioserver.ConnectHooks) -------------------
 
@@ -270,8 +264,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self._recovery.end(sid, reason)
         if conn is None:
             return
-        if conn.expiry is not None:
-            conn.expiry.cancel()
+        self._expiries.discard(sid)
         for room in sorted(conn.rooms):
             await self._left(sid, conn, room)
 
