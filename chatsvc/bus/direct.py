@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any, Protocol
 
 import socketio
@@ -55,6 +55,10 @@ class RecoveryOffsets(Protocol):
     def offset_of(self, event: str, args: Sequence[Any]) -> str | None:
         """The offset of an outgoing event (``args`` as the client will receive them),
         or ``None`` when the event is not recoverable."""
+
+    def opted_in(self) -> Container[str]:
+        """The Socket.IO sessions :meth:`delivery` may answer other than ``PLAIN`` for; the
+        others are not asked (most sockets of a big room, every one when none opted in)."""
 
     def delivery(self, sid: str) -> Delivery:
         """How the Socket.IO session ``sid`` gets the event ``offset_of`` just named."""
@@ -108,32 +112,36 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         packets = self._eio_packets(namespace, [event, *args])
         policy = self._offsets
         offset = policy.offset_of(event, args) if policy is not None else None
-        with_offset: list[eio_packet.Packet] | None = None
-        eio = self.server.eio
-        fast = eio if isinstance(eio, EngineIOServer) else None
-        now = clock()
-        framed: dict[int, bytes] = {}  # id(variant) -> its frames, built on first use
+        opted = policy.opted_in() if offset is not None and policy is not None else ()
+        plain: list[str] = []  # the Engine.IO sids that get ``packets``
+        with_offset: list[str] = []  # ... and those that get them with the offset appended
         for sid, eio_sid in self.get_participants(namespace, room):
             if sid in skip:
                 continue
-            chosen = packets
-            if offset is not None and policy is not None:
+            if opted and sid in opted and policy is not None:
                 how = policy.delivery(sid)
                 if how is Delivery.ALREADY_SENT:
                     continue
                 if how is Delivery.WITH_OFFSET:
-                    if with_offset is None:
-                        with_offset = self._eio_packets(namespace, [event, *args, offset])
-                    chosen = with_offset
-            if fast is not None:
-                data = framed.get(id(chosen))
-                if data is None:
-                    data = framed[id(chosen)] = frames(chosen)
-                if fast.write_frame(eio_sid, data, now):
+                    with_offset.append(eio_sid)
                     continue
-            for eio_pkt in chosen:
+            plain.append(eio_sid)
+        await self._send_each(event, plain, packets)
+        if with_offset:
+            await self._send_each(event, with_offset, self._eio_packets(namespace, [event, *args, offset]))
+
+    async def _send_each(self, event: str, eio_sids: list[str], packets: list[eio_packet.Packet]) -> None:
+        """``packets`` to each socket: framed once and written where that is safe, queued
+        for the others."""
+        if not eio_sids:
+            return
+        eio = self.server.eio
+        if isinstance(eio, EngineIOServer):
+            eio_sids = eio.write_frames(eio_sids, frames(packets), clock())
+        for eio_sid in eio_sids:
+            for eio_pkt in packets:
                 try:
                     # An unbounded queue put: returns without suspending.
                     await eio.send_packet(eio_sid, eio_pkt)
                 except Exception:  # one closing socket must not stop the broadcast
-                    log.debug("could not queue %s for %s", event, sid, exc_info=True)
+                    log.debug("could not queue %s for %s", event, eio_sid, exc_info=True)

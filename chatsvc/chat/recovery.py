@@ -41,7 +41,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,6 +268,10 @@ class Recovery:
                 if room in hold.rooms:
                     hold.items.append(Item(offset, event, args[0]))
         return offset
+
+    def opted_in(self) -> Container[str]:
+        """The sockets that opted in (a live session each); only these are asked :meth:`delivery`."""
+        return self._live
 
     def delivery(self, sid: str) -> Delivery:
         """Opted in? Then the event being broadcast (``offset_of`` just ran) is journaled,

@@ -593,34 +593,48 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
 
         ``now`` is ``time.time()``, read once per broadcast.
         """
-        socket = self.sockets.get(eio_sid)
-        if socket is None or socket.closed or socket.closing or socket.upgrading or not socket.upgraded:
-            return False
-        last_ping = socket.last_ping
-        if last_ping and now - last_ping > self.ping_timeout:
-            return False  # AsyncSocket.send closes it: let it
-        queue = socket.queue
-        if queue.qsize():
-            return False
-        if isinstance(queue, LeanQueue):
-            if not queue.parked():
-                return False  # the writer holds packets it took, or is not parked yet
-        else:
-            getters = queue._getters
-            if not getters or getters[-1].done():
-                return False
-        response = self.websockets.get(eio_sid)
-        writer = response._writer if response is not None else None
-        if writer is None or writer._closing or writer.compress:
-            return False
-        transport = writer.transport
-        if transport.is_closing() or transport.get_write_buffer_size() >= WRITE_HIGH_WATER:
-            return False
-        try:
-            transport.write(data)
-        except Exception:  # a transport failing here fails the queue path too, which handles it
-            return False
-        return True
+        return not self.write_frames((eio_sid,), data, now)
+
+    def write_frames(self, eio_sids: Sequence[str], data: bytes, now: float) -> list[str]:
+        """:meth:`write_frame` for each of ``eio_sids`` (one broadcast); returns the sids
+        it did not write to, in order, for the caller to queue ``data``'s packets to.
+
+        One loop with the lookups hoisted: in a room of 100 the per-recipient checks were
+        a sixth of the broadcast's CPU besides the writes themselves.
+        """
+        sockets, websockets, ping_timeout = self.sockets, self.websockets, self.ping_timeout
+        left: list[str] = []
+        for eio_sid in eio_sids:
+            socket = sockets.get(eio_sid)
+            if socket is None or socket.closed or socket.closing or socket.upgrading or not socket.upgraded:
+                left.append(eio_sid)
+                continue
+            last_ping = socket.last_ping
+            if last_ping and now - last_ping > ping_timeout:
+                left.append(eio_sid)  # AsyncSocket.send closes it: let it
+                continue
+            queue = socket.queue
+            if isinstance(queue, LeanQueue):
+                if queue._items or not queue.parked():
+                    left.append(eio_sid)  # the writer holds packets it took, or is not parked yet
+                    continue
+            elif queue.qsize() or not queue._getters or queue._getters[-1].done():
+                left.append(eio_sid)
+                continue
+            response = websockets.get(eio_sid)
+            writer = response._writer if response is not None else None
+            if writer is None or writer._closing or writer.compress:
+                left.append(eio_sid)
+                continue
+            transport = writer.transport
+            if transport.is_closing() or transport.get_write_buffer_size() >= WRITE_HIGH_WATER:
+                left.append(eio_sid)
+                continue
+            try:
+                transport.write(data)
+            except Exception:  # a transport failing here fails the queue path too, which handles it
+                left.append(eio_sid)
+        return left
 
 
 def clock() -> float:

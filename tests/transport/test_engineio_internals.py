@@ -217,6 +217,19 @@ async def test_order_is_kept_at_every_step_of_the_writer(harness: Harness) -> No
     await ws.close()
 
 
+async def test_write_frames_writes_the_idle_and_returns_the_rest_in_order(harness: Harness) -> None:
+    (ws_a, a), (ws_b, b) = await open_ws(harness), await open_ws(harness)
+    await harness.parked(a)
+    await harness.parked(b)
+    await harness.eio.send_packet(b, eio_packet.Packet(eio_packet.MESSAGE, "pending"))
+    left = harness.eio.write_frames(["gone", a, b], frame("4all"), clock())
+    assert left == ["gone", b]  # unknown, and packets pending: for the caller to queue
+    assert await ws_a.receive_str(timeout=5) == "4all"
+    assert await ws_b.receive_str(timeout=5) == "4pending"
+    await ws_a.close()
+    await ws_b.close()
+
+
 async def test_a_single_send_is_written_at_once_on_an_idle_websocket(harness: Harness) -> None:
     """What python-socketio sends one socket (an ack) goes straight to the transport when it
     may, and behind what is queued when it may not: same bytes, same order either way."""
