@@ -477,8 +477,8 @@ def slim_environ(environ: dict[str, Any] | None) -> None:
     (python-socketio keeps the handshake's; the websocket request's is held by the frames
     of python-engineio's handler). In place, and rebuilt: a dict's table never shrinks on
     ``del``, and every header became an ``HTTP_*`` key of it (browsers send a dozen)."""
-    if environ is None or len(environ) <= len(ENVIRON_KEPT):
-        return
+    if environ is None or environ.keys() <= ENVIRON_KEPT:
+        return  # already slim (both callers may see the same dict)
     kept = {key: environ[key] for key in ENVIRON_KEPT if key in environ}
     environ.clear()
     environ.update(kept)
