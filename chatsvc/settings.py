@@ -114,6 +114,11 @@ class KafkaSettings:
     client_id: str = "chatsvc"
     connect_retries: int = 5
     retry_backoff_ms: int = 500
+    #: How long the broker may hold a fetch for ``fetch_min_bytes`` to arrive (aiokafka's
+    #: defaults: 500 ms, 1 byte, i.e. answer as soon as anything is there). docs/scaling.md:
+    #: bigger batches cut every replica's CPU per record at the cost of latency and idle fetches.
+    fetch_max_wait_ms: int = 500
+    fetch_min_bytes: int = 1
     tls: TlsFiles | None = None
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -502,6 +507,8 @@ class _Reader:
             client_id=self.text("KAFKA_CLIENT_ID", "chatsvc"),
             connect_retries=self.integer("KAFKA_CONNECT_RETRIES", 5, minimum=1, maximum=100),
             retry_backoff_ms=self.integer("KAFKA_RETRY_BACKOFF_MS", 500, minimum=1),
+            fetch_max_wait_ms=self.integer("KAFKA_FETCH_MAX_WAIT_MS", 500, minimum=0, maximum=60_000),
+            fetch_min_bytes=self.integer("KAFKA_FETCH_MIN_BYTES", 1, minimum=1, maximum=64 * 1024 * 1024),
             tls=tls,
             sasl_mechanism=mechanism,
             sasl_username=username,

@@ -278,3 +278,22 @@ def test_recovery_settings(base: dict[str, str]) -> None:
         ("CHATSVC_RECOVERY_MAX_REPLAY", "10001"),
     ]:
         assert error_for(base | {name: value}).variable == name
+
+
+def test_kafka_fetch_batching_defaults_to_aiokafkas_and_is_bounded(base: dict[str, str]) -> None:
+    kafka = {**base, "KAFKA_BROKERS": "127.0.0.1:9092"}
+    settings = Settings.from_env(kafka).kafka
+    assert settings is not None
+    assert (settings.fetch_max_wait_ms, settings.fetch_min_bytes) == (500, 1)
+    tuned = Settings.from_env(
+        {**kafka, "KAFKA_FETCH_MAX_WAIT_MS": "5", "KAFKA_FETCH_MIN_BYTES": "65536"}
+    ).kafka
+    assert tuned is not None
+    assert (tuned.fetch_max_wait_ms, tuned.fetch_min_bytes) == (5, 65536)
+    for variable, value in [
+        ("KAFKA_FETCH_MAX_WAIT_MS", "-1"),
+        ("KAFKA_FETCH_MAX_WAIT_MS", "soon"),
+        ("KAFKA_FETCH_MIN_BYTES", "0"),
+        ("KAFKA_FETCH_MIN_BYTES", str(65 * 1024 * 1024)),
+    ]:
+        assert error_for({**kafka, variable: value}).variable == variable

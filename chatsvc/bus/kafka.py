@@ -437,7 +437,12 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 partitions = sorted(await producer.partitions_for(self.channel))
                 if not self.write_only:
                     consumer = AIOKafkaConsumer(
-                        **options, group_id=None, enable_auto_commit=False, auto_offset_reset="latest"
+                        **options,
+                        group_id=None,
+                        enable_auto_commit=False,
+                        auto_offset_reset="latest",
+                        fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
+                        fetch_min_bytes=self._settings.fetch_min_bytes,
                     )
                     await consumer.start()
                     tps = [TopicPartition(self.channel, p) for p in partitions]
