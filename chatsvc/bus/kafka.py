@@ -265,12 +265,15 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 self._healthy = True
                 self._next_probe = time.monotonic() + HEALTH_INTERVAL_SECONDS
                 log.info(
-                    "Kafka connected to %s (%s): topic %s, %d partition(s), replica host id %s",
+                    "Kafka connected to %s (%s): topic %s, %d partition(s), replica host id %s, "
+                    "fetch min %d byte(s) / max wait %d ms",
                     self._brokers,
                     protocol,
                     settings.topic,
                     self._partitions,
                     self.host_id,
+                    settings.fetch_min_bytes,
+                    settings.fetch_max_wait_ms,
                 )
                 return
         raise StartupError(

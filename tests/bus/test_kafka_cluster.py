@@ -50,15 +50,23 @@ def two_replicas(
     return r1, r2
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
+BATCHED_FETCH = {"KAFKA_FETCH_MIN_BYTES": "65536", "KAFKA_FETCH_MAX_WAIT_MS": "5"}
+
+
+@pytest.mark.parametrize(
+    ("tls", "fetch"),
+    [(False, {}), (True, {}), (False, BATCHED_FETCH)],
+    ids=["plaintext", "mutual-tls", "plaintext-batched-fetch"],
+)
 async def test_messages_cross_replicas_exactly_once_in_send_order(
     tls: bool,
+    fetch: dict[str, str],
     kafka: dict[str, str],
     server_factory: ServerFactory,
     tmp_path: Path,
     clients: Callable[[ServerProcess, str], Any],
 ) -> None:
-    env = replica_env(kafka, tls=tls, topic=new_topic())
+    env = replica_env(kafka, tls=tls, topic=new_topic()) | fetch
     # r2 loads a password-protected key: KAFKA_SSL_KEY_PASSWORD is exercised too.
     r2_env = (
         {
@@ -97,9 +105,13 @@ async def test_messages_cross_replicas_exactly_once_in_send_order(
     protocol_line = (
         "Kafka: PLAINTEXT (no KAFKA_SSL_* set)" if not tls else "Kafka: SSL with client certificate"
     )
+    fetch_line = "fetch min {} byte(s) / max wait {} ms".format(
+        fetch.get("KAFKA_FETCH_MIN_BYTES", "1"), fetch.get("KAFKA_FETCH_MAX_WAIT_MS", "500")
+    )
     for replica in (r1, r2):
         assert log_lines(replica.log_path, protocol_line), replica.log_tail()
         assert log_lines(replica.log_path, "Kafka connected to"), replica.log_tail()
+        assert log_lines(replica.log_path, fetch_line), replica.log_tail()
 
 
 async def test_typing_presence_receipts_and_server_disconnect_cross_replicas(
