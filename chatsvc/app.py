@@ -219,6 +219,7 @@ async def _socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("chatsvc %s ready (replica %s)", __version__, app[SETTINGS].replica_id)
     yield
     await sio.shutdown()
+    app[NAMESPACE].close()
 
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:

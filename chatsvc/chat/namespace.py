@@ -189,6 +189,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._connections[sid] = conn
         self._metrics.connections.set(len(self._connections))
 
+    def close(self) -> None:
+        """At shutdown, after the server: no expiry timer outlives the app."""
+        self._expiries.close()
+
     def _schedule_expiry(self, sid: str, conn: Connection) -> None:
         self._expiries.set(sid, conn.identity.expires_at)
 

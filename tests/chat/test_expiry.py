@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
+from aiohttp.test_utils import TestClient, TestServer
+
+from chatsvc.app import NAMESPACE, create_app
 from chatsvc.chat.expiry import Expiries
+from chatsvc.settings import Settings
+from tests.support.servers import TEST_JWT_SECRET
+from tests.support.tokens import token
 
 
 async def test_each_connection_expires_once_at_its_deadline_in_order() -> None:
@@ -74,3 +82,30 @@ async def test_a_failing_callback_does_not_stop_the_others() -> None:
     await asyncio.sleep(0.1)
     assert expired == ["good"]
     expiries.close()
+
+
+async def test_the_app_keeps_each_sockets_deadline_and_stops_the_timer_at_shutdown(tmp_path: Path) -> None:
+    app = create_app(
+        Settings.from_env(
+            {
+                "CHATSVC_JWT_SECRET": TEST_JWT_SECRET,
+                "CHATSVC_DATA_DIR": str(tmp_path),
+                "CHATSVC_STORE": "memory",
+                "CHATSVC_GRPC_ENABLED": "false",
+            }
+        )
+    )
+    expiries = app[NAMESPACE]._expiries
+    async with TestClient(TestServer(app)) as client:
+        async with client.ws_connect("/socket.io/?EIO=4&transport=websocket") as ws:
+            assert (await ws.receive_str(timeout=5)).startswith("0{")
+            await ws.send_str("40" + json.dumps({"token": token("alice", ttl=3600)}))
+            assert (await ws.receive_str(timeout=5)).startswith("40{")
+            assert len(expiries) == 1 and expiries._timer is not None
+            await ws.send_str("1")  # Engine.IO close
+        for _ in range(100):
+            if not len(expiries):
+                break
+            await asyncio.sleep(0.02)
+        assert len(expiries) == 0  # forgotten at disconnect
+    assert expiries._timer is None  # and no timer outlives the app
