@@ -35,6 +35,7 @@ from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
+from chatsvc.transport.engineio_internals import accept_polling_batches
 from chatsvc.web import health
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
@@ -145,6 +146,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     # middleware hiding the offer: that cloned every upgrade request, and the clone's
     # headers lived as long as the socket.
     sio.eio.websocket_compression = settings.ws_compression
+    accept_polling_batches()
     transports.attach(app, sio.eio.handle_request)
 
     app[SETTINGS] = settings

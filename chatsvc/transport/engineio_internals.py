@@ -51,6 +51,8 @@ Internals used, exactly:
   ``server.start_background_task(self._send_ping)``; ``AsyncSocket.receive`` / ``close``,
   ``AsyncSocket.connected``, ``server.reason``; ``WebSocket.handler`` / ``wait`` / ``send``
   / ``close`` of the aiohttp driver, whose ``__call__`` :class:`_TrackedWebSocket` replaces.
+- python-engineio, polling: ``Payload.max_decode_packets`` (:func:`accept_polling_batches`),
+  read by ``Payload.decode`` from ``AsyncSocket.handle_post_request``.
 - asyncio: ``asyncio.Queue._getters`` (the futures of waiting ``get()`` calls, when not lean).
 - aiohttp, lean sockets: ``RequestHandler._parser`` / ``_payload_parser`` / ``_messages`` (via
   ``request.protocol``), ``BaseRequest._message`` (a ``RawRequestMessage``).
@@ -73,6 +75,7 @@ import engineio
 from aiohttp import web
 from engineio import async_socket
 from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 PINNED = {"python-engineio": "4.15.1", "aiohttp": "3.14.5"}
@@ -85,6 +88,20 @@ WRITE_HIGH_WATER = 64 * 1024
 
 _TEXT, _BINARY = 0x1, 0x2
 _FIN = 0x80
+
+
+#: Packets a long-polling POST may carry. python-engineio refuses more than 16
+#: (``Payload.max_decode_packets``) with a ValueError that drops them all unanswered, while
+#: socket.io-client batches everything queued since its last POST, bounded only by the
+#: handshake's ``maxPayload`` bytes. That byte bound (``CHATSVC_MAX_HTTP_BUFFER_BYTES``) and
+#: the per-connection rate limit are what bound a POST's work; this only stops absurd counts.
+POLLING_PACKETS_MAX = 512
+
+
+def accept_polling_batches(limit: int = POLLING_PACKETS_MAX) -> None:
+    """Let a polling POST carry up to ``limit`` packets. Process-wide (python-engineio reads a
+    class attribute of ``engineio.payload.Payload``), so the app factory calls it once."""
+    eio_payload.Payload.max_decode_packets = max(limit, 16)
 
 
 def frame(payload: str | bytes) -> bytes:

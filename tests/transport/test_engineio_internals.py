@@ -26,6 +26,7 @@ from aiohttp._websocket.writer import WebSocketWriter
 from aiohttp.test_utils import TestServer
 from engineio import async_socket, base_socket
 from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.chat.sioserver import RecoveringServer
@@ -360,6 +361,9 @@ REPLACED_SOURCES = {
     "AsyncServer.send": (engineio.AsyncServer.send, "ff1fdb18f1c30bb3"),
     "AsyncServer.send_packet": (engineio.AsyncServer.send_packet, "c54317440865030d"),
     "socketio.AsyncServer._send_packet": (socketio.AsyncServer._send_packet, "a00022b42c1c29e9"),
+    # accept_polling_batches sets the class attribute these read.
+    "Payload.decode": (eio_payload.Payload.decode, "9c7975664d815d3d"),
+    "AsyncSocket.handle_post_request": (async_socket.AsyncSocket.handle_post_request, "82dca119a261a959"),
 }
 
 
