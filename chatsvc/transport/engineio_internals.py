@@ -8,8 +8,8 @@ upgrade changes anything listed here. Re-read those sources before bumping eithe
 socket's ``asyncio.Queue``; a writer task per websocket wakes up (on CPython 3.11 through
 a new task per wait: ``asyncio.wait_for`` in ``AsyncSocket.poll``), encodes the packet and
 has aiohttp build the websocket frame. In a room of 1,000 that is 1,000 wake-ups, encodes
-and frames per message. :meth:`EngineIOServer.write_frame` instead writes bytes framed once
-per broadcast (:func:`frames`) straight to the socket's transport, but only when that
+and frames per message. :meth:`EngineIOServer.write_frames` instead writes bytes framed once
+per broadcast (:func:`frames`) straight to each socket's transport, but only when that
 cannot reorder or bypass anything; otherwise the caller falls back to the queue:
 
 - the socket is an upgraded websocket, not upgrading, not closing or closed, and not past
@@ -600,7 +600,7 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         replays): framed and written at once when :meth:`write_frame` may, as a broadcast
         is; otherwise queued as python-engineio does. No writer task per ack."""
         pkt = eio_packet.Packet(eio_packet.MESSAGE, data=data)
-        if self.write_frame(sid, frame(pkt.encode()), time.time()):
+        if self.write_frame(sid, frame(pkt.encode()), clock()):
             return
         await self.send_packet(sid, pkt)
 
@@ -655,5 +655,5 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
 
 
 def clock() -> float:
-    """The ``now`` :meth:`EngineIOServer.write_frame` wants (engine.io's ping clock)."""
+    """The ``now`` :meth:`EngineIOServer.write_frames` wants (engine.io's ping clock)."""
     return time.time()
