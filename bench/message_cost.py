@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""chatsvc's own Python per received chat message, in process, without system calls.
+
+    .venv/bin/python bench/message_cost.py [--rooms 2,10,100] [--messages 2000] [--profile]
+
+The real app (``create_app``, memory store, started with its cleanup contexts) with fake
+websocket transports that only count writes: each room's members are python-engineio
+sockets as the lean websocket handler leaves them after the upgrade, and one member's
+``message`` frames are handed to ``AsyncSocket.receive`` as that handler hands them. What
+is timed (process CPU) is python-engineio/python-socketio decode and dispatch, validation,
+the id, the store, the ack and the broadcast loop, and not aiohttp's websocket reader, the
+event loop or the writes themselves (bench/README.md, "Third round"). Every message must
+come back as one write per member (the ack plus the deliveries), or the run fails.
+
+Bounded: at most 500 members and 20,000 messages per room.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import json
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from engineio import async_socket
+from engineio import packet as eio_packet
+
+from chatsvc.app import SIO, create_app
+from chatsvc.auth.jwt import mint_token
+from chatsvc.settings import Settings
+
+SECRET = "bench-message-cost-secret-0123456789abcdef"
+TEXT = "hello world, this is a message of typical length"
+
+
+class CountingTransport:
+    """What the broadcast loop and single sends touch of an asyncio transport."""
+
+    writes = 0
+
+    def write(self, data: bytes) -> None:
+        CountingTransport.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class FakeWriter:
+    """aiohttp's ``WebSocketWriter`` as chatsvc reads it: transport, closing, compression."""
+
+    def __init__(self) -> None:
+        self.transport = CountingTransport()
+        self._closing = False
+        self.compress = 0
+
+
+class FakeResponse:
+    def __init__(self) -> None:
+        self._writer = FakeWriter()
+
+
+async def one_room(members: int, messages: int, data_dir: Path) -> float:
+    """Microseconds of process CPU per message in a room of ``members``."""
+    settings = Settings.from_env(
+        {
+            "CHATSVC_JWT_SECRET": SECRET,
+            "CHATSVC_DATA_DIR": str(data_dir),
+            "CHATSVC_STORE": "memory",
+            "CHATSVC_GRPC_ENABLED": "false",
+            "CHATSVC_RATE_LIMIT_PER_SECOND": "1000000",
+            "CHATSVC_RATE_LIMIT_BURST": "1000000",
+        }
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        sio = app[SIO]
+        eio = sio.eio
+        sockets: list[Any] = []
+        for i in range(members):
+            eio_sid = f"bench{i:05d}"
+            sock = async_socket.AsyncSocket(eio, eio_sid)
+            sock.connected = sock.upgraded = True
+            sock.queue.attach(lambda: None)  # the on-demand writer is never needed: all direct
+            eio.sockets[eio_sid] = sock
+            eio.websockets[eio_sid] = FakeResponse()
+            await sio._handle_eio_connect(eio_sid, {"REQUEST_METHOD": "GET", "QUERY_STRING": ""})
+            token = mint_token(key=SECRET, algorithm="HS256", sub=f"user{i}")
+            await sock.receive(eio_packet.Packet(encoded_packet="40" + json.dumps({"token": token})))
+            await sock.receive(eio_packet.Packet(encoded_packet='421["join",{"room":"bench"}]'))
+            sockets.append(sock)
+        body = json.dumps({"room": "bench", "text": TEXT})
+        warmup = 300
+        frames = [f'42{i}["message",{body}]' for i in range(10, 10 + warmup + messages)]
+        sender = sockets[0]
+        for encoded in frames[:warmup]:
+            await sender.receive(eio_packet.Packet(encoded_packet=encoded))
+        gc.collect()
+        before = CountingTransport.writes
+        started = time.process_time()
+        for encoded in frames[warmup:]:
+            await sender.receive(eio_packet.Packet(encoded_packet=encoded))
+        elapsed = time.process_time() - started
+        writes = CountingTransport.writes - before
+        if writes != messages * members:
+            raise SystemExit(
+                f"room of {members}: {writes} writes for {messages} messages, not {members} per message"
+            )
+        return 1e6 * elapsed / messages
+    finally:
+        await runner.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rooms", default="2,10,100", help="room sizes (members, the sender included)")
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--profile", action="store_true", help="cProfile each room (slower; shares only)")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.rooms.split(",") if x.strip()]
+    if not sizes or not all(2 <= n <= 500 for n in sizes) or not 1 <= args.messages <= 20000:
+        parser.error("bounded: rooms of 2..500 members, 1..20000 messages")
+    with tempfile.TemporaryDirectory(prefix="chatsvc-message-cost-") as tmp:
+        for members in sizes:
+            profiler = cProfile.Profile() if args.profile else None
+            if profiler is not None:
+                profiler.enable()
+            cost = asyncio.run(one_room(members, args.messages, Path(tmp)))
+            if profiler is not None:
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+            print(f"room of {members}: {cost:.1f} us of CPU per message ({members} writes each)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
