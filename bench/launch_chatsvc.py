@@ -32,9 +32,8 @@ def revert(names: set[str]) -> None:
         from chatsvc.transport import engineio_internals  # noqa: PLC0415
 
         # Every broadcast and single send takes python-engineio's queue and writer, framed
-        # per recipient (broadcasts call write_frames, single sends write_frame).
+        # per recipient (write_frame, for single sends, is write_frames of one socket).
         engineio_internals.EngineIOServer.write_frames = lambda _self, eio_sids, *_: list(eio_sids)
-        engineio_internals.EngineIOServer.write_frame = lambda *_: False
     if "lean-socket" in names:
         from chatsvc.transport import engineio_internals  # noqa: PLC0415
 

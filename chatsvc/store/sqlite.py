@@ -5,9 +5,9 @@ ScyllaDB. The only module that imports sqlite3.
 
 Every operation is one plain function run on one worker thread that owns the connection:
 one thread round trip and one transaction per call. (aiosqlite, used before, makes a
-round trip per statement, fetch and commit: three for an append, 170 us of CPU against
-about 80 us now, most of a received message's cost; bench/README.md.) The event loop never
-waits on the disk, and the single worker serialises transactions, so no lock is needed.
+round trip per statement, fetch and commit: three for an append, which took about twice
+the CPU and wall time of one now; bench/README.md.) The event loop never waits on the
+disk, and the single worker serialises transactions, so no lock is needed.
 """
 
 from __future__ import annotations
