@@ -13,7 +13,8 @@ for it: python-socketio's client passes every argument to its handlers, so an ex
 would break clients that never opted in. A :class:`RecoveryOffsets` policy installed with
 ``use_offsets`` decides both; each variant of a broadcast is still encoded once. It may also
 say a socket already has the event (replayed to it during recovery before the bus brought
-it here), which is then not sent again: socket.io-client does not drop repeats.
+it here), which is then not sent again: socket.io-client does not drop repeats; or that it
+must wait (its session was saved at disconnect: it gets the event by replay instead).
 
 Each variant is also framed once: recipients whose websocket is idle get the same frame
 bytes written straight to their transport (``chatsvc.transport.engineio_internals``, which
@@ -47,6 +48,9 @@ class Delivery(enum.Enum):
     WITH_OFFSET = "with_offset"
     #: It already has this offset: sending it again would be a repeat.
     ALREADY_SENT = "already_sent"
+    #: Not now: its session was saved at disconnect, so an event it got from here on would
+    #: be missing from that record; the recovered socket gets it from the store instead.
+    WITHHELD = "withheld"
 
 
 class RecoveryOffsets(Protocol):
@@ -120,11 +124,11 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
                 continue
             if opted and sid in opted and policy is not None:
                 how = policy.delivery(sid)
-                if how is Delivery.ALREADY_SENT:
-                    continue
                 if how is Delivery.WITH_OFFSET:
                     with_offset.append(eio_sid)
                     continue
+                if how is not Delivery.PLAIN:
+                    continue  # already sent, or withheld
             plain.append(eio_sid)
         await self._send_each(event, plain, packets)
         if with_offset:

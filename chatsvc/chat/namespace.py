@@ -249,6 +249,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return
         if replayed is None:
             return
+        if sid not in self._connections:
+            log.info("session %s ended while being restored", sid)
+            return
         self._metrics.recoveries.labels("recovered").inc()
         self._metrics.replayed.inc(replayed)
         log.info("session %s recovered: %d room(s), %d event(s) replayed", sid, len(rooms), replayed)
@@ -264,13 +267,20 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         opted-in socket's session is kept for recovery."""
         conn = self._connections.pop(sid, None)
         self._metrics.connections.set(len(self._connections))
-        if self._recovery is not None:
-            await self._recovery.end(sid, reason)
-        if conn is None:
-            return
-        self._expiries.discard(sid)
-        for room in sorted(conn.rooms):
-            await self._left(sid, conn, room)
+        try:
+            if self._recovery is not None:
+                # First, so a client reconnecting elsewhere finds its session soon.
+                await self._recovery.end(sid, reason)
+            if conn is None:
+                return
+            self._expiries.discard(sid)
+            for room in sorted(conn.rooms):
+                await self._left(sid, conn, room)
+        finally:
+            if self._recovery is not None:
+                # python-socketio takes the socket out of its rooms right after this
+                # handler, without suspending: no delivery can reach it unwithheld.
+                self._recovery.forget(sid)
 
     def _expire_soon(self, sid: str) -> None:
         task = asyncio.get_running_loop().create_task(

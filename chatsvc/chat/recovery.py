@@ -16,7 +16,10 @@ what was sent to it. Each opted-in socket therefore keeps a **journal**: the off
 to it, in send order (at most ``CHATSVC_RECOVERY_MAX_REPLAY``; the largest id that fell
 out is remembered), plus the ids of messages it posted itself (sent to others, not to it).
 On disconnect the session -- user, rooms and since when, journal -- is saved under the pid
-for ``CHATSVC_RECOVERY_WINDOW`` seconds. On recovery the client's offset locates the
+for ``CHATSVC_RECOVERY_WINDOW`` seconds. From that moment until the socket has left its
+rooms, broadcasts to it are withheld (python-socketio still delivers to a socket while its
+disconnect handler runs, and the client would receive events the saved journal lacks: a
+repeat at recovery); it gets them by replay. On recovery the client's offset locates the
 received prefix in the journal; the replay is every stored message and room event of the
 session's rooms above the floor (the room's join time less ``CHATSVC_CATCHUP_OVERLAP_MS``,
 and above every id that fell out of the journal) that is neither in that prefix nor the
@@ -134,6 +137,8 @@ class LiveSession:
     rooms: dict[str, int] = field(default_factory=dict)
     #: Set when the server ends the socket but wants it back (drain).
     resumable: bool = False
+    #: Set at disconnect, when the session is saved: the journal is final from then on.
+    ended: bool = False
 
 
 @dataclass(frozen=True)
@@ -276,10 +281,13 @@ class Recovery:
     def delivery(self, sid: str) -> Delivery:
         """Opted in? Then the event being broadcast (``offset_of`` just ran) is journaled,
         unless the socket already has it: a replay sends what is stored, and a message stored
-        on another replica may reach this one over the bus after it was replayed."""
+        on another replica may reach this one over the bus after it was replayed. Withheld
+        once the socket's session was saved (:meth:`end`)."""
         live = self._live.get(sid)
         if live is None:
             return Delivery.PLAIN
+        if live.ended:
+            return Delivery.WITHHELD
         current = self._current
         if current is not None:
             if current in live.journal or current in live.own:
@@ -322,7 +330,7 @@ class Recovery:
         """The socket on this replica still holding session ``pid`` for ``user_id``: its
         client reconnected before the server noticed the old connection was dead."""
         for sid, live in self._live.items():
-            if live.pid == pid and live.user_id == user_id:
+            if live.pid == pid and live.user_id == user_id and not live.ended:
                 return sid
         return None
 
@@ -332,12 +340,17 @@ class Recovery:
             live.resumable = True
 
     async def end(self, sid: str, reason: Any) -> None:
-        """The socket is gone: keep its session if it dropped (or the server asked it back)."""
-        live = self._live.pop(sid, None)
+        """The socket is going: keep its session if it dropped (or the server asked it
+        back). Its journal is final from here on, so every delivery to it is withheld until
+        :meth:`forget`, which the caller owes once the socket has left its rooms."""
+        live = self._live.get(sid)
         plan = self._plans.pop(sid, None)
         if plan is not None:
             self._drop_hold(plan.hold)
-        if live is None or not self.enabled:
+        if live is None:
+            return
+        live.ended = True
+        if not self.enabled:
             return
         if not (live.resumable or (isinstance(reason, str) and reason in DROPPED)):
             return
@@ -347,6 +360,13 @@ class Recovery:
             await self._store.save_session(record)
         except ChatError as exc:
             log.warning("could not save the session of %s (%s); it cannot be recovered", sid, exc.code)
+
+    def forget(self, sid: str) -> None:
+        """The socket :meth:`end` saw has left its rooms: drop its session from memory (a
+        session restored under the same sid meanwhile is not touched)."""
+        live = self._live.get(sid)
+        if live is not None and live.ended:
+            del self._live[sid]
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -468,6 +488,8 @@ class Recovery:
         async def send_new(items: Iterable[Item]) -> None:
             nonlocal count
             for item in items:
+                if live.ended:
+                    return  # it disconnected meanwhile: the rest is for the next recovery
                 # Its own messages too, also those it posted while being restored.
                 if item.offset in sent or item.offset in live.own:
                     continue
@@ -483,6 +505,8 @@ class Recovery:
             await send_new(pending)
             await send_new(sorted(plan.hold.take()))
             for room in plan.rooms:
+                if live.ended:
+                    break
                 await enter(room)
             # What the hold saw while entering, unless it also arrived live (journaled).
             sent.update(live.journal.entries)

@@ -3,6 +3,7 @@ the replay's bounds and exactly-once rules (with the memory store)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from chatsvc.bus.direct import Delivery
 from chatsvc.chat.ids import MessageIdGenerator, id_at
 from chatsvc.chat.recovery import Journal, LiveSession, Recovery, Request, decode, encode, requested
 from chatsvc.settings import Limits
-from chatsvc.store.base import Message, RoomEvent
+from chatsvc.store.base import Message, RoomEvent, SessionRecord
 from chatsvc.store.memory import MemoryStore
 
 ROOM = "stock:005930"
@@ -280,6 +281,86 @@ async def test_a_replayed_message_arriving_later_over_the_bus_is_not_sent_again(
     newer = message("new")
     assert recovery.offset_of("message", [newer.to_wire()]) == newer.id
     assert recovery.delivery("s1") is Delivery.WITH_OFFSET
+
+
+class SlowSaves(MemoryStore):
+    """Session saves wait for ``release``: the disconnect handler suspends there while the
+    broadcast path goes on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saving = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def save_session(self, record: SessionRecord) -> None:
+        self.saving.set()
+        await self.release.wait()
+        await super().save_session(record)
+
+
+async def test_what_is_broadcast_while_the_session_is_saved_is_withheld_then_replayed() -> None:
+    """python-socketio still delivers to a socket while its disconnect handler runs, and
+    over a draining websocket the packets still go out: the client would get an event the
+    saved journal lacks, and the replay would send it again."""
+    store = SlowSaves()
+    await store.open()
+    recovery = Recovery(store, limits())
+    live = recovery.start("s1", "alice")
+    recovery.joined("s1", ROOM)
+    received = message("received before the drop")
+    await store.append(received)
+    await deliver(recovery, ["s1"], received)
+    recovery.mark_resumable("s1")
+    ending = asyncio.create_task(recovery.end("s1", "server disconnect"))
+    await store.saving.wait()
+    during = message("broadcast while the session is saved")
+    await store.append(during)
+    assert recovery.offset_of("message", [during.to_wire()]) == during.id
+    assert recovery.delivery("s1") is Delivery.WITHHELD
+    store.release.set()
+    await ending
+    after = message("broadcast before the socket left its rooms")
+    await store.append(after)
+    assert recovery.offset_of("message", [after.to_wire()]) == after.id
+    assert recovery.delivery("s1") is Delivery.WITHHELD
+    assert recovery.local_sid_of(live.pid, "alice") is None  # ending, not a stale connection
+    recovery.forget("s1")
+    assert recovery.live("s1") is None and recovery.delivery("s1") is Delivery.PLAIN
+
+    assert await claim(recovery, live.pid, received.id) == "s1"
+    sent, _ = await restored(recovery, "s1")
+    assert sent == [("message", during.id), ("message", after.id)]
+    recovery.forget("s1")  # a restored session is not an ended one: kept
+    assert recovery.live("s1") is not None
+
+
+async def test_a_socket_that_drops_mid_replay_gets_the_rest_at_its_next_recovery(store: MemoryStore) -> None:
+    recovery = Recovery(store, limits())
+    live = recovery.start("s1", "alice")
+    recovery.joined("s1", ROOM)
+    await recovery.end("s1", "transport close")
+    recovery.forget("s1")
+    missed = [message(f"missed {i}") for i in range(3)]
+    for m in missed:
+        await store.append(m)
+    assert await claim(recovery, live.pid, None) == "s1"
+    assert recovery.resume("s1") is not None
+    sent: list[str] = []
+    entered: list[str] = []
+
+    async def send(event: str, payload: dict[str, Any], offset: str) -> None:
+        sent.append(offset)
+        if len(sent) == 1:
+            await recovery.end("s1", "transport close")  # the client is gone again
+
+    async def enter(room: str) -> None:
+        entered.append(room)
+
+    assert await recovery.restore("s1", send, enter) == 1
+    assert sent == [missed[0].id] and entered == []
+    recovery.forget("s1")
+    assert await claim(recovery, live.pid, missed[0].id) == "s1"
+    assert (await restored(recovery, "s1"))[0] == [("message", m.id) for m in missed[1:]]
 
 
 def test_journal_membership_follows_what_it_holds() -> None:

@@ -106,6 +106,22 @@ def seen_by(node: NodeClients, name: str) -> set[str]:
     return ids
 
 
+def timeline(node: NodeClients, name: str, marked: list[str]) -> list[str]:
+    """What ``name`` saw, in order: connects and disconnects, and each message with the
+    offset it carried (``*`` marks a repeat), to tell a replay repeat from a live one."""
+    lines = []
+    for e in node.find(lambda e: e.get("name") == name):
+        if e["type"] in {"connect", "disconnect"}:
+            details = {k: v for k, v in e.items() if k not in {"type", "name"}}
+            lines.append(f"{e['type']} {details}")
+        elif e["type"] == "event" and e.get("event") == "message":
+            mark = "*" if e["data"]["id"] in marked else " "
+            lines.append(f"{mark} {e['data']['id']} {e['data'].get('text')} offset={e.get('extra')}")
+        elif e["type"] == "event":
+            lines.append(f"event {e.get('event')}")
+    return lines
+
+
 def connects(node: NodeClients, name: str) -> int:
     return len(node.find(lambda e: e.get("name") == name and e["type"] == "connect"))
 
@@ -217,7 +233,12 @@ async def test_rolling_restart_through_nginx_loses_no_acked_message(
                 for line in replica.log_text().splitlines()
                 if "session" in line or "recover" in line
             ]
-            pytest.fail(f"{name} got messages twice: {repeated}\n" + "\n".join(said[-80:]))
+            pytest.fail(
+                f"{name} got messages twice: {repeated}\n"
+                + "\n".join(said[-80:])
+                + f"\n{name}'s timeline:\n"
+                + "\n".join(timeline(node, name, repeated))
+            )
         sids = {e["sid"] for e in node.find(lambda e, n=name: e.get("name") == n and e["type"] == "connect")}
         assert len(sids) == 1, f"{name} changed sid: {sids}"
         assert not node.find(lambda e, n=name: e.get("name") == n and e["type"] == "rejoin")
