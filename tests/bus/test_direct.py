@@ -11,6 +11,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 from chatsvc.bus.direct import Delivery, DirectEmitMixin
 from chatsvc.bus.kafka import AsyncKafkaManager
 from chatsvc.bus.local import LocalManager
+from tests.support.managers import recorded_server
 
 Sent = list[tuple[str, str]]
 
@@ -24,25 +25,13 @@ def per_socket(sent: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 async def deliveries(manager: socketio.AsyncManager, emits: list[dict[str, Any]]) -> Sent:
     """(engine.io sid, encoded packet) for everything ``emits`` queue, in queueing order."""
-    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
-    sio.manager_initialized = True
-    manager.set_server(sio)
-    manager.initialize()
-    sent: Sent = []
-
-    async def record(eio_sid: str, pkt: Any) -> None:
-        sent.append((eio_sid, pkt.encode()))
-
-    sio.eio.send_packet = record
-    sids = [await manager.connect(f"eio{i}", "/") for i in range(4)]
-    for sid in sids[:3]:
-        await manager.enter_room(sid, "/", "lobby")
-    await manager.enter_room(sids[3], "/", "other")
+    served = await recorded_server(manager, ["lobby", "lobby", "lobby", "other"])
     for emit in emits:
         await manager.emit(
-            namespace="/", **{k: v.replace("SID", sids[0]) if k == "skip_sid" else v for k, v in emit.items()}
+            namespace="/",
+            **{k: v.replace("SID", served.sids[0]) if k == "skip_sid" else v for k, v in emit.items()},
         )
-    return sent
+    return served.sent
 
 
 EMITS: list[dict[str, Any]] = [
@@ -158,19 +147,8 @@ async def offset_deliveries(
 ) -> tuple[Sent, list[str]]:
     """Deliveries with an offset policy that opts in the sockets at indexes ``opted``."""
     manager = LocalManager()
-    sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)
-    sio.manager_initialized = True
-    manager.set_server(sio)
-    manager.initialize()
-    sent: Sent = []
-
-    async def record(eio_sid: str, pkt: Any) -> None:
-        sent.append((eio_sid, pkt.encode()))
-
-    sio.eio.send_packet = record
-    sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
-    for sid in sids:
-        await manager.enter_room(sid, "/", "lobby")
+    served = await recorded_server(manager, ["lobby", "lobby", "lobby"])
+    sent, sids = served.sent, served.sids
     manager.use_offsets(Offsets({sids[i] for i in opted}, frozenset(sids[i] for i in have), skip))
     for emit in emits:
         await manager.emit(namespace="/", **{k: sids[v] if k == "to" else v for k, v in emit.items()})

@@ -17,6 +17,7 @@ from chatsvc.chat.recovery import Journal, LiveSession, Recovery, Request, decod
 from chatsvc.settings import Limits
 from chatsvc.store.base import Message, RoomEvent, SessionRecord
 from chatsvc.store.memory import MemoryStore
+from tests.support.managers import recorded_server
 
 ROOM = "stock:005930"
 ids = MessageIdGenerator()
@@ -387,24 +388,12 @@ async def served_room(server_class: Any) -> ServedRoom:
     from chatsvc.bus.local import LocalManager  # noqa: PLC0415
 
     manager = LocalManager()
-    sio = server_class(async_mode="aiohttp", client_manager=manager)
-    sio.manager_initialized = True
-    manager.set_server(sio)
-    manager.initialize()
+    served = await recorded_server(manager, [ROOM] * 3, server_class)
     recovery = Recovery(MemoryStore(), limits())
     manager.use_offsets(recovery)
-    queued: list[tuple[str, str]] = []
-
-    async def record(eio_sid: str, pkt: Any) -> None:
-        queued.append((eio_sid, pkt.encode()))
-
-    sio.eio.send_packet = record
-    sids = [await manager.connect(f"eio{i}", "/") for i in range(3)]
-    for sid in sids:
-        await manager.enter_room(sid, "/", ROOM)
-    recovery.start(sids[0], "alice")
-    recovery.start(sids[1], "bob")
-    return ServedRoom(sio, manager, recovery, sids, queued)
+    recovery.start(served.sids[0], "alice")
+    recovery.start(served.sids[1], "bob")
+    return ServedRoom(served.sio, manager, recovery, served.sids, served.sent)
 
 
 async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() -> None:

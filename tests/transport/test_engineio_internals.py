@@ -8,6 +8,7 @@ before touching the pins; do not just update the expected values.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
@@ -160,11 +161,9 @@ async def open_ws(h: Harness, *, compress: int = 0) -> tuple[aiohttp.ClientWebSo
     return ws, json.loads(opened[1:])["sid"]
 
 
-@pytest.fixture(params=[True, False], ids=["lean", "stock-socket"])
-async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    eio = EngineIOServer(async_mode="aiohttp", ping_interval=20, ping_timeout=20)
-    eio.lean = request.param  # frame-once must hold with python-engineio's own socket too
-    eio.websocket_compression = False  # as chatsvc: the client's deflate offer is declined
+@contextlib.asynccontextmanager
+async def serving(eio: EngineIOServer) -> AsyncIterator[Harness]:
+    """``eio`` on a loopback aiohttp test server, with a client session for it."""
     app = web.Application()
     eio.attach(app)
     server = TestServer(app)
@@ -174,6 +173,15 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
             yield Harness(eio, http, str(server.make_url("")).rstrip("/"))
     finally:
         await server.close()
+
+
+@pytest.fixture(params=[True, False], ids=["lean", "stock-socket"])
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=20, ping_timeout=20)
+    eio.lean = request.param  # frame-once must hold with python-engineio's own socket too
+    eio.websocket_compression = False  # as chatsvc: the client's deflate offer is declined
+    async with serving(eio) as h:
+        yield h
 
 
 async def test_idle_websocket_gets_the_frame_written(harness: Harness) -> None:
@@ -325,20 +333,12 @@ async def test_compressed_back_pressured_closing_and_timed_out_sockets_take_the_
 
 async def test_negotiated_compression_takes_the_queue() -> None:
     eio = EngineIOServer(async_mode="aiohttp")
-    app = web.Application()  # websocket_compression: the client's deflate offer is accepted
-    eio.attach(app)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
-            ws, sid = await open_ws(h, compress=15)
-            assert ws.compress == 15
-            await h.parked(sid)
-            assert not eio.write_frame(sid, frame("4x"), clock())
-            await ws.close()
-    finally:
-        await server.close()
+    async with serving(eio) as h:  # websocket_compression: the client's deflate offer is accepted
+        ws, sid = await open_ws(h, compress=15)
+        assert ws.compress == 15
+        await h.parked(sid)
+        assert not eio.write_frame(sid, frame("4x"), clock())
+        await ws.close()
 
 
 # -- the lean socket: what it replaces, pinned by source ----------------------------------
@@ -365,13 +365,6 @@ REPLACED_SOURCES = {
     "Payload.decode": (eio_payload.Payload.decode, "9c7975664d815d3d"),
     "AsyncSocket.handle_post_request": (async_socket.AsyncSocket.handle_post_request, "82dca119a261a959"),
 }
-
-
-@pytest.mark.parametrize("name", sorted(REPLACED_SOURCES))
-def test_replaced_engineio_code_is_unchanged(name: str) -> None:
-    obj, digest = REPLACED_SOURCES[name]
-    got = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
-    assert got == digest, f"python-engineio's {name} changed: re-read chatsvc.transport.engineio_internals"
 
 
 def test_sockets_get_their_queue_and_ping_through_the_server() -> None:
@@ -452,27 +445,19 @@ STOCK_SOCKET_TASKS = {
 async def test_lean_socket_pings_by_timer_and_holds_no_task_when_idle() -> None:
     eio = EngineIOServer(async_mode="aiohttp", ping_interval=0.2, ping_timeout=5)
     eio.websocket_compression = False
-    app = web.Application()
-    eio.attach(app)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
-            sockets = [await open_ws(h) for _ in range(5)]
-            for _, sid in sockets:
-                await h.parked(sid)
-            # aiohttp's tasks run the reader: no writer, ping or per-wait task per socket.
-            names = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
-            assert not names & STOCK_SOCKET_TASKS, names
-            for ws, _ in sockets:
-                assert await ws.receive_str(timeout=5) == "2"  # the timer's PING
-                await ws.send_str("3")
-                assert await ws.receive_str(timeout=5) == "2"  # rescheduled by the PONG
-                await ws.send_str("4hello")
-                await ws.close()
-    finally:
-        await server.close()
+    async with serving(eio) as h:
+        sockets = [await open_ws(h) for _ in range(5)]
+        for _, sid in sockets:
+            await h.parked(sid)
+        # aiohttp's tasks run the reader: no writer, ping or per-wait task per socket.
+        names = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+        assert not names & STOCK_SOCKET_TASKS, names
+        for ws, _ in sockets:
+            assert await ws.receive_str(timeout=5) == "2"  # the timer's PING
+            await ws.send_str("3")
+            assert await ws.receive_str(timeout=5) == "2"  # rescheduled by the PONG
+            await ws.send_str("4hello")
+            await ws.close()
 
 
 async def test_the_stock_socket_has_the_tasks_the_lean_one_avoids(harness: Harness) -> None:
@@ -503,26 +488,18 @@ async def test_a_silent_client_is_dropped_after_ping_interval_plus_timeout(lean:
     async def message(sid: str, data: Any) -> None:
         received.append(data)
 
-    app = web.Application()
-    eio.attach(app)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
-            ws, sid = await open_ws(h)
-            await ws.send_str("4one")
-            await ws.send_str("4two")
-            assert await ws.receive_str(timeout=5) == "2"
-            # No PONG: the server ends the socket within ping_interval + ping_timeout or so.
-            for _ in range(300):
-                if gone:
-                    break
-                await asyncio.sleep(0.01)
-            assert gone == [sid] and received == ["one", "two"]
-            await ws.close()
-    finally:
-        await server.close()
+    async with serving(eio) as h:
+        ws, sid = await open_ws(h)
+        await ws.send_str("4one")
+        await ws.send_str("4two")
+        assert await ws.receive_str(timeout=5) == "2"
+        # No PONG: the server ends the socket within ping_interval + ping_timeout or so.
+        for _ in range(300):
+            if gone:
+                break
+            await asyncio.sleep(0.01)
+        assert gone == [sid] and received == ["one", "two"]
+        await ws.close()
 
 
 #: aiohttp code that reads ``RequestHandler._parser`` / ``_messages`` or ``BaseRequest._message``
@@ -540,11 +517,24 @@ AIOHTTP_SOURCES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(AIOHTTP_SOURCES))
-def test_aiohttp_code_around_the_released_state_is_unchanged(name: str) -> None:
-    obj, digest = AIOHTTP_SOURCES[name]
+#: Every pinned source: "library's name" -> (object, digest, what to re-read if it changed).
+PINNED_SOURCES = {
+    **{
+        f"python-engineio's {name}": (obj, digest, "chatsvc.transport.engineio_internals")
+        for name, (obj, digest) in REPLACED_SOURCES.items()
+    },
+    **{
+        f"aiohttp's {name}": (obj, digest, "engineio_internals.release_http_state")
+        for name, (obj, digest) in AIOHTTP_SOURCES.items()
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_SOURCES))
+def test_code_chatsvc_replaces_or_relies_on_is_unchanged(name: str) -> None:
+    obj, digest, reread = PINNED_SOURCES[name]
     got = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
-    assert got == digest, f"aiohttp's {name} changed: re-read engineio_internals.release_http_state"
+    assert got == digest, f"{name} changed: re-read {reread}"
 
 
 async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: Harness) -> None:
@@ -603,20 +593,12 @@ async def test_a_failing_timer_callback_does_not_drop_the_others() -> None:
 async def test_lean_sockets_hold_no_loop_timer_of_their_own() -> None:
     eio = EngineIOServer(async_mode="aiohttp", ping_interval=5, ping_timeout=5)
     eio.websocket_compression = False
-    app = web.Application()
-    eio.attach(app)
-    server = TestServer(app)
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as http:
-            h = Harness(eio, http, str(server.make_url("")).rstrip("/"))
-            sockets = [await open_ws(h) for _ in range(20)]
-            for _, sid in sockets:
-                await h.parked(sid)
-            # One entry per socket in each, on a couple of shared loop timers.
-            assert len(eio.ping_timers) == 20 and len(eio.read_deadlines) == 20
-            assert len(eio.ping_timers._slots) <= 3 and len(eio.read_deadlines._slots) <= 3
-            for ws, _ in sockets:
-                await ws.close()
-    finally:
-        await server.close()
+    async with serving(eio) as h:
+        sockets = [await open_ws(h) for _ in range(20)]
+        for _, sid in sockets:
+            await h.parked(sid)
+        # One entry per socket in each, on a couple of shared loop timers.
+        assert len(eio.ping_timers) == 20 and len(eio.read_deadlines) == 20
+        assert len(eio.ping_timers._slots) <= 3 and len(eio.read_deadlines._slots) <= 3
+        for ws, _ in sockets:
+            await ws.close()
