@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """chatsvc's own Python per received chat message, in process, without system calls.
 
-    .venv/bin/python bench/message_cost.py [--rooms 2,10,100] [--messages 2000] [--profile]
+    .venv/bin/python bench/message_cost.py [--rooms 2,10,100] [--messages 2000] [--repeat 1]
+                                           [--receive fast,stock] [--profile]
 
 The real app (``create_app``, memory store, started with its cleanup contexts) with fake
 websocket transports that only count writes: each room's members are python-engineio
 sockets as the lean websocket handler leaves them after the upgrade, and one member's
-``message`` frames are handed to ``AsyncSocket.receive`` as that handler hands them. What
+``message`` frames are handed to ``receive_packet`` as that handler hands them (``fast``),
+or to python-engineio's ``AsyncSocket.receive`` (``stock``, what it did before). What
 is timed (process CPU) is python-engineio/python-socketio decode and dispatch, validation,
 the id, the store, the ack and the broadcast loop, and not aiohttp's websocket reader, the
 event loop or the writes themselves (bench/README.md, "Third round"). Every message must
 come back as one write per member (the ack plus the deliveries), or the run fails.
+``--repeat`` interleaves the receive paths that many times per room (before/after, one run).
 
 Bounded: at most 500 members and 20,000 messages per room.
 """
@@ -23,6 +26,7 @@ import cProfile
 import gc
 import json
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +40,7 @@ from engineio import packet as eio_packet
 from chatsvc.app import SIO, create_app
 from chatsvc.auth.jwt import mint_token
 from chatsvc.settings import Settings
+from chatsvc.transport.engineio_internals import receive_packet
 
 SECRET = "bench-message-cost-secret-0123456789abcdef"
 TEXT = "hello world, this is a message of typical length"
@@ -70,8 +75,17 @@ class FakeResponse:
         self._writer = FakeWriter()
 
 
-async def one_room(members: int, messages: int, data_dir: Path) -> float:
+async def stock_receive(sock: Any, encoded: str) -> None:
+    """What the lean websocket handler did with a received message before receive_packet."""
+    await sock.receive(eio_packet.Packet(encoded_packet=encoded))
+
+
+RECEIVE = {"fast": receive_packet, "stock": stock_receive}
+
+
+async def one_room(members: int, messages: int, data_dir: Path, receive: str = "fast") -> float:
     """Microseconds of process CPU per message in a room of ``members``."""
+    deliver = RECEIVE[receive]
     settings = Settings.from_env(
         {
             "CHATSVC_JWT_SECRET": SECRET,
@@ -106,12 +120,12 @@ async def one_room(members: int, messages: int, data_dir: Path) -> float:
         frames = [f'42{i}["message",{body}]' for i in range(10, 10 + warmup + messages)]
         sender = sockets[0]
         for encoded in frames[:warmup]:
-            await sender.receive(eio_packet.Packet(encoded_packet=encoded))
+            await deliver(sender, encoded)
         gc.collect()
         before = CountingTransport.writes
         started = time.process_time()
         for encoded in frames[warmup:]:
-            await sender.receive(eio_packet.Packet(encoded_packet=encoded))
+            await deliver(sender, encoded)
         elapsed = time.process_time() - started
         writes = CountingTransport.writes - before
         if writes != messages * members:
@@ -129,21 +143,34 @@ def main() -> int:
     )
     parser.add_argument("--rooms", default="2,10,100", help="room sizes (members, the sender included)")
     parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved runs per room and path")
+    parser.add_argument("--receive", default="fast", help="comma-separated: fast (receive_packet), stock")
     parser.add_argument("--profile", action="store_true", help="cProfile each room (slower; shares only)")
     args = parser.parse_args()
     sizes = [int(x) for x in args.rooms.split(",") if x.strip()]
+    paths = [x for x in args.receive.split(",") if x]
     if not sizes or not all(2 <= n <= 500 for n in sizes) or not 1 <= args.messages <= 20000:
         parser.error("bounded: rooms of 2..500 members, 1..20000 messages")
+    if not 1 <= args.repeat <= 20 or not paths or not set(paths) <= RECEIVE.keys():
+        parser.error(f"bounded: 1..20 repeats; receive paths among {sorted(RECEIVE)}")
     with tempfile.TemporaryDirectory(prefix="chatsvc-message-cost-") as tmp:
         for members in sizes:
-            profiler = cProfile.Profile() if args.profile else None
-            if profiler is not None:
-                profiler.enable()
-            cost = asyncio.run(one_room(members, args.messages, Path(tmp)))
-            if profiler is not None:
-                profiler.disable()
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
-            print(f"room of {members}: {cost:.1f} us of CPU per message ({members} writes each)")
+            costs: dict[str, list[float]] = {path: [] for path in paths}
+            for _ in range(args.repeat):
+                for path in paths:
+                    profiler = cProfile.Profile() if args.profile else None
+                    if profiler is not None:
+                        profiler.enable()
+                    costs[path].append(asyncio.run(one_room(members, args.messages, Path(tmp), path)))
+                    if profiler is not None:
+                        profiler.disable()
+                        pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+            for path, runs in costs.items():
+                shown = ", ".join(f"{c:.1f}" for c in runs)
+                print(
+                    f"room of {members}, {path} receive: median {statistics.median(runs):.1f} us of CPU "
+                    f"per message ({members} writes each; runs {shown})"
+                )
     return 0
 
 

@@ -25,6 +25,11 @@ What python-socketio sends a single socket (acks above all) takes the same path:
 :meth:`EngineIOServer.send` writes it framed at once when ``write_frame`` allows, so an
 ack costs no queue round trip, writer task or aiohttp frame builder.
 
+**Received packets.** :func:`receive_packet` hands a text MESSAGE holding a Socket.IO
+packet straight to python-socketio's handler, as ``AsyncSocket.receive`` and
+``AsyncServer._trigger_event`` would when handlers run inline, without the ``Packet``, the
+INFO log call and the two closures per message; anything else goes through ``receive``.
+
 **Lean per socket** (:attr:`EngineIOServer.lean`). An idle websocket in stock
 python-engineio holds, besides aiohttp's own tasks, a writer task, a task per wait inside it
 (``wait_for(queue.get())``), a reader task per received packet (``websocket_wait``), a
@@ -48,7 +53,9 @@ Internals used, exactly:
   which ``chatsvc.chat.sioserver.RecoveringServer`` overrides (its ``_EngineServer``).
 - python-engineio, lean sockets: ``BaseSocket.__init__`` getting its queue from
   ``server.create_queue()``; ``AsyncSocket.schedule_ping`` starting
-  ``server.start_background_task(self._send_ping)``; ``AsyncSocket.receive`` / ``close``,
+  ``server.start_background_task(self._send_ping)``; ``AsyncSocket.receive`` / ``close``
+  (for :func:`receive_packet`: ``AsyncServer.handlers["message"]``, ``async_handlers``,
+  ``logger``, and what ``_trigger_event`` does with them),
   ``AsyncSocket.connected``, ``server.reason``; ``WebSocket.handler`` / ``wait`` / ``send``
   / ``close`` of the aiohttp driver, whose ``__call__`` :class:`_TrackedWebSocket` replaces.
 - python-engineio, polling: ``Payload.max_decode_packets`` (:func:`accept_polling_batches`),
@@ -64,6 +71,7 @@ Internals used, exactly:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import struct
 import time
@@ -341,7 +349,7 @@ async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
             if p is None:
                 break  # connection closed by client
             try:
-                await sock.receive(eio_packet.Packet(encoded_packet=p))
+                await receive_packet(sock, p)
             except engineio.exceptions.UnknownPacketError:
                 pass
             except engineio.exceptions.SocketIsClosedError:
@@ -356,6 +364,33 @@ async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
     await sock.queue.put(None)  # unlock the writer task so it can exit
     await writer.finish()
     await sock.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+
+
+async def receive_packet(sock: Any, p: str | bytes) -> None:
+    """What the websocket reader does with one received message ``p``: ``AsyncSocket.receive``
+    of its Engine.IO packet, raising what that raises.
+
+    A text MESSAGE carrying a Socket.IO packet (``4`` and a digit: nearly every packet a
+    client sends) goes straight to the server's ``message`` handler, as ``receive`` ->
+    ``_trigger_event`` -> ``run_async_handler`` would hand it (python-engineio 4.15.1) when
+    handlers run inline (``async_handlers=False``) and nothing logs at INFO: the same call
+    and data (``Packet.decode`` keeps the payload a string when it starts with a digit), any
+    failure logged the same way and swallowed, a cancellation swallowed. What it skips, per
+    message: the ``Packet``, the INFO log call and its arguments, ``_trigger_event``'s two
+    closures and its ``inspect.iscoroutinefunction``.
+    """
+    if type(p) is str and len(p) > 1 and p[0] == "4" and p[1].isnumeric():
+        server = sock.server
+        handler = server.inline_message_handler()
+        if handler is not None and not server.logger.isEnabledFor(logging.INFO):
+            try:
+                await handler(sock.sid, p[1:])
+            except asyncio.CancelledError:
+                pass  # as run_async_handler
+            except BaseException:  # as run_async_handler's bare except
+                server.logger.exception("message async handler error")
+            return
+    await sock.receive(eio_packet.Packet(encoded_packet=p))
 
 
 async def _upgrade(
@@ -577,8 +612,20 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         #: tenth of the CPU in a busy room, bench/README.md). Node's socket.io declines it by
         #: default; RFC 7692 lets a server decline, and clients then send uncompressed frames.
         self.websocket_compression = True
+        self._message_handler_seen: Any = None
+        self._message_handler_inline: Callable[[str, str], Awaitable[Any]] | None = None
         # A copy: the driver's module-level dict is shared by every server in the process.
         self._async = {**self._async, "websocket": _TrackedWebSocket}
+
+    def inline_message_handler(self) -> Callable[[str, str], Awaitable[Any]] | None:
+        """The ``message`` handler :func:`receive_packet` may call directly: a coroutine
+        function, run inline (``async_handlers`` off). None: go through ``AsyncSocket.receive``.
+        """
+        handler = self.handlers.get("message")
+        if handler is not self._message_handler_seen:
+            self._message_handler_seen = handler
+            self._message_handler_inline = handler if inspect.iscoroutinefunction(handler) else None
+        return None if self.async_handlers else self._message_handler_inline
 
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Each socket's send queue (``BaseSocket.__init__`` calls this with no arguments)."""

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,7 +33,15 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.transport import engineio_internals as internals
-from chatsvc.transport.engineio_internals import CoarseTimers, EngineIOServer, LeanQueue, clock, frame, frames
+from chatsvc.transport.engineio_internals import (
+    CoarseTimers,
+    EngineIOServer,
+    LeanQueue,
+    clock,
+    frame,
+    frames,
+    receive_packet,
+)
 
 WS_PATH = "/engine.io/?EIO=4&transport=websocket"
 POLL_PATH = "/engine.io/?EIO=4&transport=polling"
@@ -361,6 +370,10 @@ REPLACED_SOURCES = {
     "AsyncServer.send": (engineio.AsyncServer.send, "ff1fdb18f1c30bb3"),
     "AsyncServer.send_packet": (engineio.AsyncServer.send_packet, "c54317440865030d"),
     "socketio.AsyncServer._send_packet": (socketio.AsyncServer._send_packet, "a00022b42c1c29e9"),
+    # receive_packet does for a Socket.IO MESSAGE what these do with it.
+    "AsyncSocket.receive": (async_socket.AsyncSocket.receive, "a91ae36ec2fb5340"),
+    "AsyncServer._trigger_event": (engineio.AsyncServer._trigger_event, "4a09b6e47eb66532"),
+    "Packet.decode": (eio_packet.Packet.decode, "18e27ff7fd56addd"),
     # accept_polling_batches sets the class attribute these read.
     "Payload.decode": (eio_payload.Payload.decode, "9c7975664d815d3d"),
     "AsyncSocket.handle_post_request": (async_socket.AsyncSocket.handle_post_request, "82dca119a261a959"),
@@ -500,6 +513,119 @@ async def test_a_silent_client_is_dropped_after_ping_interval_plus_timeout(lean:
             await asyncio.sleep(0.01)
         assert gone == [sid] and received == ["one", "two"]
         await ws.close()
+
+
+# -- receive_packet: what it skips is what python-engineio would have done -----------------
+
+#: Received messages, and whether receive_packet takes them straight to the handler.
+RECEIVED = [
+    ('2["message",{"room":"r","text":"hi"}]', True),
+    ('21["join",{"room":"r"}]', True),
+    ('2["m"," spaced "] \n', True),  # passed on byte for byte, whitespace and all
+    ("0", True),  # a Socket.IO CONNECT: still a string
+    ('0{"token":"t"}', True),
+    ("1", True),
+    ('2["x",' + '"' + "é" * 300 + '"]', True),
+    ('{"not":"socket.io"}', False),  # decoded as JSON by python-engineio: a dict
+    ("", False),  # "4" alone: python-engineio's IndexError path
+    ("x", False),
+]
+
+
+_LOGGERS: list[logging.Logger] = []
+
+
+def message_server(calls: list[tuple[str, Any]], *, fail: bool = False) -> EngineIOServer:
+    """A server recording what its ``message`` handler gets, on a logger of its own (the
+    default one is python-engineio's, shared by every server in the process)."""
+    logger = logging.getLogger(f"tests.receive_packet.{len(_LOGGERS)}")
+    _LOGGERS.append(logger)
+    logger.setLevel(logging.WARNING)
+    eio = EngineIOServer(async_mode="aiohttp", async_handlers=False, logger=logger)
+
+    async def on_message(sid: str, data: Any) -> None:
+        calls.append((sid, data))
+        if fail:
+            raise RuntimeError("handler failed")
+
+    eio.on("message", on_message)
+    return eio
+
+
+@pytest.mark.parametrize(("payload", "direct"), RECEIVED)
+async def test_receive_packet_hands_the_handler_what_receive_would(payload: str, direct: bool) -> None:
+    stock: list[tuple[str, Any]] = []
+    eio = message_server(stock)
+    await async_socket.AsyncSocket(eio, "s1").receive(eio_packet.Packet(encoded_packet="4" + payload))
+    fast: list[tuple[str, Any]] = []
+    eio = message_server(fast)
+    sock = async_socket.AsyncSocket(eio, "s1")
+    receives: list[Any] = []
+    stock_receive = sock.receive
+
+    async def spy(pkt: Any) -> None:
+        receives.append(pkt)
+        await stock_receive(pkt)
+
+    sock.receive = spy
+    await receive_packet(sock, "4" + payload)
+    assert fast == stock
+    assert (not receives) is direct
+
+
+@pytest.mark.parametrize("packet", ["2", "3", "6", "2probe", b"\x01\x02"])
+async def test_receive_packet_leaves_other_packets_to_receive(packet: str | bytes) -> None:
+    calls: list[tuple[str, Any]] = []
+    eio = message_server(calls)
+    sock = async_socket.AsyncSocket(eio, "s1")
+    received: list[Any] = []
+
+    async def spy(pkt: Any) -> None:
+        received.append(pkt)
+
+    sock.receive = spy
+    await receive_packet(sock, packet)
+    expected = eio_packet.Packet(encoded_packet=packet)
+    assert len(received) == 1 and received[0].packet_type == expected.packet_type
+
+
+async def test_receive_packet_logs_and_swallows_a_failing_handler_as_receive_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for path in ("stock", "fast"):
+        calls: list[tuple[str, Any]] = []
+        eio = message_server(calls, fail=True)
+        sock = async_socket.AsyncSocket(eio, "s1")
+        caplog.clear()
+        with caplog.at_level("ERROR", logger=eio.logger.name):
+            if path == "stock":
+                await sock.receive(eio_packet.Packet(encoded_packet='42["m"]'))
+            else:
+                await receive_packet(sock, '42["m"]')
+        assert calls == [("s1", '2["m"]')]
+        (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert record.getMessage() == "message async handler error" and record.exc_info is not None, path
+
+
+async def test_receive_packet_goes_through_receive_when_handlers_are_async_or_info_logs() -> None:
+    for setup in ("async_handlers", "info", "sync handler"):
+        calls: list[tuple[str, Any]] = []
+        eio = message_server(calls)
+        if setup == "async_handlers":
+            eio.async_handlers = True
+        elif setup == "info":
+            eio.logger.setLevel(logging.INFO)
+        else:
+            eio.on("message", lambda sid, data, calls=calls: calls.append((sid, data)))
+        sock = async_socket.AsyncSocket(eio, "s1")
+        received: list[Any] = []
+
+        async def spy(pkt: Any, received: list[Any] = received) -> None:
+            received.append(pkt)
+
+        sock.receive = spy
+        await receive_packet(sock, '42["m"]')
+        assert len(received) == 1 and not calls, setup
 
 
 #: aiohttp code that reads ``RequestHandler._parser`` / ``_messages`` or ``BaseRequest._message``
