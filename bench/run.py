@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,8 +206,8 @@ class Bench:
         return server
 
     @contextmanager
-    def loadgen(self) -> Iterator[LoadGen]:
-        lg = LoadGen(self.work / "loadgen.log")
+    def loadgen(self, name: str = "loadgen") -> Iterator[LoadGen]:
+        lg = LoadGen(self.work / f"{name}.log")
         self.loadgens.append(lg)
         try:
             yield lg
@@ -267,49 +267,50 @@ class Bench:
             out[target.key] = rows
         return out
 
-    def _fanout_measure(
+    def _fanout_warmup(
+        self, lg: LoadGen, senders: list[dict[str, Any]], rate: float, recipients: int
+    ) -> None:
+        lg.call(
+            60,
+            cmd="fanout",
+            senders=senders,
+            rate=rate,
+            seconds=self.size.warmup_s,
+            recipients_per_message=recipients,
+            drain_ms=500,
+        )
+
+    def _fanout_window(
         self,
         lg: LoadGen,
         servers: list[Server],
         senders: list[dict[str, Any]],
         rate: float,
         recipients: int,
-        seconds: float | None = None,
-    ) -> dict[str, Any]:
-        """Warm up, then measure in ``size.windows`` back-to-back windows. Deliveries per CPU-second
-        is the median over the windows (a neighbour's burst on the shared machine spoils one
-        window, not the figure); latency percentiles are over every window's samples."""
+        seconds: float,
+        accumulate: bool,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One measurement window: (its CPU readings and counts, the load generator's answer)."""
         size = self.size
-        lg.call(
-            60,
+        window = Window([s.pid for s in servers], lg.pid)
+        answer = lg.call(
+            seconds + size.drain_ms / 1000 + 60,
             cmd="fanout",
             senders=senders,
             rate=rate,
-            seconds=size.warmup_s,
+            seconds=seconds,
             recipients_per_message=recipients,
-            drain_ms=500,
+            drain_ms=size.drain_ms,
+            accumulate=accumulate,
         )
-        total = seconds or size.measure_s
-        windows = []
-        answer: dict[str, Any] = {}
-        for i in range(size.windows):
-            window = Window([s.pid for s in servers], lg.pid)
-            answer = lg.call(
-                total / size.windows + size.drain_ms / 1000 + 60,
-                cmd="fanout",
-                senders=senders,
-                rate=rate,
-                seconds=total / size.windows,
-                recipients_per_message=recipients,
-                drain_ms=size.drain_ms,
-                accumulate=i > 0,
-            )
-            windows.append(
-                {
-                    **window.close(),
-                    **{k: answer[k] for k in ("sent", "acked", "ack_errors", "delivered", "expected")},
-                }
-            )
+        counts = {k: answer[k] for k in ("sent", "acked", "ack_errors", "delivered", "expected")}
+        return {**window.close(), **counts}, answer
+
+    @staticmethod
+    def _fanout_row(windows: list[dict[str, Any]], answer: dict[str, Any], rate: float) -> dict[str, Any]:
+        """Deliveries per CPU-second is the median over the windows (a neighbour's burst on the
+        shared machine spoils one window, not the figure); latency percentiles are over every
+        window's samples (``answer``: the last window's, which accumulates them)."""
         per_cpu = sorted(w["delivered"] / w["server_cpu_s"] for w in windows if w["server_cpu_s"] > 0)
         elapsed = sum(w["elapsed_s"] for w in windows)
         delivered = sum(w["delivered"] for w in windows)
@@ -333,32 +334,71 @@ class Bench:
             "windows": len(windows),
         }
 
+    def _fanout_measure(
+        self,
+        lg: LoadGen,
+        servers: list[Server],
+        senders: list[dict[str, Any]],
+        rate: float,
+        recipients: int,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        """Warm up, then measure in ``size.windows`` back-to-back windows (``_fanout_row``)."""
+        size = self.size
+        self._fanout_warmup(lg, senders, rate, recipients)
+        total = seconds or size.measure_s
+        windows = []
+        answer: dict[str, Any] = {}
+        for i in range(size.windows):
+            window, answer = self._fanout_window(
+                lg, servers, senders, rate, recipients, total / size.windows, i > 0
+            )
+            windows.append(window)
+        return self._fanout_row(windows, answer, rate)
+
     def fanout(self, targets: list[Target]) -> dict[str, Any]:
-        """One room of N members, open-loop senders at a fixed rate."""
-        out: dict[str, Any] = {}
-        biggest = max(m for m, _ in self.size.fanout_rooms)
-        for target in targets:
-            server = self.start(target, f"fanout-{target.key}")
-            rows = []
-            with self.loadgen() as lg:
+        """One room of N members, open-loop senders at a fixed rate, every target at once.
+
+        All targets run side by side, each with its own clients and load generator, and their
+        measurement windows take turns (round ``i`` starts at target ``i``): a neighbour's busy
+        minute on the shared machine then lands on every server alike instead of on whichever
+        was being measured, so the ratios within the run hold still (measured one after the
+        other, two runs of the same code differed by up to 1.2x)."""
+        size = self.size
+        biggest = max(m for m, _ in size.fanout_rooms)
+        rows: dict[str, list[dict[str, Any]]] = {target.key: [] for target in targets}
+        with ExitStack() as stack:
+            running: list[tuple[Target, Server, LoadGen]] = []
+            for target in targets:
+                server = self.start(target, f"fanout-{target.key}")
+                lg = stack.enter_context(self.loadgen(f"loadgen-{target.key}"))
                 lg.connect_all(server, biggest)
-                for members, _ in self.size.fanout_rooms:
+                for members, _ in size.fanout_rooms:
                     lg.call(120, cmd="join", rooms=[f"fan{members}"], members=list(range(members)))
-                for members, rate in self.size.fanout_rooms:
-                    senders = [
-                        {"client": i, "room": f"fan{members}"}
-                        for i in range(min(self.size.fanout_senders, members))
-                    ]
-                    row = self._fanout_measure(lg, [server], senders, rate, members - 1)
+                running.append((target, server, lg))
+            for members, rate in size.fanout_rooms:
+                room = f"fan{members}"
+                senders = [{"client": i, "room": room} for i in range(min(size.fanout_senders, members))]
+                for _, _, lg in running:
+                    self._fanout_warmup(lg, senders, rate, members - 1)
+                windows: dict[str, list[dict[str, Any]]] = {target.key: [] for target in targets}
+                answers: dict[str, dict[str, Any]] = {}
+                for i in range(size.windows):
+                    for target, server, lg in running[i % len(running) :] + running[: i % len(running)]:
+                        window, answers[target.key] = self._fanout_window(
+                            lg, [server], senders, rate, members - 1, size.measure_s / size.windows, i > 0
+                        )
+                        windows[target.key].append(window)
+                for target, _, _ in running:
+                    row = self._fanout_row(windows[target.key], answers[target.key], rate)
                     row["members"] = members
-                    rows.append(row)
+                    rows[target.key].append(row)
                     stderr(
                         f"  fanout {target.key} room={members}: {row['delivered_per_s']:.0f} deliveries/s, "
                         f"p99 {row['latency_ms']['p99']:.1f} ms"
                     )
-            self.stop(server)
-            out[target.key] = rows
-        return out
+            self.stop(*(server for _, server, _ in running))
+        return dict(rows)
 
     def rooms(self, targets: list[Target]) -> dict[str, Any]:
         """Many small rooms: one sender per room, all rooms at once."""
