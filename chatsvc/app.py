@@ -36,6 +36,7 @@ from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.engineio_internals import accept_polling_batches
+from chatsvc.transport.socketio_packet import SocketIOPacket
 from chatsvc.web import health
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     sio = RecoveringServer(
         async_mode="aiohttp",
         client_manager=bus,
+        serializer=SocketIOPacket,
         cors_allowed_origins=OriginPolicy(
             settings.cors_origins, scheme="https" if settings.tls_cert is not None else "http"
         ),

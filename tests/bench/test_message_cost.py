@@ -1,5 +1,6 @@
 """bench/message_cost.py runs the real app in process and checks every message's writes;
-bench/receive_cost.py checks every message reached the handler."""
+bench/receive_cost.py checks every message reached the handler, bench/packet_cost.py that
+both packet classes encode alike."""
 
 from __future__ import annotations
 
@@ -57,3 +58,17 @@ def test_refuses_unbounded_runs() -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "bounded" in done.stderr
+
+
+def test_packet_cost_compares_both_packet_classes() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "packet_cost.py"), "--packets", "2000", "--repeat", "2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    classes = re.findall(r"^([\w-]+): median ([\d.]+) us of CPU per packet", done.stdout, re.MULTILINE)
+    assert [name for name, _ in classes] == ["python-socketio", "SocketIOPacket"], done.stdout
+    assert "saved per packet" in done.stdout

@@ -1,0 +1,44 @@
+"""python-socketio's packet with a cheaper binary check (pinned: python-socketio 5.18.1).
+
+``socketio.packet.Packet.__init__`` asks ``data_is_binary`` of every packet it builds (each
+ack, each broadcast, each single emit) whether its data holds ``bytes`` anywhere, so that it
+can be sent as a BINARY_EVENT / BINARY_ACK with attachments. python-socketio answers by
+recursion with a list comprehension and a ``functools.reduce`` per list and dict: about
+5-6 us for a chat message's ack or delivery, twice per received message. The answer here is
+the same (``bytes``/``bytearray`` found anywhere inside lists and dicts, their subclasses
+included, tuples not looked into, exactly as upstream) from one loop that skips the plain
+scalars a chat payload is made of: about 1.3-1.5 us (bench/README.md, "Fourth round").
+
+``tests/transport/test_socketio_packet.py`` pins upstream's ``__init__`` and
+``data_is_binary`` and compares both answers on generated payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from socketio import packet
+
+
+class SocketIOPacket(packet.Packet):  # type: ignore[misc]
+    """``socketio.packet.Packet`` (the server's ``serializer``), same wire format."""
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        """Whether ``data`` holds ``bytes`` or ``bytearray`` anywhere in its lists and dicts."""
+        if isinstance(data, (bytes, bytearray)):
+            return True
+        if not isinstance(data, (list, dict)):
+            return False
+        pending: list[Any] = [data]
+        while pending:
+            container = pending.pop()
+            for value in container.values() if isinstance(container, dict) else container:
+                kind = type(value)
+                if kind is str or kind is int or value is None or kind is bool or kind is float:
+                    continue  # what nearly every value of a chat payload is
+                if isinstance(value, (bytes, bytearray)):
+                    return True
+                if isinstance(value, (list, dict)):
+                    pending.append(value)
+        return False

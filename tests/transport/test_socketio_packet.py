@@ -1,0 +1,108 @@
+"""Contract test for chatsvc.transport.socketio_packet: the same binary answer as
+python-socketio's ``Packet.data_is_binary``, from the code it was written against."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from socketio import packet
+
+from chatsvc.app import SIO, create_app
+from chatsvc.settings import Settings
+from chatsvc.transport.socketio_packet import SocketIOPacket
+
+#: sha256 (first 16 hex digits) of the upstream code SocketIOPacket overrides or is called by.
+#: A mismatch means python-socketio changed it: re-read chatsvc/transport/socketio_packet.py.
+PINNED = {
+    "Packet.__init__": (packet.Packet.__init__, "5fe2fa797e082c1d"),
+    "Packet.data_is_binary": (packet.Packet.data_is_binary, "464dded7ae952a64"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_the_upstream_code_it_replaces_is_unchanged(name: str) -> None:
+    obj, digest = PINNED[name]
+    assert hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16] == digest, name
+
+
+class Bytes(bytes):
+    pass
+
+
+class Items(list):  # type: ignore[type-arg]
+    pass
+
+
+class Mapping(dict):  # type: ignore[type-arg]
+    pass
+
+
+SCALARS: list[Any] = ["text", "", 0, 7, -1, 1.5, True, False, None, ("a", b"in a tuple")]
+BINARIES: list[Any] = [b"", b"x", bytearray(b"y"), Bytes(b"z")]
+
+
+def payload(rng: random.Random, depth: int) -> Any:
+    """A random mix of what a payload can hold, binaries rare, containers nested."""
+    roll = rng.random()
+    if depth <= 0 or roll < 0.4:
+        return rng.choice(BINARIES) if rng.random() < 0.05 else rng.choice(SCALARS)
+    size = rng.randrange(0, 5)
+    items = [payload(rng, depth - 1) for _ in range(size)]
+    if roll < 0.6:
+        return items
+    if roll < 0.7:
+        return Items(items)
+    if roll < 0.9:
+        return {f"k{i}": item for i, item in enumerate(items)}
+    return Mapping({f"k{i}": item for i, item in enumerate(items)})
+
+
+def test_same_answer_as_python_socketio_on_generated_payloads() -> None:
+    rng = random.Random(20261203)
+    answers = {True: 0, False: 0}
+    for _ in range(5000):
+        data = payload(rng, 5)
+        expected = packet.Packet.data_is_binary(data)
+        assert SocketIOPacket.data_is_binary(data) is expected, data
+        answers[expected] += 1
+    assert answers[True] > 100 and answers[False] > 100  # both answers were exercised
+
+
+@pytest.mark.parametrize(
+    ("data", "binary"),
+    [
+        (["message", {"room": "r", "user": {"id": "u", "name": "n"}, "text": "hi", "seq": 1}], False),
+        ([{"ok": True, "message": {"id": "x"}, "duplicate": False}], False),
+        (["file", {"name": "a", "content": b"\x00\x01"}], True),
+        ([[[[bytearray(b"deep")]]]], True),
+        (b"top level", True),
+        ("top level", False),
+        (("tuple", b"not looked into"), False),
+    ],
+)
+def test_chat_payloads_and_the_edges(data: Any, binary: bool) -> None:
+    assert SocketIOPacket.data_is_binary(data) is binary is packet.Packet.data_is_binary(data)
+
+
+def test_a_binary_event_is_still_encoded_with_attachments() -> None:
+    ours = SocketIOPacket(packet.EVENT, data=["file", {"content": b"\x00\x01"}], namespace="/")
+    theirs = packet.Packet(packet.EVENT, data=["file", {"content": b"\x00\x01"}], namespace="/")
+    assert ours.packet_type == packet.BINARY_EVENT
+    assert ours.encode() == theirs.encode()
+
+
+def test_the_server_builds_its_packets_with_it(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "CHATSVC_JWT_SECRET": "test-secret-0123456789abcdef0123456789",
+            "CHATSVC_DATA_DIR": str(tmp_path),
+            "CHATSVC_STORE": "memory",
+            "CHATSVC_GRPC_ENABLED": "false",
+        }
+    )
+    assert create_app(settings)[SIO].packet_class is SocketIOPacket
