@@ -1,1 +1,2 @@
-"""Engine.IO transport details chatsvc relies on (see engineio_internals)."""
+"""What chatsvc does with its libraries' internals: python-engineio and aiohttp
+(engineio_internals), python-socketio's packet (socketio_packet)."""
