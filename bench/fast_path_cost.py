@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engineio import async_socket
-from engineio import packet as eio_packet
+from message_cost import stock_receive
 from socketio import packet
 
 from chatsvc.transport.engineio_internals import EngineIOServer, receive_packet
@@ -70,10 +70,7 @@ def receive_sides() -> tuple[str, dict[str, Side]]:
 
         return run
 
-    async def stock(s: Any, encoded: str) -> None:
-        await s.receive(eio_packet.Packet(encoded_packet=encoded))
-
-    return "received message", {"stock": side(stock), "receive_packet": side(receive_packet)}
+    return "received message", {"stock": side(stock_receive), "receive_packet": side(receive_packet)}
 
 
 def build(cls: type[packet.Packet]) -> tuple[Any, Any]:

@@ -398,7 +398,7 @@ class Bench:
                         f"p99 {row['latency_ms']['p99']:.1f} ms"
                     )
             self.stop(*(server for _, server, _ in running))
-        return dict(rows)
+        return rows
 
     def rooms(self, targets: list[Target]) -> dict[str, Any]:
         """Many small rooms: one sender per room, all rooms at once."""
