@@ -64,7 +64,7 @@ def build_store(settings: Settings) -> MessageStore:
     """ScyllaDB when ``SCYLLA_CONTACT_POINTS`` is set, memory for ``CHATSVC_STORE=memory``,
     else the embedded SQLite file."""
     if settings.scylla is not None:
-        from chatsvc.store.scylla import ScyllaStore  # noqa: PLC0415 - optional dependency
+        from chatsvc.store.scylla.store import ScyllaStore  # noqa: PLC0415 - optional dependency
 
         return ScyllaStore(settings.scylla)
     if settings.store == "memory":

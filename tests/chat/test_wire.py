@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from chatsvc.store.base import iso_ms
+from chatsvc.chat.wire import iso_ms
 
 
 def _reference(ms: int) -> str:
