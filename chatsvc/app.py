@@ -120,6 +120,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         connections=lambda: namespace.connection_count,
         heartbeat_seconds=settings.cluster_heartbeat_seconds,
     )
+    metrics.rooms.labels("local").set_function(presence.local_room_count)
+    metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
     service = ChatService(store, sio, metrics, settings.limits)
     verifier = JwtVerifier(settings.jwt)

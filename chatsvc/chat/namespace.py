@@ -255,12 +255,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._metrics.recoveries.labels("recovered").inc()
         self._metrics.replayed.inc(replayed)
         log.info("session %s recovered: %d room(s), %d event(s) replayed", sid, len(rooms), replayed)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
         for room in rooms:
             change = await self._presence.join(room, conn.identity, sid)
             if change.changed:
                 await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room (announcing it) and forget the socket; a dropped (not closed)
@@ -426,7 +424,6 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self.leave_room(sid, room)
             raise
         change = await self._presence.join(room, conn.identity, sid)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
         ack["online"] = change.online
         if change.changed:
             await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
@@ -443,7 +440,6 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _left(self, sid: str, conn: Connection, room: str) -> None:
         change = await self._presence.leave(room, conn.identity, sid)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
         if change.changed:
             await self._announce(room, conn.identity, "leave", change.online, skip_sid=sid)
 
