@@ -12,7 +12,7 @@ import pytest
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.wire import message_wire
-from chatsvc.errors import BusUnavailable, Forbidden, NotFound
+from chatsvc.errors import BusUnavailable, Forbidden, InvalidMessageId, InvalidPayload, NotFound
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import id_at
 from chatsvc.model.messages import Message
@@ -245,3 +245,27 @@ async def test_store_check(service: ChatService, store: SqliteStore) -> None:
     await store.aclose()
     with pytest.raises(Exception, match="not open"):
         await service.check_store()
+
+
+async def test_a_store_level_bad_id_reaches_the_caller_as_invalid_payload_naming_the_field(
+    service: ChatService, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores raise their own InvalidMessageId (code ``internal``); for an id a client sent,
+    the service answers with the protocol's invalid_payload naming the field instead."""
+
+    async def bad_id(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidMessageId("not a message id")
+
+    for method in ("history", "after", "get", "mark_read"):
+        monkeypatch.setattr(store, method, bad_id)
+    with pytest.raises(InvalidPayload, match="'before' must be a message id"):
+        await service.history("r", "nope", 10)
+    with pytest.raises(InvalidPayload, match="'since' must be a message id"):
+        await service.catch_up("r", "nope")
+    with pytest.raises(InvalidPayload, match="'id' must be a message id"):
+        await service.edit("r", "nope", "text", ALICE)
+    with pytest.raises(InvalidPayload, match="'id' must be a message id"):
+        await service.delete("r", "nope", ALICE)
+    with pytest.raises(InvalidPayload, match="'message_id' must be a message id"):
+        await service.mark_read("r", ALICE, "nope", skip_sid=None)
+    assert InvalidMessageId.code == "internal", "untranslated, it would be a bug, not the client's"

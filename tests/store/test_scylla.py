@@ -22,7 +22,7 @@ from cassandra import (
 )
 from cassandra.cluster import NoHostAvailable
 
-from chatsvc.errors import NotFound, StoreUnavailable
+from chatsvc.errors import InvalidMessageId, NotFound, StoreUnavailable
 from chatsvc.model.ids import id_at, lowest_id_at
 from chatsvc.model.messages import Message
 from chatsvc.settings import ScyllaSettings, TlsFiles
@@ -110,6 +110,16 @@ async def test_unreadable_tls_files_are_a_clear_error(tmp_path: Path) -> None:
     store = ScyllaStore(ScyllaSettings(contact_points=("127.0.0.1",), port=free_port(), tls=TlsFiles(bad)))
     with pytest.raises(StoreUnavailable, match="TLS"):
         await store.open()
+
+
+async def test_a_malformed_id_is_a_store_level_error_before_any_request() -> None:
+    """The bucket comes from the id: a non-id raises the store's InvalidMessageId (never the
+    protocol's InvalidPayload), before the store even needs a connection."""
+    store = ScyllaStore(ScyllaSettings(contact_points=("127.0.0.1",), port=free_port()))
+    with pytest.raises(InvalidMessageId):
+        await store.get("r", "not-an-id")
+    with pytest.raises(InvalidMessageId):
+        await store.mark_read("r", "u", "not-an-id")
 
 
 # -- schema ---------------------------------------------------------------------------------
