@@ -43,6 +43,7 @@ from chatsvc.store.scylla.schema import (
     STATEMENTS,
     replication_cql,
 )
+from chatsvc.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +127,9 @@ class ScyllaSession:
         tls = self._settings.tls
         if tls is None:
             return None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_verify_locations(cafile=str(tls.ca_cert))
-        if tls.client_cert is not None and tls.client_key is not None:
-            context.load_cert_chain(
-                str(tls.client_cert),
-                str(tls.client_key),
-                password=tls.key_password.reveal() if tls.key_password else None,
-            )
-        return context
+        return tls_context(
+            ca_cert=tls.ca_cert, cert=tls.client_cert, key=tls.client_key, key_password=tls.key_password
+        )
 
     def _cluster_for(self, context: ssl.SSLContext | None) -> Any:
         s = self._settings
