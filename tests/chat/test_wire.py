@@ -1,11 +1,13 @@
-"""The records every store shares: wire formats."""
+"""The wire form of the domain records (chatsvc.chat.wire): timestamps as clients see them."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from chatsvc.chat.wire import iso_ms
+from chatsvc.chat.wire import iso_ms, message_wire
+from chatsvc.model.messages import Message
 
 
 def _reference(ms: int) -> str:
@@ -22,3 +24,23 @@ def test_iso_ms_is_rfc3339_with_milliseconds_whatever_order_it_is_asked_in() -> 
     for ms in samples:
         assert iso_ms(ms) == _reference(ms), ms
     assert iso_ms(1_764_680_000_123) == "2025-12-02T12:53:20.123Z"
+
+
+def test_message_wire_shows_optional_fields_only_when_set() -> None:
+    plain = Message("01J0000000000000000000000A", "r", "alice", "Alice", "hi", 1_764_680_000_123)
+    assert message_wire(plain) == {
+        "id": "01J0000000000000000000000A",
+        "room": "r",
+        "user": {"id": "alice", "name": "Alice"},
+        "text": "hi",
+        "client_msg_id": None,
+        "created_at": "2025-12-02T12:53:20.123Z",
+    }
+    changed = replace(plain.edited("hey", 1_764_680_001_000), kind="system", deleted=True, client_msg_id="c1")
+    wire = message_wire(changed)
+    assert (wire["kind"], wire["edited_at"], wire["deleted"], wire["client_msg_id"]) == (
+        "system",
+        "2025-12-02T12:53:21.000Z",
+        True,
+        "c1",
+    )
