@@ -32,7 +32,7 @@ import harness
 import report
 from harness import BenchError, LoadGen, Server, Window, stderr
 
-from chatsvc.chat.ids import id_at
+from chatsvc.model.ids import id_at
 
 ALL_SCENARIOS = ("idle", "fanout", "rooms", "storm", "cross", "kafka-idle", "history", "ablation")
 QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "history")

@@ -27,7 +27,6 @@ from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
-from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.sioserver import RecoveringServer
@@ -50,10 +49,7 @@ STORE = web.AppKey("store", MessageStore)
 BUS = web.AppKey("bus", ManagedBus)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 NAMESPACE = web.AppKey("namespace", ChatNamespace)
-SERVICE = web.AppKey("service", ChatService)
-PRESENCE = web.AppKey("presence", PresenceRegistry)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
-MODERATOR = web.AppKey("moderator", Moderator)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
 
@@ -64,7 +60,7 @@ def build_store(settings: Settings) -> MessageStore:
     """ScyllaDB when ``SCYLLA_CONTACT_POINTS`` is set, memory for ``CHATSVC_STORE=memory``,
     else the embedded SQLite file."""
     if settings.scylla is not None:
-        from chatsvc.store.scylla import ScyllaStore  # noqa: PLC0415 - optional dependency
+        from chatsvc.store.scylla.store import ScyllaStore  # noqa: PLC0415 - optional dependency
 
         return ScyllaStore(settings.scylla)
     if settings.store == "memory":
@@ -120,6 +116,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         connections=lambda: namespace.connection_count,
         heartbeat_seconds=settings.cluster_heartbeat_seconds,
     )
+    metrics.rooms.labels("local").set_function(presence.local_room_count)
+    metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
     service = ChatService(store, sio, metrics, settings.limits)
     verifier = JwtVerifier(settings.jwt)
@@ -159,10 +157,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[BUS] = bus
     app[SIO] = sio
     app[NAMESPACE] = namespace
-    app[SERVICE] = service
-    app[PRESENCE] = presence
     app[CLUSTER] = presence
-    app[MODERATOR] = moderator
     if settings.grpc.enabled:
         servicer = AdminServicer(service, presence, moderator, settings.limits, version=__version__)
         app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)

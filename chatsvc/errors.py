@@ -60,6 +60,14 @@ class NotFound(ChatError):
     default_message = "not found"
 
 
+class InvalidMessageId(ChatError):
+    """A store was handed something that is not a message id. A store-level error: the
+    chat layer, which took the id from a client, translates it into ``InvalidPayload``."""
+
+    code = "internal"
+    default_message = "not a message id"
+
+
 class Unavailable(ChatError):
     """A backend the request needs is down; the request may be retried."""
 

@@ -36,7 +36,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.connections = Gauge("chatsvc_connections", "Open Socket.IO connections", registry=self.registry)
-        self.rooms = Gauge("chatsvc_rooms", "Rooms with at least one local member", registry=self.registry)
+        # Read from presence's O(1) counts at scrape time (chatsvc.app), never set per join.
+        self.rooms = Gauge(
+            "chatsvc_rooms",
+            "Rooms with at least one member: scope=local on this replica, scope=cluster on any",
+            ["scope"],
+            registry=self.registry,
+        )
         self.messages_in = Counter(
             "chatsvc_messages_in_total",
             "Chat messages accepted from clients and the admin API",

@@ -15,6 +15,7 @@ from chatsvc.app import READINESS, create_app
 from chatsvc.errors import StartupError
 from chatsvc.logs import AccessLogger
 from chatsvc.settings import Settings
+from chatsvc.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,7 @@ log = logging.getLogger(__name__)
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.tls_cert is None or settings.tls_key is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
+    return tls_context(server=True, cert=settings.tls_cert, key=settings.tls_key)
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

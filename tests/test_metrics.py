@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
+from chatsvc import metrics as metrics_module
 from chatsvc.metrics import Metrics
 
 
@@ -25,12 +28,22 @@ async def test_timed_store_observes_every_call_under_its_label() -> None:
     assert b'chatsvc_store_latency_seconds_count{op="append"} 3.0' in metrics.render()
 
 
-async def test_overlapping_timers_keep_their_own_start() -> None:
+async def test_overlapping_timers_keep_their_own_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two calls of one op in flight at once: each is timed from its own start. A shared
+    start (one timer object per op, say) would time the outer call from the inner's start."""
+    now = [0.0]
+    monkeypatch.setattr(metrics_module, "time", SimpleNamespace(perf_counter=lambda: now[0]))
     metrics = Metrics()
     outer = metrics.timed_store("a")
     inner = metrics.timed_store("a")
-    async with outer, inner:
-        pass
+    now[0] = 10.0
+    await outer.__aenter__()
+    now[0] = 20.0
+    await inner.__aenter__()
+    now[0] = 25.0
+    await inner.__aexit__(None, None, None)  # 5 s
+    now[0] = 40.0
+    await outer.__aexit__(None, None, None)  # 30 s
     assert _count(metrics, "a") == 2
     total = metrics.registry.get_sample_value("chatsvc_store_latency_seconds_sum", {"op": "a"})
-    assert total is not None and total >= 0
+    assert total == 35.0

@@ -199,7 +199,8 @@ async def test_metrics_count_what_happens(tmp_path: Path) -> None:
             status, content_type, text = await asyncio.to_thread(fetch, f"{server.url}/metrics")
             assert status == 200 and content_type.startswith("text/plain")
             assert metric(text, "chatsvc_connections") == 2
-            assert metric(text, "chatsvc_rooms") == 2
+            assert metric(text, "chatsvc_rooms", scope="local") == 2
+            assert metric(text, "chatsvc_rooms", scope="cluster") == 2
             assert metric(text, "chatsvc_messages_in_total") == 3
             assert metric(text, "chatsvc_messages_out_total") == 3
             assert metric(text, "chatsvc_errors_total", code="not_in_room") == 1

@@ -18,12 +18,12 @@ from chatsvc.auth.identity import Identity
 from chatsvc.chat import payloads
 from chatsvc.chat.cluster import Reach
 from chatsvc.chat.cluster_presence import ClusterPresence
-from chatsvc.chat.ids import is_message_id
 from chatsvc.chat.moderation import Disconnected, Moderator
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import InvalidPayload, NotFound, TooLarge
+from chatsvc.model.ids import is_message_id
+from chatsvc.model.messages import Message, Moderation, RoomInfo
 from chatsvc.settings import Limits
-from chatsvc.store.base import Message, Moderation, RoomInfo
 
 log = logging.getLogger(__name__)
 

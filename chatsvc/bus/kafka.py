@@ -62,7 +62,6 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
     UnsupportedSaslMechanismError,
 )
-from aiokafka.helpers import create_ssl_context
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from chatsvc.bus.base import ControlHandler
@@ -70,6 +69,7 @@ from chatsvc.bus.direct import DirectEmitMixin
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import KafkaSettings
+from chatsvc.tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -373,13 +373,10 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
             return None
         tls = settings.tls
         if tls is None:
-            return ssl.create_default_context()
+            return tls_context()  # the system's CAs
         try:
-            context: ssl.SSLContext = create_ssl_context(
-                cafile=str(tls.ca_cert),
-                certfile=str(tls.client_cert) if tls.client_cert else None,
-                keyfile=str(tls.client_key) if tls.client_key else None,
-                password=tls.key_password.reveal() if tls.key_password else None,
+            return tls_context(
+                ca_cert=tls.ca_cert, cert=tls.client_cert, key=tls.client_key, key_password=tls.key_password
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise StartupError(
@@ -388,7 +385,6 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 f"KAFKA_SSL_CLIENT_KEY={tls.client_key}): {exc} "
                 "(is the key the certificate's, and KAFKA_SSL_KEY_PASSWORD right?)"
             ) from None
-        return context
 
     def _client_options(self) -> dict[str, Any]:
         """What producer, consumer and probe connections share."""

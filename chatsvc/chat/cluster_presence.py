@@ -25,6 +25,12 @@ per-replica ``seq``):
 * ``presence.sync`` {to?}: "send me your snapshot" (at startup: to everyone).
 * ``presence.bye``: a replica stopping cleanly; receivers drop its view at once.
 
+Counts that metrics read on every scrape are kept incrementally: for each room, how many
+sources (this replica, each peer view) have a member there. A join, leave, delta or
+snapshot adjusts them by what changed, so :meth:`ClusterPresence.room_count` is O(1)
+instead of a merge of every view. A peer that falls silent counts until the heartbeat
+loop prunes its view (at most one heartbeat after it expired).
+
 A delta whose ``seq`` is not newer than the view's is stale (the snapshot that replaced
 the view already reflects it) and is ignored, so reordering never resurrects a user.
 
@@ -87,15 +93,22 @@ class _View:
     parts_seq: int = -1
     sync_asked: float = -1e9  # monotonic
 
-    def apply(self, room: str, user_id: str, name: str, join: bool) -> None:
+    def apply(self, room: str, user_id: str, name: str, join: bool) -> int:
+        """Apply a delta; +1 if ``room`` gained its first member here, -1 if it lost its last."""
         if join:
-            self.rooms.setdefault(room, {})[user_id] = name
-            return
+            users = self.rooms.get(room)
+            if users is None:
+                self.rooms[room] = {user_id: name}
+                return 1
+            users[user_id] = name
+            return 0
         users = self.rooms.get(room)
         if users is not None:
             users.pop(user_id, None)
             if not users:
                 del self.rooms[room]
+                return -1
+        return 0
 
 
 class ClusterPresence:
@@ -119,6 +132,8 @@ class ClusterPresence:
         self._wall = wall_clock
         self._local = LocalPresence()
         self._views: dict[str, _View] = {}
+        #: room -> how many sources (this replica, each view in ``_views``) have a member there.
+        self._room_sources: dict[str, int] = {}
         self._seq = 0
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,6 +193,8 @@ class ClusterPresence:
 
     async def join(self, room: str, user: Identity, sid: str) -> PresenceChange:
         change = await self._local.join(room, user, sid)
+        if change.changed and change.online == 1:
+            self._count_room(room, 1)
         elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
         if change.changed:
             self._delta(room, user, "join")
@@ -185,6 +202,8 @@ class ClusterPresence:
 
     async def leave(self, room: str, user: Identity, sid: str) -> PresenceChange:
         change = await self._local.leave(room, user, sid)
+        if change.changed and change.online == 0:
+            self._count_room(room, -1)
         elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
         if change.changed:
             self._delta(room, user, "leave")
@@ -214,6 +233,14 @@ class ClusterPresence:
             for members in view.rooms.values():
                 users.update(members)
         return len(users)
+
+    def room_count(self) -> int:
+        """Rooms with a member on any replica (peer views as last heard); O(1)."""
+        return len(self._room_sources)
+
+    def local_room_count(self) -> int:
+        """Rooms with a socket on this replica; O(1)."""
+        return self._local.local_room_count()
 
     # -- cluster -------------------------------------------------------------------------
 
@@ -273,7 +300,22 @@ class ClusterPresence:
         now = self._clock()
         for rid in [rid for rid, v in self._views.items() if now - v.seen > EXPIRY_HEARTBEATS * v.interval]:
             log.info("replica %s expired from presence (no heartbeat)", rid)
-            del self._views[rid]
+            self._drop_view(rid)
+
+    def _drop_view(self, rid: str) -> _View | None:
+        view = self._views.pop(rid, None)
+        if view is not None:
+            for room in view.rooms:
+                self._count_room(room, -1)
+        return view
+
+    def _count_room(self, room: str, delta: int) -> None:
+        """One source more (+1) or fewer (-1) with a member in ``room``."""
+        sources = self._room_sources.get(room, 0) + delta
+        if sources > 0:
+            self._room_sources[room] = sources
+        else:
+            self._room_sources.pop(room, None)
 
     # -- internals: sending --------------------------------------------------------------
 
@@ -408,7 +450,8 @@ class ClusterPresence:
             # A view built from deltas alone, or one that missed some: get the whole state.
             self._ask_snapshot(message["replica"], view)
         view.seq = seq
-        view.apply(room, uid, str(user.get("name", uid)), action == "join")
+        if moved := view.apply(room, uid, str(user.get("name", uid)), action == "join"):
+            self._count_room(room, moved)
 
     async def _on_heartbeat(self, message: dict[str, Any]) -> None:
         view = self._view(message)
@@ -437,6 +480,11 @@ class ClusterPresence:
             for piece in view.parts.values():
                 for room, users in piece.items():
                     merged.setdefault(room, {}).update(users)
+            merged = {room: users for room, users in merged.items() if users}  # counts need no empties
+            for gone in view.rooms.keys() - merged.keys():
+                self._count_room(gone, -1)
+            for new in merged.keys() - view.rooms.keys():
+                self._count_room(new, 1)
             view.rooms, view.seq = merged, seq
             view.parts, view.parts_seq = {}, -1
 
@@ -447,7 +495,7 @@ class ClusterPresence:
             self._enqueue("presence.snapshot.request", {})
 
     async def _on_bye(self, message: dict[str, Any]) -> None:
-        if self._views.pop(message["replica"], None) is not None:
+        if self._drop_view(message["replica"]) is not None:
             log.info("replica %s left the cluster", message["replica"])
 
     def _ask_snapshot(self, rid: str, view: _View) -> None:

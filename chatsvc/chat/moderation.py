@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from chatsvc.chat.cluster import ClusterActions, ControlRouter, Reach
 from chatsvc.errors import ChatError, Forbidden, StoreUnavailable
-from chatsvc.store.base import MessageStore, Moderation
+from chatsvc.model.messages import Moderation
+from chatsvc.store.base import ModerationStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ModerationRecords:
 
     def __init__(
         self,
-        store: MessageStore,
+        store: ModerationStore,
         router: ControlRouter,
         *,
         ttl: float = 30.0,

@@ -25,6 +25,7 @@ from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.recovery import Recovery, requested
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.sioserver import RecoveringServer
+from chatsvc.chat.wire import iso_ms, message_wire
 from chatsvc.errors import (
     ChatError,
     Forbidden,
@@ -38,7 +39,6 @@ from chatsvc.errors import (
 )
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
-from chatsvc.store.base import iso_ms
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +255,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._metrics.recoveries.labels("recovered").inc()
         self._metrics.replayed.inc(replayed)
         log.info("session %s recovered: %d room(s), %d event(s) replayed", sid, len(rooms), replayed)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
         for room in rooms:
             change = await self._presence.join(room, conn.identity, sid)
             if change.changed:
                 await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room (announcing it) and forget the socket; a dropped (not closed)
@@ -415,7 +413,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             ack: Ack = {"ok": True, "room": room}
             if since is not None:
                 missed, more = await self._service.catch_up(room, since)
-                ack["messages"] = [m.to_wire() for m in missed]
+                ack["messages"] = [message_wire(m) for m in missed]
                 ack["has_more"] = more
             ack["unread"] = await self._service.unread(room, conn.identity)
         except ChatError:
@@ -426,7 +424,6 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self.leave_room(sid, room)
             raise
         change = await self._presence.join(room, conn.identity, sid)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
         ack["online"] = change.online
         if change.changed:
             await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
@@ -443,7 +440,6 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _left(self, sid: str, conn: Connection, room: str) -> None:
         change = await self._presence.leave(room, conn.identity, sid)
-        self._metrics.rooms.set(len(await self._presence.rooms()))
         if change.changed:
             await self._announce(room, conn.identity, "leave", change.online, skip_sid=sid)
 
@@ -467,7 +463,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
         if self._recovery is not None:
             self._recovery.posted(sid, message.id)  # never replayed to its sender
-        return {"ok": True, "message": message.to_wire(), "duplicate": not created}
+        return {"ok": True, "message": message_wire(message), "duplicate": not created}
 
     async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)
@@ -488,7 +484,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return {
             "ok": True,
             "room": room,
-            "messages": [m.to_wire() for m in page.messages],
+            "messages": [message_wire(m) for m in page.messages],
             "next_before": page.next_before,
         }
 
@@ -505,7 +501,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         text = payloads.text(payload, self._limits.message_bytes)
         assert message_id is not None
         message = await self._service.edit(room, message_id, text, conn.identity)
-        return {"ok": True, "message": message.to_wire()}
+        return {"ok": True, "message": message_wire(message)}
 
     async def _delete(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._allowed(conn, payload)

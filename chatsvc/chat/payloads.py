@@ -11,8 +11,8 @@ import json
 import re
 from typing import Any
 
-from chatsvc.chat.ids import is_message_id
 from chatsvc.errors import InvalidPayload, TooLarge
+from chatsvc.model.ids import is_message_id
 
 ROOM_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 CLIENT_MSG_ID_MAX = 64

@@ -36,6 +36,14 @@ class PresenceRegistry(Protocol):
 
     async def user_count(self) -> int: ...
 
+    def room_count(self) -> int:
+        """Rooms with at least one member, everywhere this registry sees; O(1)."""
+        ...
+
+    def local_room_count(self) -> int:
+        """Rooms with at least one socket of this process; O(1)."""
+        ...
+
 
 @dataclass
 class _Room:
@@ -87,3 +95,11 @@ class LocalPresence:
 
     async def user_count(self) -> int:
         return len({uid for entry in self._rooms.values() for uid in entry.users})
+
+    def room_count(self) -> int:
+        """Rooms with a member (this process is all there is)."""
+        return len(self._rooms)
+
+    def local_room_count(self) -> int:
+        """Rooms with a socket of this process."""
+        return len(self._rooms)

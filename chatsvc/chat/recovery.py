@@ -49,10 +49,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatsvc.bus.direct import Delivery
-from chatsvc.chat.ids import is_message_id, lowest_id_at
+from chatsvc.chat.wire import message_wire
 from chatsvc.errors import ChatError
+from chatsvc.model.ids import is_message_id, lowest_id_at
+from chatsvc.model.messages import SessionRecord
 from chatsvc.settings import Limits
-from chatsvc.store.base import MessageStore, SessionRecord
+from chatsvc.store.base import MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -449,7 +451,7 @@ class Recovery:
             if bounded and (len(messages) >= limit or len(events) >= limit):
                 return None
             for m in messages:
-                found[m.id] = Item(m.id, "message", m.to_wire())
+                found[m.id] = Item(m.id, "message", message_wire(m))
             for e in events:
                 event = EVENT_OF_KIND.get(e.kind)
                 if event is not None:

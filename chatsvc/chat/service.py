@@ -6,19 +6,35 @@ live delivery is best effort on top of it (clients catch up with ``join {since}`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
-from chatsvc.chat.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
-from chatsvc.errors import ChatError, Forbidden, NotFound, StoreUnavailable
+from chatsvc.chat.wire import message_wire
+from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayload, NotFound, StoreUnavailable
 from chatsvc.metrics import Metrics
+from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
+from chatsvc.model.messages import HistoryPage, Message, RoomEvent
 from chatsvc.settings import Limits
-from chatsvc.store.base import HistoryPage, Message, MessageStore, RoomEvent
+from chatsvc.store.base import MessageStore, RoomDirectory
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _client_id(field: str) -> Iterator[None]:
+    """The store's ``InvalidMessageId`` for an id a client sent is that client's bad payload.
+
+    Callers validate ids first (chatsvc.chat.payloads, the admin servicer); this keeps the
+    store's own check from reaching a client as anything but ``invalid_payload``.
+    """
+    try:
+        yield
+    except InvalidMessageId:
+        raise InvalidPayload(f"'{field}' must be a message id") from None
 
 
 class Emitter(Protocol):
@@ -57,7 +73,7 @@ class ChatService:
         self._clock = clock
 
     @property
-    def store(self) -> MessageStore:
+    def store(self) -> RoomDirectory:
         """The history store (the admin API reads rooms from it)."""
         return self._store
 
@@ -105,14 +121,15 @@ class ChatService:
             stored, is_new = await self._store.append(message)
         if is_new:
             self._metrics.messages_in.inc()
-            await self._deliver("message", stored.to_wire(), room, skip_sid)
+            await self._deliver("message", message_wire(stored), room, skip_sid)
             self._metrics.messages_out.inc()
         return stored, is_new
 
     async def history(self, room: str, before: str | None, limit: int) -> HistoryPage:
         """One page, newest first."""
-        async with self._metrics.timed_store("history"):
-            return await self._store.history(room, before=before, limit=limit)
+        with _client_id("before"):
+            async with self._metrics.timed_store("history"):
+                return await self._store.history(room, before=before, limit=limit)
 
     async def catch_up(self, room: str, since: str) -> tuple[list[Message], bool]:
         """Messages after ``since``, oldest first, at most ``catchup_max``; and whether more exist.
@@ -126,9 +143,10 @@ class ChatService:
         counts only what is after ``since``, so paging on the last id always progresses.
         """
         limit = self._limits.catchup_max
-        async with self._metrics.timed_store("after"):
-            after = await self._store.after(room, since, limit + 1)
-        overlap = await self._overlap(room, since) if self._limits.catchup_overlap_ms else []
+        with _client_id("since"):
+            async with self._metrics.timed_store("after"):
+                after = await self._store.after(room, since, limit + 1)
+            overlap = await self._overlap(room, since) if self._limits.catchup_overlap_ms else []
         return overlap + after[:limit], len(after) > limit
 
     async def _overlap(self, room: str, since: str) -> list[Message]:
@@ -146,8 +164,9 @@ class ChatService:
         return [m for m in reversed(page.messages) if timestamp_ms(m.id) >= floor]
 
     async def _editable(self, room: str, message_id: str, actor: Identity) -> Message:
-        async with self._metrics.timed_store("get"):
-            message = await self._store.get(room, message_id)
+        with _client_id("id"):
+            async with self._metrics.timed_store("get"):
+                message = await self._store.get(room, message_id)
         if message is None or message.deleted:
             raise NotFound(f"no message {message_id} in {room}")
         if message.user_id != actor.user_id and not actor.is_admin:
@@ -157,9 +176,10 @@ class ChatService:
     async def edit(self, room: str, message_id: str, text: str, actor: Identity) -> Message:
         """Change a message's text (author or admin) and tell the room."""
         await self._editable(room, message_id, actor)
-        async with self._metrics.timed_store("edit"):
-            updated = await self._store.edit(room, message_id, text, self._now_ms())
-        payload = await self._record("edited", room, message_id, updated.to_wire())
+        with _client_id("id"):
+            async with self._metrics.timed_store("edit"):
+                updated = await self._store.edit(room, message_id, text, self._now_ms())
+        payload = await self._record("edited", room, message_id, message_wire(updated))
         await self._deliver("message_edited", payload, room)
         return updated
 
@@ -185,8 +205,9 @@ class ChatService:
         """Delete a message (author or admin; ``actor=None`` is the admin API) and tell the room."""
         if actor is not None:
             await self._editable(room, message_id, actor)
-        async with self._metrics.timed_store("delete"):
-            deleted = await self._store.delete(room, message_id, self._now_ms())
+        with _client_id("id"):
+            async with self._metrics.timed_store("delete"):
+                deleted = await self._store.delete(room, message_id, self._now_ms())
         wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
         payload = await self._record("deleted", room, message_id, wire)
         await self._deliver("message_deleted", payload, room)
@@ -194,8 +215,9 @@ class ChatService:
 
     async def mark_read(self, room: str, reader: Identity, message_id: str, *, skip_sid: str | None) -> None:
         """Store the read marker, then tell the room."""
-        async with self._metrics.timed_store("mark_read"):
-            await self._store.mark_read(room, reader.user_id, message_id)
+        with _client_id("message_id"):
+            async with self._metrics.timed_store("mark_read"):
+                await self._store.mark_read(room, reader.user_id, message_id)
         await self._deliver(
             "read", {"room": room, "user": reader.public(), "message_id": message_id}, room, skip_sid
         )

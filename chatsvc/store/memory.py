@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from chatsvc.errors import NotFound, StoreUnavailable
-from chatsvc.store.base import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
 
 DEFAULT_MAX_PER_ROOM = 10_000
 #: Bound on sessions held (the oldest go first); each is a few KiB at most.

@@ -21,17 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chatsvc.chat.ids import lowest_id_at
 from chatsvc.errors import NotFound, StoreUnavailable
-from chatsvc.store.base import (
-    EVENT_RETENTION_SECONDS,
-    HistoryPage,
-    Message,
-    Moderation,
-    RoomEvent,
-    RoomInfo,
-    SessionRecord,
-)
+from chatsvc.model.ids import lowest_id_at
+from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.store.base import EVENT_RETENTION_SECONDS
 
 SCHEMA_VERSION = 3
 #: Expired sessions and old room events are deleted at most this often (seconds).

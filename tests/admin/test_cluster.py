@@ -8,7 +8,9 @@ channel. Every call goes to one replica about users connected to the other.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +123,39 @@ async def test_presence_counts_and_info_span_replicas(
 
         await alice.disconnect()
         await until(lambda: _is(a1, room, ["bob"]), what="r1 sees alice leave r2")
+
+
+def _rooms_gauge(server: ServerProcess) -> dict[str, float]:
+    """``chatsvc_rooms`` by scope, from the replica's /metrics."""
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.findall(r'^chatsvc_rooms\{scope="(local|cluster)"\} ([0-9.e+-]+)$', text, re.MULTILINE)
+    return {scope: float(value) for scope, value in found}
+
+
+async def test_the_rooms_gauge_says_whether_it_counts_this_replica_or_the_cluster(
+    r1: ServerProcess, r2: ServerProcess, clients: ClientPool
+) -> None:
+    """A room whose only member is on r2: r1 counts it under scope=cluster, not under
+    scope=local, and both scopes agree with what the admin API's full merge reports."""
+    await _formed(r1, r2)
+    room = unique()
+    alice = await clients.connect(r2.url, token("alice"))
+    await alice.ok("join", {"room": room})
+    async with admin_client(r1.grpc_port) as a1:
+
+        async def agrees(members: list[str]) -> bool:
+            if await _presence(a1, room) != members:
+                return False
+            info = await a1.Info(admin_pb2.InfoRequest())
+            gauge = await asyncio.to_thread(_rooms_gauge, r1)
+            return gauge == {"local": info.replicas[0].rooms, "cluster": info.rooms}
+
+        await until(lambda: agrees(["alice"]), what="r1's gauge matches the merged presence")
+        gauge = await asyncio.to_thread(_rooms_gauge, r1)
+        assert gauge["cluster"] >= gauge["local"] + 1, gauge  # alice's room is not on r1
+        await alice.ok("leave", {"room": room})
+        await until(lambda: agrees([]), what="r1's gauge follows alice's leave on r2")
 
 
 async def _is(admin: Admin, room: str, users: list[str]) -> bool:

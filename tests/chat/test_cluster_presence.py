@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import random
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -68,6 +73,7 @@ async def test_without_peers_it_is_local_presence(cluster: Callable[..., Cluster
     last = await a.leave("AAPL", ALICE, "s2")
     assert (last.changed, last.online) == (True, 0)
     assert await a.rooms() == {} and await a.user_count() == 0
+    assert a.room_count() == a.local_room_count() == 0
 
 
 async def test_members_counts_and_rooms_merge_every_replica(cluster: Callable[..., ClusterPresence]) -> None:
@@ -84,6 +90,7 @@ async def test_members_counts_and_rooms_merge_every_replica(cluster: Callable[..
     await eventually(merged, what="both replicas see alice and bob")
     assert await a.online("AAPL") == 2
     assert await a.rooms() == {"AAPL": 2, "TSLA": 1}
+    assert (a.room_count(), a.local_room_count(), b.local_room_count()) == (2, 1, 2)
     assert await a.user_count() == 2
     assert a.peers() == ["b"] and b.peers() == ["a"]
     views = await a.replicas()
@@ -199,6 +206,112 @@ async def test_a_silent_replica_expires_after_three_heartbeats(
     clock.now += 3 * HEARTBEAT * 0.2
     assert await _members(a, "AAPL") == [] and a.peers() == []
     assert [v.replica_id for v in await a.replicas()] == ["a"]
+    # The count drops when the heartbeat loop prunes the silent view.
+    await eventually(lambda: _room_count(a, 0), what="b's room leaves a's count once pruned")
+
+
+async def _room_count(presence: ClusterPresence, rooms: int) -> bool:
+    return presence.room_count() == rooms
+
+
+async def _counts_agree(presences: list[ClusterPresence]) -> bool:
+    for presence in presences:
+        merged = await presence.rooms()
+        if presence.room_count() != len(merged):
+            return False
+        if presence.local_room_count() != len(await presence._local.rooms()):
+            return False
+    return True
+
+
+async def test_incremental_room_counts_agree_with_the_merged_view(
+    cluster: Callable[..., ClusterPresence], net: ControlNet
+) -> None:
+    """Random joins and leaves on three replicas, a lost delta (snapshot repair) and a
+    replica saying goodbye: the O(1) counts always settle on what the full merge says."""
+    a, b, c = cluster("a"), cluster("b"), cluster("c")
+    for presence in (a, b, c):
+        await presence.start()
+    rng = random.Random(23)
+    users = [Identity(f"u{i}", f"U{i}") for i in range(6)]
+    joined: set[tuple[int, int, int]] = set()  # (replica, user, room)
+    replicas = [a, b, c]
+    for step in range(300):
+        if step == 150:
+            net.drop_types.add("presence.delta")  # lose some: the snapshot repairs views
+        if step == 200:
+            net.drop_types.clear()
+        r, u, room = rng.randrange(3), rng.randrange(6), rng.randrange(8)
+        if (r, u, room) in joined:
+            await replicas[r].leave(f"room{room}", users[u], f"s{r}-{u}")
+            joined.discard((r, u, room))
+        else:
+            await replicas[r].join(f"room{room}", users[u], f"s{r}-{u}")
+            joined.add((r, u, room))
+    expected = len({room for _, _, room in joined})
+    await eventually(lambda: _all_count(replicas, expected), what="every replica counts every room")
+    assert await _counts_agree(replicas)
+    await c.aclose()  # goodbye: its rooms leave the others' counts at once
+    left = len({room for r, _, room in joined if r != 2})
+    await eventually(lambda: _all_count([a, b], left), what="c's rooms dropped")
+    assert await _counts_agree([a, b])
+
+
+async def _all_count(presences: list[ClusterPresence], rooms: int) -> bool:
+    return all(p.room_count() == rooms for p in presences) and await _counts_agree(presences)
+
+
+def _presence_lines(run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[int]]:
+    """How many lines of chatsvc/chat/*presence*.py ``run`` executes: work, not time."""
+    here = str(Path(cluster_presence.__file__).parent)
+
+    async def counted() -> int:
+        lines = 0
+
+        def local(frame: FrameType, event: str, arg: Any) -> Any:
+            nonlocal lines
+            if event == "line":
+                lines += 1
+            return local
+
+        def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+            filename = frame.f_code.co_filename
+            return local if filename.startswith(here) and "presence" in filename else None
+
+        sys.settrace(tracer)
+        try:
+            await run()
+        finally:
+            sys.settrace(None)
+        return lines
+
+    return counted
+
+
+async def _join_storm(joins: int) -> int:
+    """``joins`` sockets joining rooms of 5 on a replica that knows one peer, with the
+    rooms gauge read after every join (as if scraped that often)."""
+    presence = ClusterPresence(ControlNet().router("a"), version="1", connections=lambda: 0)
+    peer = {"replica": "b", "seq": 0, "part": 0, "parts": 1, "rooms": {"peer-room": [["p", "P"]]}}
+    await presence._on_snapshot(peer)
+
+    async def storm() -> None:
+        for i in range(joins):
+            await presence.join(f"room{i // 5}", Identity(f"u{i}", "U"), f"s{i}")
+            presence.room_count()
+            presence.local_room_count()
+
+    lines = await _presence_lines(storm)()
+    assert presence.room_count() == joins // 5 + 1 and presence.local_room_count() == joins // 5
+    return lines
+
+
+async def test_a_join_storm_does_work_linear_in_joins() -> None:
+    """5,000 joins at 5 per room: five times the joins of 1,000, so about five times the
+    lines executed. Rebuilding the merged presence per join (what the gauge used to do)
+    makes that ratio about 25."""
+    small, large = await _join_storm(1000), await _join_storm(5000)
+    assert large <= 5.5 * small, (small, large)
 
 
 async def test_a_replica_that_stops_cleanly_leaves_at_once(cluster: Callable[..., ClusterPresence]) -> None:

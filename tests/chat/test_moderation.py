@@ -11,7 +11,7 @@ import pytest
 from chatsvc.chat.cluster import ClusterActions, Reach
 from chatsvc.chat.moderation import Disconnected, ModerationRecords, Moderator
 from chatsvc.errors import ChatError, StoreUnavailable
-from chatsvc.store.base import Moderation
+from chatsvc.model.messages import Moderation
 from chatsvc.store.sqlite import SqliteStore
 from tests.support.control_net import ControlNet
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from chatsvc.chat.ids import is_message_id
+from chatsvc.model.ids import is_message_id
 from tests.support.clients import TRANSPORTS, WAIT, ChatClient, ClientPool, assert_error_ack, running_server
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token

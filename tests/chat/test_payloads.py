@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from chatsvc.chat import payloads
-from chatsvc.chat.ids import MessageIdGenerator
 from chatsvc.errors import InvalidPayload, TooLarge
+from chatsvc.model.ids import MessageIdGenerator
 
 AN_ID = MessageIdGenerator().new()
 

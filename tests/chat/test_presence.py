@@ -20,6 +20,10 @@ async def test_first_and_last_socket_of_a_user_change_presence() -> None:
     assert await p.members("r") == [{"id": "alice", "name": "Alice"}, {"id": "bob", "name": "Bob"}]
     assert await p.rooms() == {"r": 2}
     assert await p.user_count() == 2
+    await p.join("q", BOB, "s3")
+    assert p.room_count() == p.local_room_count() == 2
+    await p.leave("q", BOB, "s3")
+    assert p.room_count() == p.local_room_count() == 1
 
     closed_tab = await p.leave("r", ALICE, "s1")
     assert (closed_tab.changed, closed_tab.online) == (False, 2)
@@ -27,7 +31,7 @@ async def test_first_and_last_socket_of_a_user_change_presence() -> None:
     assert (gone.changed, gone.online) == (True, 1)
     assert await p.online("r") == 1
     await p.leave("r", BOB, "s3")
-    assert await p.rooms() == {}
+    assert await p.rooms() == {} and p.room_count() == 0
     assert await p.online("r") == 0
     assert await p.members("r") == []
 

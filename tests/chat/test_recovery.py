@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from chatsvc.bus.direct import Delivery
-from chatsvc.chat.ids import MessageIdGenerator, id_at
 from chatsvc.chat.recovery import Journal, LiveSession, Recovery, Request, decode, encode, requested
+from chatsvc.chat.wire import message_wire
+from chatsvc.model.ids import MessageIdGenerator, id_at
+from chatsvc.model.messages import Message, RoomEvent, SessionRecord
 from chatsvc.settings import Limits
-from chatsvc.store.base import Message, RoomEvent, SessionRecord
 from chatsvc.store.memory import MemoryStore
 from tests.support.managers import recorded_server
 
@@ -41,7 +42,7 @@ def message(text: str, *, msg_id: str | None = None, room: str = ROOM) -> Messag
 
 async def deliver(recovery: Recovery, sids: list[str], m: Message) -> None:
     """What the broadcast path does for one local room emit."""
-    wire = m.to_wire()
+    wire = message_wire(m)
     assert recovery.offset_of("message", [wire]) == m.id
     for sid in sids:
         recovery.delivery(sid)
@@ -277,10 +278,10 @@ async def test_a_replayed_message_arriving_later_over_the_bus_is_not_sent_again(
 
     assert await recovery.restore("s1", send, enter) == 1
     assert sent == [late.id]
-    assert recovery.offset_of("message", [late.to_wire()]) == late.id
+    assert recovery.offset_of("message", [message_wire(late)]) == late.id
     assert recovery.delivery("s1") is Delivery.ALREADY_SENT
     newer = message("new")
-    assert recovery.offset_of("message", [newer.to_wire()]) == newer.id
+    assert recovery.offset_of("message", [message_wire(newer)]) == newer.id
     assert recovery.delivery("s1") is Delivery.WITH_OFFSET
 
 
@@ -316,13 +317,13 @@ async def test_what_is_broadcast_while_the_session_is_saved_is_withheld_then_rep
     await store.saving.wait()
     during = message("broadcast while the session is saved")
     await store.append(during)
-    assert recovery.offset_of("message", [during.to_wire()]) == during.id
+    assert recovery.offset_of("message", [message_wire(during)]) == during.id
     assert recovery.delivery("s1") is Delivery.WITHHELD
     store.release.set()
     await ending
     after = message("broadcast before the socket left its rooms")
     await store.append(after)
-    assert recovery.offset_of("message", [after.to_wire()]) == after.id
+    assert recovery.offset_of("message", [message_wire(after)]) == after.id
     assert recovery.delivery("s1") is Delivery.WITHHELD
     assert recovery.local_sid_of(live.pid, "alice") is None  # ending, not a stale connection
     recovery.forget("s1")
@@ -404,15 +405,15 @@ async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() 
     served = await served_room(socketio.AsyncServer)
     manager, recovery, sids, sent = served.manager, served.recovery, served.sids, served.queued
     first, second = message("one"), message("two")
-    await manager.emit("message", first.to_wire(), namespace="/", room=ROOM)
+    await manager.emit("message", message_wire(first), namespace="/", room=ROOM)
     await manager.emit("typing", {"room": ROOM}, namespace="/", room=ROOM)
-    await manager.emit("message", second.to_wire(), namespace="/", room=ROOM, skip_sid=sids[1])
+    await manager.emit("message", message_wire(second), namespace="/", room=ROOM, skip_sid=sids[1])
     journals = [recovery.live(sid) for sid in sids[:2]]
     assert [list(j.journal.entries) for j in journals if j] == [[first.id, second.id], [first.id]]
     plain = [json.loads(p[p.index("[") :]) for eio, p in sent if eio == "eio2" and '"message"' in p]
-    assert plain == [["message", first.to_wire()], ["message", second.to_wire()]]
+    assert plain == [["message", message_wire(first)], ["message", message_wire(second)]]
     opted = [json.loads(p[p.index("[") :]) for eio, p in sent if eio == "eio0" and '"message"' in p]
-    assert opted == [["message", first.to_wire(), first.id], ["message", second.to_wire(), second.id]]
+    assert opted == [["message", message_wire(first), first.id], ["message", message_wire(second), second.id]]
 
 
 async def test_journals_are_the_same_whether_the_frame_is_written_or_queued(
@@ -436,12 +437,12 @@ async def test_journals_are_the_same_whether_the_frame_is_written_or_queued(
     monkeypatch.setattr(served.sio.eio, "write_frames", write_frames)
     first, second = message("one"), message("two")
     for m in (first, second):
-        await manager.emit("message", m.to_wire(), namespace="/", room=ROOM)
+        await manager.emit("message", message_wire(m), namespace="/", room=ROOM)
     journals = [recovery.live(sid) for sid in sids[:2]]
     assert [list(j.journal.entries) for j in journals if j] == [[first.id, second.id]] * 2
 
     def wire(m: Message, *extra: str) -> str:
-        return "42" + json.dumps(["message", m.to_wire(), *extra], separators=(",", ":"))
+        return "42" + json.dumps(["message", message_wire(m), *extra], separators=(",", ":"))
 
     assert queued == [("eio1", wire(first, first.id)), ("eio1", wire(second, second.id))]
     # Each socket's frames in order (across sockets a broadcast's order is not a contract).

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from chatsvc.auth.identity import Identity
-from chatsvc.chat.ids import id_at
 from chatsvc.chat.service import ChatService
-from chatsvc.errors import BusUnavailable, Forbidden, NotFound
+from chatsvc.chat.wire import message_wire
+from chatsvc.errors import BusUnavailable, Forbidden, InvalidMessageId, InvalidPayload, NotFound
 from chatsvc.metrics import Metrics
+from chatsvc.model.ids import id_at
+from chatsvc.model.messages import Message
 from chatsvc.settings import Limits
-from chatsvc.store.base import Message
 from chatsvc.store.sqlite import SqliteStore
 
 ALICE = Identity("alice", "Alice")
@@ -81,9 +82,9 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 async def test_post_stores_then_delivers(service: ChatService, recorder: Recorder, metrics: Metrics) -> None:
     message, created = await service.post("r", ALICE, "hello", "c1", skip_sid="sid-a")
     assert created
-    assert recorder.events == [("message", message.to_wire(), "r", "sid-a")]
+    assert recorder.events == [("message", message_wire(message), "r", "sid-a")]
     assert (await service.history("r", None, 10)).messages == [message]
-    wire = message.to_wire()
+    wire = message_wire(message)
     assert set(wire) == {"id", "room", "user", "text", "client_msg_id", "created_at"}
     assert wire["user"] == {"id": "alice", "name": "Alice"}
     assert wire["created_at"].endswith("Z")
@@ -177,7 +178,7 @@ async def test_edit_permissions(service: ChatService, recorder: Recorder) -> Non
     message, _ = await service.post("r", ALICE, "original")
     edited = await service.edit("r", message.id, "by author", ALICE)
     assert edited.text == "by author" and edited.edited_at_ms is not None
-    assert "edited_at" in edited.to_wire()
+    assert "edited_at" in message_wire(edited)
     with pytest.raises(Forbidden):
         await service.edit("r", message.id, "by bob", BOB)
     assert (await service.edit("r", message.id, "by admin", ADMIN)).text == "by admin"
@@ -244,3 +245,27 @@ async def test_store_check(service: ChatService, store: SqliteStore) -> None:
     await store.aclose()
     with pytest.raises(Exception, match="not open"):
         await service.check_store()
+
+
+async def test_a_store_level_bad_id_reaches_the_caller_as_invalid_payload_naming_the_field(
+    service: ChatService, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores raise their own InvalidMessageId (code ``internal``); for an id a client sent,
+    the service answers with the protocol's invalid_payload naming the field instead."""
+
+    async def bad_id(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidMessageId("not a message id")
+
+    for method in ("history", "after", "get", "mark_read"):
+        monkeypatch.setattr(store, method, bad_id)
+    with pytest.raises(InvalidPayload, match="'before' must be a message id"):
+        await service.history("r", "nope", 10)
+    with pytest.raises(InvalidPayload, match="'since' must be a message id"):
+        await service.catch_up("r", "nope")
+    with pytest.raises(InvalidPayload, match="'id' must be a message id"):
+        await service.edit("r", "nope", "text", ALICE)
+    with pytest.raises(InvalidPayload, match="'id' must be a message id"):
+        await service.delete("r", "nope", ALICE)
+    with pytest.raises(InvalidPayload, match="'message_id' must be a message id"):
+        await service.mark_read("r", ALICE, "nope", skip_sid=None)
+    assert InvalidMessageId.code == "internal", "untranslated, it would be a bug, not the client's"

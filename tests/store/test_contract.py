@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from chatsvc.chat.ids import id_at
 from chatsvc.errors import NotFound
-from chatsvc.store.base import BUCKET_MS, Message, MessageStore, Moderation, bucket_of
+from chatsvc.model.ids import id_at
+from chatsvc.model.messages import Message, Moderation
+from chatsvc.store.base import BUCKET_MS, MessageStore, bucket_of
 from tests.conftest import ServerFactory
 from tests.store.conftest import StoreSpec
 from tests.support.clients import ClientPool

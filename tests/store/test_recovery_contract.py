@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from chatsvc.chat.ids import MessageIdGenerator, id_at, lowest_id_at
-from chatsvc.store.base import MessageStore, RoomEvent, SessionRecord
+from chatsvc.model.ids import MessageIdGenerator, id_at, lowest_id_at
+from chatsvc.model.messages import RoomEvent, SessionRecord
+from chatsvc.store.base import MessageStore
 from chatsvc.store.memory import MemoryStore
 from tests.store.conftest import StoreSpec
 

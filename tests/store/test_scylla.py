@@ -22,16 +22,13 @@ from cassandra import (
 )
 from cassandra.cluster import NoHostAvailable
 
-from chatsvc.chat.ids import id_at, lowest_id_at
-from chatsvc.errors import NotFound, StoreUnavailable
+from chatsvc.errors import InvalidMessageId, NotFound, StoreUnavailable
+from chatsvc.model.ids import id_at, lowest_id_at
+from chatsvc.model.messages import Message
 from chatsvc.settings import ScyllaSettings, TlsFiles
-from chatsvc.store.base import Message
-from chatsvc.store.scylla import (
-    ScyllaStore,
-    _describe_failure,
-    id_write_time,
-    replication_cql,
-)
+from chatsvc.store.scylla.driver import describe_failure
+from chatsvc.store.scylla.schema import replication_cql
+from chatsvc.store.scylla.store import ScyllaStore, id_write_time
 from tests.conftest import ServerFactory
 from tests.store.conftest import StoreSpec, cli_env, new_keyspace, scylla_env
 from tests.support.clients import ClientPool, assert_error_ack
@@ -89,7 +86,7 @@ def test_write_times_order_like_ids() -> None:
     ],
 )
 def test_driver_errors_become_short_messages(error: Exception, expected: str) -> None:
-    message = _describe_failure(error)
+    message = describe_failure(error)
     assert expected in message
     assert "secret" not in message
 
@@ -102,7 +99,7 @@ def test_tls_context_verifies_server_and_offers_client_cert(tmp_path: Path) -> N
     subprocess.run([sys.executable, str(testca), str(tmp_path), "--quiet"], check=True, timeout=60)
     tls = TlsFiles(tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key")
     store = ScyllaStore(ScyllaSettings(contact_points=("127.0.0.1",), tls=tls))
-    context = store._ssl_context()
+    context = store._db.ssl_context()
     assert context is not None and context.check_hostname
     assert context.verify_mode.name == "CERT_REQUIRED"
 
@@ -113,6 +110,16 @@ async def test_unreadable_tls_files_are_a_clear_error(tmp_path: Path) -> None:
     store = ScyllaStore(ScyllaSettings(contact_points=("127.0.0.1",), port=free_port(), tls=TlsFiles(bad)))
     with pytest.raises(StoreUnavailable, match="TLS"):
         await store.open()
+
+
+async def test_a_malformed_id_is_a_store_level_error_before_any_request() -> None:
+    """The bucket comes from the id: a non-id raises the store's InvalidMessageId (never the
+    protocol's InvalidPayload), before the store even needs a connection."""
+    store = ScyllaStore(ScyllaSettings(contact_points=("127.0.0.1",), port=free_port()))
+    with pytest.raises(InvalidMessageId):
+        await store.get("r", "not-an-id")
+    with pytest.raises(InvalidMessageId):
+        await store.mark_read("r", "u", "not-an-id")
 
 
 # -- schema ---------------------------------------------------------------------------------

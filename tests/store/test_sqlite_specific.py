@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from chatsvc.chat.ids import MessageIdGenerator
 from chatsvc.errors import StoreUnavailable
-from chatsvc.store.base import Message
+from chatsvc.model.ids import MessageIdGenerator
+from chatsvc.model.messages import Message
 from chatsvc.store.sqlite import SqliteStore
 
 IDS = MessageIdGenerator()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from chatsvc.chat import ids
-from chatsvc.chat.ids import ID_LENGTH, MessageIdGenerator, is_message_id, lowest_id_at, timestamp_ms
+from chatsvc.model import ids
+from chatsvc.model.ids import ID_LENGTH, MessageIdGenerator, is_message_id, lowest_id_at, timestamp_ms
 
 
 def test_ids_are_strictly_increasing_within_one_millisecond() -> None:

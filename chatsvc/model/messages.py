@@ -1,0 +1,88 @@
+"""The records of the chat domain, as every store keeps them and the chat layer uses them.
+
+Plain frozen values with no wire form (that is ``chatsvc.chat.wire``) and no storage
+detail (that is ``chatsvc.store``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message as stored and delivered."""
+
+    id: str
+    room: str
+    user_id: str
+    user_name: str
+    text: str
+    created_at_ms: int
+    client_msg_id: str | None = None
+    edited_at_ms: int | None = None
+    deleted: bool = False
+    kind: str = "user"
+
+    def edited(self, text: str, at_ms: int) -> Message:
+        """This message with ``text`` replaced, edited at ``at_ms``."""
+        return replace(self, text=text, edited_at_ms=at_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Newest-first messages and the cursor for the next (older) page, if any."""
+
+    messages: list[Message]
+    next_before: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """A room the store knows of."""
+
+    name: str
+    created_at_ms: int
+    last_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """A ban (``room`` is ``""``: the whole service) or a mute in one room."""
+
+    kind: str  # "ban" or "mute"
+    room: str
+    user_id: str
+    until_ms: int | None  # None: until lifted
+    reason: str = ""
+
+    def active(self, now_ms: int) -> bool:
+        """Whether the record still applies at ``now_ms``."""
+        return self.until_ms is None or self.until_ms > now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """A change to a stored message (``kind`` ``edited`` or ``deleted``), as delivered live.
+
+    ``id`` is minted like message ids (time-sortable), so replays merge messages and events
+    in one id order; ``payload`` is the event's wire form (with ``event_id`` = ``id``).
+    """
+
+    id: str
+    room: str
+    kind: str
+    message_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A dropped socket's recoverable session: opaque ``data`` (chatsvc.chat.recovery owns
+    the format) under an unguessable ``pid``, for ``user_id``, until ``expires_at_ms``."""
+
+    pid: str
+    user_id: str
+    data: str
+    expires_at_ms: int

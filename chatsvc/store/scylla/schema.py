@@ -1,0 +1,185 @@
+"""The ScyllaDB schema: tables by migration version and every statement the store runs.
+
+Text only (no driver import): :mod:`chatsvc.store.scylla.driver` applies and prepares it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from chatsvc.store.base import EVENT_RETENTION_SECONDS
+
+SCHEMA_VERSION: Final = 2
+SCHEMA_SCOPE: Final = "chatsvc"
+#: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
+IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
+
+COLUMNS = "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind"
+
+#: Schema, one tuple of statements per version. ``{ks}`` is the (validated) keyspace name.
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS {ks}.messages (
+            room text,
+            bucket int,
+            id text,
+            user_id text,
+            user_name text,
+            text text,
+            created_at bigint,
+            client_msg_id text,
+            edited_at bigint,
+            deleted boolean,
+            kind text,
+            PRIMARY KEY ((room, bucket), id)
+        ) WITH CLUSTERING ORDER BY (id DESC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.rooms (
+            name text PRIMARY KEY,
+            created_at bigint,
+            first_bucket int,
+            last_message_id text
+        )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.room_names (
+            shard int,
+            name text,
+            PRIMARY KEY (shard, name)
+        ) WITH CLUSTERING ORDER BY (name ASC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.client_msg_ids (
+            room text,
+            user_id text,
+            client_msg_id text,
+            message_id text,
+            created_at bigint,
+            PRIMARY KEY ((room, user_id, client_msg_id))
+        ) WITH default_time_to_live = """
+        + str(IDEMPOTENCY_TTL_SECONDS)
+        + """
+          AND gc_grace_seconds = 10800
+          AND compaction = {{'class': 'TimeWindowCompactionStrategy',
+                             'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}}""",
+        """CREATE TABLE IF NOT EXISTS {ks}.read_markers (
+            room text,
+            user_id text,
+            message_id text,
+            PRIMARY KEY ((room, user_id))
+        )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.moderation (
+            kind text,
+            room text,
+            user_id text,
+            until_ms bigint,
+            reason text,
+            PRIMARY KEY ((kind, room, user_id))
+        )""",
+    ),
+    # Connection state recovery: edit/delete events (replayed in id order with messages)
+    # and dropped sockets' sessions. Both only ever expire (TTL): no deletes but the one
+    # conditional delete that consumes a session.
+    2: (
+        """CREATE TABLE IF NOT EXISTS {ks}.room_events (
+            room text,
+            bucket int,
+            id text,
+            kind text,
+            message_id text,
+            payload text,
+            PRIMARY KEY ((room, bucket), id)
+        ) WITH CLUSTERING ORDER BY (id ASC)
+          AND default_time_to_live = """
+        + str(EVENT_RETENTION_SECONDS)
+        + """
+          AND gc_grace_seconds = 10800
+          AND compaction = {{'class': 'TimeWindowCompactionStrategy',
+                             'compaction_window_unit': 'HOURS', 'compaction_window_size': 6}}""",
+        """CREATE TABLE IF NOT EXISTS {ks}.sessions (
+            pid text PRIMARY KEY,
+            user_id text,
+            data text,
+            expires_at bigint
+        ) WITH gc_grace_seconds = 10800""",
+    ),
+}
+
+SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
+    scope text,
+    version int,
+    applied_at timestamp,
+    PRIMARY KEY (scope, version)
+) WITH CLUSTERING ORDER BY (version DESC)"""
+
+#: Every statement the store runs, prepared once per session.
+STATEMENTS: Final[dict[str, str]] = {
+    "ping": "SELECT release_version FROM system.local WHERE key = 'local'",
+    "version_get": "SELECT version FROM {ks}.schema_version WHERE scope = ? LIMIT 1",
+    "version_put": "INSERT INTO {ks}.schema_version (scope, version, applied_at) VALUES (?, ?, ?)",
+    "msg_insert": (
+        f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "msg_get": (
+        f"SELECT {COLUMNS}, writetime(text) FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id = ?"
+    ),
+    "msg_before": f"SELECT {COLUMNS} FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id < ? LIMIT ?",
+    "msg_after": (
+        f"SELECT {COLUMNS} FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id > ?"
+        " ORDER BY id ASC LIMIT ?"
+    ),
+    "msg_between": (
+        "SELECT id, user_id, deleted FROM {ks}.messages"
+        " WHERE room = ? AND bucket = ? AND id > ? AND id < ? LIMIT ?"
+    ),
+    "msg_edit": "UPDATE {ks}.messages SET text = ?, edited_at = ? WHERE room = ? AND bucket = ? AND id = ?",
+    "msg_delete": (
+        "UPDATE {ks}.messages SET text = '', deleted = true, edited_at = ?"
+        " WHERE room = ? AND bucket = ? AND id = ?"
+    ),
+    "msg_scrub": (
+        "UPDATE {ks}.messages USING TIMESTAMP ? SET text = '' WHERE room = ? AND bucket = ? AND id = ?"
+    ),
+    "key_get": (
+        "SELECT message_id, created_at FROM {ks}.client_msg_ids"
+        " WHERE room = ? AND user_id = ? AND client_msg_id = ?"
+    ),
+    "key_put": (
+        "INSERT INTO {ks}.client_msg_ids (room, user_id, client_msg_id, message_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?)"
+    ),
+    "room_create": "UPDATE {ks}.rooms USING TIMESTAMP ? SET created_at = ?, first_bucket = ? WHERE name = ?",
+    "room_last": "UPDATE {ks}.rooms USING TIMESTAMP ? SET last_message_id = ? WHERE name = ?",
+    "room_get": "SELECT created_at, first_bucket, last_message_id FROM {ks}.rooms WHERE name = ?",
+    "room_name_put": "INSERT INTO {ks}.room_names (shard, name) VALUES (0, ?)",
+    "room_names": "SELECT name FROM {ks}.room_names WHERE shard = 0 AND name > ? LIMIT ?",
+    "marker_put": (
+        "UPDATE {ks}.read_markers USING TIMESTAMP ? SET message_id = ? WHERE room = ? AND user_id = ?"
+    ),
+    "marker_get": "SELECT message_id FROM {ks}.read_markers WHERE room = ? AND user_id = ?",
+    "mod_put": "INSERT INTO {ks}.moderation (kind, room, user_id, until_ms, reason) VALUES (?, ?, ?, ?, ?)",
+    "mod_get": "SELECT until_ms, reason FROM {ks}.moderation WHERE kind = ? AND room = ? AND user_id = ?",
+    "mod_delete": "DELETE FROM {ks}.moderation WHERE kind = ? AND room = ? AND user_id = ?",
+    "ev_insert": (
+        "INSERT INTO {ks}.room_events (room, bucket, id, kind, message_id, payload) VALUES (?, ?, ?, ?, ?, ?)"
+    ),
+    "ev_after": (
+        "SELECT id, kind, message_id, payload FROM {ks}.room_events WHERE room = ? AND bucket = ? AND id > ?"
+        " LIMIT ?"
+    ),
+    "sess_put": (
+        "INSERT INTO {ks}.sessions (pid, user_id, data, expires_at) VALUES (?, ?, ?, ?) USING TTL ?"
+    ),
+    "sess_get": "SELECT user_id, data, expires_at FROM {ks}.sessions WHERE pid = ?",
+    "sess_take": "DELETE FROM {ks}.sessions WHERE pid = ? IF expires_at > ?",
+}
+#: Statements a retry could change the outcome of (a conditional delete applied twice says
+#: "not applied" the second time).
+NOT_IDEMPOTENT: Final = frozenset({"sess_take"})
+
+
+def replication_cql(spec: str) -> str:
+    """``SimpleStrategy:3`` / ``NetworkTopologyStrategy:dc1=3,dc2=3`` as a CQL replication map."""
+    strategy, _, rest = spec.partition(":")
+    if strategy == "SimpleStrategy":
+        return f"{{'class': 'SimpleStrategy', 'replication_factor': {int(rest)}}}"
+    pairs = []
+    for part in rest.split(","):
+        dc, _, factor = part.partition("=")
+        pairs.append(f"'{dc.strip().replace(chr(39), chr(39) * 2)}': {int(factor)}")
+    return "{'class': 'NetworkTopologyStrategy', " + ", ".join(pairs) + "}"

@@ -1,0 +1,46 @@
+"""The wire form of the domain records (chatsvc.chat.wire): timestamps as clients see them."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from chatsvc.chat.wire import iso_ms, message_wire
+from chatsvc.model.messages import Message
+
+
+def _reference(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def test_iso_ms_is_rfc3339_with_milliseconds_whatever_order_it_is_asked_in() -> None:
+    """A one-second cache sits behind iso_ms: repeated, alternating and backwards seconds
+    must all still format as the plain datetime formatting does."""
+    rng = random.Random(3)
+    samples = [0, 999, 1000, 1001, -1, -1000, -1001, 1_764_680_000_123, 1_764_680_000_999, 1_764_680_001_000]
+    samples += [rng.randrange(0, 4 * 10**12) for _ in range(2000)]
+    samples += [1_764_680_000_000 + rng.randrange(0, 3000) for _ in range(2000)]
+    for ms in samples:
+        assert iso_ms(ms) == _reference(ms), ms
+    assert iso_ms(1_764_680_000_123) == "2025-12-02T12:53:20.123Z"
+
+
+def test_message_wire_shows_optional_fields_only_when_set() -> None:
+    plain = Message("01J0000000000000000000000A", "r", "alice", "Alice", "hi", 1_764_680_000_123)
+    assert message_wire(plain) == {
+        "id": "01J0000000000000000000000A",
+        "room": "r",
+        "user": {"id": "alice", "name": "Alice"},
+        "text": "hi",
+        "client_msg_id": None,
+        "created_at": "2025-12-02T12:53:20.123Z",
+    }
+    changed = replace(plain.edited("hey", 1_764_680_001_000), kind="system", deleted=True, client_msg_id="c1")
+    wire = message_wire(changed)
+    assert (wire["kind"], wire["edited_at"], wire["deleted"], wire["client_msg_id"]) == (
+        "system",
+        "2025-12-02T12:53:21.000Z",
+        True,
+        "c1",
+    )
