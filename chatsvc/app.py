@@ -136,6 +136,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         recovery=recovery,
     )
     sio.register_namespace(namespace)
+    sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)
     _install_recovery(sio, bus, namespace, recovery)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     if settings.admin_ui_username and settings.admin_ui_password:

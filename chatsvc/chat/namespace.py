@@ -24,7 +24,7 @@ from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.recovery import Recovery, requested
 from chatsvc.chat.service import ChatService
-from chatsvc.chat.sioserver import RecoveringServer
+from chatsvc.chat.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.errors import (
     ChatError,
     Forbidden,
@@ -360,10 +360,32 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     # -- event dispatch -------------------------------------------------------------------
 
+    @property
+    def client_events(self) -> frozenset[str]:
+        """The events a client may send: the dispatch table, nothing else."""
+        return frozenset(self._handlers)
+
+    def refuse_event(self, sid: str | None, event: str | None) -> Ack:
+        """The ack of an event that is not a client event (counted as ``invalid_payload``)."""
+        self._metrics.errors.labels(InvalidPayload.code).inc()
+        what = (
+            f"unknown event {event[:32]!r}"
+            if event is not None
+            else "an event is a list starting with its name"
+        )
+        return error_ack(InvalidPayload(what))
+
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        """Route client events through one wrapper: rate limit, parse, map errors to acks."""
-        if event in {"connect", "disconnect"}:
-            return await super().trigger_event(event, *args)
+        """Route client events through one wrapper: rate limit, parse, map errors to acks.
+
+        Lifecycle handlers run only when python-socketio's lifecycle path calls them
+        (:func:`~chatsvc.chat.sioserver.in_lifecycle`), never for a client's event of
+        that name; RecoveringServer refuses those before they get here, this is the
+        second lock."""
+        if event in RESERVED_EVENTS:
+            if event in LIFECYCLE_EVENTS and in_lifecycle():
+                return await super().trigger_event(event, *args)
+            return self.refuse_event(args[0] if args and isinstance(args[0], str) else None, event)
         sid = args[0]
         data = args[1] if len(args) > 1 else None
         conn = self._connections.get(sid)
