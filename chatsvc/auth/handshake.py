@@ -46,4 +46,8 @@ def token_from_handshake(environ: dict[str, Any], auth: Any) -> str:
         raise TokenMissing()
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("token too long")
+    if not token.isascii():
+        # A JWT is base64url and dots; anything else (a lone surrogate, which no codec
+        # encodes, included) would only fail deeper, in PyJWT, as something unexpected.
+        raise TokenInvalid("token is malformed")
     return token
