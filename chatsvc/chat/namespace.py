@@ -142,24 +142,29 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         sids = self.sids_in(room, user_id)
         for sid in sids:
             conn = self._connections.get(sid)
-            if conn is None or room not in conn.rooms:
-                continue
-            conn.rooms.discard(room)
-            if self._recovery is not None:
-                self._recovery.left(sid, room)
-            await self.leave_room(sid, room)
-            try:
-                await self.server.emit(
-                    "kicked",
-                    {"room": room, "reason": reason},
-                    to=sid,
-                    namespace=self.namespace,
-                    ignore_queue=True,
-                )
-            except Exception:
-                log.warning("could not tell %s it was kicked from %s", sid, room)
-            await self._left(sid, conn, room)
+            if conn is not None:
+                await self._kick_sid(sid, conn, room, reason)
         return len(sids)
+
+    async def _kick_sid(self, sid: str, conn: Connection, room: str, reason: str) -> None:
+        """Take one socket out of ``room``: ``kicked {room, reason}`` and a presence leave."""
+        if room not in conn.rooms:
+            return
+        conn.rooms.discard(room)
+        if self._recovery is not None:
+            self._recovery.left(sid, room)
+        await self.leave_room(sid, room)
+        try:
+            await self.server.emit(
+                "kicked",
+                {"room": room, "reason": reason},
+                to=sid,
+                namespace=self.namespace,
+                ignore_queue=True,
+            )
+        except Exception:
+            log.warning("could not tell %s it was kicked from %s", sid, room)
+        await self._left(sid, conn, room)
 
     # -- connect / disconnect -------------------------------------------------------------
 
@@ -546,5 +551,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise Forbidden("the new token is for another user")
         conn.identity = identity
         self._schedule_expiry(sid, conn)
+        # The new token's rooms claim may be narrower: the socket keeps only what it allows.
+        for room in sorted(r for r in conn.rooms if not identity.may_join(r)):
+            await self._kick_sid(sid, conn, room, "your new token does not allow this room")
         expires = identity.expires_at
         return {"ok": True, "expires_at": iso_ms(int(expires * 1000)) if expires is not None else None}
