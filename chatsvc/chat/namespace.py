@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 
-from chatsvc.auth.handshake import token_from_handshake
+from chatsvc.auth.handshake import client_ip, proxy_networks, token_from_handshake
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import payloads
@@ -34,6 +35,7 @@ from chatsvc.errors import (
     RateLimited,
     ShuttingDown,
     TokenExpired,
+    TooManyConnections,
     TooManyRooms,
 )
 from chatsvc.metrics import Metrics
@@ -65,6 +67,8 @@ class Connection:
     identity: Identity
     bucket: TokenBucket
     rooms: set[str] = field(default_factory=set)
+    #: The client IP it is counted under (CHATSVC_MAX_CONNECTIONS_PER_IP).
+    ip: str = ""
 
 
 class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -82,6 +86,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         is_banned: Callable[[str], Awaitable[bool]] | None = None,
         is_muted: Callable[[str, str], Awaitable[bool]] | None = None,
         recovery: Recovery | None = None,
+        trusted_proxies: tuple[str, ...] = (),
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
@@ -95,6 +100,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._is_muted = is_muted
         self._recovery = recovery if recovery is not None and recovery.enabled else None
         self._connections: dict[str, Connection] = {}
+        self._trusted_proxies = proxy_networks(trusted_proxies)
+        # Sockets per user id and per client IP on this replica (the connection bounds).
+        self._per_user: Counter[str] = Counter()
+        self._per_ip: Counter[str] = Counter()
         self._background: set[asyncio.Task[None]] = set()
         self._expiries = Expiries(self._expire_soon)  # token expiry, one loop timer for all
         self._handlers: dict[str, Handler] = {
@@ -176,6 +185,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             identity = self._verifier.verify(token_from_handshake(environ, auth))
             if self._is_banned is not None and await self._is_banned(identity.user_id):
                 raise Forbidden("you are banned")
+            ip = client_ip(environ, self._trusted_proxies)
+            self._check_bounds(identity.user_id, ip)  # no await from here to the registration
         except ChatError as exc:
             self._metrics.connect_rejections.labels(exc.code).inc()
             raise connect_refusal(exc) from None
@@ -183,7 +194,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             log.exception("unexpected error authenticating a connection")
             self._metrics.connect_rejections.labels("internal").inc()
             raise connect_refusal(Internal()) from None
-        conn = Connection(identity, TokenBucket(self._limits.messages_per_second, self._limits.burst))
+        conn = Connection(identity, TokenBucket(self._limits.messages_per_second, self._limits.burst), ip=ip)
         self._schedule_expiry(sid, conn)
         if self._recovery is not None and requested(auth).opted_in:
             plan = self._recovery.resume(sid)
@@ -192,7 +203,22 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             else:
                 self._recovery.start(sid, identity.user_id)
         self._connections[sid] = conn
+        self._count(conn, 1)
         self._metrics.connections.set(len(self._connections))
+
+    def _check_bounds(self, user_id: str, ip: str) -> None:
+        """Refuse a socket past CHATSVC_MAX_CONNECTIONS_PER_USER / _PER_IP (this replica)."""
+        limits = self._limits
+        if self._per_user[user_id] >= limits.connections_per_user:
+            raise TooManyConnections(f"at most {limits.connections_per_user} connections per user")
+        if limits.connections_per_ip and self._per_ip[ip] >= limits.connections_per_ip:
+            raise TooManyConnections(f"at most {limits.connections_per_ip} connections per address")
+
+    def _count(self, conn: Connection, delta: int) -> None:
+        for counter, key in ((self._per_user, conn.identity.user_id), (self._per_ip, conn.ip)):
+            counter[key] += delta
+            if counter[key] <= 0:
+                del counter[key]  # no entry per user or address ever seen
 
     def close(self) -> None:
         """At shutdown, after the server: no expiry timer outlives the app."""
@@ -271,6 +297,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Leave every room (announcing it) and forget the socket; a dropped (not closed)
         opted-in socket's session is kept for recovery."""
         conn = self._connections.pop(sid, None)
+        if conn is not None:
+            self._count(conn, -1)
         self._metrics.connections.set(len(self._connections))
         try:
             if self._recovery is not None:
