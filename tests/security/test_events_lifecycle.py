@@ -6,19 +6,26 @@ room limit, identity and rate bucket are unchanged."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+import socketio
 
 from chatsvc.admin.v1 import admin_pb2
-from chatsvc.chat.sioserver import RESERVED_EVENTS
+from chatsvc.app import NAMESPACE, SIO, STORE, create_app
+from chatsvc.chat.sioserver import RESERVED_EVENTS, in_lifecycle
+from chatsvc.settings import Settings
 from tests.admin.helpers import admin_client
 from tests.support.clients import TRANSPORTS, assert_error_ack, running_server
 from tests.support.raw_socketio import RawSocket
-from tests.support.servers import ServerProcess
+from tests.support.servers import TEST_JWT_SECRET, ServerProcess
 from tests.support.tokens import token
 
 ROOMS = 3
@@ -102,6 +109,70 @@ async def test_lifecycle_named_events_do_not_touch_the_socket(
     finally:
         await raw.close()
     assert "Traceback" not in server.log_text()
+    assert invalid_payloads(server) >= len(RESERVED_EVENTS) + 14  # refused events are counted
+
+
+def invalid_payloads(server: ServerProcess) -> float:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found = re.search(r'^chatsvc_errors_total\{code="invalid_payload"\} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_python_socketio_internals_the_guard_relies_on() -> None:
+    """RecoveringServer._handle_event is where python-socketio 5.18.1 turns every EVENT
+    (and reassembled BINARY_EVENT) into a handler call, and its lifecycle path reaches
+    namespaces through _trigger_event; if an upgrade changes either, re-read sioserver.py."""
+    server = socketio.AsyncServer
+    assert list(inspect.signature(server._handle_event).parameters) == [
+        "self",
+        "eio_sid",
+        "namespace",
+        "id",
+        "data",
+    ]
+    assert "server._trigger_event(data[0], namespace, sid, *data[1:])" in inspect.getsource(
+        server._handle_event_internal
+    )
+    for method in (server._handle_connect, server._handle_disconnect, server.disconnect):
+        assert re.search(r"self\._trigger_event\(\s*'(connect|disconnect)'", inspect.getsource(method)), (
+            method
+        )
+    dispatch = inspect.getsource(server._handle_eio_message)
+    # EVENT and, once its attachments are in, BINARY_EVENT.
+    assert (
+        len(re.findall(r"self\._handle_event\(eio_sid, pkt\.namespace, pkt\.id,\s*pkt\.data\)", dispatch))
+        == 2
+    )
+
+
+async def test_the_namespace_runs_lifecycle_handlers_only_for_the_lifecycle_path(tmp_path: Path) -> None:
+    """The second lock: ChatNamespace.trigger_event itself refuses reserved names unless
+    python-socketio's lifecycle path (RecoveringServer._trigger_event) is calling."""
+    app = create_app(
+        Settings.from_env(
+            {
+                "CHATSVC_JWT_SECRET": TEST_JWT_SECRET,
+                "CHATSVC_DATA_DIR": str(tmp_path),
+                "CHATSVC_STORE": "memory",
+                "CHATSVC_GRPC_ENABLED": "false",
+            }
+        )
+    )
+    namespace, sio = app[NAMESPACE], app[SIO]
+    await app[STORE].open()  # the ban check reads it
+    environ = {"REMOTE_ADDR": "127.0.0.1", "QUERY_STRING": ""}
+    await sio._trigger_event("connect", "/", "sid1", environ, {"token": token("alice")})
+    assert namespace.sids_of("alice") == ["sid1"]
+    for name in sorted(RESERVED_EVENTS):
+        ack = await namespace.trigger_event(name, "sid1", {"token": token("mallory")})
+        assert_error_ack(ack, "invalid_payload")
+        assert not in_lifecycle()
+    assert namespace.sids_of("alice") == ["sid1"] and not namespace.sids_of("mallory")
+    await sio._trigger_event("disconnect", "/", "sid1", "client namespace disconnect")
+    assert namespace.sids_of("alice") == []
+    namespace.close()
+    await app[STORE].aclose()
 
 
 def kicked_reason(_: object) -> str:
