@@ -12,21 +12,25 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import socketio
 
-from tests.support.clients import TRANSPORTS, ChatClient, ClientPool, assert_error_ack, running_server
+from tests.support.clients import TRANSPORTS, ClientPool, assert_error_ack, running_server, until
 from tests.support.servers import TEST_JWT_SECRET, ServerProcess
 from tests.support.tokens import token
 
 SEED = 22
 TOKENS = 40  # claim sets per transport
 EVENTS = 150  # events per transport
+RSS_SLACK_MIB = 48
 CONNECT_CODES = {"token_invalid", "token_expired", "token_missing", "forbidden", "too_many_connections"}
 CLIENT_EVENTS = ["join", "leave", "message", "typing", "history", "read", "edit", "delete", "refresh"]
 ODD_EVENTS = [
@@ -173,6 +177,21 @@ def random_payload(rng: random.Random, depth: int = 0) -> Any:
     return {key: random_value(rng, depth + 1) for key in rng.sample(KEYS, rng.randint(0, 5))}
 
 
+def rss_mib(server: ServerProcess) -> float:
+    """The server process's resident memory."""
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def connections(server: ServerProcess) -> float:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        found = re.search(r"^chatsvc_connections (\S+)$", resp.read().decode(), re.MULTILINE)
+    return float(found.group(1)) if found else -1.0
+
+
 def assert_answer(ack: Any, what: Any) -> None:
     assert isinstance(ack, dict), (what, ack)
     if ack.get("ok") is not True:
@@ -183,6 +202,7 @@ def assert_answer(ack: Any, what: Any) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_fuzzed_claims_and_events(server: ServerProcess, clients: ClientPool, transport: str) -> None:
     rng = random.Random(f"{SEED}-{transport}")
+    baseline = rss_mib(server)
     for _ in range(TOKENS):
         tok = random_claims(rng)
         client = clients.new()
@@ -220,4 +240,11 @@ async def test_fuzzed_claims_and_events(server: ServerProcess, clients: ClientPo
     ] == "still works"
     log = server.log_text()
     assert "Traceback" not in log, log[-3000:]
-    assert isinstance(fuzzer, ChatClient)
+
+    # Once the sockets are gone, so is what they held (a loose bound: CPython keeps some).
+    for client in (fuzzer, alice, bob):
+        await client.disconnect()
+    await until(lambda: connections(server) == 0, "every socket closed", within=15)
+    after = rss_mib(server)
+    print(f"server RSS {baseline:.1f} MiB before, {after:.1f} MiB after ({transport})")
+    assert after < baseline + RSS_SLACK_MIB, (baseline, after)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from chatsvc.auth.handshake import client_ip, proxy_networks
+from chatsvc.settings import Settings, SettingsError
 from tests.support.clients import TRANSPORTS, ClientPool, running_server
-from tests.support.servers import ServerProcess
+from tests.support.servers import TEST_JWT_SECRET, ServerProcess
 from tests.support.tokens import token
 
 PER_USER, PER_IP = 3, 4
@@ -128,3 +130,28 @@ def test_client_ip_walks_trusted_hops_from_the_right() -> None:
     assert (
         client_ip({"aiohttp.request": Peer("10.1.1.1"), "HTTP_X_FORWARDED_FOR": "1.2.3.4"}, ()) == "10.1.1.1"
     )
+
+
+def test_limit_settings(tmp_path: Path) -> None:
+    base = {"CHATSVC_JWT_SECRET": TEST_JWT_SECRET, "CHATSVC_DATA_DIR": str(tmp_path)}
+    defaults = Settings.from_env(base)
+    assert (defaults.limits.connections_per_user, defaults.limits.connections_per_ip) == (20, 0)
+    assert defaults.trusted_proxies == ()
+    s = Settings.from_env(
+        {
+            **base,
+            "CHATSVC_MAX_CONNECTIONS_PER_USER": "5",
+            "CHATSVC_MAX_CONNECTIONS_PER_IP": "100",
+            "CHATSVC_TRUSTED_PROXIES": "10.1.2.3/8, 192.168.0.1, fd00::/8",
+        }
+    )
+    assert (s.limits.connections_per_user, s.limits.connections_per_ip) == (5, 100)
+    assert s.trusted_proxies == ("10.0.0.0/8", "192.168.0.1/32", "fd00::/8")
+    for name, bad in (
+        ("CHATSVC_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("CHATSVC_TRUSTED_PROXIES", "proxy.local"),
+        ("CHATSVC_MAX_CONNECTIONS_PER_USER", "0"),
+        ("CHATSVC_MAX_CONNECTIONS_PER_IP", "-1"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({**base, name: bad})
