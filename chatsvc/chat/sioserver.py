@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import socketio
 from socketio import packet
 
+from chatsvc.errors import InvalidPayload
 from chatsvc.transport.engineio_internals import EngineIOServer, slim_environ
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,10 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         if sid is None or not self.manager.is_connected(sid, ns):
             return
         name = event if type(event) is str else None
-        answer = declared[1](sid, name) if declared is not None else None
+        if declared is not None:
+            answer = declared[1](sid, name)
+        else:  # a namespace without a table (the Admin UI's): still a clear error
+            answer = {"ok": False, "error": InvalidPayload("not a client event").to_wire()}
         if id is not None:
             await self._send_packet(
                 eio_sid, self.packet_class(packet.ACK, namespace=ns, id=id, data=[answer])

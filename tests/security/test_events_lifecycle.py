@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,7 +21,7 @@ import socketio
 
 from chatsvc.admin.v1 import admin_pb2
 from chatsvc.app import NAMESPACE, SIO, STORE, create_app
-from chatsvc.chat.sioserver import RESERVED_EVENTS, in_lifecycle
+from chatsvc.chat.sioserver import RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.settings import Settings
 from tests.admin.helpers import admin_client
 from tests.support.clients import TRANSPORTS, assert_error_ack, running_server
@@ -177,3 +178,33 @@ async def test_the_namespace_runs_lifecycle_handlers_only_for_the_lifecycle_path
 
 def kicked_reason(_: object) -> str:
     return "removed from the room by an administrator"
+
+
+async def test_reserved_names_are_refused_on_a_namespace_without_a_table() -> None:
+    """The Admin UI's namespace (or any without declare_events) still never runs a
+    lifecycle handler for a client event, and the ack says why."""
+    sio = RecoveringServer(async_mode="aiohttp", async_handlers=False)
+    ran: list[str] = []
+
+    @sio.on("disconnect", namespace="/other")
+    async def on_disconnect(*_: object) -> None:
+        ran.append("disconnect")
+
+    @sio.on("hello", namespace="/other")
+    async def on_hello(*_: object) -> str:
+        ran.append("hello")
+        return "hi"
+
+    sent: list[Any] = []
+
+    async def capture(eio_sid: str, pkt: Any) -> None:
+        sent.append(pkt)
+
+    sio._send_packet = capture  # type: ignore[method-assign]
+    await sio.manager.connect("eio1", "/other")
+    await sio._handle_event("eio1", "/other", 7, ["disconnect", "client namespace disconnect"])
+    await sio._handle_event("eio1", "/other", 8, ["hello"])
+    assert ran == ["hello"]
+    assert [p.id for p in sent] == [7, 8]
+    assert_error_ack(sent[0].data[0], "invalid_payload")
+    assert sent[1].data == ["hi"]
