@@ -399,7 +399,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return frozenset(self._handlers)
 
     def refuse_event(self, sid: str | None, event: str | None) -> Ack:
-        """The ack of an event that is not a client event (counted as ``invalid_payload``)."""
+        """The ack of an event that is not a client event (counted as ``invalid_payload``).
+        It costs the socket's rate bucket like any event, so a flood of them is bounded too."""
+        conn = self._connections.get(sid) if sid is not None else None
+        if conn is not None and not conn.bucket.allow():
+            self._metrics.errors.labels(RateLimited.code).inc()
+            return error_ack(RateLimited())
         self._metrics.errors.labels(InvalidPayload.code).inc()
         what = (
             f"unknown event {event[:32]!r}"
