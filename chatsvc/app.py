@@ -132,8 +132,10 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         is_banned=records.is_banned,
         is_muted=records.is_muted,
         recovery=recovery,
+        trusted_proxies=settings.trusted_proxies,
     )
     sio.register_namespace(namespace)
+    sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)
     _install_recovery(sio, bus, namespace, recovery)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     if settings.admin_ui_username and settings.admin_ui_password:
@@ -171,8 +173,19 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app.on_shutdown.append(_drain)
 
     app.add_routes(health.routes(readiness))
-    app.add_routes([web.get("/metrics", _metrics_handler), web.get("/", _index)])
+    _serve_metrics(app, settings)
+    app.add_routes([web.get("/", _index)])
     return app
+
+
+def _serve_metrics(app: web.Application, settings: Settings) -> None:
+    """``/metrics`` on the public listener in development; on ``CHATSVC_METRICS_PORT``, a
+    listener of its own, when set (always in production: the Ingress routes ``/`` to the
+    public one)."""
+    if settings.metrics_port is None:
+        app.add_routes([web.get("/metrics", _metrics_handler)])
+    else:
+        app.cleanup_ctx.append(_metrics_listener_ctx)
 
 
 def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: Recovery) -> None:
@@ -265,6 +278,24 @@ async def _drain(app: web.Application) -> None:
     stragglers = await app[TRANSPORTS].settle(remaining, alive)
     if stragglers:
         log.warning("cut %d connection(s) whose clients did not leave within the drain", stragglers)
+
+
+async def _metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.metrics_port is not None
+    metrics_app = web.Application()
+    metrics_app[METRICS] = app[METRICS]
+    metrics_app.add_routes([web.get("/metrics", _metrics_handler)])
+    runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot serve /metrics on port {settings.metrics_port}: {exc.strerror}") from None
+    log.info("/metrics on %s:%d", settings.host, settings.metrics_port)
+    yield
+    await runner.cleanup()
 
 
 async def _metrics_handler(request: web.Request) -> web.Response:

@@ -45,6 +45,11 @@ class TooManyRooms(ChatError):
     default_message = "too many rooms joined on this connection"
 
 
+class TooManyConnections(ChatError):
+    code = "too_many_connections"
+    default_message = "too many connections"
+
+
 class NotInRoom(ChatError):
     code = "not_in_room"
     default_message = "join the room first"

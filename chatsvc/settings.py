@@ -8,6 +8,7 @@ reprs ever show them.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import secrets
@@ -92,6 +93,10 @@ class Limits:
     messages_per_second: float = 5.0
     burst: int = 10
     rooms_per_connection: int = 50
+    #: Sockets one user (``sub``) may hold on one replica.
+    connections_per_user: int = 20
+    #: Sockets one client IP may hold on one replica (0: unbounded).
+    connections_per_ip: int = 0
     history_page_max: int = 100
     history_page_default: int = 50
     catchup_max: int = 500
@@ -172,10 +177,14 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Serve ``/metrics`` on this port instead of ``port`` (always set in production).
+    metrics_port: int | None = None
     data_dir: Path = Path("data")
     environment: str = "development"
     log_level: str = "INFO"
     cors_origins: tuple[str, ...] = ()
+    #: Peers (CIDRs) whose ``X-Forwarded-For`` names the client IP (the Ingress, a proxy).
+    trusted_proxies: tuple[str, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
     jwt: JwtSettings = field(
@@ -303,6 +312,16 @@ class _Reader:
             return ()
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
+    def networks(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of CIDRs (or single addresses), normalised."""
+        out = []
+        for item in self.items(name):
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise SettingsError(name, f"expected CIDRs like 10.0.0.0/8, got {item!r}") from None
+        return tuple(out)
+
     def secret(self, name: str) -> Secret | None:
         raw = self.raw(name)
         return Secret(raw) if raw is not None else None
@@ -378,10 +397,12 @@ class _Reader:
         return Settings(
             host=self.text("CHATSVC_HOST", "127.0.0.1"),
             port=self.integer("CHATSVC_PORT", 8080, minimum=0, maximum=65535),
+            metrics_port=self.metrics_port(environment),
             data_dir=data_dir,
             environment=environment,
             log_level=log_level,
             cors_origins=origins,
+            trusted_proxies=self.networks("CHATSVC_TRUSTED_PROXIES"),
             tls_cert=tls_cert,
             tls_key=tls_key,
             jwt=self.jwt(environment, data_dir),
@@ -400,6 +421,21 @@ class _Reader:
             grpc=self.grpc(),
             cluster_heartbeat_seconds=self.number("CHATSVC_CLUSTER_HEARTBEAT", 2.0, minimum=0.1),
         )
+
+    def metrics_port(self, environment: str) -> int | None:
+        """``CHATSVC_METRICS_PORT``: 9090 in production, where the public listener (the
+        Ingress routes ``/`` to it) must not serve ``/metrics``; unset in development
+        (``/metrics`` on ``CHATSVC_PORT``)."""
+        production = environment == "production"
+        port = self.integer("CHATSVC_METRICS_PORT", 9090 if production else 0, minimum=0, maximum=65535)
+        if port == 0 and production:
+            raise SettingsError("CHATSVC_METRICS_PORT", "production serves /metrics on its own port, not 0")
+        if port != 0 and port in {
+            self.integer("CHATSVC_PORT", 8080),
+            self.integer("CHATSVC_GRPC_PORT", 50051),
+        }:
+            raise SettingsError("CHATSVC_METRICS_PORT", "must differ from CHATSVC_PORT and CHATSVC_GRPC_PORT")
+        return port or None
 
     def jwt(self, environment: str, data_dir: Path) -> JwtSettings:
         secret = self.secret("CHATSVC_JWT_SECRET")
@@ -447,6 +483,8 @@ class _Reader:
             messages_per_second=rate,
             burst=self.integer("CHATSVC_RATE_LIMIT_BURST", 10, minimum=1),
             rooms_per_connection=self.integer("CHATSVC_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),
+            connections_per_user=self.integer("CHATSVC_MAX_CONNECTIONS_PER_USER", 20, minimum=1),
+            connections_per_ip=self.integer("CHATSVC_MAX_CONNECTIONS_PER_IP", 0, minimum=0),
             http_buffer_bytes=self.integer("CHATSVC_MAX_HTTP_BUFFER_BYTES", 65536, minimum=1024),
             catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
             catchup_overlap_ms=self.integer("CHATSVC_CATCHUP_OVERLAP_MS", 2000, minimum=0, maximum=60_000),

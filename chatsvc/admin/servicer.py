@@ -3,6 +3,11 @@
 Each method checks its arguments (``InvalidPayload`` naming the field), calls the chat
 service, cluster presence or moderator, and converts the result to protobuf. Errors are
 never mapped here: :mod:`chatsvc.admin.guard` does that for every method.
+
+An admin token's ``rooms`` claim binds the admin API as it binds sockets: a method on a
+room the claim excludes is ``Forbidden`` (PERMISSION_DENIED), ListRooms shows only the
+rooms it allows, and the user-wide actions (DisconnectUser, BanUser, UnbanUser), which
+reach every room, need a token without a ``rooms`` claim (or a client certificate).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from chatsvc.chat.cluster import Reach
 from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.moderation import Disconnected, Moderator
 from chatsvc.chat.service import ChatService
-from chatsvc.errors import InvalidPayload, NotFound, TooLarge
+from chatsvc.errors import Forbidden, InvalidPayload, NotFound, TooLarge
 from chatsvc.model.ids import is_message_id
 from chatsvc.model.messages import Message, Moderation, RoomInfo
 from chatsvc.settings import Limits
@@ -46,6 +51,22 @@ def _room(value: str, field: str = "room") -> str:
     if not payloads.ROOM_PATTERN.fullmatch(value):
         raise InvalidPayload(f"'{field}' must be 1..64 characters of letters, digits, _ - . :")
     return value
+
+
+def _scoped_room(value: str, field: str = "room") -> str:
+    """A valid room name the caller's token may act on (its ``rooms`` claim, if any)."""
+    room = _room(value, field)
+    who = caller()
+    if who is not None and not who.may_join(room):
+        raise Forbidden(f"your token does not allow room {room}")
+    return room
+
+
+def _every_room() -> None:
+    """Refuse a user-wide action to a token restricted to some rooms."""
+    who = caller()
+    if who is not None and who.room_patterns is not None:
+        raise Forbidden("a token with a 'rooms' claim cannot act on users across every room")
 
 
 def _user_id(value: str, field: str = "user_id") -> str:
@@ -190,7 +211,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     # -- messages -------------------------------------------------------------------------
 
     async def Publish(self, request: admin_pb2.PublishRequest, context: Any) -> admin_pb2.PublishResponse:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         text = _text(request.text, self._limits.message_bytes)
         sender = _sender(request)
         client_msg_id = _client_msg_id(request.client_msg_id)
@@ -206,7 +227,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidPayload("'rooms' must name at least one room")
         if len(request.rooms) > BROADCAST_MAX_ROOMS:
             raise InvalidPayload(f"'rooms' may name at most {BROADCAST_MAX_ROOMS} rooms")
-        rooms = [_room(r, "rooms") for r in request.rooms]
+        rooms = [_scoped_room(r, "rooms") for r in request.rooms]
         if len(set(rooms)) != len(rooms):
             raise InvalidPayload("'rooms' must not repeat a room")
         text = _text(request.text, self._limits.message_bytes)
@@ -222,7 +243,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetHistory(
         self, request: admin_pb2.GetHistoryRequest, context: Any
     ) -> admin_pb2.GetHistoryResponse:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         limit = _page_size(
             request.page_size, self._limits.history_page_default, self._limits.history_page_max
         )
@@ -238,7 +259,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def DeleteMessage(
         self, request: admin_pb2.DeleteMessageRequest, context: Any
     ) -> admin_pb2.DeleteMessageResponse:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         if not is_message_id(request.message_id):
             raise InvalidPayload("'message_id' must be a message id (26 characters)")
         deleted = await self._service.delete(room, request.message_id, None)
@@ -266,18 +287,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             infos = {info.name: info for info in stored}
             names = sorted(set(infos) | set(live))[: size + 1]
         page = names[:size]
+        who = caller()
+        shown = [n for n in page if who is None or who.may_join(n)]
         return admin_pb2.ListRoomsResponse(
-            rooms=[_room_pb(n, infos.get(n), online.get(n, 0)) for n in page],
+            rooms=[_room_pb(n, infos.get(n), online.get(n, 0)) for n in shown],
             next_page_token=page[-1] if len(names) > size else "",
         )
 
     async def GetRoom(self, request: admin_pb2.GetRoomRequest, context: Any) -> admin_pb2.Room:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         info = await self._known_room(room)
         return _room_pb(room, info, await self._presence.online(room))
 
     async def Presence(self, request: admin_pb2.PresenceRequest, context: Any) -> admin_pb2.PresenceResponse:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         members = await self._presence.members(room)
         if not members:
             await self._known_room(room)
@@ -292,6 +315,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def DisconnectUser(
         self, request: admin_pb2.DisconnectUserRequest, context: Any
     ) -> admin_pb2.DisconnectUserResponse:
+        _every_room()
         user_id = _user_id(request.user_id)
         reason = _reason(request.reason, DEFAULT_DISCONNECT_REASON)
         reach = await self._moderator.disconnect_user(user_id, reason)
@@ -301,7 +325,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def KickFromRoom(
         self, request: admin_pb2.KickFromRoomRequest, context: Any
     ) -> admin_pb2.KickFromRoomResponse:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         user_id = _user_id(request.user_id)
         reason = _reason(request.reason, DEFAULT_KICK_REASON)
         reach = await self._moderator.kick(room, user_id, reason)
@@ -309,7 +333,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.KickFromRoomResponse(reach=_reach_pb(reach))
 
     async def MuteUser(self, request: admin_pb2.MuteUserRequest, context: Any) -> admin_pb2.MuteUserResponse:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         user_id = _user_id(request.user_id)
         duration = _duration(request)
         record = await self._moderator.mute(room, user_id, duration, _reason(request.reason, ""))
@@ -319,13 +343,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def UnmuteUser(
         self, request: admin_pb2.UnmuteUserRequest, context: Any
     ) -> admin_pb2.UnmuteUserResponse:
-        room = _room(request.room)
+        room = _scoped_room(request.room)
         user_id = _user_id(request.user_id)
         await self._moderator.unmute(room, user_id)
         _audit("unmute", room=room, user=user_id)
         return admin_pb2.UnmuteUserResponse()
 
     async def BanUser(self, request: admin_pb2.BanUserRequest, context: Any) -> admin_pb2.BanUserResponse:
+        _every_room()
         user_id = _user_id(request.user_id)
         duration = _duration(request)
         record, reach = await self._moderator.ban(user_id, duration, _reason(request.reason, ""))
@@ -335,6 +360,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def UnbanUser(
         self, request: admin_pb2.UnbanUserRequest, context: Any
     ) -> admin_pb2.UnbanUserResponse:
+        _every_room()
         user_id = _user_id(request.user_id)
         await self._moderator.unban(user_id)
         _audit("unban", user=user_id)

@@ -1,11 +1,16 @@
-"""Where a Socket.IO client puts its token.
+"""What a connect attempt says about its client: where it put its token, its IP.
 
-In order: the ``auth`` payload (``{"token": "<jwt>"}``, raw as Hoppscotch sends it or with
-a ``Bearer`` prefix), the ``Authorization: Bearer`` header, the ``token`` query parameter.
+Token, in order: the ``auth`` payload (``{"token": "<jwt>"}``, raw as Hoppscotch sends it
+or with a ``Bearer`` prefix), the ``Authorization: Bearer`` header, the ``token`` query
+parameter. IP: the TCP peer, or, when the peer is a trusted proxy, the right-most address
+of ``X-Forwarded-For`` that is not itself a trusted proxy (the left part is whatever the
+client wrote, so it is never believed).
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -46,4 +51,45 @@ def token_from_handshake(environ: dict[str, Any], auth: Any) -> str:
         raise TokenMissing()
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenInvalid("token too long")
+    if not token.isascii():
+        # A JWT is base64url and dots; anything else (a lone surrogate, which no codec
+        # encodes, included) would only fail deeper, in PyJWT, as something unexpected.
+        raise TokenInvalid("token is malformed")
     return token
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """The parsed ``CHATSVC_TRUSTED_PROXIES`` (validated by the settings already)."""
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_ip(environ: dict[str, Any], trusted: tuple[Network, ...]) -> str:
+    """The client's IP address for per-IP bounds (see the module docstring)."""
+    request = environ.get("aiohttp.request")
+    # python-engineio's aiohttp driver sets REMOTE_ADDR to a constant 127.0.0.1.
+    peer_text = getattr(request, "remote", None) or str(environ.get("REMOTE_ADDR", ""))
+    peer = _address(peer_text)
+    if peer is None:
+        return peer_text
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    if not trusted or not isinstance(forwarded, str):
+        return str(peer)
+    hop = peer
+    for item in reversed(forwarded.split(",")[-32:]):
+        if not any(hop in net for net in trusted):
+            break  # hop is the first untrusted address: the client as far as we can tell
+        candidate = _address(item)
+        if candidate is None:
+            break
+        hop = candidate
+    return str(hop)

@@ -2,10 +2,17 @@
 
 RFC 8725 practice: an explicit algorithm allow-list, one key type per deployment,
 ``exp`` and ``sub`` required, ``iss``/``aud`` checked when configured.
+
+``exp``/``nbf``/``iat`` are checked here, not by PyJWT: it coerces them with ``int()``, so
+an ``exp`` of ``"9999999999"`` (a JSON string) passed and, being no number, never reached
+the expiry timer. RFC 7519 NumericDate is a JSON number: strings and booleans are refused,
+and so is anything past :data:`NUMERIC_DATE_MAX` (a 4,000-digit integer, ``1e400``, which
+JSON reads as infinity), so every identity's expiry is a finite float.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +27,10 @@ from chatsvc.settings import JwtSettings
 MAX_NAME_LENGTH = 64
 MAX_ROLES = 16
 MAX_ROOM_PATTERNS = 256
+#: Longest role name and room pattern (a room name is at most 64 characters, plus ``*``).
+MAX_CLAIM_STRING = 65
+#: Largest NumericDate accepted (about the year 5138): beyond it a date is no clock reading.
+NUMERIC_DATE_MAX = 1e11
 
 
 class TokenVerifier(Protocol):
@@ -55,6 +66,10 @@ class JwtVerifier:
                     + (["iss"] if s.issuer else [])
                     + (["aud"] if s.audience else []),
                     "verify_aud": s.audience is not None,
+                    # Checked by _times below: PyJWT accepts strings and booleans.
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
                 },
             )
         except pyjwt.ExpiredSignatureError:
@@ -73,15 +88,45 @@ class JwtVerifier:
             raise TokenInvalid("token signature does not verify") from None
         except pyjwt.PyJWTError:
             raise TokenInvalid("token is malformed") from None
-        return _identity(claims, s.leeway_seconds)
+        exp = _times(claims, s.leeway_seconds)
+        return _identity(claims, exp + s.leeway_seconds)
 
 
-def _identity(claims: dict[str, Any], leeway: float) -> Identity:
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """The claim as a finite float; ``TokenInvalid`` unless it is a JSON number in range."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenInvalid(f"the {name!r} claim must be a number (NumericDate)")
+    # int/float comparisons are exact in Python: a 4,000-digit int does not overflow here.
+    if (
+        not (isinstance(value, int) or math.isfinite(value))
+        or not -NUMERIC_DATE_MAX <= value <= NUMERIC_DATE_MAX
+    ):
+        raise TokenInvalid(f"the {name!r} claim is out of range")
+    return float(value)
+
+
+def _times(claims: dict[str, Any], leeway: float) -> float:
+    """Check ``exp`` (required), ``nbf`` and ``iat``; return ``exp``."""
+    exp, nbf, iat = (_numeric_date(claims, n) for n in ("exp", "nbf", "iat"))
+    if exp is None:
+        raise TokenInvalid("token lacks the 'exp' claim")
+    now = time.time()
+    if exp <= now - leeway:
+        raise TokenExpired()
+    if (nbf is not None and nbf > now + leeway) or (iat is not None and iat > now + leeway):
+        raise TokenInvalid("token not valid yet")
+    return exp
+
+
+def _identity(claims: dict[str, Any], expires_at: float) -> Identity:
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > 128:
+    if not isinstance(sub, str) or not sub or len(sub) > 128 or not _utf8(sub):
         raise TokenInvalid("the 'sub' claim must be a non-empty string of at most 128 characters")
     name = claims.get("name", sub)
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not _utf8(name):
         raise TokenInvalid("the 'name' claim must be a string")
     roles = claims.get("roles", [])
     if isinstance(roles, str):
@@ -91,19 +136,32 @@ def _identity(claims: dict[str, Any], leeway: float) -> Identity:
     rooms = claims.get("rooms")
     if rooms is not None and not _strings(rooms, MAX_ROOM_PATTERNS):
         raise TokenInvalid("the 'rooms' claim must be a list of room names or prefix* patterns")
-    exp = claims.get("exp")
     return Identity(
         user_id=sub,
         name=name[:MAX_NAME_LENGTH] or sub,
         roles=frozenset(roles),
         room_patterns=tuple(rooms) if rooms is not None else None,
         # The token is accepted until exp + leeway, so the connection may live that long too.
-        expires_at=float(exp) + leeway if isinstance(exp, int | float) else None,
+        expires_at=expires_at,
     )
 
 
+def _utf8(value: str) -> bool:
+    """False for a string with a lone surrogate (JSON's ``"\\ud800"``): no store, log or
+    client can encode it."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _strings(value: object, limit: int) -> bool:
-    return isinstance(value, list) and len(value) <= limit and all(isinstance(v, str) for v in value)
+    return (
+        isinstance(value, list)
+        and len(value) <= limit
+        and all(isinstance(v, str) and len(v) <= MAX_CLAIM_STRING and _utf8(v) for v in value)
+    )
 
 
 def mint_token(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 
-from chatsvc.auth.handshake import token_from_handshake
+from chatsvc.auth.handshake import client_ip, proxy_networks, token_from_handshake
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import payloads
@@ -24,7 +25,7 @@ from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.recovery import Recovery, requested
 from chatsvc.chat.service import ChatService
-from chatsvc.chat.sioserver import RecoveringServer
+from chatsvc.chat.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.chat.wire import iso_ms, message_wire
 from chatsvc.errors import (
     ChatError,
@@ -35,6 +36,7 @@ from chatsvc.errors import (
     RateLimited,
     ShuttingDown,
     TokenExpired,
+    TooManyConnections,
     TooManyRooms,
 )
 from chatsvc.metrics import Metrics
@@ -65,6 +67,8 @@ class Connection:
     identity: Identity
     bucket: TokenBucket
     rooms: set[str] = field(default_factory=set)
+    #: The client IP it is counted under (CHATSVC_MAX_CONNECTIONS_PER_IP).
+    ip: str = ""
 
 
 class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -82,6 +86,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         is_banned: Callable[[str], Awaitable[bool]] | None = None,
         is_muted: Callable[[str, str], Awaitable[bool]] | None = None,
         recovery: Recovery | None = None,
+        trusted_proxies: tuple[str, ...] = (),
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
@@ -95,6 +100,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._is_muted = is_muted
         self._recovery = recovery if recovery is not None and recovery.enabled else None
         self._connections: dict[str, Connection] = {}
+        self._trusted_proxies = proxy_networks(trusted_proxies)
+        # Sockets per user id and per client IP on this replica (the connection bounds).
+        self._per_user: Counter[str] = Counter()
+        self._per_ip: Counter[str] = Counter()
         self._background: set[asyncio.Task[None]] = set()
         self._expiries = Expiries(self._expire_soon)  # token expiry, one loop timer for all
         self._handlers: dict[str, Handler] = {
@@ -142,24 +151,29 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         sids = self.sids_in(room, user_id)
         for sid in sids:
             conn = self._connections.get(sid)
-            if conn is None or room not in conn.rooms:
-                continue
-            conn.rooms.discard(room)
-            if self._recovery is not None:
-                self._recovery.left(sid, room)
-            await self.leave_room(sid, room)
-            try:
-                await self.server.emit(
-                    "kicked",
-                    {"room": room, "reason": reason},
-                    to=sid,
-                    namespace=self.namespace,
-                    ignore_queue=True,
-                )
-            except Exception:
-                log.warning("could not tell %s it was kicked from %s", sid, room)
-            await self._left(sid, conn, room)
+            if conn is not None:
+                await self._kick_sid(sid, conn, room, reason)
         return len(sids)
+
+    async def _kick_sid(self, sid: str, conn: Connection, room: str, reason: str) -> None:
+        """Take one socket out of ``room``: ``kicked {room, reason}`` and a presence leave."""
+        if room not in conn.rooms:
+            return
+        conn.rooms.discard(room)
+        if self._recovery is not None:
+            self._recovery.left(sid, room)
+        await self.leave_room(sid, room)
+        try:
+            await self.server.emit(
+                "kicked",
+                {"room": room, "reason": reason},
+                to=sid,
+                namespace=self.namespace,
+                ignore_queue=True,
+            )
+        except Exception:
+            log.warning("could not tell %s it was kicked from %s", sid, room)
+        await self._left(sid, conn, room)
 
     # -- connect / disconnect -------------------------------------------------------------
 
@@ -171,6 +185,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             identity = self._verifier.verify(token_from_handshake(environ, auth))
             if self._is_banned is not None and await self._is_banned(identity.user_id):
                 raise Forbidden("you are banned")
+            ip = client_ip(environ, self._trusted_proxies)
+            self._check_bounds(identity.user_id, ip)  # no await from here to the registration
         except ChatError as exc:
             self._metrics.connect_rejections.labels(exc.code).inc()
             raise connect_refusal(exc) from None
@@ -178,7 +194,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             log.exception("unexpected error authenticating a connection")
             self._metrics.connect_rejections.labels("internal").inc()
             raise connect_refusal(Internal()) from None
-        conn = Connection(identity, TokenBucket(self._limits.messages_per_second, self._limits.burst))
+        conn = Connection(identity, TokenBucket(self._limits.messages_per_second, self._limits.burst), ip=ip)
         self._schedule_expiry(sid, conn)
         if self._recovery is not None and requested(auth).opted_in:
             plan = self._recovery.resume(sid)
@@ -187,7 +203,22 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             else:
                 self._recovery.start(sid, identity.user_id)
         self._connections[sid] = conn
+        self._count(conn, 1)
         self._metrics.connections.set(len(self._connections))
+
+    def _check_bounds(self, user_id: str, ip: str) -> None:
+        """Refuse a socket past CHATSVC_MAX_CONNECTIONS_PER_USER / _PER_IP (this replica)."""
+        limits = self._limits
+        if self._per_user[user_id] >= limits.connections_per_user:
+            raise TooManyConnections(f"at most {limits.connections_per_user} connections per user")
+        if limits.connections_per_ip and self._per_ip[ip] >= limits.connections_per_ip:
+            raise TooManyConnections(f"at most {limits.connections_per_ip} connections per address")
+
+    def _count(self, conn: Connection, delta: int) -> None:
+        for counter, key in ((self._per_user, conn.identity.user_id), (self._per_ip, conn.ip)):
+            counter[key] += delta
+            if counter[key] <= 0:
+                del counter[key]  # no entry per user or address ever seen
 
     def close(self) -> None:
         """At shutdown, after the server: no expiry timer outlives the app."""
@@ -264,6 +295,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Leave every room (announcing it) and forget the socket; a dropped (not closed)
         opted-in socket's session is kept for recovery."""
         conn = self._connections.pop(sid, None)
+        if conn is not None:
+            self._count(conn, -1)
         self._metrics.connections.set(len(self._connections))
         try:
             if self._recovery is not None:
@@ -358,10 +391,37 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     # -- event dispatch -------------------------------------------------------------------
 
+    @property
+    def client_events(self) -> frozenset[str]:
+        """The events a client may send: the dispatch table, nothing else."""
+        return frozenset(self._handlers)
+
+    def refuse_event(self, sid: str | None, event: str | None) -> Ack:
+        """The ack of an event that is not a client event (counted as ``invalid_payload``).
+        It costs the socket's rate bucket like any event, so a flood of them is bounded too."""
+        conn = self._connections.get(sid) if sid is not None else None
+        if conn is not None and not conn.bucket.allow():
+            self._metrics.errors.labels(RateLimited.code).inc()
+            return error_ack(RateLimited())
+        self._metrics.errors.labels(InvalidPayload.code).inc()
+        what = (
+            f"unknown event {event[:32]!r}"
+            if event is not None
+            else "an event is a list starting with its name"
+        )
+        return error_ack(InvalidPayload(what))
+
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        """Route client events through one wrapper: rate limit, parse, map errors to acks."""
-        if event in {"connect", "disconnect"}:
-            return await super().trigger_event(event, *args)
+        """Route client events through one wrapper: rate limit, parse, map errors to acks.
+
+        Lifecycle handlers run only when python-socketio's lifecycle path calls them
+        (:func:`~chatsvc.chat.sioserver.in_lifecycle`), never for a client's event of
+        that name; RecoveringServer refuses those before they get here, this is the
+        second lock."""
+        if event in RESERVED_EVENTS:
+            if event in LIFECYCLE_EVENTS and in_lifecycle():
+                return await super().trigger_event(event, *args)
+            return self.refuse_event(args[0] if args and isinstance(args[0], str) else None, event)
         sid = args[0]
         data = args[1] if len(args) > 1 else None
         conn = self._connections.get(sid)
@@ -520,5 +580,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise Forbidden("the new token is for another user")
         conn.identity = identity
         self._schedule_expiry(sid, conn)
+        # The new token's rooms claim may be narrower: the socket keeps only what it allows.
+        for room in sorted(r for r in conn.rooms if not identity.may_join(r)):
+            await self._kick_sid(sid, conn, room, "your new token does not allow this room")
         expires = identity.expires_at
         return {"ok": True, "expires_at": iso_ms(int(expires * 1000)) if expires is not None else None}

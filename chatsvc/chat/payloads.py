@@ -2,7 +2,9 @@
 
 Payloads arrive as JSON objects or as JSON text (Hoppscotch sends the editor text as a
 string). Everything here raises ``InvalidPayload``/``TooLarge`` with a message naming the
-field, never anything else.
+field, never anything else: JSON text nested too deep for the parser (RecursionError) and
+strings holding a lone surrogate (``"\\ud800"`` is valid JSON, but no store, log or
+client can encode it as UTF-8) are invalid payloads too.
 """
 
 from __future__ import annotations
@@ -21,15 +23,23 @@ CLIENT_MSG_ID_MAX = 64
 def as_object(data: Any, max_bytes: int) -> dict[str, Any]:
     """A dict from a dict or from JSON text; reject anything else."""
     if isinstance(data, str):
-        if len(data.encode()) > max_bytes:
+        if len(data) > max_bytes or len(_utf8(data, "payload")) > max_bytes:
             raise TooLarge(f"payload larger than {max_bytes} bytes")
         try:
             data = json.loads(data)
-        except ValueError:
-            raise InvalidPayload("payload is not valid JSON") from None
+        except (ValueError, RecursionError):
+            raise InvalidPayload("payload is not valid JSON (or nests too deep)") from None
     if not isinstance(data, dict):
         raise InvalidPayload("payload must be a JSON object")
     return data
+
+
+def _utf8(value: str, field: str) -> bytes:
+    """``value`` as UTF-8; ``InvalidPayload`` naming ``field`` if it holds a lone surrogate."""
+    try:
+        return value.encode()
+    except UnicodeEncodeError:
+        raise InvalidPayload(f"'{field}' is not valid Unicode (a lone surrogate)") from None
 
 
 def room(payload: dict[str, Any]) -> str:
@@ -55,7 +65,7 @@ def text(payload: dict[str, Any], max_bytes: int) -> str:
     value = payload.get("text")
     if not isinstance(value, str) or not value.strip():
         raise InvalidPayload("'text' must be a non-empty string")
-    if len(value.encode()) > max_bytes:
+    if len(value) > max_bytes or len(_utf8(value, "text")) > max_bytes:
         raise TooLarge(f"'text' is larger than {max_bytes} bytes")
     return value
 
@@ -67,6 +77,7 @@ def client_msg_id(payload: dict[str, Any]) -> str | None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= CLIENT_MSG_ID_MAX:
         raise InvalidPayload(f"'client_msg_id' must be a string of 1..{CLIENT_MSG_ID_MAX} characters")
+    _utf8(value, "client_msg_id")
     return value
 
 

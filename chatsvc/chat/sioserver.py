@@ -22,22 +22,52 @@ new sid, so this subclass changes three things, each at a method python-socketio
   :meth:`RecoveringServer.close_transport` ends a socket at the Engine.IO level only (no
   Socket.IO DISCONNECT, after which socket.io-client would not reconnect by itself);
   :meth:`RecoveringServer.drop_transport` ends one at once, as a network drop would.
+
+It also guards client events (issue 22, item 1). python-socketio turns an EVENT packet
+into ``_trigger_event(data[0], ...)``, the same call its lifecycle path makes with
+``"connect"``/``"disconnect"``, so a client emitting ``disconnect`` ran the namespace's
+disconnect handler. ``_handle_event`` (reached by the stock reader and by the lean
+reader's fast path alike) now lets through only a non-empty list whose first element is
+a declared client event of the namespace (:meth:`RecoveringServer.declare_events`), and
+never one of socket.io's :data:`RESERVED_EVENTS`; anything else is answered through
+the refusal callback's ack. ``_trigger_event`` marks the lifecycle calls
+(:func:`in_lifecycle`) so a namespace can refuse lifecycle names from anywhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import socketio
 from socketio import packet
 
+from chatsvc.errors import InvalidPayload
 from chatsvc.transport.engineio_internals import EngineIOServer, slim_environ
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "/"
+
+#: Event names socket.io reserves for its lifecycle: never a client event.
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
+#: The ones python-socketio's own lifecycle path triggers on a namespace.
+LIFECYCLE_EVENTS = frozenset({"connect", "disconnect"})
+
+#: A refused client event: ``(sid or None, event or None)`` -> the ack's single argument.
+Refusal = Callable[[str | None, str | None], Any]
+
+_lifecycle: contextvars.ContextVar[bool] = contextvars.ContextVar("chatsvc_sio_lifecycle", default=False)
+
+
+def in_lifecycle() -> bool:
+    """True inside python-socketio's own ``connect``/``disconnect`` handler calls."""
+    return _lifecycle.get()
 
 
 class ConnectHooks(Protocol):
@@ -80,6 +110,45 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hooks: ConnectHooks | None = None
+        self._client_events: dict[str, tuple[frozenset[str], Refusal]] = {}
+
+    def declare_events(self, namespace: str, events: Iterable[str], refuse: Refusal) -> None:
+        """Only ``events`` reach ``namespace``'s handlers from clients; any other EVENT
+        packet is answered (when it asks for an ack) with ``refuse(sid, event)``."""
+        allowed = frozenset(events) - RESERVED_EVENTS
+        self._client_events[namespace] = (allowed, refuse)
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: Any, data: Any) -> None:
+        """Pass a client event on only if it is declared (module docstring)."""
+        ns = namespace or NAMESPACE
+        event = data[0] if type(data) is list and data else None
+        declared = self._client_events.get(ns)
+        if type(event) is str and event not in RESERVED_EVENTS and (declared is None or event in declared[0]):
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        sid = self.manager.sid_from_eio_sid(eio_sid, ns)
+        if sid is None or not self.manager.is_connected(sid, ns):
+            return
+        name = event if type(event) is str else None
+        if declared is not None:
+            answer = declared[1](sid, name)
+        else:  # a namespace without a table (the Admin UI's): still a clear error
+            answer = {"ok": False, "error": InvalidPayload("not a client event").to_wire()}
+        if id is not None:
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.ACK, namespace=ns, id=id, data=[answer])
+            )
+
+    async def _trigger_event(self, event: str, namespace: str | None, *args: Any) -> Any:
+        # Client events reach here only through _handle_event, which refuses lifecycle
+        # names; marking the lifecycle calls lets the namespace refuse them otherwise.
+        if event not in LIFECYCLE_EVENTS:
+            return await super()._trigger_event(event, namespace, *args)
+        mark = _lifecycle.set(True)
+        try:
+            return await super()._trigger_event(event, namespace, *args)
+        finally:
+            _lifecycle.reset(mark)
 
     def _engineio_server_class(self) -> type[EngineIOServer]:
         return _EngineServer

@@ -136,7 +136,11 @@ def test_container_ports_are_the_ports_the_settings_make_chatsvc_listen_on(
     container = serving(docs)
     env = pod_env(docs, container)
     settings, _ = settings_from(env, pod_files(pod_spec(docs), container), tmp_path)
-    assert ports(container) == {"http": settings.port, "grpc": settings.grpc.port}
+    assert ports(container) == {
+        "http": settings.port,
+        "grpc": settings.grpc.port,
+        "metrics": settings.metrics_port,
+    }
     assert settings.host == settings.grpc.host == "0.0.0.0"
     # The defaults are what the image and the docs promise, too.
     assert (Settings().port, Settings().grpc.port) == (8080, 50051)
