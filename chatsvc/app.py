@@ -149,6 +149,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     # headers lived as long as the socket.
     sio.eio.websocket_compression = settings.ws_compression
     accept_polling_batches()
+    sio.eio.bad_packets.observe = lambda reason: metrics.bad_packets.labels(reason).inc()
     transports.attach(app, sio.eio.handle_request)
 
     app[SETTINGS] = settings

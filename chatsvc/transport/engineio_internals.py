@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import struct
 import time
@@ -85,6 +86,8 @@ from engineio import async_socket
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from engineio.async_drivers import aiohttp as eio_aiohttp
+
+from chatsvc.transport.bad_packets import BadPackets, LibraryLogFilter
 
 PINNED = {"python-engineio": "4.15.1", "aiohttp": "3.14.5"}
 
@@ -351,7 +354,7 @@ async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
             try:
                 await receive_packet(sock, p)
             except engineio.exceptions.UnknownPacketError:
-                pass
+                server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
             except engineio.exceptions.SocketIsClosedError:
                 break
             except Exception:
@@ -390,7 +393,17 @@ async def receive_packet(sock: Any, p: str | bytes) -> None:
             except BaseException:  # as run_async_handler's bare except
                 server.logger.exception("message async handler error")
             return
-    await sock.receive(eio_packet.Packet(encoded_packet=p))
+    # python-engineio's reader would log an undecodable packet with a traceback, each time.
+    pkt = _decode_or_report(sock, p)
+    if pkt is not None:
+        await sock.receive(pkt)
+
+
+#: What python-engineio's and python-socketio's decoders raise for a client's bytes:
+#: ``int()`` of a non-digit type, bad base64 (``binascii.Error``), bad UTF-8, bad JSON
+#: (``ValueError``), a missing character (``IndexError``), JSON nested deeper than the
+#: interpreter's recursion limit (``RecursionError``).
+DECODE_ERRORS = (ValueError, IndexError, RecursionError)
 
 
 async def _upgrade(
@@ -403,8 +416,8 @@ async def _upgrade(
         pkt = await websocket_wait()
     except OSError:
         return False
-    decoded = eio_packet.Packet(encoded_packet=pkt)
-    if decoded.packet_type != eio_packet.PING or decoded.data != "probe":
+    decoded = _decode_or_report(sock, pkt)
+    if decoded is None or decoded.packet_type != eio_packet.PING or decoded.data != "probe":
         sock.upgrading = False
         return False
     await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
@@ -414,14 +427,35 @@ async def _upgrade(
     except OSError:
         sock.upgrading = False
         return False
-    decoded = eio_packet.Packet(encoded_packet=pkt)
-    if decoded.packet_type != eio_packet.UPGRADE:
+    decoded = _decode_or_report(sock, pkt)
+    if decoded is None or decoded.packet_type != eio_packet.UPGRADE:
         sock.upgraded = False
         sock.upgrading = False
         return False
     sock.upgraded = True
     sock.upgrading = False
     return True
+
+
+def _decode_or_report(sock: Any, p: Any) -> eio_packet.Packet | None:
+    """``p`` decoded as an Engine.IO packet; None (counted as bad) if it is not one."""
+    if p is None:
+        return None  # the websocket closed
+    try:
+        pkt = eio_packet.Packet(encoded_packet=p)
+    except DECODE_ERRORS as exc:
+        sock.server.bad_packets.report(sock, "eio_undecodable", type(exc).__name__)
+        return None
+    if not _known_type(pkt):
+        sock.server.bad_packets.report(sock, "eio_unexpected", "no such packet type")
+        return None
+    return pkt
+
+
+def _known_type(pkt: eio_packet.Packet) -> bool:
+    """Whether ``pkt``'s type digit names an Engine.IO packet type (``7``-``9`` decode, and
+    then fail ``AsyncSocket.receive``'s log call with an IndexError)."""
+    return 0 <= int(pkt.packet_type) < len(eio_packet.packet_names)
 
 
 class CoarseTimers:
@@ -616,6 +650,102 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         self._message_handler_inline: Callable[[str, str], Awaitable[Any]] | None = None
         # A copy: the driver's module-level dict is shared by every server in the process.
         self._async = {**self._async, "websocket": _TrackedWebSocket}
+        #: Where a client's undecodable or unexpected packets are counted and logged once.
+        self.bad_packets = BadPackets()
+        _install_log_filter(self.logger, self.bad_packets)
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """``AsyncServer.handle_request``, except for a long-polling POST to a live polling
+        session, which :meth:`_handle_post` answers (see there)."""
+        request = args[0] if args else None
+        if isinstance(request, web.BaseRequest) and request.method == "POST":
+            response = await self._handle_post(request)
+            if response is not None:
+                return response
+        return await super().handle_request(*args, **kwargs)
+
+    async def _handle_post(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """The POST branch of ``AsyncServer.handle_request`` with
+        ``AsyncSocket.handle_post_request`` (python-engineio 4.15.1), bounded and answered
+        at once in every case. None: not a POST this handles (no live polling session, a
+        JSONP one, or an origin python-engineio refuses); python-engineio answers it.
+
+        Upstream, a POST over ``max_http_buffer_size`` (or one with an unknown packet type)
+        ended in ``AsyncServer.disconnect``, whose ``close`` waits for the CLOSE packet to be
+        polled: nobody polls it, so the POST never got an answer and held its buffered body
+        (about 75 KB per request) forever; an undecodable body was logged with a traceback
+        and answered OK. Here the body is never read past the bound: an oversize (or
+        unannounced) body is answered 413 (411) and its connection closed, an undecodable one
+        400; both end the session without waiting (its CLOSE goes to a pending poll, if any).
+        """
+        query = request.query
+        sid = query.get("sid")
+        sock = self.sockets.get(sid) if sid is not None else None
+        if sock is None or not sock.connected or sock.upgraded or "j" in query:
+            return None
+        environ = self._async["translate_request"](request)
+        origin = environ.get("HTTP_ORIGIN")
+        if origin and self.cors_allowed_origins != []:
+            allowed = self._cors_allowed_origins(environ)
+            if allowed is not None and origin not in allowed:
+                return None
+        length = request.content_length
+        if length is None or length > self.max_http_buffer_size:
+            too_large = length is not None
+            self.bad_packets.report(
+                sock,
+                "too_large" if too_large else "bad_post",
+                "POST body over the limit" if too_large else "POST without Content-Length",
+            )
+            await self._end_polling(sock)
+            response = await self._refuse(
+                environ,
+                "413 PAYLOAD TOO LARGE" if too_large else "411 LENGTH REQUIRED",
+                "too_large" if too_large else "length_required",
+                f"a POST may carry at most {self.max_http_buffer_size} bytes, with Content-Length",
+            )
+            response.force_close()  # do not read (or linger over) the rest of the body
+            return response
+        try:
+            # (aiohttp's reader of an empty body fails even an exact read of nothing)
+            body = await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            await self._end_polling(sock)  # the client went away mid-body
+            return await self._refuse(environ, "400 BAD REQUEST", "bad_post", "incomplete body")
+        try:
+            packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+        except DECODE_ERRORS as exc:
+            self.bad_packets.report(sock, "bad_post", type(exc).__name__)
+            await self._end_polling(sock)
+            return await self._refuse(environ, "400 BAD REQUEST", "bad_payload", "not an Engine.IO payload")
+        del body
+        for pkt in packets:
+            if not _known_type(pkt):
+                self.bad_packets.report(sock, "eio_unexpected", "no such packet type")
+                continue
+            try:
+                await sock.receive(pkt)
+            except engineio.exceptions.UnknownPacketError:
+                self.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
+        response = await self._make_response(self._ok(), environ)
+        return response  # type: ignore[no-any-return]
+
+    async def _end_polling(self, sock: Any) -> None:
+        """End a polling session now: its CLOSE goes to a pending poll, if there is one, and
+        nothing waits for it to be taken (``AsyncServer.disconnect`` would, forever)."""
+        await sock.close(wait=False, reason=self.reason.TRANSPORT_ERROR)
+        if self.sockets.get(sock.sid) is sock:
+            del self.sockets[sock.sid]
+
+    async def _refuse(
+        self, environ: dict[str, Any], status: str, code: str, message: str
+    ) -> web.StreamResponse:
+        """A small JSON error answer ``{"code", "message"}`` with python-engineio's CORS headers."""
+        body = json.dumps({"code": code, "message": message}).encode()
+        response = await self._make_response(
+            {"status": status, "headers": [("Content-Type", "application/json")], "response": body}, environ
+        )
+        return response  # type: ignore[no-any-return]
 
     def inline_message_handler(self) -> Callable[[str, str], Awaitable[Any]] | None:
         """The ``message`` handler :func:`receive_packet` may call directly: a coroutine
@@ -699,6 +829,15 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
             except Exception:  # a transport failing here fails the queue path too, which handles it
                 left.append(eio_sid)
         return left
+
+
+def _install_log_filter(logger: logging.Logger, bad_packets: BadPackets) -> None:
+    """Put a :class:`LibraryLogFilter` reporting to ``bad_packets`` on ``logger`` (python-
+    engineio's, shared by every server in the process: the newest server's replaces any
+    earlier one, so tests building many servers do not stack filters)."""
+    for old in [f for f in logger.filters if isinstance(f, LibraryLogFilter)]:
+        logger.removeFilter(old)
+    logger.addFilter(LibraryLogFilter(bad_packets))
 
 
 def clock() -> float:
