@@ -619,6 +619,29 @@ class _TrackedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
                 del responses[sock.sid]
         return response
 
+    async def wait(self) -> Any:
+        """The next message, as the driver's ``wait``; for python-engineio's stock handler
+        (not lean), skipping (and counting) what is no Engine.IO packet: it decodes outside
+        its ``try``, so one undecodable frame ended the connection with a traceback. The
+        lean handler checks each packet itself (:func:`receive_packet`)."""
+        data = await super().wait()
+        if self.server.lean:
+            return data
+        sock = self.handler.__self__
+        while data is not None:
+            pkt = _decode_or_report(sock, data)
+            if pkt is not None and pkt.packet_type not in _NEVER_FROM_CLIENTS:
+                return data
+            if pkt is not None:  # ignored by the stock handler: counted here, as the lean one does
+                sock.server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
+            data = await super().wait()
+        return data
+
+
+#: Engine.IO packet types a client never sends (the lean reader counts them in ``receive``'s
+#: UnknownPacketError; PING is a client's upgrade probe).
+_NEVER_FROM_CLIENTS = (eio_packet.OPEN, eio_packet.NOOP)
+
 
 class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server, able to write a pre-framed broadcast to idle websockets,
