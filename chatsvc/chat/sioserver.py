@@ -159,8 +159,12 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         for a namespace the socket is not connected to; a CONNECT for a namespace it is
         already connected to; an event whose data is not ``[name, ...args]`` (an ack
         ``invalid_payload`` if it has an ack id); acks nobody waits for; CONNECT_ERROR and
-        unknown packet types.
+        unknown packet types. Nothing is handled once the Engine.IO session has ended.
         """
+        if eio_sid not in self.environ:
+            # Its Engine.IO session has ended (a CLOSE earlier in the same POST batch, or
+            # frames read after it): python-socketio's handlers would fail on the environ.
+            return
         bad = self.eio.bad_packets
         if not isinstance(data, str):
             bad.report(self.eio.sockets.get(eio_sid), "binary", "binary frame")

@@ -743,6 +743,8 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
             return await self._refuse(environ, "400 BAD REQUEST", "bad_payload", "not an Engine.IO payload")
         del body
         for pkt in packets:
+            if sock.closed:
+                break  # a CLOSE earlier in the batch: the rest is for a session that is over
             if not _known_type(pkt):
                 self.bad_packets.report(sock, "eio_unexpected", "no such packet type")
                 continue

@@ -135,6 +135,7 @@ GARBAGE: list[str | bytes] = [
     "42[",  # truncated JSON
     "42" + "[" * 5000,  # deeper than the recursion limit
     "42" + "1" * 120 + "[]",  # ack id too long
+    '42["echo",' + "1" * 120 + "]",  # an integer python-engineio's JSON refuses
     "42{}",  # event data not a list
     "42[]",  # event without a name
     "42[1]",  # event name not a string
@@ -188,3 +189,25 @@ async def test_garbage_on_a_websocket_is_counted_and_never_logged_with_a_traceba
     assert not tracebacks, [r.getMessage() for r in tracebacks]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) <= 2, [r.getMessage() for r in warnings]
+
+
+async def test_packets_after_a_close_in_the_same_frame_run_or_batch_are_dropped(
+    served: tuple[RecoveringServer, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CLOSE ends the Engine.IO session; what follows it (in the same POST, or frames the
+    reader still takes) must not reach python-socketio's handlers, which need the session's
+    environ (upstream: a KeyError traceback per packet)."""
+    _sio, base = served
+    with caplog.at_level(logging.DEBUG):
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(base + WS_PATH) as ws:
+                assert (await ws.receive_str(timeout=5)).startswith("0{")
+                for frame in ("1", "40", '42["echo"]', "40/other,"):
+                    await ws.send_str(frame)
+            polling = base + "/socket.io/?EIO=4&transport=polling"
+            async with http.get(polling) as resp:
+                sid = json.loads((await resp.text())[1:])["sid"]
+            async with http.post(f"{polling}&sid={sid}", data='1\x1e40\x1e42["echo"]') as resp:
+                assert resp.status == 200
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert not tracebacks, [r.getMessage() for r in tracebacks]
