@@ -9,13 +9,16 @@ CONNECT reply carries ``{sid, pid}``; the client remembers ``pid`` and the last 
 argument of every event as its offset; on reconnect it sends CONNECT data
 ``{pid, offset, ...auth}`` and sets ``socket.recovered`` when the reply's ``pid`` equals
 the one it sent. python-socketio answers CONNECT with ``{sid}`` only and always mints a
-new sid, so this subclass changes three things, each at a method python-socketio calls:
+new sid, so this subclass changes these, each at a method python-socketio calls:
 
 * ``_handle_connect`` (python-socketio's, wrapped): before it runs, the chat namespace may
   claim a stored session for the CONNECT data's ``pid`` (:class:`ConnectHooks`); the sid
   that ``manager.pre_connect`` then takes from ``eio.generate_id()`` is the session's old
   sid, through :class:`_EngineServer`. After it, the namespace restores the session (rooms,
   replay), strictly after the CONNECT reply is on the socket's queue.
+* ``_handle_eio_message``: no binary packets (refused from the header, nothing buffered
+  between frames), and a client's garbage counted and dropped instead of raised into
+  python-engineio's ``logger.exception`` (:meth:`RecoveringServer._handle_eio_message`).
 * ``_send_packet``: the CONNECT reply (``{"sid": ...}``) gets ``pid`` for opted-in sockets.
 * :meth:`RecoveringServer.send_event` queues an event for one local socket without the
   manager (replays must not pass through the broadcast path's recovery hook), and

@@ -25,6 +25,12 @@ What python-socketio sends a single socket (acks above all) takes the same path:
 :meth:`EngineIOServer.send` writes it framed at once when ``write_frame`` allows, so an
 ack costs no queue round trip, writer task or aiohttp frame builder.
 
+**A client's garbage** (undecodable packets, types a client may not send) is counted
+(:class:`~chatsvc.transport.bad_packets.BadPackets`) and dropped before it reaches
+python-engineio's ``logger.exception``. **Long-polling POSTs** are answered by
+:meth:`EngineIOServer._handle_post`, bounded and at once (python-engineio's hung forever on an
+oversize body, waiting for a CLOSE nobody polled).
+
 **Received packets.** :func:`receive_packet` hands a text MESSAGE holding a Socket.IO
 packet straight to python-socketio's handler, as ``AsyncSocket.receive`` and
 ``AsyncServer._trigger_event`` would when handlers run inline, without the ``Packet``, the
@@ -60,6 +66,14 @@ Internals used, exactly:
   / ``close`` of the aiohttp driver, whose ``__call__`` :class:`_TrackedWebSocket` replaces.
 - python-engineio, polling: ``Payload.max_decode_packets`` (:func:`accept_polling_batches`),
   read by ``Payload.decode`` from ``AsyncSocket.handle_post_request``.
+- python-engineio, POSTs (:meth:`EngineIOServer._handle_post` replaces the POST branch of
+  ``AsyncServer.handle_request`` and ``AsyncSocket.handle_post_request``): ``_async
+  ["translate_request"]``, ``cors_allowed_origins`` / ``_cors_allowed_origins``, ``_ok``,
+  ``_make_response``, ``AsyncSocket.connected`` / ``upgraded`` / ``closed`` / ``receive`` /
+  ``close(wait=False)``, ``reason.TRANSPORT_ERROR``, ``packet_names``.
+- python-engineio, bad packets (:mod:`chatsvc.transport.bad_packets`): the messages its
+  ``logger.exception`` calls use for a client's bytes; the stock ``_websocket_handler`` decoding
+  what the driver's ``wait`` returns outside its ``try`` (:meth:`_TrackedWebSocket.wait`).
 - asyncio: ``asyncio.Queue._getters`` (the futures of waiting ``get()`` calls, when not lean).
 - aiohttp, lean sockets: ``RequestHandler._parser`` / ``_payload_parser`` / ``_messages`` (via
   ``request.protocol``), ``BaseRequest._message`` (a ``RawRequestMessage``).
