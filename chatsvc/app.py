@@ -150,6 +150,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     sio.eio.websocket_compression = settings.ws_compression
     accept_polling_batches()
     sio.eio.bad_packets.observe = lambda reason: metrics.bad_packets.labels(reason).inc()
+    sio.eio.queued_packets_max = settings.limits.queued_packets_max
     transports.attach(app, sio.eio.handle_request)
 
     app[SETTINGS] = settings

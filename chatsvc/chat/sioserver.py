@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import socketio
 from socketio import packet
 
-from chatsvc.errors import InvalidPayload
+from chatsvc.errors import InvalidPayload, SlowConsumer
 from chatsvc.transport.engineio_internals import DECODE_ERRORS, EngineIOServer, slim_environ
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,23 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hooks: ConnectHooks | None = None
+        self.eio.slow_consumer = self._end_slow_consumer
 
     def _engineio_server_class(self) -> type[EngineIOServer]:
         return _EngineServer
+
+    async def _end_slow_consumer(self, eio_sid: str) -> None:
+        """``session_end`` ``slow_consumer`` and a Socket.IO disconnect on every namespace
+        of ``eio_sid``, which the Engine.IO server is ending for not taking its packets."""
+        for namespace in list(self.manager.get_namespaces()):
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+            if sid is None or not self.manager.is_connected(sid, namespace):
+                continue
+            why = {**SlowConsumer().to_wire(), "reconnect": False}
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.EVENT, namespace=namespace, data=["session_end", why])
+            )
+            await self.disconnect(sid, namespace=namespace, ignore_queue=True)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         hooks = self.hooks

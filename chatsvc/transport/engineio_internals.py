@@ -162,11 +162,14 @@ class LeanQueue:
     skipped, so nothing put is ever lost.
     """
 
-    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "_wake", "_writing")
+    __slots__ = ("_finished", "_getters", "_items", "_limit", "_overflow", "_unfinished", "_wake", "_writing")
 
     maxsize = 0
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 0, overflow: Callable[[LeanQueue], None] | None = None) -> None:
+        #: More than this many items waiting (0: no bound) calls ``overflow(self)``, once.
+        self._limit = limit
+        self._overflow = overflow
         self._items: deque[Any] | None = None
         self._getters: list[asyncio.Future[Any]] | None = None
         self._unfinished = 0
@@ -224,6 +227,9 @@ class LeanQueue:
         if self._items is None:
             self._items = deque()
         self._items.append(item)
+        if self._limit and len(self._items) > self._limit and self._overflow is not None:
+            overflow, self._overflow = self._overflow, None
+            overflow(self)
         wake = self._wake
         if wake is not None and not self._writing:
             self._writing = True
@@ -231,6 +237,14 @@ class LeanQueue:
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
+
+    def discard(self) -> int:
+        """Drop every waiting item (a slow consumer's backlog); return how many."""
+        items, self._items = self._items, None
+        dropped = len(items) if items else 0
+        for _ in range(dropped):
+            self.task_done()
+        return dropped
 
     def get_nowait(self) -> Any:
         items = self._items
@@ -683,6 +697,9 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         #: tenth of the CPU in a busy room, bench/README.md). Node's socket.io declines it by
         #: default; RFC 7692 lets a server decline, and clients then send uncompressed frames.
         self.websocket_compression = True
+        #: More packets than this queued for one socket ends it as a slow consumer (0: no bound).
+        self.queued_packets_max = 0
+        self._tasks: set[asyncio.Future[None]] = set()
         self._message_handler_seen: Any = None
         self._message_handler_inline: Callable[[str, str], Awaitable[Any]] | None = None
         # A copy: the driver's module-level dict is shared by every server in the process.
@@ -799,8 +816,64 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Each socket's send queue (``BaseSocket.__init__`` calls this with no arguments)."""
         if self.lean and not args and not kwargs:
-            return LeanQueue()
+            return LeanQueue(self.queued_packets_max, self._queue_overflowed)
         return super().create_queue(*args, **kwargs)
+
+    def _queue_overflowed(self, queue: LeanQueue) -> None:
+        """A socket's queue holds more than :attr:`queued_packets_max`: end it (a task)."""
+        sock = next((s for s in self.sockets.values() if s.queue is queue), None)
+        if sock is None or sock.closing or sock.closed:
+            return
+        task = asyncio.ensure_future(self._end_slow_consumer(sock))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_slow_consumer(self, sock: Any) -> None:
+        """Drop the backlog of a socket that does not take what is sent to it, let
+        :attr:`slow_consumer` say why (python-socketio: ``session_end``, DISCONNECT), then
+        end the Engine.IO session: a websocket closes after those last packets, or is aborted
+        after ``ping_timeout`` if its client still reads nothing; a polling session is left
+        that long for a poll to take them, then closed."""
+        dropped = sock.queue.discard()
+        _log.info("ending a slow consumer: %d packets it did not take were dropped", dropped)
+        try:
+            await self.slow_consumer(sock.sid)
+        except Exception:  # the Engine.IO end below must happen regardless
+            _log.exception("could not tell a slow consumer why it is ended")
+        loop = asyncio.get_running_loop()
+        if sock.upgraded:
+            response = self.websockets.get(sock.sid)
+            sock.queue.put_nowait(None)  # the writer sends what is queued, then closes
+            loop.call_later(self.ping_timeout, self._abort_websocket, sock, response)
+        else:
+            # Left open for the next poll to take those last packets (python-engineio answers
+            # no poll of a closed session), and closed after ping_timeout in any case.
+            loop.call_later(self.ping_timeout, self._close_later, sock)
+
+    def _abort_websocket(self, sock: Any, response: web.WebSocketResponse | None) -> None:
+        """Cut a slow consumer's connection if it is still open (its writer is stuck in a
+        drain that never ends): the reader and writer then end, and the session with them."""
+        writer = response._writer if response is not None else None
+        if writer is not None and not writer.transport.is_closing():
+            writer.transport.abort()
+        self._forget(sock)
+
+    def _close_later(self, sock: Any) -> None:
+        if not sock.closed and not sock.closing:
+            task = asyncio.ensure_future(
+                sock.close(wait=False, abort=True, reason=self.reason.TRANSPORT_ERROR)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._forget(sock)
+
+    def _forget(self, sock: Any) -> None:
+        if self.sockets.get(sock.sid) is sock:
+            del self.sockets[sock.sid]
+
+    async def slow_consumer(self, eio_sid: str) -> None:
+        """Called once for a socket that is being ended as a slow consumer, before its
+        Engine.IO end; python-socketio's server sends its ``session_end`` here."""
 
     def start_background_task(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``AsyncSocket.schedule_ping`` starts a task that sleeps ``ping_interval`` and then

@@ -742,3 +742,19 @@ async def test_lean_sockets_hold_no_loop_timer_of_their_own() -> None:
         assert len(eio.ping_timers._slots) <= 3 and len(eio.read_deadlines._slots) <= 3
         for ws, _ in sockets:
             await ws.close()
+
+
+async def test_lean_queue_reports_overflow_once_and_discards_its_backlog() -> None:
+    overflowed: list[LeanQueue] = []
+    queue = LeanQueue(3, overflowed.append)
+    for item in range(3):
+        queue.put_nowait(item)
+    assert not overflowed
+    queue.put_nowait(3)
+    queue.put_nowait(4)
+    assert overflowed == [queue]  # once
+    assert queue.discard() == 5 and queue.empty()
+    await asyncio.wait_for(queue.join(), 1)  # the dropped items count as done
+    getter = queue.get()
+    queue.put_nowait("next")
+    assert getter.result() == "next"  # handed to a waiting getter: never queued, never counted
