@@ -14,6 +14,7 @@ and counts instead of repeating.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -108,16 +109,25 @@ _CLIENT_INPUT_MESSAGES = frozenset({"Unknown receive error", "post request handl
 _CLIENT_INPUT_ERRORS = (ValueError, IndexError, RecursionError)
 
 
+#: "session <id>" in python-engineio's messages (``_log_error_once`` f-strings).
+_SESSION_ID = re.compile(r"\b(session) \S+")
+
+
 class LibraryLogFilter(logging.Filter):
     """On python-engineio's and python-socketio's loggers: a record about a client's garbage
     (one of :data:`_CLIENT_INPUT_MESSAGES` caused by a decoder error) is counted in
-    ``bad_packets`` and dropped (:class:`BadPackets` logs some, in one line)."""
+    ``bad_packets`` and dropped (:class:`BadPackets` logs some, in one line). Session ids
+    in its messages are redacted."""
 
     def __init__(self, bad_packets: BadPackets) -> None:
         super().__init__()
         self.bad_packets = bad_packets
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "session " in record.msg:
+            # python-engineio names the session id a request carried ("Invalid session
+            # <sid>"): a live one is a bearer credential for polling, and never logged.
+            record.msg = _SESSION_ID.sub(r"\1 <redacted>", record.msg)
         exc = record.exc_info[1] if record.exc_info else None
         if record.msg in _CLIENT_INPUT_MESSAGES and isinstance(exc, _CLIENT_INPUT_ERRORS):
             self.bad_packets.report(None, "eio_undecodable", type(exc).__name__)

@@ -712,6 +712,10 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         """``AsyncServer.handle_request``, except for a long-polling POST to a live polling
         session, which :meth:`_handle_post` answers (see there)."""
         request = args[0] if args else None
+        if isinstance(request, web.BaseRequest) and "j" in request.query:
+            # JSONP: no client of chatsvc's uses it (engine.io-client dropped it in v4), and
+            # python-engineio's JSONP POST takes the path that hung on an oversize body.
+            return web.json_response({"code": "bad_request", "message": "JSONP is not supported"}, status=400)
         if isinstance(request, web.BaseRequest) and request.method == "POST":
             response = await self._handle_post(request)
             if response is not None:
@@ -721,8 +725,8 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     async def _handle_post(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """The POST branch of ``AsyncServer.handle_request`` with
         ``AsyncSocket.handle_post_request`` (python-engineio 4.15.1), bounded and answered
-        at once in every case. None: not a POST this handles (no live polling session, a
-        JSONP one, or an origin python-engineio refuses); python-engineio answers it.
+        at once in every case. None: not a POST this handles (no live polling session, or an
+        origin python-engineio refuses); python-engineio answers it (400, body unread).
 
         Upstream, a POST over ``max_http_buffer_size`` (or one with an unknown packet type)
         ended in ``AsyncServer.disconnect``, whose ``close`` waits for the CLOSE packet to be
@@ -735,7 +739,7 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         query = request.query
         sid = query.get("sid")
         sock = self.sockets.get(sid) if sid is not None else None
-        if sock is None or not sock.connected or sock.upgraded or "j" in query:
+        if sock is None or not sock.connected or sock.upgraded:
             return None
         environ = self._async["translate_request"](request)
         origin = environ.get("HTTP_ORIGIN")

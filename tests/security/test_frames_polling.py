@@ -133,3 +133,16 @@ async def test_a_normal_polling_client_still_works(server: ServerProcess) -> Non
         await client.ok("join", {"room": "lobby"})
         sent = await client.ok("message", {"room": "lobby", "text": "hello"})
         assert sent["message"]["text"] == "hello"
+
+
+async def test_jsonp_is_refused_so_its_oversize_post_cannot_hang(server: ServerProcess) -> None:
+    """python-engineio's JSONP POST took the branch that hung on an oversize body."""
+    async with aiohttp.ClientSession() as http:
+        session = await RawPolling(http, server).open()
+        async with http.post(
+            session.url + "&j=0",
+            data=b"d=" + b"4" * (LIMIT + 1),
+            timeout=aiohttp.ClientTimeout(total=ANSWER_WITHIN),
+        ) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["code"] == "bad_request"

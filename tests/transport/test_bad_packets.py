@@ -211,3 +211,18 @@ async def test_packets_after_a_close_in_the_same_frame_run_or_batch_are_dropped(
                 assert resp.status == 200
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert not tracebacks, [r.getMessage() for r in tracebacks]
+
+
+def test_the_library_log_filter_redacts_session_ids() -> None:
+    log_filter = LibraryLogFilter(BadPackets())
+    record = logging.LogRecord(
+        "engineio.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Invalid session Ab-cd_12 (further occurrences)",
+        (),
+        None,
+    )
+    assert log_filter.filter(record)
+    assert record.getMessage() == "Invalid session <redacted> (further occurrences)"
