@@ -37,7 +37,8 @@ import socketio
 from socketio import packet
 
 from chatsvc.errors import InvalidPayload, SlowConsumer
-from chatsvc.transport.engineio_internals import DECODE_ERRORS, EngineIOServer, slim_environ
+from chatsvc.transport.bad_packets import DECODE_ERRORS
+from chatsvc.transport.engineio_internals import EngineIOServer, slim_environ
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engineio import packet as eio_packet
+
 _log = logging.getLogger(__name__)
 
 #: Attribute set on an Engine.IO socket once one of its bad packets was logged.
@@ -133,3 +135,31 @@ class LibraryLogFilter(logging.Filter):
             self.bad_packets.report(None, "eio_undecodable", type(exc).__name__)
             return False
         return True
+
+
+#: What python-engineio's and python-socketio's decoders raise for a client's bytes:
+#: ``int()`` of a non-digit type, bad base64 (``binascii.Error``), bad UTF-8, bad JSON
+#: (``ValueError``), a missing character (``IndexError``), JSON nested deeper than the
+#: interpreter's recursion limit (``RecursionError``).
+DECODE_ERRORS = (ValueError, IndexError, RecursionError)
+
+
+def decode_or_report(sock: Any, p: Any) -> eio_packet.Packet | None:
+    """``p`` decoded as an Engine.IO packet; None (counted as bad) if it is not one."""
+    if p is None:
+        return None  # the websocket closed
+    try:
+        pkt = eio_packet.Packet(encoded_packet=p)
+    except DECODE_ERRORS as exc:
+        sock.server.bad_packets.report(sock, "eio_undecodable", type(exc).__name__)
+        return None
+    if not known_type(pkt):
+        sock.server.bad_packets.report(sock, "eio_unexpected", "no such packet type")
+        return None
+    return pkt
+
+
+def known_type(pkt: eio_packet.Packet) -> bool:
+    """Whether ``pkt``'s type digit names an Engine.IO packet type (``7``-``9`` decode, and
+    then fail ``AsyncSocket.receive``'s log call with an IndexError)."""
+    return 0 <= int(pkt.packet_type) < len(eio_packet.packet_names)

@@ -27,9 +27,10 @@ ack costs no queue round trip, writer task or aiohttp frame builder.
 
 **A client's garbage** (undecodable packets, types a client may not send) is counted
 (:class:`~chatsvc.transport.bad_packets.BadPackets`) and dropped before it reaches
-python-engineio's ``logger.exception``. **Long-polling POSTs** are answered by
-:meth:`EngineIOServer._handle_post`, bounded and at once (python-engineio's hung forever on an
-oversize body, waiting for a CLOSE nobody polled).
+python-engineio's ``logger.exception``. **Long-polling POSTs** are answered bounded and at
+once (:mod:`chatsvc.transport.polling`; python-engineio's hung forever on an oversize body),
+and a socket whose client takes nothing has a bounded queue
+(:mod:`chatsvc.transport.slow_consumers`).
 
 **Received packets.** :func:`receive_packet` hands a text MESSAGE holding a Socket.IO
 packet straight to python-socketio's handler, as ``AsyncSocket.receive`` and
@@ -66,11 +67,8 @@ Internals used, exactly:
   / ``close`` of the aiohttp driver, whose ``__call__`` :class:`_TrackedWebSocket` replaces.
 - python-engineio, polling: ``Payload.max_decode_packets`` (:func:`accept_polling_batches`),
   read by ``Payload.decode`` from ``AsyncSocket.handle_post_request``.
-- python-engineio, POSTs (:meth:`EngineIOServer._handle_post` replaces the POST branch of
-  ``AsyncServer.handle_request`` and ``AsyncSocket.handle_post_request``): ``_async
-  ["translate_request"]``, ``cors_allowed_origins`` / ``_cors_allowed_origins``, ``_ok``,
-  ``_make_response``, ``AsyncSocket.connected`` / ``upgraded`` / ``closed`` / ``receive`` /
-  ``close(wait=False)``, ``reason.TRANSPORT_ERROR``, ``packet_names``.
+- python-engineio, POSTs and slow consumers: see :mod:`chatsvc.transport.polling` and
+  :mod:`chatsvc.transport.slow_consumers` (mixins of :class:`EngineIOServer`).
 - python-engineio, bad packets (:mod:`chatsvc.transport.bad_packets`): the messages its
   ``logger.exception`` calls use for a client's bytes; the stock ``_websocket_handler`` decoding
   what the driver's ``wait`` returns outside its ``try`` (:meth:`_TrackedWebSocket.wait`).
@@ -86,7 +84,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import struct
 import time
@@ -101,7 +98,9 @@ from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
-from chatsvc.transport.bad_packets import BadPackets, LibraryLogFilter
+from chatsvc.transport.bad_packets import BadPackets, LibraryLogFilter, decode_or_report
+from chatsvc.transport.polling import BoundedPolling
+from chatsvc.transport.slow_consumers import SlowConsumers
 
 PINNED = {"python-engineio": "4.15.1", "aiohttp": "3.14.5"}
 
@@ -422,16 +421,9 @@ async def receive_packet(sock: Any, p: str | bytes) -> None:
                 server.logger.exception("message async handler error")
             return
     # python-engineio's reader would log an undecodable packet with a traceback, each time.
-    pkt = _decode_or_report(sock, p)
+    pkt = decode_or_report(sock, p)
     if pkt is not None:
         await sock.receive(pkt)
-
-
-#: What python-engineio's and python-socketio's decoders raise for a client's bytes:
-#: ``int()`` of a non-digit type, bad base64 (``binascii.Error``), bad UTF-8, bad JSON
-#: (``ValueError``), a missing character (``IndexError``), JSON nested deeper than the
-#: interpreter's recursion limit (``RecursionError``).
-DECODE_ERRORS = (ValueError, IndexError, RecursionError)
 
 
 async def _upgrade(
@@ -444,7 +436,7 @@ async def _upgrade(
         pkt = await websocket_wait()
     except OSError:
         return False
-    decoded = _decode_or_report(sock, pkt)
+    decoded = decode_or_report(sock, pkt)
     if decoded is None or decoded.packet_type != eio_packet.PING or decoded.data != "probe":
         sock.upgrading = False
         return False
@@ -455,7 +447,7 @@ async def _upgrade(
     except OSError:
         sock.upgrading = False
         return False
-    decoded = _decode_or_report(sock, pkt)
+    decoded = decode_or_report(sock, pkt)
     if decoded is None or decoded.packet_type != eio_packet.UPGRADE:
         sock.upgraded = False
         sock.upgrading = False
@@ -463,27 +455,6 @@ async def _upgrade(
     sock.upgraded = True
     sock.upgrading = False
     return True
-
-
-def _decode_or_report(sock: Any, p: Any) -> eio_packet.Packet | None:
-    """``p`` decoded as an Engine.IO packet; None (counted as bad) if it is not one."""
-    if p is None:
-        return None  # the websocket closed
-    try:
-        pkt = eio_packet.Packet(encoded_packet=p)
-    except DECODE_ERRORS as exc:
-        sock.server.bad_packets.report(sock, "eio_undecodable", type(exc).__name__)
-        return None
-    if not _known_type(pkt):
-        sock.server.bad_packets.report(sock, "eio_unexpected", "no such packet type")
-        return None
-    return pkt
-
-
-def _known_type(pkt: eio_packet.Packet) -> bool:
-    """Whether ``pkt``'s type digit names an Engine.IO packet type (``7``-``9`` decode, and
-    then fail ``AsyncSocket.receive``'s log call with an IndexError)."""
-    return 0 <= int(pkt.packet_type) < len(eio_packet.packet_names)
 
 
 class CoarseTimers:
@@ -657,7 +628,7 @@ class _TrackedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
             return data
         sock = self.handler.__self__
         while data is not None:
-            pkt = _decode_or_report(sock, data)
+            pkt = decode_or_report(sock, data)
             if pkt is not None and pkt.packet_type not in _NEVER_FROM_CLIENTS:
                 return data
             if pkt is not None:  # ignored by the stock handler: counted here, as the lean one does
@@ -671,7 +642,7 @@ class _TrackedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
 _NEVER_FROM_CLIENTS = (eio_packet.OPEN, eio_packet.NOOP)
 
 
-class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
+class EngineIOServer(BoundedPolling, SlowConsumers):
     """python-engineio's server, able to write a pre-framed broadcast to idle websockets,
     and lean per socket (:attr:`lean`)."""
 
@@ -697,9 +668,6 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         #: tenth of the CPU in a busy room, bench/README.md). Node's socket.io declines it by
         #: default; RFC 7692 lets a server decline, and clients then send uncompressed frames.
         self.websocket_compression = True
-        #: More packets than this queued for one socket ends it as a slow consumer (0: no bound).
-        self.queued_packets_max = 0
-        self._tasks: set[asyncio.Future[None]] = set()
         self._message_handler_seen: Any = None
         self._message_handler_inline: Callable[[str, str], Awaitable[Any]] | None = None
         # A copy: the driver's module-level dict is shared by every server in the process.
@@ -707,105 +675,6 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         #: Where a client's undecodable or unexpected packets are counted and logged once.
         self.bad_packets = BadPackets()
         _install_log_filter(self.logger, self.bad_packets)
-
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
-        """``AsyncServer.handle_request``, except for a long-polling POST to a live polling
-        session, which :meth:`_handle_post` answers (see there)."""
-        request = args[0] if args else None
-        if isinstance(request, web.BaseRequest) and "j" in request.query:
-            # JSONP: no client of chatsvc's uses it (engine.io-client dropped it in v4), and
-            # python-engineio's JSONP POST takes the path that hung on an oversize body.
-            return web.json_response({"code": "bad_request", "message": "JSONP is not supported"}, status=400)
-        if isinstance(request, web.BaseRequest) and request.method == "POST":
-            response = await self._handle_post(request)
-            if response is not None:
-                return response
-        return await super().handle_request(*args, **kwargs)
-
-    async def _handle_post(self, request: web.BaseRequest) -> web.StreamResponse | None:
-        """The POST branch of ``AsyncServer.handle_request`` with
-        ``AsyncSocket.handle_post_request`` (python-engineio 4.15.1), bounded and answered
-        at once in every case. None: not a POST this handles (no live polling session, or an
-        origin python-engineio refuses); python-engineio answers it (400, body unread).
-
-        Upstream, a POST over ``max_http_buffer_size`` (or one with an unknown packet type)
-        ended in ``AsyncServer.disconnect``, whose ``close`` waits for the CLOSE packet to be
-        polled: nobody polls it, so the POST never got an answer and held its buffered body
-        (about 75 KB per request) forever; an undecodable body was logged with a traceback
-        and answered OK. Here the body is never read past the bound: an oversize (or
-        unannounced) body is answered 413 (411) and its connection closed, an undecodable one
-        400; both end the session without waiting (its CLOSE goes to a pending poll, if any).
-        """
-        query = request.query
-        sid = query.get("sid")
-        sock = self.sockets.get(sid) if sid is not None else None
-        if sock is None or not sock.connected or sock.upgraded:
-            return None
-        environ = self._async["translate_request"](request)
-        origin = environ.get("HTTP_ORIGIN")
-        if origin and self.cors_allowed_origins != []:
-            allowed = self._cors_allowed_origins(environ)
-            if allowed is not None and origin not in allowed:
-                return None
-        length = request.content_length
-        if length is None or length > self.max_http_buffer_size:
-            too_large = length is not None
-            self.bad_packets.report(
-                sock,
-                "too_large" if too_large else "bad_post",
-                "POST body over the limit" if too_large else "POST without Content-Length",
-            )
-            await self._end_polling(sock)
-            response = await self._refuse(
-                environ,
-                "413 PAYLOAD TOO LARGE" if too_large else "411 LENGTH REQUIRED",
-                "too_large" if too_large else "length_required",
-                f"a POST may carry at most {self.max_http_buffer_size} bytes, with Content-Length",
-            )
-            response.force_close()  # do not read (or linger over) the rest of the body
-            return response
-        try:
-            # (aiohttp's reader of an empty body fails even an exact read of nothing)
-            body = await request.content.readexactly(length) if length else b""
-        except asyncio.IncompleteReadError:
-            await self._end_polling(sock)  # the client went away mid-body
-            return await self._refuse(environ, "400 BAD REQUEST", "bad_post", "incomplete body")
-        try:
-            packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
-        except DECODE_ERRORS as exc:
-            self.bad_packets.report(sock, "bad_post", type(exc).__name__)
-            await self._end_polling(sock)
-            return await self._refuse(environ, "400 BAD REQUEST", "bad_payload", "not an Engine.IO payload")
-        del body
-        for pkt in packets:
-            if sock.closed:
-                break  # a CLOSE earlier in the batch: the rest is for a session that is over
-            if not _known_type(pkt):
-                self.bad_packets.report(sock, "eio_unexpected", "no such packet type")
-                continue
-            try:
-                await sock.receive(pkt)
-            except engineio.exceptions.UnknownPacketError:
-                self.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
-        response = await self._make_response(self._ok(), environ)
-        return response  # type: ignore[no-any-return]
-
-    async def _end_polling(self, sock: Any) -> None:
-        """End a polling session now: its CLOSE goes to a pending poll, if there is one, and
-        nothing waits for it to be taken (``AsyncServer.disconnect`` would, forever)."""
-        await sock.close(wait=False, reason=self.reason.TRANSPORT_ERROR)
-        if self.sockets.get(sock.sid) is sock:
-            del self.sockets[sock.sid]
-
-    async def _refuse(
-        self, environ: dict[str, Any], status: str, code: str, message: str
-    ) -> web.StreamResponse:
-        """A small JSON error answer ``{"code", "message"}`` with python-engineio's CORS headers."""
-        body = json.dumps({"code": code, "message": message}).encode()
-        response = await self._make_response(
-            {"status": status, "headers": [("Content-Type", "application/json")], "response": body}, environ
-        )
-        return response  # type: ignore[no-any-return]
 
     def inline_message_handler(self) -> Callable[[str, str], Awaitable[Any]] | None:
         """The ``message`` handler :func:`receive_packet` may call directly: a coroutine
@@ -820,64 +689,8 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Each socket's send queue (``BaseSocket.__init__`` calls this with no arguments)."""
         if self.lean and not args and not kwargs:
-            return LeanQueue(self.queued_packets_max, self._queue_overflowed)
+            return LeanQueue(self.queued_packets_max, self.queue_overflowed)
         return super().create_queue(*args, **kwargs)
-
-    def _queue_overflowed(self, queue: LeanQueue) -> None:
-        """A socket's queue holds more than :attr:`queued_packets_max`: end it (a task)."""
-        sock = next((s for s in self.sockets.values() if s.queue is queue), None)
-        if sock is None or sock.closing or sock.closed:
-            return
-        task = asyncio.ensure_future(self._end_slow_consumer(sock))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _end_slow_consumer(self, sock: Any) -> None:
-        """Drop the backlog of a socket that does not take what is sent to it, let
-        :attr:`slow_consumer` say why (python-socketio: ``session_end``, DISCONNECT), then
-        end the Engine.IO session: a websocket closes after those last packets, or is aborted
-        after ``ping_timeout`` if its client still reads nothing; a polling session is left
-        that long for a poll to take them, then closed."""
-        dropped = sock.queue.discard()
-        _log.info("ending a slow consumer: %d packets it did not take were dropped", dropped)
-        try:
-            await self.slow_consumer(sock.sid)
-        except Exception:  # the Engine.IO end below must happen regardless
-            _log.exception("could not tell a slow consumer why it is ended")
-        loop = asyncio.get_running_loop()
-        if sock.upgraded:
-            response = self.websockets.get(sock.sid)
-            sock.queue.put_nowait(None)  # the writer sends what is queued, then closes
-            loop.call_later(self.ping_timeout, self._abort_websocket, sock, response)
-        else:
-            # Left open for the next poll to take those last packets (python-engineio answers
-            # no poll of a closed session), and closed after ping_timeout in any case.
-            loop.call_later(self.ping_timeout, self._close_later, sock)
-
-    def _abort_websocket(self, sock: Any, response: web.WebSocketResponse | None) -> None:
-        """Cut a slow consumer's connection if it is still open (its writer is stuck in a
-        drain that never ends): the reader and writer then end, and the session with them."""
-        writer = response._writer if response is not None else None
-        if writer is not None and not writer.transport.is_closing():
-            writer.transport.abort()
-        self._forget(sock)
-
-    def _close_later(self, sock: Any) -> None:
-        if not sock.closed and not sock.closing:
-            task = asyncio.ensure_future(
-                sock.close(wait=False, abort=True, reason=self.reason.TRANSPORT_ERROR)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self._forget(sock)
-
-    def _forget(self, sock: Any) -> None:
-        if self.sockets.get(sock.sid) is sock:
-            del self.sockets[sock.sid]
-
-    async def slow_consumer(self, eio_sid: str) -> None:
-        """Called once for a socket that is being ended as a slow consumer, before its
-        Engine.IO end; python-socketio's server sends its ``session_end`` here."""
 
     def start_background_task(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``AsyncSocket.schedule_ping`` starts a task that sleeps ``ping_interval`` and then
