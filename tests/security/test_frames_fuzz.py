@@ -11,6 +11,8 @@ both transports, and the server's RSS is back near its baseline after the socket
 
 Event payload *contents* (lone surrogates in room names, lifecycle event names, odd JWT
 claims) are the event layer's and have their own tests (tests/security/test_events_*.py).
+Once its explicit table of client events is in, add "connect" and "disconnect" to
+:data:`EVENTS` here (today such an event runs the lifecycle handler: issue 22 item 1).
 """
 
 from __future__ import annotations
