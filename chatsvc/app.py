@@ -144,11 +144,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
             mode="production" if settings.is_production else "development",
         )
     transports = OpenTransports(lambda: readiness.draining)
-    # Declined in the websocket driver (chatsvc.transport.engineio_internals), not by a
-    # middleware hiding the offer: that cloned every upgrade request, and the clone's
-    # headers lived as long as the socket.
-    sio.eio.websocket_compression = settings.ws_compression
-    accept_polling_batches()
+    _tune_engineio(sio, settings, metrics)
     transports.attach(app, sio.eio.handle_request)
 
     app[SETTINGS] = settings
@@ -176,6 +172,17 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     _serve_metrics(app, settings)
     app.add_routes([web.get("/", _index)])
     return app
+
+
+def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:
+    """chatsvc's settings of its Engine.IO server (chatsvc.transport)."""
+    # Declined in the websocket driver (chatsvc.transport.engineio_internals), not by a
+    # middleware hiding the offer: that cloned every upgrade request, and the clone's
+    # headers lived as long as the socket.
+    sio.eio.websocket_compression = settings.ws_compression
+    accept_polling_batches()
+    sio.eio.bad_packets.observe = lambda reason: metrics.bad_packets.labels(reason).inc()
+    sio.eio.queued_packets_max = settings.limits.queued_packets_max
 
 
 def _serve_metrics(app: web.Application, settings: Settings) -> None:

@@ -55,6 +55,11 @@ class NotInRoom(ChatError):
     default_message = "join the room first"
 
 
+class SlowConsumer(ChatError):
+    code = "slow_consumer"
+    default_message = "too much unread: the connection did not take what was sent to it"
+
+
 class Forbidden(ChatError):
     code = "forbidden"
     default_message = "not allowed"

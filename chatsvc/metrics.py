@@ -60,6 +60,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.bad_packets = Counter(
+            "chatsvc_bad_packets_total",
+            "Undecodable or unexpected packets from clients, by reason (chatsvc.transport.bad_packets)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.store_latency = Histogram(
             "chatsvc_store_latency_seconds",
             "History store call latency",

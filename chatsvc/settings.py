@@ -104,6 +104,8 @@ class Limits:
     catchup_overlap_ms: int = 2000
     unread_cap: int = 1000
     http_buffer_bytes: int = 65536
+    #: Packets queued for one socket that is not taking them (a slow consumer) before it is ended.
+    queued_packets_max: int = 1000
     #: Connection state recovery: how long a dropped socket's session is kept (0: off).
     recovery_window_seconds: int = 120
     #: Most events one recovery replays; more missed means a fresh connect instead.
@@ -486,6 +488,9 @@ class _Reader:
             connections_per_user=self.integer("CHATSVC_MAX_CONNECTIONS_PER_USER", 20, minimum=1),
             connections_per_ip=self.integer("CHATSVC_MAX_CONNECTIONS_PER_IP", 0, minimum=0),
             http_buffer_bytes=self.integer("CHATSVC_MAX_HTTP_BUFFER_BYTES", 65536, minimum=1024),
+            queued_packets_max=self.integer(
+                "CHATSVC_MAX_QUEUED_PACKETS", 1000, minimum=16, maximum=1_000_000
+            ),
             catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
             catchup_overlap_ms=self.integer("CHATSVC_CATCHUP_OVERLAP_MS", 2000, minimum=0, maximum=60_000),
             # A day at most: room events (the edit/delete log replays read) are kept that long.

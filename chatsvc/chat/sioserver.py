@@ -9,13 +9,16 @@ CONNECT reply carries ``{sid, pid}``; the client remembers ``pid`` and the last 
 argument of every event as its offset; on reconnect it sends CONNECT data
 ``{pid, offset, ...auth}`` and sets ``socket.recovered`` when the reply's ``pid`` equals
 the one it sent. python-socketio answers CONNECT with ``{sid}`` only and always mints a
-new sid, so this subclass changes three things, each at a method python-socketio calls:
+new sid, so this subclass changes these, each at a method python-socketio calls:
 
 * ``_handle_connect`` (python-socketio's, wrapped): before it runs, the chat namespace may
   claim a stored session for the CONNECT data's ``pid`` (:class:`ConnectHooks`); the sid
   that ``manager.pre_connect`` then takes from ``eio.generate_id()`` is the session's old
   sid, through :class:`_EngineServer`. After it, the namespace restores the session (rooms,
   replay), strictly after the CONNECT reply is on the socket's queue.
+* ``_handle_eio_message``: no binary packets (refused from the header, nothing buffered
+  between frames), and a client's garbage counted and dropped instead of raised into
+  python-engineio's ``logger.exception`` (:meth:`RecoveringServer._handle_eio_message`).
 * ``_send_packet``: the CONNECT reply (``{"sid": ...}``) gets ``pid`` for opted-in sockets.
 * :meth:`RecoveringServer.send_event` queues an event for one local socket without the
   manager (replays must not pass through the broadcast path's recovery hook), and
@@ -45,7 +48,8 @@ from typing import Any, Protocol
 import socketio
 from socketio import packet
 
-from chatsvc.errors import InvalidPayload
+from chatsvc.errors import InvalidPayload, SlowConsumer
+from chatsvc.transport.bad_packets import DECODE_ERRORS
 from chatsvc.transport.engineio_internals import EngineIOServer, slim_environ
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,34 @@ _lifecycle: contextvars.ContextVar[bool] = contextvars.ContextVar("chatsvc_sio_l
 def in_lifecycle() -> bool:
     """True inside python-socketio's own ``connect``/``disconnect`` handler calls."""
     return _lifecycle.get()
+
+
+#: BINARY_EVENT and BINARY_ACK, as the first character of an encoded Socket.IO packet.
+_BINARY_TYPES = ("5", "6")
+
+#: Ack ids are JavaScript numbers on the client; a longer run of digits is no ack id.
+_ACK_ID_DIGITS = 15
+
+
+def packet_head(data: str) -> tuple[str, str, int | None]:
+    """The type character, namespace and ack id of the encoded Socket.IO packet ``data``,
+    read from its header only (as ``socketio.packet.Packet.decode`` reads it, attachment
+    count skipped; nothing after the header is decoded). The ack id is None when absent
+    or not plain ASCII digits of a sane length."""
+    kind, rest = data[:1], data[1:]
+    dash = rest.find("-")
+    if dash > 0 and rest[:dash].isascii() and rest[:dash].isdigit():
+        rest = rest[dash + 1 :]
+    namespace = NAMESPACE
+    if rest[:1] == "/":
+        sep = rest.find(",")
+        namespace, rest = (rest, "") if sep == -1 else (rest[:sep], rest[sep + 1 :])
+        namespace = namespace.split("?", 1)[0]
+    digits = 0
+    while digits < len(rest) and digits <= _ACK_ID_DIGITS and "0" <= rest[digits] <= "9":
+        digits += 1
+    ack_id = int(rest[:digits]) if 0 < digits <= _ACK_ID_DIGITS else None
+    return kind, namespace, ack_id
 
 
 class ConnectHooks(Protocol):
@@ -111,6 +143,7 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.hooks: ConnectHooks | None = None
         self._client_events: dict[str, tuple[frozenset[str], Refusal]] = {}
+        self.eio.slow_consumer = self._end_slow_consumer
 
     def declare_events(self, namespace: str, events: Iterable[str], refuse: Refusal) -> None:
         """Only ``events`` reach ``namespace``'s handlers from clients; any other EVENT
@@ -153,6 +186,19 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
     def _engineio_server_class(self) -> type[EngineIOServer]:
         return _EngineServer
 
+    async def _end_slow_consumer(self, eio_sid: str) -> None:
+        """``session_end`` ``slow_consumer`` and a Socket.IO disconnect on every namespace
+        of ``eio_sid``, which the Engine.IO server is ending for not taking its packets."""
+        for namespace in list(self.manager.get_namespaces()):
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+            if sid is None or not self.manager.is_connected(sid, namespace):
+                continue
+            why = {**SlowConsumer().to_wire(), "reconnect": False}
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.EVENT, namespace=namespace, data=["session_end", why])
+            )
+            await self.disconnect(sid, namespace=namespace, ignore_queue=True)
+
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         hooks = self.hooks
         if hooks is None or (namespace or NAMESPACE) != NAMESPACE:
@@ -182,6 +228,90 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             hooks.abandon_recovery(reuse)
         if sid is not None and self.manager.is_connected(sid, NAMESPACE):
             await hooks.after_connect(sid)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        """python-socketio's ``_handle_eio_message`` (5.18.1) without binary packets, and
+        with a client's garbage counted (``eio.bad_packets``) instead of raised into
+        python-engineio's ``logger.exception`` or warned about per packet.
+
+        chatsvc has no binary payloads. Upstream, a BINARY_EVENT/BINARY_ACK is kept until
+        as many binary frames as its header announces (up to 10 digits) have arrived, each
+        buffered, and every frame in between, text included, is taken as an attachment.
+        Here such a packet is refused from its header alone (an ack ``invalid_payload`` when
+        it is an event with an ack id), and a binary frame is dropped: nothing is kept
+        between frames, so nothing accumulates and no later frame is swallowed.
+
+        Dropped (counted, logged once per connection): undecodable packets; events and acks
+        for a namespace the socket is not connected to; a CONNECT for a namespace it is
+        already connected to; an event whose data is not ``[name, ...args]`` (an ack
+        ``invalid_payload`` if it has an ack id); acks nobody waits for; CONNECT_ERROR and
+        unknown packet types. Nothing is handled once the Engine.IO session has ended.
+        """
+        if eio_sid not in self.environ:
+            # Its Engine.IO session has ended (a CLOSE earlier in the same POST batch, or
+            # frames read after it): python-socketio's handlers would fail on the environ.
+            return
+        bad = self.eio.bad_packets
+        if not isinstance(data, str):
+            bad.report(self.eio.sockets.get(eio_sid), "binary", "binary frame")
+            return
+        if data[:1] in _BINARY_TYPES:
+            kind, namespace, ack_id = packet_head(data)
+            bad.report(self.eio.sockets.get(eio_sid), "binary", "binary packet")
+            if kind == "5" and ack_id is not None:
+                await self._refuse(eio_sid, namespace, ack_id, "binary payloads are not supported")
+            return
+        try:
+            pkt = self.packet_class(encoded_packet=data)
+        except DECODE_ERRORS as exc:
+            bad.report(self.eio.sockets.get(eio_sid), "sio_undecodable", type(exc).__name__)
+            kind, namespace, ack_id = packet_head(data)
+            if kind == "2" and ack_id is not None:
+                await self._refuse(eio_sid, namespace, ack_id, "not a Socket.IO packet")
+            return
+        kind_int = pkt.packet_type
+        namespace = pkt.namespace or NAMESPACE
+        if kind_int == packet.CONNECT:
+            if self.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
+                bad.report(self.eio.sockets.get(eio_sid), "sio_unexpected", "CONNECT while connected")
+                return
+            await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
+        elif kind_int == packet.DISCONNECT:
+            await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
+        elif kind_int == packet.EVENT:
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+            if sid is None or not self.manager.is_connected(sid, namespace):
+                bad.report(
+                    self.eio.sockets.get(eio_sid), "bad_namespace", "event outside a connected namespace"
+                )
+                return
+            event = pkt.data
+            if not (isinstance(event, list) and event and isinstance(event[0], str)):
+                bad.report(self.eio.sockets.get(eio_sid), "sio_unexpected", "event without a name")
+                if pkt.id is not None:
+                    await self._refuse(eio_sid, namespace, pkt.id, "an event is [name, ...arguments]")
+                return
+            await self._handle_event(eio_sid, pkt.namespace, pkt.id, event)
+        elif kind_int == packet.ACK:
+            sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+            waiting = self.manager.callbacks.get(sid, {}) if sid is not None else {}
+            if pkt.id not in waiting or not isinstance(pkt.data, list):
+                bad.report(self.eio.sockets.get(eio_sid), "sio_unexpected", "ack nobody waits for")
+                return
+            await self._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+        else:
+            bad.report(self.eio.sockets.get(eio_sid), "sio_unexpected", "packet type a client may not send")
+
+    async def _refuse(self, eio_sid: str, namespace: str, ack_id: int, message: str) -> None:
+        """Answer ack ``ack_id`` with ``invalid_payload``, if the socket is connected to
+        ``namespace`` (an ack elsewhere means nothing to the client)."""
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or not self.manager.is_connected(sid, namespace):
+            return
+        error = {"ok": False, "error": InvalidPayload(message).to_wire()}
+        await self._send_packet(
+            eio_sid, self.packet_class(packet.ACK, namespace=namespace, id=ack_id, data=[error])
+        )
 
     async def _send_packet(self, eio_sid: str, pkt: Any) -> None:
         hooks = self.hooks

@@ -1,2 +1,3 @@
 """What chatsvc does with its libraries' internals: python-engineio and aiohttp
-(engineio_internals), python-socketio's packet (socketio_packet)."""
+(engineio_internals, with polling and slow_consumers), python-socketio's packet
+(socketio_packet); a client's garbage counted, not logged (bad_packets)."""

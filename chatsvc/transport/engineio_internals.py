@@ -25,6 +25,13 @@ What python-socketio sends a single socket (acks above all) takes the same path:
 :meth:`EngineIOServer.send` writes it framed at once when ``write_frame`` allows, so an
 ack costs no queue round trip, writer task or aiohttp frame builder.
 
+**A client's garbage** (undecodable packets, types a client may not send) is counted
+(:class:`~chatsvc.transport.bad_packets.BadPackets`) and dropped before it reaches
+python-engineio's ``logger.exception``. **Long-polling POSTs** are answered bounded and at
+once (:mod:`chatsvc.transport.polling`; python-engineio's hung forever on an oversize body),
+and a socket whose client takes nothing has a bounded queue
+(:mod:`chatsvc.transport.slow_consumers`).
+
 **Received packets.** :func:`receive_packet` hands a text MESSAGE holding a Socket.IO
 packet straight to python-socketio's handler, as ``AsyncSocket.receive`` and
 ``AsyncServer._trigger_event`` would when handlers run inline, without the ``Packet``, the
@@ -60,6 +67,11 @@ Internals used, exactly:
   / ``close`` of the aiohttp driver, whose ``__call__`` :class:`_TrackedWebSocket` replaces.
 - python-engineio, polling: ``Payload.max_decode_packets`` (:func:`accept_polling_batches`),
   read by ``Payload.decode`` from ``AsyncSocket.handle_post_request``.
+- python-engineio, POSTs and slow consumers: see :mod:`chatsvc.transport.polling` and
+  :mod:`chatsvc.transport.slow_consumers` (mixins of :class:`EngineIOServer`).
+- python-engineio, bad packets (:mod:`chatsvc.transport.bad_packets`): the messages its
+  ``logger.exception`` calls use for a client's bytes; the stock ``_websocket_handler`` decoding
+  what the driver's ``wait`` returns outside its ``try`` (:meth:`_TrackedWebSocket.wait`).
 - asyncio: ``asyncio.Queue._getters`` (the futures of waiting ``get()`` calls, when not lean).
 - aiohttp, lean sockets: ``RequestHandler._parser`` / ``_payload_parser`` / ``_messages`` (via
   ``request.protocol``), ``BaseRequest._message`` (a ``RawRequestMessage``).
@@ -85,6 +97,10 @@ from engineio import async_socket
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from engineio.async_drivers import aiohttp as eio_aiohttp
+
+from chatsvc.transport.bad_packets import BadPackets, LibraryLogFilter, decode_or_report
+from chatsvc.transport.polling import BoundedPolling
+from chatsvc.transport.slow_consumers import SlowConsumers
 
 PINNED = {"python-engineio": "4.15.1", "aiohttp": "3.14.5"}
 
@@ -145,11 +161,14 @@ class LeanQueue:
     skipped, so nothing put is ever lost.
     """
 
-    __slots__ = ("_finished", "_getters", "_items", "_unfinished", "_wake", "_writing")
+    __slots__ = ("_finished", "_getters", "_items", "_limit", "_overflow", "_unfinished", "_wake", "_writing")
 
     maxsize = 0
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 0, overflow: Callable[[LeanQueue], None] | None = None) -> None:
+        #: More than this many items waiting (0: no bound) calls ``overflow(self)``, once.
+        self._limit = limit
+        self._overflow = overflow
         self._items: deque[Any] | None = None
         self._getters: list[asyncio.Future[Any]] | None = None
         self._unfinished = 0
@@ -207,6 +226,9 @@ class LeanQueue:
         if self._items is None:
             self._items = deque()
         self._items.append(item)
+        if self._limit and len(self._items) > self._limit and self._overflow is not None:
+            overflow, self._overflow = self._overflow, None
+            overflow(self)
         wake = self._wake
         if wake is not None and not self._writing:
             self._writing = True
@@ -214,6 +236,14 @@ class LeanQueue:
 
     async def put(self, item: Any) -> None:
         self.put_nowait(item)
+
+    def discard(self) -> int:
+        """Drop every waiting item (a slow consumer's backlog); return how many."""
+        items, self._items = self._items, None
+        dropped = len(items) if items else 0
+        for _ in range(dropped):
+            self.task_done()
+        return dropped
 
     def get_nowait(self) -> Any:
         items = self._items
@@ -351,7 +381,7 @@ async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
             try:
                 await receive_packet(sock, p)
             except engineio.exceptions.UnknownPacketError:
-                pass
+                server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
             except engineio.exceptions.SocketIsClosedError:
                 break
             except Exception:
@@ -390,7 +420,10 @@ async def receive_packet(sock: Any, p: str | bytes) -> None:
             except BaseException:  # as run_async_handler's bare except
                 server.logger.exception("message async handler error")
             return
-    await sock.receive(eio_packet.Packet(encoded_packet=p))
+    # python-engineio's reader would log an undecodable packet with a traceback, each time.
+    pkt = decode_or_report(sock, p)
+    if pkt is not None:
+        await sock.receive(pkt)
 
 
 async def _upgrade(
@@ -403,8 +436,8 @@ async def _upgrade(
         pkt = await websocket_wait()
     except OSError:
         return False
-    decoded = eio_packet.Packet(encoded_packet=pkt)
-    if decoded.packet_type != eio_packet.PING or decoded.data != "probe":
+    decoded = decode_or_report(sock, pkt)
+    if decoded is None or decoded.packet_type != eio_packet.PING or decoded.data != "probe":
         sock.upgrading = False
         return False
     await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
@@ -414,8 +447,8 @@ async def _upgrade(
     except OSError:
         sock.upgrading = False
         return False
-    decoded = eio_packet.Packet(encoded_packet=pkt)
-    if decoded.packet_type != eio_packet.UPGRADE:
+    decoded = decode_or_report(sock, pkt)
+    if decoded is None or decoded.packet_type != eio_packet.UPGRADE:
         sock.upgraded = False
         sock.upgrading = False
         return False
@@ -585,8 +618,31 @@ class _TrackedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
                 del responses[sock.sid]
         return response
 
+    async def wait(self) -> Any:
+        """The next message, as the driver's ``wait``; for python-engineio's stock handler
+        (not lean), skipping (and counting) what is no Engine.IO packet: it decodes outside
+        its ``try``, so one undecodable frame ended the connection with a traceback. The
+        lean handler checks each packet itself (:func:`receive_packet`)."""
+        data = await super().wait()
+        if self.server.lean:
+            return data
+        sock = self.handler.__self__
+        while data is not None:
+            pkt = decode_or_report(sock, data)
+            if pkt is not None and pkt.packet_type not in _NEVER_FROM_CLIENTS:
+                return data
+            if pkt is not None:  # ignored by the stock handler: counted here, as the lean one does
+                sock.server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
+            data = await super().wait()
+        return data
 
-class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
+
+#: Engine.IO packet types a client never sends (the lean reader counts them in ``receive``'s
+#: UnknownPacketError; PING is a client's upgrade probe).
+_NEVER_FROM_CLIENTS = (eio_packet.OPEN, eio_packet.NOOP)
+
+
+class EngineIOServer(BoundedPolling, SlowConsumers):
     """python-engineio's server, able to write a pre-framed broadcast to idle websockets,
     and lean per socket (:attr:`lean`)."""
 
@@ -616,6 +672,9 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
         self._message_handler_inline: Callable[[str, str], Awaitable[Any]] | None = None
         # A copy: the driver's module-level dict is shared by every server in the process.
         self._async = {**self._async, "websocket": _TrackedWebSocket}
+        #: Where a client's undecodable or unexpected packets are counted and logged once.
+        self.bad_packets = BadPackets()
+        _install_log_filter(self.logger, self.bad_packets)
 
     def inline_message_handler(self) -> Callable[[str, str], Awaitable[Any]] | None:
         """The ``message`` handler :func:`receive_packet` may call directly: a coroutine
@@ -630,7 +689,7 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
     def create_queue(self, *args: Any, **kwargs: Any) -> Any:
         """Each socket's send queue (``BaseSocket.__init__`` calls this with no arguments)."""
         if self.lean and not args and not kwargs:
-            return LeanQueue()
+            return LeanQueue(self.queued_packets_max, self.queue_overflowed)
         return super().create_queue(*args, **kwargs)
 
     def start_background_task(self, target: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -699,6 +758,15 @@ class EngineIOServer(engineio.AsyncServer):  # type: ignore[misc]
             except Exception:  # a transport failing here fails the queue path too, which handles it
                 left.append(eio_sid)
         return left
+
+
+def _install_log_filter(logger: logging.Logger, bad_packets: BadPackets) -> None:
+    """Put a :class:`LibraryLogFilter` reporting to ``bad_packets`` on ``logger`` (python-
+    engineio's, shared by every server in the process: the newest server's replaces any
+    earlier one, so tests building many servers do not stack filters)."""
+    for old in [f for f in logger.filters if isinstance(f, LibraryLogFilter)]:
+        logger.removeFilter(old)
+    logger.addFilter(LibraryLogFilter(bad_packets))
 
 
 def clock() -> float:

@@ -377,6 +377,20 @@ REPLACED_SOURCES = {
     # accept_polling_batches sets the class attribute these read.
     "Payload.decode": (eio_payload.Payload.decode, "9c7975664d815d3d"),
     "AsyncSocket.handle_post_request": (async_socket.AsyncSocket.handle_post_request, "82dca119a261a959"),
+    # EngineIOServer._handle_post replaces handle_request's POST branch (and the hang of its
+    # disconnect -> close(wait=True)); it answers through _make_response.
+    "AsyncServer.handle_request": (engineio.AsyncServer.handle_request, "1a8c878e35166cfe"),
+    "AsyncServer._make_response": (engineio.AsyncServer._make_response, "5f883ef57e34f34c"),
+    "AsyncServer.disconnect": (engineio.AsyncServer.disconnect, "8bb6448caae41ca6"),
+    "AsyncSocket.close": (async_socket.AsyncSocket.close, "faa2e93902543244"),
+    # RecoveringServer._handle_eio_message replaces it (no binary packets, garbage counted),
+    # reading packet headers as this decoder does (sioserver.packet_head).
+    "socketio.AsyncServer._handle_eio_message": (
+        socketio.AsyncServer._handle_eio_message,
+        "bef50fc0e1635921",
+    ),
+    "socketio.Packet.decode": (socketio.packet.Packet.decode, "61ad7904b539f472"),
+    "socketio.AsyncServer._handle_ack": (socketio.AsyncServer._handle_ack, "b7521c6c30972551"),
 }
 
 
@@ -728,3 +742,19 @@ async def test_lean_sockets_hold_no_loop_timer_of_their_own() -> None:
         assert len(eio.ping_timers._slots) <= 3 and len(eio.read_deadlines._slots) <= 3
         for ws, _ in sockets:
             await ws.close()
+
+
+async def test_lean_queue_reports_overflow_once_and_discards_its_backlog() -> None:
+    overflowed: list[LeanQueue] = []
+    queue = LeanQueue(3, overflowed.append)
+    for item in range(3):
+        queue.put_nowait(item)
+    assert not overflowed
+    queue.put_nowait(3)
+    queue.put_nowait(4)
+    assert overflowed == [queue]  # once
+    assert queue.discard() == 5 and queue.empty()
+    await asyncio.wait_for(queue.join(), 1)  # the dropped items count as done
+    getter = queue.get()
+    queue.put_nowait("next")
+    assert getter.result() == "next"  # handed to a waiting getter: never queued, never counted
