@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import socketio
@@ -37,7 +36,7 @@ from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.engineio_internals import accept_polling_batches
 from chatsvc.transport.socketio_packet import SocketIOPacket
-from chatsvc.web import health
+from chatsvc.web import health, webapp
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
 
@@ -56,8 +55,6 @@ CLUSTER = web.AppKey("cluster", ClusterPresence)
 MODERATOR = web.AppKey("moderator", Moderator)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
-
-STATIC_DIR = Path(__file__).parent / "web" / "static"
 
 
 def build_store(settings: Settings) -> MessageStore:
@@ -176,7 +173,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app.on_shutdown.append(_drain)
 
     app.add_routes(health.routes(readiness))
-    app.add_routes([web.get("/metrics", _metrics_handler), web.get("/", _index)])
+    app.add_routes([web.get("/metrics", _metrics_handler)])
+    app.add_routes(webapp.routes(settings))
     return app
 
 
@@ -275,7 +273,3 @@ async def _drain(app: web.Application) -> None:
 async def _metrics_handler(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
-
-
-async def _index(_: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")
