@@ -212,7 +212,8 @@ function selectRoom(name) {
   if (!app.rooms.has(name)) return;
   if (app.active !== name) typing.stop();
   app.active = name;
-  for (const [other, view] of app.views) view.element.hidden = other !== name;
+  for (const [other, view] of app.views) if (other !== name) view.hide();
+  app.views.get(name).reveal();
   for (const room of app.rooms.values()) sidebar.update(room, room.name === name);
   renderHeader();
   scheduleRead(app.rooms.get(name));

@@ -32,12 +32,10 @@ export class Sidebar {
       $("room-list").append(item);
     }
     const button = item.firstChild;
-    const unread = room.unread > 0 ? h("span", { class: "badge", text: String(room.unread) }) : null;
-    button.replaceChildren(
-      h("span", { class: "room-name", text: room.name }),
-      unread,
-      h("span", { class: "count", text: room.online ? `${room.online} online` : "" }),
-    );
+    const parts = [h("span", { class: "room-name", text: room.name })];
+    if (room.unread > 0) parts.push(h("span", { class: "badge", text: String(room.unread) }));
+    parts.push(h("span", { class: "count", text: room.online ? `${room.online} online` : "" }));
+    button.replaceChildren(...parts);
     button.setAttribute("aria-current", active ? "true" : "false");
     button.setAttribute(
       "aria-label",

@@ -12,6 +12,8 @@ export class Timeline {
     this.me = me;
     this.actions = actions;
     this.items = new Map(); // message id -> <li>
+    this.savedAtBottom = true;
+    this.savedTop = 0;
     this.older = h("button", { type: "button", class: "older", onclick: () => actions.older(room) });
     this.list = h("ol", { class: "messages" });
     this.pending = h("ol", { class: "messages pending", "aria-label": "Sending" });
@@ -31,11 +33,28 @@ export class Timeline {
 
   atBottom() {
     const el = this.element;
+    if (el.hidden) return this.savedAtBottom;
     return el.scrollHeight - el.scrollTop - el.clientHeight < NEAR_PX;
   }
 
+  /** A hidden element loses its scroll position: remember it across room switches. */
+  hide() {
+    if (this.element.hidden) return;
+    this.savedAtBottom = this.atBottom();
+    this.savedTop = this.element.scrollTop;
+    this.element.hidden = true;
+  }
+
+  reveal() {
+    if (!this.element.hidden) return;
+    this.element.hidden = false;
+    if (this.savedAtBottom) this.scrollToBottom();
+    else this.element.scrollTop = this.savedTop;
+  }
+
   scrollToBottom() {
-    this.element.scrollTop = this.element.scrollHeight;
+    if (this.element.hidden) this.savedAtBottom = true;
+    else this.element.scrollTop = this.element.scrollHeight;
   }
 
   updateOlder() {
@@ -54,6 +73,7 @@ export class Timeline {
     const stick = !older && this.atBottom();
     for (const message of [...messages].sort((a, b) => (a.id < b.id ? -1 : 1))) this.place(message);
     this.renderReceipts();
+    if (this.element.hidden) return; // reveal() puts it where the reader left it
     if (older) this.element.scrollTop = this.element.scrollHeight - fromBottom;
     else if (stick) this.scrollToBottom();
   }
