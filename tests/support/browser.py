@@ -58,7 +58,8 @@ class Visitor:
     context: BrowserContext
     page: Page
     urls: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught exceptions in the page
+    console: list[str] = field(default_factory=list)  # console errors (e.g. failed loads)
 
     def origins(self) -> set[str]:
         """Every origin this user's page made a request or opened a websocket to."""
@@ -74,5 +75,5 @@ async def visitor(browser: Browser, **context_options: Any) -> Visitor:
     context.on("request", lambda request: seen.urls.append(request.url))
     page.on("websocket", lambda ws: seen.urls.append(ws.url))
     page.on("pageerror", lambda error: seen.errors.append(str(error)))
-    page.on("console", lambda msg: seen.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("console", lambda msg: seen.console.append(msg.text) if msg.type == "error" else None)
     return seen

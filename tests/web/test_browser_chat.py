@@ -136,4 +136,4 @@ async def test_two_users_chat_in_a_ticker_room(server: ServerProcess) -> None:
 
         for person in (alice, bob):
             assert person.origins() == {server.url}, person.urls
-            assert person.errors == []
+            assert person.errors == [] and person.console == []
