@@ -36,7 +36,7 @@ from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.engineio_internals import accept_polling_batches
 from chatsvc.transport.socketio_packet import SocketIOPacket
-from chatsvc.web import health, webapp
+from chatsvc.web import admin_ui, health, webapp
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
 
@@ -175,6 +175,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app.add_routes(health.routes(readiness))
     app.add_routes([web.get("/metrics", _metrics_handler)])
     app.add_routes(webapp.routes(settings))
+    app.add_routes(admin_ui.routes(settings))
     return app
 
 
