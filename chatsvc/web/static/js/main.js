@@ -41,6 +41,7 @@ function signIn(token) {
   $("chat").hidden = false;
   $("sign-out").hidden = false;
   $("me").textContent = app.me.name;
+  $("join-room").focus(); // the next thing to do, and where keyboard users land
   app.conn = new Connection(token, {
     connect: onConnect,
     sessionEnd: onSessionEnd,
