@@ -22,6 +22,7 @@ from tests.support.tokens import token
 
 ROOM = "stock:RECO"
 SOCKET_IO = re.compile(r"/socket\.io/")
+ACK_TIMEOUT_MS = 10000  # chatsvc/web/static/js/connection.js
 
 expect.set_options(timeout=PAGE_WAIT_MS)
 
@@ -103,3 +104,44 @@ async def test_a_restart_shows_recovered(tmp_path: Path) -> None:
 
 async def test_without_recovery_the_page_rejoins_and_catches_up(tmp_path: Path) -> None:
     await restart_while_away(tmp_path, CHATSVC_RECOVERY_WINDOW="0")
+
+
+async def test_a_send_retried_across_a_restart_is_stored_once(tmp_path: Path) -> None:
+    """A message typed while the server is away stays "sending…" past the ack timeout (the
+    client re-emits it with the same client_msg_id; socket.io-client drops the timed-out copy
+    from its buffer) and, once the page is back, is stored and shown exactly once. The
+    server's answer to a repeated client_msg_id is tested in tests/chat."""
+    settings = base_env(tmp_path / "data", free_port())
+    settings.update(CHATSVC_SHUTDOWN_TIMEOUT="2")
+    first = ServerProcess(settings, tmp_path / "first.log").start()
+    second = ServerProcess(settings, tmp_path / "second.log")
+    try:
+        async with chromium() as browser:
+            alice = await visitor(browser)
+            page = alice.page
+            await sign_in_and_join(page, first.url)
+
+            async def refuse(route: Route) -> None:
+                await route.abort()
+
+            await page.context.route(SOCKET_IO, refuse)
+            assert first.stop() == 0
+            await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
+            await page.locator("#text").fill("sent while away")
+            await page.locator("#text").press("Enter")
+            pending = page.locator(".pending li.msg")
+            await expect(pending.locator(".state")).to_have_text("sending…")
+            await page.wait_for_timeout(ACK_TIMEOUT_MS + 1500)  # the first attempt has timed out
+            second.start()
+            async with ClientPool() as clients:
+                bob = await clients.connect(second.url, token("bob"))
+                await bob.ok("join", {"room": ROOM})
+                await page.context.unroute(SOCKET_IO, refuse)
+                await expect(pending).to_have_count(0, timeout=30000)
+                await expect(page.locator("li.msg[data-id] .text")).to_have_text(["sent while away"])
+                history = await bob.ok("history", {"room": ROOM})
+                assert [m["text"] for m in history["messages"]] == ["sent while away"]
+            assert alice.errors == []
+    finally:
+        first.stop()
+        second.stop()
