@@ -13,6 +13,7 @@ from tests.support.browser import PAGE_WAIT_MS, chromium, visitor
 from tests.support.tokens import token
 
 ROOM = "stock:SESS"
+SHORT_TTL = 8  # seconds: the page renews (or warns) halfway through
 
 expect.set_options(timeout=PAGE_WAIT_MS)
 
@@ -69,4 +70,42 @@ async def test_moderation_reaches_the_page(server_factory: ServerFactory) -> Non
         await expect(page.locator("#banner-text")).to_contain_text("account review")
         await expect(page.locator("#conn-state")).to_have_attribute("data-state", "signed-out")
     assert person.origins() == {server.url}
+    assert person.errors == []
+
+
+async def test_a_session_outlives_its_first_token_in_development(server_factory: ServerFactory) -> None:
+    """Before ``exp`` the page gets a new token (from /dev/token here) and sends ``refresh``:
+    the socket keeps running past the first token's expiry."""
+    server = server_factory(name="refresh")
+    async with chromium() as browser:
+        person = await visitor(browser)
+        page = person.page
+        await page.goto(f"{server.url}/")
+        await expect(page.locator("#dev-form")).to_be_visible()  # the page knows it may renew
+        await sign_in(page, token("alice", name="Alice", ttl=SHORT_TTL))
+        await page.locator("#join-room").fill(ROOM)
+        await page.locator("#join-room").press("Enter")
+        await expect(page.locator("#room-online")).to_have_text("1 online")
+        await page.wait_for_timeout((SHORT_TTL + 2) * 1000)  # past the first token's exp
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "connected")
+        await page.locator("#text").fill("still here")
+        await page.locator("#text").press("Enter")
+        await expect(page.locator("li.msg[data-id] .text")).to_have_text(["still here"])
+        assert await page.locator("#banner").is_hidden()
+    assert person.errors == []
+
+
+async def test_without_a_new_token_the_session_ends_when_it_expires(server_factory: ServerFactory) -> None:
+    """No dev sign-in (production): the page warns before ``exp``; then the server ends the
+    session with ``token_expired`` and the page is back at sign-in saying so."""
+    server = server_factory(name="expire", CHATSVC_ENV="production", CHATSVC_WEB_APP="true")
+    async with chromium() as browser:
+        person = await visitor(browser)
+        page = person.page
+        await page.goto(f"{server.url}/")
+        await sign_in(page, token("alice", name="Alice", ttl=SHORT_TTL))
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "connected")
+        await expect(page.locator("#banner-text")).to_contain_text("about to expire")
+        await expect(page.locator("#signin")).to_be_visible(timeout=(SHORT_TTL + 5) * 1000)
+        await expect(page.locator("#signin-error")).to_contain_text("token_expired")
     assert person.errors == []

@@ -3,6 +3,7 @@
 // server adds later (conversations, replies, reactions) get theirs and are wired here.
 import { AckError, Connection } from "./connection.js";
 import { $ } from "./dom.js";
+import { beforeExpiry } from "./refresh.js";
 import { Room } from "./room.js";
 import { Sidebar } from "./sidebar.js";
 import { ackError, banner, clearBanner, setState, toast } from "./status.js";
@@ -20,6 +21,8 @@ const app = {
   rooms: new Map(), // name -> Room
   views: new Map(), // name -> Timeline
   active: null,
+  devSignIn: false, // the server offers POST /dev/token (development only)
+  cancelRefresh: () => {},
 };
 
 const typing = new TypingSender((room, on) => app.conn?.volatile("typing", { room, typing: on }));
@@ -56,9 +59,30 @@ function signIn(token) {
       kicked: onKicked,
     },
   });
+  app.cancelRefresh = beforeExpiry(claims.exp, renewToken);
+}
+
+/** Before the token expires: a new one through the dev endpoint, else ask the user. */
+async function renewToken() {
+  const conn = app.conn;
+  if (!conn) return;
+  if (!app.devSignIn) {
+    banner("Your token is about to expire: sign out and in again with a new one to stay connected.");
+    return;
+  }
+  try {
+    const token = await tokens.devToken(app.me.sub, app.me.name);
+    await conn.request("refresh", { token });
+    conn.socket.auth.token = token; // reconnects (and recoveries) use the new token too
+    tokens.save(token);
+    app.cancelRefresh = beforeExpiry(tokens.claims(token)?.exp, renewToken);
+  } catch (error) {
+    toast(`refresh: ${error.message}`);
+  }
 }
 
 function signOut(reason = "") {
+  app.cancelRefresh();
   typing.stop();
   app.conn?.close();
   app.conn = null;
@@ -432,7 +456,8 @@ $("text").addEventListener("input", () => {
 tokens
   .appConfig()
   .then((config) => {
-    $("dev-form").hidden = !config.dev_sign_in;
+    app.devSignIn = Boolean(config.dev_sign_in);
+    $("dev-form").hidden = !app.devSignIn;
   })
   .catch(() => toast("could not read /app/config.json"));
 
