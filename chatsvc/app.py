@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import socketio
@@ -36,7 +35,7 @@ from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.engineio_internals import accept_polling_batches
 from chatsvc.transport.socketio_packet import SocketIOPacket
-from chatsvc.web import health
+from chatsvc.web import admin_ui, health, webapp
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
 
@@ -52,8 +51,6 @@ NAMESPACE = web.AppKey("namespace", ChatNamespace)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
-
-STATIC_DIR = Path(__file__).parent / "web" / "static"
 
 
 def build_store(settings: Settings) -> MessageStore:
@@ -170,7 +167,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
 
     app.add_routes(health.routes(readiness))
     _serve_metrics(app, settings)
-    app.add_routes([web.get("/", _index)])
+    app.add_routes(webapp.routes(settings))
+    app.add_routes(admin_ui.routes(settings))
     return app
 
 
@@ -308,7 +306,3 @@ async def _metrics_listener_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _metrics_handler(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8")
-
-
-async def _index(_: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")

@@ -205,6 +205,8 @@ class Settings:
     shutdown_timeout_seconds: float = 10.0
     admin_ui_username: str | None = None
     admin_ui_password: Secret | None = None
+    #: Serve the web chat client at ``/`` (on by default in development only).
+    web_app: bool = True
     replica_id: str = ""
     auto_migrate: bool = True
     #: History backend: ``sqlite`` (embedded default), ``memory`` (not durable) or ``scylla``.
@@ -414,6 +416,7 @@ class _Reader:
             shutdown_timeout_seconds=self.number("CHATSVC_SHUTDOWN_TIMEOUT", 10.0, minimum=0.5),
             admin_ui_username=admin_user,
             admin_ui_password=admin_password,
+            web_app=self.boolean("CHATSVC_WEB_APP", environment != "production"),
             replica_id=self.text("CHATSVC_REPLICA_ID", self.text("HOSTNAME", "") or secrets.token_hex(4)),
             auto_migrate=self.boolean("CHATSVC_AUTO_MIGRATE", True),
             store=self.store(environment),

@@ -1,4 +1,4 @@
-"""The process as a whole: restart keeps history, SIGTERM drains, /metrics, the demo page."""
+"""The process as a whole: restart keeps history, SIGTERM drains, /metrics, the web client."""
 
 from __future__ import annotations
 
@@ -226,7 +226,8 @@ async def test_demo_page(tmp_path: Path) -> None:
     try:
         status, content_type, body = await asyncio.to_thread(fetch, f"{server.url}/")
         assert status == 200 and content_type.startswith("text/html")
-        assert "socket.io" in body.lower()
-        assert "recover: true" in body and "socket.recovered" in body  # opts into recovery
+        assert "/app/vendor/socket.io/socket.io.min.js" in body  # served here, not from a CDN
+        _, _, connection = await asyncio.to_thread(fetch, f"{server.url}/app/js/connection.js")
+        assert "recover: true" in connection and "socket.recovered" in connection  # opts into recovery
     finally:
         server.stop()

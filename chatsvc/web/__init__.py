@@ -1,1 +1,1 @@
-"""HTTP surface: health, readiness, metrics, origin policy, access log, demo page."""
+"""HTTP surface: health, readiness, metrics, origin policy, access log, the web client and Admin UI."""

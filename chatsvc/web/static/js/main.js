@@ -1,0 +1,465 @@
+// The chat client: signs in, keeps the joined rooms in step with the server, and wires the
+// views. Protocol: README.md, "Protocol". Each concern lives in its own module; features the
+// server adds later (conversations, replies, reactions) get theirs and are wired here.
+import { AckError, Connection } from "./connection.js";
+import { $ } from "./dom.js";
+import { beforeExpiry } from "./refresh.js";
+import { Room } from "./room.js";
+import { Sidebar } from "./sidebar.js";
+import { ackError, banner, clearBanner, setState, toast } from "./status.js";
+import { Timeline } from "./timeline.js";
+import * as tokens from "./token.js";
+import { SHOW_MS, TypingSender, typingText } from "./typing.js";
+
+const HISTORY_PAGE = 30;
+const ROOMS_KEY = "chatsvc.rooms";
+const READ_DELAY_MS = 300;
+
+const app = {
+  conn: null,
+  me: null,
+  rooms: new Map(), // name -> Room
+  views: new Map(), // name -> Timeline
+  active: null,
+  devSignIn: false, // the server offers POST /dev/token (development only)
+  cancelRefresh: () => {},
+};
+
+const typing = new TypingSender((room, on) => app.conn?.volatile("typing", { room, typing: on }));
+
+const sidebar = new Sidebar({ join: (name) => joinRoom(name, { select: true }), select: selectRoom });
+
+// ---- sign-in --------------------------------------------------------------------------
+
+function signIn(token) {
+  const claims = tokens.claims(token);
+  if (!claims || typeof claims.sub !== "string") {
+    $("signin-error").textContent = "invalid_token: that is not a JWT";
+    return;
+  }
+  app.me = { sub: claims.sub, name: typeof claims.name === "string" && claims.name ? claims.name : claims.sub };
+  tokens.save(token);
+  $("signin-error").textContent = "";
+  $("signin").hidden = true;
+  $("chat").hidden = false;
+  $("sign-out").hidden = false;
+  $("me").textContent = app.me.name;
+  $("join-room").focus(); // the next thing to do, and where keyboard users land
+  app.conn = new Connection(token, {
+    connect: onConnect,
+    sessionEnd: onSessionEnd,
+    refused: (error) => signOut(`${error.code}: ${error.message}`),
+    events: {
+      message: onMessage,
+      message_edited: onEdited,
+      message_deleted: onDeleted,
+      typing: onTyping,
+      read: onRead,
+      presence: onPresence,
+      kicked: onKicked,
+    },
+  });
+  app.cancelRefresh = beforeExpiry(claims.exp, renewToken);
+}
+
+/** Before the token expires: a new one through the dev endpoint, else ask the user. */
+async function renewToken() {
+  const conn = app.conn;
+  if (!conn) return;
+  if (!app.devSignIn) {
+    banner("Your token is about to expire: sign out and in again with a new one to stay connected.");
+    return;
+  }
+  try {
+    const token = await tokens.devToken(app.me.sub, app.me.name);
+    await conn.request("refresh", { token });
+    conn.socket.auth.token = token; // reconnects (and recoveries) use the new token too
+    tokens.save(token);
+    app.cancelRefresh = beforeExpiry(tokens.claims(token)?.exp, renewToken);
+  } catch (error) {
+    toast(`refresh: ${error.message}`);
+  }
+}
+
+function signOut(reason = "") {
+  app.cancelRefresh();
+  typing.stop();
+  app.conn?.close();
+  app.conn = null;
+  tokens.forget();
+  sessionStorage.removeItem(ROOMS_KEY);
+  for (const view of app.views.values()) view.element.remove();
+  app.rooms.clear();
+  app.views.clear();
+  app.active = null;
+  sidebar.clear();
+  renderHeader();
+  setState("signed-out");
+  $("chat").hidden = true;
+  $("signin").hidden = false;
+  $("sign-out").hidden = true;
+  $("me").textContent = "";
+  $("signin-error").textContent = reason;
+  $("token").focus();
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  signIn($("token").value.trim());
+});
+
+$("dev-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    signIn(await tokens.devToken($("dev-sub").value.trim(), $("dev-name").value.trim()));
+  } catch (error) {
+    $("signin-error").textContent = error.message;
+  }
+});
+
+$("sign-out").addEventListener("click", () => signOut());
+
+// ---- connection -----------------------------------------------------------------------
+
+function onConnect(recovered) {
+  if (recovered) {
+    // The server kept our rooms and replays what we missed: nothing to rejoin.
+    banner("Reconnected: the session was recovered, nothing was missed.");
+    return;
+  }
+  clearBanner();
+  const names = app.rooms.size ? [...app.rooms.keys()] : JSON.parse(sessionStorage.getItem(ROOMS_KEY) || "[]");
+  // A fresh session has no rooms: join them again, catching up from the newest message seen.
+  for (const name of names) joinRoom(name, { select: app.active === null || app.active === name });
+}
+
+function onSessionEnd(data) {
+  const text = `Session ended: ${data.message} (${data.code})`;
+  if (data.reconnect) {
+    banner(`${text}. Reconnecting…`);
+  } else {
+    signOut(text);
+    banner(text);
+  }
+}
+
+// ---- rooms ----------------------------------------------------------------------------
+
+function roomState(name) {
+  let room = app.rooms.get(name);
+  if (!room) {
+    room = new Room(name);
+    app.rooms.set(name, room);
+    const view = new Timeline(room, app.me, {
+      edit: editMessage,
+      remove: deleteMessage,
+      older: loadOlder,
+      atBottom: scheduleRead,
+    });
+    app.views.set(name, view);
+    $("timelines").append(view.element);
+  }
+  return room;
+}
+
+function dropRoom(name) {
+  app.rooms.delete(name);
+  app.views.get(name)?.element.remove();
+  app.views.delete(name);
+  sidebar.remove(name);
+  saveRooms();
+  if (app.active === name) {
+    app.active = null;
+    const next = app.rooms.keys().next();
+    if (!next.done) selectRoom(next.value);
+    else renderHeader();
+  }
+}
+
+function saveRooms() {
+  sessionStorage.setItem(ROOMS_KEY, JSON.stringify([...app.rooms.keys()]));
+}
+
+async function joinRoom(name, { select = false } = {}) {
+  if (!app.conn) return;
+  const fresh = !app.rooms.has(name);
+  const room = roomState(name);
+  try {
+    let since = room.newest;
+    for (;;) {
+      const ack = await app.conn.request("join", since ? { room: name, since } : { room: name });
+      room.online = ack.online;
+      room.unread = ack.unread;
+      const missed = ack.messages || [];
+      for (const message of missed) room.put(message);
+      app.views.get(name)?.show(missed);
+      if (!ack.has_more || missed.length === 0) break;
+      since = missed[missed.length - 1].id;
+    }
+  } catch (error) {
+    if (!(error instanceof AckError)) throw error;
+    ackError(`join ${name}`, error);
+    if (fresh) dropRoom(name);
+    return;
+  }
+  saveRooms();
+  sidebar.update(room, app.active === name);
+  if (select || app.active === null) selectRoom(name);
+  if (!room.historyLoaded) await loadOlder(room);
+}
+
+async function loadOlder(room) {
+  if (room.loadingOlder || !room.hasOlder || !app.conn) return;
+  const view = app.views.get(room.name);
+  const first = !room.historyLoaded;
+  room.loadingOlder = true;
+  view.updateOlder();
+  try {
+    const payload = { room: room.name, limit: HISTORY_PAGE };
+    if (!first) payload.before = room.olderCursor;
+    const ack = await app.conn.request("history", payload);
+    for (const message of ack.messages) room.put(message);
+    room.olderCursor = ack.next_before || null;
+    room.historyLoaded = true;
+    view.show(ack.messages, { older: !first });
+    if (first) view.scrollToBottom();
+  } catch (error) {
+    if (!(error instanceof AckError)) throw error;
+    ackError(`history ${room.name}`, error);
+  } finally {
+    room.loadingOlder = false;
+    view.updateOlder();
+  }
+  scheduleRead(room);
+}
+
+function selectRoom(name) {
+  if (!app.rooms.has(name)) return;
+  if (app.active !== name) typing.stop();
+  app.active = name;
+  for (const [other, view] of app.views) if (other !== name) view.hide();
+  app.views.get(name).reveal();
+  for (const room of app.rooms.values()) sidebar.update(room, room.name === name);
+  renderHeader();
+  scheduleRead(app.rooms.get(name));
+  $("text").focus();
+}
+
+function renderHeader() {
+  const room = app.active ? app.rooms.get(app.active) : null;
+  $("room-title").textContent = room ? room.name : "Join a room to start";
+  $("room-online").textContent = room ? `${room.online} online` : "";
+  $("leave").hidden = !room;
+  $("text").disabled = !room;
+  $("send").disabled = !room;
+  if (!room) $("room-activity").textContent = "";
+  renderTyping();
+}
+
+function renderTyping() {
+  const room = app.active ? app.rooms.get(app.active) : null;
+  $("typing").textContent = room ? typingText(room) : "";
+}
+setInterval(renderTyping, 1000);
+
+$("leave").addEventListener("click", async () => {
+  const name = app.active;
+  if (!name || !app.conn) return;
+  try {
+    await app.conn.request("leave", { room: name });
+  } catch (error) {
+    // not_in_room: the server already forgot it; drop it here too.
+    if (!(error instanceof AckError)) throw error;
+    if (error.code !== "not_in_room") return ackError(`leave ${name}`, error);
+  }
+  dropRoom(name);
+});
+
+// ---- read receipts and unread counts ----------------------------------------------------
+
+const readTimers = new Map();
+
+/** Once the newest message of the room on screen is visible, tell the server (debounced). */
+function scheduleRead(room) {
+  if (!room || readTimers.has(room.name)) return;
+  readTimers.set(
+    room.name,
+    setTimeout(() => {
+      readTimers.delete(room.name);
+      sendRead(room);
+    }, READ_DELAY_MS),
+  );
+}
+
+function sendRead(room) {
+  const view = app.views.get(room.name);
+  if (!app.conn || !view || app.active !== room.name || document.visibilityState !== "visible") return;
+  if (!view.atBottom()) return;
+  const newest = room.newest;
+  if (!newest || (room.lastReadSent && newest <= room.lastReadSent)) return;
+  room.lastReadSent = newest;
+  room.unread = 0;
+  sidebar.update(room, true);
+  app.conn.request("read", { room: room.name, message_id: newest }).catch((error) => {
+    if (error instanceof AckError && error.code !== "not_in_room") ackError("read", error);
+  });
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (app.active) scheduleRead(app.rooms.get(app.active));
+});
+
+// ---- live events ----------------------------------------------------------------------
+
+function onMessage(message) {
+  const room = app.rooms.get(message.room);
+  if (!room) return;
+  const isNew = room.put(message);
+  app.views.get(room.name).show([message]);
+  room.typing.delete(message.user.id);
+  if (isNew && message.user.id !== app.me.sub) {
+    const view = app.views.get(room.name);
+    const seen = app.active === room.name && view.atBottom() && document.visibilityState === "visible";
+    if (!seen) room.unread += 1;
+    sidebar.update(room, app.active === room.name);
+  }
+  renderTyping();
+  scheduleRead(room);
+}
+
+function onEdited(message) {
+  const room = app.rooms.get(message.room);
+  if (!room) return;
+  room.put(message);
+  app.views.get(room.name).show([message]);
+}
+
+function onDeleted(event) {
+  const room = app.rooms.get(event.room);
+  const deleted = room?.markDeleted(event.id);
+  if (deleted) app.views.get(room.name).show([deleted]);
+}
+
+function onTyping(event) {
+  const room = app.rooms.get(event.room);
+  if (!room || event.user.id === app.me.sub) return;
+  if (event.typing) room.typing.set(event.user.id, { name: event.user.name || event.user.id, until: Date.now() + SHOW_MS });
+  else room.typing.delete(event.user.id);
+  if (room.name === app.active) renderTyping();
+}
+
+function onRead(event) {
+  const room = app.rooms.get(event.room);
+  if (!room || event.user.id === app.me.sub) return;
+  room.reads.set(event.user.id, { name: event.user.name || event.user.id, message_id: event.message_id });
+  app.views.get(room.name).renderReceipts();
+}
+
+function onPresence(event) {
+  const room = app.rooms.get(event.room);
+  if (!room) return;
+  room.online = event.online;
+  if (event.action === "leave") room.typing.delete(event.user.id);
+  sidebar.update(room, app.active === room.name);
+  if (room.name === app.active) {
+    renderHeader();
+    const who = event.user.name || event.user.id;
+    $("room-activity").textContent = event.action === "join" ? `${who} joined` : `${who} left`;
+  }
+}
+
+function onKicked(event) {
+  banner(`Removed from ${event.room}: ${event.reason}`);
+  dropRoom(event.room);
+}
+
+// ---- editing and deleting own messages ---------------------------------------------------
+
+async function editMessage(room, id, text) {
+  try {
+    const ack = await app.conn.request("edit", { room: room.name, id, text });
+    room.put(ack.message);
+    app.views.get(room.name).show([ack.message]);
+    return true;
+  } catch (error) {
+    if (!(error instanceof AckError)) throw error;
+    ackError("edit", error);
+    return false;
+  }
+}
+
+async function deleteMessage(room, id) {
+  try {
+    await app.conn.request("delete", { room: room.name, id });
+    const deleted = room.markDeleted(id);
+    if (deleted) app.views.get(room.name).show([deleted]);
+  } catch (error) {
+    if (!(error instanceof AckError)) throw error;
+    ackError("delete", error);
+  }
+}
+
+// ---- sending --------------------------------------------------------------------------
+
+/** A client_msg_id: random, so a retry of the same send is recognised by the server. */
+function newClientId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function send(room, text) {
+  const view = app.views.get(room.name);
+  const clientMsgId = newClientId();
+  const li = view.addPending(clientMsgId, text);
+  const attempt = async () => {
+    li.classList.remove("failed");
+    li.querySelector(".actions")?.remove();
+    li.querySelector(".state").textContent = "sending…";
+    try {
+      const ack = await app.conn.request("message", { room: room.name, text, client_msg_id: clientMsgId });
+      li.remove();
+      room.put(ack.message);
+      view.show([ack.message]);
+      view.scrollToBottom();
+      scheduleRead(room);
+    } catch (error) {
+      if (!(error instanceof AckError)) throw error;
+      view.failPending(li, error, attempt, () => li.remove());
+    }
+  };
+  await attempt();
+}
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const room = app.active ? app.rooms.get(app.active) : null;
+  const text = $("text").value;
+  if (!room || !app.conn || !text.trim()) return;
+  $("text").value = "";
+  typing.stop();
+  send(room, text);
+});
+
+$("text").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+
+$("text").addEventListener("input", () => {
+  if (app.active && $("text").value) typing.input(app.active);
+});
+
+// ---- start ----------------------------------------------------------------------------
+
+tokens
+  .appConfig()
+  .then((config) => {
+    app.devSignIn = Boolean(config.dev_sign_in);
+    $("dev-form").hidden = !app.devSignIn;
+  })
+  .catch(() => toast("could not read /app/config.json"));
+
+const saved = tokens.saved();
+if (saved) signIn(saved);

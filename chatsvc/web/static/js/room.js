@@ -1,0 +1,58 @@
+// What the client knows about one joined room. Message ids are time-sortable (ULID layout),
+// so order is by id; each id is kept once (catch-up and live delivery may both bring it).
+
+export class Room {
+  constructor(name) {
+    this.name = name;
+    this.messages = new Map(); // id -> message as the server sent it
+    this.olderCursor = null; // history's next_before; null once the first message is loaded
+    this.historyLoaded = false;
+    this.loadingOlder = false;
+    this.unread = 0;
+    this.online = 0;
+    this.typing = new Map(); // user id -> {name, until}
+    this.reads = new Map(); // user id -> {name, message_id}: the newest each one has read
+    this.lastReadSent = null;
+  }
+
+  /** The newest id seen, the `since` of the next catch-up. */
+  get newest() {
+    let newest = null;
+    for (const id of this.messages.keys()) if (newest === null || id > newest) newest = id;
+    return newest;
+  }
+
+  get hasOlder() {
+    return !this.historyLoaded || this.olderCursor !== null;
+  }
+
+  /** Store (or replace, for an edit) a message; true if the id was new. */
+  put(message) {
+    const known = this.messages.has(message.id);
+    const old = this.messages.get(message.id);
+    // An edit or delete that raced ahead of its message's replay is kept, not overwritten.
+    if (old && (old.deleted || (old.edited_at && !message.edited_at && !message.deleted))) return false;
+    this.messages.set(message.id, message);
+    return !known;
+  }
+
+  /** The id of the message that sorts right after `id` (to insert before it), or null. */
+  nextAfter(id) {
+    let next = null;
+    for (const other of this.messages.keys()) if (other > id && (next === null || other < next)) next = other;
+    return next;
+  }
+
+  markDeleted(id) {
+    const message = this.messages.get(id);
+    if (!message) return null;
+    const deleted = { ...message, text: "", deleted: true };
+    this.messages.set(id, deleted);
+    return deleted;
+  }
+
+  /** Everyone whose newest read is `id`, for the receipts under that message. */
+  readersOf(id) {
+    return [...this.reads.values()].filter((r) => r.message_id === id).map((r) => r.name);
+  }
+}

@@ -1,0 +1,68 @@
+"""The web client by keyboard alone: every control has a label, Tab reaches them in a
+sensible order, and sign-in, joining and sending work without a pointer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.support.browser import PAGE_WAIT_MS, chromium, visitor
+from tests.support.clients import running_server
+from tests.support.servers import ServerProcess
+
+expect.set_options(timeout=PAGE_WAIT_MS)
+
+UNLABELLED = """() => [...document.querySelectorAll("input, textarea, select, button")]
+  .filter((el) => el.offsetParent !== null)
+  .filter((el) => !(el.labels && el.labels.length))
+  .filter((el) => !el.getAttribute("aria-label") && !el.textContent.trim())
+  .map((el) => el.outerHTML)"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("keyboard")) as running:
+        yield running
+
+
+async def focused(page: Page) -> str:
+    return str(await page.evaluate("document.activeElement && document.activeElement.id"))
+
+
+async def test_sign_in_join_and_send_by_keyboard(server: ServerProcess) -> None:
+    async with chromium() as browser:
+        person = await visitor(browser, viewport={"width": 390, "height": 844})
+        page = person.page
+        await page.goto(f"{server.url}/")
+        await expect(page.locator("#dev-form")).to_be_visible()
+        assert await page.evaluate(UNLABELLED) == []
+
+        order = []
+        for _ in range(5):
+            await page.keyboard.press("Tab")
+            order.append(await focused(page))
+        assert order[0] == "token" and order[2:] == ["dev-sub", "dev-name", ""]  # "" = Dev sign-in
+        await page.keyboard.press("Shift+Tab")
+        await page.keyboard.press("Shift+Tab")
+        await page.keyboard.press("ControlOrMeta+a")
+        await page.keyboard.type("kim")
+        await page.keyboard.press("Tab")
+        await page.keyboard.press("ControlOrMeta+a")
+        await page.keyboard.type("Kim")
+        await page.keyboard.press("Enter")  # submits the dev sign-in form
+
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "connected")
+        assert await focused(page) == "join-room"
+        await page.keyboard.type("stock:KEYS")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#room-title")).to_have_text("stock:KEYS")
+        assert await focused(page) == "text"
+        await page.keyboard.type("first line")
+        await page.keyboard.press("Shift+Enter")
+        await page.keyboard.type("second line")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("li.msg[data-id] .text")).to_have_text("first line\nsecond line")
+        assert await page.evaluate(UNLABELLED) == []
+    assert person.errors == []

@@ -1,0 +1,100 @@
+"""The main views at desktop and phone width, in the light and the dark theme.
+
+The theme follows the system (prefers-color-scheme) and the phone layout stacks the rooms
+above the conversation; both are asserted here. The screenshots go to the test's temporary
+directory, or, with ``CHATSVC_SCREENSHOT_DIR=docs/screenshots``, to the ones README links.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.support.browser import PAGE_WAIT_MS, chromium, visitor
+from tests.support.clients import ClientPool, running_server
+from tests.support.servers import ServerProcess
+from tests.support.tokens import token
+
+ROOM = "stock:005930"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+expect.set_options(timeout=PAGE_WAIT_MS)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("shots")) as running:
+        yield running
+
+
+async def background(page: Page) -> str:
+    return str(await page.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """Where the screenshots go."""
+    folder = Path(os.environ.get("CHATSVC_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: Path) -> None:
+    async with chromium() as browser:
+        alice = await visitor(browser, viewport=DESKTOP)
+        page = alice.page
+        await page.emulate_media(color_scheme="light")
+        await page.goto(f"{server.url}/")
+        await expect(page.locator("#dev-form")).to_be_visible()
+        await page.screenshot(path=out / "signin-desktop-light.png")
+        await page.emulate_media(color_scheme="dark")
+        await page.set_viewport_size(PHONE)
+        await page.screenshot(path=out / "signin-phone-dark.png")
+
+        await page.set_viewport_size(DESKTOP)
+        await page.locator("#dev-sub").fill("alice")
+        await page.locator("#dev-name").fill("Alice")
+        await page.get_by_role("button", name="Dev sign-in").click()
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "connected")
+        await page.get_by_role("button", name="stock:AAPL").click()
+        await page.get_by_role("button", name=ROOM).click()
+        await expect(page.locator("#room-title")).to_have_text(ROOM)
+        async with ClientPool() as clients:
+            bob = await clients.connect(server.url, token("bob", name="Bob"))
+            await bob.ok("join", {"room": ROOM})
+            await bob.ok("message", {"room": ROOM, "text": "Samsung up 2% on the memory news"})
+            await page.locator("#text").fill("Anyone watching the HBM numbers?")
+            await page.locator("#text").press("Enter")
+            await bob.ok("message", {"room": ROOM, "text": "Yes, the guidance looks strong."})
+            await page.locator("#text").fill("Same here: holding until earnings.")
+            await page.locator("#text").press("Enter")
+            last = page.locator("li.msg.mine[data-id]", has_text="holding until earnings")
+            await expect(last).to_have_count(1)
+            await bob.ok("read", {"room": ROOM, "message_id": await last.get_attribute("data-id")})
+            await expect(last.locator(".receipts")).to_have_text("Read by Bob")
+            await bob.ok("typing", {"room": ROOM, "typing": True})
+            await expect(page.locator("#typing")).to_have_text("Bob is typing…")
+
+            backgrounds = {}
+            for scheme in ("light", "dark"):
+                await page.emulate_media(color_scheme=scheme)
+                backgrounds[scheme] = await background(page)
+                for width, size in (("desktop", DESKTOP), ("phone", PHONE)):
+                    await page.set_viewport_size(size)
+                    await page.screenshot(path=out / f"chat-{width}-{scheme}.png")
+                    sidebar = await page.locator(".sidebar").bounding_box()
+                    messages = await page.locator(".timeline:not([hidden])").bounding_box()
+                    assert sidebar is not None and messages is not None
+                    if width == "phone":  # rooms above the conversation, full width
+                        assert sidebar["y"] + sidebar["height"] <= messages["y"] + 1
+                        assert messages["width"] > PHONE["width"] * 0.9
+                    else:  # side by side
+                        assert sidebar["x"] + sidebar["width"] <= messages["x"] + 1
+            assert backgrounds["light"] != backgrounds["dark"]
+    assert alice.origins() == {server.url}
+    assert alice.errors == [] and alice.console == []
