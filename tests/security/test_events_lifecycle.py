@@ -93,8 +93,10 @@ async def test_lifecycle_named_events_do_not_touch_the_socket(
             assert await raw.event("kicked") == [{"room": rooms[1], "reason": kicked_reason(kicked)}]
 
             # The rate bucket was not refilled: refused events cost a token each like any
-            # event (3 joins, 23 refused, 2 more) and 12 of its 40 are left (one more if
-            # this test was slow: it refills at 0.1/s).
+            # event (3 joins, 15 refused events, 2 more) and 20 of its 40 are left (one more
+            # if this test was slow: it refills at 0.1/s). The 8 malformed bodies are not
+            # events: the transport refuses them as bad packets (chatsvc.transport.bad_packets)
+            # before any handler or bucket sees them.
             allowed = 0
             for _ in range(BURST + 2):
                 ack = await raw.call("typing", {"room": rooms[0], "typing": True})
@@ -102,7 +104,7 @@ async def test_lifecycle_named_events_do_not_touch_the_socket(
                     assert_error_ack(ack, "rate_limited")
                     break
                 allowed += 1
-            assert 12 <= allowed <= 13, allowed
+            assert 20 <= allowed <= 21, allowed
 
             ended = await admin.DisconnectUser(admin_pb2.DisconnectUserRequest(user_id=user))
             assert ended.reach.sockets == 1
@@ -111,14 +113,27 @@ async def test_lifecycle_named_events_do_not_touch_the_socket(
     finally:
         await raw.close()
     assert "Traceback" not in server.log_text()
-    assert invalid_payloads(server) >= len(RESERVED_EVENTS) + 14  # refused events are counted
+    # Refused events are counted as errors; the 8 malformed bodies as bad packets.
+    assert invalid_payloads(server) >= len(RESERVED_EVENTS) + 6
+    assert bad_packets(server) >= 8
+
+
+def _metrics(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 def invalid_payloads(server: ServerProcess) -> float:
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    found = re.search(r'^chatsvc_errors_total\{code="invalid_payload"\} (\S+)$', text, re.MULTILINE)
+    found = re.search(
+        r'^chatsvc_errors_total\{code="invalid_payload"\} (\S+)$', _metrics(server), re.MULTILINE
+    )
     return float(found.group(1)) if found else 0.0
+
+
+def bad_packets(server: ServerProcess) -> float:
+    """Every reason of chatsvc_bad_packets_total, summed."""
+    found = re.findall(r"^chatsvc_bad_packets_total\{[^}]*\} (\S+)$", _metrics(server), re.MULTILINE)
+    return sum(float(v) for v in found)
 
 
 def test_python_socketio_internals_the_guard_relies_on() -> None:
