@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -205,25 +205,45 @@ def kafka_ports() -> dict[str, str]:
     }
 
 
-def test_kafka_start_refuses_a_port_another_run_dir_owns(tmp_path: Path) -> None:
+def cassandra_ports() -> dict[str, str]:
+    return {
+        "CASSANDRA_TEST_PORT": str(free_port()),
+        "CASSANDRA_TEST_STORAGE_PORT": str(free_port()),
+        "CASSANDRA_TEST_JMX_PORT": str(free_port()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("script", "prefix", "ports", "taken"),
+    [
+        (KAFKA, "scripts/kafka: error:", kafka_ports, "KAFKA_TEST_SSL_PORT"),
+        (REPO / "scripts" / "cassandra", "cassandra: error:", cassandra_ports, "CASSANDRA_TEST_PORT"),
+    ],
+    ids=["kafka", "cassandra"],
+)
+def test_start_refuses_a_port_another_run_dir_owns(
+    tmp_path: Path, script: Path, prefix: str, ports: Callable[[], dict[str, str]], taken: str
+) -> None:
     marker = uuid.uuid4().hex
-    ports = kafka_ports()
+    chosen = ports()
     other_run = tmp_path / "other-checkout" / ".run"
+    service = script.name
     with listener() as port:
-        ports["KAFKA_TEST_SSL_PORT"] = str(port)
+        chosen[taken] = str(port)
         claims = tmp_path / "claims"
         claims.mkdir()
-        # What the other checkout's scripts/kafka start recorded (the listener is "its broker").
-        (claims / str(port)).write_text(f"{os.getpid()} kafka {other_run}\n")
-        env = script_env(tmp_path, marker, PYTHON=str(REPO / ".venv" / "bin" / "python"), **ports)
-        done = run([KAFKA, "start"], env)
+        # What the other checkout's `start` recorded (the listener plays its service).
+        (claims / str(port)).write_text(f"{os.getpid()} {service} {other_run}\n")
+        env = script_env(tmp_path, marker, PYTHON=str(REPO / ".venv" / "bin" / "python"), **chosen)
+        done = run([script, "start"], env)
         assert answers(port), "the other run dir's listener must be left alone"
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"scripts/kafka: error: port 127.0.0.1:{port} (KAFKA_TEST_SSL_PORT)"), last
-    assert f"the kafka of run dir {other_run}" in last, last
-    assert not (tmp_path / "run" / "kafka" / "kafka.pid").exists(), "no broker was started"
-    assert_nothing_left(marker, {k: v for k, v in ports.items() if k != "KAFKA_TEST_SSL_PORT"})
+    assert last.startswith(f"{prefix} port 127.0.0.1:{port} ({taken})"), last
+    assert f"the {service} of run dir {other_run}" in last, last
+    assert f"set {taken}" in last, last
+    assert not (tmp_path / "run" / service / f"{service}.pid").exists(), "nothing was started"
+    assert_nothing_left(marker, {k: v for k, v in chosen.items() if k != taken})
 
 
 def test_kafka_start_names_an_unrecorded_process_on_its_port(tmp_path: Path) -> None:
