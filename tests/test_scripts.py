@@ -268,3 +268,51 @@ def test_kafka_stop_never_stops_a_broker_of_another_run_dir(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert "not running" in done.stderr
     assert answers(int(broker.rsplit(":", 1)[1]))
+
+
+# -- scripts/test's service bookkeeping (scripts/lib/checkout.sh) ----------------------------
+
+FAKE_SERVICE = """#!/usr/bin/env bash
+echo "$(basename "$0") $1" >>"$CALLS"
+case $1 in
+  status) [[ -e "$STATE/$(basename "$0")" ]] ;;
+  start) [[ $(basename "$0") != "$FAIL" ]] && touch "$STATE/$(basename "$0")" ;;
+  stop) rm -f "$STATE/$(basename "$0")" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    ("running", "fail", "stopped"),
+    [
+        ((), "", ["cassandra", "kafka"]),  # both started here: both stopped, last first
+        (("kafka",), "", ["cassandra"]),  # kafka was up already (another run's): left running
+        (("kafka", "cassandra"), "", []),
+        ((), "cassandra", ["cassandra", "kafka"]),  # a failed start still stops what it started
+    ],
+)
+def test_scripts_test_stops_only_the_services_it_started(
+    tmp_path: Path, running: tuple[str, ...], fail: str, stopped: list[str]
+) -> None:
+    """The same functions scripts/test calls, on fake service scripts (no JVM)."""
+    fake = tmp_path / "checkout"
+    (fake / "scripts").mkdir(parents=True)
+    for name in ("kafka", "cassandra"):
+        (fake / "scripts" / name).write_text(FAKE_SERVICE)
+        (fake / "scripts" / name).chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir()
+    for name in running:
+        (state / name).touch()
+    calls = tmp_path / "calls"
+    driver = (
+        f"REPO={fake}; . {REPO / 'scripts' / 'lib' / 'checkout.sh'}; "
+        "trap stop_started_services EXIT; start_services kafka cassandra"
+    )
+    env = {"PATH": os.environ["PATH"], "CALLS": str(calls), "STATE": str(state), "FAIL": fail}
+    done = subprocess.run(["bash", "-c", driver], env=env, capture_output=True, text=True, check=False)
+    assert (done.returncode != 0) == bool(fail), done.stderr
+    lines = calls.read_text().splitlines()
+    assert [line.split()[0] for line in lines if line.endswith(" stop")] == stopped, lines
+    for name in running:
+        assert (state / name).exists(), f"{name} was running before and must still be"

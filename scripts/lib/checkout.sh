@@ -108,3 +108,25 @@ release_ports() {
   done
   return 0
 }
+
+# start_services SERVICE... -> `scripts/SERVICE start` for each, in this run dir; the ones
+# that were not running before are appended to CHATSVC_STARTED_SERVICES (only those are
+# ours to stop). Returns non-zero at the first service that fails to start.
+CHATSVC_STARTED_SERVICES=()
+start_services() {
+  local service running
+  for service in "$@"; do
+    running=1
+    "$REPO/scripts/$service" status >/dev/null 2>&1 || running=0
+    ((running)) || CHATSVC_STARTED_SERVICES+=("$service")
+    "$REPO/scripts/$service" start || return 1
+  done
+}
+
+# stop_started_services -> stop exactly what start_services started (last started first)
+stop_started_services() {
+  local i
+  for ((i = ${#CHATSVC_STARTED_SERVICES[@]} - 1; i >= 0; i--)); do
+    "$REPO/scripts/${CHATSVC_STARTED_SERVICES[$i]}" stop || true
+  done
+}
