@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--name", help="display name")
     token.add_argument(
-        "--ttl", type=positive_duration, default=3600.0, help="lifetime > 0, e.g. 30m, 1h (default 1h)"
+        "--ttl", type=positive_duration, default=3600.0, help="lifetime >= 1s, e.g. 30m, 1h (default 1h)"
     )
     token.add_argument("--role", action="append", help="a role, e.g. admin (repeatable)")
     token.add_argument("--rooms", help="comma-separated rooms or prefix* patterns the user may join")

@@ -30,10 +30,11 @@ def parse_duration(text: str) -> float:
 
 
 def positive_duration(text: str) -> float:
-    """:func:`parse_duration`, refusing zero (a token that is expired when minted)."""
+    """:func:`parse_duration`, at least one second: JWT times are whole seconds, so anything
+    shorter would mint a token that is expired when minted."""
     seconds = parse_duration(text)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r} (e.g. 30m or 1h)")
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1s, got {text!r} (e.g. 30m or 1h)")
     return seconds
 
 

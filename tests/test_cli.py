@@ -294,8 +294,9 @@ def test_token_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
         ),
         ([], public_env, ("public key", "--private-key")),
         (["--algorithm", "ES256"], env, ("HMAC", "HS256")),
-        (["--ttl", "0"], env, ("--ttl", "more than 0")),
-        (["--ttl", "0s"], env, ("--ttl", "more than 0")),
+        (["--ttl", "0"], env, ("--ttl", "at least 1s")),
+        (["--ttl", "0s"], env, ("--ttl", "at least 1s")),
+        (["--ttl", "0.5s"], env, ("--ttl", "at least 1s")),  # JWT exp is whole seconds
         (["--ttl", "forever"], env, ("--ttl", "duration")),
         (["--bogus"], env, ("--bogus", "--help")),
     ]
