@@ -10,10 +10,13 @@ is checked over all of /proc, not just over the pids the script reported.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -172,12 +175,14 @@ def test_run_cluster_runs_two_replicas_until_interrupted(tmp_path: Path) -> None
     )
     try:
         assert proc.stderr is not None
+        lines: queue.Queue[str] = queue.Queue()
+        stream = proc.stderr
+        threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
         seen = []
-        deadline = time.monotonic() + TIMEOUT
-        for line in proc.stderr:
-            seen.append(line)
-            if "cluster up" in line or time.monotonic() > deadline:
-                break
+        deadline = time.monotonic() + TIMEOUT  # bounded even if the script hangs silently
+        while not any("cluster up" in line for line in seen) and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                seen.append(lines.get(timeout=1))
         assert any("cluster up" in line for line in seen), "".join(seen)
         for name in ports:
             assert answers(int(ports[name])), name
