@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	CHATSVC_CORS_ORIGINS="$${CHATSVC_CORS_ORIGINS:-$(DEV_CORS_ORIGINS)}" $(BIN)/chatsvc serve
 
-## run-cluster: the local Kafka broker and two replicas (:8081, :8082) sharing ./data
+## run-cluster: the local Kafka broker and two replicas sharing ./data, on this checkout's ports
+##   (printed; RUN_CLUSTER_HTTP_PORT_1/2, RUN_CLUSTER_GRPC_PORT_1/2); any failure stops it all
 run-cluster: $(STAMP)
 	scripts/run-cluster
 
@@ -59,6 +60,7 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --quick
 
+## services-up/services-down: this checkout's Kafka and Cassandra (run dir .run/, own ports)
 services-up:
 	scripts/kafka start
 	scripts/cassandra start

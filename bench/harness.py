@@ -481,6 +481,20 @@ def run_quiet(argv: list[str], timeout: float) -> subprocess.CompletedProcess[st
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO)
 
 
+def service_env(name: str) -> dict[str, str]:
+    """The env file of this checkout's ``scripts/<name>`` service (its ports are per checkout)."""
+    found = run_quiet([f"scripts/{name}", "env"], 60)
+    path = Path(found.stdout.strip())
+    if found.returncode != 0 or not path.is_file():
+        raise RuntimeError(f"no env file from scripts/{name} env: start it with `scripts/{name} start`")
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
 def python_package_version(name: str) -> str | None:
     """Installed version of a distribution, or None."""
     from importlib import metadata  # noqa: PLC0415

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/kafka_fetch.py [KAFKA_FETCH_MIN_BYTES=65536 KAFKA_FETCH_MAX_WAIT_MS=5 ...]
 
-Two chatsvc replicas on the test broker (``scripts/kafka start``, 127.0.0.1:19092), a fresh
+Two chatsvc replicas on the test broker (``scripts/kafka start``, its env file), a fresh
 topic, the ``NAME=VALUE`` settings given on the command line on both. Replica B has 100
 members in room ``lat`` and none in the 20 rooms replica A's senders post to. Measured, one
 after the other (bounded: 5 s idle, 6 s at each rate, 6 s of latency):
@@ -38,7 +38,7 @@ def main() -> int:
         "CHATSVC_STORE": "memory",
         "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
         "CHATSVC_RATE_LIMIT_BURST": "100000",
-        "KAFKA_BROKERS": "127.0.0.1:19092",
+        "KAFKA_BROKERS": harness.service_env("kafka")["KAFKA_TEST_PLAINTEXT"],
         "KAFKA_TOPIC": topic,
         **extra,
     }

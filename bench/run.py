@@ -706,6 +706,11 @@ class Bench:
         return out
 
 
+def kafka_brokers(args: argparse.Namespace) -> str:
+    """``--kafka-brokers``, else this checkout's test broker (its ports are per checkout)."""
+    return str(args.kafka_brokers or harness.service_env("kafka")["KAFKA_TEST_PLAINTEXT"])
+
+
 def cql_env(contact: str, keyspace: str) -> dict[str, str]:
     """Settings for the Scylla store on the CQL test node, in ``keyspace``."""
     host, _, port = contact.rpartition(":")
@@ -747,14 +752,18 @@ def main(argv: list[str] | None = None) -> int:
         help="adds a chatsvc-base row to the idle and fan-out scenarios: chatsvc as it was at git "
         "revision REV, on this interpreter, beside this checkout (before/after of a change, one run)",
     )
-    parser.add_argument("--kafka-brokers", default="127.0.0.1:19092")
+    parser.add_argument(
+        "--kafka-brokers", default=None, help="default: this checkout's test broker (scripts/kafka env)"
+    )
     parser.add_argument(
         "--kafka",
         choices=("auto", "require"),
         default="auto",
         help="auto: start the test broker (scripts/kafka) if it is down, and stop it after; require: fail",
     )
-    parser.add_argument("--cql-contact", default="127.0.0.1:19042", help="the CQL node, host:port")
+    parser.add_argument(
+        "--cql-contact", default=None, help="the CQL node, host:port (default: scripts/cassandra env)"
+    )
     parser.add_argument(
         "--cql",
         choices=("auto", "running", "require", "off"),
@@ -846,7 +855,7 @@ def main(argv: list[str] | None = None) -> int:
                 data = bench.storm([AFTER_MEM, PEER, *centrifugo])
             elif scenario == "kafka-idle":
                 bench.ensure_service("kafka", may_start=args.kafka == "auto")
-                data = bench.kafka_idle(args.kafka_brokers)
+                data = bench.kafka_idle(kafka_brokers(args))
             elif scenario == "rooms":
                 data = bench.rooms([AFTER_MEM, *before, AFTER_SQLITE, PEER])
             elif scenario == "ablation":
@@ -855,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
                 data = bench.ablation()
             elif scenario == "cross":
                 bench.ensure_service("kafka", may_start=args.kafka == "auto")
-                data = bench.cross([AFTER_MEM, *before, PEER], args.kafka_brokers)
+                data = bench.cross([AFTER_MEM, *before, PEER], kafka_brokers(args))
             else:
                 stores: list[tuple[str, Target, dict[str, str]]] = [
                     ("sqlite", AFTER_SQLITE, {}),
@@ -870,6 +879,11 @@ def main(argv: list[str] | None = None) -> int:
                     results["skipped"]["history:cassandra"] = "--cql off"
                 else:
                     bench.ensure_service("cassandra", may_start=cql == "auto")
+                    if args.cql_contact is None:
+                        cql_test = harness.service_env("cassandra")
+                        args.cql_contact = (
+                            f"{cql_test['CASSANDRA_TEST_CONTACT_POINTS']}:{cql_test['CASSANDRA_TEST_PORT']}"
+                        )
                     target = Target("chatsvc-cql", "chatsvc (Cassandra 5 CQL)", "chatsvc")
                     # A keyspace of this run's own, dropped at the end (before a CQL node this
                     # run started is stopped): one left on the shared node by another run, or

@@ -5,27 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from chatsvc import __version__, logs
+from chatsvc.admin.client import register as register_admin
+from chatsvc.cliargs import OneLineParser, UsageError, fail, positive_duration
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.settings import Settings, SettingsError
 
 log = logging.getLogger("chatsvc")
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` → seconds."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected a duration like 30m or 1h, got {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _settings() -> Settings:
@@ -36,18 +26,53 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
+def _signing_key(settings: Settings, args: argparse.Namespace) -> tuple[str, str]:
+    """The key and algorithm to sign with; a :class:`UsageError` says what to change."""
+    from chatsvc.auth import keys  # noqa: PLC0415 - cryptography only for this command
+
+    jwt = settings.jwt
+    if not args.private_key:
+        if jwt.secret is None:
+            raise UsageError(
+                "the server verifies tokens with a public key (CHATSVC_JWT_PUBLIC_KEY); "
+                "pass --private-key FILE with its private key"
+            )
+        algorithm = args.algorithm or jwt.algorithms[0]
+        if algorithm not in keys.HMAC_ALGORITHMS:
+            raise UsageError(
+                f"--algorithm {algorithm} needs a private key, but the server uses an HMAC secret "
+                f"(CHATSVC_JWT_SECRET); use {' or '.join(keys.HMAC_ALGORITHMS)}, or omit --algorithm"
+            )
+        return jwt.secret.reveal(), algorithm
+    where = f"--private-key {args.private_key}"
+    try:
+        pem = Path(args.private_key).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {where}: {exc.strerror}; pass the path of a PEM private key") from None
+    try:
+        key = keys.load_private_key(pem, where)
+        algorithm = keys.signing_algorithm(key, args.algorithm, where)
+    except keys.SigningKeyError as exc:
+        raise UsageError(str(exc)) from None
+    if jwt.public_key_file is not None:
+        public = Path(jwt.public_key_file)
+        if not keys.matches_public_key(key, public.read_bytes()):
+            raise UsageError(
+                f"{where} is not the pair of CHATSVC_JWT_PUBLIC_KEY ({public}); "
+                "pass the private key of that public key"
+            )
+        if algorithm not in jwt.algorithms:
+            raise UsageError(
+                f"the server accepts {','.join(jwt.algorithms)}, not {algorithm} (the key's algorithm); "
+                f"add {algorithm} to CHATSVC_JWT_ALGORITHMS"
+            )
+    return pem.decode(), algorithm
+
+
 def _mint(settings: Settings, args: argparse.Namespace) -> str:
     from chatsvc.auth.jwt import mint_token  # noqa: PLC0415
 
-    jwt = settings.jwt
-    if args.private_key:
-        key = Path(args.private_key).read_text()
-        algorithm = args.algorithm or jwt.algorithms[0]
-    elif jwt.secret is not None:
-        key = jwt.secret.reveal()
-        algorithm = jwt.algorithms[0]
-    else:
-        raise SystemExit("chatsvc token: the server verifies with a public key; pass --private-key FILE")
+    key, algorithm = _signing_key(settings, args)
     return mint_token(
         key=key,
         algorithm=algorithm,
@@ -56,13 +81,17 @@ def _mint(settings: Settings, args: argparse.Namespace) -> str:
         roles=args.role or (),
         rooms=args.rooms.split(",") if args.rooms else None,
         ttl_seconds=args.ttl,
-        issuer=jwt.issuer,
-        audience=jwt.audience,
+        issuer=settings.jwt.issuer,
+        audience=settings.jwt.audience,
     )
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    print(_mint(_settings(), args))
+    try:
+        token = _mint(_settings(), args)
+    except UsageError as exc:
+        return fail("chatsvc token", exc)
+    print(token)
     return 0
 
 
@@ -126,9 +155,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the admin subcommands and tests)."""
-    parser = argparse.ArgumentParser(prog="chatsvc", description="ST00CK real-time chat backend")
+    parser = OneLineParser(prog="chatsvc", description="ST00CK real-time chat backend")
     parser.add_argument("--version", action="version", version=__version__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     serve = sub.add_parser("serve", help="run the server (configured from the environment)")
     serve.set_defaults(func=_cmd_serve)
@@ -137,20 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="user id")
     token.add_argument("--name", help="display name")
     token.add_argument(
-        "--ttl", type=parse_duration, default=3600.0, help="lifetime, e.g. 30m, 1h (default 1h)"
+        "--ttl", type=positive_duration, default=3600.0, help="lifetime >= 1s, e.g. 30m, 1h (default 1h)"
     )
     token.add_argument("--role", action="append", help="a role, e.g. admin (repeatable)")
     token.add_argument("--rooms", help="comma-separated rooms or prefix* patterns the user may join")
     token.add_argument("--private-key", help="PEM private key when the server verifies with a public key")
-    token.add_argument("--algorithm", help="signing algorithm with --private-key (default: first allowed)")
+    token.add_argument(
+        "--algorithm",
+        help="signing algorithm (default: the key's: RSA RS256, EC P-256 ES256, P-384 ES384, "
+        "Ed25519 EdDSA; an HMAC secret the first of CHATSVC_JWT_ALGORITHMS)",
+    )
     token.set_defaults(func=_cmd_token)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the history store's schema")
     migrate.set_defaults(func=_cmd_migrate)
 
-    from chatsvc.admin.client import register  # noqa: PLC0415 - it imports this module
-
-    register(sub)
+    register_admin(sub)
     return parser
 
 

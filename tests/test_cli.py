@@ -7,15 +7,19 @@ import re
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from chatsvc.auth.jwt import JwtVerifier
-from chatsvc.cli import build_parser, parse_duration
+from chatsvc.cli import build_parser
+from chatsvc.cliargs import parse_duration
 from chatsvc.settings import Settings
 from tests.support.clients import ClientPool
 from tests.support.servers import TEST_JWT_SECRET, ServerProcess, base_env, free_port, run_cli
@@ -198,3 +202,148 @@ def test_serve_on_a_taken_port(env: dict[str, str]) -> None:
     assert done.returncode == 3, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- every error: one line naming cause and fix, exit 2, no traceback (issue 28) -------------
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def _write_pair(key: PrivateKey, directory: Path, name: str) -> tuple[Path, Path]:
+    private = directory / f"{name}.key"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public = directory / f"{name}.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def _public_key_env(env: dict[str, str], public: Path, algorithms: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in env.items() if k != "CHATSVC_JWT_SECRET"}
+    env["CHATSVC_JWT_PUBLIC_KEY"] = str(public)
+    if algorithms:
+        env["CHATSVC_JWT_ALGORITHMS"] = algorithms
+    return env
+
+
+def assert_usage_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """Exit 2, nothing on stdout, exactly one line on stderr containing every needle."""
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm", "allowed"),
+    [
+        (ec.generate_private_key(ec.SECP256R1()), "ES256", None),
+        (ec.generate_private_key(ec.SECP384R1()), "ES384", "ES384"),
+        (rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256", None),
+        (ed25519.Ed25519PrivateKey.generate(), "EdDSA", "EdDSA"),
+    ],
+    ids=["ec-p256", "ec-p384", "rsa", "ed25519"],
+)
+def test_the_algorithm_follows_the_key(
+    env: dict[str, str], tmp_path: Path, key: PrivateKey, algorithm: str, allowed: str | None
+) -> None:
+    private, public = _write_pair(key, tmp_path, "k")
+    env = _public_key_env(env, public, allowed)
+    done = run_cli(["token", "--sub", "dana", "--private-key", str(private)], env)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    assert pyjwt.get_unverified_header(token)["alg"] == algorithm
+    # The server, configured with the public key, accepts it.
+    assert JwtVerifier(Settings.from_env(env).jwt).verify(token).user_id == "dana"
+
+
+def test_hmac_secret_signs_hs256(env: dict[str, str]) -> None:
+    done = run_cli(["token", "--sub", "erin"], env)
+    assert done.returncode == 0, done.stderr
+    assert pyjwt.get_unverified_header(done.stdout.strip())["alg"] == "HS256"
+
+
+def test_token_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    ec_private, ec_public = _write_pair(ec.generate_private_key(ec.SECP256R1()), tmp_path, "ec")
+    p384_private, p384_public = _write_pair(ec.generate_private_key(ec.SECP384R1()), tmp_path, "p384")
+    other_private, _ = _write_pair(ec.generate_private_key(ec.SECP256R1()), tmp_path, "other")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key\n")
+    public_env = _public_key_env(env, ec_public)
+    cases: list[tuple[list[str], dict[str, str], tuple[str, ...]]] = [
+        # an EC key with an RSA algorithm: used to be PyJWT's InvalidKeyError traceback
+        (["--private-key", str(ec_private), "--algorithm", "RS256"], public_env, ("RS256", "ES256")),
+        (["--private-key", str(tmp_path / "missing.pem")], public_env, ("missing.pem", "No such file")),
+        (["--private-key", str(garbage)], public_env, ("garbage.pem", "not a PEM private key")),
+        (["--private-key", str(other_private)], public_env, ("not the pair", "CHATSVC_JWT_PUBLIC_KEY")),
+        # the server's default allow-list (RS256,ES256) would refuse an ES384 token
+        (
+            ["--private-key", str(p384_private)],
+            _public_key_env(env, p384_public),
+            ("ES384", "CHATSVC_JWT_ALGORITHMS"),
+        ),
+        ([], public_env, ("public key", "--private-key")),
+        (["--algorithm", "ES256"], env, ("HMAC", "HS256")),
+        (["--ttl", "0"], env, ("--ttl", "at least 1s")),
+        (["--ttl", "0s"], env, ("--ttl", "at least 1s")),
+        (["--ttl", "0.5s"], env, ("--ttl", "at least 1s")),  # JWT exp is whole seconds
+        (["--ttl", "forever"], env, ("--ttl", "duration")),
+        (["--bogus"], env, ("--bogus", "--help")),
+    ]
+    for extra, case_env, needles in cases:
+        done = run_cli(["token", "--sub", "a", *extra], case_env)
+        assert_usage_error(done, "chatsvc", *needles)
+
+
+def test_admin_connection_options_before_or_after_the_subcommand() -> None:
+    parser = build_parser()
+    before = parser.parse_args(["admin", "--target", "h:1", "--timeout", "3", "info"])
+    after = parser.parse_args(["admin", "info", "--target", "h:1", "--timeout", "3"])
+    for args in (before, after):
+        assert (args.target, args.timeout, args.admin_command) == ("h:1", 3.0, "info")
+    neither = parser.parse_args(["admin", "info"])
+    assert (neither.timeout, neither.tls, neither.ca) == (10.0, False, None)
+    # Given in both places, the one after the subcommand wins (it is the more specific).
+    both = parser.parse_args(["admin", "--target", "a:1", "presence", "lobby", "--target", "b:2"])
+    assert (both.target, both.room) == ("b:2", "lobby")
+
+
+def test_admin_options_before_the_subcommand_reach_the_call(env: dict[str, str]) -> None:
+    port = free_port()  # nothing listens there
+    for argv in (
+        ["admin", "--target", f"127.0.0.1:{port}", "--timeout", "2", "info"],
+        ["admin", "info", "--target", f"127.0.0.1:{port}", "--timeout", "2"],
+    ):
+        done = run_cli(argv, env)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and "UNAVAILABLE" in lines[0] and f"127.0.0.1:{port}" in lines[0], lines
+        assert "Traceback" not in done.stderr
+
+
+def test_admin_usage_errors_are_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    cases = [
+        (["admin", "--cert", str(tmp_path / "c.pem"), "info"], ("--cert and --key",)),
+        (["admin", "info", "--ca", str(tmp_path / "nope.pem")], ("nope.pem", "No such file")),
+        (["admin", "info", "--timeout", "0"], ("--timeout", "> 0")),
+        (["admin", "nonsense"], ("nonsense", "--help")),
+        (["admin", "mute", "lobby", "mallory", "--for", "ever"], ("--for", "duration")),
+    ]
+    for argv, needles in cases:
+        assert_usage_error(run_cli(argv, env), "chatsvc admin", *needles)
+
+
+def test_admin_client_does_not_import_the_cli() -> None:
+    code = "import sys, chatsvc.admin.client; assert 'chatsvc.cli' not in sys.modules, 'import cycle'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr

@@ -25,7 +25,7 @@ from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message as ProtoMessage
 
 from chatsvc.admin.v1 import admin_pb2, admin_pb2_grpc
-from chatsvc.cli import parse_duration
+from chatsvc.cliargs import OneLineParser, UsageError, fail, parse_duration
 
 TOKEN_ENV = "CHATSVC_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 TARGET_ENV = "CHATSVC_ADMIN_TARGET"
@@ -37,27 +37,57 @@ def _default_target() -> str:
     return os.environ.get(TARGET_ENV) or f"127.0.0.1:{os.environ.get('CHATSVC_GRPC_PORT') or 50051}"
 
 
-def _connection_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection")
+def _connection_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Add the connection options to ``parser``.
+
+    ``admin`` itself carries the defaults; each subcommand repeats the options with
+    ``SUPPRESS`` as default, so a value given after the subcommand wins and an absent one
+    does not overwrite what was given before it.
+    """
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    group = parser.add_argument_group("connection")
     group.add_argument(
         "--target",
-        default=_default_target(),
+        default=default(_default_target()),
         help=f"host:port of the admin API (default ${TARGET_ENV}, else 127.0.0.1:$CHATSVC_GRPC_PORT)",
     )
     group.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV),
+        default=default(os.environ.get(TOKEN_ENV)),
         help=f"JWT with the admin role (default ${TOKEN_ENV}); not needed with a client certificate",
     )
-    group.add_argument("--tls", action="store_true", help="use TLS, trusting the system CAs")
-    group.add_argument("--ca", type=Path, help="CA certificate (PEM) to trust; implies --tls")
-    group.add_argument("--cert", type=Path, help="client certificate (PEM) for mutual TLS; implies --tls")
-    group.add_argument("--key", type=Path, help="client private key (PEM) for --cert")
     group.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)"
+        "--tls", action="store_true", default=default(False), help="use TLS, trusting the system CAs"
     )
-    return common
+    group.add_argument(
+        "--ca", type=Path, default=default(None), help="CA certificate (PEM) to trust; implies --tls"
+    )
+    group.add_argument(
+        "--cert",
+        type=Path,
+        default=default(None),
+        help="client certificate (PEM) for mutual TLS; implies --tls",
+    )
+    group.add_argument("--key", type=Path, default=default(None), help="client private key (PEM) for --cert")
+    group.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=default(10.0),
+        help="seconds to wait for an answer (default 10)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _duration(seconds: float | None) -> duration_pb2.Duration | None:
@@ -160,7 +190,7 @@ def _info(stub: Any, args: argparse.Namespace) -> ProtoMessage:
 
 def _channel(args: argparse.Namespace) -> Any:
     if (args.key is None) != (args.cert is None):
-        raise SystemExit("chatsvc admin: --cert and --key go together")
+        raise UsageError("--cert and --key go together; pass both (or neither)")
     if not (args.tls or args.ca or args.cert):
         return grpc.insecure_channel(args.target)
     try:
@@ -170,26 +200,34 @@ def _channel(args: argparse.Namespace) -> Any:
             certificate_chain=args.cert.read_bytes() if args.cert else None,
         )
     except OSError as exc:
-        raise SystemExit(f"chatsvc admin: cannot read {exc.filename}: {exc.strerror}") from None
+        raise UsageError(
+            f"cannot read {exc.filename}: {exc.strerror}; check the --ca/--cert/--key paths"
+        ) from None
     return grpc.secure_channel(args.target, credentials)
 
 
 def _run(call: Call, args: argparse.Namespace) -> int:
     metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
     args.call = {"metadata": metadata, "timeout": args.timeout}
-    with _channel(args) as channel:
+    try:
+        channel = _channel(args)
+    except UsageError as exc:
+        return fail("chatsvc admin", exc)
+    with channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         try:
             response = call(stub, args)
         except grpc.RpcError as exc:
             code = exc.code()
-            print(f"chatsvc admin: {code.name}: {exc.details()}", file=sys.stderr)
+            hint = ""
             if code == grpc.StatusCode.UNAUTHENTICATED and not args.token:
-                print(
-                    f"hint: pass --token or set {TOKEN_ENV} "
-                    "(e.g. `chatsvc token --sub ops --role admin`), or use a client certificate",
-                    file=sys.stderr,
+                hint = (
+                    f"; pass --token or set {TOKEN_ENV} "
+                    "(e.g. `chatsvc token --sub ops --role admin`), or use a client certificate"
                 )
+            elif code == grpc.StatusCode.UNAVAILABLE:
+                hint = f"; is the server running at {args.target}? (--target or ${TARGET_ENV})"
+            print(f"chatsvc admin: {code.name}: {exc.details()}{hint}", file=sys.stderr)
             return 1
     print(json_format.MessageToJson(response, preserving_proto_field_name=True, indent=2))
     return 0
@@ -200,18 +238,19 @@ Command = Callable[[str, Call, str], argparse.ArgumentParser]
 
 def register(subparsers: Any) -> None:
     """Add ``admin`` and its subcommands to ``chatsvc``'s argument parser."""
-    common = _connection_options()
     admin = subparsers.add_parser(
         "admin",
         help="call the gRPC admin API of a running server",
         description="Call the gRPC admin API (chatsvc.admin.v1). Output is JSON.",
     )
-    commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    _connection_options(admin, defaults=True)
+    commands = admin.add_subparsers(
+        dest="admin_command", required=True, metavar="COMMAND", parser_class=OneLineParser
+    )
 
     def command(name: str, call: Call, text: str) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = commands.add_parser(
-            name, parents=[common], help=text, description=text
-        )
+        parser: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+        _connection_options(parser, defaults=False)
         parser.set_defaults(func=lambda args: _run(call, args))
         return parser
 

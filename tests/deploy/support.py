@@ -40,6 +40,12 @@ CHECKOV = REPO / "scripts" / "checkov"
 JS_DIR = Path(__file__).resolve().parent / "js"
 NGINX_TEMPLATE = Path(__file__).resolve().parent / "nginx-test.conf.tmpl"
 OVERLAYS = ("k8s/base", "k8s/overlays/production", "k8s/overlays/staging")
+#: Each serving build's migration build (the Job applied and completed before it).
+MIGRATIONS = {
+    "k8s/base": "k8s/migrate",
+    "k8s/overlays/production": "k8s/overlays/production/migrate",
+    "k8s/overlays/staging": "k8s/overlays/staging/migrate",
+}
 
 #: How `make test` installs what these tests need (reported on failure).
 NGINX_INSTALL = "apt-get update && apt-get install -y nginx"

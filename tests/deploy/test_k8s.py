@@ -22,6 +22,7 @@ from chatsvc.cli import build_parser
 from chatsvc.settings import Settings
 from tests.deploy.support import (
     CHECKOV,
+    MIGRATIONS,
     OVERLAYS,
     REPO,
     app_routes,
@@ -52,6 +53,20 @@ def rendered() -> dict[str, Docs]:
 @pytest.fixture(params=OVERLAYS)
 def docs(request: pytest.FixtureRequest, rendered: dict[str, Docs]) -> Docs:
     return rendered[request.param]
+
+
+@pytest.fixture(scope="module")
+def rendered_migrations() -> dict[str, Docs]:
+    """Serving build path -> its migration build."""
+    return {path: kustomize_build(MIGRATIONS[path]) for path in OVERLAYS}
+
+
+@pytest.fixture(params=OVERLAYS)
+def pair(
+    request: pytest.FixtureRequest, rendered: dict[str, Docs], rendered_migrations: dict[str, Docs]
+) -> tuple[Docs, Docs]:
+    """(serving build, its migration build) of one environment."""
+    return rendered[request.param], rendered_migrations[request.param]
 
 
 def deployment(docs: Docs) -> dict[str, Any]:
@@ -87,9 +102,12 @@ def test_base_and_overlays_build_with_every_resource(rendered: dict[str, Docs]) 
         assert not by_kind(docs, "Secret"), f"{path}: Secrets are created out of band, never rendered"
 
 
-def test_rendered_manifests_pass_checkov(rendered: dict[str, Docs], tmp_path: Path) -> None:
+def test_rendered_manifests_pass_checkov(
+    rendered: dict[str, Docs], rendered_migrations: dict[str, Docs], tmp_path: Path
+) -> None:
     files = []
-    for path, docs in rendered.items():
+    builds = {**rendered, **{MIGRATIONS[path]: docs for path, docs in rendered_migrations.items()}}
+    for path, docs in builds.items():
         out = tmp_path / (path.replace("/", "_") + ".yaml")
         out.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         files.append(out)
@@ -240,12 +258,90 @@ def test_pods_run_locked_down(docs: Docs) -> None:
                 assert "emptyDir" in volumes[mount["name"]], mount
 
 
-def test_schema_is_migrated_by_an_init_container_running_chatsvc_migrate(docs: Docs) -> None:
-    init = pod_spec(docs)["initContainers"]
-    assert [c["command"] for c in init] == [["chatsvc", "migrate"]]
-    assert build_parser().parse_args(["migrate"]).command == "migrate"
-    assert build_parser().parse_args(serving(docs)["args"]).command == "serve"
-    assert init[0]["image"] == serving(docs)["image"]
+def job(docs: Docs) -> dict[str, Any]:
+    return one(docs, "Job", "chatsvc-migrate")
+
+
+def test_no_pod_of_the_deployment_migrates(docs: Docs) -> None:
+    # An init container migrated in every pod, concurrently during a rollout (issue 28).
+    assert "initContainers" not in pod_spec(docs)
+    assert all(c.get("command", [])[1:2] != ["migrate"] for c in pod_spec(docs)["containers"])
+    assert not by_kind(docs, "Job"), "the Job is its own build, applied and completed first"
+
+
+def test_the_migration_build_is_one_job_running_chatsvc_migrate(pair: tuple[Docs, Docs]) -> None:
+    serving_docs, migration = pair
+    assert {d["kind"] for d in migration} == {
+        "Namespace", "ServiceAccount", "ConfigMap", "Job", "NetworkPolicy",
+    }  # fmt: skip
+    spec = job(migration)["spec"]
+    assert spec["parallelism"] == spec["completions"] == 1, "one migration at a time"
+    assert 0 < spec["backoffLimit"] <= 5 and spec["activeDeadlineSeconds"] > 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    [container] = pod["containers"]
+    assert container["command"] == ["chatsvc", "migrate"]
+    assert build_parser().parse_args(container["command"][1:]).command == "migrate"
+    # Same image, namespace, service account and settings as the pods it migrates for.
+    assert container["image"] == serving(serving_docs)["image"]
+    namespace = one(serving_docs, "Namespace")["metadata"]["name"]
+    assert {d["metadata"].get("namespace", d["metadata"]["name"]) for d in migration} == {namespace}
+    assert one(migration, "ConfigMap", "chatsvc") == one(serving_docs, "ConfigMap", "chatsvc")
+    assert pod["serviceAccountName"] == pod_spec(serving_docs)["serviceAccountName"]
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_the_job_gets_a_valid_production_configuration(pair: tuple[Docs, Docs], tmp_path: Path) -> None:
+    _, migration = pair
+    pod = job(migration)["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = pod_env(migration, container)
+    assert not missing_required(env), missing_required(env)
+    assert set(env) <= known_settings_names()
+    settings, _ = settings_from(env, pod_files(pod, container), tmp_path)
+    assert settings.is_production and settings.scylla is not None
+    assert settings.auto_migrate is False
+
+
+def test_the_job_runs_locked_down_and_only_reaches_dns_and_scylla(pair: tuple[Docs, Docs]) -> None:
+    _, migration = pair
+    template = job(migration)["spec"]["template"]
+    pod = template["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    [container] = pod["containers"]
+    ctx = container["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert "limits" in container["resources"] and "requests" in container["resources"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        assert mount.get("readOnly") or "emptyDir" in volumes[mount["name"]], mount
+    policy = one(migration, "NetworkPolicy", "chatsvc-migrate")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert not policy["spec"].get("ingress"), "nothing connects to the migration pod"
+    ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    scylla_port = int(one(migration, "ConfigMap", "chatsvc")["data"]["SCYLLA_PORT"])
+    assert ports == {53, scylla_port, 19042}
+
+
+def test_readmes_apply_the_migration_job_first_and_wait_for_it() -> None:
+    text = (REPO / "k8s" / "README.md").read_text()
+    for env, namespace in (("production", "chatsvc"), ("staging", "chatsvc-staging")):
+        steps = [
+            f"kubectl -n {namespace} delete job chatsvc-migrate --ignore-not-found",
+            f"scripts/kustomize build k8s/overlays/{env}/migrate | kubectl apply -f -",
+            f"kubectl -n {namespace} wait --for=condition=complete job/chatsvc-migrate",
+            f"scripts/kustomize build k8s/overlays/{env} | kubectl apply -f -",
+        ]
+        where = [text.find(step) for step in steps]
+        assert -1 not in where and where == sorted(where), dict(zip(steps, where, strict=True))
+    for doc in (REPO / "README.md", REPO / "k8s" / "README.md"):
+        assert "init container" not in doc.read_text().lower(), (
+            f"{doc.name} still describes the init container"
+        )
+    assert "overlays/production/migrate" in (REPO / "README.md").read_text()
 
 
 def test_replicas_autoscaling_and_disruption_budget(docs: Docs) -> None:

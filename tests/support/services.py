@@ -1,8 +1,9 @@
 """The real Kafka broker and CQL node the integration tests use.
 
 ``make test`` starts them with ``scripts/kafka start`` and ``scripts/cassandra start``
-(each writes an env file into ``$CHATSVC_RUN_DIR``). A test that needs one and finds it
-missing fails with the command that starts it; it never skips.
+(each writes an env file into ``$CHATSVC_RUN_DIR``, which ``scripts/test`` exports; the
+scripts' default, and so this one's, is the checkout's own ``.run/``). A test that needs one
+and finds it missing fails with the command that starts it; it never skips.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-RUN_DIR = Path(os.environ.get("CHATSVC_RUN_DIR", "/tmp/chatsvc-run"))
 REPO = Path(__file__).resolve().parents[2]
+RUN_DIR = Path(os.environ.get("CHATSVC_RUN_DIR") or REPO / ".run")
 
 
 def _load(path: Path, how: str) -> dict[str, str]:
