@@ -97,6 +97,8 @@ class Membership:
         is unsubscribed again (every holder as before) and the error propagates.
 
         Entering a room the socket is already in changes no holder (presence is idempotent).
+        A socket taken out of the room while the block ran (a kick, a disconnect) is not
+        put in presence.
         Raises ``TooManyRooms`` (before any change) past ``rooms_per_connection``.
         """
         newly = room not in member.rooms
@@ -109,6 +111,11 @@ class Membership:
             self._recovery.joined(sid, room)
         try:
             yield entered
+            if room not in member.rooms:
+                # Kicked or disconnected while the block ran: recording it in presence now
+                # would leave a member there that nothing ever takes out.
+                entered.online = await self._presence.online(room)
+                return
             change = await self._presence.join(room, member.identity, sid)
         except BaseException:
             if newly:
@@ -178,7 +185,8 @@ class Membership:
         rooms = sorted(member.rooms)
 
         async def enter(room: str) -> None:
-            await self._sockets.enter_room(sid, room)
+            if room in member.rooms:  # not kicked meanwhile
+                await self._sockets.enter_room(sid, room)
 
         try:
             replayed = await self._recovery.restore(sid, send, enter)
@@ -194,6 +202,8 @@ class Membership:
         self._metrics.replayed.inc(replayed)
         log.info("session %s recovered: %d room(s), %d event(s) replayed", sid, len(rooms), replayed)
         for room in rooms:
+            if room not in member.rooms:
+                continue  # kicked while being restored
             change = await self._presence.join(room, member.identity, sid)
             if change.changed:
                 await self._announce(room, member.identity, "join", change.online, skip_sid=sid)

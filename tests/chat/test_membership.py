@@ -302,3 +302,41 @@ async def test_with_recovery_off_membership_works_and_nothing_is_kept() -> None:
     await w.membership.restore(w.a, back, send, lambda: True)
     assert back.rooms == set()
     assert w.metrics.registry.get_sample_value("chatsvc_recoveries_total", {"outcome": "recovered"}) is None
+
+
+async def test_a_socket_kicked_or_dropped_while_entering_is_not_left_in_presence() -> None:
+    """An admin kick (or a disconnect) can run while the join's catch-up read waits: the
+    join then completes without putting the socket in presence, where nothing would ever
+    take it out again."""
+    w = await world()
+    await enter(w, w.b, w.bob, ROOM)
+    async with w.membership.enter(w.a, w.alice, ROOM) as entered:
+        assert await w.membership.leave(w.a, w.alice, ROOM)  # the kick
+    assert entered.online == 1
+    assert await w.holders(w.a, w.alice) == everywhere()
+    assert w.received("eio1", "presence") == []
+    async with w.membership.enter(w.a, w.alice, OTHER):
+        await w.membership.drop(w.a, w.alice, "transport close")
+    assert (await w.holders(w.a, w.alice))["presence"] == set()
+    assert await w.presence.online(OTHER) == 0
+
+
+async def test_a_room_kicked_from_while_being_restored_is_not_reentered() -> None:
+    w = await world()
+    for room in (ROOM, OTHER):
+        await enter(w, w.a, w.alice, room)
+    pid = w.recovery.pid_for(w.a)
+    assert pid is not None
+    await w.membership.drop(w.a, w.alice, "ping timeout")
+    for room in (ROOM, OTHER):
+        await w.sio.leave_room(w.a, room, namespace="/")
+    assert await w.recovery.prepare(Request(True, pid, None), "alice", lambda room: True) == w.a
+    back = connection(ALICE)
+    w.membership.resume(w.a, back, opted_in=True)
+    assert await w.membership.leave(w.a, back, ROOM)  # kicked before the replay ended
+
+    async def send(event: str, payload: dict[str, Any], offset: str) -> None:
+        raise AssertionError("nothing was missed")
+
+    await w.membership.restore(w.a, back, send, lambda: True)
+    assert await w.holders(w.a, back) == everywhere(OTHER)
