@@ -216,7 +216,7 @@ async def test_drop_saves_the_session_with_its_rooms_then_leaves_them_announced(
     await w.membership.drop(w.a, w.alice, "transport close")
     record = await w.store.get_session(pid)
     assert record is not None and set(decode(record.data).rooms) == {ROOM, OTHER}
-    assert w.recovery.live(w.a) is None if isinstance(w.recovery, Recovery) else False
+    assert isinstance(w.recovery, Recovery) and w.recovery.live(w.a) is None  # forgotten
     holders = await w.holders(w.a, w.alice)
     # python-socketio takes the socket out of its manager rooms itself, after the handler.
     assert holders == {**everywhere(), "manager": {ROOM, OTHER}}
