@@ -21,9 +21,10 @@ from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import payloads
 from chatsvc.chat.expiry import Expiries
+from chatsvc.chat.membership import Membership
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
-from chatsvc.chat.recovery import Recovery, requested
+from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.chat.wire import iso_ms, message_wire
@@ -37,7 +38,6 @@ from chatsvc.errors import (
     ShuttingDown,
     TokenExpired,
     TooManyConnections,
-    TooManyRooms,
 )
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
@@ -85,20 +85,24 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         is_draining: Callable[[], bool],
         is_banned: Callable[[str], Awaitable[bool]] | None = None,
         is_muted: Callable[[str, str], Awaitable[bool]] | None = None,
-        recovery: Recovery | None = None,
+        recovery: SessionRecovery | None = None,
         trusted_proxies: tuple[str, ...] = (),
         namespace: str = "/",
     ) -> None:
         super().__init__(namespace)
         self._service = service
         self._verifier = verifier
-        self._presence = presence
         self._limits = limits
         self._metrics = metrics
         self._is_draining = is_draining
         self._is_banned = is_banned
         self._is_muted = is_muted
-        self._recovery = recovery if recovery is not None and recovery.enabled else None
+        self._recovery: SessionRecovery = (
+            recovery if recovery is not None and recovery.enabled else NoRecovery()
+        )
+        self._membership = Membership(
+            self, presence, self._recovery, metrics, rooms_per_connection=limits.rooms_per_connection
+        )
         self._connections: dict[str, Connection] = {}
         self._trusted_proxies = proxy_networks(trusted_proxies)
         # Sockets per user id and per client IP on this replica (the connection bounds).
@@ -157,23 +161,23 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _kick_sid(self, sid: str, conn: Connection, room: str, reason: str) -> None:
         """Take one socket out of ``room``: ``kicked {room, reason}`` and a presence leave."""
-        if room not in conn.rooms:
-            return
-        conn.rooms.discard(room)
-        if self._recovery is not None:
-            self._recovery.left(sid, room)
-        await self.leave_room(sid, room)
-        try:
-            await self.server.emit(
-                "kicked",
-                {"room": room, "reason": reason},
-                to=sid,
-                namespace=self.namespace,
-                ignore_queue=True,
-            )
-        except Exception:
-            log.warning("could not tell %s it was kicked from %s", sid, room)
-        await self._left(sid, conn, room)
+        if room in conn.rooms:
+            await self._membership.leave(sid, conn, room, then=self._tell_kicked(sid, room, reason))
+
+    def _tell_kicked(self, sid: str, room: str, reason: str) -> Callable[[], Awaitable[None]]:
+        async def tell() -> None:
+            try:
+                await self.server.emit(
+                    "kicked",
+                    {"room": room, "reason": reason},
+                    to=sid,
+                    namespace=self.namespace,
+                    ignore_queue=True,
+                )
+            except Exception:
+                log.warning("could not tell %s it was kicked from %s", sid, room)
+
+        return tell
 
     # -- connect / disconnect -------------------------------------------------------------
 
@@ -196,12 +200,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise connect_refusal(Internal()) from None
         conn = Connection(identity, TokenBucket(self._limits.messages_per_second, self._limits.burst), ip=ip)
         self._schedule_expiry(sid, conn)
-        if self._recovery is not None and requested(auth).opted_in:
-            plan = self._recovery.resume(sid)
-            if plan is not None:
-                conn.rooms = set(plan.rooms)  # entered in after_connect, after the replay
-            else:
-                self._recovery.start(sid, identity.user_id)
+        self._membership.resume(sid, conn, requested(auth).opted_in)
         self._connections[sid] = conn
         self._count(conn, 1)
         self._metrics.connections.set(len(self._connections))
@@ -232,7 +231,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def prepare_recovery(self, environ: dict[str, Any], auth: Any) -> str | None:
         """Claim the session a reconnecting client names, for the same user with a valid token."""
         recovery = self._recovery
-        if recovery is None or self._is_draining():
+        if not recovery.enabled or self._is_draining():
             return None
         request = requested(auth)
         if request.pid is None:
@@ -253,43 +252,22 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return sid
 
     def abandon_recovery(self, sid: str) -> None:
-        if self._recovery is not None:
-            self._recovery.abandon(sid)
+        self._recovery.abandon(sid)
 
     def pid_for(self, sid: str) -> str | None:
-        return self._recovery.pid_for(sid) if self._recovery is not None else None
+        return self._recovery.pid_for(sid)
 
     async def after_connect(self, sid: str) -> None:
         """Restore a recovered socket: replay what it missed, rejoin its rooms (announced)."""
-        recovery, conn = self._recovery, self._connections.get(sid)
-        if recovery is None or conn is None or not isinstance(self.server, RecoveringServer):
+        conn = self._connections.get(sid)
+        if conn is None or not isinstance(self.server, RecoveringServer):
             return
         server = self.server
 
         async def send(event: str, payload: dict[str, Any], offset: str) -> None:
             await server.send_event(sid, event, [payload, offset])
 
-        async def enter(room: str) -> None:
-            await self.enter_room(sid, room)
-
-        rooms = sorted(conn.rooms)
-        try:
-            replayed = await recovery.restore(sid, send, enter)
-        except Exception:
-            log.exception("restoring session %s failed", sid)
-            return
-        if replayed is None:
-            return
-        if sid not in self._connections:
-            log.info("session %s ended while being restored", sid)
-            return
-        self._metrics.recoveries.labels("recovered").inc()
-        self._metrics.replayed.inc(replayed)
-        log.info("session %s recovered: %d room(s), %d event(s) replayed", sid, len(rooms), replayed)
-        for room in rooms:
-            change = await self._presence.join(room, conn.identity, sid)
-            if change.changed:
-                await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
+        await self._membership.restore(sid, conn, send, lambda: sid in self._connections)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room (announcing it) and forget the socket; a dropped (not closed)
@@ -298,20 +276,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if conn is not None:
             self._count(conn, -1)
         self._metrics.connections.set(len(self._connections))
-        try:
-            if self._recovery is not None:
-                # First, so a client reconnecting elsewhere finds its session soon.
-                await self._recovery.end(sid, reason)
-            if conn is None:
-                return
+        if conn is not None:
             self._expiries.discard(sid)
-            for room in sorted(conn.rooms):
-                await self._left(sid, conn, room)
-        finally:
-            if self._recovery is not None:
-                # python-socketio takes the socket out of its rooms right after this
-                # handler, without suspending: no delivery can reach it unwithheld.
-                self._recovery.forget(sid)
+        await self._membership.drop(sid, conn, reason)
 
     def _expire_soon(self, sid: str) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -340,8 +307,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                     namespace=self.namespace,
                     ignore_queue=True,
                 )
-                if self._recovery is not None:
-                    self._recovery.mark_resumable(sid)
+                self._recovery.mark_resumable(sid)
                 await self.server.close_transport(sid, TRANSPORT_CLOSE_SECONDS)
             except TimeoutError:
                 log.info("transport of session %s did not close in time", sid)
@@ -459,60 +425,21 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def _join(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._allowed(conn, payload)
         since = payloads.message_id(payload, "since", required=False)
-        newly = room not in conn.rooms
-        if newly and len(conn.rooms) >= self._limits.rooms_per_connection:
-            raise TooManyRooms(f"at most {self._limits.rooms_per_connection} rooms per connection")
-        if newly:
-            # Enter before reading the gap so nothing sent meanwhile is missed; the client
-            # de-duplicates the (rare) message that arrives both ways, by id.
-            await self.enter_room(sid, room)
-            conn.rooms.add(room)
-            if self._recovery is not None:
-                self._recovery.joined(sid, room)
-        try:
+        # Subscribed before the gap is read, left again if reading it fails.
+        async with self._membership.enter(sid, conn, room) as entered:
             ack: Ack = {"ok": True, "room": room}
             if since is not None:
                 missed, more = await self._service.catch_up(room, since)
                 ack["messages"] = [message_wire(m) for m in missed]
                 ack["has_more"] = more
             ack["unread"] = await self._service.unread(room, conn.identity)
-        except ChatError:
-            if newly:
-                conn.rooms.discard(room)
-                if self._recovery is not None:
-                    self._recovery.left(sid, room)
-                await self.leave_room(sid, room)
-            raise
-        change = await self._presence.join(room, conn.identity, sid)
-        ack["online"] = change.online
-        if change.changed:
-            await self._announce(room, conn.identity, "join", change.online, skip_sid=sid)
+        ack["online"] = entered.online
         return ack
 
     async def _leave(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)
-        conn.rooms.discard(room)
-        if self._recovery is not None:
-            self._recovery.left(sid, room)
-        await self.leave_room(sid, room)
-        await self._left(sid, conn, room)
+        await self._membership.leave(sid, conn, room)
         return {"ok": True, "room": room}
-
-    async def _left(self, sid: str, conn: Connection, room: str) -> None:
-        change = await self._presence.leave(room, conn.identity, sid)
-        if change.changed:
-            await self._announce(room, conn.identity, "leave", change.online, skip_sid=sid)
-
-    async def _announce(self, room: str, user: Identity, action: str, online: int, *, skip_sid: str) -> None:
-        try:
-            await self.emit(
-                "presence",
-                {"room": room, "user": user.public(), "action": action, "online": online},
-                room=room,
-                skip_sid=skip_sid,
-            )
-        except Exception:
-            log.warning("presence %s for %s could not be delivered", action, room)
 
     async def _message(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)
@@ -521,19 +448,13 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
             raise Forbidden(f"you are muted in {room}")
         message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
-        if self._recovery is not None:
-            self._recovery.posted(sid, message.id)  # never replayed to its sender
+        self._recovery.posted(sid, message.id)  # never replayed to its sender
         return {"ok": True, "message": message_wire(message), "duplicate": not created}
 
     async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)
         typing = payloads.flag(payload, "typing")
-        await self.emit(
-            "typing",
-            {"room": room, "user": conn.identity.public(), "typing": typing},
-            room=room,
-            skip_sid=sid,
-        )
+        await self._service.typing(room, conn.identity, typing, skip_sid=sid)
         return {"ok": True}
 
     async def _history(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:

@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chatsvc.bus.direct import Delivery
 from chatsvc.chat.wire import message_wire
@@ -516,3 +516,87 @@ class Recovery:
         finally:
             self._drop_hold(plan.hold)
         return count
+
+
+class SessionRecovery(Protocol):
+    """What the chat namespace and :class:`chatsvc.chat.membership.Membership` ask of
+    recovery: :class:`Recovery`, or :class:`NoRecovery` when it is off."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def start(self, sid: str, user_id: str) -> object: ...
+
+    def resume(self, sid: str) -> Plan | None: ...
+
+    def pid_for(self, sid: str) -> str | None: ...
+
+    def joined(self, sid: str, room: str) -> None: ...
+
+    def left(self, sid: str, room: str) -> None: ...
+
+    def posted(self, sid: str, message_id: str) -> None: ...
+
+    def local_sid_of(self, pid: str, user_id: str) -> str | None: ...
+
+    def mark_resumable(self, sid: str) -> None: ...
+
+    async def end(self, sid: str, reason: Any) -> None: ...
+
+    def forget(self, sid: str) -> None: ...
+
+    async def prepare(
+        self, request: Request, user_id: str, may_join: Callable[[str], bool]
+    ) -> str | None: ...
+
+    def abandon(self, sid: str) -> None: ...
+
+    async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int | None: ...
+
+
+class NoRecovery:
+    """Recovery turned off (``CHATSVC_RECOVERY_WINDOW=0``): no socket has a session, none is
+    kept or restored, so callers need not ask whether recovery exists."""
+
+    @property
+    def enabled(self) -> bool:
+        return False
+
+    def start(self, sid: str, user_id: str) -> None:
+        return None
+
+    def resume(self, sid: str) -> Plan | None:
+        return None
+
+    def pid_for(self, sid: str) -> str | None:
+        return None
+
+    def joined(self, sid: str, room: str) -> None:
+        return None
+
+    def left(self, sid: str, room: str) -> None:
+        return None
+
+    def posted(self, sid: str, message_id: str) -> None:
+        return None
+
+    def local_sid_of(self, pid: str, user_id: str) -> str | None:
+        return None
+
+    def mark_resumable(self, sid: str) -> None:
+        return None
+
+    async def end(self, sid: str, reason: Any) -> None:
+        return None
+
+    def forget(self, sid: str) -> None:
+        return None
+
+    async def prepare(self, request: Request, user_id: str, may_join: Callable[[str], bool]) -> str | None:
+        return None
+
+    def abandon(self, sid: str) -> None:
+        return None
+
+    async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int | None:
+        return None

@@ -81,13 +81,24 @@ class ChatService:
         return int(self._clock() * 1000)
 
     async def _deliver(
-        self, event: str, data: dict[str, Any], room: str, skip_sid: str | None = None
+        self,
+        event: str,
+        data: dict[str, Any],
+        room: str,
+        skip_sid: str | None = None,
+        *,
+        volatile: bool = False,
     ) -> None:
-        """Fan out; a bus failure is logged, never surfaced: the message is already stored."""
+        """Fan out; a bus failure is counted and logged, never surfaced: the message is
+        already stored, or (``volatile``) is not worth keeping and is dropped."""
         try:
             await self._emitter.emit(event, data, room=room, skip_sid=skip_sid)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
+            if volatile:
+                # Sent as often as users type: at debug, or an outage floods the log.
+                log.debug("live delivery of %s to %s dropped (%s)", event, room, exc.code)
+                return
             log.warning(
                 "live delivery of %s to %s failed (%s); clients catch up from history", event, room, exc.code
             )
@@ -124,6 +135,12 @@ class ChatService:
             await self._deliver("message", message_wire(stored), room, skip_sid)
             self._metrics.messages_out.inc()
         return stored, is_new
+
+    async def typing(self, room: str, user: Identity, typing: bool, *, skip_sid: str | None) -> None:
+        """Tell the room ``user`` is (not) typing: volatile, never stored, best effort (a
+        bus failure is counted in ``chatsvc_bus_errors_total{op="emit"}`` and dropped)."""
+        data = {"room": room, "user": user.public(), "typing": typing}
+        await self._deliver("typing", data, room, skip_sid, volatile=True)
 
     async def history(self, room: str, before: str | None, limit: int) -> HistoryPage:
         """One page, newest first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -115,6 +116,23 @@ async def test_delivery_failure_is_not_the_senders_problem(
     await service.post("r", ALICE, "and this")
     assert [m.text for m in (await service.history("r", None, 10)).messages] == ["and this", "stored anyway"]
     assert sample(metrics, "chatsvc_bus_errors_total", op="emit") == 2
+
+
+async def test_typing_is_relayed_never_stored_and_a_bus_failure_is_counted_not_raised(
+    service: ChatService, recorder: Recorder, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    await service.typing("r", ALICE, True, skip_sid="sid-a")
+    assert recorder.events == [
+        ("typing", {"room": "r", "user": ALICE.public(), "typing": True}, "r", "sid-a")
+    ]
+    assert (await service.history("r", None, 10)).messages == []
+    recorder.fail = BusUnavailable("Kafka unavailable: test")
+    with caplog.at_level("INFO", logger="chatsvc.chat.service"):
+        for _ in range(3):
+            await service.typing("r", ALICE, False, skip_sid="sid-a")  # no BusUnavailable
+    assert sample(metrics, "chatsvc_bus_errors_total", op="emit") == 3
+    # Volatile: an outage does not log a warning per keystroke.
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
 async def test_history_pages_and_catch_up(service: ChatService) -> None:
