@@ -37,7 +37,7 @@ from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.engineio_internals import accept_polling_batches
 from chatsvc.transport.socketio_packet import SocketIOPacket
-from chatsvc.web import health
+from chatsvc.web import health, requestid
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
 
@@ -87,7 +87,9 @@ def build_bus(settings: Settings, metrics: Metrics) -> Any:
 
 def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.Application:
     """Assemble the whole service for ``settings``. ``store`` overrides the store (tests)."""
-    app = web.Application(client_max_size=settings.limits.http_buffer_bytes)
+    app = web.Application(
+        client_max_size=settings.limits.http_buffer_bytes, middlewares=[requestid.middleware]
+    )
     metrics = Metrics()
     readiness = health.Readiness()
     store = store if store is not None else build_store(settings)

@@ -175,6 +175,8 @@ class Settings:
     data_dir: Path = Path("data")
     environment: str = "development"
     log_level: str = "INFO"
+    #: ``text`` (one plain line per record) or ``json`` (one JSON object per line).
+    log_format: str = "text"
     cors_origins: tuple[str, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -348,6 +350,9 @@ class _Reader:
             raise SettingsError(
                 "CHATSVC_LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
             )
+        log_format = self.text("CHATSVC_LOG_FORMAT", "text").lower()
+        if log_format not in {"text", "json"}:
+            raise SettingsError("CHATSVC_LOG_FORMAT", f"expected text or json, got {log_format!r}")
 
         tls_cert = self.readable_file("CHATSVC_TLS_CERT")
         tls_key = self.readable_file("CHATSVC_TLS_KEY")
@@ -381,6 +386,7 @@ class _Reader:
             data_dir=data_dir,
             environment=environment,
             log_level=log_level,
+            log_format=log_format,
             cors_origins=origins,
             tls_cert=tls_cert,
             tls_key=tls_key,

@@ -15,6 +15,7 @@ from typing import Any
 
 import socketio
 
+from chatsvc import logs
 from chatsvc.auth.handshake import token_from_handshake
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
@@ -369,6 +370,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn = self._connections.get(sid)
         if conn is None:
             return error_ack(NotInRoom("not connected"))
+        logs.bind(sid, conn.identity.user_id, data)
         try:
             if not conn.bucket.allow():
                 raise RateLimited()
