@@ -20,7 +20,8 @@ from aiohttp import web
 from chatsvc import __version__
 from chatsvc.admin.server import AdminServer
 from chatsvc.admin.servicer import AdminServicer
-from chatsvc.auth.jwt import JwtVerifier
+from chatsvc.auth.jwks import JwksKeys
+from chatsvc.auth.jwt import JwkKey, JwtVerifier, parse_jwk
 from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
@@ -56,6 +57,7 @@ CLUSTER = web.AppKey("cluster", ClusterPresence)
 MODERATOR = web.AppKey("moderator", Moderator)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
+JWKS: web.AppKey[JwksKeys[JwkKey] | None] = web.AppKey("jwks")
 
 STATIC_DIR = Path(__file__).parent / "web" / "static"
 
@@ -74,6 +76,14 @@ def build_store(settings: Settings) -> MessageStore:
     from chatsvc.store.sqlite import SqliteStore  # noqa: PLC0415
 
     return SqliteStore(settings.sqlite_path)
+
+
+def build_jwks(settings: Settings) -> JwksKeys[JwkKey] | None:
+    """The JWKS key cache when ``CHATSVC_JWT_JWKS_URL`` is set."""
+    jwt = settings.jwt
+    if jwt.jwks_url is None:
+        return None
+    return JwksKeys(jwt.jwks_url, min_interval=jwt.jwks_min_interval_seconds, parse=parse_jwk)
 
 
 def build_bus(settings: Settings, metrics: Metrics) -> Any:
@@ -124,7 +134,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     )
     records = ModerationRecords(store, router)
     service = ChatService(store, sio, metrics, settings.limits)
-    verifier = JwtVerifier(settings.jwt)
+    verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
     recovery = Recovery(store, settings.limits)
     namespace = ChatNamespace(
         service,
@@ -165,10 +175,12 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[PRESENCE] = presence
     app[CLUSTER] = presence
     app[MODERATOR] = moderator
+    app[JWKS] = jwks
     if settings.grpc.enabled:
         servicer = AdminServicer(service, presence, moderator, settings.limits, version=__version__)
         app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)
 
+    app.cleanup_ctx.append(_jwks_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_socketio_ctx)
@@ -189,6 +201,18 @@ def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace,
     if recovery.enabled:
         bus.use_offsets(recovery)
         sio.hooks = namespace
+
+
+async def _jwks_ctx(app: web.Application) -> AsyncIterator[None]:
+    jwks = app[JWKS]
+    if jwks is None:  # keys from CHATSVC_JWT_SECRET or CHATSVC_JWT_PUBLIC_KEY
+        yield
+        return
+    await jwks.start()
+    app[READINESS].add("jwks", jwks.check)
+    yield
+    app[READINESS].remove("jwks")
+    await jwks.aclose()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

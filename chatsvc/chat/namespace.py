@@ -364,6 +364,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def trigger_event(self, event: str, *args: Any) -> Any:
         """Route client events through one wrapper: rate limit, parse, map errors to acks."""
         if event in {"connect", "disconnect"}:
+            if event == "connect":  # a JWKS key this token names may need fetching first
+                await self._verifier.prepare(args[1], args[2] if len(args) > 2 else None)
             return await super().trigger_event(event, *args)
         sid = args[0]
         data = args[1] if len(args) > 1 else None
