@@ -33,7 +33,7 @@ from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.errors import ChatError, StartupError
-from chatsvc.metrics import Metrics
+from chatsvc.metrics import LoopLagProbe, Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.engineio_internals import accept_polling_batches
@@ -180,7 +180,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         servicer = AdminServicer(service, presence, moderator, settings.limits, version=__version__)
         app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)
 
-    app.cleanup_ctx.append(_jwks_ctx)
+    app.cleanup_ctx.extend((_loop_lag_ctx, _jwks_ctx))  # before the store: /readyz and metrics see them
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_socketio_ctx)
@@ -201,6 +201,13 @@ def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace,
     if recovery.enabled:
         bus.use_offsets(recovery)
         sio.hooks = namespace
+
+
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    probe = LoopLagProbe(app[METRICS].loop_lag)
+    probe.start()
+    yield
+    await probe.aclose()
 
 
 async def _jwks_ctx(app: web.Application) -> AsyncIterator[None]:
