@@ -68,6 +68,7 @@ from chatsvc.store.base import (
     SessionRecord,
     bucket_of,
 )
+from chatsvc.store.diagnose import failing_hosts
 
 log = logging.getLogger(__name__)
 
@@ -592,8 +593,12 @@ class ScyllaStore:
         return values
 
     async def ping(self) -> None:
-        """A trivial query (and the statements prepared): readiness."""
-        await self._run("ping", (), time_limit=PING_TIMEOUT_SECONDS)
+        """A trivial query (and the statements prepared): readiness. A failure names each
+        node and why it fails (``127.0.0.1:9042: connection refused``)."""
+        try:
+            await self._run("ping", (), time_limit=PING_TIMEOUT_SECONDS)
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(await failing_hosts(exc.__cause__, exc.message)) from exc
 
     # -- messages -------------------------------------------------------------------------
 
