@@ -76,6 +76,21 @@ def cache_seconds(cache_control: str | None, *, minimum: float) -> float:
     return min(MAX_TTL_SECONDS, max(minimum, DEFAULT_TTL_SECONDS))
 
 
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    """The body, refused as soon as it exceeds :data:`MAX_DOCUMENT_BYTES`."""
+    too_big = JwksError(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+    if (response.content_length or 0) > MAX_DOCUMENT_BYTES:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_DOCUMENT_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class JwksKeys(Generic[K]):
     """The cache and its refresher. ``parse`` turns one JWK into a key or raises ``ValueError``."""
 
@@ -199,7 +214,7 @@ class JwksKeys(Generic[K]):
             async with session.get(self._url, allow_redirects=False) as response:
                 if response.status != 200:
                     raise JwksError(f"HTTP {response.status}")
-                body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
+                body = await _read_bounded(response)
                 cache_control = response.headers.get("Cache-Control")
         except aiohttp.ClientConnectorError as exc:
             raise JwksError(f"cannot connect ({exc.os_error.strerror or exc.os_error})") from None
@@ -207,8 +222,6 @@ class JwksKeys(Generic[K]):
             raise JwksError(f"request failed ({type(exc).__name__})") from None
         except TimeoutError:
             raise JwksError(f"no answer within {FETCH_TIMEOUT_SECONDS:.0f}s") from None
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise JwksError(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
         keys = self._keys_of(body)
         self._keys = keys
         self._ttl = cache_seconds(cache_control, minimum=self._min_interval)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,8 +15,9 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from chatsvc.auth.jwks import MAX_TTL_SECONDS, cache_seconds
-from chatsvc.auth.jwt import parse_jwk
+from chatsvc.auth.jwks import MAX_KEYS, MAX_TTL_SECONDS, JwksKeys, cache_seconds
+from chatsvc.auth.jwt import JwkKey, parse_jwk
+from chatsvc.errors import KeysUnavailable
 from chatsvc.settings import Settings, SettingsError
 from tests.support.clients import TRANSPORTS, ClientPool
 from tests.support.servers import ServerProcess, base_env, free_port, run_cli
@@ -52,6 +55,9 @@ class JwksServer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "public, max-age=1"
+        self.redirect: str | None = None
+        self.raw: bytes | None = None
+        self.chunked = False
         self.gets = 0
         self.port = free_port()
         self._runner: web.AppRunner | None = None
@@ -60,8 +66,21 @@ class JwksServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/.well-known/jwks.json"
 
-    async def _jwks(self, _: web.Request) -> web.Response:
+    async def _jwks(self, request: web.Request) -> web.StreamResponse:
         self.gets += 1
+        if self.chunked:  # no Content-Length: the size shows only while reading
+            stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+            stream.enable_chunked_encoding()
+            await stream.prepare(request)
+            body = json.dumps({"keys": self.keys}).encode()
+            for start in range(0, len(body), 10_000):
+                await stream.write(body[start : start + 10_000])
+            await stream.write_eof()
+            return stream
+        if self.redirect is not None:
+            raise web.HTTPFound(self.redirect)
+        if self.raw is not None:
+            return web.Response(body=self.raw, content_type="application/json")
         return web.json_response({"keys": self.keys}, headers={"Cache-Control": self.cache_control})
 
     async def start(self) -> None:
@@ -300,3 +319,70 @@ def test_parse_jwk_refuses_what_cannot_verify_safely() -> None:
     for jwk, why in bad:
         with pytest.raises(ValueError, match=why):
             parse_jwk(jwk)
+
+
+# -- the cache against the same real HTTP server, in process ------------------------------------
+
+
+@pytest.fixture
+async def keys(provider: JwksServer) -> AsyncIterator[JwksKeys[JwkKey]]:
+    cache = JwksKeys(provider.url, min_interval=1.0, parse=parse_jwk)
+    yield cache
+    await cache.aclose()
+
+
+async def _failure(cache: JwksKeys[JwkKey]) -> str:
+    await cache.start()
+    with pytest.raises(KeysUnavailable) as info:
+        await cache.check()
+    return info.value.message
+
+
+async def test_a_redirect_is_a_failed_fetch(provider: JwksServer, keys: JwksKeys[JwkKey]) -> None:
+    provider.redirect = "http://127.0.0.1:9/elsewhere"
+    assert (await _failure(keys)).endswith(": HTTP 302")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_an_oversize_document_is_a_failed_fetch(
+    provider: JwksServer, keys: JwksKeys[JwkKey], chunked: bool
+) -> None:
+    provider.chunked = chunked
+    provider.keys = [{**Signer("big").jwk, "padding": "x" * 300_000}]
+    assert "larger than 262144 bytes" in await _failure(keys)
+
+
+async def test_not_json_is_a_failed_fetch(provider: JwksServer, keys: JwksKeys[JwkKey]) -> None:
+    provider.raw = b"<html>login</html>"
+    assert (await _failure(keys)).endswith("the document is not JSON")
+
+
+async def test_only_the_first_keys_are_read(provider: JwksServer, keys: JwksKeys[JwkKey]) -> None:
+    signer = Signer("k")
+    provider.keys = [{**signer.jwk, "kid": f"k{i}"} for i in range(MAX_KEYS + 6)]
+    await keys.start()
+    await keys.check()
+    assert keys.lookup(f"k{MAX_KEYS - 1}") is not None
+    assert keys.lookup(f"k{MAX_KEYS}") is None
+    assert keys.lookup(None) is None  # several keys: a token must name one
+
+
+async def test_refetches_are_rate_limited_and_failures_keep_the_old_keys(
+    provider: JwksServer, keys: JwksKeys[JwkKey], caplog: pytest.LogCaptureFixture
+) -> None:
+    signer = Signer("only")
+    provider.keys = [signer.jwk]
+    provider.cache_control = "max-age=3600"
+    await keys.start()
+    assert keys.lookup(None) is not None and provider.gets == 1
+    await asyncio.gather(*(keys.refetch(3.0) for _ in range(20)))
+    assert provider.gets == 2  # twenty asks within the interval: one fetch
+    provider.raw = b"broken"
+    with caplog.at_level(logging.WARNING, logger="chatsvc.auth.jwks"):
+        for _ in range(3):
+            await keys.refetch(3.0)
+    assert provider.gets >= 4
+    assert keys.lookup("only") is not None  # the provider broke: the held key stays
+    await keys.check()
+    failures = [r for r in caplog.records if "JWKS fetch" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
