@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from collections.abc import Iterable
 from typing import Final
 
 #: Each probe's bound; readiness gives the whole check 2 s.
-PROBE_TIMEOUT_SECONDS: Final = 0.4
+PROBE_TIMEOUT_SECONDS: Final = 0.3
 #: Hosts named at most (the rest are counted).
 MAX_HOSTS: Final = 3
 
@@ -47,24 +48,32 @@ async def _probe(address: str, port: int) -> str | None:
     return None
 
 
-async def failing_hosts(cause: BaseException | None, fallback: str) -> str:
+async def failing_hosts(
+    cause: BaseException | None, fallback: str, known_hosts: Iterable[object] = ()
+) -> str:
     """``host:port: reason`` for each node in ``cause.errors`` (a driver's per-host failure
-    map), or ``fallback`` when the failure names no host."""
+    map); when the failure names no host (a timeout), for each of ``known_hosts`` that a TCP
+    connect cannot reach. ``fallback`` when no host can be blamed."""
     errors = getattr(cause, "errors", None)
-    if not isinstance(errors, dict) or not errors:
+    if isinstance(errors, dict) and errors:
+        named = [(host, error) for host, error in errors.items() if _address(host) is not None]
+    else:
+        named = [(host, None) for host in known_hosts if _address(host) is not None]
+    if not named:
         return fallback
-    hosts = [(host, error) for host, error in errors.items() if _address(host) is not None]
-    if not hosts:
-        return fallback
-    shown = hosts[:MAX_HOSTS]
+    shown = named[:MAX_HOSTS]
     found = await asyncio.gather(*(_probe(*_address_of(host)) for host, _ in shown))
     parts = []
     for (host, error), probed in zip(shown, found, strict=True):
         address, port = _address_of(host)
-        reason = probed or f"reachable, but the driver reports {type(error).__name__}"
-        parts.append(f"{address}:{port}: {reason}")
-    if len(hosts) > MAX_HOSTS:
-        parts.append(f"and {len(hosts) - MAX_HOSTS} more")
+        if probed is not None:
+            parts.append(f"{address}:{port}: {probed}")
+        elif error is not None:
+            parts.append(f"{address}:{port}: reachable, but the driver reports {type(error).__name__}")
+    if not parts:  # every known host answers a TCP connect: not a reachability problem
+        return fallback
+    if len(named) > MAX_HOSTS:
+        parts.append(f"and {len(named) - MAX_HOSTS} more")
     return "; ".join(parts)
 
 

@@ -68,3 +68,10 @@ async def test_many_hosts_are_bounded() -> None:
 )
 async def test_without_named_hosts_the_message_stays(cause: BaseException | None) -> None:
     assert await failing_hosts(cause, "ScyllaDB request timed out") == "ScyllaDB request timed out"
+
+
+async def test_a_timeout_blames_the_known_hosts_that_do_not_answer(listening: int) -> None:
+    closed = free_port()
+    known = [Host(EndPoint("127.0.0.1", listening)), Host(EndPoint("127.0.0.1", closed))]
+    assert await failing_hosts(None, "late", known) == f"127.0.0.1:{closed}: connection refused"
+    assert await failing_hosts(None, "late", known[:1]) == "late"  # all reachable: just late

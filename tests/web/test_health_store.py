@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.store.conftest import drop_keyspace, new_keyspace, scylla_env
-from tests.support.servers import free_port
+from tests.support.servers import ServerProcess, free_port
 
 
 class TcpProxy:
@@ -55,6 +56,12 @@ class TcpProxy:
             self._server = None
 
 
+def lag_report(server: ServerProcess) -> str:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return "\n".join(line for line in text.splitlines() if line.startswith("chatsvc_event_loop_lag"))
+
+
 @pytest.fixture
 def keyspace() -> Iterator[str]:
     name = new_keyspace()
@@ -78,19 +85,22 @@ async def test_readyz_names_the_unreachable_cql_node(
     server = await asyncio.to_thread(server_factory, name="cql", wait="/readyz", **env)
     await proxy.stop()  # the node's port is now closed
 
-    async def failing() -> dict[str, object]:
-        for _ in range(100):
-            status, body = await asyncio.to_thread(server.http_json, "/readyz")
-            if status == 503:
-                return body
-            await asyncio.sleep(0.1)
-        raise AssertionError("/readyz stayed 200 with the CQL node gone")
-
-    body = await failing()
-    assert body["status"] == "not_ready"
-    failing_checks = body["failing"]
-    assert isinstance(failing_checks, dict)
-    assert failing_checks["store"] == f"127.0.0.1:{proxy.port}: connection refused", body
+    named = f"127.0.0.1:{proxy.port}: connection refused"
+    seen: list[object] = []
+    # The first checks may time out while the driver notices (its execute_async can block the
+    # event loop while the pool reconnects); within a few seconds readiness names the node.
+    for _ in range(100):
+        status, body = await asyncio.to_thread(server.http_json, "/readyz")
+        seen.append(body)
+        assert status == 503 or len(seen) < 20, seen
+        if body.get("failing") == {"store": named}:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"/readyz never named the CQL node: {seen[-3:]}\n{lag_report(server)}")
+    for _ in range(5):
+        status, body = await asyncio.to_thread(server.http_json, "/readyz")
+        assert status == 503 and body == {"status": "not_ready", "failing": {"store": named}}, body
     assert "Traceback" not in server.log_text()
 
 
