@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
 #: Redaction rules, applied in order. Partial tokens matter: aiohttp cuts an oversize header
 #: at 100 bytes, so a JWT may appear without its signature or even without its first dot.
@@ -173,4 +173,5 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-REQUEST_ID_KEY = "chatsvc.request_id"
+#: Where chatsvc.web.requestid keeps the request id for the access log.
+REQUEST_ID_KEY = RequestKey("request_id", str)

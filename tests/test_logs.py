@@ -302,6 +302,9 @@ async def test_json_server_log_has_no_sid_and_no_token_fragment(json_server: Ser
     health = [r for r in records if r.get("request_id") == "probe-42"]
     assert health[0]["level"] == "INFO" and "/healthz" in str(health[0]["message"])
     assert "sid=***" in json.dumps(polling)
+    # The join event's POST is logged with who and where (the namespace binds them per event).
+    joined = [r for r in polling if r.get("user_id") == "polling-user" and r.get("room") == "jsonlogs"]
+    assert joined and all(isinstance(r.get("sid"), str) and r["sid"] != eio_sid for r in joined), polling
     text = json_server.log_text()
     assert eio_sid not in text
     for jwt_text in (secret, big):
