@@ -180,9 +180,9 @@ class JwksKeys(Generic[K]):
                 await self._fetch()
             except asyncio.CancelledError:
                 raise
-            except JwksError as exc:
+            except Exception as exc:  # JwksError, or a bug: the refresher must outlive both
                 failures += 1
-                self._failed(str(exc))
+                self._failed(str(exc) if isinstance(exc, JwksError) else f"unexpected {type(exc).__name__}")
                 delay = min(BACKOFF_CAP_SECONDS, self._min_interval * 2 ** min(failures - 1, 16))
             else:
                 failures = 0

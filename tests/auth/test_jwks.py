@@ -386,3 +386,27 @@ async def test_refetches_are_rate_limited_and_failures_keep_the_old_keys(
     await keys.check()
     failures = [r for r in caplog.records if "JWKS fetch" in r.getMessage()]
     assert len(failures) == 1, [r.getMessage() for r in failures]
+
+
+async def test_the_refresher_survives_an_unexpected_error(provider: JwksServer) -> None:
+    signer = Signer("k")
+    provider.keys = [signer.jwk]
+    calls = 0
+
+    def flaky(jwk: dict[str, Any]) -> JwkKey:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in a parser")
+        return parse_jwk(jwk)
+
+    cache = JwksKeys(provider.url, min_interval=1.0, parse=flaky)
+    try:
+        await cache.start()
+        with pytest.raises(KeysUnavailable, match="unexpected RuntimeError"):
+            await cache.check()
+        await cache.refetch(3.0)
+        await cache.check()
+        assert cache.lookup("k") is not None
+    finally:
+        await cache.aclose()
