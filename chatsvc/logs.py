@@ -93,6 +93,24 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+#: Client libraries whose warnings about network failures carry a traceback each retry.
+_DRIVER_LOGGERS = ("cassandra", "aiokafka", "kafka")
+
+
+class DriverTracebackFilter(logging.Filter):
+    """Turns a driver's warning traceback (the CQL driver logs one per reconnect attempt)
+    into one line ending with the exception's type and text. Errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno < logging.ERROR and record.name.startswith(_DRIVER_LOGGERS):
+            exc = record.exc_info[1]
+            if exc is not None:
+                message = record.getMessage().rstrip(": ")
+                record.msg, record.args = f"{message}: {type(exc).__name__}: {exc}", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 class TextFormatter(logging.Formatter):
     """``time level logger: message``, redacted after formatting (tracebacks included)."""
 
@@ -136,6 +154,7 @@ def configure(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
+    handler.addFilter(DriverTracebackFilter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

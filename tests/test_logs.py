@@ -311,3 +311,32 @@ async def test_json_server_log_has_no_sid_and_no_token_fragment(json_server: Ser
         for part in jwt_text.split("."):
             for start in range(0, len(part) - 12, 12):  # no 12-character run of any part
                 assert part[start : start + 12] not in text
+
+
+def test_driver_warnings_lose_their_traceback_errors_keep_it() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.TextFormatter())
+    handler.addFilter(logs.DriverTracebackFilter())
+    loggers = [logging.getLogger(name) for name in ("cassandra.cluster", "chatsvc.tests.driver")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        for logger in loggers:
+            try:
+                raise ConnectionRefusedError(111, "Tried connecting to [('127.0.0.1', 1)]")
+            except ConnectionRefusedError:
+                logger.warning("[control connection] Error connecting to %s:", "127.0.0.1:1", exc_info=True)
+                logger.error("really broken", exc_info=True)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    first = lines[0]
+    assert first.endswith(
+        "cassandra.cluster: [control connection] Error connecting to 127.0.0.1:1: "
+        "ConnectionRefusedError: [Errno 111] Tried connecting to [('127.0.0.1', 1)]"
+    ), first
+    assert "Traceback" not in lines[1]
+    assert stream.getvalue().count("Traceback") == 3  # the driver's error, and both of chatsvc's
