@@ -111,7 +111,7 @@ class JwtVerifier:
         """Before a connect is verified: if its token names a ``kid`` the JWKS cache lacks,
         wait (at most ``KEY_WAIT_SECONDS``) for one rate-limited refetch. Never raises;
         verification then answers as usual."""
-        if self._keys is None:
+        if self._keys is None or not isinstance(environ, dict):  # a client event named "connect"
             return
         try:
             kid = _kid(token_from_handshake(environ, auth))

@@ -16,7 +16,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chatsvc.auth.jwks import MAX_KEYS, MAX_TTL_SECONDS, JwksKeys, cache_seconds
-from chatsvc.auth.jwt import JwkKey, parse_jwk
+from chatsvc.auth.jwt import JwkKey, JwtVerifier, parse_jwk
 from chatsvc.errors import KeysUnavailable
 from chatsvc.settings import Settings, SettingsError
 from tests.support.clients import TRANSPORTS, ClientPool
@@ -408,5 +408,32 @@ async def test_the_refresher_survives_an_unexpected_error(provider: JwksServer) 
         await cache.refetch(3.0)
         await cache.check()
         assert cache.lookup("k") is not None
+    finally:
+        await cache.aclose()
+
+
+async def test_prepare_never_raises_on_odd_handshakes(provider: JwksServer) -> None:
+    signer = Signer("k")
+    provider.keys = [signer.jwk]
+    cache = JwksKeys(provider.url, min_interval=1.0, parse=parse_jwk)
+    settings = Settings.from_env({"CHATSVC_JWT_JWKS_URL": provider.url})
+    verifier = JwtVerifier(settings.jwt, cache)
+    try:
+        await cache.start()
+        before = provider.gets
+        odd: list[tuple[Any, Any]] = [
+            ("not-an-environ", None),  # a client event named "connect" with a string payload
+            ({}, None),  # no token
+            ({}, {"token": 5}),
+            ({}, {"token": "not.a.jwt"}),
+            ({"QUERY_STRING": "token=" + "A" * 9000}, None),
+            ({}, {"token": signer.token("u", kid="k\udcff")}),
+        ]
+        for environ, auth in odd:
+            async with asyncio.timeout(5):
+                await verifier.prepare(environ, auth)
+        assert provider.gets - before <= 1  # only the odd kid asked, once
+        await verifier.prepare({}, {"token": signer.token("u")})  # known kid: no fetch
+        assert verifier.verify(signer.token("alice")).user_id == "alice"
     finally:
         await cache.aclose()
