@@ -133,6 +133,8 @@ async def test_keys_rotate_while_clients_connect(
     # An HMAC key in a JWKS is skipped, never used: a published secret is no secret.
     oct_key = {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0", "alg": "HS256"}
     provider.keys = [old.jwk, ec_key.jwk, oct_key]
+    # Cached for an hour: every fetch below is one a token asked for, none is periodic.
+    provider.cache_control = "public, max-age=3600"
     server = await start_chatsvc(
         jwks_env(tmp_path, provider.url), tmp_path / "chatsvc.log", chatsvc_processes
     )
@@ -179,9 +181,15 @@ async def test_keys_rotate_while_clients_connect(
         assert {r["code"] for r in refusals} == {"token_invalid"}
         assert provider.gets - before == 1, provider.gets
 
-        # The old key is withdrawn: once the cache expires (max-age=1, held for the 2 s
-        # least interval), its tokens are refused while the new key's still work.
+        # The old key is withdrawn, and the provider now says max-age=1. The server learns
+        # both at its next fetch (here asked for by one more unknown kid); from then on it
+        # refreshes every 2 s (max-age=1 held for the least interval), not more often.
         provider.keys = [new.jwk, ec_key.jwk]
+        provider.cache_control = "public, max-age=1"
+        await clients.refused(server.url, stranger.token("one-more"))
+        periodic_from = provider.gets
+        await asyncio.sleep(5)
+        assert 1 <= provider.gets - periodic_from <= 3, provider.gets - periodic_from
         deadline = time.monotonic() + 15
         while True:
             client = clients.new()
@@ -375,6 +383,8 @@ async def test_refetches_are_rate_limited_and_failures_keep_the_old_keys(
     provider.cache_control = "max-age=3600"
     await keys.start()
     assert keys.lookup(None) is not None and provider.gets == 1
+    await asyncio.sleep(2.5)  # min interval 1 s, but max-age says an hour: no refresh
+    assert provider.gets == 1
     await asyncio.gather(*(keys.refetch(3.0) for _ in range(20)))
     assert provider.gets == 2  # twenty asks within the interval: one fetch
     provider.raw = b"broken"
