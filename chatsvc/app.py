@@ -19,7 +19,8 @@ from aiohttp import web
 from chatsvc import __version__
 from chatsvc.admin.server import AdminServer
 from chatsvc.admin.servicer import AdminServicer
-from chatsvc.auth.jwt import JwtVerifier
+from chatsvc.auth.jwks import JwksKeys
+from chatsvc.auth.jwt import JwkKey, JwtVerifier, parse_jwk
 from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
@@ -30,12 +31,12 @@ from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.errors import ChatError, StartupError
-from chatsvc.metrics import Metrics
+from chatsvc.metrics import LoopLagProbe, Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.engineio_internals import accept_polling_batches
 from chatsvc.transport.socketio_packet import SocketIOPacket
-from chatsvc.web import admin_ui, health, webapp
+from chatsvc.web import admin_ui, health, requestid, webapp
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
 
@@ -51,6 +52,7 @@ NAMESPACE = web.AppKey("namespace", ChatNamespace)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
+JWKS: web.AppKey[JwksKeys[JwkKey] | None] = web.AppKey("jwks")
 
 
 def build_store(settings: Settings) -> MessageStore:
@@ -69,6 +71,14 @@ def build_store(settings: Settings) -> MessageStore:
     return SqliteStore(settings.sqlite_path)
 
 
+def build_jwks(settings: Settings) -> JwksKeys[JwkKey] | None:
+    """The JWKS key cache when ``CHATSVC_JWT_JWKS_URL`` is set."""
+    jwt = settings.jwt
+    if jwt.jwks_url is None:
+        return None
+    return JwksKeys(jwt.jwks_url, min_interval=jwt.jwks_min_interval_seconds, parse=parse_jwk)
+
+
 def build_bus(settings: Settings, metrics: Metrics) -> Any:
     """Kafka when ``KAFKA_BROKERS`` is set, else in-process fan-out."""
     if settings.kafka is not None:
@@ -80,7 +90,9 @@ def build_bus(settings: Settings, metrics: Metrics) -> Any:
 
 def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.Application:
     """Assemble the whole service for ``settings``. ``store`` overrides the store (tests)."""
-    app = web.Application(client_max_size=settings.limits.http_buffer_bytes)
+    app = web.Application(
+        client_max_size=settings.limits.http_buffer_bytes, middlewares=[requestid.middleware]
+    )
     metrics = Metrics()
     readiness = health.Readiness()
     store = store if store is not None else build_store(settings)
@@ -117,7 +129,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
     service = ChatService(store, sio, metrics, settings.limits)
-    verifier = JwtVerifier(settings.jwt)
+    verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
     recovery = Recovery(store, settings.limits)
     namespace = ChatNamespace(
         service,
@@ -153,23 +165,26 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[SIO] = sio
     app[NAMESPACE] = namespace
     app[CLUSTER] = presence
+    app[JWKS] = jwks
     if settings.grpc.enabled:
         servicer = AdminServicer(service, presence, moderator, settings.limits, version=__version__)
         app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)
 
-    app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_bus_ctx)
-    app.cleanup_ctx.append(_socketio_ctx)
-    app.cleanup_ctx.append(_cluster_ctx)
-    app.cleanup_ctx.append(_grpc_ctx)
-    app.on_shutdown.append(_grpc_not_serving)
-    app.on_shutdown.append(_drain)
-
+    _add_lifecycle(app)
     app.add_routes(health.routes(readiness))
     _serve_metrics(app, settings)
     app.add_routes(webapp.routes(settings))
     app.add_routes(admin_ui.routes(settings))
     return app
+
+
+def _add_lifecycle(app: web.Application) -> None:
+    """One cleanup_ctx per resource, acquired in this order and released in reverse."""
+    # Loop lag and JWKS before the store: /readyz and /metrics see them from the start.
+    app.cleanup_ctx.extend((_loop_lag_ctx, _jwks_ctx))
+    app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _cluster_ctx, _grpc_ctx))
+    app.on_shutdown.append(_grpc_not_serving)
+    app.on_shutdown.append(_drain)
 
 
 def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:
@@ -200,6 +215,25 @@ def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace,
     if recovery.enabled:
         bus.use_offsets(recovery)
         sio.hooks = namespace
+
+
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    probe = LoopLagProbe(app[METRICS].loop_lag)
+    probe.start()
+    yield
+    await probe.aclose()
+
+
+async def _jwks_ctx(app: web.Application) -> AsyncIterator[None]:
+    jwks = app[JWKS]
+    if jwks is None:  # keys from CHATSVC_JWT_SECRET or CHATSVC_JWT_PUBLIC_KEY
+        yield
+        return
+    await jwks.start()
+    app[READINESS].add("jwks", jwks.check)
+    yield
+    app[READINESS].remove("jwks")
+    await jwks.aclose()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -97,7 +97,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     log.info("chatsvc %s starting with %s", __version__, settings.describe())
     if settings.jwt.dev_secret_generated:
         from chatsvc.auth.jwt import mint_token  # noqa: PLC0415
@@ -133,7 +133,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings()
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
     from chatsvc.app import build_store  # noqa: PLC0415
 
     async def run() -> None:

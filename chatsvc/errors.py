@@ -95,6 +95,11 @@ class BusUnavailable(Unavailable):
     default_message = "fan-out bus unavailable"
 
 
+class KeysUnavailable(Unavailable):
+    code = "keys_unavailable"
+    default_message = "no JWT signing keys from the identity provider yet"
+
+
 class ShuttingDown(Unavailable):
     code = "shutting_down"
     default_message = "server is shutting down; reconnect"

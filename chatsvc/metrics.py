@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from types import TracebackType
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+#: Latency buckets shared by the store and the bus (seconds).
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class _StoreTimer:
@@ -70,9 +84,26 @@ class Metrics:
             "chatsvc_store_latency_seconds",
             "History store call latency",
             ["op"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.bus_latency = Histogram(
+            "chatsvc_bus_publish_latency_seconds",
+            "Fan-out bus publish latency, until the broker acknowledged (or the publish failed)",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "chatsvc_event_loop_lag_seconds",
+            "How late the event loop ran a timer: time every callback waits for a busy loop",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        # CPU, memory, open fds, start time (process_*), the Python version (python_info) and
+        # garbage collections (python_gc_*): the process-global collectors read /proc and the
+        # interpreter, so registering them on this registry too costs nothing extra.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         self.bus_published = Counter(
             "chatsvc_bus_published_total", "Messages published to the fan-out bus", registry=self.registry
         )
@@ -101,3 +132,38 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+#: How often the loop-lag probe wakes. Each wake is one timer callback: negligible work.
+LOOP_LAG_INTERVAL_SECONDS = 0.5
+
+
+async def probe_loop_lag(histogram: Histogram, interval: float = LOOP_LAG_INTERVAL_SECONDS) -> None:
+    """Until cancelled: sleep ``interval`` and observe how much later than asked the loop
+    woke us. A blocked or saturated loop shows here before clients notice."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        histogram.observe(max(0.0, loop.time() - started - interval))
+
+
+class LoopLagProbe:
+    """Runs :func:`probe_loop_lag` as a task between :meth:`start` and :meth:`aclose`."""
+
+    def __init__(self, histogram: Histogram, interval: float = LOOP_LAG_INTERVAL_SECONDS) -> None:
+        self._histogram = histogram
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start probing on the running loop."""
+        self._task = asyncio.create_task(probe_loop_lag(self._histogram, self._interval), name="loop-lag")
+
+    async def aclose(self) -> None:
+        """Stop probing; idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

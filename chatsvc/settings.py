@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -23,6 +24,8 @@ JWT_HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 JWT_PUBLIC_KEY_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
 )
+#: Keys from a JWKS are RSA or EC only: never HMAC (a published "secret" is no secret).
+JWT_JWKS_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 CONSISTENCY_LEVELS = frozenset(
     {"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"}
 )
@@ -83,6 +86,10 @@ class JwtSettings:
     audience: str | None
     leeway_seconds: float
     dev_secret_generated: bool = False
+    #: The identity provider's JWKS (``CHATSVC_JWT_JWKS_URL``); keys selected by ``kid``.
+    jwks_url: str | None = None
+    #: Least time between two JWKS fetches (also the shortest cache lifetime honoured).
+    jwks_min_interval_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,8 @@ class Settings:
     data_dir: Path = Path("data")
     environment: str = "development"
     log_level: str = "INFO"
+    #: ``text`` (one plain line per record) or ``json`` (one JSON object per line).
+    log_format: str = "text"
     cors_origins: tuple[str, ...] = ()
     #: Peers (CIDRs) whose ``X-Forwarded-For`` names the client IP (the Ingress, a proxy).
     trusted_proxies: tuple[str, ...] = ()
@@ -371,6 +380,9 @@ class _Reader:
             raise SettingsError(
                 "CHATSVC_LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}"
             )
+        log_format = self.text("CHATSVC_LOG_FORMAT", "text").lower()
+        if log_format not in {"text", "json"}:
+            raise SettingsError("CHATSVC_LOG_FORMAT", f"expected text or json, got {log_format!r}")
 
         tls_cert = self.readable_file("CHATSVC_TLS_CERT")
         tls_key = self.readable_file("CHATSVC_TLS_KEY")
@@ -405,6 +417,7 @@ class _Reader:
             data_dir=data_dir,
             environment=environment,
             log_level=log_level,
+            log_format=log_format,
             cors_origins=origins,
             trusted_proxies=self.networks("CHATSVC_TRUSTED_PROXIES"),
             tls_cert=tls_cert,
@@ -445,6 +458,9 @@ class _Reader:
     def jwt(self, environment: str, data_dir: Path) -> JwtSettings:
         secret = self.secret("CHATSVC_JWT_SECRET")
         public_key = self.readable_file("CHATSVC_JWT_PUBLIC_KEY")
+        jwks_url = self.optional("CHATSVC_JWT_JWKS_URL")
+        if jwks_url is not None:
+            return self.jwks(jwks_url, environment, secret is not None or public_key is not None)
         if secret is not None and public_key is not None:
             raise SettingsError(
                 "CHATSVC_JWT_PUBLIC_KEY",
@@ -479,6 +495,35 @@ class _Reader:
             audience=self.optional("CHATSVC_JWT_AUDIENCE"),
             leeway_seconds=self.number("CHATSVC_JWT_LEEWAY", 0.0),
             dev_secret_generated=generated,
+        )
+
+    def jwks(self, url: str, environment: str, other_key: bool) -> JwtSettings:
+        """Keys from an identity provider's JWKS instead of a secret or a PEM file."""
+        if other_key:
+            raise SettingsError(
+                "CHATSVC_JWT_JWKS_URL",
+                "set one of CHATSVC_JWT_JWKS_URL, CHATSVC_JWT_PUBLIC_KEY or CHATSVC_JWT_SECRET",
+            )
+        _validate_jwks_url(url, environment)
+        algorithms = self.items("CHATSVC_JWT_ALGORITHMS") or JWT_JWKS_ALGORITHMS
+        wrong = [a for a in algorithms if a not in JWT_JWKS_ALGORITHMS]
+        if wrong:
+            raise SettingsError(
+                "CHATSVC_JWT_ALGORITHMS",
+                f"{', '.join(wrong)} cannot be used with a JWKS; allowed: {', '.join(JWT_JWKS_ALGORITHMS)}",
+            )
+        interval = self.number("CHATSVC_JWT_JWKS_MIN_INTERVAL", 30.0, minimum=1.0)
+        if interval > 3600:
+            raise SettingsError("CHATSVC_JWT_JWKS_MIN_INTERVAL", f"at most 3600 seconds, got {interval:g}")
+        return JwtSettings(
+            secret=None,
+            public_key_file=None,
+            algorithms=algorithms,
+            issuer=self.optional("CHATSVC_JWT_ISSUER"),
+            audience=self.optional("CHATSVC_JWT_AUDIENCE"),
+            leeway_seconds=self.number("CHATSVC_JWT_LEEWAY", 0.0),
+            jwks_url=url,
+            jwks_min_interval_seconds=interval,
         )
 
     def limits(self) -> Limits:
@@ -643,6 +688,26 @@ class _Reader:
             tls_client_ca=client_ca,
             grace_seconds=self.number("CHATSVC_GRPC_GRACE", 5.0),
         )
+
+
+def _validate_jwks_url(url: str, environment: str) -> None:
+    """https, or http to a loopback host in development (a local test provider)."""
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if not parsed.hostname or port == -1 or parsed.username or parsed.password:
+        raise SettingsError("CHATSVC_JWT_JWKS_URL", f"expected https://host[:port]/path, got {url!r}")
+    if parsed.scheme == "https":
+        return
+    loopback = parsed.hostname in {"localhost", "127.0.0.1", "::1"}
+    if parsed.scheme == "http" and loopback and environment == "development":
+        return
+    raise SettingsError(
+        "CHATSVC_JWT_JWKS_URL",
+        f"must be an https:// URL (plain http only to a loopback host in development), got {url!r}",
+    )
 
 
 def _validate_replication(value: str) -> None:

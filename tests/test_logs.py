@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
+import re
+import socket
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 
 from chatsvc import logs
@@ -37,8 +42,48 @@ def test_redact(line: str) -> None:
 
 
 def test_redact_keeps_ordinary_text() -> None:
-    line = 'GET /socket.io/?EIO=4&transport=polling&sid=abc "joined room stock:005930" 200'
+    line = (
+        'GET /socket.io/?EIO=4&transport=polling "joined room stock:005930" 200 msg 01JABCDEFGHJKMNPQRSTVWXYZ'
+    )
     assert logs.redact(line) == line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "GET /socket.io/?EIO=4&transport=polling&sid=Zk3x-QpT_a9bYbAAAB HTTP/1.1",
+        "GET /socket.io/?sid=Zk3x-QpT_a9bYbAAAB&EIO=4",
+        '0{"sid":"Zk3x-QpT_a9bYbAAAB","upgrades":["websocket"]}',
+        "{'sid': 'Zk3x-QpT_a9bYbAAAB'}",
+    ],
+)
+def test_redact_engineio_sid(line: str) -> None:
+    """Issue 22 item 6: a polling sid is a bearer credential."""
+    cleaned = logs.redact(line)
+    assert "Zk3x-QpT_a9bYbAAAB" not in cleaned
+    assert "***" in cleaned
+
+
+_HEADER, _PAYLOAD, _SIGNATURE = JWT.split(".")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # aiohttp's LineTooLong text: the first 100 bytes of the header value, cut mid-way.
+        f"Got more than 8190 bytes when reading: b'Bearer {JWT[:100]}...'.",
+        f"Got more than 8190 bytes when reading: b'{JWT[:100]}...'.",
+        f"authorization: Bearer {_HEADER}.{_PAYLOAD[:7]}",
+        f"Authorization={_PAYLOAD[:40]}",
+        f"header authorization: Token {_SIGNATURE}",
+        f"cut {_PAYLOAD[:12]}",
+        f"cut {_HEADER}.",
+    ],
+)
+def test_redact_partial_tokens(line: str) -> None:
+    cleaned = logs.redact(line)
+    for fragment in (_HEADER[3:], _PAYLOAD[3:12], _SIGNATURE[:16]):
+        assert fragment not in cleaned, cleaned
 
 
 def test_redact_opaque_tokens_in_the_query() -> None:
@@ -107,3 +152,191 @@ async def test_query_token_never_logged(server: ServerProcess, transport: str) -
         assert secret not in text
         assert secret.split(".")[-1] not in text
     assert "Traceback" not in text
+
+
+# -- JSON lines --------------------------------------------------------------------------------
+
+
+def _json_logger(name: str) -> tuple[logging.Logger, io.StringIO, logging.Handler]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    handler.addFilter(logs.ContextFilter())
+    handler.addFilter(logs.RedactingFilter())
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger, stream, handler
+
+
+def test_json_lines_carry_fields_context_and_one_line_exceptions() -> None:
+    logger, stream, handler = _json_logger("tests.json")
+    try:
+        logger.info("plain %s", "line")
+        logs.bind("sock-1", "alice", {"room": "stock:005930", "text": "hi"})
+        logs.bind_request("req-7")
+        try:
+            raise ValueError(f"bad header b'Bearer {JWT[:60]}'\nsecond line")
+        except ValueError:
+            logger.exception("failed with %s", f"/socket.io/?sid=SECRETSID&token={JWT}")
+        logger.warning('surrogate \udcff and quote " in text')
+        logs.bind(None, None)
+        logs.bind_request(None)
+        logger.info("after")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    records = [json.loads(line) for line in lines]
+    first, failed, surrogate, after = records
+    assert set(first) == {"time", "level", "logger", "message"}
+    assert first["level"] == "INFO" and first["logger"] == "tests.json" and first["message"] == "plain line"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert failed["sid"] == "sock-1" and failed["user_id"] == "alice"
+    assert failed["room"] == "stock:005930" and failed["request_id"] == "req-7"
+    assert failed["level"] == "ERROR"
+    assert "Traceback" in failed["exc"] and "second line" in failed["exc"]
+    text = stream.getvalue()
+    for fragment in ("SECRETSID", _PAYLOAD[:20], JWT[:60]):
+        assert fragment not in text
+    assert "surrogate" in surrogate["message"]
+    assert "sid" not in after and "request_id" not in after
+
+
+def test_bind_ignores_a_room_that_is_not_a_string() -> None:
+    logger, stream, handler = _json_logger("tests.json.room")
+    try:
+        logs.bind("s", "u", {"room": {"nested": 1}})
+        logger.info("x")
+        logs.bind("s", "u", ["room"])
+        logger.info("y")
+        logs.bind(None, None)
+    finally:
+        logger.removeHandler(handler)
+    for line in stream.getvalue().splitlines():
+        assert "room" not in json.loads(line)
+
+
+def test_configure_json() -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        logs.configure("INFO", "json")
+        assert isinstance(root.handlers[0].formatter, logs.JsonFormatter)
+        logs.configure("INFO")
+        assert isinstance(root.handlers[0].formatter, logs.TextFormatter)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+# -- a real server in JSON mode, driven over polling --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(
+        tmp_path_factory.mktemp("jsonlogs"), CHATSVC_LOG_LEVEL="DEBUG", CHATSVC_LOG_FORMAT="json"
+    ) as running:
+        yield running
+
+
+def _raw_request(port: int, head: bytes) -> bytes:
+    """Send raw bytes (an oversize header aiohttp refuses) and read the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(head)
+        chunks = []
+        with contextlib.suppress(OSError):
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def test_json_server_log_has_no_sid_and_no_token_fragment(json_server: ServerProcess) -> None:
+    secret = token("polling-user", pad="x" * 64)
+    big = token("oversize-user", pad="y" * 9000)
+    assert len(big) > 8190
+    url = json_server.url
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/socket.io/?EIO=4&transport=polling&token={secret}") as resp:
+            body = await resp.text()
+        assert resp.status == 200 and body.startswith("0"), body
+        eio_sid = json.loads(body[1:])["sid"]
+        base = f"{url}/socket.io/?EIO=4&transport=polling&sid={eio_sid}"
+        async with http.post(base, data="40") as resp:
+            assert resp.status == 200
+        async with http.get(base) as resp:
+            connected = await resp.text()
+        assert connected.startswith("40"), connected
+        async with http.post(base, data='421["join",{"room":"jsonlogs"}]') as resp:
+            assert resp.status == 200
+        async with http.get(base) as resp:
+            assert (await resp.text()).startswith("431"), "join ack"
+        async with http.get(f"{url}/healthz", headers={"X-Request-Id": "probe-42"}) as resp:
+            assert resp.headers["X-Request-Id"] == "probe-42"
+        async with http.post(base, data="41") as resp:
+            assert resp.status == 200
+    for value in (f"Bearer {big}", big):
+        answer = _raw_request(
+            json_server.port,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: " + value.encode() + b"\r\n\r\n",
+        )
+        assert answer.split(b"\r\n", 1)[0].endswith(b"400 Bad Request"), answer[:200]
+
+    def lines() -> list[dict[str, object]]:
+        return [json.loads(line) for line in json_server.log_text().splitlines() if line.strip()]
+
+    await until(
+        lambda: sum("Got more than" in str(r.get("exc", "")) + str(r["message"]) for r in lines()) >= 2,
+        "the oversize header errors in the log",
+    )
+    await until(lambda: any(r.get("request_id") == "probe-42" for r in lines()), "the /healthz access line")
+    records = lines()  # every line parses: json.loads raised otherwise
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= set(record), record
+    polling = [
+        r for r in records if r["logger"] == "aiohttp.access" and "transport=polling" in str(r["message"])
+    ]
+    assert polling and all(r["level"] == "DEBUG" for r in polling), polling
+    health = [r for r in records if r.get("request_id") == "probe-42"]
+    assert health[0]["level"] == "INFO" and "/healthz" in str(health[0]["message"])
+    assert "sid=***" in json.dumps(polling)
+    # The join event's POST is logged with who and where (the namespace binds them per event).
+    joined = [r for r in polling if r.get("user_id") == "polling-user" and r.get("room") == "jsonlogs"]
+    assert joined and all(isinstance(r.get("sid"), str) and r["sid"] != eio_sid for r in joined), polling
+    text = json_server.log_text()
+    assert eio_sid not in text
+    for jwt_text in (secret, big):
+        for part in jwt_text.split("."):
+            for start in range(0, len(part) - 12, 12):  # no 12-character run of any part
+                assert part[start : start + 12] not in text
+
+
+def test_driver_warnings_lose_their_traceback_errors_keep_it() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.TextFormatter())
+    handler.addFilter(logs.DriverTracebackFilter())
+    loggers = [logging.getLogger(name) for name in ("cassandra.cluster", "chatsvc.tests.driver")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        for logger in loggers:
+            try:
+                raise ConnectionRefusedError(111, "Tried connecting to [('127.0.0.1', 1)]")
+            except ConnectionRefusedError:
+                logger.warning("[control connection] Error connecting to %s:", "127.0.0.1:1", exc_info=True)
+                logger.error("really broken", exc_info=True)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    first = lines[0]
+    assert first.endswith(
+        "cassandra.cluster: [control connection] Error connecting to 127.0.0.1:1: "
+        "ConnectionRefusedError: [Errno 111] Tried connecting to [('127.0.0.1', 1)]"
+    ), first
+    assert "Traceback" not in lines[1]
+    assert stream.getvalue().count("Traceback") == 3  # the driver's error, and both of chatsvc's

@@ -15,14 +15,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import jwt as pyjwt
 
+from chatsvc.auth.handshake import token_from_handshake
 from chatsvc.auth.identity import Identity
-from chatsvc.errors import TokenExpired, TokenInvalid
-from chatsvc.settings import JwtSettings
+from chatsvc.auth.jwks import KeySet
+from chatsvc.errors import ChatError, TokenExpired, TokenInvalid
+from chatsvc.settings import JWT_JWKS_ALGORITHMS, JwtSettings
 
 MAX_NAME_LENGTH = 64
 MAX_ROLES = 16
@@ -38,14 +41,26 @@ class TokenVerifier(Protocol):
 
     def verify(self, token: str) -> Identity: ...
 
+    async def prepare(self, environ: dict[str, Any], auth: Any) -> None:
+        """Get ready to verify a connect's token (e.g. fetch its key); never raises."""
+
+
+#: Longest a connect waits for a JWKS refetch when its token names an unknown ``kid``.
+KEY_WAIT_SECONDS = 3.0
+
 
 class JwtVerifier:
-    """Verifies tokens with the configured HMAC secret or public key."""
+    """Verifies tokens with the configured HMAC secret or public key, or with the key a JWKS
+    publishes under the token's ``kid`` (``keys``)."""
 
-    def __init__(self, settings: JwtSettings) -> None:
+    def __init__(self, settings: JwtSettings, keys: KeySet[JwkKey] | None = None) -> None:
         self._settings = settings
-        if settings.public_key_file is not None:
-            self._key: Any = Path(settings.public_key_file).read_text()
+        self._keys = keys
+        self._key: Any = None
+        if keys is not None:
+            pass  # each token's key comes from the JWKS cache (_select)
+        elif settings.public_key_file is not None:
+            self._key = Path(settings.public_key_file).read_text()
         else:
             assert settings.secret is not None
             self._key = settings.secret.reveal()
@@ -53,11 +68,12 @@ class JwtVerifier:
     def verify(self, token: str) -> Identity:
         """Decode and check ``token``; translate PyJWT's errors into ours."""
         s = self._settings
+        key, algorithms = self._select(token)
         try:
             claims = pyjwt.decode(
                 token,
-                self._key,
-                algorithms=list(s.algorithms),
+                key,
+                algorithms=algorithms,
                 issuer=s.issuer,
                 audience=s.audience,
                 leeway=s.leeway_seconds,
@@ -90,6 +106,85 @@ class JwtVerifier:
             raise TokenInvalid("token is malformed") from None
         exp = _times(claims, s.leeway_seconds)
         return _identity(claims, exp + s.leeway_seconds)
+
+    def _select(self, token: str) -> tuple[Any, list[str]]:
+        """The key and algorithms for ``token``: the configured ones, or its ``kid``'s JWK."""
+        if self._keys is None:
+            return self._key, list(self._settings.algorithms)
+        kid = _kid(token)
+        found = self._keys.lookup(kid)
+        if found is None:
+            if kid is None:
+                raise TokenInvalid("token has no 'kid' and the provider publishes several keys")
+            self._keys.request_refetch()
+            raise TokenInvalid("token key id is not among the provider's keys")
+        algorithms = [a for a in self._settings.algorithms if a in found.algorithms]
+        if not algorithms:
+            raise TokenInvalid("token algorithm not allowed")
+        return found.key, algorithms
+
+    async def prepare(self, environ: dict[str, Any], auth: Any) -> None:
+        """Before a connect is verified: if its token names a ``kid`` the JWKS cache lacks,
+        wait (at most ``KEY_WAIT_SECONDS``) for one rate-limited refetch. Never raises;
+        verification then answers as usual."""
+        if self._keys is None or not isinstance(environ, dict):  # a client event named "connect"
+            return
+        try:
+            kid = _kid(token_from_handshake(environ, auth))
+        except ChatError:
+            return
+        if kid is not None and self._keys.lookup(kid) is None:
+            await self._keys.refetch(KEY_WAIT_SECONDS)
+
+
+def _kid(token: str) -> str | None:
+    try:
+        kid = pyjwt.get_unverified_header(token).get("kid")
+    except (pyjwt.PyJWTError, RecursionError, ValueError):
+        raise TokenInvalid("token is malformed") from None
+    if kid is not None and (not isinstance(kid, str) or len(kid) > 256):
+        raise TokenInvalid("token 'kid' must be a short string")
+    return kid
+
+
+@dataclass(frozen=True)
+class JwkKey:
+    """A public key from a JWKS and the algorithms it may verify."""
+
+    key: Any
+    algorithms: frozenset[str]
+
+
+_EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+
+
+def parse_jwk(jwk: dict[str, Any]) -> JwkKey:
+    """One JWK as a verification key; ``ValueError`` naming why it cannot be one.
+
+    RSA keys verify RS256/384/512 unless ``alg`` names one; EC keys the ES algorithm of
+    their curve. Symmetric (``oct``) keys, encryption keys and private keys are refused.
+    """
+    kty, alg, use = jwk.get("kty"), jwk.get("alg"), jwk.get("use", "sig")
+    if use != "sig":
+        raise ValueError(f"'use' is {use!r}, not 'sig'")
+    if "d" in jwk:
+        raise ValueError("it contains a private key")
+    if kty == "RSA":
+        algorithms = (alg,) if alg is not None else ("RS256", "RS384", "RS512")
+    elif kty == "EC":
+        curve_alg = _EC_ALGORITHMS.get(str(jwk.get("crv")))
+        if curve_alg is None or alg not in (None, curve_alg):
+            raise ValueError(f"EC curve {jwk.get('crv')!r} with alg {alg!r} is not supported")
+        algorithms = (curve_alg,)
+    else:
+        raise ValueError(f"key type {kty!r} is not RSA or EC")
+    if any(a not in JWT_JWKS_ALGORITHMS for a in algorithms):
+        raise ValueError(f"algorithm {alg!r} is not allowed (RS256..RS512, ES256..ES512)")
+    try:
+        parsed = pyjwt.PyJWK(jwk, algorithm=algorithms[0])
+    except (pyjwt.PyJWTError, ValueError, TypeError) as exc:
+        raise ValueError(f"unreadable key ({type(exc).__name__})") from None
+    return JwkKey(key=parsed.key, algorithms=frozenset(algorithms))
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:

@@ -323,7 +323,8 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
             raise BusUnavailable(f"Kafka unavailable: {self._down_reason}")
         value = json.dumps(data, separators=(",", ":")).encode()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_TIMEOUT_SECONDS
+        started = loop.time()
+        deadline = started + PUBLISH_TIMEOUT_SECONDS
         try:
             async with asyncio.timeout_at(deadline):
                 delivery = await producer.send(self.channel, value=value, key=record_key(data))
@@ -340,6 +341,8 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         except KafkaError as exc:
             self._metrics.bus_errors.labels("publish").inc()
             raise BusUnavailable(f"Kafka publish failed: {classify(exc, topic=self.channel)}") from None
+        finally:
+            self._metrics.bus_latency.observe(loop.time() - started)
         self._metrics.bus_published.inc()
 
     async def _listen(self) -> AsyncIterator[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import socketio
 
+from chatsvc import logs
 from chatsvc.auth.handshake import client_ip, proxy_networks, token_from_handshake
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
@@ -386,6 +387,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         second lock."""
         if event in RESERVED_EVENTS:
             if event in LIFECYCLE_EVENTS and in_lifecycle():
+                if event == "connect":  # a JWKS key this token names may need fetching first
+                    await self._verifier.prepare(args[1], args[2] if len(args) > 2 else None)
                 return await super().trigger_event(event, *args)
             return self.refuse_event(args[0] if args and isinstance(args[0], str) else None, event)
         sid = args[0]
@@ -393,6 +396,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn = self._connections.get(sid)
         if conn is None:
             return error_ack(NotInRoom("not connected"))
+        logs.bind(sid, conn.identity.user_id, data)
         try:
             if not conn.bucket.allow():
                 raise RateLimited()

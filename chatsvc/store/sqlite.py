@@ -156,8 +156,13 @@ class SqliteStore:
         await self._run(_migrate)
 
     async def ping(self) -> None:
-        """Run a trivial query."""
-        await self._run(_query, "SELECT 1", ())
+        """Read the schema (the file's first page: a damaged or replaced file shows); a
+        failure names the file and SQLite's reason."""
+        try:
+            await self._run(_query, "SELECT count(*) FROM sqlite_master", ())
+        except StoreUnavailable as exc:
+            cause = exc.__cause__
+            raise StoreUnavailable(f"{self._path}: {cause}" if cause is not None else exc.message) from exc
 
     async def append(self, message: Message) -> tuple[Message, bool]:
         """Insert unless the same client message was stored before."""

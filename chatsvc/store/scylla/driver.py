@@ -34,6 +34,7 @@ from cassandra.query import UNSET_VALUE, tuple_factory
 
 from chatsvc.errors import StoreUnavailable
 from chatsvc.settings import ScyllaSettings
+from chatsvc.store.diagnose import failing_hosts
 from chatsvc.store.scylla.schema import (
     MIGRATIONS,
     NOT_IDEMPOTENT,
@@ -321,5 +322,15 @@ class ScyllaSession:
         return values
 
     async def ping(self) -> None:
-        """A trivial query (and the statements prepared): readiness."""
-        await self.run("ping", (), time_limit=PING_TIMEOUT_SECONDS)
+        """A trivial query (and the statements prepared): readiness. A failure names each
+        node and why it fails (``127.0.0.1:9042: connection refused``)."""
+        hosts = self._cluster.metadata.all_hosts() if self._cluster is not None else []
+        try:
+            # Bounded here too: the driver may never call back, and readiness allows 2 s.
+            async with asyncio.timeout(PING_TIMEOUT_SECONDS):
+                await self.run("ping", (), time_limit=PING_TIMEOUT_SECONDS)
+        except TimeoutError:
+            late = f"ScyllaDB did not answer within {PING_TIMEOUT_SECONDS}s"
+            raise StoreUnavailable(await failing_hosts(None, late, hosts)) from None
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(await failing_hosts(exc.__cause__, exc.message, hosts)) from exc
