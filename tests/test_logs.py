@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from aiohttp.http_exceptions import LineTooLong
 
 from chatsvc import logs
 from tests.support.clients import TRANSPORTS, ClientPool, running_server, until
@@ -340,3 +341,49 @@ def test_driver_warnings_lose_their_traceback_errors_keep_it() -> None:
     ), first
     assert "Traceback" not in lines[1]
     assert stream.getvalue().count("Traceback") == 3  # the driver's error, and both of chatsvc's
+
+
+def test_bad_request_filter_keeps_one_line_and_bounds_them() -> None:
+    now = [0.0]
+    bad = logs.BadRequestFilter(clock=lambda: now[0])
+
+    def record(exc: BaseException | None, name: str = "aiohttp.server") -> logging.LogRecord:
+        info = (type(exc), exc, None) if exc is not None else None
+        return logging.LogRecord(
+            name, logging.ERROR, __file__, 1, "Error handling request from %s", ("1.2.3.4",), info
+        )
+
+    kept = []
+    for _ in range(logs.BadRequestFilter.per_minute + 3):
+        r = record(LineTooLong("Got more than 8190 bytes when reading", "8190"))
+        if bad.filter(r):
+            kept.append(r)
+    assert len(kept) == logs.BadRequestFilter.per_minute
+    assert all(r.exc_info is None and r.levelno == logging.WARNING for r in kept)
+    assert "LineTooLong" in kept[0].getMessage() and "1.2.3.4" in kept[0].getMessage()
+    now[0] = 61.0
+    later = record(LineTooLong("again", "8190"))
+    assert bad.filter(later) and "(3 more left out)" in later.getMessage()
+    server_bug = record(RuntimeError("a bug of ours"))
+    assert bad.filter(server_bug) and server_bug.exc_info is not None  # keeps its traceback
+    other = record(LineTooLong("x", "1"), name="aiohttp.access")
+    assert bad.filter(other) and other.exc_info is not None
+
+
+async def test_a_flood_of_unparsable_requests_logs_a_few_lines_and_no_traceback(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with running_server(tmp_path_factory.mktemp("badrequests")) as server:
+        big = b"a" * 9000
+        for n in range(30):
+            head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + big + b"\r\n\r\n"
+            if n % 2:
+                head = b"GET /\x00bad HTTP/1.1\r\n" + head
+            answer = _raw_request(server.port, head)
+            assert answer.split(b"\r\n", 1)[0].endswith(b"400 Bad Request"), answer[:100]
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as resp:
+            assert resp.status == 200
+        text = server.log_text()
+    assert "Traceback" not in text
+    lines = [line for line in text.splitlines() if "aiohttp.server" in line]
+    assert 1 <= len(lines) <= logs.BadRequestFilter.per_minute + 1, lines
