@@ -24,6 +24,7 @@ from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
+from chatsvc.chat.coalesce import Coalescer
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.recovery import Recovery
@@ -49,6 +50,7 @@ BUS = web.AppKey("bus", ManagedBus)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 NAMESPACE = web.AppKey("namespace", ChatNamespace)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
+COALESCER = web.AppKey("coalescer", Coalescer)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
 
@@ -161,6 +163,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app.cleanup_ctx.append(_bus_ctx)
     app.cleanup_ctx.append(_socketio_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
+    _install_coalescer(app, settings, sio, bus, presence)  # after presence: released before it
     app.cleanup_ctx.append(_grpc_ctx)
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
@@ -170,6 +173,27 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app.add_routes(webapp.routes(settings))
     app.add_routes(admin_ui.routes(settings))
     return app
+
+
+def _install_coalescer(
+    app: web.Application, settings: Settings, sio: RecoveringServer, bus: Any, presence: ClusterPresence
+) -> None:
+    """Big rooms' presence/typing/read, aggregated where the bus delivers them locally
+    (chatsvc.chat.coalesce), with its cleanup context."""
+
+    async def deliver_here(event: str, data: dict[str, Any], room: str) -> None:
+        # ignore_queue: to this replica's sockets only; every replica aggregates its own.
+        await sio.emit(event, data, room=room, namespace="/", ignore_queue=True)
+
+    app[COALESCER] = coalescer = Coalescer(
+        deliver_here,
+        presence.online_now,
+        big_room=settings.big_room_members,
+        typing_off=settings.typing_off_members,
+        presence_window=settings.presence_coalesce_ms / 1000,
+    )
+    bus.use_absorber(coalescer)
+    app.cleanup_ctx.append(_coalescer_ctx)
 
 
 def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:
@@ -245,6 +269,12 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await cluster.start()
     yield
     await cluster.aclose()
+
+
+async def _coalescer_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Released before presence and Socket.IO: no window fires into a closing server.
+    yield
+    await app[COALESCER].aclose()
 
 
 async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:
