@@ -193,6 +193,7 @@ def _install_coalescer(
         presence_window=settings.presence_coalesce_ms / 1000,
     )
     bus.use_absorber(coalescer)
+    presence.watch(coalescer.touch)
     app.cleanup_ctx.append(_coalescer_ctx)
 
 

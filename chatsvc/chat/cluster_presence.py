@@ -138,6 +138,8 @@ class ClusterPresence:
         self._room_sources: dict[str, int] = {}
         #: room -> user id -> how many sources have that user there (the room's online count).
         self._room_users: dict[str, dict[str, int]] = {}
+        self._watcher: Callable[[str], None] | None = None
+        self._pruning = False
         self._seq = 0
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -220,9 +222,15 @@ class ClusterPresence:
     async def online(self, room: str) -> int:
         return self.online_now(room)
 
+    def watch(self, changed: Callable[[str], None] | None) -> None:
+        """Call ``changed(room)`` whenever a room's online count changes (a delta or
+        snapshot from a peer included; chatsvc.chat.coalesce sends big rooms' counts then)."""
+        self._watcher = changed
+
     def online_now(self, room: str) -> int:
         """Users online in ``room`` on any live replica; O(replicas), not O(members)."""
-        self._prune()
+        if not self._pruning:  # asked by the watcher while a view is being dropped
+            self._prune()
         users = self._room_users.get(room)
         return len(users) if users else 0
 
@@ -312,9 +320,15 @@ class ClusterPresence:
 
     def _prune(self) -> None:
         now = self._clock()
-        for rid in [rid for rid, v in self._views.items() if now - v.seen > EXPIRY_HEARTBEATS * v.interval]:
-            log.info("replica %s expired from presence (no heartbeat)", rid)
-            self._drop_view(rid)
+        self._pruning = True
+        try:
+            for rid in [
+                rid for rid, v in self._views.items() if now - v.seen > EXPIRY_HEARTBEATS * v.interval
+            ]:
+                log.info("replica %s expired from presence (no heartbeat)", rid)
+                self._drop_view(rid)
+        finally:
+            self._pruning = False
 
     def _drop_view(self, rid: str) -> _View | None:
         view = self._views.pop(rid, None)
@@ -343,6 +357,8 @@ class ClusterPresence:
             users.pop(user_id, None)
             if not users:
                 del self._room_users[room]
+        if (sources <= 0 or sources == delta > 0) and self._watcher is not None:
+            self._watcher(room)  # the user arrived in or left the room for the cluster
 
     # -- internals: sending --------------------------------------------------------------
 

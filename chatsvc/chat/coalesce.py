@@ -139,6 +139,13 @@ class Coalescer:
             self._pending(room, state, READ, now)
         return True
 
+    def touch(self, room: str) -> None:
+        """``room``'s online count changed (a peer's presence delta can arrive after the
+        per-user event it goes with): if the room is big, its count goes out again within
+        the window, so every replica's members end on the same ``online``."""
+        if not self._closed and self._size(room) >= self._big_room:
+            self._pending(room, self._room(room), PRESENCE, self._clock())
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def aclose(self) -> None:

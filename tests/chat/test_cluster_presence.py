@@ -366,3 +366,20 @@ async def test_a_join_storm_into_one_room_is_linear_in_joins() -> None:
     members for each join's ``online`` (as before issue 26) makes the ratio about 25."""
     small, large = await _one_room_storm(1000), await _one_room_storm(5000)
     assert large <= 5.5 * small, (small, large)
+
+
+async def test_the_watcher_hears_every_count_change_local_or_remote() -> None:
+    presence = ClusterPresence(ControlNet().router("a"), version="1", connections=lambda: 0)
+    changed: list[str] = []
+    presence.watch(changed.append)
+    await presence.join("hot", ALICE, "s1")
+    await presence.join("hot", ALICE, "s2")  # a second socket: no change
+    peer = {"replica": "b", "seq": 1, "part": 0, "parts": 1, "rooms": {"hot": [["bob", "Bob"]]}}
+    await presence._on_snapshot(peer)
+    leave = {"replica": "b", "seq": 2, "change": {"room": "hot", "user": {"id": "bob"}, "action": "leave"}}
+    await presence._on_delta(leave)
+    await presence._on_bye({"replica": "b"})
+    await presence.leave("hot", ALICE, "s1")
+    await presence.leave("hot", ALICE, "s2")
+    assert changed == ["hot", "hot", "hot", "hot"]
+    assert presence.online_now("hot") == 0

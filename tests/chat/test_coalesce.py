@@ -165,3 +165,20 @@ async def test_quiet_rooms_are_forgotten_and_aclose_stops_timers(coalescer: Coal
     await asyncio.sleep(WINDOW * 1.5)
     assert len(sink.sent) == before and coalescer.pending_rooms() == 0
     assert not coalescer.absorb("presence", presence("d"), "big")  # closed: delivered as it is
+
+
+async def test_a_count_change_without_an_event_is_sent_in_big_rooms_only(
+    coalescer: Coalescer, sink: Sink
+) -> None:
+    """A peer's presence delta can arrive after the per-user event it goes with: the
+    count is sent again (within the window) when it changes."""
+    sink.sizes.update(big=10, small=3)
+    coalescer.touch("small")
+    coalescer.touch("big")
+    await asyncio.sleep(0.01)
+    assert sink.of("presence") == [{"room": "big", "online": 10}]
+    sink.sizes["big"] = 11
+    coalescer.touch("big")
+    coalescer.touch("big")
+    await asyncio.sleep(WINDOW * 1.5)
+    assert sink.of("presence") == [{"room": "big", "online": 10}, {"room": "big", "online": 11}]
