@@ -95,6 +95,7 @@ class Coalescer:
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+        self._failing = False
 
     # -- intake --------------------------------------------------------------------------
 
@@ -219,9 +220,16 @@ class Coalescer:
                     await self._flush(room)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
                     # One failed room must not stop the others; the next change retries.
-                    log.warning("coalesced events for a room could not be delivered", exc_info=True)
+                    # Logged once per failing spell, not per room and window.
+                    if not self._failing:
+                        log.warning("coalesced room events could not be delivered (%r)", exc)
+                        self._failing = True
+                else:
+                    if self._failing:
+                        log.info("coalesced room events delivered again")
+                        self._failing = False
 
     async def _flush(self, room: str) -> None:
         state = self._rooms.get(room)
