@@ -107,7 +107,8 @@ async def test_a_join_burst_in_a_big_room_is_one_count_per_window(
     assert all(set(data) == {"room", "online"} and data["room"] == room for _, data in events), events
     assert len(events) <= took / WINDOW + 2, (len(events), took)
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(events)]
-    assert all(gap >= WINDOW * 0.6 for gap in gaps), gaps  # client-side arrival jitter allowed
+    # The server sends them at least a window apart; arrival jitter on a busy machine allowed.
+    assert all(gap >= WINDOW * 0.4 for gap in gaps), gaps
     assert events[-1][1]["online"] == total
     # No socket was dropped (ping timeout 1 s) while the burst was served.
     assert not any(c.disconnected.is_set() for c in [*first, *burst])
