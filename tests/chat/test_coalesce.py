@@ -182,3 +182,18 @@ async def test_a_count_change_without_an_event_is_sent_in_big_rooms_only(
     coalescer.touch("big")
     await asyncio.sleep(WINDOW * 1.5)
     assert sink.of("presence") == [{"room": "big", "online": 10}, {"room": "big", "online": 11}]
+
+
+async def test_a_typing_flood_is_still_one_event_per_window(coalescer: Coalescer, sink: Sink) -> None:
+    """5,000 toggles from 50 typists over about three windows: a few events, each O(1) to take."""
+    sink.sizes["big"] = 20
+    started = asyncio.get_running_loop().time()
+    for step in range(5000):
+        coalescer.absorb("typing", typing(f"t{step % 50}", on=step % 3 != 0), "big")
+        if step % 500 == 0:
+            await asyncio.sleep(WINDOW / 3)
+    elapsed = asyncio.get_running_loop().time() - started
+    await asyncio.sleep(WINDOW * 1.5)
+    events = sink.of("typing")
+    assert 1 <= len(events) <= elapsed / WINDOW + 2, (len(events), elapsed)
+    assert all(len(e["users"]) <= TYPING_USERS_SHOWN and e["count"] <= 50 for e in events)
