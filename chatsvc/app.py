@@ -175,6 +175,27 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     return app
 
 
+def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:
+    """chatsvc's settings of its Engine.IO server (chatsvc.transport)."""
+    # Declined in the websocket driver (chatsvc.transport.engineio_internals), not by a
+    # middleware hiding the offer: that cloned every upgrade request, and the clone's
+    # headers lived as long as the socket.
+    sio.eio.websocket_compression = settings.ws_compression
+    accept_polling_batches()
+    sio.eio.bad_packets.observe = lambda reason: metrics.bad_packets.labels(reason).inc()
+    sio.eio.queued_packets_max = settings.limits.queued_packets_max
+
+
+def _serve_metrics(app: web.Application, settings: Settings) -> None:
+    """``/metrics`` on the public listener in development; on ``CHATSVC_METRICS_PORT``, a
+    listener of its own, when set (always in production: the Ingress routes ``/`` to the
+    public one)."""
+    if settings.metrics_port is None:
+        app.add_routes([web.get("/metrics", _metrics_handler)])
+    else:
+        app.cleanup_ctx.append(_metrics_listener_ctx)
+
+
 def _install_coalescer(
     app: web.Application, settings: Settings, sio: RecoveringServer, bus: Any, presence: ClusterPresence
 ) -> None:
@@ -195,27 +216,6 @@ def _install_coalescer(
     bus.use_absorber(coalescer)
     presence.watch(coalescer.touch)
     app.cleanup_ctx.append(_coalescer_ctx)
-
-
-def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:
-    """chatsvc's settings of its Engine.IO server (chatsvc.transport)."""
-    # Declined in the websocket driver (chatsvc.transport.engineio_internals), not by a
-    # middleware hiding the offer: that cloned every upgrade request, and the clone's
-    # headers lived as long as the socket.
-    sio.eio.websocket_compression = settings.ws_compression
-    accept_polling_batches()
-    sio.eio.bad_packets.observe = lambda reason: metrics.bad_packets.labels(reason).inc()
-    sio.eio.queued_packets_max = settings.limits.queued_packets_max
-
-
-def _serve_metrics(app: web.Application, settings: Settings) -> None:
-    """``/metrics`` on the public listener in development; on ``CHATSVC_METRICS_PORT``, a
-    listener of its own, when set (always in production: the Ingress routes ``/`` to the
-    public one)."""
-    if settings.metrics_port is None:
-        app.add_routes([web.get("/metrics", _metrics_handler)])
-    else:
-        app.cleanup_ctx.append(_metrics_listener_ctx)
 
 
 def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: Recovery) -> None:
