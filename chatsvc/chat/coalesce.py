@@ -109,6 +109,10 @@ class Coalescer:
         if not isinstance(user, dict) or not isinstance(uid := user.get("id"), str):
             return False  # an aggregate already, or not ours
         size = self._size(room)
+        if event == PRESENCE and isinstance(online := data.get("online"), int):
+            # The sender's count: a peer's presence delta may reach this replica after the
+            # event, and the room is big for everyone once it is big for the sender.
+            size = max(size, online)
         if size < self._big_room or self._closed:
             return False
         name = str(user.get("name", uid))

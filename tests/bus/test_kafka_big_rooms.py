@@ -46,7 +46,6 @@ async def test_members_on_both_replicas_get_the_same_counts_not_per_user_events(
     env = replica_env(kafka, tls=False, topic=new_topic()) | {
         "CHATSVC_BIG_ROOM_MEMBERS": str(BIG),
         "CHATSVC_PRESENCE_COALESCE_MS": str(int(WINDOW * 1000)),
-        "CHATSVC_CLUSTER_HEARTBEAT": "0.5",
         "CHATSVC_RATE_LIMIT_PER_SECOND": "1000",
         "CHATSVC_RATE_LIMIT_BURST": "1000",
     }
@@ -79,6 +78,7 @@ async def test_members_on_both_replicas_get_the_same_counts_not_per_user_events(
     for watcher in (watch1, watch2):
         await watcher.wait_until(f"presence {{online: {total}}}", final(watcher), within=15)
     await asyncio.sleep(WINDOW * 2)
+    elapsed = time.monotonic() - started
     for watcher in (watch1, watch2):
         events = watcher.events["presence"]
         per_user = [e for e in events if "user" in e]
@@ -86,8 +86,8 @@ async def test_members_on_both_replicas_get_the_same_counts_not_per_user_events(
         # Only joins that found the room still small went out one by one.
         assert len(per_user) <= BIG, per_user
         assert all(set(e) == {"room", "online"} for e in aggregated), aggregated
-        # One count per window (plus the touch that follows a late delta), not one per join.
-        assert len(aggregated) <= 2 * ((took + 3) / WINDOW) and len(aggregated) < total / 2, aggregated
+        # At most one count per window, however long a busy machine made the burst (took).
+        assert len(aggregated) <= elapsed / WINDOW + 2, (aggregated, took, elapsed)
         assert aggregated[-1]["online"] == total, aggregated
 
     # Typing on r2, seen coalesced on r1: users capped, count exact.

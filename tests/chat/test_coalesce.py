@@ -48,8 +48,8 @@ async def coalescer(sink: Sink) -> AsyncIterator[Coalescer]:
     await c.aclose()
 
 
-def presence(uid: str, action: str = "join", room: str = "big") -> dict[str, Any]:
-    return {"room": room, "user": {"id": uid, "name": uid.upper()}, "action": action, "online": 0}
+def presence(uid: str, action: str = "join", room: str = "big", online: int = 0) -> dict[str, Any]:
+    return {"room": room, "user": {"id": uid, "name": uid.upper()}, "action": action, "online": online}
 
 
 def typing(uid: str, on: bool = True, room: str = "big") -> dict[str, Any]:
@@ -197,3 +197,18 @@ async def test_a_typing_flood_is_still_one_event_per_window(coalescer: Coalescer
     events = sink.of("typing")
     assert 1 <= len(events) <= elapsed / WINDOW + 2, (len(events), elapsed)
     assert all(len(e["users"]) <= TYPING_USERS_SHOWN and e["count"] <= 50 for e in events)
+
+
+async def test_the_senders_count_makes_a_room_big_before_this_replica_knows(
+    coalescer: Coalescer, sink: Sink
+) -> None:
+    """A join from a peer says online 7; this replica has not had the peer's delta yet (3)."""
+    sink.sizes["big"] = 3
+    assert coalescer.absorb("presence", presence("p1", online=7), "big")
+    assert not coalescer.absorb("presence", presence("p2", online=4), "big")  # small for both
+    await asyncio.sleep(0.01)
+    assert sink.of("presence") == [{"room": "big", "online": 3}]
+    sink.sizes["big"] = 7  # the deltas arrive: presence's watcher touches the room
+    coalescer.touch("big")
+    await asyncio.sleep(WINDOW * 1.5)
+    assert sink.of("presence")[-1] == {"room": "big", "online": 7}
