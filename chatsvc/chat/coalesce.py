@@ -63,6 +63,7 @@ class _Room:
     #: user id -> (name, expires at).
     typists: dict[str, tuple[str, float]] = field(default_factory=dict)
     last_typing: tuple[tuple[str, ...], int] = ((), 0)
+    last_online: int = -1
     #: user id -> (name, message id), this window.
     readers: dict[str, tuple[str, str]] = field(default_factory=dict)
     readers_overflow: int = 0
@@ -271,7 +272,11 @@ class Coalescer:
 
     def _payload(self, kind: str, room: str, state: _Room) -> dict[str, Any] | None:
         if kind == PRESENCE:
-            return {"room": room, "online": self._size(room)}
+            online = self._size(room)
+            if online == state.last_online:
+                return None  # several triggers (the event, the delta) for one change
+            state.last_online = online
+            return {"room": room, "online": online}
         if kind == TYPING:
             shown = list(state.typists.items())[:TYPING_USERS_SHOWN]
             signature = (tuple(uid for uid, _ in shown), len(state.typists))
