@@ -314,11 +314,12 @@ def start_chatsvc(
     return server.start()
 
 
-def start_peer(name: str, work: Path) -> Server:
-    """The Node.js socket.io reference server."""
+def start_peer(name: str, work: Path, extra: Mapping[str, str] | None = None) -> Server:
+    """The Node.js socket.io reference server (``extra``: e.g. ``PEER_PRESENCE=1``)."""
     port = free_port()
     keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
     env = {**keep, "PEER_HOST": "127.0.0.1", "PEER_PORT": str(port), "NODE_ENV": "production"}
+    env.update(extra or {})
     server = Server(name, ["node", str(PEER)], env, port, work / f"{name}.log", cwd=PEER.parent)
     return server.start()
 
@@ -339,9 +340,10 @@ def install_centrifugo() -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def start_centrifugo(name: str, work: Path, binary: Path) -> Server:
+def start_centrifugo(name: str, work: Path, binary: Path, extra: Mapping[str, str] | None = None) -> Server:
     """Centrifugo v6 with bench/peers/centrifugo/config.json: loopback, HS256 connect tokens
-    signed with the bench secret (given in its environment, not the committed file)."""
+    signed with the bench secret (given in its environment, not the committed file);
+    ``extra``: more of its ``CENTRIFUGO_*`` environment (config overrides)."""
     port = free_port()
     keep = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
     env = {
@@ -349,6 +351,7 @@ def start_centrifugo(name: str, work: Path, binary: Path) -> Server:
         "CENTRIFUGO_HTTP_SERVER_ADDRESS": "127.0.0.1",
         "CENTRIFUGO_HTTP_SERVER_PORT": str(port),
         "CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY": BENCH_JWT_SECRET,
+        **(extra or {}),
     }
     argv = [str(binary), "--config", str(CENTRIFUGO_CONFIG)]
     server = Server(

@@ -177,6 +177,45 @@ def summary_table(results: dict[str, Any]) -> str:
     return table.render()
 
 
+def joinstorm_table(results: dict[str, Any]) -> str:
+    """The join storm (Zipf rooms, presence on), per server."""
+    storm = results["scenarios"].get("joinstorm", {})
+    if not storm:
+        return ""
+    labels = {
+        AFTER: "chatsvc after (memory): presence aggregated from 100 members",
+        PEER: "Node peer: one `presence` per join to the rest of the room",
+        CENTRIFUGO: "Centrifugo: join/leave pushes on",
+    }
+    table = _Table(
+        [
+            "Server",
+            "clients x rooms each",
+            "largest room",
+            "seconds until all joined",
+            "server CPU-s",
+            "joins per server CPU-s",
+            "presence deliveries",
+            "sockets dropped",
+            "per client p50 / p99 ms",
+        ]
+    )
+    for key, row in storm.items():
+        lat = row["per_client_ms"]
+        table.row(
+            labels.get(key, key),
+            f"{row['connected']:,} x {row['rooms_per_client']}",
+            f"{row['largest_room']:,}",
+            _num(row["seconds_to_all"], 2),
+            _num(row["server_cpu_s"], 2),
+            _num(row["joins_per_cpu_s"]),
+            f"{row['presence_deliveries']:,}",
+            str(row["dropped"]),
+            f"{_num(lat['p50'], 1)} / {_num(lat['p99'], 1)}",
+        )
+    return table.render()
+
+
 def storm_table(results: dict[str, Any]) -> str:
     """The connect storm, per server."""
     storm = results["scenarios"].get("storm", {})
@@ -403,6 +442,17 @@ def markdown(results: dict[str, Any], stem: str) -> str:
             "Centrifugo subscribes. Server CPU is counted from just before the first connect to the last "
             "join ack.\n",
             storm,
+        ]
+    joinstorm = joinstorm_table(results)
+    if joinstorm:
+        parts += [
+            "\n## 6b. Join storm (market open)\n",
+            "Every client connects and joins a few rooms drawn from a Zipf distribution (seeded: the "
+            "same topology for every server), with presence on, "
+            f"{next(iter(results['scenarios']['joinstorm'].values()))['in_flight']} connections in "
+            "flight at once. Presence deliveries are counted by the load generator; a socket the "
+            "server dropped (ping timeout) counts in the last column.\n",
+            joinstorm,
         ]
     kafka_idle = kafka_idle_table(results)
     if kafka_idle:

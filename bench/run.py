@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import random
 import secrets
 import shutil
 import statistics
@@ -34,8 +35,18 @@ from harness import BenchError, LoadGen, Server, Window, stderr
 
 from chatsvc.model.ids import id_at
 
-ALL_SCENARIOS = ("idle", "fanout", "rooms", "storm", "cross", "kafka-idle", "history", "ablation")
-QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "history")
+ALL_SCENARIOS = (
+    "idle",
+    "fanout",
+    "rooms",
+    "storm",
+    "joinstorm",
+    "cross",
+    "kafka-idle",
+    "history",
+    "ablation",
+)
+QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "joinstorm", "history")
 #: Every optimisation the launcher can revert; "before" runs with all of them reverted.
 OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
 RATE_LIMIT = {"CHATSVC_RATE_LIMIT_PER_SECOND": "100000", "CHATSVC_RATE_LIMIT_BURST": "100000"}
@@ -54,6 +65,8 @@ class Size:
     history_seconds: float
     ablation: tuple[tuple[int, float], tuple[int, int, float], float]  # big room, small rooms, seconds
     storm: tuple[int, int, int]  # (clients, members per room, connections in flight at once)
+    #: (clients, rooms, rooms per client, connections in flight at once): the join storm
+    joinstorm: tuple[int, int, int, int]
     #: ((records, records per second), ...) at each offered rate; idle baseline seconds
     kafka_idle: tuple[tuple[tuple[int, float], ...], float]
     warmup_s: float
@@ -73,6 +86,7 @@ SIZES = {
         history_seconds=5.0,
         ablation=((1000, 12.0), (200, 5, 400.0), 5.0),
         storm=(2000, 20, 100),
+        joinstorm=(2000, 300, 3, 100),
         kafka_idle=(((5000, 250.0), (15000, 1000.0)), 3.0),
         warmup_s=2.0,
         measure_s=6.0,
@@ -89,6 +103,7 @@ SIZES = {
         history_seconds=1.5,
         ablation=((200, 20.0), (40, 5, 80.0), 1.5),
         storm=(500, 20, 100),
+        joinstorm=(500, 75, 3, 100),
         kafka_idle=(((1000, 250.0), (3000, 750.0)), 1.5),
         warmup_s=0.5,
         measure_s=2.0,
@@ -105,6 +120,7 @@ SIZES = {
         history_seconds=0.5,
         ablation=((4, 10.0), (2, 2, 10.0), 0.5),
         storm=(6, 3, 4),
+        joinstorm=(12, 4, 2, 4),
         kafka_idle=(((40, 40.0),), 0.5),
         warmup_s=0.2,
         measure_s=0.8,
@@ -177,6 +193,36 @@ ABLATION = (
 )
 
 
+#: Presence announcements on, per kind of server, for the join storm. chatsvc has them on
+#: by default (aggregated from CHATSVC_BIG_ROOM_MEMBERS, 100).
+PRESENCE_ON: dict[str, dict[str, str]] = {
+    "peer": {"PEER_PRESENCE": "1"},
+    "centrifugo": {
+        "CENTRIFUGO_CHANNEL_WITHOUT_NAMESPACE_PRESENCE": "true",
+        "CENTRIFUGO_CHANNEL_WITHOUT_NAMESPACE_JOIN_LEAVE": "true",
+        "CENTRIFUGO_CHANNEL_WITHOUT_NAMESPACE_FORCE_PUSH_JOIN_LEAVE": "true",
+    },
+}
+
+
+def zipf_room_sets(clients: int, rooms: int, per_client: int, seed: int = 26) -> list[list[str]]:
+    """For each client, ``per_client`` distinct rooms drawn with Zipf weights (room r has
+    weight 1/(r+1)): a few hot rooms and a long tail, as stock discussions are. Seeded, so
+    every server gets the same topology."""
+    rng = random.Random(seed)
+    names = [f"zipf{r}" for r in range(rooms)]
+    weights = [1 / (r + 1) for r in range(rooms)]
+    sets = []
+    for _ in range(clients):
+        chosen: list[str] = []
+        while len(chosen) < min(per_client, rooms):
+            room = rng.choices(names, weights)[0]
+            if room not in chosen:
+                chosen.append(room)
+        sets.append(chosen)
+    return sets
+
+
 class Bench:
     """Runs scenarios; owns the scratch directory and every process it starts."""
 
@@ -193,11 +239,11 @@ class Bench:
     def start(self, target: Target, name: str, extra: dict[str, str] | None = None) -> Server:
         env = {**dict(target.env), **RATE_LIMIT, **(extra or {})}
         if target.kind == "peer":
-            server = harness.start_peer(name, self.work)
+            server = harness.start_peer(name, self.work, extra)
         elif target.kind == "centrifugo":
             if self.centrifugo is None:
                 raise BenchError("Centrifugo is not installed (bench/peers/centrifugo/install)")
-            server = harness.start_centrifugo(name, self.work, self.centrifugo)
+            server = harness.start_centrifugo(name, self.work, self.centrifugo, extra)
         else:
             server = harness.start_chatsvc(
                 name, self.work, env, target.revert, target.experiments, target.python, target.source
@@ -475,6 +521,70 @@ class Bench:
             stderr(
                 f"  storm {target.key}: {clients} in {row['seconds_to_all']:.2f}s, "
                 f"{row['connects_per_cpu_s'] or 0:.0f} per server CPU-s"
+            )
+            out[target.key] = row
+        return out
+
+    def joinstorm(self, targets: list[Target]) -> dict[str, Any]:
+        """Join storm (market open, issue 26): N clients connect and each joins a few rooms
+        drawn from a Zipf distribution (the largest room holds about a sixth of them), with
+        presence on everywhere: chatsvc announces joins (aggregated in big rooms, its
+        default threshold), the Node peer emits one ``presence`` per join to the rest of
+        the room, Centrifugo pushes join/leave. Measured: time until every client has
+        joined every room, server CPU, presence deliveries, and sockets the server dropped
+        (a ping timeout under load shows there)."""
+        clients, n_rooms, per_client, in_flight = self.size.joinstorm
+        sets = zipf_room_sets(clients, n_rooms, per_client)
+        sizes: dict[str, int] = {}
+        for rooms in sets:
+            for room in rooms:
+                sizes[room] = sizes.get(room, 0) + 1
+        deadline_s = 120.0
+        out: dict[str, Any] = {}
+        for target in targets:
+            server = self.start(target, f"joinstorm-{target.key}", PRESENCE_ON.get(target.kind))
+            with self.loadgen() as lg:
+                lg.connect_all(server, min(20, clients))  # warm-up, as in the connect storm
+                lg.call(60, cmd="join", rooms=["joinstorm-warm"])
+                lg.call(30, cmd="close")
+                time.sleep(0.5)
+                before = lg.call(30, cmd="ping")
+                window = Window([server.pid], lg.pid)
+                answer = lg.connect(
+                    server,
+                    clients,
+                    deadline_s + 60,
+                    join_sets=sets,
+                    concurrency=in_flight,
+                    deadline_ms=deadline_s * 1000,
+                )
+                usage = window.close()
+                time.sleep(1.0)  # late presence deliveries, and time for a stalled server to drop sockets
+                after = lg.call(30, cmd="ping")
+                lg.call(60, cmd="close")
+            self.stop(server)
+            if answer["failures"] or answer["not_started"]:
+                raise BenchError(f"join storm on {target.key}: {answer}")
+            cpu = usage["server_cpu_s"]
+            row = {
+                "clients": clients,
+                "rooms": n_rooms,
+                "rooms_per_client": per_client,
+                "largest_room": max(sizes.values()),
+                "in_flight": in_flight,
+                "connected": answer["connected"],
+                "seconds_to_all": answer["seconds"],
+                "server_cpu_s": cpu,
+                "joins_per_cpu_s": clients * per_client / cpu if cpu > 0 else None,
+                "presence_deliveries": after["presence_events"] - before["presence_events"],
+                "dropped": after["dropped"],
+                "per_client_ms": answer["per_client_ms"],
+                "loadgen_cores": usage["loadgen_cpu_s"] / usage["elapsed_s"],
+                "other_cores": usage["other_cores"],
+            }
+            stderr(
+                f"  joinstorm {target.key}: {clients} x {per_client} joins in {row['seconds_to_all']:.2f}s, "
+                f"{row['presence_deliveries']} presence deliveries, {row['dropped']} dropped"
             )
             out[target.key] = row
         return out
@@ -832,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
     centrifugo: list[Target] = []
     if not args.centrifugo:
         results["skipped"]["centrifugo"] = "--no-centrifugo: no Centrifugo rows in this run"
-    elif any(s in scenarios for s in ("idle", "fanout", "storm")):
+    elif any(s in scenarios for s in ("idle", "fanout", "storm", "joinstorm")):
         stderr("installing/locating Centrifugo (bench/peers/centrifugo/install)")
         centrifugo_bin = harness.install_centrifugo()
         centrifugo = [CENTRIFUGO]
@@ -853,6 +963,8 @@ def main(argv: list[str] | None = None) -> int:
                 data = bench.fanout([AFTER_MEM, *alt, *before, AFTER_SQLITE, PEER, *centrifugo])
             elif scenario == "storm":
                 data = bench.storm([AFTER_MEM, PEER, *centrifugo])
+            elif scenario == "joinstorm":
+                data = bench.joinstorm([AFTER_MEM, PEER, *centrifugo])
             elif scenario == "kafka-idle":
                 bench.ensure_service("kafka", may_start=args.kafka == "auto")
                 data = bench.kafka_idle(kafka_brokers(args))

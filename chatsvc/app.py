@@ -25,6 +25,7 @@ from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
+from chatsvc.chat.coalesce import Coalescer
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.recovery import Recovery
@@ -50,6 +51,7 @@ BUS = web.AppKey("bus", ManagedBus)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 NAMESPACE = web.AppKey("namespace", ChatNamespace)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
+COALESCER = web.AppKey("coalescer", Coalescer)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
 JWKS: web.AppKey[JwksKeys[JwkKey] | None] = web.AppKey("jwks")
@@ -146,6 +148,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     sio.register_namespace(namespace)
     sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)
     _install_recovery(sio, bus, namespace, recovery)
+    _install_coalescer(app, settings, sio, bus, presence)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
@@ -206,6 +209,28 @@ def _serve_metrics(app: web.Application, settings: Settings) -> None:
         app.add_routes([web.get("/metrics", _metrics_handler)])
     else:
         app.cleanup_ctx.append(_metrics_listener_ctx)
+
+
+def _install_coalescer(
+    app: web.Application, settings: Settings, sio: RecoveringServer, bus: Any, presence: ClusterPresence
+) -> None:
+    """Big rooms' presence/typing/read, aggregated where the bus delivers them locally
+    (chatsvc.chat.coalesce), with its cleanup context."""
+
+    async def deliver_here(event: str, data: dict[str, Any], room: str) -> None:
+        # ignore_queue: to this replica's sockets only; every replica aggregates its own.
+        await sio.emit(event, data, room=room, namespace="/", ignore_queue=True)
+
+    app[COALESCER] = coalescer = Coalescer(
+        deliver_here,
+        presence.online_now,
+        big_room=settings.big_room_members,
+        typing_off=settings.typing_off_members,
+        presence_window=settings.presence_coalesce_ms / 1000,
+    )
+    bus.use_absorber(coalescer)
+    presence.watch(coalescer.touch)
+    app.cleanup_ctx.append(_coalescer_ctx)
 
 
 def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: Recovery) -> None:
@@ -279,6 +304,13 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await cluster.start()
     yield
     await cluster.aclose()
+
+
+async def _coalescer_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Acquired first, so released last: a window that fires while the others shut down
+    # reaches no socket (ignore_queue: never the bus) and costs nothing; then all stop.
+    yield
+    await app[COALESCER].aclose()
 
 
 async def _grpc_ctx(app: web.Application) -> AsyncIterator[None]:

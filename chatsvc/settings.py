@@ -227,6 +227,13 @@ class Settings:
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
     #: How often each replica tells the others it is alive (and who is online on it).
     cluster_heartbeat_seconds: float = 2.0
+    #: Rooms with at least this many users online (cluster-wide) get presence, typing and
+    #: read receipts aggregated per window instead of per user (chatsvc.chat.coalesce).
+    big_room_members: int = 100
+    #: At most one ``presence {room, online}`` per big room per this many milliseconds.
+    presence_coalesce_ms: int = 1500
+    #: From this many users online, typing is not delivered at all in a room.
+    typing_off_members: int = 1000
 
     @property
     def is_production(self) -> bool:
@@ -438,7 +445,22 @@ class _Reader:
             scylla=self.scylla(),
             grpc=self.grpc(),
             cluster_heartbeat_seconds=self.number("CHATSVC_CLUSTER_HEARTBEAT", 2.0, minimum=0.1),
+            **self.big_rooms(),
         )
+
+    def big_rooms(self) -> dict[str, int]:
+        """The thresholds and window of chatsvc.chat.coalesce."""
+        big = self.integer("CHATSVC_BIG_ROOM_MEMBERS", 100, minimum=1)
+        typing_off = self.integer("CHATSVC_TYPING_OFF_MEMBERS", max(1000, big), minimum=1)
+        if typing_off < big:
+            raise SettingsError("CHATSVC_TYPING_OFF_MEMBERS", "must be at least CHATSVC_BIG_ROOM_MEMBERS")
+        return {
+            "big_room_members": big,
+            "presence_coalesce_ms": self.integer(
+                "CHATSVC_PRESENCE_COALESCE_MS", 1500, minimum=50, maximum=60_000
+            ),
+            "typing_off_members": typing_off,
+        }
 
     def metrics_port(self, environment: str) -> int | None:
         """``CHATSVC_METRICS_PORT``: 9090 in production, where the public listener (the

@@ -297,3 +297,20 @@ def test_kafka_fetch_batching_defaults_to_aiokafkas_and_is_bounded(base: dict[st
         ("KAFKA_FETCH_MIN_BYTES", str(65 * 1024 * 1024)),
     ]:
         assert error_for({**kafka, variable: value}).variable == variable
+
+
+def test_big_room_settings(base: dict[str, str]) -> None:
+    s = Settings.from_env(base)
+    assert (s.big_room_members, s.presence_coalesce_ms, s.typing_off_members) == (100, 1500, 1000)
+    s = Settings.from_env({**base, "CHATSVC_BIG_ROOM_MEMBERS": "2000", "CHATSVC_PRESENCE_COALESCE_MS": "250"})
+    # Typing stays on at least as far as aggregation reaches unless told otherwise.
+    assert (s.big_room_members, s.presence_coalesce_ms, s.typing_off_members) == (2000, 250, 2000)
+    for name, value in (
+        ("CHATSVC_BIG_ROOM_MEMBERS", "0"),
+        ("CHATSVC_BIG_ROOM_MEMBERS", "many"),
+        ("CHATSVC_PRESENCE_COALESCE_MS", "10"),
+        ("CHATSVC_PRESENCE_COALESCE_MS", "600000"),
+    ):
+        assert error_for({**base, name: value}).variable == name
+    bad = {**base, "CHATSVC_BIG_ROOM_MEMBERS": "500", "CHATSVC_TYPING_OFF_MEMBERS": "100"}
+    assert error_for(bad).variable == "CHATSVC_TYPING_OFF_MEMBERS"

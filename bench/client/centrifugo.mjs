@@ -64,7 +64,10 @@ export class CentrifugoClient {
     if (line.startsWith('{"push"')) {
       // Only publications carry the timestamp mark; anything else (join/leave) is counted.
       if (line.includes('"pub"')) this.gen.onDelivery(this, line);
-      else this.gen.otherEvents++;
+      else {
+        this.gen.otherEvents++;
+        if (line.includes('"join"') || line.includes('"leave"')) this.gen.presenceEvents++;
+      }
       return;
     }
     const reply = JSON.parse(line);

@@ -184,12 +184,14 @@ class Generator {
     this.seqBase = 0;
     this.nextSeq = 1;
     this.otherEvents = 0;
+    this.presenceEvents = 0;
     this.clientMsgId = 1;
   }
 
   onEvent(client, frame) {
     if (!frame.startsWith('42["message"')) {
       this.otherEvents++;
+      if (frame.startsWith('42["presence"')) this.presenceEvents++;
       return;
     }
     this.onDelivery(client, frame);
@@ -218,8 +220,9 @@ class Generator {
    * Open `n` connections, `concurrency` at a time. With `join_rooms`, the k-th one then joins
    * join_rooms[k % length] (`join {room, since}` on Socket.IO, a subscribe on Centrifugo)
    * before it counts as done:
-   * the connect storm. `deadline_ms` bounds the whole command: connections not started by
-   * then are counted in `not_started`.
+   * the connect storm. With `join_sets` (arrays of rooms), the k-th one joins every room of
+   * join_sets[k % length] instead: the join storm. `deadline_ms` bounds the whole command:
+   * connections not started by then are counted in `not_started`.
    */
   async connect(cmd) {
     checkLoopback(cmd.url);
@@ -239,6 +242,7 @@ class Generator {
     const first = this.clients.length;
     const perClient = new Samples(n);
     const joinRooms = cmd.join_rooms?.length ? cmd.join_rooms : null;
+    const joinSets = cmd.join_sets?.length ? cmd.join_sets : null;
     let next = 0;
     let failures = 0;
     let firstError = null;
@@ -254,6 +258,10 @@ class Generator {
           await client.open(cmd.url, auth, local, timeoutMs);
           if (joinRooms) {
             const room = joinRooms[(i - first) % joinRooms.length];
+            const joined = await client.joinRoom(room, cmd.since, timeoutMs);
+            if (!joined.ok) throw new Error(`join refused: ${JSON.stringify(joined.reply)}`);
+          }
+          for (const room of joinSets ? joinSets[(i - first) % joinSets.length] : []) {
             const joined = await client.joinRoom(room, cmd.since, timeoutMs);
             if (!joined.ok) throw new Error(`join refused: ${JSON.stringify(joined.reply)}`);
           }
@@ -460,7 +468,13 @@ const handlers = {
   fanout: (c) => gen.fanout(c),
   history: (c) => gen.history(c),
   close: () => gen.closeAll(),
-  ping: async () => ({ clients: gen.clients.length, other_events: gen.otherEvents }),
+  ping: async () => ({
+    clients: gen.clients.length,
+    other_events: gen.otherEvents,
+    presence_events: gen.presenceEvents,
+    // Sockets the server closed (a ping timeout, a slow-consumer cut) since they connected.
+    dropped: gen.clients.filter((c) => c.closed).length,
+  }),
   exit: async () => {
     await gen.closeAll();
     setTimeout(() => process.exit(0), 50);

@@ -68,14 +68,27 @@ class RecoveryOffsets(Protocol):
         """How the Socket.IO session ``sid`` gets the event ``offset_of`` just named."""
 
 
+class Absorber(Protocol):
+    """Takes some room events instead of their local delivery (``chatsvc.chat.coalesce``)."""
+
+    def absorb(self, event: str, data: Any, room: str | None) -> bool:
+        """True if the event was taken (and must not be delivered as it is)."""
+
+
 class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
     """``emit`` to a room or to everyone: encode once, enqueue per recipient, no tasks."""
 
     _offsets: RecoveryOffsets | None = None
+    _absorber: Absorber | None = None
 
     def use_offsets(self, policy: RecoveryOffsets | None) -> None:
         """Append recovery offsets, as ``policy`` decides, from now on (``None``: never)."""
         self._offsets = policy
+
+    def use_absorber(self, absorber: Absorber | None) -> None:
+        """Offer every local room delivery to ``absorber`` first (``None``: never). This is
+        the receiving side of the bus: each replica decides for its own sockets."""
+        self._absorber = absorber
 
     def _eio_packets(self, namespace: str, data: list[Any]) -> list[eio_packet.Packet]:
         pkt = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=data)
@@ -105,6 +118,8 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
             return
         room = to or room
         if namespace not in self.rooms:
+            return
+        if self._absorber is not None and isinstance(room, str) and self._absorber.absorb(event, data, room):
             return
         if isinstance(data, tuple):
             args = list(data)  # tuples are several arguments, as in python-socketio

@@ -28,7 +28,9 @@ per-replica ``seq``):
 Counts that metrics read on every scrape are kept incrementally: for each room, how many
 sources (this replica, each peer view) have a member there. A join, leave, delta or
 snapshot adjusts them by what changed, so :meth:`ClusterPresence.room_count` is O(1)
-instead of a merge of every view. A peer that falls silent counts until the heartbeat
+instead of a merge of every view. Likewise, for each room, how many sources have each user
+there, so a room's ``online`` is O(1) (it was a merge of every view per join and leave:
+quadratic in a join storm, issue 26). A peer that falls silent counts until the heartbeat
 loop prunes its view (at most one heartbeat after it expired).
 
 A delta whose ``seq`` is not newer than the view's is stale (the snapshot that replaced
@@ -134,6 +136,10 @@ class ClusterPresence:
         self._views: dict[str, _View] = {}
         #: room -> how many sources (this replica, each view in ``_views``) have a member there.
         self._room_sources: dict[str, int] = {}
+        #: room -> user id -> how many sources have that user there (the room's online count).
+        self._room_users: dict[str, dict[str, int]] = {}
+        self._watcher: Callable[[str], None] | None = None
+        self._pruning = False
         self._seq = 0
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -195,6 +201,8 @@ class ClusterPresence:
         change = await self._local.join(room, user, sid)
         if change.changed and change.online == 1:
             self._count_room(room, 1)
+        if change.changed:
+            self._count_user(room, user.user_id, 1)
         elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
         if change.changed:
             self._delta(room, user, "join")
@@ -204,13 +212,27 @@ class ClusterPresence:
         change = await self._local.leave(room, user, sid)
         if change.changed and change.online == 0:
             self._count_room(room, -1)
+        if change.changed:
+            self._count_user(room, user.user_id, -1)
         elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
         if change.changed:
             self._delta(room, user, "leave")
         return PresenceChange(change.changed and not elsewhere, await self.online(room))
 
     async def online(self, room: str) -> int:
-        return len(await self._members(room))
+        return self.online_now(room)
+
+    def watch(self, changed: Callable[[str], None] | None) -> None:
+        """Call ``changed(room)`` whenever a room's online count changes (a delta or
+        snapshot from a peer included; chatsvc.chat.coalesce sends big rooms' counts then)."""
+        self._watcher = changed
+
+    def online_now(self, room: str) -> int:
+        """Users online in ``room`` on any live replica; O(replicas), not O(members)."""
+        if not self._pruning:  # asked by the watcher while a view is being dropped
+            self._prune()
+        users = self._room_users.get(room)
+        return len(users) if users else 0
 
     async def members(self, room: str) -> list[dict[str, str]]:
         merged = await self._members(room)
@@ -298,15 +320,23 @@ class ClusterPresence:
 
     def _prune(self) -> None:
         now = self._clock()
-        for rid in [rid for rid, v in self._views.items() if now - v.seen > EXPIRY_HEARTBEATS * v.interval]:
-            log.info("replica %s expired from presence (no heartbeat)", rid)
-            self._drop_view(rid)
+        self._pruning = True
+        try:
+            for rid in [
+                rid for rid, v in self._views.items() if now - v.seen > EXPIRY_HEARTBEATS * v.interval
+            ]:
+                log.info("replica %s expired from presence (no heartbeat)", rid)
+                self._drop_view(rid)
+        finally:
+            self._pruning = False
 
     def _drop_view(self, rid: str) -> _View | None:
         view = self._views.pop(rid, None)
         if view is not None:
-            for room in view.rooms:
+            for room, users in view.rooms.items():
                 self._count_room(room, -1)
+                for uid in users:
+                    self._count_user(room, uid, -1)
         return view
 
     def _count_room(self, room: str, delta: int) -> None:
@@ -316,6 +346,19 @@ class ClusterPresence:
             self._room_sources[room] = sources
         else:
             self._room_sources.pop(room, None)
+
+    def _count_user(self, room: str, user_id: str, delta: int) -> None:
+        """One source more (+1) or fewer (-1) with ``user_id`` in ``room``."""
+        users = self._room_users.setdefault(room, {})
+        sources = users.get(user_id, 0) + delta
+        if sources > 0:
+            users[user_id] = sources
+        else:
+            users.pop(user_id, None)
+            if not users:
+                del self._room_users[room]
+        if (sources <= 0 or sources == delta > 0) and self._watcher is not None:
+            self._watcher(room)  # the user arrived in or left the room for the cluster
 
     # -- internals: sending --------------------------------------------------------------
 
@@ -450,8 +493,11 @@ class ClusterPresence:
             # A view built from deltas alone, or one that missed some: get the whole state.
             self._ask_snapshot(message["replica"], view)
         view.seq = seq
+        had = uid in view.rooms.get(room, ())
         if moved := view.apply(room, uid, str(user.get("name", uid)), action == "join"):
             self._count_room(room, moved)
+        if had != (uid in view.rooms.get(room, ())):
+            self._count_user(room, uid, -1 if had else 1)
 
     async def _on_heartbeat(self, message: dict[str, Any]) -> None:
         view = self._view(message)
@@ -485,6 +531,12 @@ class ClusterPresence:
                 self._count_room(gone, -1)
             for new in merged.keys() - view.rooms.keys():
                 self._count_room(new, 1)
+            for room in merged.keys() | view.rooms.keys():
+                old, now = view.rooms.get(room, {}), merged.get(room, {})
+                for uid in old.keys() - now.keys():
+                    self._count_user(room, uid, -1)
+                for uid in now.keys() - old.keys():
+                    self._count_user(room, uid, 1)
             view.rooms, view.seq = merged, seq
             view.parts, view.parts_seq = {}, -1
 

@@ -156,3 +156,19 @@ def test_cross_replica_through_kafka(node_modules: None, tmp_path: Path) -> None
     assert cross["chatsvc:cross"]["replicas"] == 2
     for row in cross.values():
         check_fanout_row(row, results["machine"]["nproc"])
+
+
+def test_join_storm(node_modules: None, tmp_path: Path) -> None:
+    """The join storm at toy size: every client joined every room of its Zipf set, presence
+    was delivered on both servers (the Node peer with PEER_PRESENCE on), nobody dropped."""
+    results = run_bench(tmp_path, "--scenarios", "joinstorm", "--no-before")
+    clients, rooms, per_client, _ = results["size_params"]["joinstorm"]
+    rows = results["scenarios"]["joinstorm"]
+    assert set(rows) == {"chatsvc", "peer"}
+    for row in rows.values():
+        assert row["connected"] == row["clients"] == clients, row
+        assert (row["rooms"], row["rooms_per_client"]) == (rooms, per_client), row
+        assert row["per_client_ms"]["n"] == clients
+        assert row["presence_deliveries"] > 0 and row["dropped"] == 0, row
+        assert row["seconds_to_all"] > 0, row  # CPU may read 0 at this size (10 ms ticks)
+    assert "6b. Join storm" in (tmp_path / "smoke.md").read_text()

@@ -221,6 +221,11 @@ async def _counts_agree(presences: list[ClusterPresence]) -> bool:
             return False
         if presence.local_room_count() != len(await presence._local.rooms()):
             return False
+        for room in [*merged, "never-joined"]:
+            # The O(1) online count of each room is what the full merge of members says.
+            online = presence.online_now(room)
+            if online != len(await presence.members(room)) or online != merged.get(room, 0):
+                return False
     return True
 
 
@@ -336,3 +341,45 @@ async def test_a_bus_outage_is_survived_and_repaired(
     await a.join("AAPL", ALICE, "s1")  # never fails because of the bus
     net.up = True
     await eventually(lambda: _is(b, "AAPL", ["alice"]), within=10, what="state repaired after the outage")
+
+
+async def _one_room_storm(joins: int) -> int:
+    """``joins`` sockets joining one room (the market-open case) on a replica with a peer
+    that has members there too; each join reports the room's online count."""
+    presence = ClusterPresence(ControlNet().router("a"), version="1", connections=lambda: 0)
+    peer = {"replica": "b", "seq": 0, "part": 0, "parts": 1, "rooms": {"hot": [["p", "P"], ["u0", "U"]]}}
+    await presence._on_snapshot(peer)
+
+    async def storm() -> None:
+        for i in range(joins):
+            change = await presence.join("hot", Identity(f"u{i}", "U"), f"s{i}")
+            assert change.online == max(i + 1, 2) + 1 - (i == 0)
+            presence.online_now("hot")
+
+    lines = await _presence_lines(storm)()
+    assert await presence.online("hot") == joins + 1
+    return lines
+
+
+async def test_a_join_storm_into_one_room_is_linear_in_joins() -> None:
+    """1,000 then 5,000 joins of one room: about five times the work. Merging the room's
+    members for each join's ``online`` (as before issue 26) makes the ratio about 25."""
+    small, large = await _one_room_storm(1000), await _one_room_storm(5000)
+    assert large <= 5.5 * small, (small, large)
+
+
+async def test_the_watcher_hears_every_count_change_local_or_remote() -> None:
+    presence = ClusterPresence(ControlNet().router("a"), version="1", connections=lambda: 0)
+    changed: list[str] = []
+    presence.watch(changed.append)
+    await presence.join("hot", ALICE, "s1")
+    await presence.join("hot", ALICE, "s2")  # a second socket: no change
+    peer = {"replica": "b", "seq": 1, "part": 0, "parts": 1, "rooms": {"hot": [["bob", "Bob"]]}}
+    await presence._on_snapshot(peer)
+    leave = {"replica": "b", "seq": 2, "change": {"room": "hot", "user": {"id": "bob"}, "action": "leave"}}
+    await presence._on_delta(leave)
+    await presence._on_bye({"replica": "b"})
+    await presence.leave("hot", ALICE, "s1")
+    await presence.leave("hot", ALICE, "s2")
+    assert changed == ["hot", "hot", "hot", "hot"]
+    assert presence.online_now("hot") == 0

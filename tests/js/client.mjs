@@ -18,6 +18,7 @@
 //             history, a bad payload; every ack and received event is printed
 //   listen    connect, join, print {"type":"ready"}, then print every event until a
 //             message whose text is "bye" arrives
+//   crowd     many clients (CHATSVC_TOKENS) join one big room at once; see scenarios.crowd
 //   drain     connect, join, print {"type":"ready"}, then wait for session_end and the
 //             disconnect that follows (the server is being stopped); then stay alive, like
 //             a browser tab, until stdin closes
@@ -200,6 +201,29 @@ scenarios.drain = async () => {
     process.stdin.on("end", resolve);
     process.stdin.resume();
   });
+};
+
+// crowd: CHATSVC_TOKENS (a JSON array) connect at once; "a" (the first) joins, then all the
+// others join in one burst; "a" waits for presence {online: all} and, after the first five
+// others start typing, for typing {count: 5}. Every event "a" receives is printed.
+scenarios.crowd = async () => {
+  const tokens = JSON.parse(env.CHATSVC_TOKENS);
+  const all = tokens.map((t, i) => open(i === 0 ? "a" : `c${i}`, t));
+  await Promise.all(all.map((c) => c.connected));
+  const [a, ...others] = all;
+  expectOk(await a.call("join", { room }), "join a");
+  await Promise.all(others.map((c) => c.call("join", { room }).then((ack) => expectOk(ack, `join ${c.name}`))));
+  for (;;) {
+    const p = await a.next("presence");
+    if (p.online === all.length && p.user === undefined) break;
+  }
+  await Promise.all(others.slice(0, 5).map((c) => c.call("typing", { room, typing: true })));
+  for (;;) {
+    const t = await a.next("typing");
+    if (t.count === 5) break;
+  }
+  out({ type: "ready", client: "a" });
+  for (const c of all) c.socket.disconnect();
 };
 
 const scenario = scenarios[process.argv[2]];

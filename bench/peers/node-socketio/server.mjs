@@ -16,6 +16,10 @@ const httpServer = http.createServer((req, res) => {
 });
 const io = new Server(httpServer, { serveClient: false, cors: { origin: false } });
 let counter = 0;
+// PEER_PRESENCE=1 (bench/run.py's join storm): announce each join and leave to the rest of
+// the room, as a socket.io chat does, so the peer pays for presence as chatsvc does.
+const presence = process.env.PEER_PRESENCE === "1";
+const online = (room) => io.sockets.adapter.rooms.get(room)?.size ?? 0;
 
 const isRoom = (room) => typeof room === "string" && /^[A-Za-z0-9_.:-]{1,64}$/.test(room);
 
@@ -25,9 +29,19 @@ io.on("connection", (socket) => {
     if (typeof ack !== "function") return;
     const room = payload?.room;
     if (!isRoom(room)) return ack({ ok: false, error: { code: "invalid_payload", message: "room" } });
+    const fresh = !socket.rooms.has(room);
     socket.join(room);
+    if (presence && fresh) socket.to(room).emit("presence", { room, user, action: "join", online: online(room) });
     ack({ ok: true, room, unread: 0, online: io.sockets.adapter.rooms.get(room)?.size ?? 1 });
   });
+  if (presence) {
+    socket.on("disconnecting", () => {
+      for (const room of socket.rooms) {
+        if (room === socket.id) continue;
+        socket.to(room).emit("presence", { room, user, action: "leave", online: online(room) - 1 });
+      }
+    });
+  }
   socket.on("message", (payload, ack) => {
     if (typeof ack !== "function") return;
     const room = payload?.room;

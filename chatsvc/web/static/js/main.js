@@ -342,7 +342,18 @@ function onDeleted(event) {
 
 function onTyping(event) {
   const room = app.rooms.get(event.room);
-  if (!room || event.user.id === app.me.sub) return;
+  if (!room) return;
+  if (Array.isArray(event.users)) {
+    // A big room's aggregate {users: first few, count}: it replaces what was known.
+    const until = Date.now() + SHOW_MS;
+    const others = event.users.filter((u) => u.id !== app.me.sub);
+    room.typing = new Map(others.map((u) => [u.id, { name: u.name || u.id, until }]));
+    const count = event.count - (others.length < event.users.length ? 1 : 0);
+    room.typingCount = { count, until };
+    if (room.name === app.active) renderTyping();
+    return;
+  }
+  if (event.user.id === app.me.sub) return;
   if (event.typing) room.typing.set(event.user.id, { name: event.user.name || event.user.id, until: Date.now() + SHOW_MS });
   else room.typing.delete(event.user.id);
   if (room.name === app.active) renderTyping();
@@ -350,7 +361,16 @@ function onTyping(event) {
 
 function onRead(event) {
   const room = app.rooms.get(event.room);
-  if (!room || event.user.id === app.me.sub) return;
+  if (!room) return;
+  if (Array.isArray(event.readers)) {
+    // A big room's aggregate: the first few readers of the last second, each with their read.
+    for (const r of event.readers) {
+      if (r.id !== app.me.sub) room.reads.set(r.id, { name: r.name || r.id, message_id: r.message_id });
+    }
+    app.views.get(room.name).renderReceipts();
+    return;
+  }
+  if (event.user.id === app.me.sub) return;
   room.reads.set(event.user.id, { name: event.user.name || event.user.id, message_id: event.message_id });
   app.views.get(room.name).renderReceipts();
 }
@@ -361,7 +381,8 @@ function onPresence(event) {
   room.online = event.online;
   if (event.action === "leave") room.typing.delete(event.user.id);
   sidebar.update(room, app.active === room.name);
-  if (room.name === app.active) {
+  if (room.name === app.active && !event.user) renderHeader(); // a big room's count: nobody named
+  else if (room.name === app.active) {
     renderHeader();
     const who = event.user.name || event.user.id;
     $("room-activity").textContent = event.action === "join" ? `${who} joined` : `${who} left`;

@@ -11,6 +11,7 @@ export class Room {
     this.unread = 0;
     this.online = 0;
     this.typing = new Map(); // user id -> {name, until}
+    this.typingCount = { count: 0, until: 0 }; // a big room's aggregate: how many others type
     this.reads = new Map(); // user id -> {name, message_id}: the newest each one has read
     this.lastReadSent = null;
   }

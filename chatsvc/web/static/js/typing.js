@@ -40,6 +40,9 @@ export class TypingSender {
 export function typingText(room, now = Date.now()) {
   for (const [id, entry] of room.typing) if (entry.until < now) room.typing.delete(id);
   const names = [...room.typing.values()].map((e) => e.name);
+  // A big room names only the first few typists and counts the rest (README, Big rooms).
+  const counted = room.typingCount && room.typingCount.until >= now ? room.typingCount.count : 0;
+  if (counted > names.length) return counted === 1 ? "Someone is typing…" : `${counted} people are typing…`;
   if (names.length === 0) return "";
   if (names.length === 1) return `${names[0]} is typing…`;
   if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
