@@ -40,7 +40,7 @@ from engineio import packet as eio_packet
 from chatsvc.app import SIO, create_app
 from chatsvc.auth.jwt import mint_token
 from chatsvc.settings import Settings
-from chatsvc.transport.engineio_internals import receive_packet
+from chatsvc.transport.lean_socket import receive_packet
 
 SECRET = "bench-message-cost-secret-0123456789abcdef"
 TEXT = "hello world, this is a message of typical length"

@@ -37,7 +37,15 @@ from chatsvc.model.ids import id_at
 ALL_SCENARIOS = ("idle", "fanout", "rooms", "storm", "cross", "kafka-idle", "history", "ablation")
 QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "history")
 #: Every optimisation the launcher can revert; "before" runs with all of them reverted.
-OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
+OPTIMISATIONS = (
+    "uvloop",
+    "direct-emit",
+    "gc",
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+)
 RATE_LIMIT = {"CHATSVC_RATE_LIMIT_PER_SECOND": "100000", "CHATSVC_RATE_LIMIT_BURST": "100000"}
 
 

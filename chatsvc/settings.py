@@ -30,6 +30,11 @@ SASL_MECHANISMS = frozenset({"SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"})
 STORE_BACKENDS = ("sqlite", "memory", "scylla")
 
 
+#: The transport's fast paths, each of which ``CHATSVC_FAST_PATHS_OFF`` may turn off
+#: (``chatsvc.transport.fast_paths.FastPaths`` has one switch per name).
+FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+
+
 class SettingsError(ValueError):
     """A configuration variable is missing or invalid; the message names it."""
 
@@ -213,6 +218,9 @@ class Settings:
     store: str = "sqlite"
     #: Negotiate permessage-deflate with clients that offer it (costs memory and CPU).
     ws_compression: bool = False
+    #: The transport fast paths (``FAST_PATHS``) turned off: python-socketio's and
+    #: python-engineio's stock code runs instead (the security fixes stay either way).
+    fast_paths_off: frozenset[str] = frozenset()
     kafka: KafkaSettings | None = None
     scylla: ScyllaSettings | None = None
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
@@ -421,11 +429,25 @@ class _Reader:
             auto_migrate=self.boolean("CHATSVC_AUTO_MIGRATE", True),
             store=self.store(environment),
             ws_compression=self.boolean("CHATSVC_WS_COMPRESSION", False),
+            fast_paths_off=self.fast_paths_off(),
             kafka=self.kafka(),
             scylla=self.scylla(),
             grpc=self.grpc(),
             cluster_heartbeat_seconds=self.number("CHATSVC_CLUSTER_HEARTBEAT", 2.0, minimum=0.1),
         )
+
+    def fast_paths_off(self) -> frozenset[str]:
+        """``CHATSVC_FAST_PATHS=false`` turns every fast path off; ``CHATSVC_FAST_PATHS_OFF``
+        names some of them (the benchmark's ablation)."""
+        if not self.boolean("CHATSVC_FAST_PATHS", True):
+            return frozenset(FAST_PATHS)
+        names = frozenset(self.items("CHATSVC_FAST_PATHS_OFF"))
+        unknown = sorted(names - set(FAST_PATHS))
+        if unknown:
+            raise SettingsError(
+                "CHATSVC_FAST_PATHS_OFF", f"unknown fast paths {unknown}; known: {', '.join(FAST_PATHS)}"
+            )
+        return names
 
     def metrics_port(self, environment: str) -> int | None:
         """``CHATSVC_METRICS_PORT``: 9090 in production, where the public listener (the

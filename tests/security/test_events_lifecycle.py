@@ -21,8 +21,8 @@ import socketio
 
 from chatsvc.admin.v1 import admin_pb2
 from chatsvc.app import NAMESPACE, SIO, STORE, create_app
-from chatsvc.chat.sioserver import RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.settings import Settings
+from chatsvc.transport.sioserver import RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from tests.admin.helpers import admin_client
 from tests.support.clients import TRANSPORTS, assert_error_ack, running_server
 from tests.support.raw_socketio import RawSocket

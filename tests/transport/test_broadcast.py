@@ -8,9 +8,9 @@ import pytest
 import socketio
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
-from chatsvc.bus.direct import Delivery, DirectEmitMixin
 from chatsvc.bus.kafka import AsyncKafkaManager
 from chatsvc.bus.local import LocalManager
+from chatsvc.transport.broadcast import Delivery, DirectEmitMixin
 from tests.support.managers import recorded_server
 
 Sent = list[tuple[str, str]]
@@ -218,9 +218,9 @@ async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
 ) -> None:
     """Recipients the engine.io server can write to directly get exactly the frames of the
     packets the queue path would have sent them; the rest get those packets queued."""
-    from chatsvc.bus import direct  # noqa: PLC0415
-    from chatsvc.chat.sioserver import RecoveringServer  # noqa: PLC0415
-    from chatsvc.transport.engineio_internals import frame  # noqa: PLC0415
+    from chatsvc.transport import broadcast as direct  # noqa: PLC0415
+    from chatsvc.transport.frames import frame  # noqa: PLC0415
+    from chatsvc.transport.sioserver import RecoveringServer  # noqa: PLC0415
 
     built: list[int] = []
     real_frames = direct.frames

@@ -1,8 +1,8 @@
-"""The Socket.IO server with connection state recovery: every reliance on python-socketio's
-and python-engineio's internals is in this module.
-
-Pinned: python-socketio 5.18.1, python-engineio 4.15.1 (pyproject.toml);
-tests/chat/test_sioserver.py fails loudly if the internals below change.
+"""The Socket.IO server with connection state recovery, declared events and per-connection
+event workers (pinned: python-socketio 5.18.1, python-engineio 4.15.1, in
+``chatsvc.transport.pins``; tests/transport/test_sioserver.py fails loudly if the internals
+below change). The chat namespace talks to it through :class:`ConnectHooks` and the public
+methods of :class:`RecoveringServer`.
 
 socket.io-client v4 recovers a session like this (its ``lib/socket.ts``): the server's
 CONNECT reply carries ``{sid, pid}``; the client remembers ``pid`` and the last string
@@ -50,7 +50,12 @@ from socketio import packet
 
 from chatsvc.errors import InvalidPayload, SlowConsumer
 from chatsvc.transport.bad_packets import DECODE_ERRORS
-from chatsvc.transport.engineio_internals import EngineIOServer, slim_environ
+from chatsvc.transport.broadcast import DirectEmitMixin
+from chatsvc.transport.engine import EngineIOServer
+from chatsvc.transport.fast_paths import FastPaths
+from chatsvc.transport.http_state import slim_environ
+from chatsvc.transport.polling import accept_polling_batches
+from chatsvc.transport.socketio_packet import SocketIOPacket, packet_head
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +81,6 @@ def in_lifecycle() -> bool:
 
 #: BINARY_EVENT and BINARY_ACK, as the first character of an encoded Socket.IO packet.
 _BINARY_TYPES = ("5", "6")
-
-#: Ack ids are JavaScript numbers on the client; a longer run of digits is no ack id.
-_ACK_ID_DIGITS = 15
-
-
-def packet_head(data: str) -> tuple[str, str, int | None]:
-    """The type character, namespace and ack id of the encoded Socket.IO packet ``data``,
-    read from its header only (as ``socketio.packet.Packet.decode`` reads it, attachment
-    count skipped; nothing after the header is decoded). The ack id is None when absent
-    or not plain ASCII digits of a sane length."""
-    kind, rest = data[:1], data[1:]
-    dash = rest.find("-")
-    if dash > 0 and rest[:dash].isascii() and rest[:dash].isdigit():
-        rest = rest[dash + 1 :]
-    namespace = NAMESPACE
-    if rest[:1] == "/":
-        sep = rest.find(",")
-        namespace, rest = (rest, "") if sep == -1 else (rest[:sep], rest[sep + 1 :])
-        namespace = namespace.split("?", 1)[0]
-    digits = 0
-    while digits < len(rest) and digits <= _ACK_ID_DIGITS and "0" <= rest[digits] <= "9":
-        digits += 1
-    ack_id = int(rest[:digits]) if 0 < digits <= _ACK_ID_DIGITS else None
-    return kind, namespace, ack_id
 
 
 class ConnectHooks(Protocol):
@@ -144,6 +125,13 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         self.hooks: ConnectHooks | None = None
         self._client_events: dict[str, tuple[frozenset[str], Refusal]] = {}
         self.eio.slow_consumer = self._end_slow_consumer
+
+    def start_manager(self) -> None:
+        """Start the client manager now rather than at the first connection (python-socketio
+        starts it lazily), so a replica with no clients still hears the bus."""
+        if not getattr(self, "manager_initialized", False):
+            self.manager_initialized = True
+            self.manager.initialize()
 
     def declare_events(self, namespace: str, events: Iterable[str], refuse: Refusal) -> None:
         """Only ``events`` reach ``namespace``'s handlers from clients; any other EVENT
@@ -336,6 +324,15 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             eio_sid, self.packet_class(packet.EVENT, namespace=NAMESPACE, data=[event, *args])
         )
 
+    def transport_open(self, eio_sid: str) -> bool:
+        """Whether the Engine.IO connection ``eio_sid`` is still open here."""
+        socket = self.eio.sockets.get(eio_sid)
+        return socket is not None and not socket.closed
+
+    async def close_engineio(self, eio_sid: str) -> None:
+        """End the Engine.IO connection ``eio_sid`` (a CLOSE packet, then the transport)."""
+        await self.eio.disconnect(eio_sid)
+
     async def drop_transport(self, sid: str) -> None:
         """End ``sid``'s Engine.IO connection at once, as if the network had dropped it
         (disconnect reason ``transport close``): for a socket its client has already
@@ -377,3 +374,45 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             # closes on CLOSE; engine.io-client ignores it over websocket): a None wakes
             # its writer task, which then closes the websocket.
             socket.queue.put_nowait(None)
+
+
+def create_server(
+    *,
+    client_manager: Any,
+    fast_paths: FastPaths,
+    cors_allowed_origins: Any,
+    ping_interval: float,
+    ping_timeout: float,
+    max_http_buffer_size: int,
+    compression: bool,
+    queued_packets_max: int,
+    observe_bad_packet: Callable[[str], None],
+) -> RecoveringServer:
+    """chatsvc's Socket.IO server over ``client_manager`` (the bus), its fast paths as
+    ``fast_paths`` says (the security fixes and bounds hold either way)."""
+    if isinstance(client_manager, DirectEmitMixin):
+        client_manager.direct_emit = fast_paths.direct_emit
+    sio = RecoveringServer(
+        async_mode="aiohttp",
+        client_manager=client_manager,
+        serializer=SocketIOPacket if fast_paths.packet_serializer else "default",
+        cors_allowed_origins=cors_allowed_origins,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_http_buffer_size=max_http_buffer_size,
+        logger=False,
+        engineio_logger=False,
+        # A connection's events are handled one after another, in the order it sent them,
+        # in its reader: two messages from one client are stored and delivered in the order
+        # sent (a task per event let a slower store write be overtaken), and no task is
+        # started per event (about a tenth of the CPU per message; bench/README.md).
+        async_handlers=False,
+    )
+    sio.eio.configure(
+        fast_paths=fast_paths,
+        compression=compression,
+        queued_packets_max=queued_packets_max,
+        observe_bad_packet=observe_bad_packet,
+    )
+    accept_polling_batches()
+    return sio
