@@ -75,8 +75,9 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
 
     _offsets: RecoveryOffsets | None = None
     #: Off (``FastPaths.direct_emit``): python-socketio's ``AsyncManager.emit`` (a task per
-    #: recipient); only events carrying recovery offsets still take :meth:`emit`'s split,
-    #: sent the stock way (a task per recipient), since the stock emit knows no offsets.
+    #: recipient); only an event some recipient may get with a recovery offset still takes
+    #: :meth:`emit`'s split, sent the stock way (a task per recipient): the stock emit knows
+    #: no offsets.
     direct_emit = True
 
     def use_offsets(self, policy: RecoveryOffsets | None) -> None:
@@ -121,11 +122,12 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
         policy = self._offsets
         offset = policy.offset_of(event, args) if policy is not None else None
-        if offset is None and not self.direct_emit:
+        opted = policy.opted_in() if offset is not None and policy is not None else ()
+        if not opted and not self.direct_emit:
+            # Nobody to give an offset: python-socketio's own emit sends the same packets.
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
             return
         packets = self._eio_packets(namespace, [event, *args])
-        opted = policy.opted_in() if offset is not None and policy is not None else ()
         plain: list[str] = []  # the Engine.IO sids that get ``packets``
         with_offset: list[str] = []  # ... and those that get them with the offset appended
         for sid, eio_sid in self.get_participants(namespace, room):

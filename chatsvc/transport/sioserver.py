@@ -277,7 +277,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             if not (isinstance(event, list) and event and isinstance(event[0], str)):
                 bad.report(self.eio.sockets.get(eio_sid), "sio_unexpected", "event without a name")
                 if pkt.id is not None:
-                    await self._refuse(eio_sid, namespace, pkt.id, "an event is [name, ...arguments]")
+                    # Answered by _handle_event's refusal, which costs the socket's rate
+                    # bucket like any refused event it answers (a flood of them is bounded).
+                    await self._handle_event(eio_sid, pkt.namespace, pkt.id, event)
                 return
             await self._handle_event(eio_sid, pkt.namespace, pkt.id, event)
         elif kind_int == packet.ACK:

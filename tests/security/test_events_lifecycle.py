@@ -24,7 +24,13 @@ from chatsvc.app import NAMESPACE, SIO, STORE, create_app
 from chatsvc.settings import Settings
 from chatsvc.transport.sioserver import RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from tests.admin.helpers import admin_client
-from tests.support.clients import TRANSPORTS, assert_error_ack, running_server
+from tests.support.clients import (
+    FAST_PATH_MODES,
+    TRANSPORTS,
+    assert_error_ack,
+    fast_paths_env,
+    running_server,
+)
 from tests.support.raw_socketio import RawSocket
 from tests.support.servers import TEST_JWT_SECRET, ServerProcess
 from tests.support.tokens import token
@@ -33,10 +39,13 @@ ROOMS = 3
 BURST = 40
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=FAST_PATH_MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     with running_server(
         tmp_path_factory.mktemp("lifecycle"),
+        **fast_paths_env(request.param),
         CHATSVC_MAX_ROOMS_PER_CONNECTION=str(ROOMS),
         CHATSVC_RATE_LIMIT_BURST=str(BURST),
         CHATSVC_RATE_LIMIT_PER_SECOND="0.1",

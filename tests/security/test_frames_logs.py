@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support.clients import ClientPool, running_server
+from tests.support.clients import FAST_PATH_MODES, ClientPool, fast_paths_env, running_server
 from tests.support.raw import RawPolling, RawWebSocket, bad_packet_counts, traceback_free
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -40,9 +40,11 @@ GARBAGE = [
 ROUNDS = 12  # x 19 kinds = 228 packets per transport
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("logs")) as running:
+@pytest.fixture(scope="module", params=FAST_PATH_MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("logs"), **fast_paths_env(request.param)) as running:
         yield running
 
 
