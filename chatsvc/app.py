@@ -94,6 +94,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         max_http_buffer_size=settings.limits.http_buffer_bytes,
         compression=settings.ws_compression,
         queued_packets_max=settings.limits.queued_packets_max,
+        pending_events_max=settings.limits.pending_events_max,
         observe_bad_packet=lambda reason: metrics.bad_packets.labels(reason).inc(),
     )
     # Cluster state beyond Socket.IO packets (presence, moderation, admin actions) travels

@@ -111,6 +111,9 @@ class Limits:
     http_buffer_bytes: int = 65536
     #: Packets queued for one socket that is not taking them (a slow consumer) before it is ended.
     queued_packets_max: int = 1000
+    #: Socket.IO packets of one connection waiting for its event worker (the reader handles
+    #: Engine.IO control itself); more is refused ``rate_limited``, never buffered.
+    pending_events_max: int = 64
     #: Connection state recovery: how long a dropped socket's session is kept (0: off).
     recovery_window_seconds: int = 120
     #: Most events one recovery replays; more missed means a fresh connect instead.
@@ -516,6 +519,7 @@ class _Reader:
             queued_packets_max=self.integer(
                 "CHATSVC_MAX_QUEUED_PACKETS", 1000, minimum=16, maximum=1_000_000
             ),
+            pending_events_max=self.integer("CHATSVC_MAX_PENDING_EVENTS", 64, minimum=1, maximum=10_000),
             catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
             catchup_overlap_ms=self.integer("CHATSVC_CATCHUP_OVERLAP_MS", 2000, minimum=0, maximum=60_000),
             # A day at most: room events (the edit/delete log replays read) are kept that long.

@@ -17,6 +17,7 @@ _FRAMES = "chatsvc.transport.frames"
 _POLLING = "chatsvc.transport.polling"
 _HTTP = "chatsvc.transport.http_state"
 _SIO = "chatsvc.transport.sioserver"
+_EVENTS = "chatsvc.transport.events"
 _BROADCAST = "chatsvc.transport.broadcast"
 _PACKET = "chatsvc.transport.socketio_packet"
 
@@ -52,7 +53,10 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # python-socketio: RecoveringServer replaces _handle_eio_message (no binary packets,
     # garbage counted), reading headers as the decoder does (packet_head); wraps
     # _handle_connect (the sid pre_connect takes), _handle_event (declared events) and
-    # _trigger_event (lifecycle marks).
+    # _trigger_event (lifecycle marks); the event workers sit behind _handle_eio_message
+    # (python-engineio's "message" handler) and are cancelled from _handle_eio_disconnect.
+    "socketio.async_server:AsyncServer._handle_eio_disconnect": ("9344593148b66fd9", _EVENTS),
+    "socketio.base_server:BaseServer.__init__": ("6b998e091b34a563", _EVENTS),
     "socketio.async_server:AsyncServer._handle_eio_message": ("bef50fc0e1635921", _SIO),
     "socketio.async_server:AsyncServer._handle_connect": ("c97c480cf777de36", _SIO),
     "socketio.async_server:AsyncServer._handle_event": ("65178105ef8b593d", _SIO),

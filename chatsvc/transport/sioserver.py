@@ -16,9 +16,11 @@ new sid, so this subclass changes these, each at a method python-socketio calls:
   that ``manager.pre_connect`` then takes from ``eio.generate_id()`` is the session's old
   sid, through :class:`_EngineServer`. After it, the namespace restores the session (rooms,
   replay), strictly after the CONNECT reply is on the socket's queue.
-* ``_handle_eio_message``: no binary packets (refused from the header, nothing buffered
-  between frames), and a client's garbage counted and dropped instead of raised into
-  python-engineio's ``logger.exception`` (:meth:`RecoveringServer._handle_eio_message`).
+* ``_handle_eio_message``: queued for the connection's worker, so Engine.IO control
+  never waits behind events (:mod:`chatsvc.transport.events`); the worker then refuses
+  binary packets (from the header, nothing buffered between frames) and counts and drops a
+  client's garbage instead of raising it into python-engineio's ``logger.exception``
+  (:meth:`RecoveringServer._process_eio_message`).
 * ``_send_packet``: the CONNECT reply (``{"sid": ...}``) gets ``pid`` for opted-in sockets.
 * :meth:`RecoveringServer.send_event` queues an event for one local socket without the
   manager (replays must not pass through the broadcast path's recovery hook), and
@@ -45,13 +47,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-import socketio
 from socketio import packet
 
 from chatsvc.errors import InvalidPayload, SlowConsumer
 from chatsvc.transport.bad_packets import DECODE_ERRORS
 from chatsvc.transport.broadcast import DirectEmitMixin
 from chatsvc.transport.engine import EngineIOServer
+from chatsvc.transport.events import EventWorkers
 from chatsvc.transport.fast_paths import FastPaths
 from chatsvc.transport.http_state import slim_environ
 from chatsvc.transport.polling import accept_polling_batches
@@ -117,7 +119,7 @@ class _EngineServer(EngineIOServer):
         return chosen if chosen is not None else str(super().generate_id())
 
 
-class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
+class RecoveringServer(EventWorkers):
     """``socketio.AsyncServer`` that can restore sessions on namespace ``/``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -217,8 +219,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         if sid is not None and self.manager.is_connected(sid, NAMESPACE):
             await hooks.after_connect(sid)
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        """python-socketio's ``_handle_eio_message`` (5.18.1) without binary packets, and
+    async def _process_eio_message(self, eio_sid: str, data: Any) -> None:
+        """What the connection's worker does with each packet (``chatsvc.transport.events``):
+        python-socketio's ``_handle_eio_message`` (5.18.1) without binary packets, and
         with a client's garbage counted (``eio.bad_packets``) instead of raised into
         python-engineio's ``logger.exception`` or warned about per packet.
 
@@ -388,6 +391,7 @@ def create_server(
     max_http_buffer_size: int,
     compression: bool,
     queued_packets_max: int,
+    pending_events_max: int,
     observe_bad_packet: Callable[[str], None],
 ) -> RecoveringServer:
     """chatsvc's Socket.IO server over ``client_manager`` (the bus), its fast paths as
@@ -404,10 +408,10 @@ def create_server(
         max_http_buffer_size=max_http_buffer_size,
         logger=False,
         engineio_logger=False,
-        # A connection's events are handled one after another, in the order it sent them,
-        # in its reader: two messages from one client are stored and delivered in the order
-        # sent (a task per event let a slower store write be overtaken), and no task is
-        # started per event (about a tenth of the CPU per message; bench/README.md).
+        # A connection's packets are handed to python-socketio inline (no task per event:
+        # about a tenth of the CPU per message, bench/README.md); RecoveringServer queues
+        # them for the connection's one worker, handled in the order sent (a task per event
+        # let a slower store write be overtaken), while its reader goes on reading.
         async_handlers=False,
     )
     sio.eio.configure(
@@ -416,5 +420,8 @@ def create_server(
         queued_packets_max=queued_packets_max,
         observe_bad_packet=observe_bad_packet,
     )
+    sio.pending_events_max = pending_events_max
+    # Counted with the client's other refused packets (chatsvc_bad_packets_total).
+    sio.observe_refused = lambda _kind: observe_bad_packet("pending_full")
     accept_polling_batches()
     return sio

@@ -230,3 +230,14 @@ async def test_the_queue_bound_holds_either_way(tmp_path: Path) -> None:
             queue.put_nowait(i)
         assert overflowed == [queue], kind
         assert queue.discard() == 17
+
+
+def test_the_benchmark_turns_the_same_fast_paths_off_through_the_setting() -> None:
+    """bench/harness.py and bench/launch_chatsvc.py name the fast paths as the settings do
+    (they pass them as CHATSVC_FAST_PATHS_OFF, not by patching code)."""
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    for name in ("harness.py", "launch_chatsvc.py"):
+        source = (bench / name).read_text()
+        assert f"FAST_PATHS = {FAST_PATHS!r}" in source.replace('"', "'"), name
+        assert "CHATSVC_FAST_PATHS_OFF" in source, name
+        assert "engineio_internals" not in source and ".emit = " not in source, name
