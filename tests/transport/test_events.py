@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 from chatsvc.transport.events import EventWorkers
-from tests.support.clients import TRANSPORTS, ClientPool, running_server
+from tests.support.clients import FAST_PATH_MODES, TRANSPORTS, ClientPool, fast_paths_env, running_server
 from tests.support.raw_socketio import RawSocket
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -32,10 +32,14 @@ QUEUED = 30  # slow messages waiting behind the locked store
 HOLD_SECONDS = 3.5  # over the 2 s (interval + timeout) after which a silent socket is dropped
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=FAST_PATH_MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The control path is not a fast path: it holds with them all off too."""
     with running_server(
         tmp_path_factory.mktemp("events"),
+        **fast_paths_env(request.param),
         CHATSVC_PING_INTERVAL="1",
         CHATSVC_PING_TIMEOUT="1",
         CHATSVC_MAX_PENDING_EVENTS=str(PENDING_MAX),
