@@ -32,7 +32,8 @@ from engineio import async_socket
 from message_cost import stock_receive
 from socketio import packet
 
-from chatsvc.transport.engineio_internals import EngineIOServer, receive_packet
+from chatsvc.transport.engine import EngineIOServer
+from chatsvc.transport.lean_socket import receive_packet
 from chatsvc.transport.socketio_packet import SocketIOPacket
 
 RECEIVED = '42["message",{"room":"bench","text":"hello world, this is a message of typical length"}]'

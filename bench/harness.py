@@ -276,6 +276,10 @@ def chatsvc_env(port: int, data_dir: Path, extra: Mapping[str, str]) -> dict[str
     return env
 
 
+#: chatsvc.settings.FAST_PATHS (CHATSVC_FAST_PATHS_OFF takes these names).
+FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+
+
 def start_chatsvc(
     name: str,
     work: Path,
@@ -298,6 +302,12 @@ def start_chatsvc(
         if (source / "bench" / "launch_chatsvc.py").exists():
             launcher = source / "bench" / "launch_chatsvc.py"
     argv = [python or sys.executable, str(launcher)]
+    # The transport's fast paths are turned off by chatsvc's own setting, as in production;
+    # only process set-up choices (uvloop, gc) are reverted by the launcher.
+    fast_paths_off = [name for name in revert if name in FAST_PATHS]
+    if fast_paths_off and source is None:
+        env_extra["CHATSVC_FAST_PATHS_OFF"] = ",".join(fast_paths_off)
+        revert = tuple(name for name in revert if name not in FAST_PATHS)
     if revert:
         argv += ["--revert", ",".join(revert)]
     if experiments:

@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
 """Run ``chatsvc`` for the benchmarks, optionally with some optimisations reverted.
 
-    python bench/launch_chatsvc.py [--revert uvloop,direct-emit,gc,frame-once,lean-socket]
+    python bench/launch_chatsvc.py [--revert uvloop,gc,frame-once,lean-socket,receive-packet,
+                                             packet-serializer,direct-emit]
                                    [--try orjson,gc-stats,tracemalloc] serve
 
-``--revert`` puts back python-socketio's and asyncio's stock behaviour for the named
-optimisations, so one run can measure chatsvc before and after them side by side on the
-same machine. It is a benchmark tool only: production never reverts anything.
+``--revert`` puts back python-socketio's, python-engineio's and asyncio's stock behaviour for
+the named optimisations, so one run can measure chatsvc before and after them side by side
+on the same machine. The transport's fast paths are turned off through chatsvc's own setting
+(``CHATSVC_FAST_PATHS_OFF``, the switch production has too: no code is patched for them);
+``uvloop`` and ``gc`` are process set-up choices of ``chatsvc.server``, replaced here.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-KNOWN = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
+#: chatsvc.settings.FAST_PATHS: turned off by CHATSVC_FAST_PATHS_OFF.
+FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+KNOWN = ("uvloop", "gc", *FAST_PATHS)
 
 
 def revert(names: set[str]) -> None:
@@ -28,28 +34,9 @@ def revert(names: set[str]) -> None:
         import chatsvc.server  # noqa: PLC0415
 
         chatsvc.server.tune_gc = lambda: None
-    if "frame-once" in names:
-        from chatsvc.transport import engineio_internals  # noqa: PLC0415
-
-        # Every broadcast and single send takes python-engineio's queue and writer, framed
-        # per recipient (write_frame, for single sends, is write_frames of one socket).
-        engineio_internals.EngineIOServer.write_frames = lambda _self, eio_sids, *_: list(eio_sids)
-    if "lean-socket" in names:
-        from chatsvc.transport import engineio_internals  # noqa: PLC0415
-
-        # python-engineio's own queue, ping task and websocket handler (writer task, a task
-        # per received packet and per wait).
-        engineio_internals.EngineIOServer.lean = False
-    if "direct-emit" in names:
-        import socketio  # noqa: PLC0415
-
-        import chatsvc.bus.direct  # noqa: PLC0415
-
-        async def stock_emit(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await socketio.AsyncManager.emit(self, *args, **kwargs)
-
-        # Both the in-process and the Kafka manager inherit it.
-        chatsvc.bus.direct.DirectEmitMixin.emit = stock_emit
+    off = sorted(names & set(FAST_PATHS))
+    if off:
+        os.environ["CHATSVC_FAST_PATHS_OFF"] = ",".join(off)
 
 
 def experiment_orjson() -> None:

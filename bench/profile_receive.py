@@ -34,7 +34,7 @@ PY_SPY = Path(sys.executable).parent / "py-spy"
 
 def classify(stack: str) -> list[str]:
     """The categories a collapsed py-spy stack counts towards (the first is exclusive)."""
-    if "bus/direct.py" in stack or "_OnDemandWriter" in stack or "write_frame" in stack:
+    if "transport/broadcast.py" in stack or "_OnDemandWriter" in stack or "write_frame" in stack:
         return ["delivery (broadcast, frames, writes)"]
     if "lean_websocket_handler" in stack or "_websocket_handler" in stack:
         tags = ["receiving: reading, parsing, dispatching a packet"]

@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import socketio
 from aiohttp import web
 
 from chatsvc import __version__
@@ -30,13 +29,12 @@ from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
-from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import LoopLagProbe, Metrics
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
-from chatsvc.transport.engineio_internals import accept_polling_batches
-from chatsvc.transport.socketio_packet import SocketIOPacket
+from chatsvc.transport.fast_paths import FastPaths
+from chatsvc.transport.sioserver import RecoveringServer, create_server
 from chatsvc.web import admin_ui, health, requestid, webapp
 from chatsvc.web.drain import OpenTransports
 from chatsvc.web.origins import OriginPolicy
@@ -48,7 +46,7 @@ METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", health.Readiness)
 STORE = web.AppKey("store", MessageStore)
 BUS = web.AppKey("bus", ManagedBus)
-SIO = web.AppKey("sio", socketio.AsyncServer)
+SIO = web.AppKey("sio", RecoveringServer)
 NAMESPACE = web.AppKey("namespace", ChatNamespace)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
 COALESCER = web.AppKey("coalescer", Coalescer)
@@ -99,23 +97,19 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     readiness = health.Readiness()
     store = store if store is not None else build_store(settings)
     bus = build_bus(settings, metrics)
-    sio = RecoveringServer(
-        async_mode="aiohttp",
+    sio = create_server(
         client_manager=bus,
-        serializer=SocketIOPacket,
+        fast_paths=FastPaths.without(settings.fast_paths_off),
         cors_allowed_origins=OriginPolicy(
             settings.cors_origins, scheme="https" if settings.tls_cert is not None else "http"
         ),
         ping_interval=settings.ping_interval_seconds,
         ping_timeout=settings.ping_timeout_seconds,
         max_http_buffer_size=settings.limits.http_buffer_bytes,
-        logger=False,
-        engineio_logger=False,
-        # A connection's events are handled one after another, in the order it sent them,
-        # in its reader: two messages from one client are stored and delivered in the order
-        # sent (a task per event let a slower store write be overtaken), and no task is
-        # started per event (about a tenth of the CPU per message; bench/README.md).
-        async_handlers=False,
+        compression=settings.ws_compression,
+        queued_packets_max=settings.limits.queued_packets_max,
+        pending_events_max=settings.limits.pending_events_max,
+        observe_bad_packet=lambda reason: metrics.bad_packets.labels(reason).inc(),
     )
     # Cluster state beyond Socket.IO packets (presence, moderation, admin actions) travels
     # as control messages on the bus; one router hands each type to its owner.
@@ -156,8 +150,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
             mode="production" if settings.is_production else "development",
         )
     transports = OpenTransports(lambda: readiness.draining)
-    _tune_engineio(sio, settings, metrics)
-    transports.attach(app, sio.eio.handle_request)
+    transports.attach(app, sio.handle_request)
 
     app[SETTINGS] = settings
     app[TRANSPORTS] = transports
@@ -188,17 +181,6 @@ def _add_lifecycle(app: web.Application) -> None:
     app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _cluster_ctx, _grpc_ctx))
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
-
-
-def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:
-    """chatsvc's settings of its Engine.IO server (chatsvc.transport)."""
-    # Declined in the websocket driver (chatsvc.transport.engineio_internals), not by a
-    # middleware hiding the offer: that cloned every upgrade request, and the clone's
-    # headers lived as long as the socket.
-    sio.eio.websocket_compression = settings.ws_compression
-    accept_polling_batches()
-    sio.eio.bad_packets.observe = lambda reason: metrics.bad_packets.labels(reason).inc()
-    sio.eio.queued_packets_max = settings.limits.queued_packets_max
 
 
 def _serve_metrics(app: web.Application, settings: Settings) -> None:
@@ -289,9 +271,7 @@ async def _socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     sio = app[SIO]
     # Start the manager now rather than at the first connection, so a replica with no
     # clients still hears the bus (admin publishes, disconnects) from the start.
-    if not sio.manager_initialized:
-        sio.manager_initialized = True
-        sio.manager.initialize()
+    sio.start_manager()
     log.info("chatsvc %s ready (replica %s)", __version__, app[SETTINGS].replica_id)
     yield
     await sio.shutdown()
@@ -339,14 +319,8 @@ async def _drain(app: web.Application) -> None:
     await app[NAMESPACE].drain(bound)
     # Clients close their transports once told; wait for that while aiohttp still reads
     # (chatsvc.server runs this hook before aiohttp's own shutdown for that reason).
-    engineio = app[SIO].eio
-
-    def alive(eio_sid: str) -> bool:
-        socket = engineio.sockets.get(eio_sid)
-        return socket is not None and not socket.closed
-
     remaining = deadline - asyncio.get_running_loop().time()
-    stragglers = await app[TRANSPORTS].settle(remaining, alive)
+    stragglers = await app[TRANSPORTS].settle(remaining, app[SIO].transport_open)
     if stragglers:
         log.warning("cut %d connection(s) whose clients did not leave within the drain", stragglers)
 

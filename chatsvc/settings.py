@@ -33,6 +33,11 @@ SASL_MECHANISMS = frozenset({"SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"})
 STORE_BACKENDS = ("sqlite", "memory", "scylla")
 
 
+#: The transport's fast paths, each of which ``CHATSVC_FAST_PATHS_OFF`` may turn off
+#: (``chatsvc.transport.fast_paths.FastPaths`` has one switch per name).
+FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+
+
 class SettingsError(ValueError):
     """A configuration variable is missing or invalid; the message names it."""
 
@@ -113,6 +118,9 @@ class Limits:
     http_buffer_bytes: int = 65536
     #: Packets queued for one socket that is not taking them (a slow consumer) before it is ended.
     queued_packets_max: int = 1000
+    #: Socket.IO packets of one connection waiting for its event worker (the reader handles
+    #: Engine.IO control itself); more is refused ``rate_limited``, never buffered.
+    pending_events_max: int = 64
     #: Connection state recovery: how long a dropped socket's session is kept (0: off).
     recovery_window_seconds: int = 120
     #: Most events one recovery replays; more missed means a fresh connect instead.
@@ -222,6 +230,9 @@ class Settings:
     store: str = "sqlite"
     #: Negotiate permessage-deflate with clients that offer it (costs memory and CPU).
     ws_compression: bool = False
+    #: The transport fast paths (``FAST_PATHS``) turned off: python-socketio's and
+    #: python-engineio's stock code runs instead (the security fixes stay either way).
+    fast_paths_off: frozenset[str] = frozenset()
     kafka: KafkaSettings | None = None
     scylla: ScyllaSettings | None = None
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
@@ -441,6 +452,7 @@ class _Reader:
             auto_migrate=self.boolean("CHATSVC_AUTO_MIGRATE", True),
             store=self.store(environment),
             ws_compression=self.boolean("CHATSVC_WS_COMPRESSION", False),
+            fast_paths_off=self.fast_paths_off(),
             kafka=self.kafka(),
             scylla=self.scylla(),
             grpc=self.grpc(),
@@ -461,6 +473,19 @@ class _Reader:
             ),
             "typing_off_members": typing_off,
         }
+
+    def fast_paths_off(self) -> frozenset[str]:
+        """``CHATSVC_FAST_PATHS=false`` turns every fast path off; ``CHATSVC_FAST_PATHS_OFF``
+        names some of them (the benchmark's ablation)."""
+        if not self.boolean("CHATSVC_FAST_PATHS", True):
+            return frozenset(FAST_PATHS)
+        names = frozenset(self.items("CHATSVC_FAST_PATHS_OFF"))
+        unknown = sorted(names - set(FAST_PATHS))
+        if unknown:
+            raise SettingsError(
+                "CHATSVC_FAST_PATHS_OFF", f"unknown fast paths {unknown}; known: {', '.join(FAST_PATHS)}"
+            )
+        return names
 
     def metrics_port(self, environment: str) -> int | None:
         """``CHATSVC_METRICS_PORT``: 9090 in production, where the public listener (the
@@ -561,6 +586,7 @@ class _Reader:
             queued_packets_max=self.integer(
                 "CHATSVC_MAX_QUEUED_PACKETS", 1000, minimum=16, maximum=1_000_000
             ),
+            pending_events_max=self.integer("CHATSVC_MAX_PENDING_EVENTS", 64, minimum=1, maximum=10_000),
             catchup_max=self.integer("CHATSVC_CATCHUP_MAX", 500, minimum=1, maximum=10_000),
             catchup_overlap_ms=self.integer("CHATSVC_CATCHUP_OVERLAP_MS", 2000, minimum=0, maximum=60_000),
             # A day at most: room events (the edit/delete log replays read) are kept that long.

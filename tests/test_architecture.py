@@ -164,6 +164,78 @@ def test_every_known_exception_still_exists() -> None:
     assert [pair for pair in KNOWN_EXCEPTIONS if not graph.get(pair[0], {}).get(pair[1])] == []
 
 
+#: What of python-socketio, python-engineio and aiohttp code outside chatsvc/transport may
+#: import: their public API only. Everything relying on internals lives under transport/,
+#: pinned and hash-checked (chatsvc/transport/pins.py).
+PUBLIC_LIBRARY_MODULES = {"socketio", "aiohttp", "aiohttp.web", "aiohttp.abc", "aiohttp.typedefs"}
+#: Exceptions by unit: a pub/sub bus subclasses python-socketio's AsyncPubSubManager (its
+#: documented extension point for client managers).
+LIBRARY_MODULES_ALLOWED_IN = {"bus": {"socketio.async_pubsub_manager"}}
+#: Attributes of python-socketio/python-engineio/aiohttp objects that are internals.
+INTERNAL_ATTRIBUTES = {
+    "eio",
+    "manager_initialized",
+    "next_id",
+    "_async",
+    "_writer",
+    "_send_packet",
+    "_send_eio_packet",
+    "_trigger_event",
+    "_engineio_server_class",
+}
+_LIBRARIES = ("socketio", "engineio", "aiohttp")
+
+
+def _library_violations(where: str, unit: str, source: str) -> list[str]:
+    """What ``source`` (the file ``where`` of ``unit``) uses of library internals."""
+    allowed = PUBLIC_LIBRARY_MODULES | LIBRARY_MODULES_ALLOWED_IN.get(unit, set())
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source, where)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
+            # ``from socketio import packet`` imports the module socketio.packet.
+            names += [f"{node.module}.{a.name}" for a in node.names if a.name[:1].islower()]
+        elif isinstance(node, ast.Attribute) and (
+            node.attr in INTERNAL_ATTRIBUTES or node.attr.startswith("_handle_")
+        ):
+            found.append(f"{where}:{node.lineno} uses .{node.attr}")
+        for name in names:
+            if name.split(".")[0] in _LIBRARIES and name not in allowed:
+                found.append(f"{where}:{node.lineno} imports {name}")
+    return found
+
+
+def test_only_transport_relies_on_library_internals() -> None:
+    outside = [p for p in _sources() if _unit(_module_name(p)) != "transport"]
+    assert len(outside) > 20, "the scan must see files"
+    found = [
+        v
+        for p in outside
+        for v in _library_violations(str(p.relative_to(ROOT.parent)), _unit(_module_name(p)), p.read_text())
+    ]
+    assert found == []
+
+
+def test_the_library_check_catches_internals() -> None:
+    probe = (
+        "from socketio import packet\nimport engineio\n"
+        "from socketio.async_pubsub_manager import AsyncPubSubManager\n"
+        "def f(sio):\n    return sio.eio, sio._handle_connect\n"
+    )
+    found = _library_violations("chatsvc/chat/probe.py", "chat", probe)
+    assert not _library_violations("chatsvc/bus/probe.py", "bus", "import socketio.async_pubsub_manager\n")
+    assert [v.split(" ", 1)[1] for v in found] == [
+        "imports socketio.packet",
+        "imports engineio",
+        "imports socketio.async_pubsub_manager",
+        "uses .eio",
+        "uses ._handle_connect",
+    ], found
+
+
 def test_only_the_scylla_driver_module_imports_the_cql_driver() -> None:
     importers = sorted(
         {

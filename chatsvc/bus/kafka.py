@@ -65,11 +65,11 @@ from aiokafka.errors import (
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from chatsvc.bus.base import ControlHandler
-from chatsvc.bus.direct import DirectEmitMixin
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import KafkaSettings
 from chatsvc.tls import tls_context
+from chatsvc.transport.broadcast import DirectEmitMixin
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
     """python-socketio client manager that fans out through a Kafka topic.
 
     Local delivery (of this replica's emits and of those heard from the topic) takes
-    :class:`~chatsvc.bus.direct.DirectEmitMixin`'s task-free path.
+    :class:`~chatsvc.transport.broadcast.DirectEmitMixin`'s task-free path.
 
     ``write_only=True`` makes a publisher that never listens (an external process that
     emits to, or disconnects, sockets living on the replicas).

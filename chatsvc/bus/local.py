@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatsvc.bus.base import ControlHandler
-from chatsvc.bus.direct import DirectEmitMixin
+from chatsvc.transport.broadcast import DirectEmitMixin
 
 
 class LocalManager(DirectEmitMixin):

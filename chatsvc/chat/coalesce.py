@@ -14,7 +14,7 @@ delivering the per-user events to its sockets and instead sends, per room:
 
 Where it runs: on the *receiving* side. The bus still carries each join, leave, typing and
 read as the per-user event it always was; every replica's local delivery of a bus record
-(``chatsvc.bus.direct.DirectEmitMixin.use_absorber``) offers it to :meth:`Coalescer.absorb`
+(``chatsvc.transport.broadcast.DirectEmitMixin.use_absorber``) offers it to :meth:`Coalescer.absorb`
 first, so each replica aggregates for its own sockets what it hears from every replica,
 and members on any replica see the same ``online`` within a window. Small rooms are not
 touched: ``absorb`` answers False and the per-user event goes out as before.

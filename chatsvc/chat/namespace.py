@@ -21,13 +21,11 @@ from chatsvc.auth.handshake import client_ip, proxy_networks, token_from_handsha
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import payloads
-from chatsvc.chat.expiry import Expiries
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
-from chatsvc.chat.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.chat.wire import iso_ms, message_wire
 from chatsvc.errors import (
     ChatError,
@@ -42,6 +40,8 @@ from chatsvc.errors import (
 )
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
+from chatsvc.transport.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
+from chatsvc.transport.timers import Expiries
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def _schedule_expiry(self, sid: str, conn: Connection) -> None:
         self._expiries.set(sid, conn.identity.expires_at)
 
-    # -- connection state recovery (chatsvc.chat.sioserver.ConnectHooks) -------------------
+    # -- connection state recovery (chatsvc.transport.sioserver.ConnectHooks) -------------------
 
     async def prepare_recovery(self, environ: dict[str, Any], auth: Any) -> str | None:
         """Claim the session a reconnecting client names, for the same user with a valid token."""
@@ -332,7 +332,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 # draining server. Not over polling: socket.io-client handles a CLOSE in
                 # the same poll response before session_end, and would lose session_end.
                 async with asyncio.timeout(TRANSPORT_CLOSE_SECONDS):
-                    await self.server.eio.disconnect(eio_sid)
+                    await self.server.close_engineio(eio_sid)
         except TimeoutError:
             log.info("transport of session %s did not close in time", sid)
         except Exception:
@@ -382,7 +382,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Route client events through one wrapper: rate limit, parse, map errors to acks.
 
         Lifecycle handlers run only when python-socketio's lifecycle path calls them
-        (:func:`~chatsvc.chat.sioserver.in_lifecycle`), never for a client's event of
+        (:func:`~chatsvc.transport.sioserver.in_lifecycle`), never for a client's event of
         that name; RecoveringServer refuses those before they get here, this is the
         second lock."""
         if event in RESERVED_EVENTS:

@@ -1,7 +1,7 @@
 """Connection state recovery (socket.io-client's ``connectionStateRecovery``), durable in
 the store so a client recovers on any replica, also after a restart.
 
-Wire form (socket.io-client v4, see chatsvc.chat.sioserver): a client opts in with
+Wire form (socket.io-client v4, see chatsvc.transport.sioserver): a client opts in with
 ``auth: {token, recover: true}`` (a ``pid`` counts as opting in); its CONNECT reply then
 carries a private session id ``pid`` and each ``message`` / ``message_edited`` /
 ``message_deleted`` event it receives an offset as an extra last argument: the message id,
@@ -48,13 +48,13 @@ from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chatsvc.bus.direct import Delivery
 from chatsvc.chat.wire import message_wire
 from chatsvc.errors import ChatError
 from chatsvc.model.ids import is_message_id, lowest_id_at
 from chatsvc.model.messages import SessionRecord
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore
+from chatsvc.transport.broadcast import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class Plan:
 class Recovery:
     """Sessions of opted-in sockets, their journals, and restoring them.
 
-    Also the broadcast path's :class:`chatsvc.bus.direct.RecoveryOffsets` policy: it sees
+    Also the broadcast path's :class:`chatsvc.transport.broadcast.RecoveryOffsets` policy: it sees
     every recoverable event this replica delivers (``offset_of``, once per broadcast) and
     each recipient (``delivery``, right after, for each).
     """

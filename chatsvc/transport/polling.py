@@ -8,7 +8,9 @@ polls: the request never got an answer and kept its buffered body (about 75 KB) 
 :class:`BoundedPolling` answers every POST to a live polling session itself. Internals used:
 ``_async["translate_request"]``, ``cors_allowed_origins`` / ``_cors_allowed_origins``,
 ``_ok``, ``_make_response``, ``AsyncSocket.connected`` / ``upgraded`` / ``closed`` /
-``receive`` / ``close(wait=False)``, ``reason.TRANSPORT_ERROR``.
+``receive`` / ``close(wait=False)``, ``reason.TRANSPORT_ERROR``; and, for the batches a POST
+may carry (:func:`accept_polling_batches`), ``Payload.max_decode_packets``, read by
+``Payload.decode`` from ``AsyncSocket.handle_post_request``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ from aiohttp import web
 from engineio import payload as eio_payload
 
 from chatsvc.transport.bad_packets import DECODE_ERRORS, BadPackets, known_type
+
+#: Packets a long-polling POST may carry. python-engineio refuses more than 16
+#: (``Payload.max_decode_packets``) with a ValueError that drops them all unanswered, while
+#: socket.io-client batches everything queued since its last POST, bounded only by the
+#: handshake's ``maxPayload`` bytes. That byte bound (``CHATSVC_MAX_HTTP_BUFFER_BYTES``) and
+#: the per-connection rate limit are what bound a POST's work; this only stops absurd counts.
+POLLING_PACKETS_MAX = 512
+
+
+def accept_polling_batches(limit: int = POLLING_PACKETS_MAX) -> None:
+    """Let a polling POST carry up to ``limit`` packets. Process-wide (python-engineio reads a
+    class attribute of ``engineio.payload.Payload``), so the app factory calls it once."""
+    eio_payload.Payload.max_decode_packets = max(limit, 16)
 
 
 class BoundedPolling(engineio.AsyncServer):  # type: ignore[misc]

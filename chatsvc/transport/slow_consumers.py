@@ -1,6 +1,6 @@
 """Slow consumers: a socket whose client does not take what is sent to it (a websocket that
 stopped reading, a poller that stopped polling) cannot grow its outgoing queue without bound
-(pinned: python-engineio 4.15.1, see chatsvc.transport.engineio_internals).
+(pinned: python-engineio 4.15.1, see chatsvc.transport.pins).
 
 python-engineio queues every packet for a socket (``AsyncSocket.queue``) and takes it out only
 as its client reads. chatsvc's ``LeanQueue`` reports once when more than

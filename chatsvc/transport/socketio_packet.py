@@ -42,3 +42,28 @@ class SocketIOPacket(packet.Packet):  # type: ignore[misc]
                 if isinstance(value, (list, dict)):
                     pending.append(value)
         return False
+
+
+#: Ack ids are JavaScript numbers on the client; a longer run of digits is no ack id.
+_ACK_ID_DIGITS = 15
+
+
+def packet_head(data: str) -> tuple[str, str, int | None]:
+    """The type character, namespace and ack id of the encoded Socket.IO packet ``data``,
+    read from its header only (as ``socketio.packet.Packet.decode`` reads it, attachment
+    count skipped; nothing after the header is decoded). The ack id is None when absent
+    or not plain ASCII digits of a sane length."""
+    kind, rest = data[:1], data[1:]
+    dash = rest.find("-")
+    if dash > 0 and rest[:dash].isascii() and rest[:dash].isdigit():
+        rest = rest[dash + 1 :]
+    namespace = "/"
+    if rest[:1] == "/":
+        sep = rest.find(",")
+        namespace, rest = (rest, "") if sep == -1 else (rest[:sep], rest[sep + 1 :])
+        namespace = namespace.split("?", 1)[0]
+    digits = 0
+    while digits < len(rest) and digits <= _ACK_ID_DIGITS and "0" <= rest[digits] <= "9":
+        digits += 1
+    ack_id = int(rest[:digits]) if 0 < digits <= _ACK_ID_DIGITS else None
+    return kind, namespace, ack_id

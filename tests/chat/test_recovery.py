@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from chatsvc.bus.direct import Delivery
 from chatsvc.chat.recovery import Journal, LiveSession, Recovery, Request, decode, encode, requested
 from chatsvc.chat.wire import message_wire
 from chatsvc.model.ids import MessageIdGenerator, id_at
 from chatsvc.model.messages import Message, RoomEvent, SessionRecord
 from chatsvc.settings import Limits
 from chatsvc.store.memory import MemoryStore
+from chatsvc.transport.broadcast import Delivery
 from tests.support.managers import recorded_server
 
 ROOM = "stock:005930"
@@ -398,7 +398,7 @@ async def served_room(server_class: Any) -> ServedRoom:
 
 
 async def test_the_broadcast_path_journals_what_it_queues_to_opted_in_sockets() -> None:
-    """With the real LocalManager (chatsvc.bus.direct): offsets on opted-in sockets only,
+    """With the real LocalManager (chatsvc.transport.broadcast): offsets on opted-in sockets only,
     journaled in queueing order, never for the skipped sender."""
     import socketio  # noqa: PLC0415
 
@@ -422,8 +422,9 @@ async def test_journals_are_the_same_whether_the_frame_is_written_or_queued(
     """The app's server (RecoveringServer on EngineIOServer): opted-in sockets whose
     websocket takes the pre-built frame and those that get the packets queued are
     journaled alike, and each gets its offset on the wire."""
-    from chatsvc.chat.sioserver import RecoveringServer  # noqa: PLC0415
-    from chatsvc.transport.engineio_internals import EngineIOServer, frame  # noqa: PLC0415
+    from chatsvc.transport.engine import EngineIOServer  # noqa: PLC0415
+    from chatsvc.transport.frames import frame  # noqa: PLC0415
+    from chatsvc.transport.sioserver import RecoveringServer  # noqa: PLC0415
 
     served = await served_room(RecoveringServer)
     manager, recovery, sids, queued = served.manager, served.recovery, served.sids, served.queued

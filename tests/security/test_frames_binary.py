@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support.clients import assert_error_ack, running_server
+from tests.support.clients import FAST_PATH_MODES, assert_error_ack, fast_paths_env, running_server
 from tests.support.raw import (
     RawPolling,
     RawWebSocket,
@@ -26,10 +26,13 @@ from tests.support.tokens import token
 PLACEHOLDER = {"_placeholder": True, "num": 0}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=FAST_PATH_MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     with running_server(
         tmp_path_factory.mktemp("binary"),
+        **fast_paths_env(request.param),
         CHATSVC_RATE_LIMIT_PER_SECOND="1000",
         CHATSVC_RATE_LIMIT_BURST="1000",
     ) as running:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support.clients import ClientPool, running_server
+from tests.support.clients import FAST_PATH_MODES, ClientPool, fast_paths_env, running_server
 from tests.support.raw import RawPolling, bad_packet_counts, server_rss_kb, traceback_free
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -23,10 +23,14 @@ LIMIT = 65536
 ANSWER_WITHIN = 3.0
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=FAST_PATH_MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     with running_server(
-        tmp_path_factory.mktemp("polling"), CHATSVC_MAX_HTTP_BUFFER_BYTES=str(LIMIT)
+        tmp_path_factory.mktemp("polling"),
+        **fast_paths_env(request.param),
+        CHATSVC_MAX_HTTP_BUFFER_BYTES=str(LIMIT),
     ) as running:
         yield running
 

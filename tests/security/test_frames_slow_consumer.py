@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.support.clients import ClientPool, running_server
+from tests.support.clients import FAST_PATH_MODES, ClientPool, fast_paths_env, running_server
 from tests.support.raw import RawPolling, server_rss_kb
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -25,10 +25,13 @@ TEXT = "s" * 30_000
 FLOOD = 300  # 9 MB towards the reader; the kernel and aiohttp buffer a few MB of it
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=FAST_PATH_MODES)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     with running_server(
         tmp_path_factory.mktemp("slow"),
+        **fast_paths_env(request.param),
         CHATSVC_MAX_QUEUED_PACKETS=str(QUEUED_MAX),
         CHATSVC_MAX_MESSAGE_BYTES="40000",
         CHATSVC_RATE_LIMIT_PER_SECOND="1000",

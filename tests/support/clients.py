@@ -227,6 +227,16 @@ class ClientPool:
         return data
 
 
+#: A server with its transport fast paths on (the default) or all off
+#: (``CHATSVC_FAST_PATHS=false``): the security bounds must hold either way.
+FAST_PATH_MODES = ("fast-paths", "stock-paths")
+
+
+def fast_paths_env(mode: str) -> dict[str, str]:
+    """The environment of a server in ``mode`` (one of :data:`FAST_PATH_MODES`)."""
+    return {} if mode == "fast-paths" else {"CHATSVC_FAST_PATHS": "false"}
+
+
 @contextmanager
 def running_server(directory: Path, name: str = "server", **env: str) -> Iterator[ServerProcess]:
     """A chatsvc process for a whole module (tests that share it must not interfere)."""

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from chatsvc.chat.sioserver import RecoveringServer, packet_head
 from chatsvc.transport import bad_packets as bp
 from chatsvc.transport.bad_packets import BadPackets, LibraryLogFilter
+from chatsvc.transport.sioserver import RecoveringServer, packet_head
 
 WS_PATH = "/socket.io/?EIO=4&transport=websocket"
 

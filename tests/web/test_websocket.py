@@ -1,5 +1,5 @@
 """permessage-deflate is declined unless ``CHATSVC_WS_COMPRESSION=true`` (in the websocket
-driver, chatsvc.transport.engineio_internals)."""
+driver, chatsvc.transport.engine)."""
 
 from __future__ import annotations
 

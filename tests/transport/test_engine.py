@@ -1,5 +1,7 @@
-"""Contract test for chatsvc.transport.engineio_internals: python-engineio's and aiohttp's
-internals it relies on are still there and still behave as it assumes.
+"""Contract test for chatsvc.transport's Engine.IO server (engine, frames, lean_socket,
+timers, http_state): python-engineio's and aiohttp's internals it relies on are still there
+and still behave as it assumes (their sources are hash-pinned in chatsvc.transport.pins,
+checked by test_pins.py).
 
 If this fails after an upgrade, re-read the module's docstring against the new sources
 before touching the pins; do not just update the expected values.
@@ -9,50 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import aiohttp
 import engineio
 import pytest
 import socketio
-from aiohttp import web, web_protocol
+from aiohttp import web
 from aiohttp._websocket.models import WSMsgType
 from aiohttp._websocket.writer import WebSocketWriter
 from aiohttp.test_utils import TestServer
 from engineio import async_socket, base_socket
 from engineio import packet as eio_packet
-from engineio import payload as eio_payload
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
-from chatsvc.chat.sioserver import RecoveringServer
-from chatsvc.transport import engineio_internals as internals
-from chatsvc.transport.engineio_internals import (
-    CoarseTimers,
-    EngineIOServer,
-    LeanQueue,
-    clock,
-    frame,
-    frames,
-    receive_packet,
-)
+from chatsvc.transport import engine as internals
+from chatsvc.transport.engine import EngineIOServer
+from chatsvc.transport.frames import WRITE_HIGH_WATER, clock, frame, frames
+from chatsvc.transport.lean_socket import BoundedQueue, LeanQueue, receive_packet
+from chatsvc.transport.sioserver import RecoveringServer
+from chatsvc.transport.timers import CoarseTimers
 
 WS_PATH = "/engine.io/?EIO=4&transport=websocket"
 POLL_PATH = "/engine.io/?EIO=4&transport=polling"
-
-
-def test_pinned_versions_are_installed() -> None:
-    for dist, version in internals.PINNED.items():
-        assert metadata.version(dist) == version, (
-            f"{dist} is {metadata.version(dist)}, chatsvc.transport.engineio_internals was checked "
-            f"against {version}: re-read the internals it lists, then update PINNED"
-        )
 
 
 def test_engineio_attributes_and_signatures() -> None:
@@ -320,7 +306,7 @@ async def test_compressed_back_pressured_closing_and_timed_out_sockets_take_the_
             return getattr(transport, name)
 
         def get_write_buffer_size(self) -> int:
-            return internals.WRITE_HIGH_WATER
+            return WRITE_HIGH_WATER
 
     response._writer.transport = Full()
     assert not harness.eio.write_frame(sid, frame("4full"), clock())
@@ -352,47 +338,6 @@ async def test_negotiated_compression_takes_the_queue() -> None:
 
 # -- the lean socket: what it replaces, pinned by source ----------------------------------
 
-#: sha256 (first 16 hex digits) of the python-engineio code the lean socket replaces or
-#: relies on. A mismatch means upstream changed it: re-read it against
-#: lean_websocket_handler / _OnDemandWriter / LeanQueue / _send_ping, adapt, then re-pin.
-REPLACED_SOURCES = {
-    "AsyncSocket._websocket_handler": (async_socket.AsyncSocket._websocket_handler, "27f120df4d717a24"),
-    "AsyncSocket.poll": (async_socket.AsyncSocket.poll, "826f58a9f3606db2"),
-    "AsyncSocket.schedule_ping": (async_socket.AsyncSocket.schedule_ping, "fe316639159cd70d"),
-    "AsyncSocket._send_ping": (async_socket.AsyncSocket._send_ping, "67db82a704ea49d0"),
-    "AsyncSocket.send": (async_socket.AsyncSocket.send, "0437276ccba7ab09"),
-    "BaseSocket.__init__": (base_socket.BaseSocket.__init__, "8532b631a4dc815f"),
-    "AsyncServer.create_queue": (engineio.AsyncServer.create_queue, "5ff5673a0c017681"),
-    "AsyncServer.start_background_task": (engineio.AsyncServer.start_background_task, "c873562535a68297"),
-    "WebSocket.__call__": (eio_aiohttp.WebSocket.__call__, "71f9a94476d737c3"),
-    "WebSocket.wait": (eio_aiohttp.WebSocket.wait, "992c370917677d39"),
-    # EngineIOServer.send replaces it; python-socketio's _send_packet is its caller.
-    "AsyncServer.send": (engineio.AsyncServer.send, "ff1fdb18f1c30bb3"),
-    "AsyncServer.send_packet": (engineio.AsyncServer.send_packet, "c54317440865030d"),
-    "socketio.AsyncServer._send_packet": (socketio.AsyncServer._send_packet, "a00022b42c1c29e9"),
-    # receive_packet does for a Socket.IO MESSAGE what these do with it.
-    "AsyncSocket.receive": (async_socket.AsyncSocket.receive, "a91ae36ec2fb5340"),
-    "AsyncServer._trigger_event": (engineio.AsyncServer._trigger_event, "4a09b6e47eb66532"),
-    "Packet.decode": (eio_packet.Packet.decode, "18e27ff7fd56addd"),
-    # accept_polling_batches sets the class attribute these read.
-    "Payload.decode": (eio_payload.Payload.decode, "9c7975664d815d3d"),
-    "AsyncSocket.handle_post_request": (async_socket.AsyncSocket.handle_post_request, "82dca119a261a959"),
-    # EngineIOServer._handle_post replaces handle_request's POST branch (and the hang of its
-    # disconnect -> close(wait=True)); it answers through _make_response.
-    "AsyncServer.handle_request": (engineio.AsyncServer.handle_request, "1a8c878e35166cfe"),
-    "AsyncServer._make_response": (engineio.AsyncServer._make_response, "5f883ef57e34f34c"),
-    "AsyncServer.disconnect": (engineio.AsyncServer.disconnect, "8bb6448caae41ca6"),
-    "AsyncSocket.close": (async_socket.AsyncSocket.close, "faa2e93902543244"),
-    # RecoveringServer._handle_eio_message replaces it (no binary packets, garbage counted),
-    # reading packet headers as this decoder does (sioserver.packet_head).
-    "socketio.AsyncServer._handle_eio_message": (
-        socketio.AsyncServer._handle_eio_message,
-        "bef50fc0e1635921",
-    ),
-    "socketio.Packet.decode": (socketio.packet.Packet.decode, "61ad7904b539f472"),
-    "socketio.AsyncServer._handle_ack": (socketio.AsyncServer._handle_ack, "b7521c6c30972551"),
-}
-
 
 def test_sockets_get_their_queue_and_ping_through_the_server() -> None:
     # BaseSocket.__init__ asks the server for the queue; schedule_ping for a background task.
@@ -403,7 +348,8 @@ def test_sockets_get_their_queue_and_ping_through_the_server() -> None:
     lean = EngineIOServer(async_mode="aiohttp")
     assert isinstance(async_socket.AsyncSocket(lean, "s").queue, LeanQueue)
     lean.lean = False
-    assert type(async_socket.AsyncSocket(lean, "s").queue) is asyncio.Queue
+    # python-engineio's own asyncio.Queue, bounded as the lean one is (a security bound).
+    assert type(async_socket.AsyncSocket(lean, "s").queue) is BoundedQueue
 
 
 async def test_lean_queue_behaves_like_asyncio_queue() -> None:
@@ -640,41 +586,6 @@ async def test_receive_packet_goes_through_receive_when_handlers_are_async_or_in
         sock.receive = spy
         await receive_packet(sock, '42["m"]')
         assert len(received) == 1 and not calls, setup
-
-
-#: aiohttp code that reads ``RequestHandler._parser`` / ``_messages`` or ``BaseRequest._message``
-#: (release_http_state drops the parser of an accepted upgrade, its request queue and the
-#: raw header bytes).
-AIOHTTP_SOURCES = {
-    "RequestHandler._resume_reading_if_drained": (
-        web_protocol.RequestHandler._resume_reading_if_drained,
-        "27f2a6fbbb3a790e",
-    ),
-    "RequestHandler.data_received": (web_protocol.RequestHandler.data_received, "1ee57ebe052e6c80"),
-    "RequestHandler.start": (web_protocol.RequestHandler.start, "2e565fd40c8e04fb"),
-    "RequestHandler.finish_response": (web_protocol.RequestHandler.finish_response, "b7eb53db8f4b30ca"),
-    "RequestHandler.connection_lost": (web_protocol.RequestHandler.connection_lost, "df2fe6e95fd04c7c"),
-}
-
-
-#: Every pinned source: "library's name" -> (object, digest, what to re-read if it changed).
-PINNED_SOURCES = {
-    **{
-        f"python-engineio's {name}": (obj, digest, "chatsvc.transport.engineio_internals")
-        for name, (obj, digest) in REPLACED_SOURCES.items()
-    },
-    **{
-        f"aiohttp's {name}": (obj, digest, "engineio_internals.release_http_state")
-        for name, (obj, digest) in AIOHTTP_SOURCES.items()
-    },
-}
-
-
-@pytest.mark.parametrize("name", sorted(PINNED_SOURCES))
-def test_code_chatsvc_replaces_or_relies_on_is_unchanged(name: str) -> None:
-    obj, digest, reread = PINNED_SOURCES[name]
-    got = hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
-    assert got == digest, f"{name} changed: re-read {reread}"
 
 
 async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: Harness) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from chatsvc.app import NAMESPACE, create_app
-from chatsvc.chat.expiry import Expiries
 from chatsvc.settings import Settings
+from chatsvc.transport.timers import Expiries
 from tests.support.servers import TEST_JWT_SECRET
 from tests.support.tokens import token
 

@@ -8,9 +8,9 @@ import pytest
 import socketio
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
-from chatsvc.bus.direct import Delivery, DirectEmitMixin
 from chatsvc.bus.kafka import AsyncKafkaManager
 from chatsvc.bus.local import LocalManager
+from chatsvc.transport.broadcast import Delivery, DirectEmitMixin
 from tests.support.managers import recorded_server
 
 Sent = list[tuple[str, str]]
@@ -144,9 +144,13 @@ async def offset_deliveries(
     opted: list[int],
     have: tuple[int, ...] = (),
     skip: Delivery = Delivery.ALREADY_SENT,
+    *,
+    direct: bool = True,
 ) -> tuple[Sent, list[str]]:
-    """Deliveries with an offset policy that opts in the sockets at indexes ``opted``."""
+    """Deliveries with an offset policy that opts in the sockets at indexes ``opted``
+    (``direct``: the direct-emit fast path on; off, python-socketio's way of sending)."""
     manager = LocalManager()
+    manager.direct_emit = direct
     served = await recorded_server(manager, ["lobby", "lobby", "lobby"])
     sent, sids = served.sent, served.sids
     manager.use_offsets(Offsets({sids[i] for i in opted}, frozenset(sids[i] for i in have), skip))
@@ -155,9 +159,10 @@ async def offset_deliveries(
     return sent, sids
 
 
-async def test_offsets_reach_only_the_sockets_that_opted_in() -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-emit", "stock-emit"])
+async def test_offsets_reach_only_the_sockets_that_opted_in(direct: bool) -> None:
     sent, _ = await offset_deliveries(
-        [{"event": "message", "data": {"id": "01J", "text": "hi"}, "room": "lobby"}], opted=[1]
+        [{"event": "message", "data": {"id": "01J", "text": "hi"}, "room": "lobby"}], opted=[1], direct=direct
     )
     assert per_socket(sent) == [
         ("eio0", '42["message",{"id":"01J","text":"hi"}]'),
@@ -166,8 +171,11 @@ async def test_offsets_reach_only_the_sockets_that_opted_in() -> None:
     ]
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-emit", "stock-emit"])
 @pytest.mark.parametrize("skip", [Delivery.ALREADY_SENT, Delivery.WITHHELD])
-async def test_a_socket_that_already_has_the_offset_is_not_sent_it_again(skip: Delivery) -> None:
+async def test_a_socket_that_already_has_the_offset_is_not_sent_it_again(
+    skip: Delivery, direct: bool
+) -> None:
     """Nor one whose recovery session was saved (withheld: it gets the event by replay)."""
     sent, _ = await offset_deliveries(
         [
@@ -177,6 +185,7 @@ async def test_a_socket_that_already_has_the_offset_is_not_sent_it_again(skip: D
         opted=[0, 1],
         have=(1,),
         skip=skip,
+        direct=direct,
     )
     assert per_socket(sent) == per_socket(
         [
@@ -192,6 +201,8 @@ async def test_events_without_an_offset_are_unchanged_for_everyone() -> None:
     emits: list[dict[str, Any]] = [{"event": "typing", "data": {"typing": True}, "room": "lobby"}]
     with_policy, _ = await offset_deliveries(emits, opted=[0, 1, 2])
     without, _ = await offset_deliveries(emits, opted=[])
+    stock, _ = await offset_deliveries(emits, opted=[0, 1, 2], direct=False)
+    assert sorted(stock) == sorted(with_policy)
     assert with_policy == without == [(f"eio{i}", '42["typing",{"typing":true}]') for i in range(3)]
 
 
@@ -218,9 +229,9 @@ async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
 ) -> None:
     """Recipients the engine.io server can write to directly get exactly the frames of the
     packets the queue path would have sent them; the rest get those packets queued."""
-    from chatsvc.bus import direct  # noqa: PLC0415
-    from chatsvc.chat.sioserver import RecoveringServer  # noqa: PLC0415
-    from chatsvc.transport.engineio_internals import frame  # noqa: PLC0415
+    from chatsvc.transport import broadcast as direct  # noqa: PLC0415
+    from chatsvc.transport.frames import frame  # noqa: PLC0415
+    from chatsvc.transport.sioserver import RecoveringServer  # noqa: PLC0415
 
     built: list[int] = []
     real_frames = direct.frames

@@ -17,8 +17,8 @@ it here), which is then not sent again: socket.io-client does not drop repeats; 
 must wait (its session was saved at disconnect: it gets the event by replay instead).
 
 Each variant is also framed once: recipients whose websocket is idle get the same frame
-bytes written straight to their transport (``chatsvc.transport.engineio_internals``, which
-says when that is safe); the others get the packets queued as before.
+bytes written straight to their transport (``chatsvc.transport.frames``, which says when
+that is safe); the others get the packets queued as before.
 
 Put it *after* python-socketio's manager in the bases of a pub/sub manager (so local
 delivery of bus messages takes this path too), e.g.
@@ -27,6 +27,7 @@ delivery of bus messages takes this path too), e.g.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Container, Sequence
@@ -36,7 +37,8 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from chatsvc.transport.engineio_internals import EngineIOServer, clock, frames
+from chatsvc.transport.engine import EngineIOServer
+from chatsvc.transport.frames import clock, frames
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,11 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
 
     _offsets: RecoveryOffsets | None = None
     _absorber: Absorber | None = None
+    #: Off (``FastPaths.direct_emit``): python-socketio's ``AsyncManager.emit`` (a task per
+    #: recipient); only an event some recipient may get with a recovery offset still takes
+    #: :meth:`emit`'s split, sent the stock way (a task per recipient): the stock emit knows
+    #: no offsets.
+    direct_emit = True
 
     def use_offsets(self, policy: RecoveryOffsets | None) -> None:
         """Append recovery offsets, as ``policy`` decides, from now on (``None``: never)."""
@@ -128,10 +135,14 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         else:
             args = []
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        packets = self._eio_packets(namespace, [event, *args])
         policy = self._offsets
         offset = policy.offset_of(event, args) if policy is not None else None
         opted = policy.opted_in() if offset is not None and policy is not None else ()
+        if not opted and not self.direct_emit:
+            # Nobody to give an offset: python-socketio's own emit sends the same packets.
+            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
+            return
+        packets = self._eio_packets(namespace, [event, *args])
         plain: list[str] = []  # the Engine.IO sids that get ``packets``
         with_offset: list[str] = []  # ... and those that get them with the offset appended
         for sid, eio_sid in self.get_participants(namespace, room):
@@ -155,6 +166,15 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         if not eio_sids:
             return
         eio = self.server.eio
+        if not self.direct_emit:
+            # As python-socketio's emit: a task per recipient and packet, all awaited.
+            tasks = [
+                asyncio.create_task(self.server._send_eio_packet(eio_sid, eio_pkt))
+                for eio_sid in eio_sids
+                for eio_pkt in packets
+            ]
+            await asyncio.wait(tasks)
+            return
         if isinstance(eio, EngineIOServer):
             eio_sids = eio.write_frames(eio_sids, frames(packets), clock())
         for eio_sid in eio_sids:

@@ -1,8 +1,8 @@
-"""The Socket.IO server with connection state recovery: every reliance on python-socketio's
-and python-engineio's internals is in this module.
-
-Pinned: python-socketio 5.18.1, python-engineio 4.15.1 (pyproject.toml);
-tests/chat/test_sioserver.py fails loudly if the internals below change.
+"""The Socket.IO server with connection state recovery, declared events and per-connection
+event workers (pinned: python-socketio 5.18.1, python-engineio 4.15.1, in
+``chatsvc.transport.pins``; tests/transport/test_sioserver.py fails loudly if the internals
+below change). The chat namespace talks to it through :class:`ConnectHooks` and the public
+methods of :class:`RecoveringServer`.
 
 socket.io-client v4 recovers a session like this (its ``lib/socket.ts``): the server's
 CONNECT reply carries ``{sid, pid}``; the client remembers ``pid`` and the last string
@@ -16,9 +16,11 @@ new sid, so this subclass changes these, each at a method python-socketio calls:
   that ``manager.pre_connect`` then takes from ``eio.generate_id()`` is the session's old
   sid, through :class:`_EngineServer`. After it, the namespace restores the session (rooms,
   replay), strictly after the CONNECT reply is on the socket's queue.
-* ``_handle_eio_message``: no binary packets (refused from the header, nothing buffered
-  between frames), and a client's garbage counted and dropped instead of raised into
-  python-engineio's ``logger.exception`` (:meth:`RecoveringServer._handle_eio_message`).
+* ``_handle_eio_message``: queued for the connection's worker, so Engine.IO control
+  never waits behind events (:mod:`chatsvc.transport.events`); the worker then refuses
+  binary packets (from the header, nothing buffered between frames) and counts and drops a
+  client's garbage instead of raising it into python-engineio's ``logger.exception``
+  (:meth:`RecoveringServer._process_eio_message`).
 * ``_send_packet``: the CONNECT reply (``{"sid": ...}``) gets ``pid`` for opted-in sockets.
 * :meth:`RecoveringServer.send_event` queues an event for one local socket without the
   manager (replays must not pass through the broadcast path's recovery hook), and
@@ -45,12 +47,17 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-import socketio
 from socketio import packet
 
 from chatsvc.errors import InvalidPayload, SlowConsumer
 from chatsvc.transport.bad_packets import DECODE_ERRORS
-from chatsvc.transport.engineio_internals import EngineIOServer, slim_environ
+from chatsvc.transport.broadcast import DirectEmitMixin
+from chatsvc.transport.engine import EngineIOServer
+from chatsvc.transport.events import EventWorkers
+from chatsvc.transport.fast_paths import FastPaths
+from chatsvc.transport.http_state import slim_environ
+from chatsvc.transport.polling import accept_polling_batches
+from chatsvc.transport.socketio_packet import SocketIOPacket, packet_head
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +83,6 @@ def in_lifecycle() -> bool:
 
 #: BINARY_EVENT and BINARY_ACK, as the first character of an encoded Socket.IO packet.
 _BINARY_TYPES = ("5", "6")
-
-#: Ack ids are JavaScript numbers on the client; a longer run of digits is no ack id.
-_ACK_ID_DIGITS = 15
-
-
-def packet_head(data: str) -> tuple[str, str, int | None]:
-    """The type character, namespace and ack id of the encoded Socket.IO packet ``data``,
-    read from its header only (as ``socketio.packet.Packet.decode`` reads it, attachment
-    count skipped; nothing after the header is decoded). The ack id is None when absent
-    or not plain ASCII digits of a sane length."""
-    kind, rest = data[:1], data[1:]
-    dash = rest.find("-")
-    if dash > 0 and rest[:dash].isascii() and rest[:dash].isdigit():
-        rest = rest[dash + 1 :]
-    namespace = NAMESPACE
-    if rest[:1] == "/":
-        sep = rest.find(",")
-        namespace, rest = (rest, "") if sep == -1 else (rest[:sep], rest[sep + 1 :])
-        namespace = namespace.split("?", 1)[0]
-    digits = 0
-    while digits < len(rest) and digits <= _ACK_ID_DIGITS and "0" <= rest[digits] <= "9":
-        digits += 1
-    ack_id = int(rest[:digits]) if 0 < digits <= _ACK_ID_DIGITS else None
-    return kind, namespace, ack_id
 
 
 class ConnectHooks(Protocol):
@@ -136,7 +119,7 @@ class _EngineServer(EngineIOServer):
         return chosen if chosen is not None else str(super().generate_id())
 
 
-class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
+class RecoveringServer(EventWorkers):
     """``socketio.AsyncServer`` that can restore sessions on namespace ``/``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -144,6 +127,13 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         self.hooks: ConnectHooks | None = None
         self._client_events: dict[str, tuple[frozenset[str], Refusal]] = {}
         self.eio.slow_consumer = self._end_slow_consumer
+
+    def start_manager(self) -> None:
+        """Start the client manager now rather than at the first connection (python-socketio
+        starts it lazily), so a replica with no clients still hears the bus."""
+        if not getattr(self, "manager_initialized", False):
+            self.manager_initialized = True
+            self.manager.initialize()
 
     def declare_events(self, namespace: str, events: Iterable[str], refuse: Refusal) -> None:
         """Only ``events`` reach ``namespace``'s handlers from clients; any other EVENT
@@ -229,8 +219,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         if sid is not None and self.manager.is_connected(sid, NAMESPACE):
             await hooks.after_connect(sid)
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        """python-socketio's ``_handle_eio_message`` (5.18.1) without binary packets, and
+    async def _process_eio_message(self, eio_sid: str, data: Any) -> None:
+        """What the connection's worker does with each packet (``chatsvc.transport.events``):
+        python-socketio's ``_handle_eio_message`` (5.18.1) without binary packets, and
         with a client's garbage counted (``eio.bad_packets``) instead of raised into
         python-engineio's ``logger.exception`` or warned about per packet.
 
@@ -289,7 +280,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             if not (isinstance(event, list) and event and isinstance(event[0], str)):
                 bad.report(self.eio.sockets.get(eio_sid), "sio_unexpected", "event without a name")
                 if pkt.id is not None:
-                    await self._refuse(eio_sid, namespace, pkt.id, "an event is [name, ...arguments]")
+                    # Answered by _handle_event's refusal, which costs the socket's rate
+                    # bucket like any refused event it answers (a flood of them is bounded).
+                    await self._handle_event(eio_sid, pkt.namespace, pkt.id, event)
                 return
             await self._handle_event(eio_sid, pkt.namespace, pkt.id, event)
         elif kind_int == packet.ACK:
@@ -336,6 +329,15 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             eio_sid, self.packet_class(packet.EVENT, namespace=NAMESPACE, data=[event, *args])
         )
 
+    def transport_open(self, eio_sid: str) -> bool:
+        """Whether the Engine.IO connection ``eio_sid`` is still open here."""
+        socket = self.eio.sockets.get(eio_sid)
+        return socket is not None and not socket.closed
+
+    async def close_engineio(self, eio_sid: str) -> None:
+        """End the Engine.IO connection ``eio_sid`` (a CLOSE packet, then the transport)."""
+        await self.eio.disconnect(eio_sid)
+
     async def drop_transport(self, sid: str) -> None:
         """End ``sid``'s Engine.IO connection at once, as if the network had dropped it
         (disconnect reason ``transport close``): for a socket its client has already
@@ -377,3 +379,49 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             # closes on CLOSE; engine.io-client ignores it over websocket): a None wakes
             # its writer task, which then closes the websocket.
             socket.queue.put_nowait(None)
+
+
+def create_server(
+    *,
+    client_manager: Any,
+    fast_paths: FastPaths,
+    cors_allowed_origins: Any,
+    ping_interval: float,
+    ping_timeout: float,
+    max_http_buffer_size: int,
+    compression: bool,
+    queued_packets_max: int,
+    pending_events_max: int,
+    observe_bad_packet: Callable[[str], None],
+) -> RecoveringServer:
+    """chatsvc's Socket.IO server over ``client_manager`` (the bus), its fast paths as
+    ``fast_paths`` says (the security fixes and bounds hold either way)."""
+    if isinstance(client_manager, DirectEmitMixin):
+        client_manager.direct_emit = fast_paths.direct_emit
+    sio = RecoveringServer(
+        async_mode="aiohttp",
+        client_manager=client_manager,
+        serializer=SocketIOPacket if fast_paths.packet_serializer else "default",
+        cors_allowed_origins=cors_allowed_origins,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        max_http_buffer_size=max_http_buffer_size,
+        logger=False,
+        engineio_logger=False,
+        # A connection's packets are handed to python-socketio inline (no task per event:
+        # about a tenth of the CPU per message, bench/README.md); RecoveringServer queues
+        # them for the connection's one worker, handled in the order sent (a task per event
+        # let a slower store write be overtaken), while its reader goes on reading.
+        async_handlers=False,
+    )
+    sio.eio.configure(
+        fast_paths=fast_paths,
+        compression=compression,
+        queued_packets_max=queued_packets_max,
+        observe_bad_packet=observe_bad_packet,
+    )
+    sio.pending_events_max = pending_events_max
+    # Counted with the client's other refused packets (chatsvc_bad_packets_total).
+    sio.observe_refused = lambda _kind: observe_bad_packet("pending_full")
+    accept_polling_batches()
+    return sio
