@@ -67,6 +67,12 @@ def _settle(future: asyncio.Future[list[Row]], rows: Any, error: BaseException |
         future.set_result(list(rows or ()))
 
 
+def _column_exists(exc: InvalidRequest) -> bool:
+    """Cassandra's and ScyllaDB's words for "that column is already there"."""
+    text = str(exc).lower()
+    return "already exist" in text or "conflicts with an existing column" in text
+
+
 def describe_failure(exc: BaseException) -> str:
     """A short, secret-free description of a driver exception."""
     if isinstance(exc, NoHostAvailable):
@@ -210,7 +216,13 @@ class ScyllaSession:
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version]:
-                session.execute(statement.format(ks=ks), timeout=DDL_TIMEOUT_SECONDS)
+                try:
+                    session.execute(statement.format(ks=ks), timeout=DDL_TIMEOUT_SECONDS)
+                except InvalidRequest as exc:
+                    # ALTER ... ADD has no IF NOT EXISTS on every server: a column an
+                    # interrupted run of this migration already added is not an error.
+                    if not (statement.startswith("ALTER TABLE") and _column_exists(exc)):
+                        raise
             session.execute(version_put, (SCHEMA_SCOPE, version, datetime.now(UTC)), timeout=self._timeout)
             log.info("ScyllaDB keyspace %s migrated to schema version %d", ks, version)
         return current
