@@ -105,8 +105,12 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
 class ScyllaStore:
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
-    def __init__(self, settings: ScyllaSettings) -> None:
+    def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:
+        """``positions``: number room streams (one writer per room, docs/delivery.md). Off
+        when several replicas write (Kafka): their counters would hand out the same
+        positions, so records get none and every position catch-up answers ``reset``."""
         self._db = ScyllaSession(settings)
+        self._positions = positions
         self._run = self._db.run
         self._gather = self._db.gather
         self._rooms_written: OrderedDict[str, int] = OrderedDict()  # room -> earliest created ms
@@ -168,10 +172,12 @@ class ScyllaStore:
         # before the message: once a message exists, paging can reach it and a retry finds it.
         # A failure in between leaves at most an empty bucket, a last id ahead of the newest
         # message, or a key without its message, which the retry completes (see append).
-        message = replace(message, pos=await self._stream.next_pos(message.room))
-        assert message.pos is not None
-        writes = self._room_writes(message)
-        writes.extend(self._stream.writes(message.room, message.pos, "message", message.id))
+        writes = []
+        if self._positions:
+            message = replace(message, pos=await self._stream.next_pos(message.room))
+            assert message.pos is not None
+            writes.extend(self._stream.writes(message.room, message.pos, "message", message.id))
+        writes.extend(self._room_writes(message))
         if message.client_msg_id is not None:
             writes.append(
                 self._run(
@@ -200,7 +206,7 @@ class ScyllaStore:
                 UNSET if message.edited_at_ms is None else message.edited_at_ms,
                 True if message.deleted else UNSET,
                 message.kind,
-                message.pos,
+                UNSET if message.pos is None else message.pos,
             ),
         )
         self._remember_room(message.room, message.created_at_ms)
@@ -421,11 +427,15 @@ class ScyllaStore:
         """One row in the event's (room, bucket) partition (expiring with the table's TTL)
         and one in the room's stream (kept, like messages); a repeated id keeps its position."""
         bucket = _bucket(event.id)
+        payload = json.dumps(event.payload)
+        if not self._positions:  # an upsert: a repeat is harmless
+            row = (event.room, bucket, event.id, event.kind, event.message_id, payload, UNSET)
+            await self._run("ev_insert", row)
+            return event
         seen = await self._run("ev_get", (event.room, bucket, event.id))
         if seen and seen[0][4] is not None:
             return _event(event.room, seen[0])
         pos = await self._stream.next_pos(event.room)
-        payload = json.dumps(event.payload)
         await self._gather(
             *self._stream.writes(event.room, pos, event.kind, event.id, event.message_id, payload)
         )
@@ -458,7 +468,10 @@ class ScyllaStore:
         return await self._stream.epoch()
 
     async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
-        """Records after ``pos`` in position order (see chatsvc.store.scylla.stream)."""
+        """Records after ``pos`` in position order (see chatsvc.store.scylla.stream); never
+        covered when this store does not number records."""
+        if not self._positions:
+            return StreamSlice([], False, 0, covered=False)
         return await self._stream.after(room, pos, limit, self.get)
 
     async def save_session(self, record: SessionRecord) -> None:
