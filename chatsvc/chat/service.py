@@ -198,7 +198,11 @@ class ChatService:
             if found.covered:
                 messages = [r for r in found.records if isinstance(r, Message)]
                 events = [r for r in found.records if isinstance(r, RoomEvent)]
-                last = found.records[-1].pos if found.records else None
+                last = (
+                    found.upto
+                    if found.upto is not None
+                    else (found.records[-1].pos if found.records else None)
+                )
                 # Nothing after pos: complete up to pos (the head may be ahead only by
                 # half-written records a reader skips).
                 return CatchUp(messages, events, found.more, False, position(mine, last or pos))

@@ -100,6 +100,9 @@ class StreamSlice:
     more: bool
     head: int
     covered: bool = True
+    #: The position the answer is complete up to, when that is past its last record (a
+    #: store that skipped half-written records after it); None: the last record's.
+    upto: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,12 @@ async def test_a_record_whose_message_row_never_landed_is_skipped(scylla: Scylla
     stream = await scylla.stream_after(r, 0, 10)
     assert stream.covered and stream.head == 3
     assert [(m.pos, m.text) for m in stream.records] == [(1, "first"), (3, "after")]  # type: ignore[union-attr]
+    # A page that ends on the skipped record still says more follow, and how far it got.
+    await scylla.append(msg(r, "fourth"))
+    page = await scylla.stream_after(r, 0, 2)
+    assert [x.pos for x in page.records] == [1] and page.more and page.upto == 2
+    rest = await scylla.stream_after(r, 2, 2)
+    assert [x.pos for x in rest.records] == [3, 4] and not rest.more
 
 
 async def test_a_retry_that_completes_a_half_written_send_takes_a_new_position(

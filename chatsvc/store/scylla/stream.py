@@ -96,6 +96,8 @@ class ScyllaStream:
         while len(rows) < want and chunk <= head // STREAM_CHUNK:
             rows.extend(await self._run("stream_after", (room, chunk, pos, want - len(rows))))
             chunk += 1
+        more = len(rows) > limit
+        rows = rows[: max(0, limit)]
         messages = iter(await asyncio.gather(*(fetch(room, str(r[2])) for r in rows if r[1] == "message")))
         records: list[Message | RoomEvent] = []
         for at, kind, ref, target, payload in rows:
@@ -104,7 +106,7 @@ class ScyllaStream:
                 if message is not None and message.pos == int(at):  # else a half-written record
                     records.append(message)
             else:
-                records.append(
-                    RoomEvent(str(ref), room, str(kind), str(target), json.loads(str(payload)), int(at))
-                )
-        return StreamSlice(records[:limit], len(records) > limit, head)
+                event = RoomEvent(str(ref), room, str(kind), str(target), json.loads(str(payload)), int(at))
+                records.append(event)
+        # Complete up to the last row looked at, even if it was a skipped one: paging moves on.
+        return StreamSlice(records, more, head, upto=int(rows[-1][0]) if rows else None)
