@@ -128,6 +128,8 @@ class ScyllaSession:
         self._prepare_lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self._failing: str | None = None
+        #: Failure descriptions logged since requests last succeeded (a handful at most).
+        self._logged_failures: set[str] = set()
 
     def ssl_context(self) -> ssl.SSLContext | None:
         tls = self._settings.tls
@@ -280,15 +282,20 @@ class ScyllaSession:
 
     def _failed(self, exc: BaseException) -> StoreUnavailable:
         message = describe_failure(exc)
-        if self._failing != message:  # log each kind of failure once, not every request
-            self._failing = message
+        # Each kind of failure once per outage, not every request, nor every time a node
+        # that is down alternates between timing out and refusing (issue 21).
+        if message not in self._logged_failures:
+            self._logged_failures.add(message)
             log.warning("ScyllaDB request failed: %s (%s)", message, type(exc).__name__)
+        self._failing = message
         return StoreUnavailable(message)
 
     def _succeeded(self) -> None:
         if self._failing is not None:
-            log.info("ScyllaDB requests succeed again (after: %s)", self._failing)
+            causes = "; ".join(sorted(self._logged_failures))
+            log.info("ScyllaDB requests succeed again (after: %s)", causes)
             self._failing = None
+            self._logged_failures.clear()
 
     async def run(self, name: str, params: Sequence[object], *, time_limit: float | None = None) -> list[Row]:
         """Execute one prepared statement without blocking the loop; rows as tuples."""
