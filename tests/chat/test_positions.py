@@ -16,6 +16,7 @@ from chatsvc.model.ids import id_at
 from chatsvc.model.messages import RoomEvent
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 from chatsvc.store.sqlite import SqliteStore
+from tests.conftest import ServerFactory
 from tests.support.clients import ClientPool, running_server
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -148,3 +149,36 @@ async def test_a_position_older_than_what_is_kept_resets(server: ServerProcess, 
     assert [m["text"] for m in stale["messages"]] == ["first", "later"]
     fresh = await bob.ok("join", {"room": room, "since": f"{split(first['pos'])[0]}:{purged.pos}"})
     assert fresh["reset"] is False and [m["text"] for m in fresh["messages"]] == ["later"]
+
+
+async def test_a_replica_whose_bus_lost_messages_catches_up_by_position(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    """Two replicas on one SQLite file with no bus between them: every message of the other
+    replica is one its live delivery lost (as in a Kafka outage). Positions come from the
+    shared file, so a client of replica B that catches up from the last position it received
+    gets exactly what it missed, in stream order; a message id since could not say that."""
+    shared = tmp_path / "shared-data"
+    env = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
+    a, b = (server_factory(name=f"replica{i}", data_dir=shared, **env) for i in range(2))
+    room = new_room()
+    async with ClientPool() as pool:
+        on_a = await pool.connect(a.url, token("alice"))
+        on_b = await pool.connect(b.url, token("bob"))
+        watcher = await pool.connect(b.url, token("carol"))
+        for client in (on_a, on_b, watcher):
+            await client.ok("join", {"room": room})
+        order = ["a1", "b1", "a2", "a3", "b2", "a4"]
+        acked = {}
+        for text in order:
+            sender = on_a if text.startswith("a") else on_b
+            acked[text] = (await sender.ok("message", {"room": room, "text": text}))["message"]
+        # Live, carol on B saw only B's messages.
+        live = [(await watcher.next("message"))["text"] for _ in range(2)]
+        assert live == ["b1", "b2"]
+        first_seen = acked["b1"]["pos"]
+        caught = await watcher.ok("join", {"room": room, "since": first_seen})
+    assert caught["reset"] is False
+    assert [m["text"] for m in caught["messages"]] == ["a2", "a3", "b2", "a4"]
+    assert [m["pos"] for m in caught["messages"]] == [acked[t]["pos"] for t in ("a2", "a3", "b2", "a4")]
+    assert caught["pos"] == acked["a4"]["pos"]
