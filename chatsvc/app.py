@@ -61,7 +61,8 @@ def build_store(settings: Settings) -> MessageStore:
     if settings.scylla is not None:
         from chatsvc.store.scylla.store import ScyllaStore  # noqa: PLC0415 - optional dependency
 
-        return ScyllaStore(settings.scylla)
+        # Positions need one writer per room: not yet with several replicas (issue 21 step 2).
+        return ScyllaStore(settings.scylla, positions=settings.kafka is None)
     if settings.store == "memory":
         from chatsvc.store.memory import MemoryStore  # noqa: PLC0415
 

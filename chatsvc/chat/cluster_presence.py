@@ -64,7 +64,11 @@ EXPIRY_HEARTBEATS = 3
 SNAPSHOT_EVERY = 10
 SNAPSHOT_PART_ENTRIES = 2000
 OUTBOX_MAX = 10_000
-MAX_BACKOFF_SECONDS = 30.0
+#: First retry delay of a failed publish; retries then double up to one heartbeat interval.
+#: A publish while the bus is known down fails at once, so retrying that often is cheap,
+#: and it is what resyncs presence within an interval of the bus returning (issue 21: a
+#: 30 s cap left it stale ~11 s after the broker came back).
+FIRST_BACKOFF_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +391,8 @@ class ClusterPresence:
     async def _send_loop(self) -> None:
         assert self._outbox is not None
         outbox = self._outbox
-        backoff = 0.5
+        cap = max(self._interval, 0.01)
+        backoff = first = min(FIRST_BACKOFF_SECONDS, cap)
         failing = False
         while True:
             item = await outbox.get()
@@ -409,12 +414,12 @@ class ClusterPresence:
                 # Lost updates are repaired by the snapshot sent once the bus is back.
                 self._snapshot_due = True
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                backoff = min(backoff * 2, cap)
                 continue
             if failing:
                 log.info("presence: bus reachable again")
                 failing = False
-            backoff = 0.5
+            backoff = first
 
     async def _send_snapshot(self) -> None:
         self._seq += 1

@@ -26,7 +26,7 @@ from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
-from chatsvc.chat.wire import iso_ms, message_wire
+from chatsvc.chat.wire import event_wire, iso_ms, message_wire
 from chatsvc.errors import (
     ChatError,
     Forbidden,
@@ -428,13 +428,21 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     async def _join(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._allowed(conn, payload)
-        since = payloads.message_id(payload, "since", required=False)
+        since = payloads.since(payload)
         # Subscribed before the gap is read, left again if reading it fails.
         async with self._membership.enter(sid, conn, room) as entered:
             ack: Ack = {"ok": True, "room": room}
-            if since is not None:
+            if isinstance(since, tuple):
+                caught = await self._service.catch_up_from(room, *since)
+                epoch = await self._service.epoch()
+                ack["messages"] = [message_wire(m, epoch) for m in caught.messages]
+                ack["events"] = [event_wire(e, epoch) for e in caught.events]
+                ack["has_more"] = caught.more
+                ack["reset"] = caught.reset
+                ack["pos"] = caught.last
+            elif since is not None:
                 missed, more = await self._service.catch_up(room, since)
-                ack["messages"] = [message_wire(m) for m in missed]
+                ack["messages"] = [self._service.wire(m) for m in missed]
                 ack["has_more"] = more
             ack["unread"] = await self._service.unread(room, conn.identity)
         ack["online"] = entered.online
@@ -453,7 +461,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise Forbidden(f"you are muted in {room}")
         message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
         self._recovery.posted(sid, message.id)  # never replayed to its sender
-        return {"ok": True, "message": message_wire(message), "duplicate": not created}
+        return {"ok": True, "message": self._service.wire(message), "duplicate": not created}
 
     async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)
@@ -469,7 +477,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return {
             "ok": True,
             "room": room,
-            "messages": [message_wire(m) for m in page.messages],
+            "messages": [self._service.wire(m) for m in page.messages],
             "next_before": page.next_before,
         }
 
@@ -486,7 +494,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         text = payloads.text(payload, self._limits.message_bytes)
         assert message_id is not None
         message = await self._service.edit(room, message_id, text, conn.identity)
-        return {"ok": True, "message": message_wire(message)}
+        return {"ok": True, "message": self._service.wire(message)}
 
     async def _delete(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._allowed(conn, payload)

@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+from chatsvc.chat.wire import parse_position
 from chatsvc.errors import InvalidPayload, TooLarge
 from chatsvc.model.ids import is_message_id
 
@@ -58,6 +59,21 @@ def message_id(payload: dict[str, Any], field: str, *, required: bool) -> str | 
     if not is_message_id(value):
         raise InvalidPayload(f"'{field}' must be a message id")
     return str(value)
+
+
+def since(payload: dict[str, Any]) -> str | tuple[str, int] | None:
+    """``join``'s optional ``since``: a stream position (``"<epoch>:<n>"``, as ``pos`` in
+    messages) as ``(epoch, n)``, or a message id (best effort, as before positions)."""
+    value = payload.get("since")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if is_message_id(value):
+            return value
+        found = parse_position(value)
+        if found is not None:
+            return found
+    raise InvalidPayload("'since' must be a stream position (a 'pos' the server sent) or a message id")
 
 
 def text(payload: dict[str, Any], max_bytes: int) -> str:

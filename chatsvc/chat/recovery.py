@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chatsvc.chat.wire import message_wire
+from chatsvc.chat.wire import EVENT_OF_KIND, message_wire, position
 from chatsvc.errors import ChatError
 from chatsvc.model.ids import is_message_id, lowest_id_at
 from chatsvc.model.messages import SessionRecord
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 #: Events that carry an offset, and which payload field holds it.
 RECOVERABLE: dict[str, str] = {"message": "id", "message_edited": "event_id", "message_deleted": "event_id"}
 #: Event names of room-log kinds.
-EVENT_OF_KIND = {"edited": "message_edited", "deleted": "message_deleted"}
 SESSION_FORMAT = 1
 #: A pid is 24 random bytes, URL-safe base64 (32 characters).
 PID_BYTES = 24
@@ -444,6 +443,7 @@ class Recovery:
         """Everything to replay, in offset order (None: more than can be replayed)."""
         limit = (self._max_replay if bounded else 10 * self._max_replay) + len(plan.skip) + 1
         found: dict[str, Item] = {}
+        epoch = await self._store.stream_epoch() if plan.rooms else None
         for room, since in plan.rooms.items():
             floor = max(lowest_id_at(max(0, since - self._overlap_ms)), plan.floor)
             messages = await self._store.after(room, floor, limit)
@@ -451,11 +451,16 @@ class Recovery:
             if bounded and (len(messages) >= limit or len(events) >= limit):
                 return None
             for m in messages:
-                found[m.id] = Item(m.id, "message", message_wire(m))
+                found[m.id] = Item(m.id, "message", message_wire(m, epoch))
             for e in events:
                 event = EVENT_OF_KIND.get(e.kind)
                 if event is not None:
-                    found[e.id] = Item(e.id, event, e.payload)
+                    payload = (
+                        e.payload
+                        if e.pos is None or epoch is None
+                        else {**e.payload, "pos": position(epoch, e.pos)}
+                    )
+                    found[e.id] = Item(e.id, event, payload)
         for item in plan.hold.items:
             found.setdefault(item.offset, item)
         return sorted(item for offset, item in found.items() if offset not in plan.skip)

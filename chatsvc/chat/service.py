@@ -1,7 +1,10 @@
 """Chat operations shared by the Socket.IO namespace and the admin API.
 
 A message is stored before anything is acknowledged or delivered: history is the record,
-live delivery is best effort on top of it (clients catch up with ``join {since}``).
+live delivery is best effort on top of it (clients catch up with ``join {since}``). The
+store gives every message, edit and delete a position in its room's stream
+(docs/delivery.md); on the wire it is ``pos``, ``"<epoch>:<n>"``, and ``join {since}``
+taking one answers everything after it, or ``reset`` when it cannot.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
-from chatsvc.chat.wire import message_wire
+from chatsvc.chat.wire import message_wire, position
 from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayload, NotFound, StoreUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
@@ -53,6 +57,24 @@ class Emitter(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """The answer to ``join {since: position}``.
+
+    ``messages`` and ``events`` are the records after the position, in stream order;
+    ``last`` is the position the answer is complete up to (the client's next ``since``).
+    ``reset``: the position could not be answered from (another epoch, older than the
+    store keeps, beyond its head): ``messages`` is then the newest page instead, and the
+    client reloads rather than trusting what it holds.
+    """
+
+    messages: list[Message]
+    events: list[RoomEvent]
+    more: bool
+    reset: bool
+    last: str
+
+
 class ChatService:
     """Stores and delivers messages, edits, deletes and read receipts."""
 
@@ -71,6 +93,7 @@ class ChatService:
         self._limits = limits
         self._ids = ids or MessageIdGenerator(clock)
         self._clock = clock
+        self._epoch: str | None = None
 
     @property
     def store(self) -> RoomDirectory:
@@ -79,6 +102,17 @@ class ChatService:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    async def epoch(self) -> str:
+        """The store's stream epoch (read once: it changes only with a new database)."""
+        if self._epoch is None:
+            async with self._metrics.timed_store("epoch"):
+                self._epoch = await self._store.stream_epoch()
+        return self._epoch
+
+    def wire(self, message: Message) -> dict[str, Any]:
+        """``message``'s wire form, with its position once the epoch is known."""
+        return message_wire(message, self._epoch)
 
     async def _deliver(
         self,
@@ -130,9 +164,10 @@ class ChatService:
         )
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)
+        epoch = await self.epoch()
         if is_new:
             self._metrics.messages_in.inc()
-            await self._deliver("message", message_wire(stored), room, skip_sid)
+            await self._deliver("message", message_wire(stored, epoch), room, skip_sid)
             self._metrics.messages_out.inc()
         return stored, is_new
 
@@ -144,6 +179,7 @@ class ChatService:
 
     async def history(self, room: str, before: str | None, limit: int) -> HistoryPage:
         """One page, newest first."""
+        await self.epoch()
         with _client_id("before"):
             async with self._metrics.timed_store("history"):
                 return await self._store.history(room, before=before, limit=limit)
@@ -160,11 +196,42 @@ class ChatService:
         counts only what is after ``since``, so paging on the last id always progresses.
         """
         limit = self._limits.catchup_max
+        await self.epoch()
         with _client_id("since"):
             async with self._metrics.timed_store("after"):
                 after = await self._store.after(room, since, limit + 1)
             overlap = await self._overlap(room, since) if self._limits.catchup_overlap_ms else []
         return overlap + after[:limit], len(after) > limit
+
+    async def catch_up_from(self, room: str, epoch: str, pos: int) -> CatchUp:
+        """Everything in ``room``'s stream after position ``pos`` of ``epoch``, in stream
+        order, at most ``catchup_max`` records (``more``: page on from ``last``); or a reset
+        with the newest page when that position cannot be answered from."""
+        mine = await self.epoch()
+        limit = self._limits.catchup_max
+        if epoch == mine:
+            async with self._metrics.timed_store("stream_after"):
+                found = await self._store.stream_after(room, pos, limit)
+            if found.covered:
+                messages = [r for r in found.records if isinstance(r, Message)]
+                events = [r for r in found.records if isinstance(r, RoomEvent)]
+                last = (
+                    found.upto
+                    if found.upto is not None
+                    else (found.records[-1].pos if found.records else None)
+                )
+                # Nothing after pos: complete up to pos (the head may be ahead only by
+                # half-written records a reader skips).
+                return CatchUp(messages, events, found.more, False, position(mine, last or pos))
+            head = found.head
+        else:
+            async with self._metrics.timed_store("stream_after"):
+                head = (await self._store.stream_after(room, 0, 0)).head
+        async with self._metrics.timed_store("history"):
+            page = await self._store.history(room, before=None, limit=self._limits.history_page_default)
+        newest = list(reversed(page.messages))
+        last = max([head, *(m.pos or 0 for m in newest)])
+        return CatchUp(newest, [], False, True, position(mine, last))
 
     async def _overlap(self, room: str, since: str) -> list[Message]:
         """The newest ``history_page_max`` messages stored in the overlap window before ``since``."""
@@ -196,6 +263,7 @@ class ChatService:
         with _client_id("id"):
             async with self._metrics.timed_store("edit"):
                 updated = await self._store.edit(room, message_id, text, self._now_ms())
+        # Without the message's own position: the event is delivered at its own.
         payload = await self._record("edited", room, message_id, message_wire(updated))
         await self._deliver("message_edited", payload, room)
         return updated
@@ -212,11 +280,15 @@ class ChatService:
         payload = {**wire, "event_id": event_id}
         try:
             async with self._metrics.timed_store("append_event"):
-                await self._store.append_event(RoomEvent(event_id, room, kind, message_id, payload))
+                stored = await self._store.append_event(RoomEvent(event_id, room, kind, message_id, payload))
+            epoch = await self.epoch()
         except ChatError as exc:
             log.warning("could not log the %s event of %s in %s (%s)", kind, message_id, room, exc.code)
             return wire
-        return payload
+        if stored.pos is None:
+            return payload
+        # The event's own position (an edited message keeps the one it was posted at).
+        return {**payload, "pos": position(epoch, stored.pos)}
 
     async def delete(self, room: str, message_id: str, actor: Identity | None) -> Message:
         """Delete a message (author or admin; ``actor=None`` is the admin API) and tell the room."""

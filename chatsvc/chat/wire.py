@@ -5,10 +5,16 @@ Kept in the chat layer, above the model and the stores, which know nothing of cl
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
-from chatsvc.model.messages import Message
+from chatsvc.model.messages import Message, RoomEvent
+
+#: A stream position on the wire: ``"<epoch>:<n>"`` (docs/delivery.md). Opaque to clients.
+POSITION_PATTERN = re.compile(r"([0-9a-z]{1,32}):([0-9]{1,18})")
+#: The live event each kind of room event is delivered as.
+EVENT_OF_KIND = {"edited": "message_edited", "deleted": "message_deleted"}
 
 #: The last second :func:`iso_ms` formatted and its text: messages come in bursts of the
 #: same second, and ``strftime`` is most of the cost of :func:`message_wire`.
@@ -28,8 +34,29 @@ def iso_ms(ms: int) -> str:
     return f"{prefix}{millis:03d}Z"
 
 
-def message_wire(message: Message) -> dict[str, Any]:
-    """The JSON shape clients receive as the ``message`` event and in history."""
+def position(epoch: str, pos: int) -> str:
+    """A stream position as clients see it."""
+    return f"{epoch}:{pos}"
+
+
+def parse_position(value: str) -> tuple[str, int] | None:
+    """``(epoch, n)`` from a wire position, or None if ``value`` is not one."""
+    match = POSITION_PATTERN.fullmatch(value)
+    return (match[1], int(match[2])) if match else None
+
+
+def event_wire(event: RoomEvent, epoch: str | None) -> dict[str, Any]:
+    """A stored edit/delete event as a catch-up answer lists it: its live payload, the live
+    event's name (``event``) and its position."""
+    wire = {**event.payload, "event": EVENT_OF_KIND.get(event.kind, event.kind)}
+    if epoch is not None and event.pos is not None:
+        wire["pos"] = position(epoch, event.pos)
+    return wire
+
+
+def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
+    """The JSON shape clients receive as the ``message`` event and in history; with the
+    store's ``epoch``, it carries the message's stream position as ``pos``."""
     wire: dict[str, Any] = {
         "id": message.id,
         "room": message.room,
@@ -44,4 +71,6 @@ def message_wire(message: Message) -> dict[str, Any]:
         wire["edited_at"] = iso_ms(message.edited_at_ms)
     if message.deleted:
         wire["deleted"] = True
+    if epoch is not None and message.pos is not None:
+        wire["pos"] = position(epoch, message.pos)
     return wire

@@ -6,7 +6,7 @@ detail (that is ``chatsvc.store``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -24,6 +24,11 @@ class Message:
     edited_at_ms: int | None = None
     deleted: bool = False
     kind: str = "user"
+    #: Position in the room's stream (chatsvc.store.base.RoomStream), assigned once by the
+    #: store when the message is appended; None before that (or for ScyllaDB rows stored
+    #: before positions existed). Not part of equality: the id is the message's identity,
+    #: the position where the stream put it.
+    pos: int | None = field(default=None, compare=False)
 
     def edited(self, text: str, at_ms: int) -> Message:
         """This message with ``text`` replaced, edited at ``at_ms``."""
@@ -75,6 +80,29 @@ class RoomEvent:
     kind: str
     message_id: str
     payload: dict[str, Any]
+    #: Position in the room's stream, assigned by the store's ``append_event`` (not part of
+    #: equality, like ``Message.pos``).
+    pos: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSlice:
+    """What a room stream holds after a position: its records in position order.
+
+    ``records`` are messages (as they are now: an edited message carries its new text) and
+    edit/delete events, each with its ``pos``; ``more`` says records beyond ``limit`` exist;
+    ``head`` is the room's newest position. ``covered`` is False when the store cannot
+    answer from that position (older than what it keeps, or beyond its head): the caller
+    resyncs the client instead of answering partially.
+    """
+
+    records: list[Message | RoomEvent]
+    more: bool
+    head: int
+    covered: bool = True
+    #: The position the answer is complete up to, when that is past its last record (a
+    #: store that skipped half-written records after it); None: the last record's.
+    upto: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

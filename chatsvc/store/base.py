@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.model.messages import (
+    HistoryPage,
+    Message,
+    Moderation,
+    RoomEvent,
+    RoomInfo,
+    SessionRecord,
+    StreamSlice,
+)
 
 #: Width of a time bucket. Ten days keeps a busy room's partition well under 100 MB.
 BUCKET_MS = 10 * 24 * 3600 * 1000
@@ -49,7 +57,8 @@ class MessageLog(Protocol):
 
     async def append(self, message: Message) -> tuple[Message, bool]:
         """Store ``message``. If ``(room, user_id, client_msg_id)`` was stored before, return
-        that original and ``False``; otherwise the stored message and ``True``."""
+        that original and ``False``; otherwise the stored message, with its stream position
+        (``pos``), and ``True``."""
 
     async def history(self, room: str, *, before: str | None, limit: int) -> HistoryPage:
         """Up to ``limit`` messages older than ``before`` (or the newest), newest first."""
@@ -103,11 +112,28 @@ class ModerationStore(Protocol):
 class RoomEventLog(Protocol):
     """Edits and deletes, kept for a while so recovering sockets can replay them."""
 
-    async def append_event(self, event: RoomEvent) -> None:
-        """Record an edit/delete event (kept :data:`EVENT_RETENTION_SECONDS`)."""
+    async def append_event(self, event: RoomEvent) -> RoomEvent:
+        """Record an edit/delete event (kept :data:`EVENT_RETENTION_SECONDS`); return it with
+        its stream position (an event id seen before keeps its first position)."""
 
     async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
         """Up to ``limit`` events of ``room`` with ids above ``after_id``, oldest first."""
+
+
+class RoomStream(Protocol):
+    """Each room's records (messages, edits, deletes) in one order: the room's stream.
+
+    Every record gets a position when it is appended: 1, 2, 3... per room, assigned once,
+    never going backwards. Positions are only meaningful within the store's ``epoch`` (a
+    random id made with the store): a position from another epoch names nothing here.
+    """
+
+    async def stream_epoch(self) -> str:
+        """The epoch of this store's positions: short, lowercase letters and digits."""
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        """Up to ``limit`` records of ``room`` with positions above ``pos``, in position
+        order; ``covered`` False if positions after ``pos`` are no longer (or not) kept."""
 
 
 class SessionStore(Protocol):
@@ -130,6 +156,7 @@ class MessageStore(
     ReadMarkers,
     ModerationStore,
     RoomEventLog,
+    RoomStream,
     SessionStore,
     Protocol,
 ):

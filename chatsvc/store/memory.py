@@ -8,13 +8,22 @@ fall out of history (and out of the idempotency check) as a real retention polic
 
 from __future__ import annotations
 
+import secrets
 import time
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chatsvc.errors import NotFound, StoreUnavailable
-from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.model.messages import (
+    HistoryPage,
+    Message,
+    Moderation,
+    RoomEvent,
+    RoomInfo,
+    SessionRecord,
+    StreamSlice,
+)
 
 DEFAULT_MAX_PER_ROOM = 10_000
 #: Bound on sessions held (the oldest go first); each is a few KiB at most.
@@ -27,6 +36,18 @@ class _Room:
     ids: list[str] = field(default_factory=list)
     messages: dict[str, Message] = field(default_factory=dict)
     by_client_id: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: The room stream: (position, message id or event) in position order, and its bounds:
+    #: ``head`` the newest position, ``floor`` the newest one no longer kept.
+    log: list[tuple[int, str | RoomEvent]] = field(default_factory=list)
+    head: int = 0
+    floor: int = 0
+
+    def logged(self, record: Message | RoomEvent) -> Message | RoomEvent:
+        """``record`` at the next position, appended to the stream."""
+        self.head += 1
+        record = replace(record, pos=self.head)
+        self.log.append((self.head, record if isinstance(record, RoomEvent) else record.id))
+        return record
 
     @property
     def last_id(self) -> str | None:
@@ -46,6 +67,8 @@ class MemoryStore:
         self._moderation: dict[tuple[str, str, str], Moderation] = {}
         self._events: dict[str, list[RoomEvent]] = {}
         self._sessions: OrderedDict[str, SessionRecord] = OrderedDict()
+        #: Nothing survives the process, so each store is a new epoch of positions.
+        self._epoch = secrets.token_hex(8)
 
     def _check(self) -> None:
         if not self._open:
@@ -82,6 +105,9 @@ class MemoryStore:
             room.ids.append(message.id)  # the usual case: ids grow with time
         else:
             room.ids.insert(bisect_left(room.ids, message.id), message.id)
+        stored = room.logged(message)
+        assert isinstance(stored, Message)
+        message = stored
         room.messages[message.id] = message
         if key is not None:
             room.by_client_id[key] = message.id
@@ -95,7 +121,16 @@ class MemoryStore:
             old = room.messages.pop(old_id)
             if old.client_msg_id is not None:
                 room.by_client_id.pop((old.user_id, old.client_msg_id), None)
+            room.floor = max(room.floor, old.pos or 0)
         del room.ids[:excess]
+        self._trim_log(room)
+
+    def _trim_log(self, room: _Room) -> None:
+        """Keep the stream as long as what it refers to: twice the room's bound."""
+        excess = len(room.log) - 2 * self._max_per_room
+        if excess > 0:
+            room.floor = max(room.floor, room.log[excess - 1][0])
+            del room.log[:excess]
 
     async def history(self, room: str, *, before: str | None, limit: int) -> HistoryPage:
         """Newest first, strictly older than ``before``."""
@@ -143,18 +178,7 @@ class MemoryStore:
         """Clear the text and mark the message deleted (kept as a tombstone)."""
         self._check()
         entry, message = self._existing(room, message_id)
-        deleted = entry.messages[message_id] = Message(
-            id=message.id,
-            room=message.room,
-            user_id=message.user_id,
-            user_name=message.user_name,
-            text="",
-            created_at_ms=message.created_at_ms,
-            client_msg_id=message.client_msg_id,
-            edited_at_ms=at_ms,
-            deleted=True,
-            kind=message.kind,
-        )
+        deleted = entry.messages[message_id] = replace(message, text="", edited_at_ms=at_ms, deleted=True)
         return deleted
 
     async def mark_read(self, room: str, user_id: str, message_id: str) -> None:
@@ -209,19 +233,29 @@ class MemoryStore:
         self._check()
         return self._moderation.get((kind, room, user_id))
 
-    async def append_event(self, event: RoomEvent) -> None:
-        """Keep the event in id order; each room keeps its newest ``max_per_room``."""
+    async def append_event(self, event: RoomEvent) -> RoomEvent:
+        """Keep the event in id order, at the room's next position; each room keeps its
+        newest ``max_per_room``."""
         self._check()
         events = self._events.setdefault(event.room, [])
-        if not events or event.id > events[-1].id:
-            events.append(event)
-        else:
+        at = len(events)
+        if events and event.id <= events[-1].id:
             at = bisect_left([e.id for e in events], event.id)
             if at < len(events) and events[at].id == event.id:
-                return  # seen before
-            events.insert(at, event)
+                return events[at]  # seen before
+        room = self._rooms.get(event.room)
+        if room is None:
+            room = self._rooms[event.room] = _Room(created_at_ms=int(time.time() * 1000))
+        logged = room.logged(event)
+        assert isinstance(logged, RoomEvent)
+        event = logged
+        events.insert(at, event)
         if len(events) > self._max_per_room:
+            for old in events[: len(events) - self._max_per_room]:
+                room.floor = max(room.floor, old.pos or 0)
             del events[: len(events) - self._max_per_room]
+        self._trim_log(room)
+        return event
 
     async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
         """Oldest first, strictly newer than ``after_id``."""
@@ -229,6 +263,26 @@ class MemoryStore:
         events = self._events.get(room, [])
         start = bisect_right([e.id for e in events], after_id)
         return events[start : start + max(0, limit)]
+
+    async def stream_epoch(self) -> str:
+        """Random per store: positions name nothing after a restart."""
+        return self._epoch
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        """Messages (as they are now) and events after ``pos``, in position order."""
+        self._check()
+        entry = self._rooms.get(room)
+        head, floor = (entry.head, entry.floor) if entry is not None else (0, 0)
+        if entry is None or pos < floor or pos > head:
+            return StreamSlice([], False, head, covered=pos == head == 0)
+        start = bisect_right(entry.log, pos, key=lambda item: item[0])
+        records: list[Message | RoomEvent] = []
+        for _, record in entry.log[start : start + max(0, limit) + 1]:
+            if isinstance(record, RoomEvent):
+                records.append(record)
+            elif (message := entry.messages.get(record)) is not None:
+                records.append(message)
+        return StreamSlice(records[:limit], len(records) > limit, head)
 
     def _purge_sessions(self, now_ms: int) -> None:
         # Insertion order is (nearly) expiry order: one window for every session.

@@ -18,15 +18,24 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from chatsvc.errors import NotFound, StoreUnavailable
 from chatsvc.model.ids import lowest_id_at
-from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.model.messages import (
+    HistoryPage,
+    Message,
+    Moderation,
+    RoomEvent,
+    RoomInfo,
+    SessionRecord,
+    StreamSlice,
+)
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Expired sessions and old room events are deleted at most this often (seconds).
 PURGE_EVERY_SECONDS = 60.0
 
@@ -86,15 +95,44 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at_ms)",
     ),
+    # Room streams (docs/delivery.md): a position per message and event, per room, assigned
+    # in the insert's transaction; rows stored before get positions in id order.
+    4: (
+        "ALTER TABLE messages ADD COLUMN pos INTEGER",
+        "ALTER TABLE room_events ADD COLUMN pos INTEGER",
+        """CREATE TEMP TABLE stream_backfill AS
+            SELECT room, id, row_number() OVER (PARTITION BY room ORDER BY id) AS n
+            FROM (SELECT room, id FROM messages UNION ALL SELECT room, id FROM room_events)""",
+        """UPDATE messages SET pos = b.n FROM temp.stream_backfill AS b
+            WHERE messages.room = b.room AND messages.id = b.id""",
+        """UPDATE room_events SET pos = b.n FROM temp.stream_backfill AS b
+            WHERE room_events.room = b.room AND room_events.id = b.id""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS messages_pos ON messages (room, pos)",
+        "CREATE UNIQUE INDEX IF NOT EXISTS room_events_pos ON room_events (room, pos)",
+        # head: the newest position; floor: positions up to it may be gone (purged events).
+        """CREATE TABLE IF NOT EXISTS room_streams (
+            room TEXT PRIMARY KEY,
+            head INTEGER NOT NULL,
+            floor INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID""",
+        """INSERT INTO room_streams (room, head)
+            SELECT room, max(n) FROM temp.stream_backfill GROUP BY room""",
+        "DROP TABLE temp.stream_backfill",
+        "CREATE TABLE IF NOT EXISTS stream_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+        "INSERT OR IGNORE INTO stream_meta (key, value) VALUES ('epoch', lower(hex(randomblob(8))))",
+    ),
 }
 
 T = TypeVar("T")
 
-_COLUMNS = "id, room, user_id, user_name, text, created_at_ms, client_msg_id, edited_at_ms, deleted, kind"
+_COLUMNS = (
+    "id, room, user_id, user_name, text, created_at_ms, client_msg_id, edited_at_ms, deleted, kind, pos"
+)
+_EVENT_COLUMNS = "id, kind, message_id, payload, pos"
 
 
 def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
-    (id_, room, user_id, user_name, text, created, client_msg_id, edited, deleted, kind) = tuple(row)
+    (id_, room, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos) = tuple(row)
     return Message(
         id=str(id_),
         room=str(room),
@@ -106,6 +144,19 @@ def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
         edited_at_ms=None if edited is None else int(edited),
         deleted=bool(deleted),
         kind=str(kind),
+        pos=None if pos is None else int(str(pos)),
+    )
+
+
+def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
+    id_, kind, message_id, payload, pos = row
+    return RoomEvent(
+        str(id_),
+        room,
+        str(kind),
+        str(message_id),
+        json.loads(str(payload)),
+        None if pos is None else int(pos),
     )
 
 
@@ -294,25 +345,30 @@ class SqliteStore:
         self._purged_at = now
         return now
 
-    async def append_event(self, event: RoomEvent) -> None:
-        """Insert an edit/delete event (an id seen before is ignored)."""
-        await self._run(
-            _write,
-            """INSERT INTO room_events (room, id, kind, message_id, payload) VALUES (?,?,?,?,?)
-               ON CONFLICT DO NOTHING""",
-            (event.room, event.id, event.kind, event.message_id, json.dumps(event.payload)),
-            self._purge_due(),
-        )
+    async def append_event(self, event: RoomEvent) -> RoomEvent:
+        """Insert an edit/delete event at the room's next position (an id seen before keeps
+        its first position)."""
+        return await self._run(_append_event, event, self._purge_due())
 
     async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
         """Oldest first, strictly newer than ``after_id``."""
         found = await self._run(
             _query,
-            """SELECT id, kind, message_id, payload FROM room_events
-               WHERE room=? AND id > ? ORDER BY id ASC LIMIT ?""",
+            f"SELECT {_EVENT_COLUMNS} FROM room_events WHERE room=? AND id > ? ORDER BY id ASC LIMIT ?",
             (room, after_id, max(0, limit)),
         )
-        return [RoomEvent(str(i), room, str(k), str(m), json.loads(str(p))) for i, k, m, p in found]
+        return [_event(room, r) for r in found]
+
+    async def stream_epoch(self) -> str:
+        """The random id written when the database was created (migration 4)."""
+        found = await self._run(_query, "SELECT value FROM stream_meta WHERE key='epoch'", ())
+        if not found:
+            raise StoreUnavailable("message store has no stream epoch; run `chatsvc migrate`")
+        return str(found[0][0])
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        """Messages and events with positions above ``pos``, in position order."""
+        return await self._run(_stream_after, room, pos, max(0, limit))
 
     async def save_session(self, record: SessionRecord) -> None:
         """Upsert the session row."""
@@ -382,15 +438,78 @@ def _write(db: sqlite3.Connection, sql: str, params: tuple[Any, ...], purge_at: 
         changed = db.execute(sql, params).rowcount
         if purge_at is not None:
             db.execute("DELETE FROM sessions WHERE expires_at_ms <= ?", (int(purge_at * 1000),))
-            floor = lowest_id_at(int((purge_at - EVENT_RETENTION_SECONDS) * 1000))
-            db.execute("DELETE FROM room_events WHERE id < ?", (floor,))
+            _purge_events(db, lowest_id_at(int((purge_at - EVENT_RETENTION_SECONDS) * 1000)))
         return changed
+
+
+def _purge_events(db: sqlite3.Connection, floor_id: str) -> None:
+    """Drop events older than ``floor_id``; their rooms' stream floor rises past them, so a
+    catch-up from before them is told to resync rather than answered without them."""
+    db.execute(
+        """UPDATE room_streams SET floor = max(floor, (
+               SELECT max(pos) FROM room_events e WHERE e.room = room_streams.room AND e.id < ?))
+           WHERE room IN (SELECT room FROM room_events WHERE id < ? AND pos IS NOT NULL)""",
+        (floor_id, floor_id),
+    )
+    db.execute("DELETE FROM room_events WHERE id < ?", (floor_id,))
+
+
+def _next_pos(db: sqlite3.Connection, room: str) -> int:
+    """The room's next stream position, inside the caller's transaction."""
+    row = db.execute(
+        """INSERT INTO room_streams (room, head) VALUES (?, 1)
+           ON CONFLICT (room) DO UPDATE SET head = head + 1 RETURNING head""",
+        (room,),
+    ).fetchone()
+    return int(row[0])
+
+
+def _append_event(db: sqlite3.Connection, event: RoomEvent, purge_at: float | None) -> RoomEvent:
+    with db:
+        cursor = db.execute(
+            """INSERT INTO room_events (room, id, kind, message_id, payload) VALUES (?,?,?,?,?)
+               ON CONFLICT DO NOTHING""",
+            (event.room, event.id, event.kind, event.message_id, json.dumps(event.payload)),
+        )
+        if cursor.rowcount == 1:
+            pos = _next_pos(db, event.room)
+            db.execute("UPDATE room_events SET pos=? WHERE room=? AND id=?", (pos, event.room, event.id))
+            stored = replace(event, pos=pos)
+        else:
+            row = db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM room_events WHERE room=? AND id=?", (event.room, event.id)
+            ).fetchone()
+            stored = _event(event.room, row) if row is not None else event
+        if purge_at is not None:
+            db.execute("DELETE FROM sessions WHERE expires_at_ms <= ?", (int(purge_at * 1000),))
+            _purge_events(db, lowest_id_at(int((purge_at - EVENT_RETENTION_SECONDS) * 1000)))
+        return stored
+
+
+def _stream_after(db: sqlite3.Connection, room: str, pos: int, limit: int) -> StreamSlice:
+    # Plain SELECTs on the one connection: no write can land between them.
+    row = db.execute("SELECT head, floor FROM room_streams WHERE room=?", (room,)).fetchone()
+    head, floor = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+    if pos < floor or pos > head:
+        return StreamSlice([], False, head, covered=False)
+    messages = db.execute(
+        f"SELECT {_COLUMNS} FROM messages WHERE room=? AND pos > ? ORDER BY pos LIMIT ?",
+        (room, pos, limit + 1),
+    ).fetchall()
+    events = db.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM room_events WHERE room=? AND pos > ? ORDER BY pos LIMIT ?",
+        (room, pos, limit + 1),
+    ).fetchall()
+    records: list[Message | RoomEvent] = [_row(m) for m in messages]
+    records.extend(_event(room, e) for e in events)
+    records.sort(key=lambda r: r.pos or 0)
+    return StreamSlice(records[:limit], len(records) > limit, head)
 
 
 def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
     with db:
         cursor = db.execute(
-            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL) ON CONFLICT DO NOTHING",
             (
                 message.id,
                 message.room,
@@ -412,13 +531,22 @@ def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
             if row is not None:
                 return _row(row), False
             raise StoreUnavailable("message conflicted but could not be read back")
+        if cursor.rowcount == 0:  # the same id twice: the stored one, at its position
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE room=? AND id=?", (message.room, message.id)
+            ).fetchone()
+            if row is None:
+                raise StoreUnavailable("message conflicted but could not be read back")
+            return _row(row), False
+        pos = _next_pos(db, message.room)
+        db.execute("UPDATE messages SET pos=? WHERE room=? AND id=?", (pos, message.room, message.id))
         db.execute(
             """INSERT INTO rooms (name, created_at_ms, last_message_id) VALUES (?,?,?)
                ON CONFLICT (name) DO UPDATE SET last_message_id = excluded.last_message_id
                WHERE excluded.last_message_id > coalesce(rooms.last_message_id, '')""",
             (message.room, message.created_at_ms, message.id),
         )
-        return message, True
+        return replace(message, pos=pos), True
 
 
 def _change(db: sqlite3.Connection, sql: str, params: tuple[Any, ...], room: str, message_id: str) -> Message:

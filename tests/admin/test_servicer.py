@@ -219,6 +219,7 @@ async def test_delete_message(admin: Admin, clients: ClientPool, shared_server: 
     assert reply.message.deleted and reply.message.text == ""
     deleted = await alice.next("message_deleted")
     assert deleted.pop("event_id") > message.id  # the room event log's id, additive
+    assert deleted.pop("pos").endswith(":2")  # the delete's own stream position (the message's is 1)
     assert deleted == {"id": message.id, "room": room, "deleted_by": "admin"}
     history = await admin.GetHistory(admin_pb2.GetHistoryRequest(room=room))
     assert history.messages[0].deleted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -383,3 +384,20 @@ async def test_the_watcher_hears_every_count_change_local_or_remote() -> None:
     await presence.leave("hot", ALICE, "s2")
     assert changed == ["hot", "hot", "hot", "hot"]
     assert presence.online_now("hot") == 0
+
+
+async def test_presence_resyncs_within_a_heartbeat_of_the_bus_returning(
+    cluster: Callable[..., ClusterPresence], net: ControlNet
+) -> None:
+    """Issue 21: publish retries used to back off to 30 s, so presence stayed stale for
+    seconds after the bus came back. They now stop growing at one heartbeat interval.
+    (Before: after 4 s down the sender slept until 7.5 s, so 1.5 s below could not hold.)"""
+    a, b = cluster("a"), cluster("b")
+    await a.start()
+    await b.start()
+    await eventually(lambda: a.peers() == ["b"] and b.peers() == ["a"])
+    net.up = False
+    await a.join("TSLA", ALICE, "s1")
+    await asyncio.sleep(4.0)  # long enough for the old backoff to reach a 4 s sleep
+    net.up = True
+    await eventually(lambda: _is(b, "TSLA", ["alice"]), within=1.5, what="state resynced at once")

@@ -15,7 +15,7 @@ from tests.support.clients import TRANSPORTS, WAIT, ChatClient, ClientPool, asse
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
 
-MESSAGE_KEYS = {"id", "room", "user", "text", "client_msg_id", "created_at"}
+MESSAGE_KEYS = {"id", "room", "user", "text", "client_msg_id", "created_at", "pos"}
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +282,7 @@ async def test_edit_and_delete(server: ServerProcess, clients: ClientPool) -> No
     assert await alice.ok("delete", {"room": room, "id": msg["id"]}) == {"ok": True, "id": msg["id"]}
     deleted = await bob.next("message_deleted")
     assert deleted.pop("event_id") > msg["id"]  # the room event log's id, additive
+    assert deleted.pop("pos").split(":")[0] == msg["pos"].split(":")[0]  # the event's stream position
     assert deleted == {"id": msg["id"], "room": room, "deleted_by": "alice"}
     assert await alice.error("edit", {"room": room, "id": msg["id"], "text": "back"}) == "not_found"
 

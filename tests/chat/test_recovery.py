@@ -453,3 +453,32 @@ async def test_journals_are_the_same_whether_the_frame_is_written_or_queued(
         ("eio2", frame(wire(first))),
         ("eio2", frame(wire(second))),
     ]
+
+
+async def test_replayed_messages_and_events_carry_their_stream_positions(store: MemoryStore) -> None:
+    recovery = Recovery(store, limits())
+    live = recovery.start("s1", "alice")
+    recovery.joined("s1", ROOM)
+    seen = message("seen")
+    await store.append(seen)
+    await deliver(recovery, ["s1"], seen)
+    await recovery.end("s1", "ping timeout")
+    missed, _ = await store.append(message("missed"))
+    edit_id = ids.new()
+    edit = await store.append_event(
+        RoomEvent(edit_id, ROOM, "edited", seen.id, {"id": seen.id, "event_id": edit_id})
+    )
+    assert await claim(recovery, live.pid, seen.id) == "s1"
+    replayed: list[tuple[str, Any]] = []
+
+    async def send(event: str, payload: dict[str, Any], offset: str) -> None:
+        replayed.append((event, payload.get("pos")))
+
+    async def enter(room: str) -> None:
+        pass
+
+    assert recovery.resume("s1") is not None
+    await recovery.restore("s1", send, enter)
+    epoch = await store.stream_epoch()
+    assert missed.pos == 2 and edit.pos == 3
+    assert replayed == [("message", f"{epoch}:2"), ("message_edited", f"{epoch}:3")]

@@ -83,10 +83,13 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 async def test_post_stores_then_delivers(service: ChatService, recorder: Recorder, metrics: Metrics) -> None:
     message, created = await service.post("r", ALICE, "hello", "c1", skip_sid="sid-a")
     assert created
-    assert recorder.events == [("message", message_wire(message), "r", "sid-a")]
+    epoch = await service.epoch()
+    assert message.pos == 1
+    assert recorder.events == [("message", message_wire(message, epoch), "r", "sid-a")]
     assert (await service.history("r", None, 10)).messages == [message]
-    wire = message_wire(message)
-    assert set(wire) == {"id", "room", "user", "text", "client_msg_id", "created_at"}
+    wire = message_wire(message, epoch)
+    assert set(wire) == {"id", "room", "user", "text", "client_msg_id", "created_at", "pos"}
+    assert wire["pos"] == f"{epoch}:1" and service.wire(message) == wire
     assert wire["user"] == {"id": "alice", "name": "Alice"}
     assert wire["created_at"].endswith("Z")
     assert sample(metrics, "chatsvc_messages_in_total") == 1
@@ -207,7 +210,12 @@ async def test_edit_permissions(service: ChatService, recorder: Recorder) -> Non
     assert recorder.names() == ["message", "message_edited", "message_edited"]
     edits = [payload for name, payload, *_ in recorder.events if name == "message_edited"]
     logged = await service.store.events_after("r", message.id, 10)
-    assert [(e.kind, e.id, e.payload) for e in logged] == [("edited", p["event_id"], p) for p in edits]
+    # Delivered at the event's own position (the message keeps its own: 1); stored without.
+    epoch = await service.epoch()
+    assert [p.pop("pos") for p in edits] == [f"{epoch}:2", f"{epoch}:3"]
+    assert [(e.kind, e.id, e.payload, e.pos) for e in logged] == [
+        ("edited", p["event_id"], p, n) for p, n in zip(edits, (2, 3), strict=True)
+    ]
     assert [p["text"] for p in edits] == ["by author", "by admin"]
 
 
@@ -220,6 +228,7 @@ async def test_delete_permissions(service: ChatService, recorder: Recorder) -> N
     assert deleted.deleted and deleted.text == ""
     name, payload, room, skip = recorder.events[-1]
     event_id = payload.pop("event_id")
+    assert payload.pop("pos") == f"{await service.epoch()}:3"
     assert (name, payload, room, skip) == (
         "message_deleted",
         {"id": a.id, "room": "r", "deleted_by": "alice"},

@@ -6,8 +6,8 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from chatsvc.chat.wire import iso_ms, message_wire
-from chatsvc.model.messages import Message
+from chatsvc.chat.wire import event_wire, iso_ms, message_wire, parse_position, position
+from chatsvc.model.messages import Message, RoomEvent
 
 
 def _reference(ms: int) -> str:
@@ -44,3 +44,33 @@ def test_message_wire_shows_optional_fields_only_when_set() -> None:
         True,
         "c1",
     )
+
+
+def test_positions_round_trip_and_nothing_else_parses() -> None:
+    assert position("ab12", 7) == "ab12:7"
+    assert parse_position("ab12:7") == ("ab12", 7)
+    assert parse_position(position("0" * 32, 10**17)) == ("0" * 32, 10**17)
+    for bad in (
+        "",
+        "ab12",
+        "ab12:",
+        ":7",
+        "AB12:7",
+        "ab12:-1",
+        "ab12:7:8",
+        "a" * 33 + ":1",
+        "ab12:" + "9" * 19,
+    ):
+        assert parse_position(bad) is None, bad
+
+
+def test_event_wire_names_the_live_event_and_its_position() -> None:
+    event = RoomEvent("e1", "r", "deleted", "m1", {"id": "m1", "room": "r", "event_id": "e1"}, pos=4)
+    assert event_wire(event, "ep") == {
+        "id": "m1",
+        "room": "r",
+        "event_id": "e1",
+        "event": "message_deleted",
+        "pos": "ep:4",
+    }
+    assert "pos" not in event_wire(event, None)

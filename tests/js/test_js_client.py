@@ -152,7 +152,7 @@ def test_chat_between_two_js_clients(node: str, server: ServerProcess, transport
     first, as_text, retry, not_json, bad_text = acks(lines, "a", "message")
     assert set(first) == {"ok", "message", "duplicate"} and first["duplicate"] is False
     message = first["message"]
-    assert set(message) == {"id", "room", "user", "text", "client_msg_id", "created_at"}
+    assert set(message) == {"id", "room", "user", "text", "client_msg_id", "created_at", "pos"}
     assert (message["room"], message["text"], message["client_msg_id"]) == (room, "hello from js", "js-1")
     assert message["user"] == {"id": "jsa", "name": "Jsa"}
     assert as_text["ok"] is True and as_text["message"]["text"] == "sent as JSON text"

@@ -4,6 +4,7 @@ one-way write-time tricks, TLS setup, and surviving a CQL outage without a resta
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -293,3 +294,20 @@ async def test_cql_node_outage_and_recovery_without_restart(
     stored = {m["id"]: m["text"] for m in page["messages"]}
     assert acked.items() <= stored.items(), "every acked message is in history"
     assert len(acked) == 5
+
+
+def test_an_outage_logs_each_cause_once_however_they_alternate(caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 21: a node going down alternates between timeouts and refused connections; the
+    log said so twice a second. Each cause is logged once per outage, and again after one."""
+    store = ScyllaStore(ScyllaSettings(contact_points=("127.0.0.1",), port=free_port()))
+    session = store._db
+    causes = [OperationTimedOut("t"), NoHostAvailable("down", {"127.0.0.1": ConnectionRefusedError()})]
+    with caplog.at_level(logging.INFO, logger="chatsvc.store.scylla.driver"):
+        for i in range(20):
+            assert isinstance(session._failed(causes[i % 2]), StoreUnavailable)
+        session._succeeded()
+        session._succeeded()
+        session._failed(causes[0])
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == ["WARNING", "WARNING", "INFO", "WARNING"], lines
+    assert "timed out" in lines[2][1] and "reachable" in lines[2][1]

@@ -68,6 +68,12 @@ def _settle(future: asyncio.Future[list[Row]], rows: Any, error: BaseException |
         future.set_result(list(rows or ()))
 
 
+def _column_exists(exc: InvalidRequest) -> bool:
+    """Cassandra's and ScyllaDB's words for "that column is already there"."""
+    text = str(exc).lower()
+    return "already exist" in text or "conflicts with an existing column" in text
+
+
 def describe_failure(exc: BaseException) -> str:
     """A short, secret-free description of a driver exception."""
     if isinstance(exc, NoHostAvailable):
@@ -123,6 +129,8 @@ class ScyllaSession:
         self._prepare_lock = asyncio.Lock()
         self._in_flight = asyncio.Semaphore(settings.max_in_flight)
         self._failing: str | None = None
+        #: Failure descriptions logged since requests last succeeded (a handful at most).
+        self._logged_failures: set[str] = set()
 
     def ssl_context(self) -> ssl.SSLContext | None:
         tls = self._settings.tls
@@ -211,7 +219,13 @@ class ScyllaSession:
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[version]:
-                session.execute(statement.format(ks=ks), timeout=DDL_TIMEOUT_SECONDS)
+                try:
+                    session.execute(statement.format(ks=ks), timeout=DDL_TIMEOUT_SECONDS)
+                except InvalidRequest as exc:
+                    # ALTER ... ADD has no IF NOT EXISTS on every server: a column an
+                    # interrupted run of this migration already added is not an error.
+                    if not (statement.startswith("ALTER TABLE") and _column_exists(exc)):
+                        raise
             session.execute(version_put, (SCHEMA_SCOPE, version, datetime.now(UTC)), timeout=self._timeout)
             log.info("ScyllaDB keyspace %s migrated to schema version %d", ks, version)
         return current
@@ -269,15 +283,20 @@ class ScyllaSession:
 
     def _failed(self, exc: BaseException) -> StoreUnavailable:
         message = describe_failure(exc)
-        if self._failing != message:  # log each kind of failure once, not every request
-            self._failing = message
+        # Each kind of failure once per outage, not every request, nor every time a node
+        # that is down alternates between timing out and refusing (issue 21).
+        if message not in self._logged_failures:
+            self._logged_failures.add(message)
             log.warning("ScyllaDB request failed: %s (%s)", message, type(exc).__name__)
+        self._failing = message
         return StoreUnavailable(message)
 
     def _succeeded(self) -> None:
         if self._failing is not None:
-            log.info("ScyllaDB requests succeed again (after: %s)", self._failing)
+            causes = "; ".join(sorted(self._logged_failures))
+            log.info("ScyllaDB requests succeed again (after: %s)", causes)
             self._failing = None
+            self._logged_failures.clear()
 
     async def run(self, name: str, params: Sequence[object], *, time_limit: float | None = None) -> list[Row]:
         """Execute one prepared statement without blocking the loop; rows as tuples."""

@@ -9,12 +9,14 @@ from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
 
-COLUMNS = "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind"
+COLUMNS = "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos"
+#: Positions per ``room_stream`` partition: a room's stream is read partition by partition.
+STREAM_CHUNK: Final = 10_000
 
 #: Schema, one tuple of statements per version. ``{ks}`` is the (validated) keyspace name.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -98,6 +100,35 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             expires_at bigint
         ) WITH gc_grace_seconds = 10800""",
     ),
+    # Room streams (docs/delivery.md): each message and event gets a position in its room's
+    # stream. ``room_stream`` is the stream in position order, in partitions of
+    # STREAM_CHUNK positions (a message row is a reference, its text stays in ``messages``;
+    # an event row carries the event). ``room_heads`` is each room's newest position,
+    # written USING TIMESTAMP of the position so it only moves forward; ``stream_meta``
+    # holds the epoch. (ALTER ... ADD of a column that exists is tolerated by the driver,
+    # so a migration interrupted half way can run again.)
+    3: (
+        "ALTER TABLE {ks}.messages ADD pos bigint",
+        "ALTER TABLE {ks}.room_events ADD pos bigint",
+        """CREATE TABLE IF NOT EXISTS {ks}.room_stream (
+            room text,
+            chunk bigint,
+            pos bigint,
+            kind text,
+            ref text,
+            target text,
+            payload text,
+            PRIMARY KEY ((room, chunk), pos)
+        ) WITH CLUSTERING ORDER BY (pos ASC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.room_heads (
+            room text PRIMARY KEY,
+            head bigint
+        )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.stream_meta (
+            scope text PRIMARY KEY,
+            epoch text
+        )""",
+    ),
 }
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
@@ -113,7 +144,7 @@ STATEMENTS: Final[dict[str, str]] = {
     "version_get": "SELECT version FROM {ks}.schema_version WHERE scope = ? LIMIT 1",
     "version_put": "INSERT INTO {ks}.schema_version (scope, version, applied_at) VALUES (?, ?, ?)",
     "msg_insert": (
-        f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "msg_get": (
         f"SELECT {COLUMNS}, writetime(text) FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id = ?"
@@ -156,12 +187,29 @@ STATEMENTS: Final[dict[str, str]] = {
     "mod_get": "SELECT until_ms, reason FROM {ks}.moderation WHERE kind = ? AND room = ? AND user_id = ?",
     "mod_delete": "DELETE FROM {ks}.moderation WHERE kind = ? AND room = ? AND user_id = ?",
     "ev_insert": (
-        "INSERT INTO {ks}.room_events (room, bucket, id, kind, message_id, payload) VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO {ks}.room_events (room, bucket, id, kind, message_id, payload, pos)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "ev_get": (
+        "SELECT id, kind, message_id, payload, pos FROM {ks}.room_events"
+        " WHERE room = ? AND bucket = ? AND id = ?"
     ),
     "ev_after": (
-        "SELECT id, kind, message_id, payload FROM {ks}.room_events WHERE room = ? AND bucket = ? AND id > ?"
-        " LIMIT ?"
+        "SELECT id, kind, message_id, payload, pos FROM {ks}.room_events"
+        " WHERE room = ? AND bucket = ? AND id > ? LIMIT ?"
     ),
+    "stream_put": (
+        "INSERT INTO {ks}.room_stream (room, chunk, pos, kind, ref, target, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "stream_after": (
+        "SELECT pos, kind, ref, target, payload FROM {ks}.room_stream"
+        " WHERE room = ? AND chunk = ? AND pos > ? LIMIT ?"
+    ),
+    "head_put": "UPDATE {ks}.room_heads USING TIMESTAMP ? SET head = ? WHERE room = ?",
+    "head_get": "SELECT head FROM {ks}.room_heads WHERE room = ?",
+    "epoch_get": "SELECT epoch FROM {ks}.stream_meta WHERE scope = ?",
+    "epoch_put": "INSERT INTO {ks}.stream_meta (scope, epoch) VALUES (?, ?) IF NOT EXISTS",
     "sess_put": (
         "INSERT INTO {ks}.sessions (pid, user_id, data, expires_at) VALUES (?, ?, ?, ?) USING TTL ?"
     ),
@@ -170,7 +218,7 @@ STATEMENTS: Final[dict[str, str]] = {
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
-NOT_IDEMPOTENT: Final = frozenset({"sess_take"})
+NOT_IDEMPOTENT: Final = frozenset({"sess_take", "epoch_put"})
 
 
 def replication_cql(spec: str) -> str:

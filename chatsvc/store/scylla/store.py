@@ -13,10 +13,19 @@ from typing import Final
 
 from chatsvc.errors import InvalidMessageId, NotFound
 from chatsvc.model.ids import id_value, is_message_id, lowest_id_at, timestamp_ms
-from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.model.messages import (
+    HistoryPage,
+    Message,
+    Moderation,
+    RoomEvent,
+    RoomInfo,
+    SessionRecord,
+    StreamSlice,
+)
 from chatsvc.settings import ScyllaSettings
 from chatsvc.store.base import BUCKET_MS, bucket_of
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
+from chatsvc.store.scylla.stream import ScyllaStream
 
 #: A history call that meets this many consecutive empty buckets returns what it has with a
 #: cursor at the last bucket it looked at; the client pages on from there. This bounds the
@@ -58,7 +67,7 @@ def _bucket(message_id: str) -> int:
 
 
 def _message(room: str, row: Row) -> Message:
-    id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind = row[:9]
+    id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos = row[:10]
     gone = bool(deleted)
     return Message(
         id=str(id_),
@@ -71,6 +80,19 @@ def _message(room: str, row: Row) -> Message:
         edited_at_ms=None if edited is None else int(edited),
         deleted=gone,
         kind=str(kind or "user"),
+        pos=None if pos is None else int(pos),
+    )
+
+
+def _event(room: str, row: Row) -> RoomEvent:
+    id_, kind, message_id, payload, pos = row
+    return RoomEvent(
+        str(id_),
+        room,
+        str(kind),
+        str(message_id),
+        json.loads(str(payload)),
+        None if pos is None else int(pos),
     )
 
 
@@ -83,11 +105,16 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
 class ScyllaStore:
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
-    def __init__(self, settings: ScyllaSettings) -> None:
+    def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:
+        """``positions``: number room streams (one writer per room, docs/delivery.md). Off
+        when several replicas write (Kafka): their counters would hand out the same
+        positions, so records get none and every position catch-up answers ``reset``."""
         self._db = ScyllaSession(settings)
+        self._positions = positions
         self._run = self._db.run
         self._gather = self._db.gather
         self._rooms_written: OrderedDict[str, int] = OrderedDict()  # room -> earliest created ms
+        self._stream = ScyllaStream(self._run)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -140,12 +167,17 @@ class ScyllaStore:
         while len(self._rooms_written) > ROOM_CACHE_SIZE:
             self._rooms_written.popitem(last=False)
 
-    async def _write(self, message: Message) -> None:
+    async def _write(self, message: Message) -> Message:
         # Order matters. The room (first bucket, last id) and the idempotency key are written
         # before the message: once a message exists, paging can reach it and a retry finds it.
         # A failure in between leaves at most an empty bucket, a last id ahead of the newest
         # message, or a key without its message, which the retry completes (see append).
-        writes = self._room_writes(message)
+        writes = []
+        if self._positions:
+            message = replace(message, pos=await self._stream.next_pos(message.room))
+            assert message.pos is not None
+            writes.extend(self._stream.writes(message.room, message.pos, "message", message.id))
+        writes.extend(self._room_writes(message))
         if message.client_msg_id is not None:
             writes.append(
                 self._run(
@@ -174,9 +206,11 @@ class ScyllaStore:
                 UNSET if message.edited_at_ms is None else message.edited_at_ms,
                 True if message.deleted else UNSET,
                 message.kind,
+                UNSET if message.pos is None else message.pos,
             ),
         )
         self._remember_room(message.room, message.created_at_ms)
+        return message
 
     async def append(self, message: Message) -> tuple[Message, bool]:
         """Store ``message`` unless its ``(room, user_id, client_msg_id)`` was stored before.
@@ -198,15 +232,14 @@ class ScyllaStore:
                 # An earlier attempt wrote the key and failed before the message: finish it
                 # under the original id, so every attempt converges on one message.
                 message = replace(message, id=original_id, created_at_ms=created)
-        await self._write(message)
-        return message, True
+        return await self._write(message), True
 
     async def _get(self, room: str, message_id: str) -> tuple[Row, int] | None:
         rows = await self._run("msg_get", (room, _bucket(message_id), message_id))
         if not rows or rows[0][1] is None:
             return None
         row = rows[0]
-        return row[:9], int(row[9] or 0)
+        return row[:10], int(row[10] or 0)
 
     async def get(self, room: str, message_id: str) -> Message | None:
         """One message by id (its bucket comes from the id)."""
@@ -390,19 +423,26 @@ class ScyllaStore:
 
     # -- connection state recovery ----------------------------------------------------------
 
-    async def append_event(self, event: RoomEvent) -> None:
-        """One row in the event's (room, bucket) partition; expires with the table's TTL."""
-        await self._run(
-            "ev_insert",
-            (
-                event.room,
-                _bucket(event.id),
-                event.id,
-                event.kind,
-                event.message_id,
-                json.dumps(event.payload),
-            ),
+    async def append_event(self, event: RoomEvent) -> RoomEvent:
+        """One row in the event's (room, bucket) partition (expiring with the table's TTL)
+        and one in the room's stream (kept, like messages); a repeated id keeps its position."""
+        bucket = _bucket(event.id)
+        payload = json.dumps(event.payload)
+        if not self._positions:  # an upsert: a repeat is harmless
+            row = (event.room, bucket, event.id, event.kind, event.message_id, payload, UNSET)
+            await self._run("ev_insert", row)
+            return event
+        seen = await self._run("ev_get", (event.room, bucket, event.id))
+        if seen and seen[0][4] is not None:
+            return _event(event.room, seen[0])
+        pos = await self._stream.next_pos(event.room)
+        await self._gather(
+            *self._stream.writes(event.room, pos, event.kind, event.id, event.message_id, payload)
         )
+        await self._run(
+            "ev_insert", (event.room, bucket, event.id, event.kind, event.message_id, payload, pos)
+        )
+        return replace(event, pos=pos)
 
     async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
         """Buckets walked forwards from ``after_id``'s to now's (events are at most days old)."""
@@ -414,12 +454,25 @@ class ScyllaStore:
         while bucket <= last and len(found) < limit:
             chunk = min(SCAN_CHUNK, limit - len(found))
             rows = await self._run("ev_after", (room, bucket, floor, chunk))
-            found.extend(RoomEvent(str(i), room, str(k), str(m), json.loads(str(p))) for i, k, m, p in rows)
+            found.extend(_event(room, r) for r in rows)
             if len(rows) == chunk:
                 floor = str(rows[-1][0])
             else:
                 bucket += 1
         return found[:limit]
+
+    # -- room streams -----------------------------------------------------------------------
+
+    async def stream_epoch(self) -> str:
+        """The keyspace's epoch (created at first use)."""
+        return await self._stream.epoch()
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        """Records after ``pos`` in position order (see chatsvc.store.scylla.stream); never
+        covered when this store does not number records."""
+        if not self._positions:
+            return StreamSlice([], False, 0, covered=False)
+        return await self._stream.after(room, pos, limit, self.get)
 
     async def save_session(self, record: SessionRecord) -> None:
         """Written ``USING TTL`` until its expiry: the cluster forgets it by itself."""
