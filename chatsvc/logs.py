@@ -16,11 +16,9 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
 #: Redaction rules, applied in order. Partial tokens matter: aiohttp cuts an oversize header
@@ -113,41 +111,6 @@ class DriverTracebackFilter(logging.Filter):
         return True
 
 
-class BadRequestFilter(logging.Filter):
-    """aiohttp logs every request it cannot parse (oversize header, bad request line) as an
-    ERROR with a traceback: a client's garbage, one traceback per request. This keeps one
-    line without traceback per request, at most :attr:`per_minute` a minute (then one line
-    saying how many were left out); server-side errors keep their traceback."""
-
-    per_minute = 5
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self._clock = clock
-        self._window = -1
-        self._logged = 0
-        self._dropped = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if record.name != "aiohttp.server" or not isinstance(exc, HttpProcessingError):
-            return True
-        window = int(self._clock() // 60)
-        if window != self._window:
-            self._window, self._logged = window, 0
-        if self._logged >= self.per_minute:
-            self._dropped += 1
-            return False
-        self._logged += 1
-        note = f" ({self._dropped} more left out)" if self._dropped else ""
-        self._dropped = 0
-        reason = str(getattr(exc, "message", "") or exc).splitlines()[0][:200]
-        record.msg = f"{record.getMessage()}: {type(exc).__name__}: {reason}{note}"
-        record.args, record.exc_info, record.exc_text = None, None, None
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
 class TextFormatter(logging.Formatter):
     """``time level logger: message``, redacted after formatting (tracebacks included)."""
 
@@ -192,7 +155,6 @@ def configure(level: str, log_format: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     handler.addFilter(DriverTracebackFilter())
-    handler.addFilter(BadRequestFilter())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

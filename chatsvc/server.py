@@ -16,6 +16,7 @@ from chatsvc.errors import StartupError
 from chatsvc.logs import AccessLogger
 from chatsvc.settings import Settings
 from chatsvc.tls import tls_context
+from chatsvc.transport import http_errors
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def tune_gc() -> None:
 def run(settings: Settings) -> None:
     """Run :func:`serve` to completion on the fastest event loop available."""
     tune_gc()
+    http_errors.install()  # a request aiohttp cannot parse: one line, not a traceback
     factory = event_loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
         log.info("event loop: %s", "uvloop" if factory is not None else "asyncio")

@@ -15,6 +15,7 @@ import pytest
 from aiohttp.http_exceptions import LineTooLong
 
 from chatsvc import logs
+from chatsvc.transport import http_errors
 from tests.support.clients import TRANSPORTS, ClientPool, running_server, until
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
@@ -303,9 +304,10 @@ async def test_json_server_log_has_no_sid_and_no_token_fragment(json_server: Ser
     health = [r for r in records if r.get("request_id") == "probe-42"]
     assert health[0]["level"] == "INFO" and "/healthz" in str(health[0]["message"])
     assert "sid=***" in json.dumps(polling)
-    # The join event's POST is logged with who and where (the namespace binds them per event).
-    joined = [r for r in polling if r.get("user_id") == "polling-user" and r.get("room") == "jsonlogs"]
-    assert joined and all(isinstance(r.get("sid"), str) and r["sid"] != eio_sid for r in joined), polling
+    # Events are handled by each connection's worker task (chatsvc.transport.events), not in
+    # the POST's request task, so a POST's access line no longer carries who and where; what
+    # the handlers log does (test_json_lines_carry_fields_context_and_one_line_exceptions).
+    assert not any(r.get("sid") == eio_sid for r in records)
     text = json_server.log_text()
     assert eio_sid not in text
     for jwt_text in (secret, big):
@@ -345,7 +347,7 @@ def test_driver_warnings_lose_their_traceback_errors_keep_it() -> None:
 
 def test_bad_request_filter_keeps_one_line_and_bounds_them() -> None:
     now = [0.0]
-    bad = logs.BadRequestFilter(clock=lambda: now[0])
+    bad = http_errors.BadRequestFilter(clock=lambda: now[0])
 
     def record(exc: BaseException | None, name: str = "aiohttp.server") -> logging.LogRecord:
         info = (type(exc), exc, None) if exc is not None else None
@@ -354,11 +356,11 @@ def test_bad_request_filter_keeps_one_line_and_bounds_them() -> None:
         )
 
     kept = []
-    for _ in range(logs.BadRequestFilter.per_minute + 3):
+    for _ in range(http_errors.BadRequestFilter.per_minute + 3):
         r = record(LineTooLong("Got more than 8190 bytes when reading", "8190"))
         if bad.filter(r):
             kept.append(r)
-    assert len(kept) == logs.BadRequestFilter.per_minute
+    assert len(kept) == http_errors.BadRequestFilter.per_minute
     assert all(r.exc_info is None and r.levelno == logging.WARNING for r in kept)
     assert "LineTooLong" in kept[0].getMessage() and "1.2.3.4" in kept[0].getMessage()
     now[0] = 61.0
@@ -386,4 +388,4 @@ async def test_a_flood_of_unparsable_requests_logs_a_few_lines_and_no_traceback(
         text = server.log_text()
     assert "Traceback" not in text
     lines = [line for line in text.splitlines() if "aiohttp.server" in line]
-    assert 1 <= len(lines) <= logs.BadRequestFilter.per_minute + 1, lines
+    assert 1 <= len(lines) <= http_errors.BadRequestFilter.per_minute + 1, lines
