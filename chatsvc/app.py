@@ -24,6 +24,7 @@ from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
+from chatsvc.chat.conversations import Conversations
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.recovery import Recovery
@@ -119,6 +120,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     service = ChatService(store, sio, metrics, settings.limits)
     verifier = JwtVerifier(settings.jwt)
     recovery = Recovery(store, settings.limits)
+    # Removed members leave the room on every replica by the moderator's kick action.
+    conversations = Conversations(store, sio, settings.limits, kick=lambda *args: moderator.kick(*args))  # noqa: PLW0108 - built below
     namespace = ChatNamespace(
         service,
         verifier,
@@ -130,6 +133,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         is_muted=records.is_muted,
         recovery=recovery,
         trusted_proxies=settings.trusted_proxies,
+        conversations=conversations,
     )
     sio.register_namespace(namespace)
     sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)

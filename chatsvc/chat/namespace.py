@@ -19,7 +19,8 @@ import socketio
 from chatsvc.auth.handshake import client_ip, proxy_networks, token_from_handshake
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
-from chatsvc.chat import payloads
+from chatsvc.chat import conversation_events, payloads
+from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.expiry import Expiries
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.presence import PresenceRegistry
@@ -40,11 +41,14 @@ from chatsvc.errors import (
     TooManyConnections,
 )
 from chatsvc.metrics import Metrics
+from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 
 log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
+#: Events on a private or direct room that only its members may send (issue 24).
+MEMBERS_ONLY_EVENTS = frozenset({"join", "leave", "message", "typing", "history", "read", "edit", "delete"})
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
 TRANSPORT_CLOSE_SECONDS = 5.0
 Handler = Callable[[str, "Connection", dict[str, Any]], Awaitable[Ack]]
@@ -88,6 +92,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         recovery: SessionRecovery | None = None,
         trusted_proxies: tuple[str, ...] = (),
         namespace: str = "/",
+        conversations: Conversations | None = None,
     ) -> None:
         super().__init__(namespace)
         self._service = service
@@ -121,6 +126,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "delete": self._delete,
             "refresh": self._refresh,
         }
+        self._conversations = conversations
+        if conversations is not None:
+            self._handlers.update(conversation_events.handlers(conversations, limits))
 
     # -- introspection used by the app and the admin API ---------------------------------
 
@@ -204,6 +212,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._connections[sid] = conn
         self._count(conn, 1)
         self._metrics.connections.set(len(self._connections))
+        if self._conversations is not None:
+            # Every socket of a user is in its user room: private and direct rooms'
+            # announcements reach it without a join (chatsvc.chat.conversations).
+            await self.enter_room(sid, user_room(identity.user_id))
 
     def _check_bounds(self, user_id: str, ip: str) -> None:
         """Refuse a socket past CHATSVC_MAX_CONNECTIONS_PER_USER / _PER_IP (this replica)."""
@@ -399,7 +411,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             handler = self._handlers.get(event)
             if handler is None:
                 raise InvalidPayload(f"unknown event {event[:32]!r}")
-            return await handler(sid, conn, payloads.as_object(data, self._limits.http_buffer_bytes))
+            payload = payloads.as_object(data, self._limits.http_buffer_bytes)
+            await self._check_access(event, conn, payload)
+            return await handler(sid, conn, payload)
         except ChatError as exc:
             self._metrics.errors.labels(exc.code).inc()
             return error_ack(exc)
@@ -410,6 +424,17 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     # -- events ---------------------------------------------------------------------------
 
+    async def _check_access(self, event: str, conn: Connection, payload: dict[str, Any]) -> None:
+        """Only members use a private or direct room (``forbidden`` otherwise, the same
+        whether it exists or not). A socket in the room passed this check at ``join``, and
+        a removed member's sockets are taken out of it on every replica: no store read for
+        a joined socket's messages, none at all for public rooms."""
+        if self._conversations is None or event not in MEMBERS_ONLY_EVENTS:
+            return
+        room = payload.get("room")
+        if isinstance(room, str) and members_only(room) and room not in conn.rooms:
+            await self._conversations.check(room, conn.identity.user_id)
+
     def _member(self, conn: Connection, payload: dict[str, Any]) -> str:
         room = payloads.room(payload)
         if room not in conn.rooms:
@@ -418,7 +443,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     def _allowed(self, conn: Connection, payload: dict[str, Any]) -> str:
         room = payloads.room(payload)
-        if not conn.identity.may_join(room):
+        # Private and direct rooms: membership (checked before) is the permission.
+        if not conn.identity.may_join(room) and not members_only(room):
             raise Forbidden(f"your token does not allow room {room}")
         return room
 
@@ -488,7 +514,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room = self._allowed(conn, payload)
         message_id = payloads.message_id(payload, "id", required=True)
         assert message_id is not None
-        await self._service.delete(room, message_id, conn.identity)
+        moderator = self._conversations is not None and await self._conversations.moderates(
+            room, conn.identity.user_id
+        )
+        await self._service.delete(room, message_id, conn.identity, moderator=moderator)
         return {"ok": True, "id": message_id}
 
     async def _refresh(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:

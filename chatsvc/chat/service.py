@@ -180,13 +180,15 @@ class ChatService:
             page = await self._store.history(room, before=since, limit=cap)
         return [m for m in reversed(page.messages) if timestamp_ms(m.id) >= floor]
 
-    async def _editable(self, room: str, message_id: str, actor: Identity) -> Message:
+    async def _editable(
+        self, room: str, message_id: str, actor: Identity, *, moderator: bool = False
+    ) -> Message:
         with _client_id("id"):
             async with self._metrics.timed_store("get"):
                 message = await self._store.get(room, message_id)
         if message is None or message.deleted:
             raise NotFound(f"no message {message_id} in {room}")
-        if message.user_id != actor.user_id and not actor.is_admin:
+        if message.user_id != actor.user_id and not actor.is_admin and not moderator:
             raise Forbidden("only the author or an admin may change a message")
         return message
 
@@ -218,10 +220,13 @@ class ChatService:
             return wire
         return payload
 
-    async def delete(self, room: str, message_id: str, actor: Identity | None) -> Message:
-        """Delete a message (author or admin; ``actor=None`` is the admin API) and tell the room."""
+    async def delete(
+        self, room: str, message_id: str, actor: Identity | None, *, moderator: bool = False
+    ) -> Message:
+        """Delete a message (author, admin, or with ``moderator`` a moderator of the room, as
+        chatsvc.chat.conversations says; ``actor=None`` is the admin API) and tell the room."""
         if actor is not None:
-            await self._editable(room, message_id, actor)
+            await self._editable(room, message_id, actor, moderator=moderator)
         with _client_id("id"):
             async with self._metrics.timed_store("delete"):
                 deleted = await self._store.delete(room, message_id, self._now_ms())

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.model.rooms import Conversation, Member
 
 #: Width of a time bucket. Ten days keeps a busy room's partition well under 100 MB.
 BUCKET_MS = 10 * 24 * 3600 * 1000
@@ -123,6 +124,45 @@ class SessionStore(Protocol):
         """Remove the session; True only for the one call that removed it (one use)."""
 
 
+class ConversationStore(Protocol):
+    """Private and direct rooms and their members (issue 24), read by room and by user.
+
+    Members are kept twice, by room and by user (the two queries), each partition bounded
+    by the chat layer (members per room, rooms per user). A room without a record is public.
+    """
+
+    async def create_conversation(self, conversation: Conversation, members: list[Member]) -> None:
+        """Store a new room's record and its first members."""
+
+    async def get_conversation(self, room: str) -> Conversation | None:
+        """The record of a private or direct room, or None."""
+
+    async def find_dm(self, pair: str) -> str | None:
+        """The direct room of ``pair`` if one was claimed."""
+
+    async def claim_dm(self, pair: str, room: str) -> str:
+        """The direct room of ``pair`` (:func:`~chatsvc.model.rooms.dm_pair`): ``room`` if this
+        call recorded it, else the one recorded first (concurrent openers agree)."""
+
+    async def put_member(self, member: Member) -> None:
+        """Add a member or change its role."""
+
+    async def delete_member(self, room: str, user_id: str) -> None:
+        """Remove a member; no error if it is not one."""
+
+    async def get_member(self, room: str, user_id: str) -> Member | None:
+        """One membership, or None."""
+
+    async def list_members(self, room: str, *, after: str | None, limit: int) -> list[Member]:
+        """Members of ``room`` in user id order, starting after ``after``."""
+
+    async def count_members(self, room: str) -> int:
+        """How many members ``room`` has."""
+
+    async def rooms_of(self, user_id: str, *, limit: int) -> list[Member]:
+        """Up to ``limit`` memberships of ``user_id`` (private and direct rooms), by room name."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -131,6 +171,7 @@ class MessageStore(
     ModerationStore,
     RoomEventLog,
     SessionStore,
+    ConversationStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

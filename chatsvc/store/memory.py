@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from chatsvc.errors import NotFound, StoreUnavailable
 from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.store.memory_conversations import MemoryConversations
 
 DEFAULT_MAX_PER_ROOM = 10_000
 #: Bound on sessions held (the oldest go first); each is a few KiB at most.
@@ -33,12 +34,13 @@ class _Room:
         return self.ids[-1] if self.ids else None
 
 
-class MemoryStore:
+class MemoryStore(MemoryConversations):
     """:class:`~chatsvc.store.base.MessageStore` in this process's memory."""
 
     def __init__(self, max_per_room: int = DEFAULT_MAX_PER_ROOM) -> None:
         if max_per_room < 1:
             raise ValueError("max_per_room must be >= 1")
+        super().__init__()
         self._max_per_room = max_per_room
         self._open = False
         self._rooms: dict[str, _Room] = {}

@@ -1,7 +1,8 @@
 """The embedded history store: one SQLite file in ``CHATSVC_DATA_DIR``.
 
 Good for one process or a few on one machine (WAL mode, busy timeout); production runs
-ScyllaDB. The only module that imports sqlite3.
+ScyllaDB. The only module that imports sqlite3, with its conversation part
+(``sqlite_conversations.py``).
 
 Every operation is one plain function run on one worker thread that owns the connection:
 one thread round trip and one transaction per call. (aiosqlite, used before, makes a
@@ -24,9 +25,11 @@ from typing import Any, TypeVar
 from chatsvc.errors import NotFound, StoreUnavailable
 from chatsvc.model.ids import lowest_id_at
 from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
+from chatsvc.store import sqlite_conversations
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
+from chatsvc.store.sqlite_conversations import SqliteConversations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Expired sessions and old room events are deleted at most this often (seconds).
 PURGE_EVERY_SECONDS = 60.0
 
@@ -86,6 +89,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         ) WITHOUT ROWID""",
         "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at_ms)",
     ),
+    # Conversations (issue 24): private and direct rooms, members; existing rooms stay public.
+    4: sqlite_conversations.MIGRATION,
 }
 
 T = TypeVar("T")
@@ -109,7 +114,7 @@ def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:

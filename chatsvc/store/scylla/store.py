@@ -16,6 +16,7 @@ from chatsvc.model.ids import id_value, is_message_id, lowest_id_at, timestamp_m
 from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
 from chatsvc.settings import ScyllaSettings
 from chatsvc.store.base import BUCKET_MS, bucket_of
+from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
 
 #: A history call that meets this many consecutive empty buckets returns what it has with a
@@ -80,7 +81,7 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
     return [_message(room, r) for r in rows if r[1] is not None]
 
 
-class ScyllaStore:
+class ScyllaStore(ScyllaConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
     def __init__(self, settings: ScyllaSettings) -> None:
