@@ -117,11 +117,11 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     metrics.rooms.labels("local").set_function(presence.local_room_count)
     metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
-    service = ChatService(store, sio, metrics, settings.limits)
-    verifier = JwtVerifier(settings.jwt)
-    recovery = Recovery(store, settings.limits)
     # Removed members leave the room on every replica by the moderator's kick action.
     conversations = Conversations(store, sio, settings.limits, kick=lambda *args: moderator.kick(*args))  # noqa: PLW0108 - built below
+    service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience)
+    verifier = JwtVerifier(settings.jwt)
+    recovery = Recovery(store, settings.limits)
     namespace = ChatNamespace(
         service,
         verifier,

@@ -123,6 +123,13 @@ class Conversations:
             raise Forbidden(NOT_A_MEMBER)
         return member
 
+    async def audience(self, room: str) -> list[str]:
+        """Where a private or direct room's events go: the room (sockets that joined) and
+        the user room of every member (every socket of theirs, joined or not). Read from
+        the store each time: a member removed on any replica stops receiving at once."""
+        members = await self._store.list_members(room, after=None, limit=self._limits.members_per_room)
+        return [room, *(user_room(m.user_id) for m in members)]
+
     async def moderates(self, room: str, user_id: str) -> bool:
         """Whether ``user_id`` is an owner or moderator of ``room`` (public rooms: nobody)."""
         if not members_only(room):

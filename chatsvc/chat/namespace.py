@@ -437,7 +437,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     def _member(self, conn: Connection, payload: dict[str, Any]) -> str:
         room = payloads.room(payload)
-        if room not in conn.rooms:
+        # A member uses its private and direct rooms without a join (the access check
+        # before the handler let only members through).
+        if room not in conn.rooms and not (self._conversations is not None and members_only(room)):
             raise NotInRoom(f"join {room} first")
         return room
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
@@ -18,6 +18,7 @@ from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayloa
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
 from chatsvc.model.messages import HistoryPage, Message, RoomEvent
+from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore, RoomDirectory
 
@@ -45,12 +46,16 @@ class Emitter(Protocol):
         event: str,
         data: Any = None,
         to: str | None = None,
-        room: str | None = None,
+        room: str | list[str] | None = None,
         skip_sid: str | list[str] | None = None,
         namespace: str | None = None,
         callback: Any = None,
         ignore_queue: bool = False,
     ) -> None: ...
+
+
+#: The Socket.IO rooms a private or direct room's events go to (chatsvc.chat.conversations).
+Audience = Callable[[str], Awaitable[list[str]]]
 
 
 class ChatService:
@@ -64,8 +69,10 @@ class ChatService:
         limits: Limits,
         ids: MessageIdGenerator | None = None,
         clock: Callable[[], float] = time.time,
+        audience: Audience | None = None,
     ) -> None:
         self._store = store
+        self._audience = audience
         self._emitter = emitter
         self._metrics = metrics
         self._limits = limits
@@ -92,7 +99,10 @@ class ChatService:
         """Fan out; a bus failure is counted and logged, never surfaced: the message is
         already stored, or (``volatile``) is not worth keeping and is dropped."""
         try:
-            await self._emitter.emit(event, data, room=room, skip_sid=skip_sid)
+            # A private or direct room's events also reach its members' sockets that never
+            # joined it: one emit to the room and their user rooms (each socket once).
+            target = await self._audience(room) if self._audience is not None and members_only(room) else room
+            await self._emitter.emit(event, data, room=target, skip_sid=skip_sid)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
             if volatile:
