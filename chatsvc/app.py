@@ -22,9 +22,11 @@ from chatsvc.admin.servicer import AdminServicer
 from chatsvc.auth.jwt import JwtVerifier
 from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
+from chatsvc.chat.blocks import Blocks
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.conversations import Conversations
+from chatsvc.chat.directory import Directory
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.recovery import Recovery
@@ -79,7 +81,7 @@ def build_bus(settings: Settings, metrics: Metrics) -> Any:
     return LocalManager()
 
 
-def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.Application:
+def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.Application:  # noqa: PLR0915 - the one assembly
     """Assemble the whole service for ``settings``. ``store`` overrides the store (tests)."""
     app = web.Application(client_max_size=settings.limits.http_buffer_bytes)
     metrics = Metrics()
@@ -117,8 +119,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     metrics.rooms.labels("local").set_function(presence.local_room_count)
     metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
-    # Removed members leave the room on every replica by the moderator's kick action.
-    conversations = Conversations(store, sio, settings.limits, kick=lambda *args: moderator.kick(*args))  # noqa: PLW0108 - built below
+    conversations = _conversations(store, sio, router, bus, settings)
     service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience)
     verifier = JwtVerifier(settings.jwt)
     recovery = Recovery(store, settings.limits)
@@ -139,6 +140,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)
     _install_recovery(sio, bus, namespace, recovery)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
+    conversations.use_kick(moderator.kick)  # removed members leave the room on every replica
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
@@ -174,6 +176,17 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app.add_routes(webapp.routes(settings))
     app.add_routes(admin_ui.routes(settings))
     return app
+
+
+def _conversations(
+    store: MessageStore, sio: RecoveringServer, router: ControlRouter, bus: Any, settings: Settings
+) -> Conversations:
+    """Private and direct rooms, blocking (its recipient filter on the broadcast path) and
+    the directory."""
+    blocks = Blocks(store, router, settings.limits)
+    bus.use_filter(blocks)
+    directory = Directory(store, blocks, settings.limits)
+    return Conversations(store, sio, settings.limits, blocks=blocks, directory=directory)
 
 
 def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:

@@ -111,10 +111,12 @@ class Limits:
     #: Most events one recovery replays; more missed means a fresh connect instead.
     recovery_max_replay: int = 500
     #: Conversations (issue 24): members of one private room, private/direct rooms one
-    #: user may be in, new DMs one user may open per minute (per replica).
+    #: user may be in, new DMs one user may open per minute (per replica), users one user
+    #: may block.
     members_per_room: int = 1000
     rooms_per_user: int = 500
     dms_per_minute: int = 20
+    blocks_per_user: int = 1000
 
 
 @dataclass(frozen=True)
@@ -507,6 +509,7 @@ class _Reader:
             members_per_room=self.integer("CHATSVC_MAX_MEMBERS_PER_ROOM", 1000, minimum=2, maximum=100_000),
             rooms_per_user=self.integer("CHATSVC_MAX_ROOMS_PER_USER", 500, minimum=1, maximum=100_000),
             dms_per_minute=self.integer("CHATSVC_MAX_DMS_PER_MINUTE", 20, minimum=1, maximum=10_000),
+            blocks_per_user=self.integer("CHATSVC_MAX_BLOCKS_PER_USER", 1000, minimum=1, maximum=100_000),
         )
 
     def store(self, environment: str) -> str:

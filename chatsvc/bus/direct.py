@@ -68,10 +68,22 @@ class RecoveryOffsets(Protocol):
         """How the Socket.IO session ``sid`` gets the event ``offset_of`` just named."""
 
 
+class RecipientFilter(Protocol):
+    """Local sockets that must not get an event (blocking, chatsvc.chat.blocks)."""
+
+    def skipped(self, event: str, args: Sequence[Any]) -> Container[str] | None:
+        """The sids to leave out of this event, or None (the usual answer) for none."""
+
+
 class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
     """``emit`` to a room or to everyone: encode once, enqueue per recipient, no tasks."""
 
     _offsets: RecoveryOffsets | None = None
+    _filter: RecipientFilter | None = None
+
+    def use_filter(self, policy: RecipientFilter | None) -> None:
+        """Leave out the recipients ``policy`` names, from now on (``None``: nobody)."""
+        self._filter = policy
 
     def use_offsets(self, policy: RecoveryOffsets | None) -> None:
         """Append recovery offsets, as ``policy`` decides, from now on (``None``: never)."""
@@ -113,6 +125,8 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         else:
             args = []
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        # Recipients who block the author (few, or None): skipped, the frames stay shared.
+        hidden = self._filter.skipped(event, args) if self._filter is not None else None
         packets = self._eio_packets(namespace, [event, *args])
         policy = self._offsets
         offset = policy.offset_of(event, args) if policy is not None else None
@@ -120,7 +134,7 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         plain: list[str] = []  # the Engine.IO sids that get ``packets``
         with_offset: list[str] = []  # ... and those that get them with the offset appended
         for sid, eio_sid in self.get_participants(namespace, room):
-            if sid in skip:
+            if sid in skip or (hidden and sid in hidden):
                 continue
             if opted and sid in opted and policy is not None:
                 how = policy.delivery(sid)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
 from chatsvc.chat import payloads
+from chatsvc.chat.blocks import Blocks
 from chatsvc.chat.conversations import Conversations
 from chatsvc.errors import InvalidPayload
 from chatsvc.model.rooms import ROLES
@@ -24,6 +25,9 @@ TITLE_MAX = 100
 USER_ID_MAX = 128
 #: Members listed per ``members`` page at most.
 MEMBERS_PAGE_MAX = 500
+#: Rooms per ``my_rooms`` page at most, and the longest cursor it hands out.
+MY_ROOMS_PAGE_MAX = 100
+CURSOR_MAX = 100
 
 
 class HasIdentity(Protocol):
@@ -117,7 +121,40 @@ def handlers(conversations: Conversations, limits: Limits) -> dict[str, Handler]
             "next_after": page[-1].user_id if len(page) == limit else None,
         }
 
+    async def my_rooms(sid: str, conn: HasIdentity, payload: dict[str, Any]) -> Ack:
+        directory = conversations.directory
+        if directory is None:
+            raise InvalidPayload("the directory is not available")
+        before = payload.get("before")
+        if before is not None and (not isinstance(before, str) or not 0 < len(before) <= CURSOR_MAX):
+            raise InvalidPayload("'before' must be the next_before of a previous answer")
+        limit = payloads.page_limit(payload, 20, MY_ROOMS_PAGE_MAX)
+        rooms, next_before = await directory.my_rooms(conn.identity.user_id, before, limit)
+        return {"ok": True, "rooms": rooms, "next_before": next_before}
+
+    def blocks() -> Blocks:
+        if conversations.blocks is None:
+            raise InvalidPayload("blocking is not available")
+        return conversations.blocks
+
+    async def block(sid: str, conn: HasIdentity, payload: dict[str, Any]) -> Ack:
+        other = user_id(payload)
+        await blocks().block(conn.identity.user_id, other)
+        return {"ok": True, "user": other}
+
+    async def unblock(sid: str, conn: HasIdentity, payload: dict[str, Any]) -> Ack:
+        other = user_id(payload)
+        await blocks().unblock(conn.identity.user_id, other)
+        return {"ok": True, "user": other}
+
+    async def blocked(sid: str, conn: HasIdentity, payload: dict[str, Any]) -> Ack:
+        return {"ok": True, "users": await blocks().blocked(conn.identity.user_id)}
+
     return {
+        "my_rooms": my_rooms,
+        "block": block,
+        "unblock": unblock,
+        "blocked": blocked,
         "create_room": create_room,
         "open_dm": open_dm,
         "add_member": add_member,

@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from chatsvc.chat.blocks import Blocks
+from chatsvc.chat.directory import Directory
 from chatsvc.errors import (
     ChatError,
     DmRateLimited,
@@ -92,9 +94,13 @@ class Conversations:
         limits: Limits,
         *,
         kick: Kick | None = None,
+        blocks: Blocks | None = None,
+        directory: Directory | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.blocks = blocks
+        self.directory = directory
         self._store = store
         self._emitter = emitter
         self._limits = limits
@@ -170,6 +176,8 @@ class Conversations:
         others = sorted(set(members) - {creator})
         if len(others) + 1 > self._limits.members_per_room:
             raise RoomFull(f"a room has at most {self._limits.members_per_room} members")
+        for user_id in others:
+            await self._not_blocked(user_id, creator)
         for user_id in (creator, *others):
             await self._room_for(user_id)
         now = self._now_ms()
@@ -185,6 +193,7 @@ class Conversations:
         """The direct room of ``opener`` and ``other``, created on first open; idempotent."""
         if other == opener:
             raise InvalidPayload("'user' must be another user")
+        await self._not_blocked(other, opener)
         pair = dm_pair(opener, other)
         name = await self._store.find_dm(pair)
         if name is None:
@@ -210,6 +219,11 @@ class Conversations:
         member = Member(name, opener, MEMBER, now)
         await self._store.create_conversation(conversation, [member, Member(name, other, MEMBER, now)])
         return conversation, member
+
+    async def _not_blocked(self, user_id: str, by: str) -> None:
+        """``forbidden`` if ``user_id`` blocks ``by`` (who wants to message or add it)."""
+        if self.blocks is not None and await self.blocks.is_blocked(user_id, by):
+            raise Forbidden(f"{user_id} does not accept this from you")
 
     def _count_dm_open(self, opener: str) -> None:
         now = self._monotonic()
@@ -253,6 +267,8 @@ class Conversations:
         existing = await self._store.get_member(room, user_id)
         if existing is not None:
             return existing
+        if actor is not None:
+            await self._not_blocked(user_id, actor)
         if await self._store.count_members(room) >= self._limits.members_per_room:
             raise RoomFull(f"a room has at most {self._limits.members_per_room} members")
         await self._room_for(user_id)
@@ -264,6 +280,9 @@ class Conversations:
     async def remove_member(self, actor: str | None, room: str, user_id: str) -> None:
         """Remove ``user_id``: itself always (not the last owner), others by owners and
         moderators, owners and moderators only by an owner."""
+        if not members_only(room) and actor == user_id and self.directory is not None:
+            await self.directory.removed(user_id, room)  # out of its public rooms' listing
+            return
         _, acting = await self._managed(room, actor)
         target = await self._store.get_member(room, user_id)
         if target is None:

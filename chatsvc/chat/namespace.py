@@ -216,6 +216,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             # Every socket of a user is in its user room: private and direct rooms'
             # announcements reach it without a join (chatsvc.chat.conversations).
             await self.enter_room(sid, user_room(identity.user_id))
+            if self._conversations.blocks is not None:
+                await self._conversations.blocks.attach(sid, identity.user_id)
 
     def _check_bounds(self, user_id: str, ip: str) -> None:
         """Refuse a socket past CHATSVC_MAX_CONNECTIONS_PER_USER / _PER_IP (this replica)."""
@@ -290,6 +292,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._metrics.connections.set(len(self._connections))
         if conn is not None:
             self._expiries.discard(sid)
+            if self._conversations is not None and self._conversations.blocks is not None:
+                self._conversations.blocks.detach(sid, conn.identity.user_id)
         await self._membership.drop(sid, conn, reason)
 
     def _expire_soon(self, sid: str) -> None:
@@ -462,6 +466,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 ack["has_more"] = more
             ack["unread"] = await self._service.unread(room, conn.identity)
         ack["online"] = entered.online
+        if (
+            self._conversations is not None
+            and self._conversations.directory is not None
+            and not members_only(room)
+        ):
+            await self._conversations.directory.joined(conn.identity.user_id, room)
         return ack
 
     async def _leave(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
@@ -490,12 +500,19 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         before = payloads.message_id(payload, "before", required=False)
         limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
         page = await self._service.history(room, before, limit)
+        hidden = await self._hidden_from(conn)
         return {
             "ok": True,
             "room": room,
-            "messages": [message_wire(m) for m in page.messages],
+            "messages": [message_wire(m) for m in page.messages if m.user_id not in hidden],
             "next_before": page.next_before,
         }
+
+    async def _hidden_from(self, conn: Connection) -> frozenset[str]:
+        """Whom the socket's user blocks: its history leaves them out (chatsvc.chat.blocks)."""
+        if self._conversations is None or self._conversations.blocks is None:
+            return frozenset()
+        return await self._conversations.blocks.hidden_from(conn.identity.user_id)
 
     async def _read(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)

@@ -163,6 +163,37 @@ class ConversationStore(Protocol):
         """Up to ``limit`` memberships of ``user_id`` (private and direct rooms), by room name."""
 
 
+class JoinedRooms(Protocol):
+    """Public rooms each user joined and did not remove itself from (the directory, issue
+    24); at most ``CHATSVC_MAX_ROOMS_PER_USER`` per user, enforced by the chat layer."""
+
+    async def put_joined(self, user_id: str, room: str, at_ms: int) -> None:
+        """Remember that ``user_id`` joined public ``room`` (again: no change)."""
+
+    async def delete_joined(self, user_id: str, room: str) -> None:
+        """Forget it; no error if absent."""
+
+    async def joined_rooms(self, user_id: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` public rooms of ``user_id``, by name."""
+
+
+class BlockStore(Protocol):
+    """Who blocks whom (issue 24). Every question names the blocker: whom does X block,
+    does Y block X; at most ``CHATSVC_MAX_BLOCKS_PER_USER`` per blocker."""
+
+    async def put_block(self, blocker: str, blocked: str, at_ms: int) -> None:
+        """``blocker`` blocks ``blocked`` (again: no change)."""
+
+    async def delete_block(self, blocker: str, blocked: str) -> None:
+        """Lift a block; no error if absent."""
+
+    async def blocks_of(self, blocker: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` users ``blocker`` blocks, by id."""
+
+    async def is_blocked(self, blocker: str, blocked: str) -> bool:
+        """Whether ``blocker`` blocks ``blocked``."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -172,6 +203,8 @@ class MessageStore(
     RoomEventLog,
     SessionStore,
     ConversationStore,
+    JoinedRooms,
+    BlockStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

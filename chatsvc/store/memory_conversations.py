@@ -13,6 +13,8 @@ class MemoryConversations:
         self._dms: dict[str, str] = {}
         self._members: dict[str, dict[str, Member]] = {}
         self._rooms_of: dict[str, dict[str, Member]] = {}
+        self._joined: dict[str, set[str]] = {}
+        self._blocks: dict[str, set[str]] = {}
 
     def _check(self) -> None:
         raise NotImplementedError  # MemoryStore's
@@ -75,3 +77,38 @@ class MemoryConversations:
         """A user's memberships by room name."""
         self._check()
         return sorted(self._rooms_of.get(user_id, {}).values(), key=lambda m: m.room)[:limit]
+
+    async def put_joined(self, user_id: str, room: str, at_ms: int) -> None:
+        """Remember a public join."""
+        self._check()
+        self._joined.setdefault(user_id, set()).add(room)
+
+    async def delete_joined(self, user_id: str, room: str) -> None:
+        """Forget a public join."""
+        self._check()
+        self._joined.get(user_id, set()).discard(room)
+
+    async def joined_rooms(self, user_id: str, *, limit: int) -> list[str]:
+        """Public rooms of a user by name."""
+        self._check()
+        return sorted(self._joined.get(user_id, set()))[:limit]
+
+    async def put_block(self, blocker: str, blocked: str, at_ms: int) -> None:
+        """Record a block."""
+        self._check()
+        self._blocks.setdefault(blocker, set()).add(blocked)
+
+    async def delete_block(self, blocker: str, blocked: str) -> None:
+        """Lift a block."""
+        self._check()
+        self._blocks.get(blocker, set()).discard(blocked)
+
+    async def blocks_of(self, blocker: str, *, limit: int) -> list[str]:
+        """Whom a user blocks, by id."""
+        self._check()
+        return sorted(self._blocks.get(blocker, set()))[:limit]
+
+    async def is_blocked(self, blocker: str, blocked: str) -> bool:
+        """Whether a block exists."""
+        self._check()
+        return blocked in self._blocks.get(blocker, set())

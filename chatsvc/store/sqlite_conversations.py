@@ -33,6 +33,18 @@ MIGRATION: tuple[str, ...] = (
         PRIMARY KEY (room, user_id)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id, room)",
+    """CREATE TABLE IF NOT EXISTS joined_rooms (
+        user_id TEXT NOT NULL,
+        room TEXT NOT NULL,
+        joined_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (user_id, room)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS blocks (
+        blocker TEXT NOT NULL,
+        blocked TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (blocker, blocked)
+    ) WITHOUT ROWID""",
 )
 
 _MEMBER_COLUMNS = "room, user_id, role, added_at_ms"
@@ -111,6 +123,55 @@ class SqliteConversations:
             (user_id, max(0, limit)),
         )
         return [_member(r) for r in found]
+
+    async def put_joined(self, user_id: str, room: str, at_ms: int) -> None:
+        """Insert unless present."""
+        await self._run(
+            _exec,
+            "INSERT INTO joined_rooms (user_id, room, joined_at_ms) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+            (user_id, room, at_ms),
+        )
+
+    async def delete_joined(self, user_id: str, room: str) -> None:
+        """Delete if present."""
+        await self._run(_exec, "DELETE FROM joined_rooms WHERE user_id=? AND room=?", (user_id, room))
+
+    async def joined_rooms(self, user_id: str, *, limit: int) -> list[str]:
+        """Public rooms of a user by name."""
+        found = await self._run(
+            _select,
+            "SELECT room FROM joined_rooms WHERE user_id=? ORDER BY room LIMIT ?",
+            (user_id, max(0, limit)),
+        )
+        return [str(r[0]) for r in found]
+
+    async def put_block(self, blocker: str, blocked: str, at_ms: int) -> None:
+        """Insert unless present."""
+        await self._run(
+            _exec,
+            "INSERT INTO blocks (blocker, blocked, at_ms) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+            (blocker, blocked, at_ms),
+        )
+
+    async def delete_block(self, blocker: str, blocked: str) -> None:
+        """Delete if present."""
+        await self._run(_exec, "DELETE FROM blocks WHERE blocker=? AND blocked=?", (blocker, blocked))
+
+    async def blocks_of(self, blocker: str, *, limit: int) -> list[str]:
+        """Whom a user blocks, by id."""
+        found = await self._run(
+            _select,
+            "SELECT blocked FROM blocks WHERE blocker=? ORDER BY blocked LIMIT ?",
+            (blocker, max(0, limit)),
+        )
+        return [str(r[0]) for r in found]
+
+    async def is_blocked(self, blocker: str, blocked: str) -> bool:
+        """One row lookup."""
+        found = await self._run(
+            _select, "SELECT 1 FROM blocks WHERE blocker=? AND blocked=?", (blocker, blocked)
+        )
+        return bool(found)
 
 
 # -- on the worker thread ----------------------------------------------------------------

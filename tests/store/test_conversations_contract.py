@@ -117,6 +117,36 @@ async def test_direct_record_keeps_its_kind(any_store: MessageStore) -> None:
     assert found is not None and found.kind == DIRECT and found.created_by == a
 
 
+async def test_joined_public_rooms_per_user(any_store: MessageStore) -> None:
+    user, other = _user(), _user()
+    rooms = sorted(f"pub-{uuid.uuid4().hex[:8]}" for _ in range(3))
+    for room in rooms:
+        await any_store.put_joined(user, room, 1)
+    await any_store.put_joined(user, rooms[0], 2)  # again: no change
+    assert await any_store.joined_rooms(user, limit=10) == rooms
+    assert await any_store.joined_rooms(user, limit=2) == rooms[:2]
+    assert await any_store.joined_rooms(other, limit=10) == []
+    await any_store.delete_joined(user, rooms[1])
+    await any_store.delete_joined(user, rooms[1])
+    assert await any_store.joined_rooms(user, limit=10) == [rooms[0], rooms[2]]
+
+
+async def test_blocks_are_per_blocker_and_one_way(any_store: MessageStore) -> None:
+    alice, bob, carol = _user(), _user(), _user()
+    await any_store.put_block(alice, bob, 1)
+    await any_store.put_block(alice, carol, 2)
+    await any_store.put_block(alice, bob, 3)  # again
+    assert await any_store.blocks_of(alice, limit=10) == sorted([bob, carol])
+    assert await any_store.blocks_of(alice, limit=1) == sorted([bob, carol])[:1]
+    assert await any_store.is_blocked(alice, bob)
+    assert not await any_store.is_blocked(bob, alice)  # one way
+    assert await any_store.blocks_of(bob, limit=10) == []
+    await any_store.delete_block(alice, bob)
+    await any_store.delete_block(alice, bob)
+    assert not await any_store.is_blocked(alice, bob)
+    assert await any_store.blocks_of(alice, limit=10) == [carol]
+
+
 async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> None:
     """A version-3 file (before conversations) upgrades in place; its rooms stay public."""
     import sqlite3  # noqa: PLC0415 - this test builds an old file by hand

@@ -90,6 +90,38 @@ class ScyllaConversations:
         rows = await self._cql("members_count", (room,))
         return int(rows[0][0]) if rows else 0
 
+    async def put_joined(self, user_id: str, room: str, at_ms: int) -> None:
+        """An upsert (a rejoin rewrites the time; the chat layer skips repeats)."""
+        await self._cql("joined_put", (user_id, room, at_ms))
+
+    async def delete_joined(self, user_id: str, room: str) -> None:
+        """A row delete."""
+        await self._cql("joined_delete", (user_id, room))
+
+    async def joined_rooms(self, user_id: str, *, limit: int) -> list[str]:
+        """One slice of the user's partition, by room name."""
+        if limit <= 0:
+            return []
+        return [str(r[0]) for r in await self._cql("joined_list", (user_id, limit))]
+
+    async def put_block(self, blocker: str, blocked: str, at_ms: int) -> None:
+        """An upsert into the blocker's partition."""
+        await self._cql("block_put", (blocker, blocked, at_ms))
+
+    async def delete_block(self, blocker: str, blocked: str) -> None:
+        """A row delete."""
+        await self._cql("block_delete", (blocker, blocked))
+
+    async def blocks_of(self, blocker: str, *, limit: int) -> list[str]:
+        """One slice of the blocker's partition."""
+        if limit <= 0:
+            return []
+        return [str(r[0]) for r in await self._cql("blocks_of", (blocker, limit))]
+
+    async def is_blocked(self, blocker: str, blocked: str) -> bool:
+        """One row of the blocker's partition."""
+        return bool(await self._cql("block_get", (blocker, blocked)))
+
     async def rooms_of(self, user_id: str, *, limit: int) -> list[Member]:
         """One slice of the user's partition, by room name."""
         if limit <= 0:

@@ -128,6 +128,21 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             added_at bigint,
             PRIMARY KEY (user_id, room)
         ) WITH CLUSTERING ORDER BY (room ASC)""",
+        # Public rooms a user joined (the directory), bounded like rooms_by_user.
+        """CREATE TABLE IF NOT EXISTS {ks}.joined_rooms (
+            user_id text,
+            room text,
+            joined_at bigint,
+            PRIMARY KEY (user_id, room)
+        ) WITH CLUSTERING ORDER BY (room ASC)""",
+        # Every block question names the blocker: one partition per blocker, bounded by
+        # CHATSVC_MAX_BLOCKS_PER_USER; "does Y block X" is one row of Y's partition.
+        """CREATE TABLE IF NOT EXISTS {ks}.blocks (
+            blocker text,
+            blocked text,
+            at bigint,
+            PRIMARY KEY (blocker, blocked)
+        ) WITH CLUSTERING ORDER BY (blocked ASC)""",
     ),
 }
 
@@ -214,6 +229,13 @@ STATEMENTS: Final[dict[str, str]] = {
     ),
     "members_count": "SELECT count(*) FROM {ks}.members_by_room WHERE room = ?",
     "rooms_of": "SELECT room, role, added_at FROM {ks}.rooms_by_user WHERE user_id = ? LIMIT ?",
+    "joined_put": "INSERT INTO {ks}.joined_rooms (user_id, room, joined_at) VALUES (?, ?, ?)",
+    "joined_delete": "DELETE FROM {ks}.joined_rooms WHERE user_id = ? AND room = ?",
+    "joined_list": "SELECT room FROM {ks}.joined_rooms WHERE user_id = ? LIMIT ?",
+    "block_put": "INSERT INTO {ks}.blocks (blocker, blocked, at) VALUES (?, ?, ?)",
+    "block_delete": "DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
+    "blocks_of": "SELECT blocked FROM {ks}.blocks WHERE blocker = ? LIMIT ?",
+    "block_get": "SELECT at FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
