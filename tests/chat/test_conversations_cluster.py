@@ -98,3 +98,36 @@ async def test_dm_on_a_reaches_a_socket_on_b_that_never_joined_and_removal_holds
             assert [m for m in c.pending("message") if m["room"] == room] == []
             assert await c.error("message", {"room": room, "text": "?"}) == "forbidden"
             assert await c.error("history", {"room": room}) == "forbidden"
+
+
+async def test_a_block_on_a_holds_for_a_sender_on_b_on_both_replicas(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> None:
+    ra, rb = replicas
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    lobby = f"lobby-{uuid.uuid4().hex[:8]}"
+    async with ClientPool() as pool:
+        b_on_a = await pool.connect(ra.url, token(bob))
+        b_on_b = await pool.connect(rb.url, token(bob))
+        c_on_a = await pool.connect(ra.url, token(carol))
+        a_on_b = await pool.connect(rb.url, token(alice))
+        for client in (b_on_a, b_on_b, c_on_a, a_on_b):
+            await client.ok("join", {"room": lobby})
+        await until_delivered(a_on_b, b_on_a, lobby)
+        await until_delivered(a_on_b, c_on_a, lobby)
+        await b_on_a.ok("block", {"user": alice})
+        # The change reaches replica B by a control message; its refusal rules read the store.
+        assert await a_on_b.error("open_dm", {"user": bob}) == "forbidden"
+        await asyncio.sleep(1.0)
+        for client in (b_on_a, b_on_b, c_on_a):
+            client.pending("message")
+        hidden = (await a_on_b.ok("message", {"room": lobby, "text": "from b, hidden"}))["message"]
+        await a_on_b.ok("typing", {"room": lobby, "typing": True})
+        assert await c_on_a.next("message", where=lambda m: m["id"] == hidden["id"], within=10) == hidden
+        heard = (await c_on_a.ok("message", {"room": lobby, "text": "carol"}))["message"]
+        for socket in (b_on_a, b_on_b):
+            await socket.next("message", where=lambda m: m["id"] == heard["id"], within=10)
+        await asyncio.sleep(0.5)
+        for socket in (b_on_a, b_on_b):
+            assert [m for m in socket.pending("message") if m["user"]["id"] == alice] == []
+            assert [t for t in socket.pending("typing") if t["user"]["id"] == alice] == []
