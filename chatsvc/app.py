@@ -160,7 +160,9 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[NAMESPACE] = namespace
     app[CLUSTER] = presence
     if settings.grpc.enabled:
-        servicer = AdminServicer(service, presence, moderator, settings.limits, version=__version__)
+        servicer = AdminServicer(
+            service, presence, moderator, settings.limits, version=__version__, conversations=conversations
+        )
         app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)
 
     app.cleanup_ctx.append(_store_ctx)

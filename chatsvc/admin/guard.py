@@ -31,12 +31,15 @@ from chatsvc.errors import (
     Forbidden,
     Internal,
     InvalidPayload,
+    LastOwner,
     NotFound,
     RateLimited,
+    RoomFull,
     TokenInvalid,
     TokenMissing,
     TooLarge,
     Unavailable,
+    UserRoomLimit,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ _STATUS: tuple[tuple[type[ChatError], Any], ...] = (
     (TooLarge, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # Conversations (issue 24): its bounds, and the last owner who cannot leave.
+    (RoomFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (UserRoomLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LastOwner, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 

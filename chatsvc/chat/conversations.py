@@ -332,6 +332,17 @@ class Conversations:
                 return owners
             after = page[-1].user_id
 
+    async def managed_room(self, room: str) -> Conversation:
+        """The record of a private or direct room; ``not_found`` otherwise (internal callers)."""
+        conversation = await self._store.get_conversation(room) if members_only(room) else None
+        if conversation is None:
+            raise NotFound(f"no private or direct room {room}")
+        return conversation
+
+    async def rooms_of(self, user_id: str) -> list[Member]:
+        """A user's private and direct rooms (all of them: at most rooms per user)."""
+        return await self._store.rooms_of(user_id, limit=self._limits.rooms_per_user)
+
     async def list_members(self, room: str, after: str | None, limit: int) -> list[Member]:
         """One page of members by user id."""
         return await self._store.list_members(room, after=after, limit=limit)
