@@ -550,7 +550,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn.identity = identity
         self._schedule_expiry(sid, conn)
         # The new token's rooms claim may be narrower: the socket keeps only what it allows.
-        for room in sorted(r for r in conn.rooms if not identity.may_join(r)):
+        for room in sorted(r for r in conn.rooms if not identity.may_join(r) and not members_only(r)):
             await self._kick_sid(sid, conn, room, "your new token does not allow this room")
         expires = identity.expires_at
         return {"ok": True, "expires_at": iso_ms(int(expires * 1000)) if expires is not None else None}

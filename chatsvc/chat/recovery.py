@@ -53,6 +53,7 @@ from chatsvc.chat.wire import message_wire
 from chatsvc.errors import ChatError
 from chatsvc.model.ids import is_message_id, lowest_id_at
 from chatsvc.model.messages import SessionRecord
+from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore
 
@@ -427,14 +428,19 @@ class Recovery:
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable stored session; connecting afresh")
             return None
-        if saved.reach:
+        if saved.reach or any(members_only(r) for r in saved.rooms):
             try:
                 member_of = await self._member_rooms(user_id)
             except ChatError as exc:
                 log.warning("session lookup failed (%s); connecting afresh", exc.code)
                 return None
-            # Removed meanwhile: nothing of that room is replayed.
-            saved = replace(saved, reach={r: s for r, s in saved.reach.items() if r in member_of})
+            # Removed from a private or direct room meanwhile: it is neither replayed nor
+            # entered again (membership, not the token, is the permission there).
+            saved = replace(
+                saved,
+                rooms={r: s for r, s in saved.rooms.items() if not members_only(r) or r in member_of},
+                reach={r: s for r, s in saved.reach.items() if r in member_of},
+            )
         plan = self._plan(request, saved, record.pid, user_id, may_join)
         if plan is None:
             return None
@@ -466,7 +472,7 @@ class Recovery:
             received = []
         else:
             return None  # the offset fell out of the journal: too much was missed
-        rooms = {room: since for room, since in saved.rooms.items() if may_join(room)}
+        rooms = {room: since for room, since in saved.rooms.items() if members_only(room) or may_join(room)}
         live = LiveSession(
             pid,
             user_id,

@@ -184,6 +184,11 @@ async def test_token_rooms_claim_does_not_hide_a_room_the_user_is_a_member_of(
     room = await _private_room(a, bob)
     await b.ok("join", {"room": room})
     assert await b.error("join", {"room": "lobby"}) == "forbidden"
+    # A refreshed token with the same claim keeps the private room (it is not the claim's).
+    await b.ok("refresh", {"token": token(bob, rooms=["stock:*"])})
+    await a.ok("message", {"room": room, "text": "still in"})
+    assert (await b.next("message"))["text"] == "still in"
+    assert b.pending("kicked") == []
 
 
 async def test_roles_owners_and_moderators_manage_members(clients: ClientPool, server: ServerProcess) -> None:

@@ -100,3 +100,30 @@ async def test_recovery_replays_the_dms_a_client_that_never_joined_missed(
     for m in messages:
         assert m["extra"] == [m["data"]["id"]]  # with its recovery offset
     assert not node.find(lambda e: e["type"] == "rejoin")
+
+
+async def test_a_member_removed_while_disconnected_does_not_recover_the_room(
+    server_factory: ServerFactory, node: NodeClients
+) -> None:
+    server = server_factory(**FAST)
+    bob = f"js-gone-{uuid.uuid4().hex[:6]}"
+    await node.open("b", server.url, token(bob), recover=True, reconnect=True)
+    first = await node.connected("b")
+    async with ClientPool() as pool:
+        owner = await pool.connect(server.url, token(f"py-owner-{uuid.uuid4().hex[:6]}"))
+        room = (await owner.ok("create_room", {"title": "Club", "members": [bob]}))["room"]
+        assert (await node.emit("b", "join", {"room": room}))["ok"] is True
+        before = (await owner.ok("message", {"room": room, "text": "before"}))["message"]
+        await node.wait_for(lambda e: e.get("event") == "message" and e["data"]["id"] == before["id"])
+        await node.send(cmd="drop", name="b", pause_ms=1500)
+        await node.wait_for(lambda e: e.get("name") == "b" and e["type"] == "disconnect")
+        await asyncio.sleep(0.3)
+        await owner.ok("remove_member", {"room": room, "user": bob})
+        await owner.ok("message", {"room": room, "text": "while away"})
+        again = await node.connected("b", 2, within=10)
+        assert again["recovered"] is True and again["sid"] == first["sid"]
+        await owner.ok("message", {"room": room, "text": "after"})
+        refused = await node.emit("b", "message", {"room": room, "text": "still here?"})
+        assert refused["ok"] is False and refused["error"]["code"] == "forbidden"
+    await asyncio.sleep(0.3)
+    assert [m["data"]["text"] for m in received(node, "b", "message")] == ["before"]
