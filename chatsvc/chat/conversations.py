@@ -304,7 +304,7 @@ class Conversations:
             except ChatError as exc:
                 # Removed in the store: every access check refuses it from now on; only
                 # sockets already in the room keep it until they leave (logged once here).
-                log.warning("%s removed from a room but not kicked everywhere (%s)", "a member", exc.code)
+                log.warning("a member was removed but not kicked on every replica (%s)", exc.code)
 
     async def set_role(self, actor: str | None, room: str, user_id: str, role: str) -> Member:
         """Change a member's role; granting or taking ``owner``/``moderator`` is the owners'."""

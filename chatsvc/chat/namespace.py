@@ -215,7 +215,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self._conversations is not None:
             # Every socket of a user is in its user room: private and direct rooms'
             # announcements reach it without a join (chatsvc.chat.conversations).
-            await self.enter_room(sid, user_room(identity.user_id))
+            try:
+                await self.enter_room(sid, user_room(identity.user_id))
+            except ValueError:
+                # The manager does not know the sid: this handler was called outside
+                # python-socketio's CONNECT path, which registers it first.
+                log.debug("a socket not registered with the manager gets no user room")
             if self._conversations.blocks is not None:
                 await self._conversations.blocks.attach(sid, identity.user_id)
 
