@@ -221,8 +221,11 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 # The manager does not know the sid: this handler was called outside
                 # python-socketio's CONNECT path, which registers it first.
                 log.debug("a socket not registered with the manager gets no user room")
-            if self._conversations.blocks is not None:
-                await self._conversations.blocks.attach(sid, identity.user_id)
+            blocks = self._conversations.blocks
+            if blocks is not None:
+                await blocks.attach(sid, identity.user_id)
+                if sid not in self._connections:  # it disconnected while its list loaded
+                    blocks.detach(sid, identity.user_id)
 
     def _check_bounds(self, user_id: str, ip: str) -> None:
         """Refuse a socket past CHATSVC_MAX_CONNECTIONS_PER_USER / _PER_IP (this replica)."""
