@@ -29,13 +29,14 @@ from chatsvc.chat.conversations import Conversations
 from chatsvc.chat.directory import Directory
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
+from chatsvc.chat.notify import Notifier
 from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.sioserver import RecoveringServer
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Settings
-from chatsvc.store.base import MessageStore
+from chatsvc.store.base import MessageStore, NotificationOutbox
 from chatsvc.transport.engineio_internals import accept_polling_batches
 from chatsvc.transport.socketio_packet import SocketIOPacket
 from chatsvc.web import admin_ui, health, webapp
@@ -141,6 +142,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     _install_recovery(sio, bus, namespace, recovery)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     conversations.use_kick(moderator.kick)  # removed members leave the room on every replica
+    if conversations.notifier is not None:
+        conversations.notifier.online = namespace.has_sockets
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
@@ -188,7 +191,11 @@ def _conversations(
     blocks = Blocks(store, router, settings.limits)
     bus.use_filter(blocks)
     directory = Directory(store, blocks, settings.limits)
-    return Conversations(store, sio, settings.limits, blocks=blocks, directory=directory)
+    notifier = None
+    if settings.kafka is None and isinstance(store, NotificationOutbox):
+        # Embedded, one replica: the store's outbox (cluster mode has none yet).
+        notifier = Notifier(store, store, settings.limits, blocks=blocks)
+    return Conversations(store, sio, settings.limits, blocks=blocks, directory=directory, notifier=notifier)
 
 
 def _tune_engineio(sio: RecoveringServer, settings: Settings, metrics: Metrics) -> None:

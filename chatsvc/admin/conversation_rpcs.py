@@ -9,6 +9,7 @@ room, within the same bounds and the last-owner rule. Errors are mapped by the g
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -65,6 +66,29 @@ def _member_pb(member: Member) -> admin_pb2.Member:
 
 class ConversationRpcs:
     """The conversation RPCs; needs ``_conversations`` (None: UNAVAILABLE)."""
+
+    async def StreamNotifications(
+        self, request: admin_pb2.StreamNotificationsRequest, context: Any
+    ) -> AsyncIterator[admin_pb2.Notification]:
+        _every_room()
+        notifier = self._rules().notifier
+        if notifier is None:
+            raise Unavailable("notifications are served in embedded mode only (no outbox with Kafka yet)")
+        if request.after_position < 0:
+            raise InvalidPayload("'after_position' must be 0 or a position seen before")
+        async for position, n in notifier.stream(request.after_position):
+            created = timestamp_pb2.Timestamp()
+            created.FromMilliseconds(n.created_at_ms)
+            yield admin_pb2.Notification(
+                position=position,
+                user_id=n.user_id,
+                room=n.room,
+                message_id=n.message_id,
+                sender=n.sender,
+                preview=n.preview,
+                kind=n.kind,
+                created_at=created,
+            )
 
     _conversations: Conversations | None
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from chatsvc.chat.blocks import Blocks
 from chatsvc.chat.directory import Directory
+from chatsvc.chat.notify import Notifier
 from chatsvc.errors import (
     ChatError,
     DmRateLimited,
@@ -96,11 +97,13 @@ class Conversations:
         kick: Kick | None = None,
         blocks: Blocks | None = None,
         directory: Directory | None = None,
+        notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.blocks = blocks
         self.directory = directory
+        self.notifier = notifier
         self._store = store
         self._emitter = emitter
         self._limits = limits

@@ -141,6 +141,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Local sockets of a user."""
         return [sid for sid, c in self._connections.items() if c.identity.user_id == user_id]
 
+    def has_sockets(self, user_id: str) -> bool:
+        """Whether ``user_id`` has a socket on this replica (no scan: the connection counter)."""
+        return self._per_user.get(user_id, 0) > 0
+
     def sids_in(self, room: str, user_id: str | None = None) -> list[str]:
         """Local sockets in a room, optionally of one user."""
         return [
@@ -495,6 +499,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise Forbidden(f"you are muted in {room}")
         message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
         self._recovery.posted(sid, message.id)  # never replayed to its sender
+        if created and self._conversations is not None and self._conversations.notifier is not None:
+            await self._conversations.notifier.posted(message)
         return {"ok": True, "message": message_wire(message), "duplicate": not created}
 
     async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:

@@ -67,3 +67,16 @@ class Member:
     user_id: str
     role: str
     added_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message for a member with no live socket: what a push service needs to tell it."""
+
+    user_id: str
+    room: str
+    message_id: str
+    sender: str
+    preview: str
+    kind: str
+    created_at_ms: int

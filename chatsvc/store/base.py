@@ -10,10 +10,10 @@ a client, translates that into its protocol error). The records are ``chatsvc.mo
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomEvent, RoomInfo, SessionRecord
-from chatsvc.model.rooms import Conversation, Member
+from chatsvc.model.rooms import Conversation, Member, Notification
 
 #: Width of a time bucket. Ten days keeps a busy room's partition well under 100 MB.
 BUCKET_MS = 10 * 24 * 3600 * 1000
@@ -192,6 +192,18 @@ class BlockStore(Protocol):
 
     async def is_blocked(self, blocker: str, blocked: str) -> bool:
         """Whether ``blocker`` blocks ``blocked``."""
+
+
+@runtime_checkable
+class NotificationOutbox(Protocol):
+    """Notifications for offline users, in the embedded store (issue 24): durable, each
+    (user, message) at most once, read in position order by StreamNotifications."""
+
+    async def add_notification(self, notification: Notification) -> bool:
+        """Append it unless ``(user_id, message_id)`` is there already; True if appended."""
+
+    async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
+        """Up to ``limit`` notifications after ``position``, oldest first, with their positions."""
 
 
 class MessageStore(

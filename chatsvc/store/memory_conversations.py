@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatsvc.model.rooms import Conversation, Member
+from chatsvc.model.rooms import Conversation, Member, Notification
 
 
 class MemoryConversations:
@@ -15,6 +15,8 @@ class MemoryConversations:
         self._rooms_of: dict[str, dict[str, Member]] = {}
         self._joined: dict[str, set[str]] = {}
         self._blocks: dict[str, set[str]] = {}
+        self._outbox: list[Notification] = []
+        self._notified: set[tuple[str, str]] = set()
 
     def _check(self) -> None:
         raise NotImplementedError  # MemoryStore's
@@ -107,6 +109,22 @@ class MemoryConversations:
         """Whom a user blocks, by id."""
         self._check()
         return sorted(self._blocks.get(blocker, set()))[:limit]
+
+    async def add_notification(self, notification: Notification) -> bool:
+        """Append unless seen (positions are list indexes + 1; nothing survives a restart)."""
+        self._check()
+        key = (notification.user_id, notification.message_id)
+        if key in self._notified:
+            return False
+        self._notified.add(key)
+        self._outbox.append(notification)
+        return True
+
+    async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
+        """By position."""
+        self._check()
+        start = max(0, position)
+        return [(start + i + 1, n) for i, n in enumerate(self._outbox[start : start + max(0, limit)])]
 
     async def is_blocked(self, blocker: str, blocked: str) -> bool:
         """Whether a block exists."""

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from chatsvc.model.rooms import Conversation, Member
+from chatsvc.model.rooms import Conversation, Member, Notification
 
 T = TypeVar("T")
 
@@ -45,6 +45,18 @@ MIGRATION: tuple[str, ...] = (
         at_ms INTEGER NOT NULL,
         PRIMARY KEY (blocker, blocked)
     ) WITHOUT ROWID""",
+    # The outbox of offline notifications: the position is the rowid, never reused.
+    """CREATE TABLE IF NOT EXISTS notifications (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        room TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        preview TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        UNIQUE (user_id, message_id)
+    )""",
 )
 
 _MEMBER_COLUMNS = "room, user_id, role, added_at_ms"
@@ -173,6 +185,29 @@ class SqliteConversations:
         )
         return bool(found)
 
+    async def add_notification(self, notification: Notification) -> bool:
+        """Insert unless ``(user_id, message_id)`` is there (the unique key decides)."""
+        n = notification
+        return await self._run(
+            _changed,
+            """INSERT INTO notifications (user_id, message_id, room, sender, preview, kind, created_at_ms)
+               VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING""",
+            (n.user_id, n.message_id, n.room, n.sender, n.preview, n.kind, n.created_at_ms),
+        )
+
+    async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
+        """By position."""
+        found = await self._run(
+            _select,
+            """SELECT position, user_id, room, message_id, sender, preview, kind, created_at_ms
+               FROM notifications WHERE position > ? ORDER BY position LIMIT ?""",
+            (position, max(0, limit)),
+        )
+        return [
+            (int(p), Notification(str(u), str(r), str(m), str(s), str(t), str(k), int(c)))
+            for p, u, r, m, s, t, k, c in found
+        ]
+
 
 # -- on the worker thread ----------------------------------------------------------------
 
@@ -184,6 +219,11 @@ def _select(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[t
 def _exec(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> None:
     with db:
         db.execute(sql, params)
+
+
+def _changed(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> bool:
+    with db:
+        return db.execute(sql, params).rowcount == 1
 
 
 def _upsert(db: sqlite3.Connection, members: list[Member]) -> None:

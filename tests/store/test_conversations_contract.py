@@ -147,6 +147,36 @@ async def test_blocks_are_per_blocker_and_one_way(any_store: MessageStore) -> No
     assert await any_store.blocks_of(alice, limit=10) == [carol]
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_the_embedded_outbox_keeps_each_user_message_pair_once(kind: str, tmp_path: Path) -> None:
+    from chatsvc.model.rooms import Notification  # noqa: PLC0415
+    from chatsvc.store.base import NotificationOutbox  # noqa: PLC0415
+
+    store = (
+        MemoryStore()
+        if kind == "memory"
+        else StoreSpec("sqlite", {"CHATSVC_DATA_DIR": str(tmp_path / "outbox")}).make()
+    )
+    await store.open()
+    await store.migrate()
+    try:
+        assert isinstance(store, NotificationOutbox)
+        first = Notification("bob", "dm:x", "01J00000000000000000000001", "alice", "hi", "direct", 1)
+        second = Notification("carol", "dm:x", "01J00000000000000000000001", "alice", "hi", "direct", 1)
+        assert await store.add_notification(first)
+        assert not await store.add_notification(first)  # the same (user, message): once
+        assert await store.add_notification(second)
+        listed = await store.notifications_after(0, 10)
+        assert [n for _, n in listed] == [first, second]
+        positions = [p for p, _ in listed]
+        assert positions == sorted(positions) and len(set(positions)) == 2
+        assert [n for _, n in await store.notifications_after(positions[0], 10)] == [second]
+        assert await store.notifications_after(positions[1], 10) == []
+        assert len(await store.notifications_after(0, 1)) == 1
+    finally:
+        await store.aclose()
+
+
 async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> None:
     """A version-3 file (before conversations) upgrades in place; its rooms stay public."""
     import sqlite3  # noqa: PLC0415 - this test builds an old file by hand

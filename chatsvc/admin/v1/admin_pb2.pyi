@@ -1213,3 +1213,68 @@ class ListUserRoomsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListUserRoomsResponse: _TypeAlias = ListUserRoomsResponse
+
+@_typing.final
+class StreamNotificationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_POSITION_FIELD_NUMBER: _builtins.int
+    after_position: _builtins.int
+    """0: from the start of the outbox"""
+    def __init__(
+        self,
+        *,
+        after_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamNotificationsRequest: _TypeAlias = StreamNotificationsRequest
+
+@_typing.final
+class Notification(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """increasing; resume after it"""
+    user_id: _builtins.str
+    """the offline recipient"""
+    room: _builtins.str
+    message_id: _builtins.str
+    sender: _builtins.str
+    preview: _builtins.str
+    """the first 100 characters of the text"""
+    kind: _builtins.str
+    """"direct" or "private" """
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        room: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        sender: _builtins.str = ...,
+        preview: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "kind", b"kind", "message_id", b"message_id", "position", b"position", "preview", b"preview", "room", b"room", "sender", b"sender", "user_id", b"user_id"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notification: _TypeAlias = Notification

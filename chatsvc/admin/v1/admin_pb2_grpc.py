@@ -134,6 +134,11 @@ class AdminServiceStub:
                 request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsRequest.SerializeToString,
                 response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsResponse.FromString,
                 _registered_method=True)
+        self.StreamNotifications = channel.unary_stream(
+                '/chatsvc.admin.v1.AdminService/StreamNotifications',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -285,6 +290,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamNotifications(self, request, context):
+        """Notifications for offline users (a DM or private-room message to a member with no
+        live socket), oldest first from after_position, then each new one as it is written;
+        the stream stays open until the caller cancels. Resume with the last position seen.
+        Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -387,6 +402,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListUserRooms,
                     request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsRequest.FromString,
                     response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsResponse.SerializeToString,
+            ),
+            'StreamNotifications': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamNotifications,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -929,6 +949,33 @@ class AdminService:
             '/chatsvc.admin.v1.AdminService/ListUserRooms',
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsRequest.SerializeToString,
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/StreamNotifications',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.FromString,
             options,
             channel_credentials,
             insecure,

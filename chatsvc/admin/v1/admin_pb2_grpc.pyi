@@ -96,6 +96,12 @@ class AdminServiceStub:
     """A private or direct room's members, by user id."""
     ListUserRooms: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUserRoomsRequest, _admin_pb2.ListUserRoomsResponse]
     """A user's private and direct rooms (at most CHATSVC_MAX_ROOMS_PER_USER), by name."""
+    StreamNotifications: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamNotificationsRequest, _admin_pb2.Notification]
+    """Notifications for offline users (a DM or private-room message to a member with no
+    live socket), oldest first from after_position, then each new one as it is written;
+    the stream stays open until the caller cancels. Resume with the last position seen.
+    Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -149,6 +155,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """A private or direct room's members, by user id."""
     ListUserRooms: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUserRoomsRequest, _admin_pb2.ListUserRoomsResponse]  # type: ignore[assignment]
     """A user's private and direct rooms (at most CHATSVC_MAX_ROOMS_PER_USER), by name."""
+    StreamNotifications: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamNotificationsRequest, _admin_pb2.Notification]  # type: ignore[assignment]
+    """Notifications for offline users (a DM or private-room message to a member with no
+    live socket), oldest first from after_position, then each new one as it is written;
+    the stream stays open until the caller cancels. Resume with the last position seen.
+    Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -319,5 +331,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListUserRoomsResponse, _abc.Awaitable[_admin_pb2.ListUserRoomsResponse]]:
         """A user's private and direct rooms (at most CHATSVC_MAX_ROOMS_PER_USER), by name."""
+
+    @_abc_1.abstractmethod
+    def StreamNotifications(
+        self,
+        request: _admin_pb2.StreamNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.Notification], _abc.AsyncIterator[_admin_pb2.Notification]]:
+        """Notifications for offline users (a DM or private-room message to a member with no
+        live socket), oldest first from after_position, then each new one as it is written;
+        the stream stays open until the caller cancels. Resume with the last position seen.
+        Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
