@@ -22,17 +22,21 @@ from chatsvc.auth.jwks import JwksKeys
 from chatsvc.auth.jwt import JwkKey, JwtVerifier, parse_jwk
 from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
+from chatsvc.chat.blocks import Blocks
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.coalesce import Coalescer
+from chatsvc.chat.conversations import Conversations
+from chatsvc.chat.directory import Directory
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
+from chatsvc.chat.notify import Notifier
 from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import LoopLagProbe, Metrics
 from chatsvc.settings import Settings
-from chatsvc.store.base import MessageStore
+from chatsvc.store.base import MessageStore, NotificationOutbox
 from chatsvc.transport.fast_paths import FastPaths
 from chatsvc.transport.sioserver import RecoveringServer, create_server
 from chatsvc.web import admin_ui, health, requestid, webapp
@@ -125,7 +129,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     metrics.rooms.labels("local").set_function(presence.local_room_count)
     metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
-    service = ChatService(store, sio, metrics, settings.limits)
+    conversations = _conversations(store, sio, router, bus, settings)
+    service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience)
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
     recovery = Recovery(store, settings.limits)
     namespace = ChatNamespace(
@@ -139,12 +144,16 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         is_muted=records.is_muted,
         recovery=recovery,
         trusted_proxies=settings.trusted_proxies,
+        conversations=conversations,
     )
     sio.register_namespace(namespace)
     sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)
     _install_recovery(sio, bus, namespace, recovery)
     _install_coalescer(app, settings, sio, bus, presence)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
+    conversations.use_kick(moderator.kick)  # removed members leave the room on every replica
+    if conversations.notifier is not None:
+        conversations.notifier.online = namespace.has_sockets
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
@@ -164,7 +173,9 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[CLUSTER] = presence
     app[JWKS] = jwks
     if settings.grpc.enabled:
-        servicer = AdminServicer(service, presence, moderator, settings.limits, version=__version__)
+        servicer = AdminServicer(
+            service, presence, moderator, settings.limits, version=__version__, conversations=conversations
+        )
         app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)
 
     _add_lifecycle(app)
@@ -182,6 +193,21 @@ def _add_lifecycle(app: web.Application) -> None:
     app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _cluster_ctx, _grpc_ctx))
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
+
+
+def _conversations(
+    store: MessageStore, sio: RecoveringServer, router: ControlRouter, bus: Any, settings: Settings
+) -> Conversations:
+    """Private and direct rooms, blocking (its recipient filter on the broadcast path) and
+    the directory."""
+    blocks = Blocks(store, router, settings.limits)
+    bus.use_filter(blocks)
+    directory = Directory(store, blocks, settings.limits)
+    notifier = None
+    if settings.kafka is None and isinstance(store, NotificationOutbox):
+        # Embedded, one replica: the store's outbox (cluster mode has none yet).
+        notifier = Notifier(store, store, settings.limits, blocks=blocks)
+    return Conversations(store, sio, settings.limits, blocks=blocks, directory=directory, notifier=notifier)
 
 
 def _serve_metrics(app: web.Application, settings: Settings) -> None:

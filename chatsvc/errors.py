@@ -70,6 +70,34 @@ class NotFound(ChatError):
     default_message = "not found"
 
 
+# -- conversations (issue 24): bounds and membership rules -------------------------------
+
+
+class RoomFull(ChatError):
+    code = "room_full"
+    default_message = "the room has as many members as it may have"
+
+
+class UserRoomLimit(ChatError):
+    code = "user_room_limit"
+    default_message = "the user is in as many rooms as a user may be"
+
+
+class DmRateLimited(ChatError):
+    code = "dm_rate_limited"
+    default_message = "too many direct messages opened; wait a minute"
+
+
+class BlockLimit(ChatError):
+    code = "block_limit"
+    default_message = "too many users blocked"
+
+
+class LastOwner(ChatError):
+    code = "last_owner"
+    default_message = "the last owner must hand over ownership first"
+
+
 class InvalidMessageId(ChatError):
     """A store was handed something that is not a message id. A store-level error: the
     chat layer, which took the id from a client, translates it into ``InvalidPayload``."""

@@ -125,6 +125,13 @@ class Limits:
     recovery_window_seconds: int = 120
     #: Most events one recovery replays; more missed means a fresh connect instead.
     recovery_max_replay: int = 500
+    #: Conversations (issue 24): members of one private room, private/direct rooms one
+    #: user may be in, new DMs one user may open per minute (per replica), users one user
+    #: may block.
+    members_per_room: int = 1000
+    rooms_per_user: int = 500
+    dms_per_minute: int = 20
+    blocks_per_user: int = 1000
 
 
 @dataclass(frozen=True)
@@ -592,6 +599,10 @@ class _Reader:
             # A day at most: room events (the edit/delete log replays read) are kept that long.
             recovery_window_seconds=self.integer("CHATSVC_RECOVERY_WINDOW", 120, minimum=0, maximum=86_400),
             recovery_max_replay=self.integer("CHATSVC_RECOVERY_MAX_REPLAY", 500, minimum=1, maximum=10_000),
+            members_per_room=self.integer("CHATSVC_MAX_MEMBERS_PER_ROOM", 1000, minimum=2, maximum=100_000),
+            rooms_per_user=self.integer("CHATSVC_MAX_ROOMS_PER_USER", 500, minimum=1, maximum=100_000),
+            dms_per_minute=self.integer("CHATSVC_MAX_DMS_PER_MINUTE", 20, minimum=1, maximum=10_000),
+            blocks_per_user=self.integer("CHATSVC_MAX_BLOCKS_PER_USER", 1000, minimum=1, maximum=100_000),
         )
 
     def store(self, environment: str) -> str:

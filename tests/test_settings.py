@@ -314,3 +314,47 @@ def test_big_room_settings(base: dict[str, str]) -> None:
         assert error_for({**base, name: value}).variable == name
     bad = {**base, "CHATSVC_BIG_ROOM_MEMBERS": "500", "CHATSVC_TYPING_OFF_MEMBERS": "100"}
     assert error_for(bad).variable == "CHATSVC_TYPING_OFF_MEMBERS"
+
+
+def test_conversation_bounds(base: dict[str, str]) -> None:
+    limits = Settings.from_env(base).limits
+    assert (
+        limits.members_per_room,
+        limits.rooms_per_user,
+        limits.dms_per_minute,
+        limits.blocks_per_user,
+    ) == (
+        1000,
+        500,
+        20,
+        1000,
+    )
+    custom = Settings.from_env(
+        {
+            **base,
+            "CHATSVC_MAX_MEMBERS_PER_ROOM": "3",
+            "CHATSVC_MAX_ROOMS_PER_USER": "4",
+            "CHATSVC_MAX_DMS_PER_MINUTE": "5",
+            "CHATSVC_MAX_BLOCKS_PER_USER": "6",
+        }
+    ).limits
+    assert (
+        custom.members_per_room,
+        custom.rooms_per_user,
+        custom.dms_per_minute,
+        custom.blocks_per_user,
+    ) == (
+        3,
+        4,
+        5,
+        6,
+    )
+    for variable, bad in (
+        ("CHATSVC_MAX_MEMBERS_PER_ROOM", "1"),
+        ("CHATSVC_MAX_MEMBERS_PER_ROOM", "100001"),
+        ("CHATSVC_MAX_ROOMS_PER_USER", "0"),
+        ("CHATSVC_MAX_DMS_PER_MINUTE", "x"),
+        ("CHATSVC_MAX_BLOCKS_PER_USER", "-1"),
+    ):
+        with pytest.raises(SettingsError, match=variable):
+            Settings.from_env({**base, variable: bad})

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -31,12 +31,15 @@ from chatsvc.errors import (
     Forbidden,
     Internal,
     InvalidPayload,
+    LastOwner,
     NotFound,
     RateLimited,
+    RoomFull,
     TokenInvalid,
     TokenMissing,
     TooLarge,
     Unavailable,
+    UserRoomLimit,
 )
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ _STATUS: tuple[tuple[type[ChatError], Any], ...] = (
     (TooLarge, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    # Conversations (issue 24): its bounds, and the last owner who cannot leave.
+    (RoomFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (UserRoomLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LastOwner, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
@@ -133,13 +140,48 @@ class AdminGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(self._prefix):
             return handler
-        if handler.unary_unary is None:  # every admin method is unary; keep it that way
+        if handler.unary_stream is not None:  # StreamNotifications
+            return grpc.unary_stream_rpc_method_handler(
+                self._guarded_stream(handler.unary_stream, handler_call_details.method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:  # every other admin method is unary; keep it that way
             return handler
         return grpc.unary_unary_rpc_method_handler(
             self._guarded(handler.unary_unary, handler_call_details.method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _guarded_stream(
+        self, behavior: Callable[[Any, Any], AsyncIterator[Any]], method: str
+    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
+        """:meth:`_guarded` for a server-streaming method: the same checks and mapping."""
+        name = method.rsplit("/", 1)[-1]
+
+        async def guarded(request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                identity = self._auth.authenticate(context)
+                token = _caller.set(identity)
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    _caller.reset(token)
+                return
+            except ChatError as exc:
+                error: ChatError = exc
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("admin %s failed", name)
+                error = Internal()
+            await context.abort(
+                status_of(error), error.message, trailing_metadata=((ERROR_CODE_KEY, error.code),)
+            )
+
+        return guarded
 
     def _guarded(self, behavior: Behavior, method: str) -> Behavior:
         name = method.rsplit("/", 1)[-1]

@@ -17,12 +17,14 @@ from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from chatsvc.admin.conversation_rpcs import ConversationRpcs
 from chatsvc.admin.guard import caller
 from chatsvc.admin.v1 import admin_pb2, admin_pb2_grpc
 from chatsvc.auth.identity import Identity
 from chatsvc.chat import payloads
 from chatsvc.chat.cluster import Reach
 from chatsvc.chat.cluster_presence import ClusterPresence
+from chatsvc.chat.conversations import Conversations
 from chatsvc.chat.moderation import Disconnected, Moderator
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import Forbidden, InvalidPayload, NotFound, TooLarge
@@ -182,7 +184,7 @@ def _audit(action: str, **details: object) -> None:
     )
 
 
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+class AdminServicer(ConversationRpcs, admin_pb2_grpc.AdminServiceServicer):
     """Every admin RPC; each acts on the whole cluster."""
 
     def __init__(
@@ -193,7 +195,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         limits: Limits,
         *,
         version: str,
+        conversations: Conversations | None = None,
     ) -> None:
+        self._conversations = conversations
         self._service = service
         self._store = service.store
         self._presence = presence

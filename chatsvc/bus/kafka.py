@@ -163,6 +163,10 @@ def record_key(message: dict[str, Any]) -> bytes:
         return str(room or "control").encode()
     for field in ("room", "sid", "namespace"):
         value = message.get(field)
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            # A private room's emit to [room, its members' user rooms]: keyed by the room,
+            # ordered with the room's other records (chatsvc.chat.conversations).
+            return value[0].encode()
         if value:
             return (value if isinstance(value, str) else json.dumps(value, sort_keys=True)).encode()
     return b"/"

@@ -20,7 +20,8 @@ from chatsvc import logs
 from chatsvc.auth.handshake import client_ip, proxy_networks, token_from_handshake
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
-from chatsvc.chat import payloads
+from chatsvc.chat import conversation_events, payloads
+from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
@@ -39,6 +40,7 @@ from chatsvc.errors import (
     TooManyConnections,
 )
 from chatsvc.metrics import Metrics
+from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.transport.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.transport.timers import Expiries
@@ -46,6 +48,8 @@ from chatsvc.transport.timers import Expiries
 log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
+#: Events on a private or direct room that only its members may send (issue 24).
+MEMBERS_ONLY_EVENTS = frozenset({"join", "leave", "message", "typing", "history", "read", "edit", "delete"})
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
 TRANSPORT_CLOSE_SECONDS = 5.0
 Handler = Callable[[str, "Connection", dict[str, Any]], Awaitable[Ack]]
@@ -89,6 +93,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         recovery: SessionRecovery | None = None,
         trusted_proxies: tuple[str, ...] = (),
         namespace: str = "/",
+        conversations: Conversations | None = None,
     ) -> None:
         super().__init__(namespace)
         self._service = service
@@ -122,6 +127,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "delete": self._delete,
             "refresh": self._refresh,
         }
+        self._conversations = conversations
+        if conversations is not None:
+            self._handlers.update(conversation_events.handlers(conversations, limits))
 
     # -- introspection used by the app and the admin API ---------------------------------
 
@@ -133,6 +141,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     def sids_of(self, user_id: str) -> list[str]:
         """Local sockets of a user."""
         return [sid for sid, c in self._connections.items() if c.identity.user_id == user_id]
+
+    def has_sockets(self, user_id: str) -> bool:
+        """Whether ``user_id`` has a socket on this replica (no scan: the connection counter)."""
+        return self._per_user.get(user_id, 0) > 0
 
     def sids_in(self, room: str, user_id: str | None = None) -> list[str]:
         """Local sockets in a room, optionally of one user."""
@@ -205,6 +217,20 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._connections[sid] = conn
         self._count(conn, 1)
         self._metrics.connections.set(len(self._connections))
+        if self._conversations is not None:
+            # Every socket of a user is in its user room: private and direct rooms'
+            # announcements reach it without a join (chatsvc.chat.conversations).
+            try:
+                await self.enter_room(sid, user_room(identity.user_id))
+            except ValueError:
+                # The manager does not know the sid: this handler was called outside
+                # python-socketio's CONNECT path, which registers it first.
+                log.debug("a socket not registered with the manager gets no user room")
+            blocks = self._conversations.blocks
+            if blocks is not None:
+                await blocks.attach(sid, identity.user_id)
+                if sid not in self._connections:  # it disconnected while its list loaded
+                    blocks.detach(sid, identity.user_id)
 
     def _check_bounds(self, user_id: str, ip: str) -> None:
         """Refuse a socket past CHATSVC_MAX_CONNECTIONS_PER_USER / _PER_IP (this replica)."""
@@ -279,6 +305,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._metrics.connections.set(len(self._connections))
         if conn is not None:
             self._expiries.discard(sid)
+            if self._conversations is not None and self._conversations.blocks is not None:
+                self._conversations.blocks.detach(sid, conn.identity.user_id)
         await self._membership.drop(sid, conn, reason)
 
     def _expire_soon(self, sid: str) -> None:
@@ -403,7 +431,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             handler = self._handlers.get(event)
             if handler is None:
                 raise InvalidPayload(f"unknown event {event[:32]!r}")
-            return await handler(sid, conn, payloads.as_object(data, self._limits.http_buffer_bytes))
+            payload = payloads.as_object(data, self._limits.http_buffer_bytes)
+            await self._check_access(event, conn, payload)
+            return await handler(sid, conn, payload)
         except ChatError as exc:
             self._metrics.errors.labels(exc.code).inc()
             return error_ack(exc)
@@ -414,15 +444,29 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     # -- events ---------------------------------------------------------------------------
 
+    async def _check_access(self, event: str, conn: Connection, payload: dict[str, Any]) -> None:
+        """Only members use a private or direct room (``forbidden`` otherwise, the same
+        whether it exists or not). A socket in the room passed this check at ``join``, and
+        a removed member's sockets are taken out of it on every replica: no store read for
+        a joined socket's messages, none at all for public rooms."""
+        if self._conversations is None or event not in MEMBERS_ONLY_EVENTS:
+            return
+        room = payload.get("room")
+        if isinstance(room, str) and members_only(room) and room not in conn.rooms:
+            await self._conversations.check(room, conn.identity.user_id)
+
     def _member(self, conn: Connection, payload: dict[str, Any]) -> str:
         room = payloads.room(payload)
-        if room not in conn.rooms:
+        # A member uses its private and direct rooms without a join (the access check
+        # before the handler let only members through).
+        if room not in conn.rooms and not (self._conversations is not None and members_only(room)):
             raise NotInRoom(f"join {room} first")
         return room
 
     def _allowed(self, conn: Connection, payload: dict[str, Any]) -> str:
         room = payloads.room(payload)
-        if not conn.identity.may_join(room):
+        # Private and direct rooms: membership (checked before) is the permission.
+        if not conn.identity.may_join(room) and not members_only(room):
             raise Forbidden(f"your token does not allow room {room}")
         return room
 
@@ -446,6 +490,12 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 ack["has_more"] = more
             ack["unread"] = await self._service.unread(room, conn.identity)
         ack["online"] = entered.online
+        if (
+            self._conversations is not None
+            and self._conversations.directory is not None
+            and not members_only(room)
+        ):
+            await self._conversations.directory.joined(conn.identity.user_id, room)
         return ack
 
     async def _leave(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
@@ -461,6 +511,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise Forbidden(f"you are muted in {room}")
         message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
         self._recovery.posted(sid, message.id)  # never replayed to its sender
+        if created and self._conversations is not None and self._conversations.notifier is not None:
+            await self._conversations.notifier.posted(message)
         return {"ok": True, "message": self._service.wire(message), "duplicate": not created}
 
     async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
@@ -474,12 +526,19 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         before = payloads.message_id(payload, "before", required=False)
         limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
         page = await self._service.history(room, before, limit)
+        hidden = await self._hidden_from(conn)
         return {
             "ok": True,
             "room": room,
-            "messages": [self._service.wire(m) for m in page.messages],
+            "messages": [self._service.wire(m) for m in page.messages if m.user_id not in hidden],
             "next_before": page.next_before,
         }
+
+    async def _hidden_from(self, conn: Connection) -> frozenset[str]:
+        """Whom the socket's user blocks: its history leaves them out (chatsvc.chat.blocks)."""
+        if self._conversations is None or self._conversations.blocks is None:
+            return frozenset()
+        return await self._conversations.blocks.hidden_from(conn.identity.user_id)
 
     async def _read(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         room = self._member(conn, payload)
@@ -500,7 +559,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room = self._allowed(conn, payload)
         message_id = payloads.message_id(payload, "id", required=True)
         assert message_id is not None
-        await self._service.delete(room, message_id, conn.identity)
+        moderator = self._conversations is not None and await self._conversations.moderates(
+            room, conn.identity.user_id
+        )
+        await self._service.delete(room, message_id, conn.identity, moderator=moderator)
         return {"ok": True, "id": message_id}
 
     async def _refresh(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
@@ -514,7 +576,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         conn.identity = identity
         self._schedule_expiry(sid, conn)
         # The new token's rooms claim may be narrower: the socket keeps only what it allows.
-        for room in sorted(r for r in conn.rooms if not identity.may_join(r)):
+        for room in sorted(r for r in conn.rooms if not identity.may_join(r) and not members_only(r)):
             await self._kick_sid(sid, conn, room, "your new token does not allow this room")
         expires = identity.expires_at
         return {"ok": True, "expires_at": iso_ms(int(expires * 1000)) if expires is not None else None}

@@ -45,13 +45,14 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from chatsvc.chat.wire import EVENT_OF_KIND, message_wire, position
 from chatsvc.errors import ChatError
 from chatsvc.model.ids import is_message_id, lowest_id_at
 from chatsvc.model.messages import SessionRecord
+from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.broadcast import Delivery
@@ -140,6 +141,10 @@ class LiveSession:
     resumable: bool = False
     #: Set at disconnect, when the session is saved: the journal is final from then on.
     ended: bool = False
+    #: When the socket connected (Unix ms), and the private/direct rooms whose events reach
+    #: it through its user room without a join (room -> since when): replayed, not entered.
+    started_ms: int = 0
+    reach: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,8 @@ class SavedSession:
     dropped_max: str
     own: list[str]
     own_dropped_max: str
+    reach: dict[str, int] = field(default_factory=dict)
+    started_ms: int = 0
 
 
 def encode(sid: str, live: LiveSession, saved_at_ms: int) -> str:
@@ -166,6 +173,8 @@ def encode(sid: str, live: LiveSession, saved_at_ms: int) -> str:
             "own": list(live.own.entries),
             "own_dropped": live.own.dropped_max,
             "saved_at": saved_at_ms,
+            "reach": live.reach,
+            "started": live.started_ms,
         },
         separators=(",", ":"),
     )
@@ -177,7 +186,10 @@ def decode(data: str) -> SavedSession:
     if not isinstance(raw, dict) or raw.get("v") != SESSION_FORMAT:
         raise ValueError("unknown session format")
     rooms, journal, own = raw.get("rooms"), raw.get("journal"), raw.get("own")
+    reach = raw.get("reach", {})
     if not (isinstance(rooms, dict) and isinstance(journal, list) and isinstance(own, list)):
+        raise ValueError("malformed session")
+    if not isinstance(reach, dict):
         raise ValueError("malformed session")
     return SavedSession(
         sid=str(raw["sid"]),
@@ -186,6 +198,8 @@ def decode(data: str) -> SavedSession:
         dropped_max=str(raw.get("dropped", "")),
         own=[str(o) for o in own],
         own_dropped_max=str(raw.get("own_dropped", "")),
+        reach={str(r): int(ms) for r, ms in reach.items()},
+        started_ms=int(raw.get("started", 0)),
     )
 
 
@@ -223,6 +237,8 @@ class Plan:
     #: Offsets never to send again: received (the journal prefix) and the socket's own.
     skip: set[str]
     floor: str
+    #: Rooms replayed but not entered (reached through the user room; issue 24).
+    reach: dict[str, int] = field(default_factory=dict)
 
 
 class Recovery:
@@ -244,6 +260,7 @@ class Recovery:
         self._window_ms = limits.recovery_window_seconds * 1000
         self._max_replay = limits.recovery_max_replay
         self._overlap_ms = limits.catchup_overlap_ms
+        self._rooms_per_user = limits.rooms_per_user
         self._clock = clock
         self._live: dict[str, LiveSession] = {}
         self._plans: dict[str, Plan] = {}
@@ -301,6 +318,7 @@ class Recovery:
     def start(self, sid: str, user_id: str) -> LiveSession:
         """A fresh opted-in socket: new pid, empty journal."""
         live = LiveSession(new_pid(), user_id, Journal(self._max_replay), Journal(self._max_replay))
+        live.started_ms = self._now_ms()
         self._live[sid] = live
         return live
 
@@ -355,12 +373,32 @@ class Recovery:
             return
         if not (live.resumable or (isinstance(reason, str) and reason in DROPPED)):
             return
+        live.reach = await self._reach(live)
         now = self._now_ms()
         record = SessionRecord(live.pid, live.user_id, encode(sid, live, now), now + self._window_ms)
         try:
             await self._store.save_session(record)
         except ChatError as exc:
             log.warning("could not save the session of %s (%s); it cannot be recovered", sid, exc.code)
+
+    async def _member_rooms(self, user_id: str) -> dict[str, int]:
+        """The user's private and direct rooms (room -> when it became a member)."""
+        memberships = await self._store.rooms_of(user_id, limit=self._rooms_per_user)
+        return {m.room: m.added_at_ms for m in memberships}
+
+    async def _reach(self, live: LiveSession) -> dict[str, int]:
+        """The rooms whose events reached the socket through its user room: each since it
+        connected or became a member, whichever is later."""
+        try:
+            rooms = await self._member_rooms(live.user_id)
+        except ChatError as exc:
+            log.warning("could not list a user's rooms (%s); their missed events are not replayed", exc.code)
+            return dict(live.reach)
+        return {
+            room: live.reach.get(room, max(live.started_ms, added))
+            for room, added in rooms.items()
+            if room not in live.rooms
+        }
 
     def forget(self, sid: str) -> None:
         """The socket :meth:`end` saw has left its rooms: drop its session from memory (a
@@ -389,6 +427,19 @@ class Recovery:
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable stored session; connecting afresh")
             return None
+        if saved.reach or any(members_only(r) for r in saved.rooms):
+            try:
+                member_of = await self._member_rooms(user_id)
+            except ChatError as exc:
+                log.warning("session lookup failed (%s); connecting afresh", exc.code)
+                return None
+            # Removed from a private or direct room meanwhile: it is neither replayed nor
+            # entered again (membership, not the token, is the permission there).
+            saved = replace(
+                saved,
+                rooms={r: s for r, s in saved.rooms.items() if not members_only(r) or r in member_of},
+                reach={r: s for r, s in saved.reach.items() if r in member_of},
+            )
         plan = self._plan(request, saved, record.pid, user_id, may_join)
         if plan is None:
             return None
@@ -420,13 +471,15 @@ class Recovery:
             received = []
         else:
             return None  # the offset fell out of the journal: too much was missed
-        rooms = {room: since for room, since in saved.rooms.items() if may_join(room)}
+        rooms = {room: since for room, since in saved.rooms.items() if members_only(room) or may_join(room)}
         live = LiveSession(
             pid,
             user_id,
             Journal(self._max_replay, received, saved.dropped_max),
             Journal(self._max_replay, saved.own, saved.own_dropped_max),
             dict(rooms),  # kept if it drops again mid-restore
+            started_ms=saved.started_ms,
+            reach=dict(saved.reach),
         )
         return Plan(
             sid=saved.sid,
@@ -434,17 +487,18 @@ class Recovery:
             user_id=user_id,
             rooms=rooms,
             live=live,
-            hold=Hold(rooms),
+            hold=Hold({*rooms, *saved.reach}),
             skip={*received, *saved.own},
             floor=max(saved.dropped_max, saved.own_dropped_max),
+            reach=dict(saved.reach),
         )
 
     async def _pending(self, plan: Plan, *, bounded: bool = True) -> list[Item] | None:
         """Everything to replay, in offset order (None: more than can be replayed)."""
         limit = (self._max_replay if bounded else 10 * self._max_replay) + len(plan.skip) + 1
         found: dict[str, Item] = {}
-        epoch = await self._store.stream_epoch() if plan.rooms else None
-        for room, since in plan.rooms.items():
+        epoch = await self._store.stream_epoch() if plan.rooms or plan.reach else None
+        for room, since in {**plan.reach, **plan.rooms}.items():
             floor = max(lowest_id_at(max(0, since - self._overlap_ms)), plan.floor)
             messages = await self._store.after(room, floor, limit)
             events = await self._store.events_after(room, floor, limit)
@@ -497,8 +551,9 @@ class Recovery:
             for item in items:
                 if live.ended:
                     return  # it disconnected meanwhile: the rest is for the next recovery
-                # Its own messages too, also those it posted while being restored.
-                if item.offset in sent or item.offset in live.own:
+                # Its own messages too, also those it posted while being restored, and
+                # what reached it live through its user room meanwhile (journaled).
+                if item.offset in sent or item.offset in live.own or item.offset in live.journal:
                     continue
                 sent.add(item.offset)
                 live.journal.add(item.offset)

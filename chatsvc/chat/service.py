@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayloa
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
 from chatsvc.model.messages import HistoryPage, Message, RoomEvent
+from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore, RoomDirectory
 
@@ -49,7 +50,7 @@ class Emitter(Protocol):
         event: str,
         data: Any = None,
         to: str | None = None,
-        room: str | None = None,
+        room: str | list[str] | None = None,
         skip_sid: str | list[str] | None = None,
         namespace: str | None = None,
         callback: Any = None,
@@ -75,6 +76,10 @@ class CatchUp:
     last: str
 
 
+#: The Socket.IO rooms a private or direct room's events go to (chatsvc.chat.conversations).
+Audience = Callable[[str], Awaitable[list[str]]]
+
+
 class ChatService:
     """Stores and delivers messages, edits, deletes and read receipts."""
 
@@ -86,8 +91,10 @@ class ChatService:
         limits: Limits,
         ids: MessageIdGenerator | None = None,
         clock: Callable[[], float] = time.time,
+        audience: Audience | None = None,
     ) -> None:
         self._store = store
+        self._audience = audience
         self._emitter = emitter
         self._metrics = metrics
         self._limits = limits
@@ -126,7 +133,10 @@ class ChatService:
         """Fan out; a bus failure is counted and logged, never surfaced: the message is
         already stored, or (``volatile``) is not worth keeping and is dropped."""
         try:
-            await self._emitter.emit(event, data, room=room, skip_sid=skip_sid)
+            # A private or direct room's events also reach its members' sockets that never
+            # joined it: one emit to the room and their user rooms (each socket once).
+            target = await self._audience(room) if self._audience is not None and members_only(room) else room
+            await self._emitter.emit(event, data, room=target, skip_sid=skip_sid)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
             if volatile:
@@ -247,13 +257,15 @@ class ChatService:
             page = await self._store.history(room, before=since, limit=cap)
         return [m for m in reversed(page.messages) if timestamp_ms(m.id) >= floor]
 
-    async def _editable(self, room: str, message_id: str, actor: Identity) -> Message:
+    async def _editable(
+        self, room: str, message_id: str, actor: Identity, *, moderator: bool = False
+    ) -> Message:
         with _client_id("id"):
             async with self._metrics.timed_store("get"):
                 message = await self._store.get(room, message_id)
         if message is None or message.deleted:
             raise NotFound(f"no message {message_id} in {room}")
-        if message.user_id != actor.user_id and not actor.is_admin:
+        if message.user_id != actor.user_id and not actor.is_admin and not moderator:
             raise Forbidden("only the author or an admin may change a message")
         return message
 
@@ -290,10 +302,13 @@ class ChatService:
         # The event's own position (an edited message keeps the one it was posted at).
         return {**payload, "pos": position(epoch, stored.pos)}
 
-    async def delete(self, room: str, message_id: str, actor: Identity | None) -> Message:
-        """Delete a message (author or admin; ``actor=None`` is the admin API) and tell the room."""
+    async def delete(
+        self, room: str, message_id: str, actor: Identity | None, *, moderator: bool = False
+    ) -> Message:
+        """Delete a message (author, admin, or with ``moderator`` a moderator of the room, as
+        chatsvc.chat.conversations says; ``actor=None`` is the admin API) and tell the room."""
         if actor is not None:
-            await self._editable(room, message_id, actor)
+            await self._editable(room, message_id, actor, moderator=moderator)
         with _client_id("id"):
             async with self._metrics.timed_store("delete"):
                 deleted = await self._store.delete(room, message_id, self._now_ms())

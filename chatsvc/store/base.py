@@ -10,7 +10,7 @@ a client, translates that into its protocol error). The records are ``chatsvc.mo
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chatsvc.model.messages import (
     HistoryPage,
@@ -21,6 +21,7 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
+from chatsvc.model.rooms import Conversation, Member, Notification
 
 #: Width of a time bucket. Ten days keeps a busy room's partition well under 100 MB.
 BUCKET_MS = 10 * 24 * 3600 * 1000
@@ -149,6 +150,88 @@ class SessionStore(Protocol):
         """Remove the session; True only for the one call that removed it (one use)."""
 
 
+class ConversationStore(Protocol):
+    """Private and direct rooms and their members (issue 24), read by room and by user.
+
+    Members are kept twice, by room and by user (the two queries), each partition bounded
+    by the chat layer (members per room, rooms per user). A room without a record is public.
+    """
+
+    async def create_conversation(self, conversation: Conversation, members: list[Member]) -> None:
+        """Store a new room's record and its first members."""
+
+    async def get_conversation(self, room: str) -> Conversation | None:
+        """The record of a private or direct room, or None."""
+
+    async def find_dm(self, pair: str) -> str | None:
+        """The direct room of ``pair`` if one was claimed."""
+
+    async def claim_dm(self, pair: str, room: str) -> str:
+        """The direct room of ``pair`` (:func:`~chatsvc.model.rooms.dm_pair`): ``room`` if this
+        call recorded it, else the one recorded first (concurrent openers agree)."""
+
+    async def put_member(self, member: Member) -> None:
+        """Add a member or change its role."""
+
+    async def delete_member(self, room: str, user_id: str) -> None:
+        """Remove a member; no error if it is not one."""
+
+    async def get_member(self, room: str, user_id: str) -> Member | None:
+        """One membership, or None."""
+
+    async def list_members(self, room: str, *, after: str | None, limit: int) -> list[Member]:
+        """Members of ``room`` in user id order, starting after ``after``."""
+
+    async def count_members(self, room: str) -> int:
+        """How many members ``room`` has."""
+
+    async def rooms_of(self, user_id: str, *, limit: int) -> list[Member]:
+        """Up to ``limit`` memberships of ``user_id`` (private and direct rooms), by room name."""
+
+
+class JoinedRooms(Protocol):
+    """Public rooms each user joined and did not remove itself from (the directory, issue
+    24); at most ``CHATSVC_MAX_ROOMS_PER_USER`` per user, enforced by the chat layer."""
+
+    async def put_joined(self, user_id: str, room: str, at_ms: int) -> None:
+        """Remember that ``user_id`` joined public ``room`` (again: no change)."""
+
+    async def delete_joined(self, user_id: str, room: str) -> None:
+        """Forget it; no error if absent."""
+
+    async def joined_rooms(self, user_id: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` public rooms of ``user_id``, by name."""
+
+
+class BlockStore(Protocol):
+    """Who blocks whom (issue 24). Every question names the blocker: whom does X block,
+    does Y block X; at most ``CHATSVC_MAX_BLOCKS_PER_USER`` per blocker."""
+
+    async def put_block(self, blocker: str, blocked: str, at_ms: int) -> None:
+        """``blocker`` blocks ``blocked`` (again: no change)."""
+
+    async def delete_block(self, blocker: str, blocked: str) -> None:
+        """Lift a block; no error if absent."""
+
+    async def blocks_of(self, blocker: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` users ``blocker`` blocks, by id."""
+
+    async def is_blocked(self, blocker: str, blocked: str) -> bool:
+        """Whether ``blocker`` blocks ``blocked``."""
+
+
+@runtime_checkable
+class NotificationOutbox(Protocol):
+    """Notifications for offline users, in the embedded store (issue 24): durable, each
+    (user, message) at most once, read in position order by StreamNotifications."""
+
+    async def add_notification(self, notification: Notification) -> bool:
+        """Append it unless ``(user_id, message_id)`` is there already; True if appended."""
+
+    async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
+        """Up to ``limit`` notifications after ``position``, oldest first, with their positions."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -158,6 +241,9 @@ class MessageStore(
     RoomEventLog,
     RoomStream,
     SessionStore,
+    ConversationStore,
+    JoinedRooms,
+    BlockStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

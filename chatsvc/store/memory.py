@@ -24,6 +24,7 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
+from chatsvc.store.memory_conversations import MemoryConversations
 
 DEFAULT_MAX_PER_ROOM = 10_000
 #: Bound on sessions held (the oldest go first); each is a few KiB at most.
@@ -54,12 +55,13 @@ class _Room:
         return self.ids[-1] if self.ids else None
 
 
-class MemoryStore:
+class MemoryStore(MemoryConversations):
     """:class:`~chatsvc.store.base.MessageStore` in this process's memory."""
 
     def __init__(self, max_per_room: int = DEFAULT_MAX_PER_ROOM) -> None:
         if max_per_room < 1:
             raise ValueError("max_per_room must be >= 1")
+        super().__init__()
         self._max_per_room = max_per_room
         self._open = False
         self._rooms: dict[str, _Room] = {}

@@ -1,7 +1,8 @@
 """The embedded history store: one SQLite file in ``CHATSVC_DATA_DIR``.
 
 Good for one process or a few on one machine (WAL mode, busy timeout); production runs
-ScyllaDB. The only module that imports sqlite3.
+ScyllaDB. The only module that imports sqlite3, with its conversation part
+(``sqlite_conversations.py``).
 
 Every operation is one plain function run on one worker thread that owns the connection:
 one thread round trip and one transaction per call. (aiosqlite, used before, makes a
@@ -33,9 +34,11 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
+from chatsvc.store import sqlite_conversations
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
+from chatsvc.store.sqlite_conversations import SqliteConversations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: Expired sessions and old room events are deleted at most this often (seconds).
 PURGE_EVERY_SECONDS = 60.0
 
@@ -121,6 +124,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE IF NOT EXISTS stream_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
         "INSERT OR IGNORE INTO stream_meta (key, value) VALUES ('epoch', lower(hex(randomblob(8))))",
     ),
+    # Conversations (issue 24): private and direct rooms, members; existing rooms stay public.
+    5: sqlite_conversations.MIGRATION,
 }
 
 T = TypeVar("T")
@@ -160,7 +165,7 @@ def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
     )
 
 
-class SqliteStore:
+class SqliteStore(SqliteConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:

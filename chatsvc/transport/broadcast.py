@@ -77,6 +77,13 @@ class Absorber(Protocol):
         """True if the event was taken (and must not be delivered as it is)."""
 
 
+class RecipientFilter(Protocol):
+    """Local sockets that must not get an event (blocking, chatsvc.chat.blocks)."""
+
+    def skipped(self, event: str, args: Sequence[Any]) -> Container[str] | None:
+        """The sids to leave out of this event, or None (the usual answer) for none."""
+
+
 class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
     """``emit`` to a room or to everyone: encode once, enqueue per recipient, no tasks."""
 
@@ -87,6 +94,11 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
     #: :meth:`emit`'s split, sent the stock way (a task per recipient): the stock emit knows
     #: no offsets.
     direct_emit = True
+    _filter: RecipientFilter | None = None
+
+    def use_filter(self, policy: RecipientFilter | None) -> None:
+        """Leave out the recipients ``policy`` names, from now on (``None``: nobody)."""
+        self._filter = policy
 
     def use_offsets(self, policy: RecoveryOffsets | None) -> None:
         """Append recovery offsets, as ``policy`` decides, from now on (``None``: never)."""
@@ -135,18 +147,23 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         else:
             args = []
         skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        # Recipients who block the author (few, or None): skipped, the frames stay shared.
+        hidden = self._filter.skipped(event, args) if self._filter is not None else None
         policy = self._offsets
         offset = policy.offset_of(event, args) if policy is not None else None
         opted = policy.opted_in() if offset is not None and policy is not None else ()
         if not opted and not self.direct_emit:
             # Nobody to give an offset: python-socketio's own emit sends the same packets.
+            if hidden:  # rare: some recipient blocks the author
+                participants = self.get_participants(namespace, room)
+                skip_sid = [sid for sid, _ in participants if sid in skip or sid in hidden]
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
             return
         packets = self._eio_packets(namespace, [event, *args])
         plain: list[str] = []  # the Engine.IO sids that get ``packets``
         with_offset: list[str] = []  # ... and those that get them with the offset appended
         for sid, eio_sid in self.get_participants(namespace, room):
-            if sid in skip:
+            if sid in skip or (hidden and sid in hidden):
                 continue
             if opted and sid in opted and policy is not None:
                 how = policy.delivery(sid)

@@ -84,7 +84,9 @@ def test_a_reset_is_a_tls_failure_only_when_tls_is_on() -> None:
     [
         ({"method": "emit", "room": "stocks.AAPL", "namespace": "/"}, b"stocks.AAPL"),
         ({"method": "emit", "room": None, "namespace": "/"}, b"/"),
-        ({"method": "emit", "room": ["b", "a"], "namespace": "/"}, b'["b", "a"]'),
+        # A private room's emit to the room and its members' user rooms: keyed by the room.
+        ({"method": "emit", "room": ["b", "@u:a"], "namespace": "/"}, b"b"),
+        ({"method": "emit", "room": [], "namespace": "/"}, b"/"),
         ({"method": "disconnect", "sid": "s1", "namespace": "/"}, b"s1"),
         ({"method": "enter_room", "sid": "s1", "room": "r", "namespace": "/"}, b"r"),
         ({"method": "control", "data": {"type": "x", "room": "r"}}, b"r"),

@@ -104,6 +104,41 @@ class AdminServiceStub:
                 request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoRequest.SerializeToString,
                 response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.CreateRoom = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/CreateRoom',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.CreateRoomRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ConversationRoom.FromString,
+                _registered_method=True)
+        self.AddMember = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/AddMember',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.AddMemberRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.MemberResponse.FromString,
+                _registered_method=True)
+        self.RemoveMember = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/RemoveMember',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.RemoveMemberRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.RemoveMemberResponse.FromString,
+                _registered_method=True)
+        self.SetRole = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/SetRole',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetRoleRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.MemberResponse.FromString,
+                _registered_method=True)
+        self.ListMembers = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/ListMembers',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListMembersRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListMembersResponse.FromString,
+                _registered_method=True)
+        self.ListUserRooms = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/ListUserRooms',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsResponse.FromString,
+                _registered_method=True)
+        self.StreamNotifications = channel.unary_stream(
+                '/chatsvc.admin.v1.AdminService/StreamNotifications',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -207,6 +242,64 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateRoom(self, request, context):
+        """Conversations (issue 24): members-only rooms for internal services, e.g. the stock
+        service creating a club room. The member rules of the socket events apply, except
+        that the caller acts as the room's owner (the last owner still cannot be removed or
+        demoted: FAILED_PRECONDITION). Bounds: RESOURCE_EXHAUSTED with the chatsvc-error-code
+        trailer `room_full` or `user_room_limit`. Members get member_added / member_removed /
+        role_changed with `by: "admin"`.
+        Create a private room owned by owner_id (its name is generated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMember(self, request, context):
+        """Add a user to a private room (again: no change); with role, also set its role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveMember(self, request, context):
+        """Remove a user from a private room; its sockets leave the room on every replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRole(self, request, context):
+        """Change a member's role: owner, moderator or member.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMembers(self, request, context):
+        """A private or direct room's members, by user id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUserRooms(self, request, context):
+        """A user's private and direct rooms (at most CHATSVC_MAX_ROOMS_PER_USER), by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamNotifications(self, request, context):
+        """Notifications for offline users (a DM or private-room message to a member with no
+        live socket), oldest first from after_position, then each new one as it is written;
+        the stream stays open until the caller cancels. Resume with the last position seen.
+        Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -279,6 +372,41 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoRequest.FromString,
                     response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoResponse.SerializeToString,
+            ),
+            'CreateRoom': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRoom,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.CreateRoomRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ConversationRoom.SerializeToString,
+            ),
+            'AddMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMember,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.AddMemberRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.MemberResponse.SerializeToString,
+            ),
+            'RemoveMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveMember,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.RemoveMemberRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.RemoveMemberResponse.SerializeToString,
+            ),
+            'SetRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRole,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetRoleRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.MemberResponse.SerializeToString,
+            ),
+            'ListMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMembers,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListMembersRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListMembersResponse.SerializeToString,
+            ),
+            'ListUserRooms': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserRooms,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsResponse.SerializeToString,
+            ),
+            'StreamNotifications': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamNotifications,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -659,6 +787,195 @@ class AdminService:
             '/chatsvc.admin.v1.AdminService/Info',
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoRequest.SerializeToString,
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRoom(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/CreateRoom',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.CreateRoomRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.ConversationRoom.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/AddMember',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.AddMemberRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.MemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/RemoveMember',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.RemoveMemberRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.RemoveMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/SetRole',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetRoleRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.MemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/ListMembers',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListMembersRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserRooms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/ListUserRooms',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListUserRoomsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/StreamNotifications',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.FromString,
             options,
             channel_credentials,
             insecure,

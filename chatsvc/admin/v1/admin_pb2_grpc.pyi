@@ -77,6 +77,31 @@ class AdminServiceStub:
     UnbanUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UnbanUserRequest, _admin_pb2.UnbanUserResponse]
     Info: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InfoRequest, _admin_pb2.InfoResponse]
     """The cluster: replicas, connections, rooms, version."""
+    CreateRoom: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateRoomRequest, _admin_pb2.ConversationRoom]
+    """Conversations (issue 24): members-only rooms for internal services, e.g. the stock
+    service creating a club room. The member rules of the socket events apply, except
+    that the caller acts as the room's owner (the last owner still cannot be removed or
+    demoted: FAILED_PRECONDITION). Bounds: RESOURCE_EXHAUSTED with the chatsvc-error-code
+    trailer `room_full` or `user_room_limit`. Members get member_added / member_removed /
+    role_changed with `by: "admin"`.
+    Create a private room owned by owner_id (its name is generated).
+    """
+    AddMember: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AddMemberRequest, _admin_pb2.MemberResponse]
+    """Add a user to a private room (again: no change); with role, also set its role."""
+    RemoveMember: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RemoveMemberRequest, _admin_pb2.RemoveMemberResponse]
+    """Remove a user from a private room; its sockets leave the room on every replica."""
+    SetRole: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetRoleRequest, _admin_pb2.MemberResponse]
+    """Change a member's role: owner, moderator or member."""
+    ListMembers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListMembersRequest, _admin_pb2.ListMembersResponse]
+    """A private or direct room's members, by user id."""
+    ListUserRooms: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUserRoomsRequest, _admin_pb2.ListUserRoomsResponse]
+    """A user's private and direct rooms (at most CHATSVC_MAX_ROOMS_PER_USER), by name."""
+    StreamNotifications: _grpc.UnaryStreamMultiCallable[_admin_pb2.StreamNotificationsRequest, _admin_pb2.Notification]
+    """Notifications for offline users (a DM or private-room message to a member with no
+    live socket), oldest first from after_position, then each new one as it is written;
+    the stream stays open until the caller cancels. Resume with the last position seen.
+    Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -111,6 +136,31 @@ class AdminServiceAsyncStub(AdminServiceStub):
     UnbanUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.UnbanUserRequest, _admin_pb2.UnbanUserResponse]  # type: ignore[assignment]
     Info: _aio.UnaryUnaryMultiCallable[_admin_pb2.InfoRequest, _admin_pb2.InfoResponse]  # type: ignore[assignment]
     """The cluster: replicas, connections, rooms, version."""
+    CreateRoom: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateRoomRequest, _admin_pb2.ConversationRoom]  # type: ignore[assignment]
+    """Conversations (issue 24): members-only rooms for internal services, e.g. the stock
+    service creating a club room. The member rules of the socket events apply, except
+    that the caller acts as the room's owner (the last owner still cannot be removed or
+    demoted: FAILED_PRECONDITION). Bounds: RESOURCE_EXHAUSTED with the chatsvc-error-code
+    trailer `room_full` or `user_room_limit`. Members get member_added / member_removed /
+    role_changed with `by: "admin"`.
+    Create a private room owned by owner_id (its name is generated).
+    """
+    AddMember: _aio.UnaryUnaryMultiCallable[_admin_pb2.AddMemberRequest, _admin_pb2.MemberResponse]  # type: ignore[assignment]
+    """Add a user to a private room (again: no change); with role, also set its role."""
+    RemoveMember: _aio.UnaryUnaryMultiCallable[_admin_pb2.RemoveMemberRequest, _admin_pb2.RemoveMemberResponse]  # type: ignore[assignment]
+    """Remove a user from a private room; its sockets leave the room on every replica."""
+    SetRole: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetRoleRequest, _admin_pb2.MemberResponse]  # type: ignore[assignment]
+    """Change a member's role: owner, moderator or member."""
+    ListMembers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListMembersRequest, _admin_pb2.ListMembersResponse]  # type: ignore[assignment]
+    """A private or direct room's members, by user id."""
+    ListUserRooms: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUserRoomsRequest, _admin_pb2.ListUserRoomsResponse]  # type: ignore[assignment]
+    """A user's private and direct rooms (at most CHATSVC_MAX_ROOMS_PER_USER), by name."""
+    StreamNotifications: _aio.UnaryStreamMultiCallable[_admin_pb2.StreamNotificationsRequest, _admin_pb2.Notification]  # type: ignore[assignment]
+    """Notifications for offline users (a DM or private-room message to a member with no
+    live socket), oldest first from after_position, then each new one as it is written;
+    the stream stays open until the caller cancels. Resume with the last position seen.
+    Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -226,5 +276,72 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.InfoResponse, _abc.Awaitable[_admin_pb2.InfoResponse]]:
         """The cluster: replicas, connections, rooms, version."""
+
+    @_abc_1.abstractmethod
+    def CreateRoom(
+        self,
+        request: _admin_pb2.CreateRoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ConversationRoom, _abc.Awaitable[_admin_pb2.ConversationRoom]]:
+        """Conversations (issue 24): members-only rooms for internal services, e.g. the stock
+        service creating a club room. The member rules of the socket events apply, except
+        that the caller acts as the room's owner (the last owner still cannot be removed or
+        demoted: FAILED_PRECONDITION). Bounds: RESOURCE_EXHAUSTED with the chatsvc-error-code
+        trailer `room_full` or `user_room_limit`. Members get member_added / member_removed /
+        role_changed with `by: "admin"`.
+        Create a private room owned by owner_id (its name is generated).
+        """
+
+    @_abc_1.abstractmethod
+    def AddMember(
+        self,
+        request: _admin_pb2.AddMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MemberResponse, _abc.Awaitable[_admin_pb2.MemberResponse]]:
+        """Add a user to a private room (again: no change); with role, also set its role."""
+
+    @_abc_1.abstractmethod
+    def RemoveMember(
+        self,
+        request: _admin_pb2.RemoveMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RemoveMemberResponse, _abc.Awaitable[_admin_pb2.RemoveMemberResponse]]:
+        """Remove a user from a private room; its sockets leave the room on every replica."""
+
+    @_abc_1.abstractmethod
+    def SetRole(
+        self,
+        request: _admin_pb2.SetRoleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.MemberResponse, _abc.Awaitable[_admin_pb2.MemberResponse]]:
+        """Change a member's role: owner, moderator or member."""
+
+    @_abc_1.abstractmethod
+    def ListMembers(
+        self,
+        request: _admin_pb2.ListMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListMembersResponse, _abc.Awaitable[_admin_pb2.ListMembersResponse]]:
+        """A private or direct room's members, by user id."""
+
+    @_abc_1.abstractmethod
+    def ListUserRooms(
+        self,
+        request: _admin_pb2.ListUserRoomsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListUserRoomsResponse, _abc.Awaitable[_admin_pb2.ListUserRoomsResponse]]:
+        """A user's private and direct rooms (at most CHATSVC_MAX_ROOMS_PER_USER), by name."""
+
+    @_abc_1.abstractmethod
+    def StreamNotifications(
+        self,
+        request: _admin_pb2.StreamNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.Notification], _abc.AsyncIterator[_admin_pb2.Notification]]:
+        """Notifications for offline users (a DM or private-room message to a member with no
+        live socket), oldest first from after_position, then each new one as it is written;
+        the stream stays open until the caller cancels. Resume with the last position seen.
+        Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,8 @@ Rules this package keeps:
   calls (connect, prepare, DDL, shutdown) run in a thread.
 * No nulls are written (a null is a tombstone): absent values are ``UNSET`` or simply
   not in the statement; "until lifted" moderation is stored as a far-future instant.
-* No lightweight transactions. Cells that must only move one way (last message id, read
+* No lightweight transactions on the hot path (only claiming a recovery session and the
+  first open of a direct room, each once). Cells that must only move one way (last message id, read
   markers, a room's first bucket) are written ``USING TIMESTAMP`` derived from the value
   itself, so that last-write-wins keeps the right one whatever the order of arrival.
 * Any driver exception becomes :class:`~chatsvc.errors.StoreUnavailable` with a short

@@ -9,7 +9,7 @@ from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
@@ -129,6 +129,52 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             epoch text
         )""",
     ),
+    # Conversations (issue 24). A room without a ``conversations`` row is public (every
+    # room before this version). Members are written twice, one table per query: by room
+    # (access checks, member lists) and by user (a user's rooms); both partitions are
+    # bounded by settings (members per private room, rooms per user).
+    4: (
+        """CREATE TABLE IF NOT EXISTS {ks}.conversations (
+            name text PRIMARY KEY,
+            kind text,
+            title text,
+            created_by text,
+            created_at bigint
+        )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.dm_pairs (
+            pair text PRIMARY KEY,
+            room text
+        )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.members_by_room (
+            room text,
+            user_id text,
+            role text,
+            added_at bigint,
+            PRIMARY KEY (room, user_id)
+        ) WITH CLUSTERING ORDER BY (user_id ASC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.rooms_by_user (
+            user_id text,
+            room text,
+            role text,
+            added_at bigint,
+            PRIMARY KEY (user_id, room)
+        ) WITH CLUSTERING ORDER BY (room ASC)""",
+        # Public rooms a user joined (the directory), bounded like rooms_by_user.
+        """CREATE TABLE IF NOT EXISTS {ks}.joined_rooms (
+            user_id text,
+            room text,
+            joined_at bigint,
+            PRIMARY KEY (user_id, room)
+        ) WITH CLUSTERING ORDER BY (room ASC)""",
+        # Every block question names the blocker: one partition per blocker, bounded by
+        # CHATSVC_MAX_BLOCKS_PER_USER; "does Y block X" is one row of Y's partition.
+        """CREATE TABLE IF NOT EXISTS {ks}.blocks (
+            blocker text,
+            blocked text,
+            at bigint,
+            PRIMARY KEY (blocker, blocked)
+        ) WITH CLUSTERING ORDER BY (blocked ASC)""",
+    ),
 }
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
@@ -215,10 +261,33 @@ STATEMENTS: Final[dict[str, str]] = {
     ),
     "sess_get": "SELECT user_id, data, expires_at FROM {ks}.sessions WHERE pid = ?",
     "sess_take": "DELETE FROM {ks}.sessions WHERE pid = ? IF expires_at > ?",
+    "conv_put": (
+        "INSERT INTO {ks}.conversations (name, kind, title, created_by, created_at) VALUES (?, ?, ?, ?, ?)"
+    ),
+    "conv_get": "SELECT kind, title, created_by, created_at FROM {ks}.conversations WHERE name = ?",
+    "dm_claim": "INSERT INTO {ks}.dm_pairs (pair, room) VALUES (?, ?) IF NOT EXISTS",
+    "dm_get": "SELECT room FROM {ks}.dm_pairs WHERE pair = ?",
+    "member_put": "INSERT INTO {ks}.members_by_room (room, user_id, role, added_at) VALUES (?, ?, ?, ?)",
+    "member_of_put": "INSERT INTO {ks}.rooms_by_user (user_id, room, role, added_at) VALUES (?, ?, ?, ?)",
+    "member_delete": "DELETE FROM {ks}.members_by_room WHERE room = ? AND user_id = ?",
+    "member_of_delete": "DELETE FROM {ks}.rooms_by_user WHERE user_id = ? AND room = ?",
+    "member_get": "SELECT role, added_at FROM {ks}.members_by_room WHERE room = ? AND user_id = ?",
+    "members_list": (
+        "SELECT user_id, role, added_at FROM {ks}.members_by_room WHERE room = ? AND user_id > ? LIMIT ?"
+    ),
+    "members_count": "SELECT count(*) FROM {ks}.members_by_room WHERE room = ?",
+    "rooms_of": "SELECT room, role, added_at FROM {ks}.rooms_by_user WHERE user_id = ? LIMIT ?",
+    "joined_put": "INSERT INTO {ks}.joined_rooms (user_id, room, joined_at) VALUES (?, ?, ?)",
+    "joined_delete": "DELETE FROM {ks}.joined_rooms WHERE user_id = ? AND room = ?",
+    "joined_list": "SELECT room FROM {ks}.joined_rooms WHERE user_id = ? LIMIT ?",
+    "block_put": "INSERT INTO {ks}.blocks (blocker, blocked, at) VALUES (?, ?, ?)",
+    "block_delete": "DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
+    "blocks_of": "SELECT blocked FROM {ks}.blocks WHERE blocker = ? LIMIT ?",
+    "block_get": "SELECT at FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
-NOT_IDEMPOTENT: Final = frozenset({"sess_take", "epoch_put"})
+NOT_IDEMPOTENT: Final = frozenset({"sess_take", "epoch_put", "dm_claim"})
 
 
 def replication_cql(spec: str) -> str:

@@ -24,6 +24,7 @@ from chatsvc.model.messages import (
 )
 from chatsvc.settings import ScyllaSettings
 from chatsvc.store.base import BUCKET_MS, bucket_of
+from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
 from chatsvc.store.scylla.stream import ScyllaStream
 
@@ -102,7 +103,7 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
     return [_message(room, r) for r in rows if r[1] is not None]
 
 
-class ScyllaStore:
+class ScyllaStore(ScyllaConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
     def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:
