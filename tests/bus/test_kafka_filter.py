@@ -14,6 +14,7 @@ import pytest
 import socketio
 
 from chatsvc.bus.kafka import AsyncKafkaManager
+from chatsvc.bus.records import BATCHED, EAGER, AdaptiveFetch
 from chatsvc.settings import KafkaSettings
 from tests.bus.helpers import ChatClient, new_topic, replica_env
 from tests.conftest import ServerFactory
@@ -132,3 +133,59 @@ async def test_a_replica_skips_rooms_it_has_nobody_in_and_hears_everything_else(
     await alice.call("message", {"room": FAR, "text": "after bob left"})
     await wait_skipped(r2, base + 1)
     assert "after bob left" not in bob.texts("alice")
+
+
+async def test_the_adaptive_fetch_switches_consumers_without_losing_or_repeating_a_record(
+    kafka: dict[str, str],
+) -> None:
+    settings = KafkaSettings(
+        brokers=(kafka["KAFKA_TEST_PLAINTEXT"],), topic=new_topic(), retry_backoff_ms=200, fetch_adaptive=True
+    )
+    reader = AsyncKafkaManager(settings, replica_id="reader")
+    writer = AsyncKafkaManager(settings, replica_id="writer", write_only=True)
+    # Thresholds a test can reach in a second (the defaults need 200 records/s for 5 s).
+    reader._fetch = AdaptiveFetch(busy=100, quiet=20, window=0.5)
+    got: dict[str, list[int]] = {}
+    arrived = asyncio.Event()
+
+    async def on_control(data: dict[str, Any]) -> None:
+        got.setdefault(data["room"], []).append(data["n"])
+        arrived.set()
+
+    reader.on_control(on_control)
+
+    async def drain() -> None:
+        async for _ in reader._listen():
+            pass
+
+    async def publish(numbers: range) -> None:
+        for n in numbers:
+            await writer.publish_control({"type": "test", "room": f"r{n % 5}", "n": n})
+
+    async def received(total: int, within: float = 20.0) -> None:
+        async with asyncio.timeout(within):
+            while sum(map(len, got.values())) < total:
+                arrived.clear()
+                await arrived.wait()
+
+    await reader.start()
+    await writer.start()
+    listening = asyncio.create_task(drain())
+    try:
+        await publish(range(600))  # hundreds per second: busy
+        await received(600)
+        assert reader._fetch.mode == BATCHED
+        deadline = asyncio.get_running_loop().time() + 10
+        while reader._fetch.mode != EAGER:  # quiet: back to eager fetches
+            assert asyncio.get_running_loop().time() < deadline, "still batched after 10 s of quiet"
+            await asyncio.sleep(0.1)  # the mode has no event to wait on
+        await publish(range(600, 650))
+        await received(650)
+        await asyncio.sleep(0.5)  # a repeat would have arrived by now
+    finally:
+        listening.cancel()
+        await asyncio.gather(listening, return_exceptions=True)
+        await writer.aclose()
+        await reader.aclose()
+    # Every record once, each room's in order, across two consumer switches.
+    assert got == {f"r{k}": list(range(k, 650, 5)) for k in range(5)}
