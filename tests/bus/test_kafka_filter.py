@@ -4,6 +4,7 @@ has no member in, and still gets everything else (docs/scaling.md, chatsvc.bus.r
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import socketio
+from aiokafka import AIOKafkaProducer
 
 from chatsvc.bus.kafka import AsyncKafkaManager
 from chatsvc.bus.records import BATCHED, EAGER, AdaptiveFetch
@@ -52,10 +54,12 @@ async def skipped(server: ServerProcess, reason: str = "no_member") -> float:
     return await asyncio.to_thread(_skipped, server, reason)
 
 
-async def wait_skipped(server: ServerProcess, at_least: float, within: float = 20.0) -> float:
+async def wait_skipped(
+    server: ServerProcess, at_least: float, within: float = 20.0, reason: str = "no_member"
+) -> float:
     """Poll (bounded) until the replica counted ``at_least`` skipped records."""
     deadline = asyncio.get_running_loop().time() + within
-    while (value := await skipped(server)) < at_least:
+    while (value := await skipped(server, reason)) < at_least:
         assert asyncio.get_running_loop().time() < deadline, (
             f"{server.url} skipped {value} record(s) within {within}s, expected at least {at_least}"
         )
@@ -96,8 +100,10 @@ async def test_a_replica_skips_rooms_it_has_nobody_in_and_hears_everything_else(
     await asyncio.sleep(0.5)  # anything more would have arrived by now
     assert await skipped(r2) == after == before + N, "exactly FAR's messages are skipped on r2"
     assert carol.texts("alice") == ["near"] and bob.events["message"] == []
-    # r1 has alice in both rooms: nothing of FAR or NEAR is skipped there as "no member".
+    # r1 has alice in both rooms: nothing of FAR or NEAR is skipped there as "no member";
+    # its own records come back to it and are skipped as its own.
     assert await skipped(r1) == 0
+    await wait_skipped(r1, N + 1, reason="own")
 
     # Control records still reach r2: its cluster presence counts alice in FAR, so bob's
     # join sees two online (alice on r1, bob here).
@@ -126,6 +132,26 @@ async def test_a_replica_skips_rooms_it_has_nobody_in_and_hears_everything_else(
     finally:
         await admin.aclose()
     await carol.wait_event("message", lambda m: m["text"] == "to carol")
+
+    # A record of an older replica (no headers, as before issue 26) is decoded and delivered.
+    producer = AIOKafkaProducer(bootstrap_servers=kafka["KAFKA_TEST_PLAINTEXT"])
+    await producer.start()
+    try:
+        old = {
+            "method": "emit",
+            "event": "message",
+            "data": [{"room": NEAR, "text": "from an older replica", "user": {"id": "old"}}],
+            "binary": False,
+            "namespace": "/",
+            "room": NEAR,
+            "skip_sid": None,
+            "callback": None,
+            "host_id": "older-replica",
+        }
+        await producer.send_and_wait(topic, json.dumps(old).encode(), key=NEAR.encode())
+    finally:
+        await producer.stop()
+    await carol.wait_event("message", lambda m: m["text"] == "from an older replica")
 
     # When bob leaves, FAR's records are skipped on r2 again.
     await bob.call("leave", {"room": FAR})
