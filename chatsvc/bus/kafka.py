@@ -22,6 +22,10 @@ Design, and why:
   publish only costs live delivery (``ChatService`` logs it; clients on other replicas
   catch up with ``join {since}``), and knowing about it keeps metrics and logs honest.
 * **JSON on the wire, never pickle**: a record from the topic is data, not code.
+* **Skipped undecoded.** Each record carries headers (method, host, and for an emit to a room
+  the namespace, :mod:`chatsvc.bus.records`); a room emit for a room with no local member and
+  no session being restored into it, and this replica's own records, are skipped before their
+  JSON is decoded. Records without headers (older replicas) are decoded as before.
 * **Control messages.** Cluster state that is not a Socket.IO packet travels on the same
   topic as ``{"method": "control", "data": ...}`` and goes to the handlers registered with
   :meth:`AsyncKafkaManager.on_control`, never to python-socketio. Own records are dropped.
@@ -513,6 +517,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
             log.debug("Kafka fetch mode unchanged: %s", classify(exc, topic=self.channel))
             return
         self._consumer = consumer
+        self._fetch.switched(mode)
         await _stop(None, old)
         log.info("Kafka fetch now min %d byte(s) / max wait %d ms", mode.min_bytes, mode.max_wait_ms)
 

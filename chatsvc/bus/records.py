@@ -147,7 +147,9 @@ class AdaptiveFetch:
         self._count = 0
 
     def observe(self, records: int, now: float) -> FetchMode | None:
-        """Count ``records`` just read at ``now``; the mode to switch to, if it changes."""
+        """Count ``records`` just read at ``now``; the mode to switch to, if it changes (the
+        caller reports a switch done with :meth:`switched`; until then :attr:`mode` stays, and
+        the next window asks again)."""
         if self.fixed is not None:
             return None
         if self._started is None:
@@ -159,7 +161,8 @@ class AdaptiveFetch:
         rate = self._count / elapsed
         self._started, self._count = now, 0
         wanted = BATCHED if rate >= self._busy else EAGER if rate < self._quiet else self.mode
-        if wanted == self.mode:
-            return None
-        self.mode = wanted
-        return wanted
+        return None if wanted == self.mode else wanted
+
+    def switched(self, mode: FetchMode) -> None:
+        """The consumer now fetches in ``mode``."""
+        self.mode = mode

@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, UnknownTopi
 
 from chatsvc.bus import kafka as kafka_module
 from chatsvc.bus.kafka import AsyncKafkaManager, _ConnectFailed, classify, record_key
-from chatsvc.bus.records import record_headers
+from chatsvc.bus.records import BATCHED, record_headers
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.settings import KafkaSettings, Secret, TlsFiles
 
@@ -140,6 +140,9 @@ class FakeConsumer:
     def __init__(self, batches: list[list[Record]]) -> None:
         self.batches = batches
         self.stopped = False
+
+    async def position(self, tp: Any) -> int:
+        return 0
 
     async def getmany(self, timeout_ms: int) -> dict[int, list[Record]]:
         if self.batches:
@@ -314,6 +317,23 @@ async def test_room_emits_for_rooms_nobody_here_is_in_are_skipped_undecoded_and_
     assert bus._metrics.bus_skipped.labels("no_member")._value.get() == 1
     assert bus._metrics.bus_errors.labels("decode")._value.get() == 0
     assert bus._positions == {0: 3}
+
+
+async def test_a_fetch_switch_that_fails_keeps_the_consumer_and_its_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = FakeConsumer([])
+    bus = manager(consumer=old)
+    bus._partitions = [0, 1]
+    before = bus._fetch.mode
+
+    async def refuse(*args: Any) -> Any:
+        raise KafkaConnectionError("broker gone")
+
+    monkeypatch.setattr(bus, "_start_consumer", refuse)
+    await bus._switch_fetch(BATCHED)
+    assert bus._consumer is old and not old.stopped and bus._fetch.mode == before
+    assert bus._positions == {0: 0, 1: 0}  # what the old consumer had reached, kept
 
 
 async def test_publish_marks_room_emits_but_not_local_sid_emits() -> None:

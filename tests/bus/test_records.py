@@ -95,9 +95,14 @@ def test_adaptive_fetch_batches_when_busy_and_returns_to_eager_when_quiet() -> N
     assert fetch.observe(10, 0.0) is None
     assert fetch.observe(1_990, 4.0) is None  # the window is not over
     assert fetch.observe(0, 5.0) == BATCHED  # 2,000 records in 5 s: 400/s
+    fetch.switched(BATCHED)
     assert fetch.observe(600, 10.0) is None  # 120/s: between the thresholds, stays batched
     assert fetch.observe(100, 15.0) == EAGER  # 20/s
-    assert fetch.observe(0, 20.0) is None
+    # The switch failed (no switched()): the next quiet window asks again.
+    assert fetch.mode == BATCHED
+    assert fetch.observe(0, 20.0) == EAGER
+    fetch.switched(EAGER)
+    assert fetch.observe(0, 25.0) is None
 
 
 def test_configured_fetch_sizes_are_never_changed() -> None:
