@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import kafka_replicas
 import report
 from harness import BenchError, LoadGen, Server, Window, stderr
 
@@ -43,6 +44,7 @@ ALL_SCENARIOS = (
     "joinstorm",
     "cross",
     "kafka-idle",
+    "kafka-replicas",
     "history",
     "ablation",
 )
@@ -71,6 +73,8 @@ class Size:
     joinstorm: tuple[int, int, int, int]
     #: ((records, records per second), ...) at each offered rate; idle baseline seconds
     kafka_idle: tuple[tuple[tuple[int, float], ...], float]
+    #: (replica counts, records per second per replica, seconds): bench/kafka_replicas.py
+    kafka_replicas: tuple[tuple[int, ...], float, float]
     warmup_s: float
     measure_s: float
     windows: int
@@ -90,6 +94,7 @@ SIZES = {
         storm=(2000, 20, 100),
         joinstorm=(2000, 300, 3, 100),
         kafka_idle=(((5000, 250.0), (15000, 1000.0)), 3.0),
+        kafka_replicas=((1, 2, 4, 6), 100.0, 5.0),
         warmup_s=2.0,
         measure_s=6.0,
         windows=3,
@@ -107,6 +112,7 @@ SIZES = {
         storm=(500, 20, 100),
         joinstorm=(500, 75, 3, 100),
         kafka_idle=(((1000, 250.0), (3000, 750.0)), 1.5),
+        kafka_replicas=((1, 2), 100.0, 3.0),
         warmup_s=0.5,
         measure_s=2.0,
         windows=2,
@@ -124,6 +130,7 @@ SIZES = {
         storm=(6, 3, 4),
         joinstorm=(12, 4, 2, 4),
         kafka_idle=(((40, 40.0),), 0.5),
+        kafka_replicas=((1, 2), 20.0, 1.0),
         warmup_s=0.2,
         measure_s=0.8,
         windows=1,
@@ -970,6 +977,14 @@ def main(argv: list[str] | None = None) -> int:
             elif scenario == "kafka-idle":
                 bench.ensure_service("kafka", may_start=args.kafka == "auto")
                 data = bench.kafka_idle(kafka_brokers(args))
+            elif scenario == "kafka-replicas":
+                bench.ensure_service("kafka", may_start=args.kafka == "auto")
+                counts, rate, seconds = bench.size.kafka_replicas
+                data = {
+                    "chatsvc": kafka_replicas.measure(
+                        counts, kafka_brokers(args), bench.work, rate=rate, seconds=seconds
+                    )
+                }
             elif scenario == "rooms":
                 data = bench.rooms([AFTER_MEM, *before, AFTER_SQLITE, PEER])
             elif scenario == "ablation":

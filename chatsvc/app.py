@@ -248,6 +248,7 @@ def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace,
     namespace about pids."""
     if recovery.enabled:
         bus.use_offsets(recovery)
+        bus.keep_rooms(recovery.holds)
         sio.hooks = namespace
 
 

@@ -107,6 +107,12 @@ class Metrics:
         self.bus_published = Counter(
             "chatsvc_bus_published_total", "Messages published to the fan-out bus", registry=self.registry
         )
+        self.bus_skipped = Counter(
+            "chatsvc_bus_records_skipped_total",
+            "Bus records skipped undecoded: own, or a room emit for a room with no local member",
+            ["reason"],
+            registry=self.registry,
+        )
         self.bus_errors = Counter(
             "chatsvc_bus_errors_total", "Fan-out bus failures", ["op"], registry=self.registry
         )

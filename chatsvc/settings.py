@@ -148,6 +148,8 @@ class KafkaSettings:
     #: bigger batches cut every replica's CPU per record at the cost of latency and idle fetches.
     fetch_max_wait_ms: int = 500
     fetch_min_bytes: int = 1
+    #: Neither KAFKA_FETCH_* set: eager or batched fetches by the rate read (chatsvc.bus.records).
+    fetch_adaptive: bool = False
     tls: TlsFiles | None = None
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -659,6 +661,7 @@ class _Reader:
             retry_backoff_ms=self.integer("KAFKA_RETRY_BACKOFF_MS", 500, minimum=1),
             fetch_max_wait_ms=self.integer("KAFKA_FETCH_MAX_WAIT_MS", 500, minimum=0, maximum=60_000),
             fetch_min_bytes=self.integer("KAFKA_FETCH_MIN_BYTES", 1, minimum=1, maximum=64 * 1024 * 1024),
+            fetch_adaptive=not (self.raw("KAFKA_FETCH_MIN_BYTES") or self.raw("KAFKA_FETCH_MAX_WAIT_MS")),
             tls=tls,
             sasl_mechanism=mechanism,
             sasl_username=username,

@@ -285,6 +285,10 @@ def test_kafka_fetch_batching_defaults_to_aiokafkas_and_is_bounded(base: dict[st
     settings = Settings.from_env(kafka).kafka
     assert settings is not None
     assert (settings.fetch_max_wait_ms, settings.fetch_min_bytes) == (500, 1)
+    assert settings.fetch_adaptive  # neither set: chosen by the rate read
+    for one in ({"KAFKA_FETCH_MAX_WAIT_MS": "500"}, {"KAFKA_FETCH_MIN_BYTES": "1"}):
+        fixed = Settings.from_env({**kafka, **one}).kafka
+        assert fixed is not None and not fixed.fetch_adaptive  # either one set: as configured
     tuned = Settings.from_env(
         {**kafka, "KAFKA_FETCH_MAX_WAIT_MS": "5", "KAFKA_FETCH_MIN_BYTES": "65536"}
     ).kafka

@@ -22,6 +22,10 @@ Design, and why:
   publish only costs live delivery (``ChatService`` logs it; clients on other replicas
   catch up with ``join {since}``), and knowing about it keeps metrics and logs honest.
 * **JSON on the wire, never pickle**: a record from the topic is data, not code.
+* **Skipped undecoded.** Each record carries headers (method, host, and for an emit to a room
+  the namespace, :mod:`chatsvc.bus.records`); a room emit for a room with no local member and
+  no session being restored into it, and this replica's own records, are skipped before their
+  JSON is decoded. Records without headers (older replicas) are decoded as before.
 * **Control messages.** Cluster state that is not a Socket.IO packet travels on the same
   topic as ``{"method": "control", "data": ...}`` and goes to the handlers registered with
   :meth:`AsyncKafkaManager.on_control`, never to python-socketio. Own records are dropped.
@@ -45,7 +49,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -65,6 +69,7 @@ from aiokafka.errors import (
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from chatsvc.bus.base import ControlHandler
+from chatsvc.bus.records import AdaptiveFetch, FetchMode, RecordFilter, is_room_emit, record_headers
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import KafkaSettings
@@ -201,7 +206,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         self._producer: Any = None
         self._consumer: Any = None
         self._positions: dict[int, int] = {}
-        self._partitions = 0
+        self._partitions: list[int] = []
         self._control_handlers: list[ControlHandler] = []
         self._healthy = False
         self._down_reason = "not connected yet"
@@ -209,6 +214,9 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         self._next_probe = 0.0
         self._probe_delay = self._base_delay
         self._closed = False
+        self._filter = RecordFilter(self.host_id, lambda: self.rooms)
+        fixed = FetchMode(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
+        self._fetch = AdaptiveFetch(None if settings.fetch_adaptive else fixed)
 
     # -- lifecycle (chatsvc.bus.base.ManagedBus) -------------------------------------------
 
@@ -270,14 +278,15 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 self._next_probe = time.monotonic() + HEALTH_INTERVAL_SECONDS
                 log.info(
                     "Kafka connected to %s (%s): topic %s, %d partition(s), replica host id %s, "
-                    "fetch min %d byte(s) / max wait %d ms",
+                    "fetch min %d byte(s) / max wait %d ms%s",
                     self._brokers,
                     protocol,
                     settings.topic,
-                    self._partitions,
+                    len(self._partitions),
                     self.host_id,
-                    settings.fetch_min_bytes,
-                    settings.fetch_max_wait_ms,
+                    self._fetch.mode.min_bytes,
+                    self._fetch.mode.max_wait_ms,
+                    " (adaptive)" if self._fetch.fixed is None else "",
                 )
                 return
         raise StartupError(
@@ -317,6 +326,11 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         """
         await self._publish({"method": "control", "host_id": self.host_id, "data": message})
 
+    def keep_rooms(self, wanted: Callable[[str], bool]) -> None:
+        """Also hear room emits for rooms ``wanted`` names though no local socket is in them
+        (a session being restored into them: its replay hold collects them)."""
+        self._filter.keep_rooms(wanted)
+
     # -- python-socketio's pub/sub contract ------------------------------------------------
 
     async def _publish(self, data: dict[str, Any]) -> None:
@@ -326,12 +340,15 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
             self._metrics.bus_errors.labels("publish").inc()
             raise BusUnavailable(f"Kafka unavailable: {self._down_reason}")
         value = json.dumps(data, separators=(",", ":")).encode()
+        headers = record_headers(data, room_emit=not self.write_only and is_room_emit(data, self.rooms))
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + PUBLISH_TIMEOUT_SECONDS
         try:
             async with asyncio.timeout_at(deadline):
-                delivery = await producer.send(self.channel, value=value, key=record_key(data))
+                delivery = await producer.send(
+                    self.channel, value=value, key=record_key(data), headers=headers
+                )
             # asyncio.wait, not wait_for: cancelling aiokafka's delivery future is not ours to do.
             done, _ = await asyncio.wait([delivery], timeout=max(0.0, deadline - loop.time()))
             if not done:
@@ -364,12 +381,23 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 self._mark_down(classify(exc, topic=self.channel, tls=self._ssl is not None))
                 await self._drop_clients()
                 continue
+            count = 0
             for records in batch.values():
+                count += len(records)
                 for record in records:
                     self._positions[record.partition] = record.offset + 1
+                    # Decided before decoding: most records of a busy cluster are for rooms
+                    # nobody here is in (chatsvc.bus.records).
+                    skipped = self._filter.skip(record.key, record.headers)
+                    if skipped is not None:
+                        self._metrics.bus_skipped.labels(skipped).inc()
+                        continue
                     message = self._decode(record.value, record.partition, record.offset)
                     if message is not None and await self._accept(message):
                         yield message
+            mode = self._fetch.observe(count, time.monotonic())
+            if mode is not None:
+                await self._switch_fetch(mode)
             await self._watch()
 
     # -- internals -------------------------------------------------------------------------
@@ -442,20 +470,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 await producer.start()
                 partitions = sorted(await producer.partitions_for(self.channel))
                 if not self.write_only:
-                    consumer = AIOKafkaConsumer(
-                        **options,
-                        group_id=None,
-                        enable_auto_commit=False,
-                        auto_offset_reset="latest",
-                        fetch_max_wait_ms=self._settings.fetch_max_wait_ms,
-                        fetch_min_bytes=self._settings.fetch_min_bytes,
-                    )
-                    await consumer.start()
-                    tps = [TopicPartition(self.channel, p) for p in partitions]
-                    consumer.assign(tps)
-                    ends = await consumer.end_offsets(tps)
-                    for tp in tps:
-                        consumer.seek(tp, self._positions.get(tp.partition, ends[tp]))
+                    consumer = await self._start_consumer(options, partitions, self._fetch.mode)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 await _stop(producer, consumer)
@@ -465,7 +480,50 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 reason = await self._explain_stall(producer) or reason
             await _stop(producer, consumer)
             raise _ConnectFailed(reason) from exc
-        self._producer, self._consumer, self._partitions = producer, consumer, len(partitions)
+        self._producer, self._consumer, self._partitions = producer, consumer, partitions
+
+    async def _start_consumer(self, options: dict[str, Any], partitions: list[int], mode: FetchMode) -> Any:
+        """A consumer of every partition, at the positions reached (else at the end)."""
+        consumer = AIOKafkaConsumer(
+            **options,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=mode.max_wait_ms,
+            fetch_min_bytes=mode.min_bytes,
+        )
+        try:
+            await consumer.start()
+            tps = [TopicPartition(self.channel, p) for p in partitions]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, self._positions.get(tp.partition, ends[tp]))
+        except BaseException:
+            await _stop(None, consumer)
+            raise
+        return consumer
+
+    async def _switch_fetch(self, mode: FetchMode) -> None:
+        """Read on with a consumer fetching in ``mode`` (aiokafka fixes the fetch sizes at
+        construction); from the positions reached, so nothing is lost or read twice. If the
+        new consumer cannot start, the old one goes on and the next window tries again."""
+        old = self._consumer
+        options = {"bootstrap_servers": list(self._settings.brokers), **self._client_options()}
+        try:
+            async with asyncio.timeout(3 * REQUEST_TIMEOUT_MS / 1000):
+                for p in self._partitions:  # also those not read from yet
+                    self._positions[p] = await old.position(TopicPartition(self.channel, p))
+                consumer = await self._start_consumer(options, self._partitions, mode)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("Kafka fetch mode unchanged: %s", classify(exc, topic=self.channel))
+            return
+        self._consumer = consumer
+        self._fetch.switched(mode)
+        await _stop(None, old)
+        log.info("Kafka fetch now min %d byte(s) / max wait %d ms", mode.min_bytes, mode.max_wait_ms)
 
     async def _explain_stall(self, producer: Any) -> str | None:
         """The classic cause of a bootstrap that works and then stalls: unreachable advertised listeners."""

@@ -292,6 +292,11 @@ class Recovery:
                     hold.items.append(Item(offset, event, args[0]))
         return offset
 
+    def holds(self, room: str) -> bool:
+        """Whether a session being restored here will enter ``room``: its hold must see the
+        room's broadcasts though no local socket is in it yet."""
+        return any(room in hold.rooms for hold in self._holds)
+
     def opted_in(self) -> Container[str]:
         """The sockets that opted in (a live session each); only these are asked :meth:`delivery`."""
         return self._live

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, UnknownTopi
 
 from chatsvc.bus import kafka as kafka_module
 from chatsvc.bus.kafka import AsyncKafkaManager, _ConnectFailed, classify, record_key
+from chatsvc.bus.records import BATCHED, record_headers
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.settings import KafkaSettings, Secret, TlsFiles
 
@@ -105,12 +106,16 @@ class FakeProducer:
 
     def __init__(self, *, hang: bool = False, error: Exception | None = None) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]]] = []
         self.hang = hang
         self.error = error
         self.stopped = False
 
-    async def send(self, topic: str, *, value: bytes, key: bytes) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, *, value: bytes, key: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[None]:
         self.sent.append((topic, key, value))
+        self.headers.append(headers)
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.error is not None:
             delivery.set_exception(self.error)
@@ -127,6 +132,8 @@ class Record:
     value: bytes
     partition: int = 0
     offset: int = 0
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class FakeConsumer:
@@ -135,6 +142,9 @@ class FakeConsumer:
     def __init__(self, batches: list[list[Record]]) -> None:
         self.batches = batches
         self.stopped = False
+
+    async def position(self, tp: Any) -> int:
+        return 0
 
     async def getmany(self, timeout_ms: int) -> dict[int, list[Record]]:
         if self.batches:
@@ -271,6 +281,74 @@ async def test_listen_yields_other_hosts_messages_and_routes_control() -> None:
     ]
     assert got_control == [{"type": "theirs"}]
     assert bus._positions == {0: 9}
+
+
+async def test_room_emits_for_rooms_nobody_here_is_in_are_skipped_undecoded_and_counted() -> None:
+    bus = manager()
+    bus.rooms = {"/": {"here": {"s1": "e1"}, "s1": {"s1": "e1"}}}
+    other = "other-host"
+
+    def room_emit(room: str, offset: int) -> Record:
+        message = {"method": "emit", "room": room, "namespace": "/", "host_id": other, "data": ["x"]}
+        headers = tuple(record_headers(message, room_emit=True))
+        # A body that is not JSON: decoding it would be counted as a decode error.
+        return Record(b"{not json", offset=offset, key=room.encode(), headers=headers)
+
+    control = {"method": "control", "host_id": other, "data": {"type": "theirs"}}
+    batch = [
+        room_emit("far", 0),
+        Record(
+            json.dumps(control).encode(),
+            offset=1,
+            key=b"far",
+            headers=tuple(record_headers(control, room_emit=False)),
+        ),
+        record({"method": "emit", "room": "here", "namespace": "/", "host_id": other, "data": ["y"]}, 2),
+    ]
+    got: list[dict[str, Any]] = []
+
+    async def on_control(data: dict[str, Any]) -> None:
+        got.append(data)
+
+    bus.on_control(on_control)
+    bus._consumer = FakeConsumer([batch])
+    stream = bus._listen()
+    [delivered] = await take(stream, 1)
+    await stream.aclose()
+    assert delivered["room"] == "here" and got == [{"type": "theirs"}]
+    assert bus._metrics.bus_skipped.labels("no_member")._value.get() == 1
+    assert bus._metrics.bus_errors.labels("decode")._value.get() == 0
+    assert bus._positions == {0: 3}
+
+
+async def test_a_fetch_switch_that_fails_keeps_the_consumer_and_its_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    old = FakeConsumer([])
+    bus = manager(consumer=old)
+    bus._partitions = [0, 1]
+    before = bus._fetch.mode
+
+    async def refuse(*args: Any) -> Any:
+        raise KafkaConnectionError("broker gone")
+
+    monkeypatch.setattr(bus, "_start_consumer", refuse)
+    await bus._switch_fetch(BATCHED)
+    assert bus._consumer is old and not old.stopped and bus._fetch.mode == before
+    assert bus._positions == {0: 0, 1: 0}  # what the old consumer had reached, kept
+
+
+async def test_publish_marks_room_emits_but_not_local_sid_emits() -> None:
+    producer = FakeProducer()
+    bus = manager(producer=producer)
+    bus.rooms = {"/": {"s1": {"s1": "e1"}}}
+    await bus._publish({"method": "emit", "room": "r1", "namespace": "/", "host_id": bus.host_id})
+    await bus._publish({"method": "emit", "room": "s1", "namespace": "/", "host_id": bus.host_id})
+    host = bus.host_id.encode()
+    assert producer.headers == [
+        [("m", b"emit"), ("h", host), ("r", b"/")],
+        [("m", b"emit"), ("h", host)],
+    ]
 
 
 async def test_listener_rebuilds_a_consumer_that_fails(
