@@ -214,7 +214,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         self._next_probe = 0.0
         self._probe_delay = self._base_delay
         self._closed = False
-        self._filter = RecordFilter(self.host_id, lambda: self.rooms)
+        self._records = RecordFilter(self.host_id, lambda: self.rooms)
         fixed = FetchMode(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
         self._fetch = AdaptiveFetch(None if settings.fetch_adaptive else fixed)
 
@@ -329,7 +329,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
     def keep_rooms(self, wanted: Callable[[str], bool]) -> None:
         """Also hear room emits for rooms ``wanted`` names though no local socket is in them
         (a session being restored into them: its replay hold collects them)."""
-        self._filter.keep_rooms(wanted)
+        self._records.keep_rooms(wanted)
 
     # -- python-socketio's pub/sub contract ------------------------------------------------
 
@@ -388,7 +388,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                     self._positions[record.partition] = record.offset + 1
                     # Decided before decoding: most records of a busy cluster are for rooms
                     # nobody here is in (chatsvc.bus.records).
-                    skipped = self._filter.skip(record.key, record.headers)
+                    skipped = self._records.skip(record.key, record.headers)
                     if skipped is not None:
                         self._metrics.bus_skipped.labels(skipped).inc()
                         continue
