@@ -191,15 +191,20 @@ async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> N
         for statement in sqlite_store._MIGRATIONS[version]:
             db.execute(statement)
     db.execute("PRAGMA user_version=3")
+    # A room with a message, written as version 3 wrote it (no stream positions yet).
+    db.execute(
+        "INSERT INTO messages (room, id, user_id, user_name, text, created_at_ms) VALUES (?,?,?,?,?,?)",
+        ("lobby", "01J00000000000000000000000", "u", "U", "hi", 1),
+    )
     db.commit()
     db.close()
     store = sqlite_store.SqliteStore(path)
     await store.open()
     try:
-        stored, _ = await store.append(Message("01J00000000000000000000000", "lobby", "u", "U", "hi", 1))
         await store.migrate()
         await store.migrate()  # idempotent
         assert await store.get_conversation("lobby") is None and not members_only("lobby")
+        stored = Message("01J00000000000000000000000", "lobby", "u", "U", "hi", 1)
         assert (await store.history("lobby", before=None, limit=5)).messages == [stored]
         assert await store.count_members("lobby") == 0
     finally:
