@@ -162,9 +162,10 @@ async def roll(cluster: Cluster, node: NodeClients, traffic: Traffic, index: int
             assert back["recovered"] is True, back
         else:
             await reconnected(node, name, before[name] + 1)
-    # Traffic flows again after the move.
+    # Traffic flows again after the move. The bound is liveness, not speed: on a loaded
+    # 2-core machine (CI) ten acked messages after a move took up to ~22 s.
     moved_at = traffic.count()
-    await node.wait_for(lambda _e: traffic.count() >= moved_at + 10, within=15, what="traffic after the move")
+    await node.wait_for(lambda _e: traffic.count() >= moved_at + 10, within=45, what="traffic after the move")
 
 
 async def test_rolling_restart_through_nginx_loses_no_acked_message(
