@@ -60,6 +60,9 @@ export class Conversations {
     const conn = this.conn;
     if (!conn) return;
     const listed = new Set();
+    // Only a conversation known before the list was asked for can be missing from it
+    // because it was left; one that arrived meanwhile is newer than the answer.
+    const known = [...this.ctx.app.rooms.values()].filter((room) => room.kind !== "public");
     try {
       let before = null;
       for (let page = 0; page < MY_ROOMS_PAGES; page++) {
@@ -76,8 +79,8 @@ export class Conversations {
       ackError("my_rooms", error);
       return;
     }
-    for (const room of [...this.ctx.app.rooms.values()]) {
-      if (room.kind !== "public" && !listed.has(room.name)) this.ctx.dropRoom(room.name);
+    for (const room of known) {
+      if (!listed.has(room.name) && this.ctx.app.rooms.get(room.name) === room) this.ctx.dropRoom(room.name);
     }
   }
 
@@ -106,7 +109,9 @@ export class Conversations {
   /** A visible notice for a conversation message that is not on screen. */
   notice(room, message) {
     const who = message.user.name || message.user.id;
-    const where = room.kind === "direct" ? `New direct message from ${who}` : `New message in ${room.title} from ${who}`;
+    // A private room's title comes with the list (reloading now): its name means nothing.
+    const title = room.title === room.name ? "a private room" : room.title;
+    const where = room.kind === "direct" ? `New direct message from ${who}` : `New message in ${title} from ${who}`;
     toast(where, "notice");
   }
 

@@ -326,6 +326,7 @@ function selectRoom(name) {
     return;
   }
   if (app.active !== name) typing.stop();
+  if (app.active !== name) $("room-activity").textContent = ""; // "Bob joined" was another room's
   app.active = name;
   for (const [other, view] of app.views) if (other !== name) view.hide();
   app.views.get(name).reveal();

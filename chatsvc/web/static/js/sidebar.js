@@ -1,7 +1,7 @@
 // The joined rooms (with unread badges and online counts) and the join form.
 import { $, h } from "./dom.js";
 
-const KIND_LABEL = { public: "#", private: "🔒", direct: "@" };
+const KIND_LABEL = { public: "#", private: "◆", direct: "@" };
 const KIND_NAME = { public: "room", private: "private room", direct: "direct message" };
 
 export const SUGGESTED = ["stock:005930", "stock:AAPL", "stock:TSLA", "stock:NVDA", "stock:035720"];
@@ -43,10 +43,10 @@ export class Sidebar {
     if (room.role && room.kind === "private") details.push(room.role);
     if (room.kind === "private" && room.members) details.push(`${room.members} members`);
     if (room.online) details.push(`${room.online} online`);
-    parts.push(h("span", { class: "count", text: details.join(" · ") }));
+    parts.push(h("span", { class: "count", text: details.join(" · "), hidden: details.length === 0 }));
     const last = room.lastMessage;
     const preview = last ? `${last.user.name || last.user.id}: ${last.text}` : "";
-    parts.push(h("span", { class: "preview", text: preview }));
+    parts.push(h("span", { class: "preview", text: preview, hidden: !preview }));
     button.replaceChildren(...parts);
     button.setAttribute("aria-current", active ? "true" : "false");
     button.setAttribute(
