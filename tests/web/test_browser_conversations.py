@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import Locator, Page, expect
 
 from tests.support.browser import PAGE_WAIT_MS, Visitor, chromium, visitor
-from tests.support.clients import running_server
+from tests.support.clients import ClientPool, running_server
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
 
@@ -133,6 +133,18 @@ async def test_direct_messages_private_rooms_and_blocking(server: ServerProcess)
             ["welcome to the desk", "after the block"]
         )
         await expect(a.locator("li.msg", has_text="second from Bob")).to_have_count(0)
+
+        # role_changed: Alice (from another device) makes Bob a moderator; his list and
+        # Alice's open members panel follow, and Bob may now remove members.
+        desk = await a.locator("#room-list li", has_text="Deal desk").get_attribute("data-room")
+        async with ClientPool() as clients:
+            phone = await clients.connect(server.url, token("alice", name="Alice"))
+            await phone.ok("set_role", {"room": desk, "user": "bob", "role": "moderator"})
+        await expect(desk_b.locator(".count")).to_contain_text("moderator")
+        await expect(a.locator('#member-list li[data-user="bob"] .role')).to_have_text("moderator")
+        await b.get_by_role("button", name="Members").click()
+        await expect(b.locator("#add-member-form")).to_be_visible()
+        await expect(b.locator("#member-list button")).to_have_count(0)  # the owner is not his to remove
 
         # Leaving a private room removes oneself: Bob leaves; it is gone from his list.
         await b.get_by_role("button", name="Leave").click()

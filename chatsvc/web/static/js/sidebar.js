@@ -30,7 +30,7 @@ export class Sidebar {
     let item = this.items.get(room.name);
     if (!item) {
       const button = h("button", { type: "button", class: "room-button", onclick: () => this.actions.select(room.name) });
-      item = h("li", {}, button);
+      item = h("li", { dataset: { room: room.name } }, button);
       this.items.set(room.name, item);
     }
     item.dataset.activity = room.activity;
