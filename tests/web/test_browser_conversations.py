@@ -133,6 +133,16 @@ async def test_direct_messages_private_rooms_and_blocking(server: ServerProcess)
             ["welcome to the desk", "after the block"]
         )
         await expect(a.locator("li.msg", has_text="second from Bob")).to_have_count(0)
+        # The list's preview follows: Alice's newest message, then after she deletes it the
+        # newest one left.
+        preview = desk_b.locator(".preview")
+        await expect(preview).to_have_text("Alice: after the block")
+        await (
+            a.locator(f"{SHOWN}.mine", has_text="after the block")
+            .get_by_role("button", name="Delete")
+            .click()
+        )
+        await expect(preview).to_have_text("Bob: second from Bob")
 
         # role_changed: Alice (from another device) makes Bob a moderator; his list and
         # Alice's open members panel follow, and Bob may now remove members.

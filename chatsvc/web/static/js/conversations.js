@@ -101,7 +101,8 @@ export class Conversations {
   arrived(message) {
     if (!/^(priv|dm):/.test(message.room)) return null;
     const room = this.ctx.roomState(message.room);
-    if (room.kind === "direct") room.title = message.user.name || message.user.id;
+    // Until the list says (a DM's title is the other user), the sender names a DM.
+    if (room.kind === "direct" && message.user.id !== this.ctx.app.me.sub) room.title = message.user.id;
     this.reloadSoon();
     return room;
   }

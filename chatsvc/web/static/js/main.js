@@ -436,6 +436,7 @@ function onEdited(message) {
   room.put(message);
   room.seePos(message.pos);
   app.views.get(room.name).show([message]);
+  sidebar.update(room, app.active === room.name); // the preview may be that message
 }
 
 function onDeleted(event) {
@@ -443,6 +444,7 @@ function onDeleted(event) {
   room?.seePos(event.pos);
   const deleted = room?.markDeleted(event.id);
   if (deleted) app.views.get(room.name).show([deleted]);
+  if (deleted) sidebar.update(room, app.active === room.name); // the preview may have been it
 }
 
 function onTyping(event) {
@@ -520,6 +522,7 @@ async function deleteMessage(room, id) {
     await app.conn.request("delete", { room: room.name, id });
     const deleted = room.markDeleted(id);
     if (deleted) app.views.get(room.name).show([deleted]);
+    sidebar.update(room, app.active === room.name);
   } catch (error) {
     if (!(error instanceof AckError)) throw error;
     ackError("delete", error);

@@ -59,7 +59,7 @@ export class Room {
     if (old && (old.deleted || (old.edited_at && !message.edited_at && !message.deleted))) return false;
     this.messages.set(message.id, message);
     this.seePos(message.pos);
-    if (!message.deleted && message.id > this.activity) {
+    if (!message.deleted && message.id >= this.activity) {
       this.activity = message.id;
       this.lastMessage = message;
     }
@@ -78,6 +78,13 @@ export class Room {
     if (!message) return null;
     const deleted = { ...message, text: "", deleted: true };
     this.messages.set(id, deleted);
+    if (this.lastMessage?.id === id) {
+      // The preview falls back to the newest message still there (my_rooms does the same).
+      this.lastMessage = null;
+      for (const other of this.messages.values()) {
+        if (!other.deleted && (this.lastMessage === null || other.id > this.lastMessage.id)) this.lastMessage = other;
+      }
+    }
     return deleted;
   }
 
