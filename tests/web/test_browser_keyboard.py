@@ -9,8 +9,9 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.support.browser import PAGE_WAIT_MS, chromium, visitor
-from tests.support.clients import running_server
+from tests.support.clients import ClientPool, running_server
 from tests.support.servers import ServerProcess
+from tests.support.tokens import token
 
 expect.set_options(timeout=PAGE_WAIT_MS)
 
@@ -64,5 +65,49 @@ async def test_sign_in_join_and_send_by_keyboard(server: ServerProcess) -> None:
         await page.keyboard.type("second line")
         await page.keyboard.press("Enter")
         await expect(page.locator("li.msg[data-id] .text")).to_have_text("first line\nsecond line")
+        assert await page.evaluate(UNLABELLED) == []
+    assert person.errors == []
+
+
+async def test_author_menu_and_conversation_forms_by_keyboard(server: ServerProcess) -> None:
+    """Shift+Tab from the composer reaches the last author's name; Enter opens its menu with
+    the focus on Block, Escape closes it back to the name, and Block hides the messages."""
+    async with chromium() as browser:
+        person = await visitor(browser)
+        page = person.page
+        await page.goto(f"{server.url}/")
+        await page.locator("#token").fill(token("kim", name="Kim"))
+        await page.locator("#token").press("Tab")
+        await page.keyboard.press("Enter")  # the Sign in button
+        await expect(page.locator("#conn-state")).to_have_attribute("data-state", "connected")
+        await page.keyboard.type("stock:MENU")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#room-title")).to_have_text("stock:MENU")
+        async with ClientPool() as clients:
+            lee = await clients.connect(server.url, token("lee", name="Lee"))
+            await lee.ok("join", {"room": "stock:MENU"})
+            await lee.ok("message", {"room": "stock:MENU", "text": "from Lee"})
+            theirs = page.locator("li.msg", has_text="from Lee")
+            await expect(theirs).to_be_visible()
+            assert await focused(page) == "text"
+            await page.keyboard.press("Shift+Tab")
+            name = theirs.get_by_role("button", name="Lee", exact=True)
+            await expect(name).to_be_focused()
+            await page.keyboard.press("Enter")
+            block = theirs.get_by_role("button", name="Block Lee")
+            await expect(block).to_be_focused()
+            await page.keyboard.press("Escape")
+            await expect(block).to_be_hidden()
+            await expect(name).to_be_focused()
+            await page.keyboard.press("Enter")
+            await page.keyboard.press("Enter")  # Block Lee
+            await expect(theirs).to_be_hidden()
+        # The conversation forms: labelled, and the DM form submits with Enter.
+        await page.locator("#new-conversation summary").focus()
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#dm-user")).to_be_visible()
+        await page.locator("#blocked-users summary").focus()
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#blocked-list li")).to_have_text(["leeUnblock"])
         assert await page.evaluate(UNLABELLED) == []
     assert person.errors == []

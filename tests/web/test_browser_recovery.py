@@ -145,3 +145,51 @@ async def test_a_send_retried_across_a_restart_is_stored_once(tmp_path: Path) ->
     finally:
         first.stop()
         second.stop()
+
+
+async def test_a_new_database_resets_what_the_page_shows(tmp_path: Path) -> None:
+    """The page rejoins with the newest stream position it saw (README, "Room streams and
+    positions"). The replica comes back on a new database (another epoch): the server
+    answers `reset: true`, and the page replaces the room's messages with the new
+    database's instead of merging (a message-id catch-up would have kept the old one)."""
+    port = free_port()
+    first_env = base_env(tmp_path / "old", port)
+    first_env.update(CHATSVC_SHUTDOWN_TIMEOUT="2", CHATSVC_RECOVERY_WINDOW="0")
+    second_env = {**first_env, "CHATSVC_DATA_DIR": str(tmp_path / "new")}
+    first = ServerProcess(first_env, tmp_path / "first.log").start()
+    second = ServerProcess(second_env, tmp_path / "second.log")
+    try:
+        async with chromium() as browser:
+            alice = await visitor(browser)
+            page = alice.page
+            await sign_in_and_join(page, first.url)
+            async with ClientPool() as clients:
+                bob = await clients.connect(first.url, token("bob"))
+                await bob.ok("join", {"room": ROOM})
+                await bob.ok("message", {"room": ROOM, "text": "in the old database"})
+            await expect(page.locator("li.msg .text")).to_have_text(["in the old database"])
+
+            async def refuse(route: Route) -> None:
+                await route.abort()
+
+            await page.context.route(SOCKET_IO, refuse)
+            assert first.stop() == 0
+            await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
+            second.start()
+            async with ClientPool() as clients:
+                bob = await clients.connect(second.url, token("bob"))
+                await bob.ok("join", {"room": ROOM})
+                await bob.ok("message", {"room": ROOM, "text": "in the new database"})
+                await page.context.unroute(SOCKET_IO, refuse)
+                await expect(page.locator("#conn-state")).to_have_attribute(
+                    "data-state", "connected", timeout=30000
+                )
+                await expect(page.locator("li.msg .text")).to_have_text(["in the new database"])
+                # Live messages follow, placed after the reloaded history.
+                await bob.ok("message", {"room": ROOM, "text": "after"})
+                await expect(page.locator("li.msg .text")).to_have_text(["in the new database", "after"])
+            assert alice.origins() == {first.url}
+            assert alice.errors == []
+    finally:
+        first.stop()
+        second.stop()

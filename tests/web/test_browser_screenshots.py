@@ -1,4 +1,5 @@
-"""The main views at desktop and phone width, in the light and the dark theme.
+"""The main views at desktop and phone width, in the light and the dark theme, with the
+conversation list (a DM, a private room, ticker rooms) and a private room's members.
 
 The theme follows the system (prefers-color-scheme) and the phone layout stacks the rooms
 above the conversation; both are asserted here. The screenshots go to the test's temporary
@@ -77,6 +78,21 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             await expect(last).to_have_count(1)
             await bob.ok("read", {"room": ROOM, "message_id": await last.get_attribute("data-id")})
             await expect(last.locator(".receipts")).to_have_text("Read by Bob")
+            # Conversations (issue 24): a DM from Bob and a private room Carol made, both
+            # delivered without a join, listed newest activity first with unread badges.
+            carol = await clients.connect(server.url, token("carol", name="Carol"))
+            dm = await bob.ok("open_dm", {"user": "alice"})
+            desk = await carol.ok(
+                "create_room", {"kind": "private", "title": "Semis desk", "members": ["alice", "bob"]}
+            )
+            await carol.ok(
+                "message", {"room": desk["room"], "text": "Morning! Earnings calendar for the week is up."}
+            )
+            await bob.ok("message", {"room": dm["room"], "text": "Did you see the block trade at the close?"})
+            names = page.locator(".room-button .room-name")
+            await expect(names).to_have_text(["bob", "Semis desk", ROOM, "stock:AAPL"])
+            await expect(page.locator(".room-button .badge")).to_have_text(["1", "1"])
+            await expect(page.locator(".toast")).to_have_count(0)  # the notices fade (6 s)
             await bob.ok("typing", {"room": ROOM, "typing": True})
             await expect(page.locator("#typing")).to_have_text("Bob is typing…")
 
@@ -96,5 +112,21 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
                     else:  # side by side
                         assert sidebar["x"] + sidebar["width"] <= messages["x"] + 1
             assert backgrounds["light"] != backgrounds["dark"]
+
+            # A private room open with its members and their roles.
+            desk_entry = page.locator(".room-button", has_text="Semis desk")
+            await desk_entry.click()
+            await expect(page.locator("#room-title")).to_have_text("Semis desk")
+            await expect(desk_entry.locator(".badge")).to_have_count(0)  # opened and read
+            await page.get_by_role("button", name="Members").click()
+            roles = page.locator("#member-list .role")
+            await expect(roles).to_have_text(["member", "member", "owner"])  # alice, bob, carol
+            await page.emulate_media(color_scheme="dark")
+            await page.set_viewport_size(PHONE)
+            await page.screenshot(path=out / "conversations-phone-dark.png")
+            await page.locator("#new-conversation summary").click()
+            await page.emulate_media(color_scheme="light")
+            await page.set_viewport_size(DESKTOP)
+            await page.screenshot(path=out / "conversations-desktop-light.png")
     assert alice.origins() == {server.url}
     assert alice.errors == [] and alice.console == []

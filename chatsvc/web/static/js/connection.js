@@ -4,6 +4,10 @@ import { setState } from "./status.js";
 
 const ACK_TIMEOUT_MS = 10000;
 const RETRIES = 2;
+const RATE_RETRIES = 4; // rate_limited: the server did nothing, so wait and ask again
+const RATE_WAIT_MS = 400; // doubled per attempt: 0.4 + 0.8 + 1.6 + 3.2 s at most
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** An ack's {ok: false, error: {code, message}}, or a timeout (code "timeout"). */
 export class AckError extends Error {
@@ -69,14 +73,22 @@ export class Connection {
   /**
    * Emit `event` and resolve with the ack (its ok: true body), or reject with AckError.
    * A timeout is retried with the same payload: every event is safe to repeat (a message
-   * carries its client_msg_id, so the server answers a repeat with the original).
+   * carries its client_msg_id, so the server answers a repeat with the original), and so
+   * is `rate_limited`, after a wait that doubles each time (bounded).
    */
   async request(event, payload, { retries = RETRIES } = {}) {
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0, limited = 0; ; attempt++) {
       try {
         const ack = await this.socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, payload);
         if (ack && ack.ok) return ack;
         const error = (ack && ack.error) || { code: "internal", message: "malformed ack" };
+        // A burst (sign-in loads the list, joins, history) may outrun the per-connection
+        // rate limit; the event was refused before it did anything, so waiting is safe.
+        if (error.code === "rate_limited" && limited < RATE_RETRIES) {
+          await sleep(RATE_WAIT_MS * 2 ** limited++);
+          attempt--;
+          continue;
+        }
         throw new AckError(error.code, error.message);
       } catch (error) {
         if (error instanceof AckError || attempt >= retries) {

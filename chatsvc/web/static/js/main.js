@@ -1,8 +1,11 @@
 // The chat client: signs in, keeps the joined rooms in step with the server, and wires the
 // views. Protocol: README.md, "Protocol". Each concern lives in its own module; features the
 // server adds later (conversations, replies, reactions) get theirs and are wired here.
+import { Blocks } from "./blocks.js";
 import { AckError, Connection } from "./connection.js";
+import { Conversations } from "./conversations.js";
 import { $ } from "./dom.js";
+import { MembersPanel } from "./members.js";
 import { beforeExpiry } from "./refresh.js";
 import { Room } from "./room.js";
 import { Sidebar } from "./sidebar.js";
@@ -28,6 +31,45 @@ const app = {
 const typing = new TypingSender((room, on) => app.conn?.volatile("typing", { room, typing: on }));
 
 const sidebar = new Sidebar({ join: (name) => joinRoom(name, { select: true }), select: selectRoom });
+
+const blocks = new Blocks(
+  (event, payload) => app.conn.request(event, payload),
+  (unblocked) => {
+    blocks.render(unblock);
+    for (const [name, view] of app.views) {
+      const room = app.rooms.get(name);
+      // The server left an unblocked user's messages out of history: fetch it again.
+      if (unblocked && room.historyLoaded) reloadHistory(room);
+      else view.rerender();
+    }
+  },
+);
+
+function unblock(user) {
+  blocks.unblock(user).catch((error) => reportAck("unblock", error));
+}
+
+const members = new MembersPanel(() => app.me, {
+  list: (room) => conversations.listMembers(room),
+  add: (room, user) => conversations.addMember(room, user),
+  remove: (room, user) => removeMember(room, user),
+});
+
+const conversations = new Conversations({
+  app,
+  sidebar,
+  members,
+  roomState: (name) => roomState(name),
+  dropRoom: (name) => dropRoom(name),
+  joinRoom: (name, options) => joinRoom(name, options),
+});
+
+/** Remove a member; removing oneself is leaving, and the room goes from the list. */
+async function removeMember(room, user) {
+  const ok = await conversations.removeMember(room, user);
+  if (ok && user === app.me.sub) dropRoom(room.name);
+  return ok;
+}
 
 // ---- sign-in --------------------------------------------------------------------------
 
@@ -57,6 +99,9 @@ function signIn(token) {
       read: onRead,
       presence: onPresence,
       kicked: onKicked,
+      member_added: (event) => conversations.onMemberAdded(event),
+      member_removed: (event) => conversations.onMemberRemoved(event),
+      role_changed: (event) => conversations.onRoleChanged(event),
     },
   });
   app.cancelRefresh = beforeExpiry(claims.exp, renewToken);
@@ -93,6 +138,8 @@ function signOut(reason = "") {
   app.views.clear();
   app.active = null;
   sidebar.clear();
+  blocks.clear();
+  members.close();
   renderHeader();
   setState("signed-out");
   $("chat").hidden = true;
@@ -128,9 +175,17 @@ function onConnect(recovered) {
     return;
   }
   clearBanner();
-  const names = app.rooms.size ? [...app.rooms.keys()] : JSON.parse(sessionStorage.getItem(ROOMS_KEY) || "[]");
-  // A fresh session has no rooms: join them again, catching up from the newest message seen.
+  blocks.load().catch((error) => reportAck("blocked", error));
+  const joined = [...app.rooms.values()].filter((room) => room.joined).map((room) => room.name);
+  const names = app.rooms.size ? joined : JSON.parse(sessionStorage.getItem(ROOMS_KEY) || "[]");
+  // A fresh session has no rooms: join them again, catching up from the newest position seen.
   for (const name of names) joinRoom(name, { select: app.active === null || app.active === name });
+  conversations.load();
+}
+
+function reportAck(what, error) {
+  if (!(error instanceof AckError)) throw error;
+  ackError(what, error);
 }
 
 function onSessionEnd(data) {
@@ -155,6 +210,10 @@ function roomState(name) {
       remove: deleteMessage,
       older: loadOlder,
       atBottom: scheduleRead,
+      isBlocked: (user) => blocks.has(user),
+      block: (user) => blocks.block(user).catch((error) => reportAck("block", error)),
+      unblock,
+      dm: (user) => conversations.openDm(user),
     });
     app.views.set(name, view);
     $("timelines").append(view.element);
@@ -177,7 +236,8 @@ function dropRoom(name) {
 }
 
 function saveRooms() {
-  sessionStorage.setItem(ROOMS_KEY, JSON.stringify([...app.rooms.keys()]));
+  const joined = [...app.rooms.values()].filter((room) => room.joined).map((room) => room.name);
+  sessionStorage.setItem(ROOMS_KEY, JSON.stringify(joined));
 }
 
 async function joinRoom(name, { select = false } = {}) {
@@ -185,16 +245,34 @@ async function joinRoom(name, { select = false } = {}) {
   const fresh = !app.rooms.has(name);
   const room = roomState(name);
   try {
-    let since = room.newest;
+    // The newest stream position seen names exactly what we have (README, "Room streams and
+    // positions"); a room seen before positions existed catches up from its newest id.
+    let since = room.pos || room.newest;
     for (;;) {
       const ack = await app.conn.request("join", since ? { room: name, since } : { room: name });
+      room.joined = true;
       room.online = ack.online;
       room.unread = ack.unread;
+      const view = app.views.get(name);
+      if (ack.reset) {
+        // The position cannot be answered from (a new database, too old): replace, not merge.
+        room.clear();
+        room.pos = null;
+        view?.clear();
+      }
       const missed = ack.messages || [];
       for (const message of missed) room.put(message);
-      app.views.get(name)?.show(missed);
-      if (!ack.has_more || missed.length === 0) break;
-      since = missed[missed.length - 1].id;
+      const changed = [...missed];
+      for (const event of ack.events || []) {
+        const updated = event.event === "message_deleted" ? room.markDeleted(event.id) : event;
+        room.seePos(event.pos);
+        if (event.event === "message_edited") room.put(event);
+        if (updated) changed.push(updated);
+      }
+      room.seePos(ack.pos);
+      view?.show(changed);
+      if (!ack.has_more || changed.length === 0) break;
+      since = typeof ack.pos === "string" ? ack.pos : missed[missed.length - 1].id;
     }
   } catch (error) {
     if (!(error instanceof AckError)) throw error;
@@ -233,9 +311,22 @@ async function loadOlder(room) {
   scheduleRead(room);
 }
 
+/** Replace what a room shows with its newest history page. */
+function reloadHistory(room) {
+  room.clear();
+  app.views.get(room.name).clear();
+  loadOlder(room);
+}
+
 function selectRoom(name) {
   if (!app.rooms.has(name)) return;
+  // A listed conversation is joined when opened: presence, receipts and its history.
+  if (!app.rooms.get(name).joined && app.conn) {
+    joinRoom(name, { select: true });
+    return;
+  }
   if (app.active !== name) typing.stop();
+  if (app.active !== name) $("room-activity").textContent = ""; // "Bob joined" was another room's
   app.active = name;
   for (const [other, view] of app.views) if (other !== name) view.hide();
   app.views.get(name).reveal();
@@ -247,9 +338,10 @@ function selectRoom(name) {
 
 function renderHeader() {
   const room = app.active ? app.rooms.get(app.active) : null;
-  $("room-title").textContent = room ? room.name : "Join a room to start";
+  $("room-title").textContent = room ? room.title : "Join a room to start";
   $("room-online").textContent = room ? `${room.online} online` : "";
-  $("leave").hidden = !room;
+  $("leave").hidden = !room || room.kind === "direct"; // a DM stays listed: there is no leaving it
+  members.setRoom(room);
   $("text").disabled = !room;
   $("send").disabled = !room;
   if (!room) $("room-activity").textContent = "";
@@ -265,6 +357,11 @@ setInterval(renderTyping, 1000);
 $("leave").addEventListener("click", async () => {
   const name = app.active;
   if (!name || !app.conn) return;
+  if (app.rooms.get(name).kind === "private") {
+    // Leaving a private room is removing oneself (the last owner cannot: last_owner).
+    await removeMember(app.rooms.get(name), app.me.sub);
+    return;
+  }
   try {
     await app.conn.request("leave", { room: name });
   } catch (error) {
@@ -273,6 +370,8 @@ $("leave").addEventListener("click", async () => {
     if (error.code !== "not_in_room") return ackError(`leave ${name}`, error);
   }
   dropRoom(name);
+  // Leave ends the presence; removing itself also takes the room off my_rooms' list.
+  app.conn?.request("remove_member", { room: name, user: app.me.sub }).catch((error) => reportAck("leave", error));
 });
 
 // ---- read receipts and unread counts ----------------------------------------------------
@@ -312,7 +411,8 @@ document.addEventListener("visibilitychange", () => {
 // ---- live events ----------------------------------------------------------------------
 
 function onMessage(message) {
-  const room = app.rooms.get(message.room);
+  // Private and direct rooms deliver without join: a conversation may start here.
+  const room = app.rooms.get(message.room) || conversations.arrived(message);
   if (!room) return;
   const isNew = room.put(message);
   app.views.get(room.name).show([message]);
@@ -320,9 +420,12 @@ function onMessage(message) {
   if (isNew && message.user.id !== app.me.sub) {
     const view = app.views.get(room.name);
     const seen = app.active === room.name && view.atBottom() && document.visibilityState === "visible";
-    if (!seen) room.unread += 1;
-    sidebar.update(room, app.active === room.name);
+    if (!seen) {
+      room.unread += 1;
+      if (room.kind !== "public") conversations.notice(room, message);
+    }
   }
+  if (isNew) sidebar.update(room, app.active === room.name);
   renderTyping();
   scheduleRead(room);
 }
@@ -331,13 +434,17 @@ function onEdited(message) {
   const room = app.rooms.get(message.room);
   if (!room) return;
   room.put(message);
+  room.seePos(message.pos);
   app.views.get(room.name).show([message]);
+  sidebar.update(room, app.active === room.name); // the preview may be that message
 }
 
 function onDeleted(event) {
   const room = app.rooms.get(event.room);
+  room?.seePos(event.pos);
   const deleted = room?.markDeleted(event.id);
   if (deleted) app.views.get(room.name).show([deleted]);
+  if (deleted) sidebar.update(room, app.active === room.name); // the preview may have been it
 }
 
 function onTyping(event) {
@@ -390,7 +497,8 @@ function onPresence(event) {
 }
 
 function onKicked(event) {
-  banner(`Removed from ${event.room}: ${event.reason}`);
+  const title = conversations.titleOf(event.room);
+  banner(`Removed from ${title}: ${event.reason}`);
   dropRoom(event.room);
 }
 
@@ -414,6 +522,7 @@ async function deleteMessage(room, id) {
     await app.conn.request("delete", { room: room.name, id });
     const deleted = room.markDeleted(id);
     if (deleted) app.views.get(room.name).show([deleted]);
+    sidebar.update(room, app.active === room.name);
   } catch (error) {
     if (!(error instanceof AckError)) throw error;
     ackError("delete", error);

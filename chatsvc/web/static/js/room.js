@@ -14,6 +14,30 @@ export class Room {
     this.typingCount = { count: 0, until: 0 }; // a big room's aggregate: how many others type
     this.reads = new Map(); // user id -> {name, message_id}: the newest each one has read
     this.lastReadSent = null;
+    // Conversations (README, "Conversations"): what my_rooms says about the room.
+    this.kind = name.startsWith("dm:") ? "direct" : name.startsWith("priv:") ? "private" : "public";
+    this.title = name;
+    this.role = null;
+    this.members = null;
+    this.lastMessage = null;
+    this.activity = ""; // the newest message id seen or listed: the list's order
+    this.joined = false;
+    this.pos = null; // the newest stream position seen: the `since` of a rejoin
+  }
+
+  /** Keep the newest position: "<epoch>:<n>", n grows within an epoch; a new epoch wins. */
+  seePos(pos) {
+    if (typeof pos !== "string") return;
+    const [epoch, n] = splitPos(pos);
+    const [oldEpoch, oldN] = this.pos ? splitPos(this.pos) : [null, -1];
+    if (epoch !== oldEpoch || n > oldN) this.pos = pos;
+  }
+
+  /** Forget every message (a `reset` answer replaces what was shown). */
+  clear() {
+    this.messages.clear();
+    this.olderCursor = null;
+    this.historyLoaded = false;
   }
 
   /** The newest id seen, the `since` of the next catch-up. */
@@ -34,6 +58,11 @@ export class Room {
     // An edit or delete that raced ahead of its message's replay is kept, not overwritten.
     if (old && (old.deleted || (old.edited_at && !message.edited_at && !message.deleted))) return false;
     this.messages.set(message.id, message);
+    this.seePos(message.pos);
+    if (!message.deleted && message.id >= this.activity) {
+      this.activity = message.id;
+      this.lastMessage = message;
+    }
     return !known;
   }
 
@@ -49,6 +78,13 @@ export class Room {
     if (!message) return null;
     const deleted = { ...message, text: "", deleted: true };
     this.messages.set(id, deleted);
+    if (this.lastMessage?.id === id) {
+      // The preview falls back to the newest message still there (my_rooms does the same).
+      this.lastMessage = null;
+      for (const other of this.messages.values()) {
+        if (!other.deleted && (this.lastMessage === null || other.id > this.lastMessage.id)) this.lastMessage = other;
+      }
+    }
     return deleted;
   }
 
@@ -56,4 +92,9 @@ export class Room {
   readersOf(id) {
     return [...this.reads.values()].filter((r) => r.message_id === id).map((r) => r.name);
   }
+}
+
+function splitPos(pos) {
+  const at = pos.lastIndexOf(":");
+  return [pos.slice(0, at), Number(pos.slice(at + 1))];
 }

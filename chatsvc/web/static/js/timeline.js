@@ -6,7 +6,10 @@ import { clock, h } from "./dom.js";
 const NEAR_PX = 48;
 
 export class Timeline {
-  /** actions: {edit(room, id, text), remove(room, id), older(room), atBottom(room)} */
+  /**
+   * actions: {edit(room, id, text), remove(room, id), older(room), atBottom(room),
+   * isBlocked(user id), block(user), unblock(user)}
+   */
   constructor(room, me, actions) {
     this.room = room;
     this.me = me;
@@ -94,14 +97,16 @@ export class Timeline {
   render(message) {
     const mine = message.user.id === this.me.sub;
     const deleted = Boolean(message.deleted);
-    const classes = ["msg", mine && "mine", deleted && "deleted", message.kind && `kind-${message.kind}`];
+    // A blocked author's messages stay out of sight (the server stops sending new ones).
+    const blocked = !mine && this.actions.isBlocked(message.user.id);
+    const classes = ["msg", mine && "mine", deleted && "deleted", blocked && "blocked", message.kind && `kind-${message.kind}`];
     return h(
       "li",
-      { class: classes.filter(Boolean).join(" "), dataset: { id: message.id } },
+      { class: classes.filter(Boolean).join(" "), dataset: { id: message.id, user: message.user.id }, hidden: blocked },
       h(
         "div",
         { class: "meta" },
-        h("span", { class: "author", text: message.user.name || message.user.id }),
+        mine ? h("span", { class: "author", text: message.user.name || message.user.id }) : this.authorMenu(message.user),
         h("time", { datetime: message.created_at, title: message.created_at, text: clock(message.created_at) }),
         message.edited_at && !deleted ? h("span", { class: "edited", text: "edited" }) : null,
       ),
@@ -120,6 +125,56 @@ export class Timeline {
         : null,
       h("p", { class: "receipts" }),
     );
+  }
+
+  /** Someone else's name: a button opening that author's menu (block / unblock). */
+  authorMenu(user) {
+    const name = user.name || user.id;
+    const menu = h("span", { class: "author-menu", hidden: true });
+    const button = h("button", {
+      type: "button",
+      class: "author author-button",
+      text: name,
+      "aria-haspopup": "true",
+      "aria-expanded": "false",
+      title: `${name} (${user.id})`,
+      onclick: () => {
+        const open = menu.hidden;
+        const blocked = this.actions.isBlocked(user.id);
+        menu.replaceChildren(
+          h("button", {
+            type: "button",
+            text: blocked ? `Unblock ${name}` : `Block ${name}`,
+            onclick: () => (blocked ? this.actions.unblock(user.id) : this.actions.block(user.id)),
+          }),
+          h("button", { type: "button", text: `Message ${name}`, onclick: () => this.actions.dm(user.id) }),
+        );
+        menu.hidden = !open;
+        button.setAttribute("aria-expanded", String(open));
+        if (open) menu.firstChild.focus();
+      },
+    });
+    menu.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        menu.hidden = true;
+        button.setAttribute("aria-expanded", "false");
+        button.focus();
+      }
+    });
+    return h("span", { class: "author-wrap" }, button, menu);
+  }
+
+  /** Render every message again (e.g. after a block or unblock). */
+  rerender() {
+    for (const message of this.room.messages.values()) this.place(message);
+    this.renderReceipts();
+  }
+
+  /** Drop every message shown (a `reset` join answer replaces them). */
+  clear() {
+    for (const li of this.items.values()) li.remove();
+    this.items.clear();
+    this.updateOlder();
   }
 
   startEdit(message) {
