@@ -27,6 +27,7 @@ from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
+from chatsvc.chat.threads import Threads
 from chatsvc.chat.wire import event_wire, iso_ms, message_wire
 from chatsvc.errors import (
     ChatError,
@@ -49,7 +50,9 @@ log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
 #: Events on a private or direct room that only its members may send (issue 24).
-MEMBERS_ONLY_EVENTS = frozenset({"join", "leave", "message", "typing", "history", "read", "edit", "delete"})
+MEMBERS_ONLY_EVENTS = frozenset(
+    {"join", "leave", "message", "typing", "history", "read", "edit", "delete", "thread"}
+)
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
 TRANSPORT_CLOSE_SECONDS = 5.0
 Handler = Callable[[str, "Connection", dict[str, Any]], Awaitable[Ack]]
@@ -126,7 +129,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "edit": self._edit,
             "delete": self._delete,
             "refresh": self._refresh,
+            "thread": self._thread,
         }
+        self._threads = Threads(service, service.message_store)
         self._conversations = conversations
         if conversations is not None:
             self._handlers.update(conversation_events.handlers(conversations, limits))
@@ -479,7 +484,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if isinstance(since, tuple):
                 caught = await self._service.catch_up_from(room, *since)
                 epoch = await self._service.epoch()
-                ack["messages"] = [message_wire(m, epoch) for m in caught.messages]
+                shown = await self._threads.annotate(room, caught.messages)
+                ack["messages"] = [message_wire(m, epoch) for m in shown]
                 ack["events"] = [event_wire(e, epoch) for e in caught.events]
                 ack["has_more"] = caught.more
                 ack["reset"] = caught.reset
@@ -507,9 +513,14 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room = self._member(conn, payload)
         text = payloads.text(payload, self._limits.message_bytes)
         client_msg_id = payloads.client_msg_id(payload)
+        parent_id = payloads.message_id(payload, "reply_to", required=False)
         if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
             raise Forbidden(f"you are muted in {room}")
-        message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
+        reply_to = None if parent_id is None else await self._threads.parent(room, parent_id)
+        message, created = await self._service.post(
+            room, conn.identity, text, client_msg_id, skip_sid=sid, reply_to=reply_to
+        )
+        await self._threads.replied(message, created=created)
         self._recovery.posted(sid, message.id)  # never replayed to its sender
         if created and self._conversations is not None and self._conversations.notifier is not None:
             await self._conversations.notifier.posted(message)
@@ -527,11 +538,30 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
         page = await self._service.history(room, before, limit)
         hidden = await self._hidden_from(conn)
+        shown = await self._threads.annotate(room, [m for m in page.messages if m.user_id not in hidden])
         return {
             "ok": True,
             "room": room,
-            "messages": [self._service.wire(m) for m in page.messages if m.user_id not in hidden],
+            "messages": [self._service.wire(m) for m in shown],
             "next_before": page.next_before,
+        }
+
+    async def _thread(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        """``thread {room, id, before?, limit?}``: a message and a page of its replies."""
+        room = self._allowed(conn, payload)
+        parent_id = payloads.message_id(payload, "id", required=True)
+        before = payloads.message_id(payload, "before", required=False)
+        limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
+        assert parent_id is not None
+        await self._service.epoch()
+        parent, replies, next_before = await self._threads.page(room, parent_id, before=before, limit=limit)
+        hidden = await self._hidden_from(conn)
+        return {
+            "ok": True,
+            "room": room,
+            "message": self._service.wire(parent),
+            "replies": [self._service.wire(m) for m in replies if m.user_id not in hidden],
+            "next_before": next_before,
         }
 
     async def _hidden_from(self, conn: Connection) -> frozenset[str]:

@@ -10,16 +10,19 @@ a client, translates that into its protocol error). The records are ``chatsvc.mo
 
 from __future__ import annotations
 
+import json
 from typing import Protocol, runtime_checkable
 
 from chatsvc.model.messages import (
     HistoryPage,
     Message,
     Moderation,
+    ReplyRef,
     RoomEvent,
     RoomInfo,
     SessionRecord,
     StreamSlice,
+    ThreadSummary,
 )
 from chatsvc.model.rooms import Conversation, Member, Notification
 
@@ -35,6 +38,23 @@ def bucket_of(ms: int) -> int:
 #: Room events (edits, deletes) are kept this long: replays only reach back
 #: ``CHATSVC_RECOVERY_WINDOW`` (at most a day) from a session's last delivery.
 EVENT_RETENTION_SECONDS = 2 * 24 * 3600
+
+
+def encode_reply(ref: ReplyRef | None) -> str | None:
+    """A reply's parent reference as stored in a text column (None: not a reply)."""
+    if ref is None:
+        return None
+    return json.dumps(
+        {"id": ref.id, "user_id": ref.user_id, "user_name": ref.user_name, "preview": ref.preview}
+    )
+
+
+def decode_reply(value: object) -> ReplyRef | None:
+    """The reference :func:`encode_reply` stored, or None."""
+    if value is None or value == "":
+        return None
+    data = json.loads(str(value))
+    return ReplyRef(str(data["id"]), str(data["user_id"]), str(data["user_name"]), str(data["preview"]))
 
 
 class StoreLifecycle(Protocol):
@@ -232,6 +252,21 @@ class NotificationOutbox(Protocol):
         """Up to ``limit`` notifications after ``position``, oldest first, with their positions."""
 
 
+class ThreadStore(Protocol):
+    """Replies by parent (issue 25): one row per (room, parent, reply), clustered by reply
+    id, so a thread pages like history and a page of parents is summarised in one query."""
+
+    async def add_reply(self, room: str, parent_id: str, reply_id: str) -> None:
+        """Record ``reply_id`` as a reply to ``parent_id`` (again: no change)."""
+
+    async def thread_summaries(self, room: str, parent_ids: list[str]) -> dict[str, ThreadSummary]:
+        """Reply count and newest reply time of each of ``parent_ids`` that has replies."""
+
+    async def replies(self, room: str, parent_id: str, *, before: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` reply ids of ``parent_id`` older than ``before`` (or the newest),
+        newest first."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -244,6 +279,7 @@ class MessageStore(
     ConversationStore,
     JoinedRooms,
     BlockStore,
+    ThreadStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

@@ -196,8 +196,9 @@ async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> N
     store = sqlite_store.SqliteStore(path)
     await store.open()
     try:
-        stored, _ = await store.append(Message("01J00000000000000000000000", "lobby", "u", "U", "hi", 1))
+        # Opening does not migrate: the old file takes new rows only once upgraded.
         await store.migrate()
+        stored, _ = await store.append(Message("01J00000000000000000000000", "lobby", "u", "U", "hi", 1))
         await store.migrate()  # idempotent
         assert await store.get_conversation("lobby") is None and not members_only("lobby")
         assert (await store.history("lobby", before=None, limit=5)).messages == [stored]
@@ -205,5 +206,5 @@ async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> N
     finally:
         await store.aclose()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION == 6
     db.close()

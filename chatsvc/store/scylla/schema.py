@@ -9,12 +9,12 @@ from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
 
-COLUMNS = "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos"
+COLUMNS = "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos, reply_to"
 #: Positions per ``room_stream`` partition: a room's stream is read partition by partition.
 STREAM_CHUNK: Final = 10_000
 
@@ -175,6 +175,19 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY (blocker, blocked)
         ) WITH CLUSTERING ORDER BY (blocked ASC)""",
     ),
+    # Replies and threads (issue 25): a reply carries its parent's reference (JSON); the
+    # replies of a parent live in the parent's (room, bucket) partition, clustered by
+    # (parent, reply): a thread is a slice, a page's summaries one GROUP BY per bucket.
+    5: (
+        "ALTER TABLE {ks}.messages ADD reply_to text",
+        """CREATE TABLE IF NOT EXISTS {ks}.replies (
+            room text,
+            bucket int,
+            parent_id text,
+            id text,
+            PRIMARY KEY ((room, bucket), parent_id, id)
+        ) WITH CLUSTERING ORDER BY (parent_id ASC, id DESC)""",
+    ),
 }
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
@@ -190,7 +203,8 @@ STATEMENTS: Final[dict[str, str]] = {
     "version_get": "SELECT version FROM {ks}.schema_version WHERE scope = ? LIMIT 1",
     "version_put": "INSERT INTO {ks}.schema_version (scope, version, applied_at) VALUES (?, ?, ?)",
     "msg_insert": (
-        f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "msg_get": (
         f"SELECT {COLUMNS}, writetime(text) FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id = ?"
@@ -284,6 +298,14 @@ STATEMENTS: Final[dict[str, str]] = {
     "block_delete": "DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
     "blocks_of": "SELECT blocked FROM {ks}.blocks WHERE blocker = ? LIMIT ?",
     "block_get": "SELECT at FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
+    "reply_put": "INSERT INTO {ks}.replies (room, bucket, parent_id, id) VALUES (?, ?, ?, ?)",
+    "reply_summary": (
+        "SELECT parent_id, count(*), max(id) FROM {ks}.replies"
+        " WHERE room = ? AND bucket = ? AND parent_id IN ? GROUP BY parent_id"
+    ),
+    "reply_page": (
+        "SELECT id FROM {ks}.replies WHERE room = ? AND bucket = ? AND parent_id = ? AND id < ? LIMIT ?"
+    ),
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
