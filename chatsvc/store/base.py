@@ -267,6 +267,23 @@ class ThreadStore(Protocol):
         newest first."""
 
 
+class ReactionStore(Protocol):
+    """Reactions (issue 25): one row per (room, message, emoji, user), so a retried react
+    changes nothing and counts are counted rows, exact whichever replica wrote them."""
+
+    async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """Add the row; True only for the call that added it."""
+
+    async def delete_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """Remove the row; True only for the call that removed it."""
+
+    async def reaction_counts(self, room: str, message_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Per message with reactions: ``{emoji: count}``."""
+
+    async def reactions_of(self, room: str, message_ids: list[str], user_id: str) -> dict[str, list[str]]:
+        """Per message ``user_id`` reacted to: its emoji, sorted."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -280,6 +297,7 @@ class MessageStore(
     JoinedRooms,
     BlockStore,
     ThreadStore,
+    ReactionStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

@@ -34,9 +34,10 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
-from chatsvc.store import sqlite_conversations, sqlite_threads
+from chatsvc.store import sqlite_conversations, sqlite_reactions, sqlite_threads
 from chatsvc.store.base import EVENT_RETENTION_SECONDS, decode_reply, encode_reply
 from chatsvc.store.sqlite_conversations import SqliteConversations
+from chatsvc.store.sqlite_reactions import SqliteReactions
 from chatsvc.store.sqlite_threads import SqliteThreads
 
 SCHEMA_VERSION = 6
@@ -128,7 +129,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Conversations (issue 24): private and direct rooms, members; existing rooms stay public.
     5: sqlite_conversations.MIGRATION,
     # Replies and threads (issue 25).
-    6: sqlite_threads.MIGRATION,
+    6: sqlite_threads.MIGRATION + sqlite_reactions.MIGRATION,
 }
 
 T = TypeVar("T")
@@ -172,7 +173,7 @@ def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
     )
 
 
-class SqliteStore(SqliteThreads, SqliteConversations):
+class SqliteStore(SqliteReactions, SqliteThreads, SqliteConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:

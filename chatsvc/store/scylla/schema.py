@@ -187,6 +187,23 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             id text,
             PRIMARY KEY ((room, bucket), parent_id, id)
         ) WITH CLUSTERING ORDER BY (parent_id ASC, id DESC)""",
+        # Reactions: counted rows in the message's partition, and the same rows by user.
+        """CREATE TABLE IF NOT EXISTS {ks}.reactions (
+            room text,
+            bucket int,
+            message_id text,
+            emoji text,
+            user_id text,
+            PRIMARY KEY ((room, bucket), message_id, emoji, user_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.reactions_by_user (
+            room text,
+            bucket int,
+            user_id text,
+            message_id text,
+            emoji text,
+            PRIMARY KEY ((room, bucket, user_id), message_id, emoji)
+        )""",
     ),
 }
 
@@ -303,13 +320,36 @@ STATEMENTS: Final[dict[str, str]] = {
         "SELECT parent_id, count(*), max(id) FROM {ks}.replies"
         " WHERE room = ? AND bucket = ? AND parent_id IN ? GROUP BY parent_id"
     ),
+    "react_put": (
+        "INSERT INTO {ks}.reactions (room, bucket, message_id, emoji, user_id) VALUES (?, ?, ?, ?, ?)"
+        " IF NOT EXISTS"
+    ),
+    "react_delete": (
+        "DELETE FROM {ks}.reactions WHERE room = ? AND bucket = ? AND message_id = ? AND emoji = ?"
+        " AND user_id = ? IF EXISTS"
+    ),
+    "react_mine_put": (
+        "INSERT INTO {ks}.reactions_by_user (room, bucket, user_id, message_id, emoji) VALUES (?, ?, ?, ?, ?)"
+    ),
+    "react_mine_delete": (
+        "DELETE FROM {ks}.reactions_by_user WHERE room = ? AND bucket = ? AND user_id = ? AND message_id = ?"
+        " AND emoji = ?"
+    ),
+    "react_counts": (
+        "SELECT message_id, emoji, count(*) FROM {ks}.reactions"
+        " WHERE room = ? AND bucket = ? AND message_id IN ? GROUP BY message_id, emoji"
+    ),
+    "react_mine": (
+        "SELECT message_id, emoji FROM {ks}.reactions_by_user"
+        " WHERE room = ? AND bucket = ? AND user_id = ? AND message_id IN ?"
+    ),
     "reply_page": (
         "SELECT id FROM {ks}.replies WHERE room = ? AND bucket = ? AND parent_id = ? AND id < ? LIMIT ?"
     ),
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
-NOT_IDEMPOTENT: Final = frozenset({"sess_take", "epoch_put", "dm_claim"})
+NOT_IDEMPOTENT: Final = frozenset({"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete"})
 
 
 def replication_cql(spec: str) -> str:

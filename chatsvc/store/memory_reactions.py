@@ -1,0 +1,53 @@
+"""The reaction part of :class:`~chatsvc.store.memory.MemoryStore` (issue 25)."""
+
+from __future__ import annotations
+
+
+class MemoryReactions:
+    """:class:`~chatsvc.store.base.ReactionStore` in a set; mixed into MemoryStore."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: (room, message id) -> {(emoji, user id)}.
+        self._reactions: dict[tuple[str, str], set[tuple[str, str]]] = {}
+
+    def _check(self) -> None:
+        raise NotImplementedError  # MemoryStore's
+
+    async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """Add unless present."""
+        self._check()
+        rows = self._reactions.setdefault((room, message_id), set())
+        if (emoji, user_id) in rows:
+            return False
+        rows.add((emoji, user_id))
+        return True
+
+    async def delete_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """Remove if present."""
+        self._check()
+        rows = self._reactions.get((room, message_id), set())
+        if (emoji, user_id) not in rows:
+            return False
+        rows.discard((emoji, user_id))
+        return True
+
+    async def reaction_counts(self, room: str, message_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Counted from the rows."""
+        self._check()
+        found: dict[str, dict[str, int]] = {}
+        for message_id in message_ids:
+            for emoji, _ in self._reactions.get((room, message_id), set()):
+                counts = found.setdefault(message_id, {})
+                counts[emoji] = counts.get(emoji, 0) + 1
+        return found
+
+    async def reactions_of(self, room: str, message_ids: list[str], user_id: str) -> dict[str, list[str]]:
+        """The user's emoji per message."""
+        self._check()
+        found = {}
+        for message_id in message_ids:
+            mine = sorted(e for e, u in self._reactions.get((room, message_id), set()) if u == user_id)
+            if mine:
+                found[message_id] = mine
+        return found

@@ -1,0 +1,77 @@
+"""The reaction part of :class:`~chatsvc.store.scylla.store.ScyllaStore` (issue 25).
+
+One row per (message, emoji, user) in the message's (room, bucket) partition: a page's
+counts are one ``GROUP BY message_id, emoji`` per bucket, exact whichever replica wrote
+the rows (no counter columns, whose retries over-count). The same rows by user
+(``reactions_by_user``) answer "which did I react with". Adds and removes are lightweight
+transactions so exactly one of several concurrent identical calls reports the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+
+from chatsvc.model.ids import timestamp_ms
+from chatsvc.store.base import bucket_of
+from chatsvc.store.scylla.driver import Row, ScyllaSession
+
+#: Messages per grouped query.
+CHUNK = 100
+
+
+def _bucket(message_id: str) -> int:
+    return bucket_of(timestamp_ms(message_id))
+
+
+def _by_bucket(message_ids: list[str]) -> list[tuple[int, list[str]]]:
+    grouped: dict[int, list[str]] = {}
+    for message_id in dict.fromkeys(message_ids):
+        grouped.setdefault(_bucket(message_id), []).append(message_id)
+    return [(b, ids[i : i + CHUNK]) for b, ids in grouped.items() for i in range(0, len(ids), CHUNK)]
+
+
+class ScyllaReactions:
+    """:class:`~chatsvc.store.base.ReactionStore` on CQL; mixed into ScyllaStore."""
+
+    #: ScyllaStore's session.
+    _db: ScyllaSession
+
+    def _reaction_cql(self, name: str, params: Sequence[object]) -> Awaitable[list[Row]]:
+        return self._db.run(name, params)
+
+    async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """The by-user row first: a failure after it leaves only a "mine" without a count,
+        which the retry completes."""
+        bucket = _bucket(message_id)
+        await self._reaction_cql("react_mine_put", (room, bucket, user_id, message_id, emoji))
+        rows = await self._reaction_cql("react_put", (room, bucket, message_id, emoji, user_id))
+        return bool(rows and rows[0][0])
+
+    async def delete_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """The counted row first, then the by-user one."""
+        bucket = _bucket(message_id)
+        rows = await self._reaction_cql("react_delete", (room, bucket, message_id, emoji, user_id))
+        await self._reaction_cql("react_mine_delete", (room, bucket, user_id, message_id, emoji))
+        return bool(rows and rows[0][0])
+
+    async def reaction_counts(self, room: str, message_ids: list[str]) -> dict[str, dict[str, int]]:
+        """One grouped query per (bucket, chunk)."""
+        queries = [self._reaction_cql("react_counts", (room, b, ids)) for b, ids in _by_bucket(message_ids)]
+        found: dict[str, dict[str, int]] = {}
+        for rows in await asyncio.gather(*queries):
+            for message_id, emoji, count in rows:
+                if count:
+                    found.setdefault(str(message_id), {})[str(emoji)] = int(count)
+        return found
+
+    async def reactions_of(self, room: str, message_ids: list[str], user_id: str) -> dict[str, list[str]]:
+        """One query per (bucket, chunk) of the user's partition."""
+        queries = [
+            self._reaction_cql("react_mine", (room, b, user_id, ids)) for b, ids in _by_bucket(message_ids)
+        ]
+        found: dict[str, list[str]] = {}
+        for rows in await asyncio.gather(*queries):
+            for message_id, emoji in rows:
+                found.setdefault(str(message_id), []).append(str(emoji))
+        return {k: sorted(v) for k, v in found.items()}
