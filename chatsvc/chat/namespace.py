@@ -25,6 +25,7 @@ from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
+from chatsvc.chat.reactions import Reactions, emoji
 from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.threads import Threads
@@ -41,6 +42,7 @@ from chatsvc.errors import (
     TooManyConnections,
 )
 from chatsvc.metrics import Metrics
+from chatsvc.model.messages import Message
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.transport.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 Ack = dict[str, Any]
 #: Events on a private or direct room that only its members may send (issue 24).
 MEMBERS_ONLY_EVENTS = frozenset(
-    {"join", "leave", "message", "typing", "history", "read", "edit", "delete", "thread"}
+    {"join", "leave", "message", "typing", "history", "read", "edit", "delete", "thread", "react", "unreact"}
 )
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
 TRANSPORT_CLOSE_SECONDS = 5.0
@@ -130,8 +132,11 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "delete": self._delete,
             "refresh": self._refresh,
             "thread": self._thread,
+            "react": self._react,
+            "unreact": self._unreact,
         }
         self._threads = Threads(service, service.message_store)
+        self._reactions = Reactions(service, service.message_store, limits.reaction_kinds)
         self._conversations = conversations
         if conversations is not None:
             self._handlers.update(conversation_events.handlers(conversations, limits))
@@ -484,7 +489,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if isinstance(since, tuple):
                 caught = await self._service.catch_up_from(room, *since)
                 epoch = await self._service.epoch()
-                shown = await self._threads.annotate(room, caught.messages)
+                shown = await self._annotate(room, caught.messages, conn)
                 ack["messages"] = [message_wire(m, epoch) for m in shown]
                 ack["events"] = [event_wire(e, epoch) for e in caught.events]
                 ack["has_more"] = caught.more
@@ -538,12 +543,39 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
         page = await self._service.history(room, before, limit)
         hidden = await self._hidden_from(conn)
-        shown = await self._threads.annotate(room, [m for m in page.messages if m.user_id not in hidden])
+        shown = await self._annotate(room, [m for m in page.messages if m.user_id not in hidden], conn)
         return {
             "ok": True,
             "room": room,
             "messages": [self._service.wire(m) for m in shown],
             "next_before": page.next_before,
+        }
+
+    async def _annotate(self, room: str, messages: list[Message], conn: Connection) -> list[Message]:
+        """Reply summaries and reactions (with the reader's own) of messages being read."""
+        shown = await self._threads.annotate(room, messages)
+        return await self._reactions.annotate(room, shown, conn.identity.user_id)
+
+    async def _react(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        """``react {room, id, emoji}``: idempotent per (user, message, emoji)."""
+        return await self._reaction(conn, payload, add=True)
+
+    async def _unreact(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        """``unreact {room, id, emoji}``: idempotent too."""
+        return await self._reaction(conn, payload, add=False)
+
+    async def _reaction(self, conn: Connection, payload: dict[str, Any], *, add: bool) -> Ack:
+        room = self._member(conn, payload)
+        message_id = payloads.message_id(payload, "id", required=True)
+        value = emoji(payload)
+        assert message_id is not None
+        await self._service.epoch()
+        if add and self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
+            raise Forbidden(f"you are muted in {room}")
+        return {
+            "ok": True,
+            "room": room,
+            **await self._reactions.change(room, message_id, value, conn.identity, add=add),
         }
 
     async def _thread(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
@@ -555,6 +587,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         assert parent_id is not None
         await self._service.epoch()
         parent, replies, next_before = await self._threads.page(room, parent_id, before=before, limit=limit)
+        parent, *replies = await self._reactions.annotate(room, [parent, *replies], conn.identity.user_id)
         hidden = await self._hidden_from(conn)
         return {
             "ok": True,

@@ -65,6 +65,7 @@ RECOVERABLE: dict[str, str] = {
     "message_edited": "event_id",
     "message_deleted": "event_id",
     "message_updated": "event_id",
+    "reaction": "event_id",
 }
 #: Event names of room-log kinds.
 SESSION_FORMAT = 1

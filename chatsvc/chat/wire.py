@@ -15,7 +15,12 @@ from chatsvc.model.messages import Message, RoomEvent
 POSITION_PATTERN = re.compile(r"([0-9a-z]{1,32}):([0-9]{1,18})")
 #: The live event each kind of room event is delivered as.
 #: ``thread``: a parent's reply count changed (issue 25).
-EVENT_OF_KIND = {"edited": "message_edited", "deleted": "message_deleted", "thread": "message_updated"}
+EVENT_OF_KIND = {
+    "edited": "message_edited",
+    "deleted": "message_deleted",
+    "thread": "message_updated",
+    "reaction": "reaction",
+}
 
 #: The last second :func:`iso_ms` formatted and its text: messages come in bursts of the
 #: same second, and ``strftime`` is most of the cost of :func:`message_wire`.
@@ -79,6 +84,9 @@ def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
             "user": {"id": ref.user_id, "name": ref.user_name},
             "preview": ref.preview,
         }
+    if message.reactions is not None:
+        wire["reactions"] = message.reactions
+        wire["own_reactions"] = message.own_reactions or []
     if message.thread is not None:
         wire["reply_count"] = message.thread.count
         wire["last_reply_at"] = iso_ms(message.thread.last_reply_at_ms)

@@ -52,6 +52,10 @@ class Message:
     reply_to: ReplyRef | None = None
     #: Its replies, as the chat layer read them for delivery (not stored with the message).
     thread: ThreadSummary | None = field(default=None, compare=False)
+    #: ``{emoji: count}`` and the reader's own emoji, as the chat layer read them for one
+    #: reader (not stored with the message).
+    reactions: dict[str, int] | None = field(default=None, compare=False)
+    own_reactions: list[str] | None = field(default=None, compare=False)
 
     def edited(self, text: str, at_ms: int) -> Message:
         """This message with ``text`` replaced, edited at ``at_ms``."""
