@@ -104,6 +104,8 @@ class Limits:
     message_bytes: int = 4096
     #: Different emoji one message may carry (issue 25); more is ``reaction_limit``.
     reaction_kinds: int = 20
+    #: Users one message may mention (issue 25); more is ``invalid_payload``.
+    mentions_per_message: int = 10
     messages_per_second: float = 5.0
     burst: int = 10
     rooms_per_connection: int = 50
@@ -587,6 +589,7 @@ class _Reader:
         return Limits(
             message_bytes=self.integer("CHATSVC_MAX_MESSAGE_BYTES", 4096, minimum=1, maximum=1_000_000),
             reaction_kinds=self.integer("CHATSVC_MAX_REACTION_KINDS", 20, minimum=1, maximum=1000),
+            mentions_per_message=self.integer("CHATSVC_MAX_MENTIONS", 10, minimum=0, maximum=100),
             messages_per_second=rate,
             burst=self.integer("CHATSVC_RATE_LIMIT_BURST", 10, minimum=1),
             rooms_per_connection=self.integer("CHATSVC_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),

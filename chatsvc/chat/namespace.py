@@ -23,6 +23,7 @@ from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import conversation_events, payloads
 from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.membership import Membership
+from chatsvc.chat.mentions import Mentions, mentions
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.reactions import Reactions, emoji
@@ -136,6 +137,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "unreact": self._unreact,
         }
         self._threads = Threads(service, service.message_store)
+        self._mentions = Mentions(service, service.message_store)
         self._reactions = Reactions(service, service.message_store, limits.reaction_kinds)
         self._conversations = conversations
         if conversations is not None:
@@ -519,13 +521,17 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         text = payloads.text(payload, self._limits.message_bytes)
         client_msg_id = payloads.client_msg_id(payload)
         parent_id = payloads.message_id(payload, "reply_to", required=False)
+        wanted = mentions(payload, self._limits.mentions_per_message)
         if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
             raise Forbidden(f"you are muted in {room}")
         reply_to = None if parent_id is None else await self._threads.parent(room, parent_id)
+        mentioned = await self._mentions.readable(room, conn.identity.user_id, wanted)
         message, created = await self._service.post(
-            room, conn.identity, text, client_msg_id, skip_sid=sid, reply_to=reply_to
+            room, conn.identity, text, client_msg_id, skip_sid=sid, reply_to=reply_to, mentions=mentioned
         )
         await self._threads.replied(message, created=created)
+        if created:
+            await self._mentions.notify(message)
         self._recovery.posted(sid, message.id)  # never replayed to its sender
         if created and self._conversations is not None and self._conversations.notifier is not None:
             await self._conversations.notifier.posted(message)

@@ -126,6 +126,15 @@ class ChatService:
         payload = await self._record(kind, room, message_id, wire)
         await self._deliver(event, payload, room)
 
+    async def send_to(self, event: str, data: dict[str, Any], targets: list[str]) -> None:
+        """Deliver ``event`` to Socket.IO rooms ``targets`` (each socket once), best effort
+        like every live delivery: a bus failure is counted and logged, never raised."""
+        try:
+            await self._emitter.emit(event, data, room=targets)
+        except Exception as exc:
+            self._metrics.bus_errors.labels("emit").inc()
+            log.warning("live delivery of %s failed (%s)", event, type(exc).__name__)
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
@@ -179,6 +188,7 @@ class ChatService:
         skip_sid: str | None = None,
         kind: str = "user",
         reply_to: ReplyRef | None = None,
+        mentions: tuple[str, ...] = (),
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
         created = self._now_ms()
@@ -192,6 +202,7 @@ class ChatService:
             client_msg_id=client_msg_id,
             kind=kind,
             reply_to=reply_to,
+            mentions=mentions,
         )
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)

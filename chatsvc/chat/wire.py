@@ -84,6 +84,8 @@ def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
             "user": {"id": ref.user_id, "name": ref.user_name},
             "preview": ref.preview,
         }
+    if message.mentions:
+        wire["mentions"] = list(message.mentions)
     if message.reactions is not None:
         wire["reactions"] = message.reactions
         wire["own_reactions"] = message.own_reactions or []

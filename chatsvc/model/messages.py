@@ -50,6 +50,8 @@ class Message:
     pos: int | None = field(default=None, compare=False)
     #: The message this one replies to (issue 25); kept by edits.
     reply_to: ReplyRef | None = None
+    #: Users the author mentioned (issue 25), as stored: bounded, readers of the room only.
+    mentions: tuple[str, ...] = ()
     #: Its replies, as the chat layer read them for delivery (not stored with the message).
     thread: ThreadSummary | None = field(default=None, compare=False)
     #: ``{emoji: count}`` and the reader's own emoji, as the chat layer read them for one

@@ -57,6 +57,18 @@ def decode_reply(value: object) -> ReplyRef | None:
     return ReplyRef(str(data["id"]), str(data["user_id"]), str(data["user_name"]), str(data["preview"]))
 
 
+def encode_mentions(mentions: tuple[str, ...]) -> str | None:
+    """Mentioned user ids as stored in a text column (None: none)."""
+    return json.dumps(list(mentions)) if mentions else None
+
+
+def decode_mentions(value: object) -> tuple[str, ...]:
+    """The ids :func:`encode_mentions` stored."""
+    if value is None or value == "":
+        return ()
+    return tuple(str(v) for v in json.loads(str(value)))
+
+
 class StoreLifecycle(Protocol):
     """Connecting, schema and liveness."""
 

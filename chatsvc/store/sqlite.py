@@ -35,7 +35,13 @@ from chatsvc.model.messages import (
     StreamSlice,
 )
 from chatsvc.store import sqlite_conversations, sqlite_reactions, sqlite_threads
-from chatsvc.store.base import EVENT_RETENTION_SECONDS, decode_reply, encode_reply
+from chatsvc.store.base import (
+    EVENT_RETENTION_SECONDS,
+    decode_mentions,
+    decode_reply,
+    encode_mentions,
+    encode_reply,
+)
 from chatsvc.store.sqlite_conversations import SqliteConversations
 from chatsvc.store.sqlite_reactions import SqliteReactions
 from chatsvc.store.sqlite_threads import SqliteThreads
@@ -136,15 +142,14 @@ T = TypeVar("T")
 
 _COLUMNS = (
     "id, room, user_id, user_name, text, created_at_ms, client_msg_id, edited_at_ms, deleted, kind, pos,"
-    " reply_to"
+    " reply_to, mentions"
 )
 _EVENT_COLUMNS = "id, kind, message_id, payload, pos"
 
 
 def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
-    (id_, room, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos, reply) = tuple(
-        row
-    )
+    id_, room, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos = tuple(row)[:11]
+    reply, mentioned = tuple(row)[11:13]
     return Message(
         id=str(id_),
         room=str(room),
@@ -158,6 +163,7 @@ def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
         kind=str(kind),
         pos=None if pos is None else int(str(pos)),
         reply_to=decode_reply(reply),
+        mentions=decode_mentions(mentioned),
     )
 
 
@@ -522,7 +528,7 @@ def _stream_after(db: sqlite3.Connection, room: str, pos: int, limit: int) -> St
 def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
     with db:
         cursor = db.execute(
-            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL,?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL,?,?) ON CONFLICT DO NOTHING",
             (
                 message.id,
                 message.room,
@@ -535,6 +541,7 @@ def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
                 int(message.deleted),
                 message.kind,
                 encode_reply(message.reply_to),
+                encode_mentions(message.mentions),
             ),
         )
         if cursor.rowcount == 0 and message.client_msg_id is not None:

@@ -16,6 +16,8 @@ T = TypeVar("T")
 #: replies by parent (the thread query and the summaries of a history page).
 MIGRATION: tuple[str, ...] = (
     "ALTER TABLE messages ADD COLUMN reply_to TEXT",
+    # Mentioned user ids, JSON (issue 25).
+    "ALTER TABLE messages ADD COLUMN mentions TEXT",
     """CREATE TABLE IF NOT EXISTS replies (
         room TEXT NOT NULL,
         parent_id TEXT NOT NULL,

@@ -68,6 +68,19 @@ async def test_replies_page_and_summaries_count_each_reply_once(store: MessageSt
     assert await store.replies(room, lonely.id, before=None, limit=3) == []
 
 
+async def test_mentions_round_trip(store: MessageStore, room: str) -> None:
+    plain = Message(id_at(NOW_MS - 300), room, "alice", "Alice", "no one", NOW_MS - 300)
+    named = Message(
+        id_at(NOW_MS - 200), room, "alice", "Alice", "hi @bob", NOW_MS - 200, mentions=("bob", "c d")
+    )
+    for m in (plain, named):
+        await store.append(m)
+    assert (await store.get(room, named.id)) == named
+    page = await store.history(room, before=None, limit=5)
+    assert [m.mentions for m in page.messages] == [("bob", "c d"), ()]
+    assert (await store.edit(room, named.id, "hi", NOW_MS)).mentions == ("bob", "c d")
+
+
 async def test_memory_store_keeps_the_same_contract() -> None:
     store = MemoryStore()
     await store.open()

@@ -14,7 +14,10 @@ SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
 
-COLUMNS = "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos, reply_to"
+COLUMNS = (
+    "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos, reply_to,"
+    " mentions"
+)
 #: Positions per ``room_stream`` partition: a room's stream is read partition by partition.
 STREAM_CHUNK: Final = 10_000
 
@@ -180,6 +183,7 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     # (parent, reply): a thread is a slice, a page's summaries one GROUP BY per bucket.
     5: (
         "ALTER TABLE {ks}.messages ADD reply_to text",
+        "ALTER TABLE {ks}.messages ADD mentions text",
         """CREATE TABLE IF NOT EXISTS {ks}.replies (
             room text,
             bucket int,
@@ -221,7 +225,7 @@ STATEMENTS: Final[dict[str, str]] = {
     "version_put": "INSERT INTO {ks}.schema_version (scope, version, applied_at) VALUES (?, ?, ?)",
     "msg_insert": (
         f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "msg_get": (
         f"SELECT {COLUMNS}, writetime(text) FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id = ?"

@@ -23,7 +23,14 @@ from chatsvc.model.messages import (
     StreamSlice,
 )
 from chatsvc.settings import ScyllaSettings
-from chatsvc.store.base import BUCKET_MS, bucket_of, decode_reply, encode_reply
+from chatsvc.store.base import (
+    BUCKET_MS,
+    bucket_of,
+    decode_mentions,
+    decode_reply,
+    encode_mentions,
+    encode_reply,
+)
 from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
 from chatsvc.store.scylla.reactions import ScyllaReactions
@@ -70,7 +77,9 @@ def _bucket(message_id: str) -> int:
 
 
 def _message(room: str, row: Row) -> Message:
-    id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos, reply = row[:11]
+    id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos, reply, mentioned = row[
+        :12
+    ]
     gone = bool(deleted)
     return Message(
         id=str(id_),
@@ -85,6 +94,7 @@ def _message(room: str, row: Row) -> Message:
         kind=str(kind or "user"),
         pos=None if pos is None else int(pos),
         reply_to=decode_reply(reply),
+        mentions=decode_mentions(mentioned),
     )
 
 
@@ -212,6 +222,7 @@ class ScyllaStore(ScyllaReactions, ScyllaThreads, ScyllaConversations):
                 message.kind,
                 UNSET if message.pos is None else message.pos,
                 UNSET if message.reply_to is None else encode_reply(message.reply_to),
+                UNSET if not message.mentions else encode_mentions(message.mentions),
             ),
         )
         self._remember_room(message.room, message.created_at_ms)
@@ -244,7 +255,7 @@ class ScyllaStore(ScyllaReactions, ScyllaThreads, ScyllaConversations):
         if not rows or rows[0][1] is None:
             return None
         row = rows[0]
-        return row[:11], int(row[11] or 0)
+        return row[:12], int(row[12] or 0)
 
     async def get(self, room: str, message_id: str) -> Message | None:
         """One message by id (its bucket comes from the id)."""
