@@ -137,5 +137,8 @@ class Directory:
             "role": entry.role,
             "members": members,
             "unread": await self._store.unread_count(entry.room, user_id, self._limits.unread_cap),
+            "unread_mentions": await self._store.unread_mentions(
+                entry.room, user_id, self._limits.unread_cap
+            ),
             "last_message": message_wire(last) if last is not None else None,
         }

@@ -52,5 +52,6 @@ class Mentions:
         """``mention {room, message}`` to every socket of each mentioned user."""
         if not message.mentions:
             return
+        await self._store.add_mentions(message.room, message.id, message.mentions)
         data = {"room": message.room, "message": self._service.wire(message)}
         await self._service.send_to("mention", data, [user_room(u) for u in message.mentions])

@@ -296,6 +296,16 @@ class ReactionStore(Protocol):
         """Per message ``user_id`` reacted to: its emoji, sorted."""
 
 
+class MentionStore(Protocol):
+    """Who was mentioned where (issue 25), by user and room, for unread mention counts."""
+
+    async def add_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Record that ``message_id`` mentions each of ``user_ids`` (again: no change)."""
+
+    async def unread_mentions(self, room: str, user_id: str, cap: int) -> int:
+        """Mentions of ``user_id`` in ``room`` after its read marker, counted up to ``cap``."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -310,6 +320,7 @@ class MessageStore(
     BlockStore,
     ThreadStore,
     ReactionStore,
+    MentionStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

@@ -10,9 +10,25 @@ class MemoryReactions:
         super().__init__()
         #: (room, message id) -> {(emoji, user id)}.
         self._reactions: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        #: (user id, room) -> message ids mentioning the user there.
+        self._mentions: dict[tuple[str, str], set[str]] = {}
+        #: MemoryStore's read markers, (room, user id) -> message id.
+        self._read: dict[tuple[str, str], str]
 
     def _check(self) -> None:
         raise NotImplementedError  # MemoryStore's
+
+    async def add_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Remember each."""
+        self._check()
+        for user_id in user_ids:
+            self._mentions.setdefault((user_id, room), set()).add(message_id)
+
+    async def unread_mentions(self, room: str, user_id: str, cap: int) -> int:
+        """After the read marker, capped."""
+        self._check()
+        marker = self._read.get((room, user_id), "")
+        return min(cap, sum(1 for m in self._mentions.get((user_id, room), set()) if m > marker))
 
     async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
         """Add unless present."""

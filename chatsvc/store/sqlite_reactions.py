@@ -18,7 +18,22 @@ MIGRATION: tuple[str, ...] = (
         PRIMARY KEY (room, message_id, emoji, user_id)
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS reactions_by_user ON reactions (room, user_id, message_id)",
+    # Mentions by user and room (unread mention counts in my_rooms).
+    """CREATE TABLE IF NOT EXISTS mentions (
+        user_id TEXT NOT NULL,
+        room TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, room, message_id)
+    ) WITHOUT ROWID""",
 )
+
+
+def _add_mentions(db: sqlite3.Connection, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+    with db:
+        db.executemany(
+            "INSERT OR IGNORE INTO mentions (user_id, room, message_id) VALUES (?,?,?)",
+            [(u, room, message_id) for u in user_ids],
+        )
 
 
 def _change(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> bool:
@@ -35,6 +50,23 @@ class SqliteReactions:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError  # SqliteStore's
+
+    async def add_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """One transaction for the message's mentions."""
+        if user_ids:
+            await self._run(_add_mentions, room, message_id, user_ids)
+
+    async def unread_mentions(self, room: str, user_id: str, cap: int) -> int:
+        """Mentions after the read marker, counted up to ``cap``."""
+        rows = await self._run(
+            _select,
+            """SELECT count(*) FROM (
+                   SELECT 1 FROM mentions WHERE user_id=? AND room=? AND message_id > coalesce(
+                       (SELECT message_id FROM read_markers WHERE room=? AND user_id=?), '')
+                   LIMIT ?)""",
+            (user_id, room, room, user_id, cap),
+        )
+        return int(rows[0][0]) if rows else 0
 
     async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
         """Insert unless present."""

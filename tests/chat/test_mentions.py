@@ -47,6 +47,13 @@ async def test_a_mention_reaches_every_socket_of_a_user_that_never_joined(
     assert stored["mentions"] == [bob]
     plain = await a.ok("message", {"room": room, "text": "no one"})
     assert "mentions" not in plain["message"]
+    await a.ok("message", {"room": room, "text": "again", "mentions": [bob]})
+    await b1.ok("join", {"room": room})
+    listed = {r["room"]: r for r in (await b1.ok("my_rooms", {}))["rooms"]}
+    assert listed[room]["unread_mentions"] == 2 and listed[room]["unread"] == 3
+    await b1.ok("read", {"room": room, "message_id": ack["message"]["id"]})
+    listed = {r["room"]: r for r in (await b1.ok("my_rooms", {}))["rooms"]}
+    assert listed[room]["unread_mentions"] == 1
 
 
 async def test_mentions_of_non_members_of_a_private_room_are_dropped(

@@ -81,6 +81,21 @@ async def test_mentions_round_trip(store: MessageStore, room: str) -> None:
     assert (await store.edit(room, named.id, "hi", NOW_MS)).mentions == ("bob", "c d")
 
 
+async def test_unread_mentions_count_after_the_read_marker(store: MessageStore, room: str) -> None:
+    ids = [id_at(NOW_MS - 900 + i) for i in range(4)]
+    for i, message_id in enumerate(ids):
+        await store.add_mentions(room, message_id, ("bob",) if i % 2 else ("bob", "carol"))
+    await store.add_mentions(room, ids[0], ("bob",))  # again: no change
+    await store.add_mentions(room, ids[0], ())
+    assert await store.unread_mentions(room, "bob", 100) == 4
+    assert await store.unread_mentions(room, "bob", 3) == 3
+    assert await store.unread_mentions(room, "carol", 100) == 2
+    assert await store.unread_mentions(f"{room}-other", "bob", 100) == 0
+    await store.mark_read(room, "bob", ids[1])
+    assert await store.unread_mentions(room, "bob", 100) == 2
+    assert await store.unread_mentions(room, "carol", 100) == 2
+
+
 async def test_memory_store_keeps_the_same_contract() -> None:
     store = MemoryStore()
     await store.open()
@@ -94,3 +109,7 @@ async def test_memory_store_keeps_the_same_contract() -> None:
     assert await store.replies("r", parent.id, before=None, limit=5) == [child.id]
     assert await store.replies("r", parent.id, before=child.id, limit=5) == []
     assert (await store.get("r", child.id)) == child
+    await store.add_mentions("r", child.id, ("x",))
+    assert await store.unread_mentions("r", "x", 10) == 1
+    await store.mark_read("r", "x", child.id)
+    assert await store.unread_mentions("r", "x", 10) == 0

@@ -40,6 +40,16 @@ class ScyllaReactions:
     def _reaction_cql(self, name: str, params: Sequence[object]) -> Awaitable[list[Row]]:
         return self._db.run(name, params)
 
+    async def add_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Upserts: idempotent."""
+        await asyncio.gather(*(self._reaction_cql("mention_put", (u, room, message_id)) for u in user_ids))
+
+    async def unread_mentions(self, room: str, user_id: str, cap: int) -> int:
+        """One slice of the user's (user, room) partition after its read marker."""
+        marker = await self._reaction_cql("marker_get", (room, user_id))
+        after = str(marker[0][0]) if marker and marker[0][0] is not None else ""
+        return len(await self._reaction_cql("mention_after", (user_id, room, after, cap)))
+
     async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
         """The by-user row first: a failure after it leaves only a "mine" without a count,
         which the retry completes."""

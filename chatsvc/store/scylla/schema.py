@@ -200,6 +200,13 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             user_id text,
             PRIMARY KEY ((room, bucket), message_id, emoji, user_id)
         )""",
+        # Mentions by user and room: unread mention counts are one slice after the marker.
+        """CREATE TABLE IF NOT EXISTS {ks}.mentions_by_user (
+            user_id text,
+            room text,
+            message_id text,
+            PRIMARY KEY ((user_id, room), message_id)
+        ) WITH CLUSTERING ORDER BY (message_id DESC)""",
         """CREATE TABLE IF NOT EXISTS {ks}.reactions_by_user (
             room text,
             bucket int,
@@ -323,6 +330,11 @@ STATEMENTS: Final[dict[str, str]] = {
     "reply_summary": (
         "SELECT parent_id, count(*), max(id) FROM {ks}.replies"
         " WHERE room = ? AND bucket = ? AND parent_id IN ? GROUP BY parent_id"
+    ),
+    "mention_put": "INSERT INTO {ks}.mentions_by_user (user_id, room, message_id) VALUES (?, ?, ?)",
+    "mention_after": (
+        "SELECT message_id FROM {ks}.mentions_by_user"
+        " WHERE user_id = ? AND room = ? AND message_id > ? LIMIT ?"
     ),
     "react_put": (
         "INSERT INTO {ks}.reactions (room, bucket, message_id, emoji, user_id) VALUES (?, ?, ?, ?, ?)"
