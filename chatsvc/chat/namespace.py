@@ -24,6 +24,7 @@ from chatsvc.chat import conversation_events, payloads
 from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.mentions import Mentions, mentions
+from chatsvc.chat.pins import Pins
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.reactions import Reactions, emoji
@@ -54,7 +55,22 @@ log = logging.getLogger(__name__)
 Ack = dict[str, Any]
 #: Events on a private or direct room that only its members may send (issue 24).
 MEMBERS_ONLY_EVENTS = frozenset(
-    {"join", "leave", "message", "typing", "history", "read", "edit", "delete", "thread", "react", "unreact"}
+    {
+        "join",
+        "leave",
+        "message",
+        "typing",
+        "history",
+        "read",
+        "edit",
+        "delete",
+        "thread",
+        "react",
+        "unreact",
+        "pin",
+        "unpin",
+        "pins",
+    }
 )
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
 TRANSPORT_CLOSE_SECONDS = 5.0
@@ -135,9 +151,18 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "thread": self._thread,
             "react": self._react,
             "unreact": self._unreact,
+            "pin": self._pin,
+            "unpin": self._unpin,
+            "pins": self._pins_of,
         }
         self._threads = Threads(service, service.message_store)
         self._mentions = Mentions(service, service.message_store)
+        self._pins = Pins(
+            service,
+            service.message_store,
+            limits.pins_per_room,
+            conversations.moderates if conversations is not None else None,
+        )
         self._reactions = Reactions(service, service.message_store, limits.reaction_kinds)
         self._conversations = conversations
         if conversations is not None:
@@ -561,6 +586,27 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Reply summaries and reactions (with the reader's own) of messages being read."""
         shown = await self._threads.annotate(room, messages)
         return await self._reactions.annotate(room, shown, conn.identity.user_id)
+
+    async def _pin(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        """``pin {room, id}`` (room owners/moderators; public rooms: ``admin``)."""
+        return await self._pinning(conn, payload, pin=True)
+
+    async def _unpin(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        """``unpin {room, id}``, as ``pin``."""
+        return await self._pinning(conn, payload, pin=False)
+
+    async def _pinning(self, conn: Connection, payload: dict[str, Any], *, pin: bool) -> Ack:
+        room = self._allowed(conn, payload)
+        message_id = payloads.message_id(payload, "id", required=True)
+        assert message_id is not None
+        await self._service.epoch()
+        return {"ok": True, "room": room, **await self._pins.change(room, message_id, conn.identity, pin=pin)}
+
+    async def _pins_of(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
+        """``pins {room}``: the room's pinned messages, newest first."""
+        room = self._allowed(conn, payload)
+        await self._service.epoch()
+        return {"ok": True, "room": room, "pins": await self._pins.list(room)}
 
     async def _react(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         """``react {room, id, emoji}``: idempotent per (user, message, emoji)."""

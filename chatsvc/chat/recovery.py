@@ -66,6 +66,8 @@ RECOVERABLE: dict[str, str] = {
     "message_deleted": "event_id",
     "message_updated": "event_id",
     "reaction": "event_id",
+    "pinned": "event_id",
+    "unpinned": "event_id",
 }
 #: Event names of room-log kinds.
 SESSION_FORMAT = 1

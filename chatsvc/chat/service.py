@@ -135,6 +135,10 @@ class ChatService:
             self._metrics.bus_errors.labels("emit").inc()
             log.warning("live delivery of %s failed (%s)", event, type(exc).__name__)
 
+    def now_ms(self) -> int:
+        """The service clock, Unix milliseconds."""
+        return self._now_ms()
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 

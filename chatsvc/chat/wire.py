@@ -20,6 +20,8 @@ EVENT_OF_KIND = {
     "deleted": "message_deleted",
     "thread": "message_updated",
     "reaction": "reaction",
+    "pinned": "pinned",
+    "unpinned": "unpinned",
 }
 
 #: The last second :func:`iso_ms` formatted and its text: messages come in bursts of the

@@ -306,6 +306,19 @@ class MentionStore(Protocol):
         """Mentions of ``user_id`` in ``room`` after its read marker, counted up to ``cap``."""
 
 
+class PinStore(Protocol):
+    """Pinned messages (issue 25): one partition per room, bounded by the chat layer."""
+
+    async def put_pin(self, room: str, message_id: str, by: str, at_ms: int) -> bool:
+        """Pin; True only for the call that pinned it."""
+
+    async def delete_pin(self, room: str, message_id: str) -> bool:
+        """Unpin; True only for the call that unpinned it."""
+
+    async def list_pins(self, room: str, limit: int) -> list[tuple[str, str, int]]:
+        """Up to ``limit`` pins of ``room`` as ``(message id, pinned by, at ms)``, newest message first."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -321,6 +334,7 @@ class MessageStore(
     ThreadStore,
     ReactionStore,
     MentionStore,
+    PinStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

@@ -12,6 +12,8 @@ class MemoryReactions:
         self._reactions: dict[tuple[str, str], set[tuple[str, str]]] = {}
         #: (user id, room) -> message ids mentioning the user there.
         self._mentions: dict[tuple[str, str], set[str]] = {}
+        #: room -> {message id: (pinned by, at ms)}.
+        self._pins: dict[str, dict[str, tuple[str, int]]] = {}
         #: MemoryStore's read markers, (room, user id) -> message id.
         self._read: dict[tuple[str, str], str]
 
@@ -29,6 +31,26 @@ class MemoryReactions:
         self._check()
         marker = self._read.get((room, user_id), "")
         return min(cap, sum(1 for m in self._mentions.get((user_id, room), set()) if m > marker))
+
+    async def put_pin(self, room: str, message_id: str, by: str, at_ms: int) -> bool:
+        """Pin unless pinned."""
+        self._check()
+        pins = self._pins.setdefault(room, {})
+        if message_id in pins:
+            return False
+        pins[message_id] = (by, at_ms)
+        return True
+
+    async def delete_pin(self, room: str, message_id: str) -> bool:
+        """Unpin if pinned."""
+        self._check()
+        return self._pins.get(room, {}).pop(message_id, None) is not None
+
+    async def list_pins(self, room: str, limit: int) -> list[tuple[str, str, int]]:
+        """Newest message first."""
+        self._check()
+        pins = self._pins.get(room, {})
+        return [(m, *pins[m]) for m in sorted(pins, reverse=True)[:limit]]
 
     async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
         """Add unless present."""

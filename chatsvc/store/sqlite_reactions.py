@@ -25,6 +25,13 @@ MIGRATION: tuple[str, ...] = (
         message_id TEXT NOT NULL,
         PRIMARY KEY (user_id, room, message_id)
     ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS pins (
+        room TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        pinned_by TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (room, message_id)
+    ) WITHOUT ROWID""",
 )
 
 
@@ -67,6 +74,27 @@ class SqliteReactions:
             (user_id, room, room, user_id, cap),
         )
         return int(rows[0][0]) if rows else 0
+
+    async def put_pin(self, room: str, message_id: str, by: str, at_ms: int) -> bool:
+        """Insert unless pinned."""
+        return await self._run(
+            _change,
+            "INSERT OR IGNORE INTO pins (room, message_id, pinned_by, at_ms) VALUES (?,?,?,?)",
+            (room, message_id, by, at_ms),
+        )
+
+    async def delete_pin(self, room: str, message_id: str) -> bool:
+        """Delete if pinned."""
+        return await self._run(_change, "DELETE FROM pins WHERE room=? AND message_id=?", (room, message_id))
+
+    async def list_pins(self, room: str, limit: int) -> list[tuple[str, str, int]]:
+        """Newest message first."""
+        rows = await self._run(
+            _select,
+            "SELECT message_id, pinned_by, at_ms FROM pins WHERE room=? ORDER BY message_id DESC LIMIT ?",
+            (room, limit),
+        )
+        return [(str(m), str(b), int(a)) for m, b, a in rows]
 
     async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
         """Insert unless present."""

@@ -66,6 +66,18 @@ async def test_concurrent_reacts_from_two_store_objects_count_exactly(spec: Stor
         await second.aclose()
 
 
+async def test_pins_are_idempotent_and_listed_newest_first(store: MessageStore, room: str) -> None:
+    ids = [id_at(NOW_MS - 700 + i) for i in range(3)]
+    assert all(await asyncio.gather(*(store.put_pin(room, m, "mod", NOW_MS) for m in ids)))
+    assert not await store.put_pin(room, ids[0], "other", NOW_MS + 1), "pinned already"
+    assert await store.list_pins(room, 10) == [(m, "mod", NOW_MS) for m in reversed(ids)]
+    assert await store.list_pins(room, 2) == [(m, "mod", NOW_MS) for m in reversed(ids)][:2]
+    assert await store.delete_pin(room, ids[1])
+    assert not await store.delete_pin(room, ids[1])
+    assert [p[0] for p in await store.list_pins(room, 10)] == [ids[2], ids[0]]
+    assert await store.list_pins(f"{room}-other", 10) == []
+
+
 async def test_memory_store_keeps_the_same_contract() -> None:
     store = MemoryStore()
     await store.open()
@@ -75,3 +87,8 @@ async def test_memory_store_keeps_the_same_contract() -> None:
     assert await store.reactions_of("r", ["m"], "a") == {"m": ["🚀"]}
     assert await store.delete_reaction("r", "m", "🚀", "a")
     assert await store.reaction_counts("r", ["m"]) == {}
+    assert await store.put_pin("r", "m", "a", 1)
+    assert not await store.put_pin("r", "m", "a", 1)
+    assert await store.list_pins("r", 5) == [("m", "a", 1)]
+    assert await store.delete_pin("r", "m")
+    assert await store.list_pins("r", 5) == []

@@ -50,6 +50,21 @@ class ScyllaReactions:
         after = str(marker[0][0]) if marker and marker[0][0] is not None else ""
         return len(await self._reaction_cql("mention_after", (user_id, room, after, cap)))
 
+    async def put_pin(self, room: str, message_id: str, by: str, at_ms: int) -> bool:
+        """A lightweight transaction: one of concurrent pins reports it."""
+        rows = await self._reaction_cql("pin_put", (room, message_id, by, at_ms))
+        return bool(rows and rows[0][0])
+
+    async def delete_pin(self, room: str, message_id: str) -> bool:
+        """A lightweight transaction: one of concurrent unpins reports it."""
+        rows = await self._reaction_cql("pin_delete", (room, message_id))
+        return bool(rows and rows[0][0])
+
+    async def list_pins(self, room: str, limit: int) -> list[tuple[str, str, int]]:
+        """One slice of the room's partition."""
+        rows = await self._reaction_cql("pin_list", (room, limit))
+        return [(str(m), str(b), int(a or 0)) for m, b, a in rows]
+
     async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
         """The by-user row first: a failure after it leaves only a "mine" without a count,
         which the retry completes."""

@@ -200,6 +200,14 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             user_id text,
             PRIMARY KEY ((room, bucket), message_id, emoji, user_id)
         )""",
+        # Pins: one partition per room (bounded by CHATSVC_MAX_PINS), newest message first.
+        """CREATE TABLE IF NOT EXISTS {ks}.pins (
+            room text,
+            message_id text,
+            pinned_by text,
+            at bigint,
+            PRIMARY KEY (room, message_id)
+        ) WITH CLUSTERING ORDER BY (message_id DESC)""",
         # Mentions by user and room: unread mention counts are one slice after the marker.
         """CREATE TABLE IF NOT EXISTS {ks}.mentions_by_user (
             user_id text,
@@ -336,6 +344,9 @@ STATEMENTS: Final[dict[str, str]] = {
         "SELECT message_id FROM {ks}.mentions_by_user"
         " WHERE user_id = ? AND room = ? AND message_id > ? LIMIT ?"
     ),
+    "pin_put": "INSERT INTO {ks}.pins (room, message_id, pinned_by, at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+    "pin_delete": "DELETE FROM {ks}.pins WHERE room = ? AND message_id = ? IF EXISTS",
+    "pin_list": "SELECT message_id, pinned_by, at FROM {ks}.pins WHERE room = ? LIMIT ?",
     "react_put": (
         "INSERT INTO {ks}.reactions (room, bucket, message_id, emoji, user_id) VALUES (?, ?, ?, ?, ?)"
         " IF NOT EXISTS"
@@ -365,7 +376,9 @@ STATEMENTS: Final[dict[str, str]] = {
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
-NOT_IDEMPOTENT: Final = frozenset({"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete"})
+NOT_IDEMPOTENT: Final = frozenset(
+    {"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete", "pin_put", "pin_delete"}
+)
 
 
 def replication_cql(spec: str) -> str:
