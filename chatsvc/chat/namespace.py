@@ -24,10 +24,11 @@ from chatsvc.chat import conversation_events, payloads
 from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.mentions import Mentions, mentions
+from chatsvc.chat.message_events import MessageEvents
 from chatsvc.chat.pins import Pins
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
-from chatsvc.chat.reactions import Reactions, emoji
+from chatsvc.chat.reactions import Reactions
 from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.threads import Threads
@@ -44,7 +45,6 @@ from chatsvc.errors import (
     TooManyConnections,
 )
 from chatsvc.metrics import Metrics
-from chatsvc.model.messages import Message
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.transport.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
@@ -148,22 +148,22 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "edit": self._edit,
             "delete": self._delete,
             "refresh": self._refresh,
-            "thread": self._thread,
-            "react": self._react,
-            "unreact": self._unreact,
-            "pin": self._pin,
-            "unpin": self._unpin,
-            "pins": self._pins_of,
         }
         self._threads = Threads(service, service.message_store)
         self._mentions = Mentions(service, service.message_store)
-        self._pins = Pins(
+        moderates = conversations.moderates if conversations is not None else None
+        self._messages = MessageEvents(
             service,
-            service.message_store,
-            limits.pins_per_room,
-            conversations.moderates if conversations is not None else None,
+            limits,
+            threads=self._threads,
+            reactions=Reactions(service, service.message_store, limits.reaction_kinds),
+            pins=Pins(service, service.message_store, limits.pins_per_room, moderates),
+            joined=self._member,
+            allowed=self._allowed,
+            hidden_from=self._hidden_from,
+            is_muted=is_muted,
         )
-        self._reactions = Reactions(service, service.message_store, limits.reaction_kinds)
+        self._handlers.update(self._messages.handlers())
         self._conversations = conversations
         if conversations is not None:
             self._handlers.update(conversation_events.handlers(conversations, limits))
@@ -516,7 +516,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if isinstance(since, tuple):
                 caught = await self._service.catch_up_from(room, *since)
                 epoch = await self._service.epoch()
-                shown = await self._annotate(room, caught.messages, conn)
+                shown = await self._messages.annotate(room, caught.messages, conn.identity.user_id)
                 ack["messages"] = [message_wire(m, epoch) for m in shown]
                 ack["events"] = [event_wire(e, epoch) for e in caught.events]
                 ack["has_more"] = caught.more
@@ -574,79 +574,14 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
         page = await self._service.history(room, before, limit)
         hidden = await self._hidden_from(conn)
-        shown = await self._annotate(room, [m for m in page.messages if m.user_id not in hidden], conn)
+        shown = await self._messages.annotate(
+            room, [m for m in page.messages if m.user_id not in hidden], conn.identity.user_id
+        )
         return {
             "ok": True,
             "room": room,
             "messages": [self._service.wire(m) for m in shown],
             "next_before": page.next_before,
-        }
-
-    async def _annotate(self, room: str, messages: list[Message], conn: Connection) -> list[Message]:
-        """Reply summaries and reactions (with the reader's own) of messages being read."""
-        shown = await self._threads.annotate(room, messages)
-        return await self._reactions.annotate(room, shown, conn.identity.user_id)
-
-    async def _pin(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        """``pin {room, id}`` (room owners/moderators; public rooms: ``admin``)."""
-        return await self._pinning(conn, payload, pin=True)
-
-    async def _unpin(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        """``unpin {room, id}``, as ``pin``."""
-        return await self._pinning(conn, payload, pin=False)
-
-    async def _pinning(self, conn: Connection, payload: dict[str, Any], *, pin: bool) -> Ack:
-        room = self._allowed(conn, payload)
-        message_id = payloads.message_id(payload, "id", required=True)
-        assert message_id is not None
-        await self._service.epoch()
-        return {"ok": True, "room": room, **await self._pins.change(room, message_id, conn.identity, pin=pin)}
-
-    async def _pins_of(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        """``pins {room}``: the room's pinned messages, newest first."""
-        room = self._allowed(conn, payload)
-        await self._service.epoch()
-        return {"ok": True, "room": room, "pins": await self._pins.list(room)}
-
-    async def _react(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        """``react {room, id, emoji}``: idempotent per (user, message, emoji)."""
-        return await self._reaction(conn, payload, add=True)
-
-    async def _unreact(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        """``unreact {room, id, emoji}``: idempotent too."""
-        return await self._reaction(conn, payload, add=False)
-
-    async def _reaction(self, conn: Connection, payload: dict[str, Any], *, add: bool) -> Ack:
-        room = self._member(conn, payload)
-        message_id = payloads.message_id(payload, "id", required=True)
-        value = emoji(payload)
-        assert message_id is not None
-        await self._service.epoch()
-        if add and self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
-            raise Forbidden(f"you are muted in {room}")
-        return {
-            "ok": True,
-            "room": room,
-            **await self._reactions.change(room, message_id, value, conn.identity, add=add),
-        }
-
-    async def _thread(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        """``thread {room, id, before?, limit?}``: a message and a page of its replies."""
-        room = self._allowed(conn, payload)
-        parent_id = payloads.message_id(payload, "id", required=True)
-        before = payloads.message_id(payload, "before", required=False)
-        limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
-        assert parent_id is not None
-        await self._service.epoch()
-        parent, replies, next_before = await self._threads.page(room, parent_id, before=before, limit=limit)
-        parent, *replies = await self._reactions.annotate(room, [parent, *replies], conn.identity.user_id)
-        hidden = await self._hidden_from(conn)
-        return {
-            "ok": True,
-            "room": room,
-            "message": self._service.wire(parent),
-            "replies": [self._service.wire(m) for m in replies if m.user_id not in hidden],
-            "next_before": next_before,
         }
 
     async def _hidden_from(self, conn: Connection) -> frozenset[str]:
