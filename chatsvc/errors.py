@@ -93,6 +93,16 @@ class BlockLimit(ChatError):
     default_message = "too many users blocked"
 
 
+class ReactionLimit(ChatError):
+    code = "reaction_limit"
+    default_message = "the message has as many different reactions as it may have"
+
+
+class PinLimit(ChatError):
+    code = "pin_limit"
+    default_message = "the room has as many pins as it may have"
+
+
 class LastOwner(ChatError):
     code = "last_owner"
     default_message = "the last owner must hand over ownership first"

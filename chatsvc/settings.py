@@ -102,6 +102,12 @@ class Limits:
     """Bounds on everything a client controls."""
 
     message_bytes: int = 4096
+    #: Different emoji one message may carry (issue 25); more is ``reaction_limit``.
+    reaction_kinds: int = 20
+    #: Users one message may mention (issue 25); more is ``invalid_payload``.
+    mentions_per_message: int = 10
+    #: Pins one room may hold (issue 25); more is ``pin_limit``.
+    pins_per_room: int = 50
     messages_per_second: float = 5.0
     burst: int = 10
     rooms_per_connection: int = 50
@@ -586,6 +592,9 @@ class _Reader:
         rate = self.number("CHATSVC_RATE_LIMIT_PER_SECOND", 5.0, minimum=0.1)
         return Limits(
             message_bytes=self.integer("CHATSVC_MAX_MESSAGE_BYTES", 4096, minimum=1, maximum=1_000_000),
+            reaction_kinds=self.integer("CHATSVC_MAX_REACTION_KINDS", 20, minimum=1, maximum=1000),
+            mentions_per_message=self.integer("CHATSVC_MAX_MENTIONS", 10, minimum=0, maximum=100),
+            pins_per_room=self.integer("CHATSVC_MAX_PINS", 50, minimum=1, maximum=1000),
             messages_per_second=rate,
             burst=self.integer("CHATSVC_RATE_LIMIT_BURST", 10, minimum=1),
             rooms_per_connection=self.integer("CHATSVC_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),

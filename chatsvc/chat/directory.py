@@ -137,6 +137,9 @@ class Directory:
             "role": entry.role,
             "members": members,
             "unread": await self._store.unread_count(entry.room, user_id, self._limits.unread_cap),
+            "unread_mentions": await self._store.unread_mentions(
+                entry.room, user_id, self._limits.unread_cap
+            ),
             # With its stream position, like the same message live and in history.
             "last_message": message_wire(last, await self._store.stream_epoch())
             if last is not None

@@ -23,10 +23,15 @@ from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import conversation_events, payloads
 from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.membership import Membership
+from chatsvc.chat.mentions import Mentions, mentions
+from chatsvc.chat.message_events import MessageEvents
+from chatsvc.chat.pins import Pins
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
+from chatsvc.chat.reactions import Reactions
 from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
+from chatsvc.chat.threads import Threads
 from chatsvc.chat.wire import event_wire, iso_ms, message_wire
 from chatsvc.errors import (
     ChatError,
@@ -49,7 +54,24 @@ log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
 #: Events on a private or direct room that only its members may send (issue 24).
-MEMBERS_ONLY_EVENTS = frozenset({"join", "leave", "message", "typing", "history", "read", "edit", "delete"})
+MEMBERS_ONLY_EVENTS = frozenset(
+    {
+        "join",
+        "leave",
+        "message",
+        "typing",
+        "history",
+        "read",
+        "edit",
+        "delete",
+        "thread",
+        "react",
+        "unreact",
+        "pin",
+        "unpin",
+        "pins",
+    }
+)
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
 TRANSPORT_CLOSE_SECONDS = 5.0
 Handler = Callable[[str, "Connection", dict[str, Any]], Awaitable[Ack]]
@@ -127,6 +149,21 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             "delete": self._delete,
             "refresh": self._refresh,
         }
+        self._threads = Threads(service, service.message_store)
+        self._mentions = Mentions(service, service.message_store)
+        moderates = conversations.moderates if conversations is not None else None
+        self._messages = MessageEvents(
+            service,
+            limits,
+            threads=self._threads,
+            reactions=Reactions(service, service.message_store, limits.reaction_kinds),
+            pins=Pins(service, service.message_store, limits.pins_per_room, moderates),
+            joined=self._member,
+            allowed=self._allowed,
+            hidden_from=self._hidden_from,
+            is_muted=is_muted,
+        )
+        self._handlers.update(self._messages.handlers())
         self._conversations = conversations
         if conversations is not None:
             self._handlers.update(conversation_events.handlers(conversations, limits))
@@ -479,7 +516,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if isinstance(since, tuple):
                 caught = await self._service.catch_up_from(room, *since)
                 epoch = await self._service.epoch()
-                ack["messages"] = [message_wire(m, epoch) for m in caught.messages]
+                shown = await self._messages.annotate(room, caught.messages, conn.identity.user_id)
+                ack["messages"] = [message_wire(m, epoch) for m in shown]
                 ack["events"] = [event_wire(e, epoch) for e in caught.events]
                 ack["has_more"] = caught.more
                 ack["reset"] = caught.reset
@@ -507,9 +545,18 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room = self._member(conn, payload)
         text = payloads.text(payload, self._limits.message_bytes)
         client_msg_id = payloads.client_msg_id(payload)
+        parent_id = payloads.message_id(payload, "reply_to", required=False)
+        wanted = mentions(payload, self._limits.mentions_per_message)
         if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
             raise Forbidden(f"you are muted in {room}")
-        message, created = await self._service.post(room, conn.identity, text, client_msg_id, skip_sid=sid)
+        reply_to = None if parent_id is None else await self._threads.parent(room, parent_id)
+        mentioned = await self._mentions.readable(room, conn.identity.user_id, wanted)
+        message, created = await self._service.post(
+            room, conn.identity, text, client_msg_id, skip_sid=sid, reply_to=reply_to, mentions=mentioned
+        )
+        await self._threads.replied(message, created=created)
+        if created:
+            await self._mentions.notify(message)
         self._recovery.posted(sid, message.id)  # never replayed to its sender
         if created and self._conversations is not None and self._conversations.notifier is not None:
             await self._conversations.notifier.posted(message)
@@ -527,10 +574,13 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
         page = await self._service.history(room, before, limit)
         hidden = await self._hidden_from(conn)
+        shown = await self._messages.annotate(
+            room, [m for m in page.messages if m.user_id not in hidden], conn.identity.user_id
+        )
         return {
             "ok": True,
             "room": room,
-            "messages": [self._service.wire(m) for m in page.messages if m.user_id not in hidden],
+            "messages": [self._service.wire(m) for m in shown],
             "next_before": page.next_before,
         }
 

@@ -56,7 +56,7 @@ class Notifier:
     async def posted(self, message: Message) -> int:
         """A new message: notify its room's offline members; return how many. A store failure
         is logged and costs the notifications, never the message."""
-        if not members_only(message.room):
+        if not members_only(message.room) and not message.mentions:
             return 0
         try:
             return await self._notify(message)
@@ -65,12 +65,17 @@ class Notifier:
             return 0
 
     async def _notify(self, message: Message) -> int:
-        members = await self._members.list_members(
-            message.room, after=None, limit=self._limits.members_per_room
-        )
+        # Public rooms notify only the users a message mentions (issue 25), kind "mention";
+        # a mentioned member of a private room gets its one notification as a mention too.
+        if members_only(message.room):
+            members = await self._members.list_members(
+                message.room, after=None, limit=self._limits.members_per_room
+            )
+            users = [m.user_id for m in members]
+        else:
+            users = list(message.mentions)
         written = 0
-        for member in members:
-            user = member.user_id
+        for user in users:
             if user == message.user_id or self.online(user):
                 continue
             if self._blocks is not None and await self._blocks.is_blocked(user, message.user_id):
@@ -81,7 +86,7 @@ class Notifier:
                 message_id=message.id,
                 sender=message.user_id,
                 preview=message.text[:PREVIEW_CHARS],
-                kind=kind_of_name(message.room),
+                kind="mention" if user in message.mentions else kind_of_name(message.room),
                 created_at_ms=message.created_at_ms,
             )
             if await self._outbox.add_notification(notification):

@@ -60,7 +60,15 @@ from chatsvc.transport.broadcast import Delivery
 log = logging.getLogger(__name__)
 
 #: Events that carry an offset, and which payload field holds it.
-RECOVERABLE: dict[str, str] = {"message": "id", "message_edited": "event_id", "message_deleted": "event_id"}
+RECOVERABLE: dict[str, str] = {
+    "message": "id",
+    "message_edited": "event_id",
+    "message_deleted": "event_id",
+    "message_updated": "event_id",
+    "reaction": "event_id",
+    "pinned": "event_id",
+    "unpinned": "event_id",
+}
 #: Event names of room-log kinds.
 SESSION_FORMAT = 1
 #: A pid is 24 random bytes, URL-safe base64 (32 characters).

@@ -21,7 +21,7 @@ from chatsvc.chat.wire import message_wire, position
 from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayload, NotFound, StoreUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
-from chatsvc.model.messages import HistoryPage, Message, RoomEvent
+from chatsvc.model.messages import HistoryPage, Message, ReplyRef, RoomEvent
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore, RoomDirectory
@@ -107,6 +107,38 @@ class ChatService:
         """The history store (the admin API reads rooms from it)."""
         return self._store
 
+    @property
+    def message_store(self) -> MessageStore:
+        """The whole store (chatsvc.chat.threads reads and writes replies in it)."""
+        return self._store
+
+    async def get(self, room: str, message_id: str, *, field: str) -> Message | None:
+        """One message; a malformed id is the client's ``invalid_payload`` naming ``field``."""
+        with _client_id(field):
+            async with self._metrics.timed_store("get"):
+                return await self._store.get(room, message_id)
+
+    async def log_and_deliver(
+        self, kind: str, event: str, room: str, message_id: str, wire: dict[str, Any]
+    ) -> None:
+        """Log a room event of ``kind`` about ``message_id`` in the room's stream (it gets an
+        ``event_id`` and a ``pos``) and deliver it live as ``event``."""
+        payload = await self._record(kind, room, message_id, wire)
+        await self._deliver(event, payload, room)
+
+    async def send_to(self, event: str, data: dict[str, Any], targets: list[str]) -> None:
+        """Deliver ``event`` to Socket.IO rooms ``targets`` (each socket once), best effort
+        like every live delivery: a bus failure is counted and logged, never raised."""
+        try:
+            await self._emitter.emit(event, data, room=targets)
+        except Exception as exc:
+            self._metrics.bus_errors.labels("emit").inc()
+            log.warning("live delivery of %s failed (%s)", event, type(exc).__name__)
+
+    def now_ms(self) -> int:
+        """The service clock, Unix milliseconds."""
+        return self._now_ms()
+
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
@@ -159,6 +191,8 @@ class ChatService:
         *,
         skip_sid: str | None = None,
         kind: str = "user",
+        reply_to: ReplyRef | None = None,
+        mentions: tuple[str, ...] = (),
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
         created = self._now_ms()
@@ -171,6 +205,8 @@ class ChatService:
             created_at_ms=created,
             client_msg_id=client_msg_id,
             kind=kind,
+            reply_to=reply_to,
+            mentions=mentions,
         )
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)

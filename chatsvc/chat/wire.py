@@ -14,7 +14,15 @@ from chatsvc.model.messages import Message, RoomEvent
 #: A stream position on the wire: ``"<epoch>:<n>"`` (docs/delivery.md). Opaque to clients.
 POSITION_PATTERN = re.compile(r"([0-9a-z]{1,32}):([0-9]{1,18})")
 #: The live event each kind of room event is delivered as.
-EVENT_OF_KIND = {"edited": "message_edited", "deleted": "message_deleted"}
+#: ``thread``: a parent's reply count changed (issue 25).
+EVENT_OF_KIND = {
+    "edited": "message_edited",
+    "deleted": "message_deleted",
+    "thread": "message_updated",
+    "reaction": "reaction",
+    "pinned": "pinned",
+    "unpinned": "unpinned",
+}
 
 #: The last second :func:`iso_ms` formatted and its text: messages come in bursts of the
 #: same second, and ``strftime`` is most of the cost of :func:`message_wire`.
@@ -71,6 +79,21 @@ def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
         wire["edited_at"] = iso_ms(message.edited_at_ms)
     if message.deleted:
         wire["deleted"] = True
+    if message.reply_to is not None:
+        ref = message.reply_to
+        wire["reply_to"] = {
+            "id": ref.id,
+            "user": {"id": ref.user_id, "name": ref.user_name},
+            "preview": ref.preview,
+        }
+    if message.mentions:
+        wire["mentions"] = list(message.mentions)
+    if message.reactions is not None:
+        wire["reactions"] = message.reactions
+        wire["own_reactions"] = message.own_reactions or []
+    if message.thread is not None:
+        wire["reply_count"] = message.thread.count
+        wire["last_reply_at"] = iso_ms(message.thread.last_reply_at_ms)
     if epoch is not None and message.pos is not None:
         wire["pos"] = position(epoch, message.pos)
     return wire

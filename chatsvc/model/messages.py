@@ -11,6 +11,25 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyRef:
+    """What a reply shows of its parent (issue 25): its id, author and a short preview,
+    copied when the reply is posted so the reply stays readable if the parent goes."""
+
+    id: str
+    user_id: str
+    user_name: str
+    preview: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """A message's replies at a glance: how many, and when the newest was posted."""
+
+    count: int
+    last_reply_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One chat message as stored and delivered."""
 
@@ -29,6 +48,16 @@ class Message:
     #: before positions existed). Not part of equality: the id is the message's identity,
     #: the position where the stream put it.
     pos: int | None = field(default=None, compare=False)
+    #: The message this one replies to (issue 25); kept by edits.
+    reply_to: ReplyRef | None = None
+    #: Users the author mentioned (issue 25), as stored: bounded, readers of the room only.
+    mentions: tuple[str, ...] = ()
+    #: Its replies, as the chat layer read them for delivery (not stored with the message).
+    thread: ThreadSummary | None = field(default=None, compare=False)
+    #: ``{emoji: count}`` and the reader's own emoji, as the chat layer read them for one
+    #: reader (not stored with the message).
+    reactions: dict[str, int] | None = field(default=None, compare=False)
+    own_reactions: list[str] | None = field(default=None, compare=False)
 
     def edited(self, text: str, at_ms: int) -> Message:
         """This message with ``text`` replaced, edited at ``at_ms``."""

@@ -10,16 +10,19 @@ a client, translates that into its protocol error). The records are ``chatsvc.mo
 
 from __future__ import annotations
 
+import json
 from typing import Protocol, runtime_checkable
 
 from chatsvc.model.messages import (
     HistoryPage,
     Message,
     Moderation,
+    ReplyRef,
     RoomEvent,
     RoomInfo,
     SessionRecord,
     StreamSlice,
+    ThreadSummary,
 )
 from chatsvc.model.rooms import Conversation, Member, Notification
 
@@ -35,6 +38,35 @@ def bucket_of(ms: int) -> int:
 #: Room events (edits, deletes) are kept this long: replays only reach back
 #: ``CHATSVC_RECOVERY_WINDOW`` (at most a day) from a session's last delivery.
 EVENT_RETENTION_SECONDS = 2 * 24 * 3600
+
+
+def encode_reply(ref: ReplyRef | None) -> str | None:
+    """A reply's parent reference as stored in a text column (None: not a reply)."""
+    if ref is None:
+        return None
+    return json.dumps(
+        {"id": ref.id, "user_id": ref.user_id, "user_name": ref.user_name, "preview": ref.preview}
+    )
+
+
+def decode_reply(value: object) -> ReplyRef | None:
+    """The reference :func:`encode_reply` stored, or None."""
+    if value is None or value == "":
+        return None
+    data = json.loads(str(value))
+    return ReplyRef(str(data["id"]), str(data["user_id"]), str(data["user_name"]), str(data["preview"]))
+
+
+def encode_mentions(mentions: tuple[str, ...]) -> str | None:
+    """Mentioned user ids as stored in a text column (None: none)."""
+    return json.dumps(list(mentions)) if mentions else None
+
+
+def decode_mentions(value: object) -> tuple[str, ...]:
+    """The ids :func:`encode_mentions` stored."""
+    if value is None or value == "":
+        return ()
+    return tuple(str(v) for v in json.loads(str(value)))
 
 
 class StoreLifecycle(Protocol):
@@ -232,6 +264,61 @@ class NotificationOutbox(Protocol):
         """Up to ``limit`` notifications after ``position``, oldest first, with their positions."""
 
 
+class ThreadStore(Protocol):
+    """Replies by parent (issue 25): one row per (room, parent, reply), clustered by reply
+    id, so a thread pages like history and a page of parents is summarised in one query."""
+
+    async def add_reply(self, room: str, parent_id: str, reply_id: str) -> None:
+        """Record ``reply_id`` as a reply to ``parent_id`` (again: no change)."""
+
+    async def thread_summaries(self, room: str, parent_ids: list[str]) -> dict[str, ThreadSummary]:
+        """Reply count and newest reply time of each of ``parent_ids`` that has replies."""
+
+    async def replies(self, room: str, parent_id: str, *, before: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` reply ids of ``parent_id`` older than ``before`` (or the newest),
+        newest first."""
+
+
+class ReactionStore(Protocol):
+    """Reactions (issue 25): one row per (room, message, emoji, user), so a retried react
+    changes nothing and counts are counted rows, exact whichever replica wrote them."""
+
+    async def put_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """Add the row; True only for the call that added it."""
+
+    async def delete_reaction(self, room: str, message_id: str, emoji: str, user_id: str) -> bool:
+        """Remove the row; True only for the call that removed it."""
+
+    async def reaction_counts(self, room: str, message_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Per message with reactions: ``{emoji: count}``."""
+
+    async def reactions_of(self, room: str, message_ids: list[str], user_id: str) -> dict[str, list[str]]:
+        """Per message ``user_id`` reacted to: its emoji, sorted."""
+
+
+class MentionStore(Protocol):
+    """Who was mentioned where (issue 25), by user and room, for unread mention counts."""
+
+    async def add_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Record that ``message_id`` mentions each of ``user_ids`` (again: no change)."""
+
+    async def unread_mentions(self, room: str, user_id: str, cap: int) -> int:
+        """Mentions of ``user_id`` in ``room`` after its read marker, counted up to ``cap``."""
+
+
+class PinStore(Protocol):
+    """Pinned messages (issue 25): one partition per room, bounded by the chat layer."""
+
+    async def put_pin(self, room: str, message_id: str, by: str, at_ms: int) -> bool:
+        """Pin; True only for the call that pinned it."""
+
+    async def delete_pin(self, room: str, message_id: str) -> bool:
+        """Unpin; True only for the call that unpinned it."""
+
+    async def list_pins(self, room: str, limit: int) -> list[tuple[str, str, int]]:
+        """Up to ``limit`` pins of ``room`` as ``(message id, pinned by, at ms)``, newest message first."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -244,6 +331,10 @@ class MessageStore(
     ConversationStore,
     JoinedRooms,
     BlockStore,
+    ThreadStore,
+    ReactionStore,
+    MentionStore,
+    PinStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

@@ -25,6 +25,8 @@ from chatsvc.model.messages import (
     StreamSlice,
 )
 from chatsvc.store.memory_conversations import MemoryConversations
+from chatsvc.store.memory_reactions import MemoryReactions
+from chatsvc.store.memory_threads import MemoryThreads
 
 DEFAULT_MAX_PER_ROOM = 10_000
 #: Bound on sessions held (the oldest go first); each is a few KiB at most.
@@ -55,7 +57,7 @@ class _Room:
         return self.ids[-1] if self.ids else None
 
 
-class MemoryStore(MemoryConversations):
+class MemoryStore(MemoryReactions, MemoryThreads, MemoryConversations):
     """:class:`~chatsvc.store.base.MessageStore` in this process's memory."""
 
     def __init__(self, max_per_room: int = DEFAULT_MAX_PER_ROOM) -> None:

@@ -34,11 +34,19 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
-from chatsvc.store import sqlite_conversations
-from chatsvc.store.base import EVENT_RETENTION_SECONDS
+from chatsvc.store import sqlite_conversations, sqlite_reactions, sqlite_threads
+from chatsvc.store.base import (
+    EVENT_RETENTION_SECONDS,
+    decode_mentions,
+    decode_reply,
+    encode_mentions,
+    encode_reply,
+)
 from chatsvc.store.sqlite_conversations import SqliteConversations
+from chatsvc.store.sqlite_reactions import SqliteReactions
+from chatsvc.store.sqlite_threads import SqliteThreads
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: Expired sessions and old room events are deleted at most this often (seconds).
 PURGE_EVERY_SECONDS = 60.0
 
@@ -126,18 +134,22 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # Conversations (issue 24): private and direct rooms, members; existing rooms stay public.
     5: sqlite_conversations.MIGRATION,
+    # Replies and threads (issue 25).
+    6: sqlite_threads.MIGRATION + sqlite_reactions.MIGRATION,
 }
 
 T = TypeVar("T")
 
 _COLUMNS = (
-    "id, room, user_id, user_name, text, created_at_ms, client_msg_id, edited_at_ms, deleted, kind, pos"
+    "id, room, user_id, user_name, text, created_at_ms, client_msg_id, edited_at_ms, deleted, kind, pos,"
+    " reply_to, mentions"
 )
 _EVENT_COLUMNS = "id, kind, message_id, payload, pos"
 
 
 def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
-    (id_, room, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos) = tuple(row)
+    id_, room, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos = tuple(row)[:11]
+    reply, mentioned = tuple(row)[11:13]
     return Message(
         id=str(id_),
         room=str(room),
@@ -150,6 +162,8 @@ def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
         deleted=bool(deleted),
         kind=str(kind),
         pos=None if pos is None else int(str(pos)),
+        reply_to=decode_reply(reply),
+        mentions=decode_mentions(mentioned),
     )
 
 
@@ -165,7 +179,7 @@ def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
     )
 
 
-class SqliteStore(SqliteConversations):
+class SqliteStore(SqliteReactions, SqliteThreads, SqliteConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -514,7 +528,7 @@ def _stream_after(db: sqlite3.Connection, room: str, pos: int, limit: int) -> St
 def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
     with db:
         cursor = db.execute(
-            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL) ON CONFLICT DO NOTHING",
+            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL,?,?) ON CONFLICT DO NOTHING",
             (
                 message.id,
                 message.room,
@@ -526,6 +540,8 @@ def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
                 message.edited_at_ms,
                 int(message.deleted),
                 message.kind,
+                encode_reply(message.reply_to),
+                encode_mentions(message.mentions),
             ),
         )
         if cursor.rowcount == 0 and message.client_msg_id is not None:

@@ -60,6 +60,7 @@ async def test_my_rooms_lists_newest_activity_first_with_unread_and_preview(
         "role": "member",
         "members": 2,
         "unread": 3,
+        "unread_mentions": 0,
         "last_message": last_dm,
     }
     assert by_room[club]["title"] == "Club" and by_room[club]["role"] == "owner"

@@ -9,12 +9,15 @@ from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
 
-COLUMNS = "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos"
+COLUMNS = (
+    "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos, reply_to,"
+    " mentions"
+)
 #: Positions per ``room_stream`` partition: a room's stream is read partition by partition.
 STREAM_CHUNK: Final = 10_000
 
@@ -175,6 +178,52 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY (blocker, blocked)
         ) WITH CLUSTERING ORDER BY (blocked ASC)""",
     ),
+    # Replies and threads (issue 25): a reply carries its parent's reference (JSON); the
+    # replies of a parent live in the parent's (room, bucket) partition, clustered by
+    # (parent, reply): a thread is a slice, a page's summaries one GROUP BY per bucket.
+    5: (
+        "ALTER TABLE {ks}.messages ADD reply_to text",
+        "ALTER TABLE {ks}.messages ADD mentions text",
+        """CREATE TABLE IF NOT EXISTS {ks}.replies (
+            room text,
+            bucket int,
+            parent_id text,
+            id text,
+            PRIMARY KEY ((room, bucket), parent_id, id)
+        ) WITH CLUSTERING ORDER BY (parent_id ASC, id DESC)""",
+        # Reactions: counted rows in the message's partition, and the same rows by user.
+        """CREATE TABLE IF NOT EXISTS {ks}.reactions (
+            room text,
+            bucket int,
+            message_id text,
+            emoji text,
+            user_id text,
+            PRIMARY KEY ((room, bucket), message_id, emoji, user_id)
+        )""",
+        # Pins: one partition per room (bounded by CHATSVC_MAX_PINS), newest message first.
+        """CREATE TABLE IF NOT EXISTS {ks}.pins (
+            room text,
+            message_id text,
+            pinned_by text,
+            at bigint,
+            PRIMARY KEY (room, message_id)
+        ) WITH CLUSTERING ORDER BY (message_id DESC)""",
+        # Mentions by user and room: unread mention counts are one slice after the marker.
+        """CREATE TABLE IF NOT EXISTS {ks}.mentions_by_user (
+            user_id text,
+            room text,
+            message_id text,
+            PRIMARY KEY ((user_id, room), message_id)
+        ) WITH CLUSTERING ORDER BY (message_id DESC)""",
+        """CREATE TABLE IF NOT EXISTS {ks}.reactions_by_user (
+            room text,
+            bucket int,
+            user_id text,
+            message_id text,
+            emoji text,
+            PRIMARY KEY ((room, bucket, user_id), message_id, emoji)
+        )""",
+    ),
 }
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
@@ -190,7 +239,8 @@ STATEMENTS: Final[dict[str, str]] = {
     "version_get": "SELECT version FROM {ks}.schema_version WHERE scope = ? LIMIT 1",
     "version_put": "INSERT INTO {ks}.schema_version (scope, version, applied_at) VALUES (?, ?, ?)",
     "msg_insert": (
-        f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "msg_get": (
         f"SELECT {COLUMNS}, writetime(text) FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id = ?"
@@ -284,10 +334,51 @@ STATEMENTS: Final[dict[str, str]] = {
     "block_delete": "DELETE FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
     "blocks_of": "SELECT blocked FROM {ks}.blocks WHERE blocker = ? LIMIT ?",
     "block_get": "SELECT at FROM {ks}.blocks WHERE blocker = ? AND blocked = ?",
+    "reply_put": "INSERT INTO {ks}.replies (room, bucket, parent_id, id) VALUES (?, ?, ?, ?)",
+    "reply_summary": (
+        "SELECT parent_id, count(*), max(id) FROM {ks}.replies"
+        " WHERE room = ? AND bucket = ? AND parent_id IN ? GROUP BY parent_id"
+    ),
+    "mention_put": "INSERT INTO {ks}.mentions_by_user (user_id, room, message_id) VALUES (?, ?, ?)",
+    "mention_after": (
+        "SELECT message_id FROM {ks}.mentions_by_user"
+        " WHERE user_id = ? AND room = ? AND message_id > ? LIMIT ?"
+    ),
+    "pin_put": "INSERT INTO {ks}.pins (room, message_id, pinned_by, at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+    "pin_delete": "DELETE FROM {ks}.pins WHERE room = ? AND message_id = ? IF EXISTS",
+    "pin_list": "SELECT message_id, pinned_by, at FROM {ks}.pins WHERE room = ? LIMIT ?",
+    "react_put": (
+        "INSERT INTO {ks}.reactions (room, bucket, message_id, emoji, user_id) VALUES (?, ?, ?, ?, ?)"
+        " IF NOT EXISTS"
+    ),
+    "react_delete": (
+        "DELETE FROM {ks}.reactions WHERE room = ? AND bucket = ? AND message_id = ? AND emoji = ?"
+        " AND user_id = ? IF EXISTS"
+    ),
+    "react_mine_put": (
+        "INSERT INTO {ks}.reactions_by_user (room, bucket, user_id, message_id, emoji) VALUES (?, ?, ?, ?, ?)"
+    ),
+    "react_mine_delete": (
+        "DELETE FROM {ks}.reactions_by_user WHERE room = ? AND bucket = ? AND user_id = ? AND message_id = ?"
+        " AND emoji = ?"
+    ),
+    "react_counts": (
+        "SELECT message_id, emoji, count(*) FROM {ks}.reactions"
+        " WHERE room = ? AND bucket = ? AND message_id IN ? GROUP BY message_id, emoji"
+    ),
+    "react_mine": (
+        "SELECT message_id, emoji FROM {ks}.reactions_by_user"
+        " WHERE room = ? AND bucket = ? AND user_id = ? AND message_id IN ?"
+    ),
+    "reply_page": (
+        "SELECT id FROM {ks}.replies WHERE room = ? AND bucket = ? AND parent_id = ? AND id < ? LIMIT ?"
+    ),
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
-NOT_IDEMPOTENT: Final = frozenset({"sess_take", "epoch_put", "dm_claim"})
+NOT_IDEMPOTENT: Final = frozenset(
+    {"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete", "pin_put", "pin_delete"}
+)
 
 
 def replication_cql(spec: str) -> str:

@@ -23,10 +23,19 @@ from chatsvc.model.messages import (
     StreamSlice,
 )
 from chatsvc.settings import ScyllaSettings
-from chatsvc.store.base import BUCKET_MS, bucket_of
+from chatsvc.store.base import (
+    BUCKET_MS,
+    bucket_of,
+    decode_mentions,
+    decode_reply,
+    encode_mentions,
+    encode_reply,
+)
 from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
+from chatsvc.store.scylla.reactions import ScyllaReactions
 from chatsvc.store.scylla.stream import ScyllaStream
+from chatsvc.store.scylla.threads import ScyllaThreads
 
 #: A history call that meets this many consecutive empty buckets returns what it has with a
 #: cursor at the last bucket it looked at; the client pages on from there. This bounds the
@@ -68,7 +77,9 @@ def _bucket(message_id: str) -> int:
 
 
 def _message(room: str, row: Row) -> Message:
-    id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos = row[:10]
+    id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos, reply, mentioned = row[
+        :12
+    ]
     gone = bool(deleted)
     return Message(
         id=str(id_),
@@ -82,6 +93,8 @@ def _message(room: str, row: Row) -> Message:
         deleted=gone,
         kind=str(kind or "user"),
         pos=None if pos is None else int(pos),
+        reply_to=decode_reply(reply),
+        mentions=decode_mentions(mentioned),
     )
 
 
@@ -103,7 +116,7 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
     return [_message(room, r) for r in rows if r[1] is not None]
 
 
-class ScyllaStore(ScyllaConversations):
+class ScyllaStore(ScyllaReactions, ScyllaThreads, ScyllaConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
     def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:
@@ -208,6 +221,8 @@ class ScyllaStore(ScyllaConversations):
                 True if message.deleted else UNSET,
                 message.kind,
                 UNSET if message.pos is None else message.pos,
+                UNSET if message.reply_to is None else encode_reply(message.reply_to),
+                UNSET if not message.mentions else encode_mentions(message.mentions),
             ),
         )
         self._remember_room(message.room, message.created_at_ms)
@@ -240,7 +255,7 @@ class ScyllaStore(ScyllaConversations):
         if not rows or rows[0][1] is None:
             return None
         row = rows[0]
-        return row[:10], int(row[10] or 0)
+        return row[:12], int(row[12] or 0)
 
     async def get(self, room: str, message_id: str) -> Message | None:
         """One message by id (its bucket comes from the id)."""

@@ -1,0 +1,87 @@
+"""Replies and threads (issue 25).
+
+A reply is a message like any other (it is in the room's stream and history) that carries
+``reply_to {id, user, preview}``, copied from its parent when posted: the parent may be
+edited or deleted later and the reply stays readable. The store keeps replies by parent
+(:class:`~chatsvc.store.base.ThreadStore`); a parent's ``reply_count`` and
+``last_reply_at`` are counted from those rows when messages are read, never kept as a
+counter, so retries and replicas cannot make them drift. Each new reply also logs a
+``thread`` room event, delivered live as ``message_updated {id, room, reply_count,
+last_reply_at}`` with its own ``pos``, so ``join {since}`` and connection state recovery
+replay count changes in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from chatsvc.chat.service import ChatService
+from chatsvc.chat.wire import iso_ms
+from chatsvc.errors import ChatError, NotFound
+from chatsvc.model.messages import Message, ReplyRef
+from chatsvc.store.base import MessageStore
+
+#: Characters of the parent's text a reply carries as its preview.
+PREVIEW_CHARS = 120
+
+
+class Threads:
+    """Reply references, thread pages and the reply summaries of messages being read."""
+
+    def __init__(self, service: ChatService, store: MessageStore) -> None:
+        self._service = service
+        self._store = store
+
+    async def parent(self, room: str, parent_id: str) -> ReplyRef:
+        """The reference a reply to ``parent_id`` carries; ``not_found`` for a missing or
+        deleted parent (a reply to nothing would be a thread nobody can open)."""
+        parent = await self._service.get(room, parent_id, field="reply_to")
+        if parent is None or parent.deleted:
+            raise NotFound(f"no message {parent_id} in {room} to reply to")
+        return ReplyRef(parent.id, parent.user_id, parent.user_name, parent.text[:PREVIEW_CHARS])
+
+    async def replied(self, reply: Message, *, created: bool) -> None:
+        """Record a stored reply under its parent (again on a retry: the row is idempotent,
+        so a retry completes what a failed first attempt left), then tell the room."""
+        ref = reply.reply_to
+        if ref is None:
+            return
+        await self._store.add_reply(reply.room, ref.id, reply.id)
+        if not created:
+            return
+        summary = (await self._store.thread_summaries(reply.room, [ref.id])).get(ref.id)
+        if summary is None:  # the row was just written: only a store that lost it
+            return
+        wire = {
+            "id": ref.id,
+            "room": reply.room,
+            "reply_count": summary.count,
+            "last_reply_at": iso_ms(summary.last_reply_at_ms),
+        }
+        await self._service.log_and_deliver("thread", "message_updated", reply.room, ref.id, wire)
+
+    async def annotate(self, room: str, messages: list[Message]) -> list[Message]:
+        """``messages`` with their reply summaries (one store query per page); on a store
+        failure, unannotated: the page is still worth showing."""
+        if not messages:
+            return messages
+        try:
+            found = await self._store.thread_summaries(room, [m.id for m in messages])
+        except ChatError:
+            return messages
+        return [replace(m, thread=found[m.id]) if m.id in found else m for m in messages]
+
+    async def page(
+        self, room: str, parent_id: str, *, before: str | None, limit: int
+    ) -> tuple[Message, list[Message], str | None]:
+        """The parent (deleted ones too: their replies stay readable), up to ``limit`` of its
+        replies newest first, and the cursor of the next (older) page."""
+        parent = await self._service.get(room, parent_id, field="id")
+        if parent is None:
+            raise NotFound(f"no message {parent_id} in {room}")
+        ids = await self._store.replies(room, parent_id, before=before, limit=limit + 1)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        replies = [m for m in [await self._service.get(room, i, field="id") for i in ids] if m is not None]
+        annotated = await self.annotate(room, [parent, *replies])
+        return annotated[0], annotated[1:], ids[-1] if more and ids else None
