@@ -1,11 +1,12 @@
 """The Socket.IO Admin UI, served by chatsvc itself so operators need no external site.
 
 The files are the ``@socket.io/admin-ui`` npm package's built UI and the ``@mdi/font`` icon
-font it uses, vendored unchanged under ``static/vendor/admin-ui`` (``manifest.json`` there
-records versions, licences and checksums). Its ``index.html`` links Google Fonts and a CDN
-copy of the icon font; the copy served here drops the first (the UI falls back to system
-fonts) and points the second at the vendored font, so the page loads nothing from another
-origin. Served at ``/admin-ui/`` only when ``CHATSVC_ADMIN_UI_USERNAME``/``PASSWORD`` are set,
+font it uses, vendored under ``static/vendor/admin-ui`` (``manifest.json`` there records
+versions, licences and checksums). The files are the packages' own, except ``index.html``:
+npm's links Google Fonts and a CDN copy of the icon font, and the vendored copy drops the
+first (the UI falls back to system fonts) and points the second at the vendored font, so the
+page loads nothing from another origin (the test restores both links and checks the npm
+file's checksum). Served at ``/admin-ui/`` only when ``CHATSVC_ADMIN_UI_USERNAME``/``PASSWORD`` are set,
 which is also what turns on the ``/admin`` namespace it connects to.
 """
 
@@ -19,15 +20,6 @@ from chatsvc.settings import Settings
 
 ROOT = Path(__file__).parent / "static" / "vendor" / "admin-ui"
 PREFIX = "/admin-ui/"
-#: The two links to other origins in the package's index.html, and what replaces them.
-_GOOGLE_FONTS = "https://fonts.googleapis.com/css?family=Roboto:100,300,400,500,700,900"
-_MDI_CDN = "https://cdn.jsdelivr.net/npm/@mdi/font@latest/css/materialdesignicons.min.css"
-FOREIGN_LINKS = {
-    f'<link rel="stylesheet" href="{_GOOGLE_FONTS}">': "",
-    f'<link rel="stylesheet" href="{_MDI_CDN}">': (
-        '<link rel="stylesheet" href="mdi/css/materialdesignicons.min.css">'
-    ),
-}
 #: Vuetify sets inline styles, hence 'unsafe-inline' for styles (never for scripts).
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -41,16 +33,6 @@ HEADERS = {
 }
 
 
-def local_index(root: Path = ROOT) -> str:
-    """The package's index.html with its links to other origins replaced."""
-    html = (root / "ui" / "index.html").read_text(encoding="utf-8")
-    for link, replacement in FOREIGN_LINKS.items():
-        if link not in html:
-            raise RuntimeError(f"vendored admin UI index.html changed: {link!r} not found")
-        html = html.replace(link, replacement)
-    return html
-
-
 def ui_files(root: Path = ROOT) -> dict[str, Path]:
     """URL path under ``/admin-ui/`` -> vendored file (the UI at the top, the font under mdi/)."""
     files: dict[str, Path] = {}
@@ -58,7 +40,6 @@ def ui_files(root: Path = ROOT) -> dict[str, Path]:
         for path in sorted(folder.rglob("*")):
             if path.is_file() and path.name != "LICENSE":
                 files[prefix + path.relative_to(folder).as_posix()] = path
-    files.pop("index.html", None)
     return files
 
 
@@ -66,11 +47,10 @@ def routes(settings: Settings) -> list[web.RouteDef]:
     """``/admin-ui/`` and its files when the Admin UI is configured, else nothing."""
     if not (settings.admin_ui_username and settings.admin_ui_password):
         return []
-    index_html = local_index()
     files = ui_files()
 
-    async def index(_: web.Request) -> web.Response:
-        return web.Response(text=index_html, content_type="text/html", charset="utf-8", headers=HEADERS)
+    async def index(_: web.Request) -> web.StreamResponse:
+        return web.FileResponse(files["index.html"], headers=HEADERS)
 
     async def redirect(_: web.Request) -> web.Response:
         raise web.HTTPPermanentRedirect(PREFIX)

@@ -9,13 +9,23 @@ import json
 
 from playwright.async_api import expect
 
-from chatsvc.web.admin_ui import FOREIGN_LINKS, ROOT, local_index, ui_files
+from chatsvc.web.admin_ui import ROOT, ui_files
 from tests.conftest import ServerFactory
 from tests.support.browser import PAGE_WAIT_MS, chromium, visitor
 
 USER, PASSWORD = "ops", "admin-ui-test-password"
 
 expect.set_options(timeout=PAGE_WAIT_MS)
+
+#: npm's index.html links these two stylesheets on other origins; the vendored copy has no
+#: Google Fonts link and this local icon-font link instead of the CDN one.
+_GOOGLE_FONTS = "https://fonts.googleapis.com/css?family=Roboto:100,300,400,500,700,900"
+_MDI_CDN = "https://cdn.jsdelivr.net/npm/@mdi/font@latest/css/materialdesignicons.min.css"
+FOREIGN_LINKS = (
+    f'<link rel="stylesheet" href="{_GOOGLE_FONTS}">',
+    f'<link rel="stylesheet" href="{_MDI_CDN}">',
+)
+LOCAL_MDI = '<link rel="stylesheet" href="mdi/css/materialdesignicons.min.css">'
 
 
 def test_vendored_files_are_the_ones_the_manifest_records() -> None:
@@ -32,12 +42,21 @@ def test_vendored_files_are_the_ones_the_manifest_records() -> None:
         if path.is_file() and path.name not in {"LICENSE", "manifest.json"}
     }
     assert present == recorded  # every file listed, none changed, none extra
-    # What is served: every vendored file but the licences, index.html rewritten.
-    assert set(ui_files()) == {k.removeprefix("ui/") for k in recorded} - {"index.html"}
+    # What is served: every vendored file but the licences.
+    assert set(ui_files()) == {k.removeprefix("ui/") for k in recorded}
+
+
+def test_vendored_index_is_npms_with_only_its_two_foreign_links_changed() -> None:
+    manifest = json.loads((ROOT / "manifest.json").read_text())
+    html = (ROOT / "ui" / "index.html").read_text(encoding="utf-8")
+    assert html.count(LOCAL_MDI) == 1
+    original = html.replace(LOCAL_MDI, "".join(FOREIGN_LINKS)).encode()
+    npm = manifest["packages"]["ui"]["index_html_from_npm"]["sha256"]
+    assert "sha256:" + hashlib.sha256(original).hexdigest() == npm
 
 
 def test_served_index_links_no_other_origin() -> None:
-    html = local_index()
+    html = (ROOT / "ui" / "index.html").read_text(encoding="utf-8")
     assert "https://" not in html and "http://" not in html and "//" not in html.replace("<!DOCTYPE", "")
     assert 'href="mdi/css/materialdesignicons.min.css"' in html
     assert all(link not in html for link in FOREIGN_LINKS)
