@@ -170,16 +170,10 @@ class AdminGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 finally:
                     _caller.reset(token)
                 return
-            except ChatError as exc:
-                error: ChatError = exc
             except grpc.aio.AbortError:
                 raise
-            except Exception:
-                log.exception("admin %s failed", name)
-                error = Internal()
-            await context.abort(
-                status_of(error), error.message, trailing_metadata=((ERROR_CODE_KEY, error.code),)
-            )
+            except Exception as exc:  # translated to a status in one place
+                await _abort(context, _translated(exc, name))
 
         return guarded
 
@@ -194,15 +188,22 @@ class AdminGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     return await behavior(request, context)
                 finally:
                     _caller.reset(token)
-            except ChatError as exc:
-                error: ChatError = exc
             except grpc.aio.AbortError:
                 raise
-            except Exception:
-                log.exception("admin %s failed", name)
-                error = Internal()
-            await context.abort(
-                status_of(error), error.message, trailing_metadata=((ERROR_CODE_KEY, error.code),)
-            )
+            except Exception as exc:  # translated to a status in one place
+                await _abort(context, _translated(exc, name))
 
         return guarded
+
+
+def _translated(exc: Exception, method: str) -> ChatError:
+    """A call's failure as the project's error: itself, or ``internal`` (logged)."""
+    if isinstance(exc, ChatError):
+        return exc
+    log.error("admin %s failed", method, exc_info=exc)
+    return Internal()
+
+
+async def _abort(context: Any, error: ChatError) -> None:
+    """End the call with ``error``'s status, message and code (trailing metadata)."""
+    await context.abort(status_of(error), error.message, trailing_metadata=((ERROR_CODE_KEY, error.code),))
