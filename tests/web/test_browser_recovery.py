@@ -9,14 +9,16 @@ really missed, whatever its reconnection backoff does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from playwright.async_api import Page, Route, expect
 
 from tests.support.browser import PAGE_WAIT_MS, chromium, visitor
-from tests.support.clients import ClientPool
+from tests.support.clients import ChatClient, ClientPool
 from tests.support.servers import ServerProcess, base_env, free_port
 from tests.support.tokens import token
 
@@ -37,6 +39,32 @@ async def sign_in_and_join(page: Page, url: str) -> None:
     await expect(page.locator("#room-online")).to_have_text("1 online")
 
 
+async def bob_posts(clients: ClientPool, url: str, text: str) -> ChatClient:
+    """Bob connects to ``url``, joins the room and posts ``text``; he stays connected."""
+    bob = await clients.connect(url, token("bob"))
+    await bob.ok("join", {"room": ROOM})
+    await bob.ok("message", {"room": ROOM, "text": text})
+    return bob
+
+
+@contextlib.asynccontextmanager
+async def cut_off_across_restart(
+    page: Page, first: ServerProcess, second: ServerProcess
+) -> AsyncIterator[None]:
+    """The page cannot reach the server while ``first`` stops and ``second`` starts (it shows
+    reconnecting), nor inside the block; it can again when the block ends."""
+
+    async def refuse(route: Route) -> None:
+        await route.abort()
+
+    await page.context.route(SOCKET_IO, refuse)
+    assert first.stop() == 0
+    await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
+    second.start()
+    yield
+    await page.context.unroute(SOCKET_IO, refuse)
+
+
 async def restart_while_away(tmp_path: Path, **env: str) -> None:
     """Sign in, join, restart the server while the page cannot reach it, post a message it
     misses, then let it back; the page must show the message once."""
@@ -51,23 +79,11 @@ async def restart_while_away(tmp_path: Path, **env: str) -> None:
             page = alice.page
             await sign_in_and_join(page, first.url)
             async with ClientPool() as clients:
-                bob = await clients.connect(first.url, token("bob"))
-                await bob.ok("join", {"room": ROOM})
-                await bob.ok("message", {"room": ROOM, "text": "before the restart"})
+                await bob_posts(clients, first.url, "before the restart")
             await expect(page.locator("li.msg .text")).to_have_text(["before the restart"])
-
-            async def refuse(route: Route) -> None:
-                await route.abort()
-
-            await page.context.route(SOCKET_IO, refuse)
-            assert first.stop() == 0
-            await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
-            second.start()
             async with ClientPool() as clients:
-                bob = await clients.connect(second.url, token("bob"))
-                await bob.ok("join", {"room": ROOM})
-                await bob.ok("message", {"room": ROOM, "text": "missed while away"})
-                await page.context.unroute(SOCKET_IO, refuse)
+                async with cut_off_across_restart(page, first, second):
+                    bob = await bob_posts(clients, second.url, "missed while away")
 
                 state = "recovered" if recovering else "connected"
                 conn_state = page.locator("#conn-state")
@@ -164,23 +180,11 @@ async def test_a_new_database_resets_what_the_page_shows(tmp_path: Path) -> None
             page = alice.page
             await sign_in_and_join(page, first.url)
             async with ClientPool() as clients:
-                bob = await clients.connect(first.url, token("bob"))
-                await bob.ok("join", {"room": ROOM})
-                await bob.ok("message", {"room": ROOM, "text": "in the old database"})
+                await bob_posts(clients, first.url, "in the old database")
             await expect(page.locator("li.msg .text")).to_have_text(["in the old database"])
-
-            async def refuse(route: Route) -> None:
-                await route.abort()
-
-            await page.context.route(SOCKET_IO, refuse)
-            assert first.stop() == 0
-            await expect(page.locator("#conn-state")).to_have_attribute("data-state", "reconnecting")
-            second.start()
             async with ClientPool() as clients:
-                bob = await clients.connect(second.url, token("bob"))
-                await bob.ok("join", {"room": ROOM})
-                await bob.ok("message", {"room": ROOM, "text": "in the new database"})
-                await page.context.unroute(SOCKET_IO, refuse)
+                async with cut_off_across_restart(page, first, second):
+                    bob = await bob_posts(clients, second.url, "in the new database")
                 await expect(page.locator("#conn-state")).to_have_attribute(
                     "data-state", "connected", timeout=30000
                 )
