@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,6 @@ pytestmark = pytest.mark.integration
 BIG = 5
 WINDOW = 0.5
 PER_REPLICA = 15
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[[ServerProcess, str], Any]]:
-    made: list[ChatClient] = []
-
-    async def connect(server: ServerProcess, sub: str) -> ChatClient:
-        client = ChatClient(server.url, sub)
-        made.append(client)
-        return await client.connect()
-
-    yield connect
-    await asyncio.gather(*(client.close() for client in made), return_exceptions=True)
 
 
 async def test_members_on_both_replicas_get_the_same_counts_not_per_user_events(

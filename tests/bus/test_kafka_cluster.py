@@ -6,7 +6,7 @@ on one machine), as replicas share ScyllaDB in production, so catch-up works acr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +22,6 @@ from tests.support.servers import ServerProcess
 pytestmark = pytest.mark.integration
 
 ROOM = "stocks.AAPL"
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[[ServerProcess, str], Any]]:
-    """Connect recording clients; all are disconnected at teardown."""
-    made: list[ChatClient] = []
-
-    async def connect(server: ServerProcess, sub: str) -> ChatClient:
-        client = ChatClient(server.url, sub)
-        made.append(client)
-        return await client.connect()
-
-    yield connect
-    for client in made:
-        await client.close()
 
 
 def two_replicas(

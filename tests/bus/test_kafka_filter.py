@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +27,6 @@ pytestmark = pytest.mark.integration
 FAR = "stocks.FAR"  # members on r1 only
 NEAR = "stocks.NEAR"  # members on both
 N = 12
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[[ServerProcess, str], Any]]:
-    made: list[ChatClient] = []
-
-    async def connect(server: ServerProcess, sub: str) -> ChatClient:
-        client = ChatClient(server.url, sub)
-        made.append(client)
-        return await client.connect()
-
-    yield connect
-    for client in made:
-        await client.close()
 
 
 def _skipped(server: ServerProcess, reason: str) -> float:

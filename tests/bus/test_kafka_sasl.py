@@ -6,7 +6,7 @@ it; a wrong password is a startup failure (exit 3) whose one line names SASL aut
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +50,6 @@ def sasl_env(kafka: dict[str, str], password: str | None = None) -> dict[str, st
         "KAFKA_RETRY_BACKOFF_MS": "200",
         "KAFKA_CONNECT_RETRIES": "3",
     }
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[[ServerProcess, str], Any]]:
-    made: list[ChatClient] = []
-
-    async def connect(server: ServerProcess, sub: str) -> ChatClient:
-        client = ChatClient(server.url, sub)
-        made.append(client)
-        return await client.connect()
-
-    yield connect
-    for client in made:
-        await client.close()
 
 
 async def test_replicas_fan_out_over_sasl_scram(
