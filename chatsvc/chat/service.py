@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
+from chatsvc.chat.spam import SpamFilter
 from chatsvc.chat.wire import message_wire, position
 from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayload, NotFound, StoreUnavailable
 from chatsvc.metrics import Metrics
@@ -92,8 +93,10 @@ class ChatService:
         ids: MessageIdGenerator | None = None,
         clock: Callable[[], float] = time.time,
         audience: Audience | None = None,
+        spam: SpamFilter | None = None,
     ) -> None:
         self._store = store
+        self._spam = spam
         self._audience = audience
         self._emitter = emitter
         self._metrics = metrics
@@ -195,9 +198,14 @@ class ChatService:
         mentions: tuple[str, ...] = (),
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
+        message_id = self._ids.new()
+        if self._spam is not None and kind == "user":  # issue 25: may refuse, or mask the text
+            text = await self._spam.screen(
+                room, author, text, message_id=message_id, mentions=len(mentions), client_msg_id=client_msg_id
+            )
         created = self._now_ms()
         message = Message(
-            id=self._ids.new(),
+            id=message_id,
             room=room,
             user_id=author.user_id,
             user_name=author.name,
@@ -308,6 +316,8 @@ class ChatService:
     async def edit(self, room: str, message_id: str, text: str, actor: Identity) -> Message:
         """Change a message's text (author or admin) and tell the room."""
         await self._editable(room, message_id, actor)
+        if self._spam is not None:  # issue 25: the content rules apply to edits too
+            text = await self._spam.screen(room, actor, text, message_id=message_id, edit=True)
         with _client_id("id"):
             async with self._metrics.timed_store("edit"):
                 updated = await self._store.edit(room, message_id, text, self._now_ms())

@@ -14,6 +14,7 @@ import json
 from typing import Protocol, runtime_checkable
 
 from chatsvc.model.messages import (
+    Flag,
     HistoryPage,
     Message,
     Moderation,
@@ -319,6 +320,22 @@ class PinStore(Protocol):
         """Up to ``limit`` pins of ``room`` as ``(message id, pinned by, at ms)``, newest message first."""
 
 
+class FlagStore(Protocol):
+    """Messages the spam filters caught (issue 25), newest first by room or across rooms.
+    Kept :data:`FLAG_RETENTION_SECONDS`; one row per flag (its id is unique)."""
+
+    async def add_flag(self, flag: Flag) -> None:
+        """Record ``flag`` (again with the same id: no change)."""
+
+    async def list_flags(self, room: str | None, *, before: str | None, limit: int) -> list[Flag]:
+        """Up to ``limit`` flags of ``room`` (None: every room) with ids below ``before``
+        (or the newest), newest first."""
+
+
+#: Flags are evidence for moderators, not history: kept 30 days.
+FLAG_RETENTION_SECONDS = 30 * 24 * 3600
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -335,6 +352,7 @@ class MessageStore(
     ReactionStore,
     MentionStore,
     PinStore,
+    FlagStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""
