@@ -320,6 +320,19 @@ class PinStore(Protocol):
         """Up to ``limit`` pins of ``room`` as ``(message id, pinned by, at ms)``, newest message first."""
 
 
+class MessageCleanup(Protocol):
+    """What keeps a message's annotations consistent when it is edited or deleted (issue 25)."""
+
+    async def set_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Replace the mentions stored on an existing message (call after a successful edit)."""
+
+    async def remove_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Forget that ``message_id`` mentions each of ``user_ids`` (no error if it did not)."""
+
+    async def clear_reactions(self, room: str, message_id: str) -> None:
+        """Remove every reaction of the message (it was deleted)."""
+
+
 class FlagStore(Protocol):
     """Messages the spam filters caught (issue 25), newest first by room or across rooms.
     Kept :data:`FLAG_RETENTION_SECONDS`; one row per flag (its id is unique)."""
@@ -353,6 +366,7 @@ class MessageStore(
     MentionStore,
     PinStore,
     FlagStore,
+    MessageCleanup,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

@@ -42,6 +42,7 @@ from chatsvc.store.base import (
     encode_mentions,
     encode_reply,
 )
+from chatsvc.store.sqlite_cleanup import SqliteCleanup
 from chatsvc.store.sqlite_conversations import SqliteConversations
 from chatsvc.store.sqlite_flags import SqliteFlags
 from chatsvc.store.sqlite_reactions import SqliteReactions
@@ -182,7 +183,7 @@ def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
     )
 
 
-class SqliteStore(SqliteFlags, SqliteReactions, SqliteThreads, SqliteConversations):
+class SqliteStore(SqliteCleanup, SqliteFlags, SqliteReactions, SqliteThreads, SqliteConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:

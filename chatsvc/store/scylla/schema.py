@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
-from chatsvc.store.scylla import flagged
+from chatsvc.store.scylla import cleanup, flagged
 
 SCHEMA_VERSION: Final = 6
 SCHEMA_SCOPE: Final = "chatsvc"
@@ -377,6 +377,7 @@ STATEMENTS: Final[dict[str, str]] = {
         "SELECT id FROM {ks}.replies WHERE room = ? AND bucket = ? AND parent_id = ? AND id < ? LIMIT ?"
     ),
     **flagged.STATEMENTS,
+    **cleanup.STATEMENTS,
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
