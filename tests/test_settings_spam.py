@@ -73,3 +73,12 @@ def test_a_bad_blocklist_fails_start_up_naming_the_line(base: dict[str, str], tm
     path.write_text("fine\nre:[unclosed\n")
     error = error_for({**base, "CHATSVC_SPAM_BLOCKLIST_FILE": str(path)})
     assert error.variable == "CHATSVC_SPAM_BLOCKLIST_FILE" and "line 2" in str(error)
+
+
+def test_readme_documents_every_spam_variable() -> None:
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "chatsvc" / "settings.py").read_text()
+    readme = (root / "README.md").read_text()
+    names = set(re.findall(r'"(CHATSVC_SPAM_[A-Z_]+)"', source))
+    assert len(names) == 8
+    assert {n for n in names if f"`{n}`" not in readme} == set()

@@ -202,12 +202,12 @@ class ChatService:
         mentions: tuple[str, ...] = (),
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
-        message_id = self._ids.new()
+        created = self._now_ms()
+        message_id = self._ids.new()  # next to created: the id's time is the message's
         if self._spam is not None and kind == "user":  # issue 25: may refuse, or mask the text
             text = await self._spam.screen(
                 room, author, text, message_id=message_id, mentions=len(mentions), client_msg_id=client_msg_id
             )
-        created = self._now_ms()
         message = Message(
             id=message_id,
             room=room,

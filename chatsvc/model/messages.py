@@ -19,6 +19,9 @@ class ReplyRef:
     user_id: str
     user_name: str
     preview: str
+    #: The parent was deleted since (set when messages are read, never stored): the preview
+    #: is then empty, so a deleted message's text does not live on in its replies.
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

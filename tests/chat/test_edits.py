@@ -145,6 +145,12 @@ async def test_a_deleted_message_loses_pins_reactions_and_mentions_replies_stay(
     # The replies stay readable, the parent shows as deleted.
     thread = await b.ok("thread", {"room": room, "id": doomed["id"]})
     assert thread["message"]["deleted"] is True and [r["id"] for r in thread["replies"]] == [reply["id"]]
+    # The reply no longer quotes the deleted text, in the thread and in history.
+    assert reply["reply_to"]["preview"] == "doomed"
+    gone = {"id": doomed["id"], "user": reply["reply_to"]["user"], "preview": "", "deleted": True}
+    assert thread["replies"][0]["reply_to"] == gone
+    listed = {m["id"]: m for m in (await b.ok("history", {"room": room}))["messages"]}
+    assert listed[reply["id"]]["reply_to"] == gone and listed[reply["id"]]["text"] == "a reply"
     # A client catching up sees the pin go, in the stream.
     caught = await b.ok("join", {"room": room, "since": since})
     kinds = [(e["event"], e["id"]) for e in caught["events"] if e["event"] in ("pinned", "unpinned")]
