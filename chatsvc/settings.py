@@ -351,6 +351,9 @@ def _describe(obj: object) -> dict[str, object]:
     out: dict[str, object] = {}
     for f in fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name)
+        if f.name == "blocklist":  # up to 1000 patterns: the start-up line names how many
+            out[f.name] = f"{len(value)} entries"
+            continue
         if hasattr(value, "__dataclass_fields__"):
             out[f.name] = _describe(value)
         elif isinstance(value, Secret):
