@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 TEXTS_PER_USER = 64
 #: Expired users dropped per screened message (amortised expiry, no background loop).
 EXPIRE_PER_CALL = 2
+#: Flags recorded per user per minute: a flood of refusals (bounded by the rate limit, but
+#: from many sockets) is counted in full but writes at most this many rows.
+FLAGS_PER_USER_PER_MINUTE = 10
 
 #: Top-level domains a bare host name (``pump.xyz/now``) must end in to count as a link;
 #: URLs with a scheme and ``www.`` hosts always count.
@@ -123,6 +126,10 @@ class SpamFilter:
         )
         #: user id -> its recent texts, least recently active user first.
         self._recent: OrderedDict[str, deque[_Sent]] = OrderedDict()
+        #: user id -> (minute, flags recorded in it), least recently flagged first.
+        self._flagged: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        for rule in RULES:  # every series exists from the start, at 0
+            metrics.spam_refused.labels(rule)
 
     @property
     def tracked_users(self) -> int:
@@ -222,6 +229,17 @@ class SpamFilter:
                 return
             del self._recent[user_id]
 
+    def _flag_budget(self, user_id: str) -> bool:
+        """Whether ``user_id`` may have one more flag recorded this minute."""
+        minute = int(self._clock() // 60)
+        start, count = self._flagged.pop(user_id, (minute, 0))
+        if start != minute:
+            start, count = minute, 0
+        self._flagged[user_id] = (start, count + 1)
+        while len(self._flagged) > self._settings.tracked_users:
+            self._flagged.popitem(last=False)
+        return count < FLAGS_PER_USER_PER_MINUTE
+
     async def _refuse(self, room: str, author: Identity, text: str, rule: str, why: str) -> None:
         self._metrics.spam_refused.labels(rule).inc()
         await self._record(room, author, text, rule, "rejected", "")
@@ -230,8 +248,10 @@ class SpamFilter:
     async def _record(
         self, room: str, author: Identity, text: str, rule: str, action: str, message_id: str
     ) -> None:
-        """Keep the flag for moderators; a store failure is logged (no text, no trace) and
-        the verdict stands."""
+        """Keep the flag for moderators (at most :data:`FLAGS_PER_USER_PER_MINUTE` per user);
+        a store failure is logged (no text, no trace) and the verdict stands."""
+        if not self._flag_budget(author.user_id):
+            return
         flag = Flag(
             id=self._ids.new(),
             room=room,

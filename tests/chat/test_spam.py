@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatsvc.auth.identity import Identity
-from chatsvc.chat.spam import SpamFilter, fingerprint, links
+from chatsvc.chat.spam import FLAGS_PER_USER_PER_MINUTE, SpamFilter, fingerprint, links
 from chatsvc.errors import Spam
 from chatsvc.metrics import Metrics
 from chatsvc.settings import SpamSettings, load_blocklist
@@ -201,3 +201,19 @@ async def test_a_flag_store_failure_keeps_the_verdict(caplog: pytest.LogCaptureF
     await store.aclose()  # every store call now fails
     assert await rule_of(spam, "see a.com") == "links"
     assert "could not record a links flag" in caplog.text and "a.com" not in caplog.text
+
+
+async def test_flags_per_user_are_bounded_per_minute_refusals_are_not() -> None:
+    spam, store, metrics, clock = await make(max_links=0)
+    for i in range(FLAGS_PER_USER_PER_MINUTE + 5):
+        assert await rule_of(spam, f"see a{i}.com") == "links"
+    assert refused(metrics, "links") == FLAGS_PER_USER_PER_MINUTE + 5
+    assert len(await store.list_flags("lobby", before=None, limit=100)) == FLAGS_PER_USER_PER_MINUTE
+    await rule_of(spam, "see b.com", author=Identity("bob", "Bob"))  # another user has its own
+    clock.now += 60
+    await rule_of(spam, "see c.com")
+    assert len(await store.list_flags("lobby", before=None, limit=100)) == FLAGS_PER_USER_PER_MINUTE + 2
+    rendered = metrics.render().decode()
+    assert 'chatsvc_spam_refused_total{rule="duplicate"} 0.0' in rendered, (
+        "every rule's series from the start"
+    )
