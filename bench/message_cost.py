@@ -116,9 +116,12 @@ async def one_room(members: int, messages: int, data_dir: Path, receive: str = "
             await sock.receive(eio_packet.Packet(encoded_packet='421["join",{"room":"bench"}]'))
             await sio.settled(eio_sid)
             sockets.append(sock)
-        body = json.dumps({"room": "bench", "text": TEXT})
         warmup = 300
-        frames = [f'42{i}["message",{body}]' for i in range(10, 10 + warmup + messages)]
+        # Each text differs (a counter): one user repeating one text is refused as spam.
+        frames = [
+            f'42{i}["message",{json.dumps({"room": "bench", "text": f"{TEXT} {i}"})}]'
+            for i in range(10, 10 + warmup + messages)
+        ]
         sender = sockets[0]
         for encoded in frames[:warmup]:
             await deliver(sender, encoded)

@@ -33,6 +33,7 @@ from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.notify import Notifier
 from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.service import ChatService
+from chatsvc.chat.spam import SpamFilter
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import LoopLagProbe, Metrics
 from chatsvc.settings import Settings
@@ -130,7 +131,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
     conversations = _conversations(store, sio, router, bus, settings)
-    service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience)
+    spam = SpamFilter(settings.spam, metrics, store)
+    service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience, spam=spam)
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
     recovery = Recovery(store, settings.limits)
     namespace = ChatNamespace(

@@ -103,6 +103,21 @@ class PinLimit(ChatError):
     default_message = "the room has as many pins as it may have"
 
 
+class Spam(ChatError):
+    """A message a spam filter refused (issue 25); ``rule`` names the filter, stable on the wire."""
+
+    code = "spam"
+    default_message = "refused as spam"
+
+    def __init__(self, rule: str, message: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+    def to_wire(self) -> dict[str, str]:
+        """``{"code": "spam", "message", "rule"}``."""
+        return {**super().to_wire(), "rule": self.rule}
+
+
 class LastOwner(ChatError):
     code = "last_owner"
     default_message = "the last owner must hand over ownership first"

@@ -122,6 +122,17 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.spam_refused = Counter(
+            "chatsvc_spam_refused_total",
+            "Messages and edits the spam filters refused",
+            ["rule"],
+            registry=self.registry,
+        )
+        self.spam_masked = Counter(
+            "chatsvc_spam_masked_total",
+            "Messages and edits stored with blocklisted words masked",
+            registry=self.registry,
+        )
         self.replayed = Counter(
             "chatsvc_recovery_replayed_total", "Events replayed to recovered sockets", registry=self.registry
         )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -141,6 +143,69 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class SpamSettings:
+    """The spam filters of a user's message (issue 25, chatsvc.chat.spam). A window or age of
+    0 turns its rule off; a maximum of 0 allows none."""
+
+    #: The same normalised text from one user within this window (any room) is refused.
+    duplicate_window_seconds: int = 60
+    #: Texts shorter than this (normalised) never count as duplicates ("ok", "+1").
+    duplicate_min_chars: int = 8
+    #: More links than this in one message is refused.
+    max_links: int = 3
+    #: Links from a token whose ``iat`` is younger than this many minutes are refused.
+    link_min_token_age_minutes: int = 0
+    #: More mentions than this in one message is refused.
+    max_mentions: int = 5
+    #: The blocklist, compiled-ready regular expressions (``CHATSVC_SPAM_BLOCKLIST_FILE``).
+    blocklist: tuple[str, ...] = ()
+    #: ``reject`` refuses a message with a blocked word; ``mask`` stars the words out.
+    blocklist_action: str = "reject"
+    #: Users whose recent texts a replica remembers for the duplicate rule (least recent dropped).
+    tracked_users: int = 10_000
+
+
+#: Bounds on the blocklist file: it is read at start-up, every entry runs on every message.
+BLOCKLIST_MAX_BYTES = 64 * 1024
+BLOCKLIST_MAX_ENTRIES = 1000
+BLOCKLIST_PATTERN_MAX = 256
+
+
+def load_blocklist(path: Path) -> tuple[str, ...]:
+    """The blocklist file as regular expressions: one entry a line, ``#`` comments and blank
+    lines ignored; ``re:<regex>`` is a regular expression, anything else a word or phrase
+    matched as a whole word, case-insensitively. Raise ValueError naming the line."""
+    if path.stat().st_size > BLOCKLIST_MAX_BYTES:
+        raise ValueError(f"{path} is larger than {BLOCKLIST_MAX_BYTES} bytes")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8") from None
+    out: list[str] = []
+    for number, line in enumerate(lines, 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if len(out) == BLOCKLIST_MAX_ENTRIES:
+            raise ValueError(f"{path} has more than {BLOCKLIST_MAX_ENTRIES} entries")
+        if len(entry) > BLOCKLIST_PATTERN_MAX:
+            raise ValueError(f"{path} line {number}: longer than {BLOCKLIST_PATTERN_MAX} characters")
+        if entry.startswith("re:"):
+            pattern = entry[3:]
+        else:
+            words = unicodedata.normalize("NFKC", entry).casefold().split()
+            pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+        try:
+            compiled = re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"{path} line {number}: not a regular expression ({exc})") from None
+        if not pattern or compiled.search(""):
+            raise ValueError(f"{path} line {number}: matches the empty text")
+        out.append(pattern)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class KafkaSettings:
     """Cross-replica fan-out over Kafka; present only when ``KAFKA_BROKERS`` is set."""
 
@@ -232,6 +297,7 @@ class Settings:
         )
     )
     limits: Limits = field(default_factory=Limits)
+    spam: SpamSettings = field(default_factory=SpamSettings)
     ping_interval_seconds: float = 25.0
     ping_timeout_seconds: float = 20.0
     shutdown_timeout_seconds: float = 10.0
@@ -285,6 +351,9 @@ def _describe(obj: object) -> dict[str, object]:
     out: dict[str, object] = {}
     for f in fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name)
+        if f.name == "blocklist":  # up to 1000 patterns: the start-up line names how many
+            out[f.name] = f"{len(value)} entries"
+            continue
         if hasattr(value, "__dataclass_fields__"):
             out[f.name] = _describe(value)
         elif isinstance(value, Secret):
@@ -457,6 +526,7 @@ class _Reader:
             tls_key=tls_key,
             jwt=self.jwt(environment, data_dir),
             limits=self.limits(),
+            spam=self.spam(),
             ping_interval_seconds=ping_interval,
             ping_timeout_seconds=ping_timeout,
             shutdown_timeout_seconds=self.number("CHATSVC_SHUTDOWN_TIMEOUT", 10.0, minimum=0.5),
@@ -614,6 +684,33 @@ class _Reader:
             rooms_per_user=self.integer("CHATSVC_MAX_ROOMS_PER_USER", 500, minimum=1, maximum=100_000),
             dms_per_minute=self.integer("CHATSVC_MAX_DMS_PER_MINUTE", 20, minimum=1, maximum=10_000),
             blocks_per_user=self.integer("CHATSVC_MAX_BLOCKS_PER_USER", 1000, minimum=1, maximum=100_000),
+        )
+
+    def spam(self) -> SpamSettings:
+        """The spam filters (chatsvc.chat.spam); the blocklist file is read and checked here."""
+        action = self.text("CHATSVC_SPAM_BLOCKLIST_ACTION", "reject").lower()
+        if action not in {"reject", "mask"}:
+            raise SettingsError("CHATSVC_SPAM_BLOCKLIST_ACTION", f"expected reject or mask, got {action!r}")
+        path = self.readable_file("CHATSVC_SPAM_BLOCKLIST_FILE")
+        try:
+            blocklist = load_blocklist(path) if path is not None else ()
+        except (OSError, ValueError) as exc:
+            raise SettingsError("CHATSVC_SPAM_BLOCKLIST_FILE", str(exc)) from None
+        return SpamSettings(
+            duplicate_window_seconds=self.integer(
+                "CHATSVC_SPAM_DUPLICATE_WINDOW_SECONDS", 60, minimum=0, maximum=86_400
+            ),
+            duplicate_min_chars=self.integer(
+                "CHATSVC_SPAM_DUPLICATE_MIN_CHARS", 8, minimum=1, maximum=10_000
+            ),
+            max_links=self.integer("CHATSVC_SPAM_MAX_LINKS", 3, minimum=0, maximum=1000),
+            link_min_token_age_minutes=self.integer(
+                "CHATSVC_SPAM_LINK_MIN_TOKEN_AGE_MINUTES", 0, minimum=0, maximum=525_600
+            ),
+            max_mentions=self.integer("CHATSVC_SPAM_MAX_MENTIONS", 5, minimum=0, maximum=100),
+            blocklist=blocklist,
+            blocklist_action=action,
+            tracked_users=self.integer("CHATSVC_SPAM_TRACKED_USERS", 10_000, minimum=1, maximum=10_000_000),
         )
 
     def store(self, environment: str) -> str:

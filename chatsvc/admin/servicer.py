@@ -18,6 +18,7 @@ from typing import Any
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from chatsvc.admin.conversation_rpcs import ConversationRpcs
+from chatsvc.admin.flagged_rpcs import FlaggedRpcs
 from chatsvc.admin.guard import caller
 from chatsvc.admin.v1 import admin_pb2, admin_pb2_grpc
 from chatsvc.auth.identity import Identity
@@ -184,7 +185,7 @@ def _audit(action: str, **details: object) -> None:
     )
 
 
-class AdminServicer(ConversationRpcs, admin_pb2_grpc.AdminServiceServicer):
+class AdminServicer(FlaggedRpcs, ConversationRpcs, admin_pb2_grpc.AdminServiceServicer):
     """Every admin RPC; each acts on the whole cluster."""
 
     def __init__(

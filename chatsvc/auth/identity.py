@@ -14,6 +14,8 @@ class Identity:
     roles: frozenset[str] = frozenset()
     room_patterns: tuple[str, ...] | None = None
     expires_at: float | None = None
+    #: The token's ``iat`` (Unix seconds), if it has one (the spam filters' token-age rule).
+    issued_at: float | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -238,6 +238,7 @@ def _identity(claims: dict[str, Any], expires_at: float) -> Identity:
         room_patterns=tuple(rooms) if rooms is not None else None,
         # The token is accepted until exp + leeway, so the connection may live that long too.
         expires_at=expires_at,
+        issued_at=_numeric_date(claims, "iat"),
     )
 
 

@@ -55,3 +55,16 @@ class Mentions:
         await self._store.add_mentions(message.room, message.id, message.mentions)
         data = {"room": message.room, "message": self._service.wire(message)}
         await self._service.send_to("mention", data, [user_room(u) for u in message.mentions])
+
+    async def changed(self, before: tuple[str, ...], message: Message) -> None:
+        """An edit changed the mentions from ``before`` to ``message.mentions``: users no
+        longer mentioned stop counting it; only the newly mentioned get ``mention``."""
+        removed = tuple(u for u in before if u not in message.mentions)
+        if removed:
+            await self._store.remove_mentions(message.room, message.id, removed)
+        added = tuple(u for u in message.mentions if u not in before)
+        if not added:
+            return
+        await self._store.add_mentions(message.room, message.id, added)
+        data = {"room": message.room, "message": self._service.wire(message)}
+        await self._service.send_to("mention", data, [user_room(u) for u in added])

@@ -22,6 +22,7 @@ from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import conversation_events, payloads
 from chatsvc.chat.conversations import Conversations, user_room
+from chatsvc.chat.edits import Edits
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.mentions import Mentions, mentions
 from chatsvc.chat.message_events import MessageEvents
@@ -151,6 +152,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         }
         self._threads = Threads(service, service.message_store)
         self._mentions = Mentions(service, service.message_store)
+        self._edits = Edits(service, service.message_store, self._mentions, limits)
         moderates = conversations.moderates if conversations is not None else None
         self._messages = MessageEvents(
             service,
@@ -602,7 +604,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         message_id = payloads.message_id(payload, "id", required=True)
         text = payloads.text(payload, self._limits.message_bytes)
         assert message_id is not None
-        message = await self._service.edit(room, message_id, text, conn.identity)
+        message = await self._edits.edit(room, message_id, text, conn.identity, payload)
         return {"ok": True, "message": self._service.wire(message)}
 
     async def _delete(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
+from chatsvc.chat.spam import SpamFilter
 from chatsvc.chat.wire import message_wire, position
 from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayload, NotFound, StoreUnavailable
 from chatsvc.metrics import Metrics
@@ -78,6 +79,9 @@ class CatchUp:
 
 #: The Socket.IO rooms a private or direct room's events go to (chatsvc.chat.conversations).
 Audience = Callable[[str], Awaitable[list[str]]]
+#: Run after a message is deleted (issue 25: its pins, reactions and mention rows go away),
+#: with the deleted message and who deleted it (None: the admin API).
+DeleteHook = Callable[[Message, Identity | None], Awaitable[None]]
 
 
 class ChatService:
@@ -92,8 +96,11 @@ class ChatService:
         ids: MessageIdGenerator | None = None,
         clock: Callable[[], float] = time.time,
         audience: Audience | None = None,
+        spam: SpamFilter | None = None,
     ) -> None:
         self._store = store
+        self._spam = spam
+        self._delete_hooks: list[DeleteHook] = []
         self._audience = audience
         self._emitter = emitter
         self._metrics = metrics
@@ -196,8 +203,13 @@ class ChatService:
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
         created = self._now_ms()
+        message_id = self._ids.new()  # next to created: the id's time is the message's
+        if self._spam is not None and kind == "user":  # issue 25: may refuse, or mask the text
+            text = await self._spam.screen(
+                room, author, text, message_id=message_id, mentions=len(mentions), client_msg_id=client_msg_id
+            )
         message = Message(
-            id=self._ids.new(),
+            id=message_id,
             room=room,
             user_id=author.user_id,
             user_name=author.name,
@@ -305,12 +317,28 @@ class ChatService:
             raise Forbidden("only the author or an admin may change a message")
         return message
 
-    async def edit(self, room: str, message_id: str, text: str, actor: Identity) -> Message:
-        """Change a message's text (author or admin) and tell the room."""
+    async def edit(
+        self,
+        room: str,
+        message_id: str,
+        text: str,
+        actor: Identity,
+        *,
+        mentions: tuple[str, ...] | None = None,
+    ) -> Message:
+        """Change a message's text (author or admin), and with ``mentions`` its mentions
+        (issue 25: chatsvc.chat.edits), and tell the room."""
         await self._editable(room, message_id, actor)
+        if self._spam is not None:  # issue 25: the content rules apply to edits too
+            text = await self._spam.screen(
+                room, actor, text, message_id=message_id, mentions=len(mentions or ()), edit=True
+            )
         with _client_id("id"):
             async with self._metrics.timed_store("edit"):
                 updated = await self._store.edit(room, message_id, text, self._now_ms())
+                if mentions is not None and mentions != updated.mentions:
+                    await self._store.set_mentions(room, message_id, mentions)
+                    updated = replace(updated, mentions=mentions)
         # Without the message's own position: the event is delivered at its own.
         payload = await self._record("edited", room, message_id, message_wire(updated))
         await self._deliver("message_edited", payload, room)
@@ -351,7 +379,20 @@ class ChatService:
         wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
         payload = await self._record("deleted", room, message_id, wire)
         await self._deliver("message_deleted", payload, room)
+        await self._after_delete(deleted, actor)
         return deleted
+
+    def on_delete(self, hook: DeleteHook) -> None:
+        """Run ``hook`` after every delete (chatsvc.chat.edits registers the issue-25 cleanup)."""
+        self._delete_hooks.append(hook)
+
+    async def _after_delete(self, deleted: Message, actor: Identity | None) -> None:
+        """The delete happened: a hook's store failure is logged, never the caller's error."""
+        for hook in self._delete_hooks:
+            try:
+                await hook(deleted, actor)
+            except ChatError as exc:
+                log.warning("cleanup after deleting %s in %s failed (%s)", deleted.id, deleted.room, exc.code)
 
     async def mark_read(self, room: str, reader: Identity, message_id: str, *, skip_sid: str | None) -> None:
         """Store the read marker, then tell the room."""

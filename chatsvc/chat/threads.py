@@ -13,6 +13,7 @@ replay count changes in order.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 from chatsvc.chat.service import ChatService
@@ -61,10 +62,12 @@ class Threads:
         await self._service.log_and_deliver("thread", "message_updated", reply.room, ref.id, wire)
 
     async def annotate(self, room: str, messages: list[Message]) -> list[Message]:
-        """``messages`` with their reply summaries (one store query per page); on a store
-        failure, unannotated: the page is still worth showing."""
+        """``messages`` with their reply summaries (one store query per page) and replies to
+        a since deleted parent marked so; on a store failure, unannotated: the page is still
+        worth showing."""
         if not messages:
             return messages
+        messages = await self._deleted_parents(room, messages)
         try:
             found = await self._store.thread_summaries(room, [m.id for m in messages])
         except ChatError:
@@ -85,3 +88,22 @@ class Threads:
         replies = [m for m in [await self._service.get(room, i, field="id") for i in ids] if m is not None]
         annotated = await self.annotate(room, [parent, *replies])
         return annotated[0], annotated[1:], ids[-1] if more and ids else None
+
+    async def _deleted_parents(self, room: str, messages: list[Message]) -> list[Message]:
+        """Replies whose parent was deleted since they were posted: ``reply_to`` says
+        ``deleted`` and loses its preview (issue 25: the deleted text must not live on).
+        One read per distinct parent on the page (pages are bounded); none without replies."""
+        parents = list(dict.fromkeys(m.reply_to.id for m in messages if m.reply_to is not None))
+        if not parents:
+            return messages
+        try:
+            found = await asyncio.gather(*(self._store.get(room, p) for p in parents))
+        except ChatError:
+            return messages
+        gone = {p for p, parent in zip(parents, found, strict=True) if parent is None or parent.deleted}
+        return [
+            replace(m, reply_to=replace(m.reply_to, preview="", deleted=True))
+            if m.reply_to is not None and m.reply_to.id in gone
+            else m
+            for m in messages
+        ]

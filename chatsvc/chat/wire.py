@@ -86,6 +86,8 @@ def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
             "user": {"id": ref.user_id, "name": ref.user_name},
             "preview": ref.preview,
         }
+        if ref.deleted:
+            wire["reply_to"]["deleted"] = True
     if message.mentions:
         wire["mentions"] = list(message.mentions)
     if message.reactions is not None:

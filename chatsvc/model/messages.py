@@ -19,6 +19,9 @@ class ReplyRef:
     user_id: str
     user_name: str
     preview: str
+    #: The parent was deleted since (set when messages are read, never stored): the preview
+    #: is then empty, so a deleted message's text does not live on in its replies.
+    deleted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +146,23 @@ class SessionRecord:
     user_id: str
     data: str
     expires_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A message a spam filter caught (issue 25), kept for moderators (ListFlagged).
+
+    ``action`` is ``rejected`` (not stored) or ``masked`` (stored with the blocked words
+    starred: ``message_id`` names it); ``text`` is what the user sent, bounded like any
+    message. ``id`` is minted like message ids, so flags list newest first by id.
+    """
+
+    id: str
+    room: str
+    user_id: str
+    user_name: str
+    rule: str
+    action: str
+    text: str
+    message_id: str
+    at_ms: int

@@ -14,6 +14,7 @@ import json
 from typing import Protocol, runtime_checkable
 
 from chatsvc.model.messages import (
+    Flag,
     HistoryPage,
     Message,
     Moderation,
@@ -319,6 +320,35 @@ class PinStore(Protocol):
         """Up to ``limit`` pins of ``room`` as ``(message id, pinned by, at ms)``, newest message first."""
 
 
+class MessageCleanup(Protocol):
+    """What keeps a message's annotations consistent when it is edited or deleted (issue 25)."""
+
+    async def set_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Replace the mentions stored on an existing message (call after a successful edit)."""
+
+    async def remove_mentions(self, room: str, message_id: str, user_ids: tuple[str, ...]) -> None:
+        """Forget that ``message_id`` mentions each of ``user_ids`` (no error if it did not)."""
+
+    async def clear_reactions(self, room: str, message_id: str) -> None:
+        """Remove every reaction of the message (it was deleted)."""
+
+
+class FlagStore(Protocol):
+    """Messages the spam filters caught (issue 25), newest first by room or across rooms.
+    Kept :data:`FLAG_RETENTION_SECONDS`; one row per flag (its id is unique)."""
+
+    async def add_flag(self, flag: Flag) -> None:
+        """Record ``flag`` (again with the same id: no change)."""
+
+    async def list_flags(self, room: str | None, *, before: str | None, limit: int) -> list[Flag]:
+        """Up to ``limit`` flags of ``room`` (None: every room) with ids below ``before``
+        (or the newest), newest first."""
+
+
+#: Flags are evidence for moderators, not history: kept 30 days.
+FLAG_RETENTION_SECONDS = 30 * 24 * 3600
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -335,6 +365,8 @@ class MessageStore(
     ReactionStore,
     MentionStore,
     PinStore,
+    FlagStore,
+    MessageCleanup,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

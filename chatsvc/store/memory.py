@@ -24,7 +24,9 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
+from chatsvc.store.memory_cleanup import MemoryCleanup
 from chatsvc.store.memory_conversations import MemoryConversations
+from chatsvc.store.memory_flags import MemoryFlags
 from chatsvc.store.memory_reactions import MemoryReactions
 from chatsvc.store.memory_threads import MemoryThreads
 
@@ -57,7 +59,7 @@ class _Room:
         return self.ids[-1] if self.ids else None
 
 
-class MemoryStore(MemoryReactions, MemoryThreads, MemoryConversations):
+class MemoryStore(MemoryCleanup, MemoryFlags, MemoryReactions, MemoryThreads, MemoryConversations):
     """:class:`~chatsvc.store.base.MessageStore` in this process's memory."""
 
     def __init__(self, max_per_room: int = DEFAULT_MAX_PER_ROOM) -> None:

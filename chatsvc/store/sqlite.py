@@ -34,7 +34,7 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
-from chatsvc.store import sqlite_conversations, sqlite_reactions, sqlite_threads
+from chatsvc.store import sqlite_conversations, sqlite_flags, sqlite_reactions, sqlite_threads
 from chatsvc.store.base import (
     EVENT_RETENTION_SECONDS,
     decode_mentions,
@@ -42,11 +42,13 @@ from chatsvc.store.base import (
     encode_mentions,
     encode_reply,
 )
+from chatsvc.store.sqlite_cleanup import SqliteCleanup
 from chatsvc.store.sqlite_conversations import SqliteConversations
+from chatsvc.store.sqlite_flags import SqliteFlags
 from chatsvc.store.sqlite_reactions import SqliteReactions
 from chatsvc.store.sqlite_threads import SqliteThreads
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: Expired sessions and old room events are deleted at most this often (seconds).
 PURGE_EVERY_SECONDS = 60.0
 
@@ -136,6 +138,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     5: sqlite_conversations.MIGRATION,
     # Replies and threads (issue 25).
     6: sqlite_threads.MIGRATION + sqlite_reactions.MIGRATION,
+    # Spam flags (issue 25).
+    7: sqlite_flags.MIGRATION,
 }
 
 T = TypeVar("T")
@@ -179,7 +183,7 @@ def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
     )
 
 
-class SqliteStore(SqliteReactions, SqliteThreads, SqliteConversations):
+class SqliteStore(SqliteCleanup, SqliteFlags, SqliteReactions, SqliteThreads, SqliteConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:

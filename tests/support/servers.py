@@ -49,6 +49,10 @@ def base_env(data_dir: Path, port: int, grpc_port: int | None = None) -> dict[st
         "CHATSVC_JWT_SECRET": TEST_JWT_SECRET,
         "CHATSVC_LOG_LEVEL": "INFO",
         "CHATSVC_SHUTDOWN_TIMEOUT": "5",
+        # The spam filters' duplicate rule (on by default) would couple unrelated tests that
+        # share a module's server and users ("alice" sending "burst 1" for each transport);
+        # tests of the rule set a window (tests/chat/test_spam_live.py, tests/js/test_spam_js.py).
+        "CHATSVC_SPAM_DUPLICATE_WINDOW_SECONDS": "0",
     }
 
 

@@ -1278,3 +1278,104 @@ class Notification(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Notification: _TypeAlias = Notification
+
+@_typing.final
+class ListFlaggedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    """empty: every room"""
+    page_size: _builtins.int
+    """1..100, default 50"""
+    page_token: _builtins.str
+    """next_page_token of the previous page"""
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "room", b"room"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFlaggedRequest: _TypeAlias = ListFlaggedRequest
+
+@_typing.final
+class FlaggedMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ROOM_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    USER_NAME_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    FLAGGED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """the flag's id (time-sortable)"""
+    room: _builtins.str
+    user_id: _builtins.str
+    user_name: _builtins.str
+    rule: _builtins.str
+    """blocklist, mentions, links, new_token_links, duplicate"""
+    action: _builtins.str
+    """"rejected" (not stored) or "masked" (stored with the words starred)"""
+    text: _builtins.str
+    """the text as the user sent it"""
+    message_id: _builtins.str
+    """the stored message when masked; else empty"""
+    @_builtins.property
+    def flagged_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        room: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        user_name: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        action: _builtins.str = ...,
+        text: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        flagged_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["flagged_at", b"flagged_at"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "flagged_at", b"flagged_at", "id", b"id", "message_id", b"message_id", "room", b"room", "rule", b"rule", "text", b"text", "user_id", b"user_id", "user_name", b"user_name"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlaggedMessage: _TypeAlias = FlaggedMessage
+
+@_typing.final
+class ListFlaggedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlaggedMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___FlaggedMessage] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "next_page_token", b"next_page_token"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFlaggedResponse: _TypeAlias = ListFlaggedResponse

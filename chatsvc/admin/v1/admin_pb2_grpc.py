@@ -139,6 +139,11 @@ class AdminServiceStub:
                 request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.SerializeToString,
                 response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.FromString,
                 _registered_method=True)
+        self.ListFlagged = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/ListFlagged',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListFlaggedRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListFlaggedResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -300,6 +305,16 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFlagged(self, request, context):
+        """Spam filters (issue 25): the messages they caught, newest first: refused ones and
+        ones stored with blocklisted words masked. With `room`, that room's (the token's
+        `rooms` claim must allow it); without, every room's (a token without a `rooms`
+        claim). Kept 30 days.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -407,6 +422,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.StreamNotifications,
                     request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.FromString,
                     response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.SerializeToString,
+            ),
+            'ListFlagged': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFlagged,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListFlaggedRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListFlaggedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -976,6 +996,33 @@ class AdminService:
             '/chatsvc.admin.v1.AdminService/StreamNotifications',
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.StreamNotificationsRequest.SerializeToString,
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.Notification.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFlagged(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/ListFlagged',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListFlaggedRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.ListFlaggedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,12 @@ class AdminServiceStub:
     the stream stays open until the caller cancels. Resume with the last position seen.
     Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
     """
+    ListFlagged: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListFlaggedRequest, _admin_pb2.ListFlaggedResponse]
+    """Spam filters (issue 25): the messages they caught, newest first: refused ones and
+    ones stored with blocklisted words masked. With `room`, that room's (the token's
+    `rooms` claim must allow it); without, every room's (a token without a `rooms`
+    claim). Kept 30 days.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -160,6 +166,12 @@ class AdminServiceAsyncStub(AdminServiceStub):
     live socket), oldest first from after_position, then each new one as it is written;
     the stream stays open until the caller cancels. Resume with the last position seen.
     Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+    """
+    ListFlagged: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListFlaggedRequest, _admin_pb2.ListFlaggedResponse]  # type: ignore[assignment]
+    """Spam filters (issue 25): the messages they caught, newest first: refused ones and
+    ones stored with blocklisted words masked. With `room`, that room's (the token's
+    `rooms` claim must allow it); without, every room's (a token without a `rooms`
+    claim). Kept 30 days.
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -342,6 +354,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         live socket), oldest first from after_position, then each new one as it is written;
         the stream stays open until the caller cancels. Resume with the last position seen.
         Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFlagged(
+        self,
+        request: _admin_pb2.ListFlaggedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListFlaggedResponse, _abc.Awaitable[_admin_pb2.ListFlaggedResponse]]:
+        """Spam filters (issue 25): the messages they caught, newest first: refused ones and
+        ones stored with blocklisted words masked. With `room`, that room's (the token's
+        `rooms` claim must allow it); without, every room's (a token without a `rooms`
+        claim). Kept 30 days.
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

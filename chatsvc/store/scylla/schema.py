@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
+from chatsvc.store.scylla import cleanup, flagged
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
@@ -224,6 +225,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY ((room, bucket, user_id), message_id, emoji)
         )""",
     ),
+    # Spam flags (issue 25): by (room, day) and by day, expiring (chatsvc.store.scylla.flagged).
+    6: flagged.MIGRATION,
 }
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
@@ -373,6 +376,8 @@ STATEMENTS: Final[dict[str, str]] = {
     "reply_page": (
         "SELECT id FROM {ks}.replies WHERE room = ? AND bucket = ? AND parent_id = ? AND id < ? LIMIT ?"
     ),
+    **flagged.STATEMENTS,
+    **cleanup.STATEMENTS,
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).

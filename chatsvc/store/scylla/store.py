@@ -31,8 +31,10 @@ from chatsvc.store.base import (
     encode_mentions,
     encode_reply,
 )
+from chatsvc.store.scylla.cleanup import ScyllaCleanup
 from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
+from chatsvc.store.scylla.flagged import ScyllaFlags
 from chatsvc.store.scylla.reactions import ScyllaReactions
 from chatsvc.store.scylla.stream import ScyllaStream
 from chatsvc.store.scylla.threads import ScyllaThreads
@@ -116,7 +118,7 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
     return [_message(room, r) for r in rows if r[1] is not None]
 
 
-class ScyllaStore(ScyllaReactions, ScyllaThreads, ScyllaConversations):
+class ScyllaStore(ScyllaCleanup, ScyllaFlags, ScyllaReactions, ScyllaThreads, ScyllaConversations):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
     def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:
