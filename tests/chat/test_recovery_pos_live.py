@@ -11,22 +11,27 @@ closes nothing, and over polling the server learns of it only at its ping timeou
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import engineio.payload
 import pytest
-import socketio
 
 from tests.conftest import ServerFactory
 from tests.support.clients import ClientPool, until
 from tests.support.cutter import cutter
-from tests.support.servers import ServerProcess
-from tests.support.stream_scenario import STREAM_EVENTS, every_kind, new_epoch, raise_floor, stream_of
+from tests.support.stream_scenario import (
+    STREAM_EVENTS,
+    connect,
+    connections,
+    data_dir,
+    events,
+    every_kind,
+    new_epoch,
+    raise_floor,
+    stream_of,
+)
 from tests.support.tokens import token
 
 #: Short pings: a polling client that vanished is noticed within ~2 s.
@@ -47,64 +52,6 @@ def long_polls(monkeypatch: pytest.MonkeyPatch) -> None:
     takes any number). Raised here so the test exercises recovery, not that client limit
     (reported in the branch's notes; it bites any burst to a python polling client)."""
     monkeypatch.setattr(engineio.payload.Payload, "max_decode_packets", 512)
-
-
-class Recovering(socketio.AsyncClient):  # type: ignore[misc]
-    """A python-socketio client that records every event in order and the CONNECT reply."""
-
-    def __init__(self, received: list[tuple[str, list[Any]]]) -> None:
-        super().__init__(reconnection=False, request_timeout=5)
-        self.hello: dict[str, Any] = {}
-        self.received = received
-        self.on("*", self._record)
-
-    async def _handle_connect(self, namespace: str, data: Any) -> None:
-        self.hello = dict(data or {})
-        await super()._handle_connect(namespace, data)
-
-    async def _record(self, event: str, *args: Any) -> None:
-        self.received.append((event, list(args)))
-
-    @property
-    def offset(self) -> str | None:
-        """What socket.io-client would send: the last string last argument of an event."""
-        for _, args in reversed(self.received):
-            if len(args) == 2 and isinstance(args[-1], str):
-                return args[-1]
-        return None
-
-    async def ok(self, event: str, data: Any) -> dict[str, Any]:
-        ack = await self.call(event, data, timeout=5)
-        assert isinstance(ack, dict) and ack.get("ok") is True, f"{event} {data!r} -> {ack!r}"
-        return ack
-
-    async def drop(self) -> None:
-        """Forget a connection the network already cut (nothing reaches the server)."""
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await self.eio.disconnect(abort=True)
-
-
-async def connect(url: str, auth: dict[str, Any], transport: str, received: list[Any]) -> Recovering:
-    client = Recovering(received)
-    await client.connect(url, auth=auth, transports=[transport], wait_timeout=10)
-    return client
-
-
-def connections(server: ServerProcess) -> float:
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("chatsvc_connections "):
-                return float(line.split()[1])
-    raise AssertionError("no chatsvc_connections gauge")
-
-
-def data_dir(server: ServerProcess) -> Path:
-    return Path(server.env["CHATSVC_DATA_DIR"])
-
-
-def events(received: list[tuple[str, list[Any]]]) -> list[tuple[str, dict[str, Any]]]:
-    return [(event, args[0]) for event, args in received if args and isinstance(args[0], dict)]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
