@@ -140,6 +140,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         if settings.kafka is None
         else Recovery(store, settings.limits)
     )
+    if isinstance(recovery, PositionRecovery):
+        recovery.use_filter(conversations.blocks)  # replays leave out blocked authors too
     namespace = ChatNamespace(
         service,
         verifier,

@@ -62,7 +62,7 @@ from chatsvc.model.messages import Message, RoomEvent, SessionRecord, StreamSlic
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore
-from chatsvc.transport.broadcast import Delivery
+from chatsvc.transport.broadcast import Delivery, RecipientFilter
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,12 @@ class PositionRecovery:
         self._live: dict[str, PosSession] = {}
         self._plans: dict[str, PosPlan] = {}
         self._current: Entry | None = None
+        self._filter: RecipientFilter | None = None
+
+    def use_filter(self, policy: RecipientFilter | None) -> None:
+        """Leave out of replays what live delivery leaves out (blocked authors' records:
+        chatsvc.chat.blocks), from now on."""
+        self._filter = policy
 
     @property
     def enabled(self) -> bool:
@@ -450,7 +456,7 @@ class PositionRecovery:
             for room, record in merged:
                 if live.ended:
                     return sent[0]
-                await self._send(live, room, record, send, sent)
+                await self._send(sid, live, room, record, send, sent)
             for room, found in first.items():
                 after = max([plan.from_[room], *(r.pos or 0 for r in found.records)])
                 if not found.covered:
@@ -458,25 +464,29 @@ class PositionRecovery:
                     log.warning("replay of %s: the stream no longer covers its position", room)
                     live.replaying.pop(room, None)
                     continue
-                await self._go_live(live, room, after, found.more, send, sent)
+                await self._go_live(sid, live, room, after, found.more, send, sent)
         finally:
             live.replaying.clear()  # whatever happens, no room stays muted
         return sent[0]
 
     async def _send(
-        self, live: PosSession, room: str, record: Message | RoomEvent, send: Send, sent: list[int]
+        self, sid: str, live: PosSession, room: str, record: Message | RoomEvent, send: Send, sent: list[int]
     ) -> None:
-        """Replay one record unless it was already queued to the socket."""
+        """Replay one record unless it was already queued to the socket (or live delivery
+        would leave it out: then it only counts as queued)."""
         entry = (room, record.pos or 0)
         if live.tail.queued(entry):
             return
         event, payload = _wire(record, live.epoch)
         live.tail.add(entry)
+        hidden = self._filter.skipped(event, [payload]) if self._filter is not None else None
+        if hidden and sid in hidden:
+            return
         await send(event, payload, room_offset(room, position(live.epoch, entry[1])))
         sent[0] += 1
 
     async def _go_live(
-        self, live: PosSession, room: str, after: int, more: bool, send: Send, sent: list[int]
+        self, sid: str, live: PosSession, room: str, after: int, more: bool, send: Send, sent: list[int]
     ) -> None:
         """Read ``room`` on after ``after`` until every live record dropped meanwhile was
         sent, then switch it to live delivery."""
@@ -486,7 +496,7 @@ class PositionRecovery:
                 for record in found.records:
                     if live.ended:
                         return
-                    await self._send(live, room, record, send, sent)
+                    await self._send(sid, live, room, record, send, sent)
                     after = max(after, record.pos or 0)
                 more = found.more
                 if more:

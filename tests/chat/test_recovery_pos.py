@@ -279,3 +279,29 @@ async def test_a_socket_that_drops_mid_replay_gets_the_rest_next_time(store: Mem
     assert await claim(recovery, live.pid, offset(missed[0], epoch)) == "s1"
     sent, _ = await restored(recovery, "s1")
     assert [o for _, o in sent] == [offset(m, epoch) for m in missed[1:]]
+
+
+class HideFrom:
+    """A recipient filter hiding one author's records from every socket (as blocks do)."""
+
+    def __init__(self, author: str) -> None:
+        self.author = author
+
+    def skipped(self, event: str, args: Any) -> set[str] | None:
+        user = args[0].get("user") if args and isinstance(args[0], dict) else None
+        return {"s1"} if isinstance(user, dict) and user.get("id") == self.author else None
+
+
+async def test_the_replay_leaves_out_what_the_recipient_filter_hides(store: MemoryStore) -> None:
+    recovery = PositionRecovery(store, limits())
+    recovery.use_filter(HideFrom("bob"))
+    room = Room(store, recovery)
+    live = await connected(recovery, ROOM)
+    await recovery.end("s1", "transport close")
+    recovery.forget("s1")
+    await room.post("from bob", to=())
+    now = int(time.time() * 1000)
+    carol, _ = await store.append(Message(ids.new(), ROOM, "carol", "Carol", "from carol", now))
+    assert await claim(recovery, live.pid, None) == "s1"
+    sent, _ = await restored(recovery, "s1")
+    assert [o for _, o in sent] == [offset(carol, await store.stream_epoch())]

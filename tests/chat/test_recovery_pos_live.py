@@ -162,3 +162,35 @@ async def test_a_position_the_store_cannot_answer_is_a_clean_resync(
         assert "missed" in [m["text"] for m in rejoined["messages"]]
         await back.disconnect()
     assert "recovered" not in server.log_text()
+
+
+async def test_the_replay_leaves_out_blocked_authors_like_live_delivery(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory(**ENV)
+    room = f"blk-{uuid.uuid4().hex[:8]}"
+    got: list[tuple[str, list[Any]]] = []
+    async with cutter(server.port) as proxy, ClientPool() as pool:
+        alice = await connect(proxy.url, {"token": token("blk-alice"), "recover": True}, "websocket", got)
+        await alice.ok("join", {"room": room})
+        await alice.ok("block", {"user": "blk-mallory"})
+        bob = await pool.connect(server.url, token("blk-bob"))
+        mallory = await pool.connect(server.url, token("blk-mallory"))
+        for client in (bob, mallory):
+            await client.ok("join", {"room": room})
+        await mallory.ok("message", {"room": room, "text": "hidden live"})
+        await bob.ok("message", {"room": room, "text": "seen live"})
+        await until(lambda: bool(stream_of(events(got), room)), "alice has bob's message")
+        proxy.cut()
+        await until(lambda: connections(server) == 2, "the server saw the drop", within=15)
+        await alice.drop()
+        await mallory.ok("message", {"room": room, "text": "hidden missed"})
+        last = (await bob.ok("message", {"room": room, "text": "seen missed"}))["message"]
+        proxy.mend()
+        auth = {"token": token("blk-alice"), "pid": alice.hello["pid"], "offset": alice.offset}
+        back = await connect(proxy.url, auth, "websocket", got)
+        assert back.hello == alice.hello
+        await until(lambda: ("message", last["pos"]) in stream_of(events(got), room), "the replay")
+        await back.disconnect()
+    texts = [d["text"] for e, d in events(got) if e == "message"]
+    assert texts == ["seen live", "seen missed"]
