@@ -166,12 +166,12 @@ def decode(data: str, pid: str, user_id: str, limit: int) -> tuple[str, PosSessi
 
 @dataclass
 class PosPlan:
-    """A claimed session on its way back: ``from_`` per room, ``skip`` what the client has."""
+    """A claimed session on its way back: the position to replay from, per room (what the
+    client has above it is in ``live``'s tail)."""
 
     sid: str
     live: PosSession
     from_: dict[str, int]
-    skip: set[Entry]
 
 
 class PositionRecovery:
@@ -423,7 +423,7 @@ class PositionRecovery:
             if entry in skip:
                 tail.add(entry, own=entry in live.tail.own)
         live.tail = tail
-        return PosPlan(sid, live, from_, skip)
+        return PosPlan(sid, live, from_)
 
     def abandon(self, sid: str) -> None:
         """Forget a claimed session that will not be restored."""

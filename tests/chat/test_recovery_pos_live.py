@@ -12,6 +12,7 @@ closes nothing, and over polling the server learns of it only at its ping timeou
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ import engineio.payload
 import pytest
 
 from tests.conftest import ServerFactory
+from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.clients import ClientPool, until
 from tests.support.cutter import cutter
+from tests.support.servers import ServerProcess, run_cli
 from tests.support.stream_scenario import (
     STREAM_EVENTS,
     connect,
@@ -61,7 +64,30 @@ async def test_a_drop_mid_stream_recovers_every_record_once_in_order(
     """Cut while messages flow (some queued to the dead connection), then messages, a
     reply, an edit, a reaction, a pin, an unpin and a delete in two rooms: after recovery
     the client's stream of each room is exactly a never-dropped client's, minus its own."""
-    server = server_factory(**ENV)
+    await drop_mid_stream(server_factory(**ENV), transport)
+
+
+@pytest.fixture
+def cql_keyspace(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A fresh keyspace on the real CQL node, migrated by ``chatsvc migrate``; dropped after."""
+    keyspace = new_keyspace()
+    env = scylla_env(keyspace)
+    done = run_cli(["migrate"], cli_env(tmp_path / "migrate", env), timeout=300)
+    assert done.returncode == 0, done.stderr
+    yield env
+    drop_keyspace(env, keyspace)
+
+
+async def test_a_drop_mid_stream_recovers_on_scylla_without_kafka(
+    server_factory: ServerFactory, cql_keyspace: dict[str, str]
+) -> None:
+    """The same on ScyllaDB as the one store (no Kafka): it numbers the stream, so
+    recovery is by position there too."""
+    server = server_factory(**ENV, **cql_keyspace, wait="/readyz")
+    await drop_mid_stream(server, "websocket")
+
+
+async def drop_mid_stream(server: ServerProcess, transport: str) -> None:
     rooms = [f"pos-{uuid.uuid4().hex[:8]}", f"pos2-{uuid.uuid4().hex[:8]}"]
     got: list[tuple[str, list[Any]]] = []
     seen: list[tuple[str, list[Any]]] = []
