@@ -91,6 +91,7 @@ class Tail:
         self.truncated = False
 
     def add(self, entry: Entry, *, own: bool = False) -> None:
+        """``entry`` was queued to the socket (``own``: acked to it as its own message)."""
         entries = self.entries
         if len(entries) == entries.maxlen and entries:
             gone = entries[0]
@@ -271,13 +272,16 @@ class PositionRecovery:
         return set(live.rooms)
 
     def pid_for(self, sid: str) -> str | None:
+        """The pid of ``sid``'s session (for the CONNECT reply), if it opted in."""
         live = self._live.get(sid)
         return live.pid if live is not None else None
 
     def live(self, sid: str) -> PosSession | None:
+        """``sid``'s live session, if it opted in."""
         return self._live.get(sid)
 
     def joined(self, sid: str, room: str) -> None:
+        """``sid`` entered ``room`` (re-entered at recovery); :meth:`subscribed` follows."""
         live = self._live.get(sid)
         if live is not None:
             live.rooms.add(room)
@@ -297,6 +301,7 @@ class PositionRecovery:
         live.tail.base[room] = max(live.tail.base.get(room, UNKNOWN), head)
 
     def left(self, sid: str, room: str) -> None:
+        """``sid`` left ``room``: not re-entered or replayed (unless a member room)."""
         live = self._live.get(sid)
         if live is not None:
             live.rooms.discard(room)
@@ -317,6 +322,7 @@ class PositionRecovery:
         return None
 
     def mark_resumable(self, sid: str) -> None:
+        """The server is ending ``sid`` but wants it back (drain): keep its session."""
         live = self._live.get(sid)
         if live is not None:
             live.resumable = True
