@@ -36,6 +36,7 @@ store deliver in commit order; Kafka consumers in partition order).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import logging
@@ -353,13 +354,17 @@ class PositionRecovery:
         rooms = await member_rooms(self._store, live.user_id, self._rooms_per_user)
         reach = {room for room in rooms if room not in live.rooms}
         base = live.tail.base
+        first: dict[str, int] = {}
+        for room, pos in live.tail.entries:
+            first[room] = min(pos, first.get(room, pos))
+        unknown = sorted(room for room in reach - set(base) if room not in first)
+        # One head read per such room (a room that reached it since connect has a first
+        # record instead); concurrent, as the store allows.
+        slices = await asyncio.gather(*(self._store.stream_after(room, 0, 0) for room in unknown))
+        for room, found in zip(unknown, slices, strict=True):
+            base[room] = min(found.head, live.withheld.get(room, found.head + 1) - 1)
         for room in reach - set(base):
-            queued = [p for r, p in live.tail.entries if r == room]
-            if queued:
-                base[room] = min(queued) - 1
-            else:
-                head = (await self._store.stream_after(room, 0, 0)).head
-                base[room] = min(head, live.withheld.get(room, head + 1) - 1)
+            base[room] = first[room] - 1
         live.reach = reach
 
     def forget(self, sid: str) -> None:
@@ -428,6 +433,9 @@ class PositionRecovery:
         for entry in live.tail.entries:
             if entry in skip:
                 tail.add(entry, own=entry in live.tail.own)
+        # The client has everything up to ``from_``: a late live copy of such a record (a
+        # replica whose consumer is behind) is not sent again.
+        tail.gone = dict(from_)
         live.tail = tail
         return PosPlan(sid, live, from_)
 
