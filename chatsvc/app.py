@@ -32,6 +32,7 @@ from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.notify import Notifier
 from chatsvc.chat.recovery import Recovery
+from chatsvc.chat.recovery_pos import PositionRecovery
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.spam import SpamFilter
 from chatsvc.errors import ChatError, StartupError
@@ -134,7 +135,15 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     spam = SpamFilter(settings.spam, metrics, store)
     service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience, spam=spam)
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
-    recovery = Recovery(store, settings.limits)
+    # By position wherever deliveries carry one; the journal only for cluster mode, whose
+    # records have no `pos` until the events topic numbers them (docs/delivery.md).
+    recovery: Recovery | PositionRecovery = (
+        PositionRecovery(store, settings.limits)
+        if settings.kafka is None
+        else Recovery(store, settings.limits)
+    )
+    if isinstance(recovery, PositionRecovery):
+        recovery.use_filter(conversations.blocks)  # replays leave out blocked authors too
     namespace = ChatNamespace(
         service,
         verifier,
@@ -244,13 +253,16 @@ def _install_coalescer(
     app.cleanup_ctx.append(_coalescer_ctx)
 
 
-def _install_recovery(sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: Recovery) -> None:
+def _install_recovery(
+    sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: Recovery | PositionRecovery
+) -> None:
     """Connection state recovery, unless ``CHATSVC_RECOVERY_WINDOW=0``: the broadcast path
     appends offsets for opted-in sockets (and journals them), CONNECT handling asks the
     namespace about pids."""
     if recovery.enabled:
         bus.use_offsets(recovery)
-        bus.keep_rooms(recovery.holds)
+        if isinstance(recovery, Recovery):  # only the journal's holds need rooms kept
+            bus.keep_rooms(recovery.holds)
         sio.hooks = namespace
 
 

@@ -120,7 +120,8 @@ class Limits:
     history_page_max: int = 100
     history_page_default: int = 50
     catchup_max: int = 500
-    #: ``join {since}`` also replays this much before ``since`` (see ChatService.catch_up).
+    #: ``join {since: <message id>}`` also replays this much before ``since`` (see
+    #: ChatService.catch_up); only where ids order things (positions need no overlap).
     catchup_overlap_ms: int = 2000
     unread_cap: int = 1000
     http_buffer_bytes: int = 65536

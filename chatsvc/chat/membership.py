@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.presence import PresenceRegistry
-from chatsvc.chat.recovery import Send, SessionRecovery
+from chatsvc.chat.recovery_base import Send, SessionRecovery
 from chatsvc.errors import TooManyRooms
 from chatsvc.metrics import Metrics
 
@@ -110,6 +110,8 @@ class Membership:
             member.rooms.add(room)
             self._recovery.joined(sid, room)
         try:
+            if newly:
+                await self._recovery.subscribed(sid, room)
             yield entered
             if room not in member.rooms:
                 # Kicked or disconnected while the block ran: recording it in presence now
@@ -170,9 +172,9 @@ class Membership:
         replay), or start a fresh session."""
         if not opted_in:
             return
-        plan = self._recovery.resume(sid)
-        if plan is not None:
-            member.rooms = set(plan.rooms)
+        rooms = self._recovery.resume(sid)
+        if rooms is not None:
+            member.rooms = set(rooms)
         else:
             self._recovery.start(sid, member.identity.user_id)
 

@@ -30,7 +30,7 @@ from chatsvc.chat.pins import Pins
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.reactions import Reactions
-from chatsvc.chat.recovery import NoRecovery, SessionRecovery, requested
+from chatsvc.chat.recovery_base import NoRecovery, SessionRecovery, requested
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.threads import Threads
 from chatsvc.chat.wire import event_wire, iso_ms, message_wire
@@ -559,7 +559,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self._threads.replied(message, created=created)
         if created:
             await self._mentions.notify(message)
-        self._recovery.posted(sid, message.id)  # never replayed to its sender
+        self._recovery.posted(sid, message)  # never replayed to its sender
         if created and self._conversations is not None and self._conversations.notifier is not None:
             await self._conversations.notifier.posted(message)
         return {"ok": True, "message": self._service.wire(message), "duplicate": not created}

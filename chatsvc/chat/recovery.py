@@ -1,5 +1,8 @@
-"""Connection state recovery (socket.io-client's ``connectionStateRecovery``), durable in
-the store so a client recovers on any replica, also after a restart.
+"""Connection state recovery by journal: the path for deliveries **without** stream
+positions only (cluster mode until the events topic numbers records; docs/delivery.md).
+Deliveries with ``pos`` use :mod:`chatsvc.chat.recovery_pos` instead, and this module goes
+once positions are everywhere. Durable in the store so a client recovers on any replica,
+also after a restart.
 
 Wire form (socket.io-client v4, see chatsvc.transport.sioserver): a client opts in with
 ``auth: {token, recover: true}`` (a ``pid`` counts as opting in); its CONNECT reply then
@@ -41,21 +44,34 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
+from chatsvc.chat.recovery_base import (
+    DROPPED,
+    NoRecovery,
+    Request,
+    Send,
+    SessionRecovery,
+    claim,
+    member_rooms,
+    new_pid,
+    requested,
+)
 from chatsvc.chat.wire import EVENT_OF_KIND, message_wire, position
 from chatsvc.errors import ChatError
-from chatsvc.model.ids import is_message_id, lowest_id_at
-from chatsvc.model.messages import SessionRecord
+from chatsvc.model.ids import lowest_id_at
+from chatsvc.model.messages import Message, SessionRecord
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore
 from chatsvc.transport.broadcast import Delivery
+
+# Re-exported: the names callers and tests have imported from here.
+__all__ = ["NoRecovery", "Recovery", "Request", "Send", "SessionRecovery", "requested"]
 
 log = logging.getLogger(__name__)
 
@@ -69,40 +85,7 @@ RECOVERABLE: dict[str, str] = {
     "pinned": "event_id",
     "unpinned": "event_id",
 }
-#: Event names of room-log kinds.
 SESSION_FORMAT = 1
-#: A pid is 24 random bytes, URL-safe base64 (32 characters).
-PID_BYTES = 24
-MAX_PID_LENGTH = 64
-#: Socket.IO disconnect reasons after which a session is kept (python-engineio's names).
-DROPPED = frozenset({"transport close", "transport error", "ping timeout"})
-
-Send = Callable[[str, dict[str, Any], str], Awaitable[None]]
-
-
-def new_pid() -> str:
-    """An unguessable private session id."""
-    return secrets.token_urlsafe(PID_BYTES)
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a CONNECT's auth data asks for."""
-
-    opted_in: bool
-    pid: str | None
-    offset: str | None
-
-
-def requested(auth: Any) -> Request:
-    """Parse ``{recover?, pid?, offset?}`` from CONNECT data; anything malformed is ignored."""
-    if not isinstance(auth, dict):
-        return Request(False, None, None)
-    pid = auth.get("pid")
-    pid = pid if isinstance(pid, str) and 0 < len(pid) <= MAX_PID_LENGTH else None
-    offset = auth.get("offset")
-    offset = offset if is_message_id(offset) else None
-    return Request(auth.get("recover") is True or pid is not None, pid, offset)
 
 
 class Journal:
@@ -352,11 +335,14 @@ class Recovery:
         if live is not None:
             live.rooms.pop(room, None)
 
-    def posted(self, sid: str, message_id: str) -> None:
+    async def subscribed(self, sid: str, room: str) -> None:
+        """Nothing to read: the journal path starts a room at the join time (:meth:`joined`)."""
+
+    def posted(self, sid: str, message: Message) -> None:
         """``sid`` sent this message (it is delivered to the others, never back to it)."""
         live = self._live.get(sid)
         if live is not None:
-            live.own.add(message_id)
+            live.own.add(message.id)
 
     def local_sid_of(self, pid: str, user_id: str) -> str | None:
         """The socket on this replica still holding session ``pid`` for ``user_id``: its
@@ -395,9 +381,7 @@ class Recovery:
             log.warning("could not save the session of %s (%s); it cannot be recovered", sid, exc.code)
 
     async def _member_rooms(self, user_id: str) -> dict[str, int]:
-        """The user's private and direct rooms (room -> when it became a member)."""
-        memberships = await self._store.rooms_of(user_id, limit=self._rooms_per_user)
-        return {m.room: m.added_at_ms for m in memberships}
+        return await member_rooms(self._store, user_id, self._rooms_per_user)
 
     async def _reach(self, live: LiveSession) -> dict[str, int]:
         """The rooms whose events reached the socket through its user room: each since it
@@ -427,16 +411,11 @@ class Recovery:
         return its sid (the plan waits for :meth:`resume`), or None for a fresh connect."""
         if not self.enabled or request.pid is None:
             return None
-        try:
-            record = await self._store.get_session(request.pid)
-            if record is None or record.user_id != user_id:
-                return None
-            if not await self._store.delete_session(request.pid):
-                return None  # claimed by a concurrent connect
-            saved = decode(record.data)
-        except ChatError as exc:
-            log.warning("session lookup failed (%s); connecting afresh", exc.code)
+        record = await claim(self._store, request.pid, user_id)
+        if record is None:
             return None
+        try:
+            saved = decode(record.data)
         except (ValueError, KeyError, TypeError):
             log.warning("unreadable stored session; connecting afresh")
             return None
@@ -542,12 +521,14 @@ class Recovery:
         if hold in self._holds:
             self._holds.remove(hold)
 
-    def resume(self, sid: str) -> Plan | None:
-        """At the namespace's connect: the plan for ``sid``, its live session installed."""
+    def resume(self, sid: str) -> Collection[str] | None:
+        """At the namespace's connect: the rooms of the plan for ``sid``, its live session
+        installed."""
         plan = self._plans.get(sid)
-        if plan is not None:
-            self._live[sid] = plan.live
-        return plan
+        if plan is None:
+            return None
+        self._live[sid] = plan.live
+        return plan.rooms
 
     async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int | None:
         """Replay what ``sid`` missed, then enter its rooms; return how many were replayed
@@ -589,87 +570,3 @@ class Recovery:
         finally:
             self._drop_hold(plan.hold)
         return count
-
-
-class SessionRecovery(Protocol):
-    """What the chat namespace and :class:`chatsvc.chat.membership.Membership` ask of
-    recovery: :class:`Recovery`, or :class:`NoRecovery` when it is off."""
-
-    @property
-    def enabled(self) -> bool: ...
-
-    def start(self, sid: str, user_id: str) -> object: ...
-
-    def resume(self, sid: str) -> Plan | None: ...
-
-    def pid_for(self, sid: str) -> str | None: ...
-
-    def joined(self, sid: str, room: str) -> None: ...
-
-    def left(self, sid: str, room: str) -> None: ...
-
-    def posted(self, sid: str, message_id: str) -> None: ...
-
-    def local_sid_of(self, pid: str, user_id: str) -> str | None: ...
-
-    def mark_resumable(self, sid: str) -> None: ...
-
-    async def end(self, sid: str, reason: Any) -> None: ...
-
-    def forget(self, sid: str) -> None: ...
-
-    async def prepare(
-        self, request: Request, user_id: str, may_join: Callable[[str], bool]
-    ) -> str | None: ...
-
-    def abandon(self, sid: str) -> None: ...
-
-    async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int | None: ...
-
-
-class NoRecovery:
-    """Recovery turned off (``CHATSVC_RECOVERY_WINDOW=0``): no socket has a session, none is
-    kept or restored, so callers need not ask whether recovery exists."""
-
-    @property
-    def enabled(self) -> bool:
-        return False
-
-    def start(self, sid: str, user_id: str) -> None:
-        return None
-
-    def resume(self, sid: str) -> Plan | None:
-        return None
-
-    def pid_for(self, sid: str) -> str | None:
-        return None
-
-    def joined(self, sid: str, room: str) -> None:
-        return None
-
-    def left(self, sid: str, room: str) -> None:
-        return None
-
-    def posted(self, sid: str, message_id: str) -> None:
-        return None
-
-    def local_sid_of(self, pid: str, user_id: str) -> str | None:
-        return None
-
-    def mark_resumable(self, sid: str) -> None:
-        return None
-
-    async def end(self, sid: str, reason: Any) -> None:
-        return None
-
-    def forget(self, sid: str) -> None:
-        return None
-
-    async def prepare(self, request: Request, user_id: str, may_join: Callable[[str], bool]) -> str | None:
-        return None
-
-    def abandon(self, sid: str) -> None:
-        return None
-
-    async def restore(self, sid: str, send: Send, enter: Callable[[str], Awaitable[None]]) -> int | None:
-        return None

@@ -167,7 +167,7 @@ async def test_replay_is_exactly_what_was_missed_with_ids_out_of_order(store: Me
         await store.append(m)
         await deliver(recovery, ["s1"], m)
     await store.append(own)
-    recovery.posted("s1", own.id)
+    recovery.posted("s1", own)
     await store.append(older)  # stored, but its delivery had not reached this replica
     await recovery.end("s1", "ping timeout")
     edit_id = ids.new()

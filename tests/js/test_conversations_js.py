@@ -98,7 +98,8 @@ async def test_recovery_replays_the_dms_a_client_that_never_joined_missed(
     assert sorted(m["data"]["id"] for m in messages) == sorted(ids)  # every one, once
     assert len(messages) == len(ids)
     for m in messages:
-        assert m["extra"] == [m["data"]["id"]]  # with its recovery offset
+        # With its recovery offset: its stream position, then its room.
+        assert m["extra"] == [f"{m['data']['pos']}:{m['data']['room']}"]
     assert not node.find(lambda e: e["type"] == "rejoin")
 
 

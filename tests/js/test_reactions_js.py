@@ -81,7 +81,8 @@ async def test_reactions_and_replies_across_clients_and_recovered_exactly_once(
         ("👍", 1, "add"),
     ], "each once, in order"
     for e in received(node, "b", "reaction"):
-        assert e["extra"] == [e["data"]["event_id"]]  # with its recovery offset
+        # With its recovery offset: its stream position, then its room.
+        assert e["extra"] == [f"{e['data']['pos']}:{e['data']['room']}"]
     updates = received(node, "b", "message_updated")
     assert [(u["data"]["id"], u["data"]["reply_count"]) for u in updates] == [(sent["id"], 1)]
     messages = [m["data"]["id"] for m in received(node, "b", "message")]

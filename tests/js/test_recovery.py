@@ -46,6 +46,12 @@ def server_metrics(server: ServerProcess) -> str:
         return str(resp.read().decode())
 
 
+def offset(data: dict[str, Any]) -> str:
+    """The recovery offset of a stream record: its position, then its room (the embedded
+    default delivers positions: chatsvc.chat.recovery_pos)."""
+    return f"{data['pos']}:{data['room']}"
+
+
 def connects(node: NodeClients, name: str) -> list[dict[str, Any]]:
     return [e for e in node.events if e.get("name") == name and e["type"] == "connect"]
 
@@ -98,13 +104,13 @@ async def test_dropped_websocket_recovers_rooms_and_every_missed_event_once(
     assert [m["data"]["text"] for m in messages] == texts  # each once, in order
     assert [m["data"]["id"] for m in messages] == [m["id"] for m in before + missed + after]
     for m in messages:
-        assert m["extra"] == [m["data"]["id"]]  # the offset: the last argument
+        assert m["extra"] == [offset(m["data"])]  # the offset: the last argument
     [edit] = received(node, "a", "message_edited")
     assert edit["data"]["text"] == "edited" and edit["data"]["id"] == edited["id"]
-    assert edit["extra"] == [edit["data"]["event_id"]]
+    assert edit["extra"] == [offset(edit["data"])]
     [deleted] = received(node, "a", "message_deleted")
     assert deleted["data"]["id"] == before[1]["id"]
-    assert deleted["extra"] == [deleted["data"]["event_id"]]
+    assert deleted["extra"] == [offset(deleted["data"])]
     # No rejoin was needed: the rooms were restored (messages of both arrived after it).
     assert not node.find(lambda e: e["type"] == "rejoin")
     # 8 missed, and whatever was posted while the replay was being sent.

@@ -86,6 +86,11 @@ class Raw:
                 return json.loads(frame[2 + len(str(ack_id)) :])[0]
 
 
+def offset(message: dict[str, Any]) -> str:
+    """The recovery offset of a message: its position, then its room."""
+    return f"{message['pos']}:{message['room']}"
+
+
 @pytest.fixture
 async def raw(server: ServerProcess) -> AsyncIterator[Any]:
     url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
@@ -112,35 +117,36 @@ async def test_wire_form_opt_in_and_one_use_recovery(server: ServerProcess, raw:
         await sender.ok("join", {"room": room})
         one = (await sender.ok("message", {"room": room, "text": "one"}))["message"]
         assert await plain.event("message") == [one]  # no offset for the plain socket
-        assert await first.event("message") == [one, one["id"]]  # the offset, last
+        # The offset, last: the room-qualified stream position (chatsvc.chat.recovery_pos).
+        assert await first.event("message") == [one, offset(one)]
         await first.ws.close()  # a drop, as far as the server can tell
         two = (await sender.ok("message", {"room": room, "text": "two"}))["message"]
 
         # Another user presenting the pid gets a fresh session; the session stays.
         thief = await raw()
-        stolen = await thief.connect({"token": token("mallory"), "pid": hello["pid"], "offset": one["id"]})
+        stolen = await thief.connect({"token": token("mallory"), "pid": hello["pid"], "offset": offset(one)})
         assert stolen["pid"] != hello["pid"] and stolen["sid"] != hello["sid"]
 
         back = await raw()
-        again = await back.connect({"token": token("dora"), "pid": hello["pid"], "offset": one["id"]})
+        again = await back.connect({"token": token("dora"), "pid": hello["pid"], "offset": offset(one)})
         assert again == hello  # same sid and pid: socket.recovered
-        assert await back.event("message") == [two, two["id"]]  # replayed, after CONNECT
+        assert await back.event("message") == [two, offset(two)]  # replayed, after CONNECT
         three = (await sender.ok("message", {"room": room, "text": "three"}))["message"]
-        assert await back.event("message") == [three, three["id"]]  # the room was rejoined
+        assert await back.event("message") == [three, offset(three)]  # the room was rejoined
 
         # Dropped again, recovered again: the pid stays, the session is written afresh
         # at each drop (claims are one use: tests/store/test_recovery_contract.py).
         await back.ws.close()
         await asyncio.sleep(0.3)
         back = await raw()
-        auth = {"token": token("dora"), "pid": hello["pid"], "offset": three["id"]}
+        auth = {"token": token("dora"), "pid": hello["pid"], "offset": offset(three)}
         assert await back.connect(auth) == hello
 
         # A client-initiated disconnect ("41") keeps no session.
         await back.ws.send_str("41")
         await back.ws.close()
         late = await raw()
-        after_close = await late.connect({"token": token("dora"), "pid": hello["pid"], "offset": three["id"]})
+        after_close = await late.connect(auth)
         assert after_close["pid"] != hello["pid"]
         assert (await late.call(1, "message", {"room": room, "text": "x"}))["error"]["code"] == "not_in_room"
 
@@ -163,7 +169,7 @@ async def test_a_client_back_before_its_old_connection_died_recovers(server: Ser
         sender = await pool.connect(server.url, token("sender"))
         await sender.ok("join", {"room": room})
         sent = (await sender.ok("message", {"room": room, "text": "to the new connection"}))["message"]
-        assert await new.event("message") == [sent, sent["id"]]
+        assert await new.event("message") == [sent, offset(sent)]
 
 
 class _NoRecovery:
