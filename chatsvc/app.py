@@ -135,15 +135,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     spam = SpamFilter(settings.spam, metrics, store)
     service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience, spam=spam)
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
-    # By position wherever deliveries carry one; the journal only for cluster mode, whose
-    # records have no `pos` until the events topic numbers them (docs/delivery.md).
-    recovery: Recovery | PositionRecovery = (
-        PositionRecovery(store, settings.limits)
-        if settings.kafka is None
-        else Recovery(store, settings.limits)
-    )
-    if isinstance(recovery, PositionRecovery):
-        recovery.use_filter(conversations.blocks)  # replays leave out blocked authors too
+    recovery = _recovery(store, settings, conversations)
     namespace = ChatNamespace(
         service,
         verifier,
@@ -219,6 +211,18 @@ def _conversations(
         # Embedded, one replica: the store's outbox (cluster mode has none yet).
         notifier = Notifier(store, store, settings.limits, blocks=blocks)
     return Conversations(store, sio, settings.limits, blocks=blocks, directory=directory, notifier=notifier)
+
+
+def _recovery(
+    store: MessageStore, settings: Settings, conversations: Conversations
+) -> Recovery | PositionRecovery:
+    """By position wherever deliveries carry one; the journal only for cluster mode, whose
+    records have no `pos` until the events topic numbers them (docs/delivery.md)."""
+    if settings.kafka is not None:
+        return Recovery(store, settings.limits)
+    recovery = PositionRecovery(store, settings.limits)
+    recovery.use_filter(conversations.blocks)  # replays leave out blocked authors too
+    return recovery
 
 
 def _serve_metrics(app: web.Application, settings: Settings) -> None:
