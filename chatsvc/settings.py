@@ -170,6 +170,8 @@ class SpamSettings:
 BLOCKLIST_MAX_BYTES = 64 * 1024
 BLOCKLIST_MAX_ENTRIES = 1000
 BLOCKLIST_PATTERN_MAX = 256
+#: Text an entry must not match an empty string in (word edges, digits, spaces, ends).
+BLOCKLIST_PROBE = "ab 12 cd"
 
 
 def load_blocklist(path: Path) -> tuple[str, ...]:
@@ -200,7 +202,9 @@ def load_blocklist(path: Path) -> tuple[str, ...]:
             compiled = re.compile(pattern, re.IGNORECASE)
         except re.error as exc:
             raise ValueError(f"{path} line {number}: not a regular expression ({exc})") from None
-        if not pattern or compiled.search(""):
+        # An entry that can match nothing at all (``a*``, ``\b``) would refuse, or star out
+        # nothing in, every message.
+        if not pattern or any(m.end() == m.start() for m in compiled.finditer(BLOCKLIST_PROBE)):
             raise ValueError(f"{path} line {number}: matches the empty text")
         out.append(pattern)
     return tuple(out)

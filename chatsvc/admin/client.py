@@ -143,6 +143,13 @@ def _history(stub: Any, args: argparse.Namespace) -> ProtoMessage:
     return stub.GetHistory(request, **args.call)  # type: ignore[no-any-return]
 
 
+def _flagged(stub: Any, args: argparse.Namespace) -> ProtoMessage:
+    request = admin_pb2.ListFlaggedRequest(
+        room=args.room or "", page_size=args.page_size, page_token=args.page_token or ""
+    )
+    return stub.ListFlagged(request, **args.call)  # type: ignore[no-any-return]
+
+
 def _delete(stub: Any, args: argparse.Namespace) -> ProtoMessage:
     request = admin_pb2.DeleteMessageRequest(room=args.room, message_id=args.message_id)
     return stub.DeleteMessage(request, **args.call)  # type: ignore[no-any-return]
@@ -329,3 +336,8 @@ def _moderation_commands(command: Command) -> None:
 
     p = command("unban", _unban, "lift a ban")
     p.add_argument("user")
+
+    p = command("flagged", _flagged, "what the spam filters caught, newest first (one page)")
+    p.add_argument("--room", help="one room (default: every room)")
+    p.add_argument("--page-size", type=int, default=0, help="flags per page (default 50, at most 100)")
+    p.add_argument("--page-token", help="next_page_token of the previous page")

@@ -3,6 +3,7 @@ clients, newest first, paged, by room or everywhere; the ``rooms`` claim honoure
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,9 +12,9 @@ import grpc
 import pytest
 
 from chatsvc.admin.v1 import admin_pb2
-from tests.admin.helpers import admin_client, rpc_error
+from tests.admin.helpers import admin_client, admin_token, rpc_error
 from tests.support.clients import ClientPool, running_server
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, run_cli
 from tests.support.tokens import token
 
 FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
@@ -99,3 +100,23 @@ async def test_rooms_claim_and_bad_arguments(server: ServerProcess) -> None:
             await rpc_error(root.ListFlagged(request), invalid, mentions=field)
     async with admin_client(server.grpc_port, token(f"user{tag}")) as user:
         await rpc_error(user.ListFlagged(admin_pb2.ListFlaggedRequest()), grpc.StatusCode.PERMISSION_DENIED)
+
+
+async def test_the_admin_cli_lists_flags(server: ServerProcess, clients: ClientPool) -> None:
+    tag = uuid.uuid4().hex[:8]
+    room, spammer = f"cli{tag}", f"spammer{tag}"
+    client = await clients.connect(server.url, token(spammer))
+    await client.ok("join", {"room": room})
+    assert (await client.call("message", {"room": room, "text": "go to pump.xyz"}))["error"][
+        "rule"
+    ] == "links"
+    env = {**server.env, "CHATSVC_ADMIN_TOKEN": admin_token()}
+    done = run_cli(["admin", "flagged", "--room", room, "--page-size", "5"], env)
+    assert done.returncode == 0, done.stderr
+    [flag] = json.loads(done.stdout)["messages"]
+    assert (flag["user_id"], flag["rule"], flag["action"], flag["text"]) == (
+        spammer,
+        "links",
+        "rejected",
+        "go to pump.xyz",
+    )

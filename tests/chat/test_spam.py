@@ -175,6 +175,8 @@ async def test_blocklist_mask_stars_the_words_and_flags_the_message(tmp_path: Pa
     [
         ("re:(unclosed\n", "line 1: not a regular expression"),
         ("ok\nre:a*\n", "line 2: matches the empty text"),
+        ("re:\\b\n", "line 1: matches the empty text"),
+        ("re:x?\n", "line 1: matches the empty text"),
         ("x" * 300 + "\n", "longer than 256"),
         ("\n".join(f"w{i}" for i in range(1001)), "more than 1000 entries"),
     ],

@@ -1,0 +1,66 @@
+"""Spam filters on two replicas over the real Kafka broker and the real CQL node (issue
+25): flags caught on either replica are listed by ListFlagged on the other (the store is
+shared); the duplicate rule is per replica, as README says (a copy through each replica)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+from chatsvc.admin.v1 import admin_pb2
+from tests.admin.helpers import admin_client
+from tests.bus.helpers import new_topic, replica_env
+from tests.chat.test_conversations_cluster import cql_keyspace, until_delivered  # noqa: F401
+from tests.conftest import ServerFactory
+from tests.support.clients import ClientPool
+from tests.support.services import kafka_env
+from tests.support.tokens import token
+
+FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
+
+
+async def test_flags_from_both_replicas_listed_on_either(
+    server_factory: ServerFactory,
+    cql_keyspace: dict[str, str],  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    words = tmp_path / "words.txt"
+    words.write_text("moonshot\n")
+    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
+    env |= {
+        "CHATSVC_SPAM_MAX_LINKS": "0",
+        "CHATSVC_SPAM_DUPLICATE_WINDOW_SECONDS": "60",
+        "CHATSVC_SPAM_BLOCKLIST_FILE": str(words),
+        "CHATSVC_SPAM_BLOCKLIST_ACTION": "mask",
+    }
+    a = server_factory(name="ra", CHATSVC_REPLICA_ID="ra", **env)
+    b = server_factory(name="rb", CHATSVC_REPLICA_ID="rb", **env)
+    for replica in (a, b):
+        replica.wait_http("/readyz", timeout=60)
+    room, spammer = f"cl-{uuid.uuid4().hex[:8]}", f"spammer-{uuid.uuid4().hex[:8]}"
+    async with ClientPool() as pool:
+        on_a = await pool.connect(a.url, token(spammer, iat=int(time.time()) - 3600))
+        on_b = await pool.connect(b.url, token(spammer, iat=int(time.time()) - 3600))
+        reader = await pool.connect(a.url, token(f"reader-{uuid.uuid4().hex[:6]}"))
+        for client in (on_a, on_b, reader):
+            await client.ok("join", {"room": room})
+        await until_delivered(on_b, reader, room)
+        refused = await on_a.call("message", {"room": room, "text": "buy at pump.xyz"})
+        assert refused["error"]["rule"] == "links"
+        masked = (await on_b.ok("message", {"room": room, "text": "a MOONSHOT, trust me"}))["message"]
+        seen = await reader.next("message", where=lambda m: m["id"] == masked["id"])
+        assert seen["text"] == "a ********, trust me"
+        copy = {"room": room, "text": "the same long text twice"}
+        await on_a.ok("message", copy)
+        assert (await on_a.call("message", copy))["error"]["rule"] == "duplicate"
+        await on_b.ok("message", copy)  # per replica: B has not seen it from this user
+    for replica in (a, b):
+        async with admin_client(replica.grpc_port) as admin:
+            listed = await admin.ListFlagged(admin_pb2.ListFlaggedRequest(room=room))
+            assert [(f.rule, f.action) for f in listed.messages] == [
+                ("duplicate", "rejected"),
+                ("blocklist", "masked"),
+                ("links", "rejected"),
+            ]
+            assert listed.messages[1].message_id == masked["id"]
