@@ -100,7 +100,7 @@ class AdminServiceStub:
     """Notifications for offline users (a DM or private-room message to a member with no
     live socket), oldest first from after_position, then each new one as it is written;
     the stream stays open until the caller cancels. Resume with the last position seen.
-    Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+    The store's outbox (SQLite, ScyllaDB); UNAVAILABLE with CHATSVC_NOTIFY_TOPIC (the topic is the stream).
     """
 
 @_typing.type_check_only
@@ -159,7 +159,7 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Notifications for offline users (a DM or private-room message to a member with no
     live socket), oldest first from after_position, then each new one as it is written;
     the stream stays open until the caller cancels. Resume with the last position seen.
-    Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+    The store's outbox (SQLite, ScyllaDB); UNAVAILABLE with CHATSVC_NOTIFY_TOPIC (the topic is the stream).
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -341,7 +341,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Notifications for offline users (a DM or private-room message to a member with no
         live socket), oldest first from after_position, then each new one as it is written;
         the stream stays open until the caller cancels. Resume with the last position seen.
-        Embedded mode only (one replica, SQLite outbox); UNAVAILABLE with Kafka.
+        The store's outbox (SQLite, ScyllaDB); UNAVAILABLE with CHATSVC_NOTIFY_TOPIC (the topic is the stream).
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

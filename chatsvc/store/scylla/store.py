@@ -33,6 +33,7 @@ from chatsvc.store.base import (
 )
 from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
+from chatsvc.store.scylla.notifications import ScyllaNotifications
 from chatsvc.store.scylla.reactions import ScyllaReactions
 from chatsvc.store.scylla.stream import ScyllaStream
 from chatsvc.store.scylla.threads import ScyllaThreads
@@ -116,7 +117,7 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
     return [_message(room, r) for r in rows if r[1] is not None]
 
 
-class ScyllaStore(ScyllaReactions, ScyllaThreads, ScyllaConversations):
+class ScyllaStore(ScyllaReactions, ScyllaThreads, ScyllaConversations, ScyllaNotifications):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
     def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:
