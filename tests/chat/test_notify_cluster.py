@@ -13,9 +13,12 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from tests.admin.helpers import admin_client, rpc_error
+from tests.admin.test_notifications import collect, collect_error
 from tests.bus.helpers import new_topic, replica_env
 from tests.conftest import ServerFactory
 from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
@@ -56,7 +59,7 @@ class Cluster:
     def __init__(self, factory: ServerFactory, env: dict[str, str]) -> None:
         self._factory = factory
         self.env = env
-        self.notify_topic = env["CHATSVC_NOTIFY_TOPIC"]
+        self.notify_topic = env.get("CHATSVC_NOTIFY_TOPIC", "")
         self.brokers = env["KAFKA_BROKERS"]
         self.starts = 0
 
@@ -74,6 +77,13 @@ def cluster(server_factory: ServerFactory, cql_keyspace: dict[str, str]) -> Clus
         | cql_keyspace
         | FAST
     )
+    return Cluster(server_factory, env)
+
+
+@pytest.fixture
+def outbox_cluster(server_factory: ServerFactory, cql_keyspace: dict[str, str]) -> Cluster:
+    """Two replicas on Kafka and ScyllaDB without CHATSVC_NOTIFY_TOPIC: the CQL outbox."""
+    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
     return Cluster(server_factory, env)
 
 
@@ -179,6 +189,8 @@ async def test_offline_users_get_one_record_per_message_online_ones_none(cluster
         }
         assert by_message[in_club["id"]]["kind"] == "private"
         assert by_message[mention["id"]]["kind"] == "mention"
+    async with admin_client(ra.grpc_port) as admin:  # the topic is the stream
+        await rpc_error(collect_error(admin, 0), grpc.StatusCode.UNAVAILABLE, mentions=cluster.notify_topic)
 
 
 async def test_restarting_either_replica_never_duplicates(cluster: Cluster) -> None:
@@ -225,3 +237,43 @@ async def test_a_user_whose_replica_stopped_is_offline_for_the_other(cluster: Cl
         await asyncio.sleep(SETTLE_SECONDS)
         gone = (await a.ok("message", {"room": to_bob, "text": "now you are not"}))["message"]
         assert pairs(await records(cluster, expect=1)) == [(bob, gone["id"])]
+
+
+async def test_without_the_topic_the_cql_outbox_streams_once_from_either_replica(
+    outbox_cluster: Cluster,
+) -> None:
+    """The ScyllaDB outbox: each (user, message) once whichever replica wrote it or is asked,
+    the same positions on both, and after a restart of one."""
+    cluster = outbox_cluster
+    ra, rb = cluster.replica("ra"), cluster.replica("rb")
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    async with ClientPool() as pool:
+        a = await pool.connect(ra.url, token(alice))
+        a_on_b = await pool.connect(rb.url, token(alice))
+        b = await pool.connect(rb.url, token(bob))
+        await bus_ready(a, b)
+        to_carol = (await a.ok("open_dm", {"user": carol}))["room"]
+        to_bob = (await a.ok("open_dm", {"user": bob}))["room"]
+        club = (await a.ok("create_room", {"kind": "private", "title": "Club", "members": [bob, carol]}))[
+            "room"
+        ]
+        dm = {"room": to_carol, "text": "hello carol", "client_msg_id": "o-1"}
+        first = (await a.ok("message", dm))["message"]
+        assert (await a_on_b.ok("message", dm))["duplicate"] is True
+        in_club = (await a_on_b.ok("message", {"room": club, "text": "from rb"}))["message"]
+        await a.ok("message", {"room": to_bob, "text": "bob is online on rb"})
+
+    expected = sorted([(carol, first["id"]), (carol, in_club["id"])])
+    seen = {}
+    for replica in (ra, rb):
+        async with admin_client(replica.grpc_port) as admin:
+            got = await collect(admin, 0, 10, within=8.0)
+        mine = [n for n in got if n.user_id in {bob, carol}]
+        assert sorted((n.user_id, n.message_id) for n in mine) == expected, mine
+        seen[replica.env["CHATSVC_REPLICA_ID"]] = [(n.position, n.message_id) for n in mine]
+    assert seen["ra"] == seen["rb"]
+    rb.stop()
+    rb = cluster.replica("rb")
+    async with admin_client(rb.grpc_port) as admin:
+        again = [n for n in await collect(admin, 0, 10, within=5.0) if n.user_id in {bob, carol}]
+    assert [(n.position, n.message_id) for n in again] == seen["ra"]

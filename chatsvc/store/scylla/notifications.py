@@ -129,11 +129,10 @@ class ScyllaNotifications:
         now = _now_ms()
         cutoff = (now - SETTLE_MS) << HASH_BITS
         hour = max(hour_of(position), (now - IDEMPOTENCY_TTL_SECONDS * 1000) // HOUR_MS)
-        if position <= 0:
-            rows = await self._notify_cql("notif_first_get", (_META_SCOPE,))
-            if not rows or rows[0][0] is None:
-                return []
-            hour = max(hour, int(rows[0][0]))
+        rows = await self._notify_cql("notif_first_get", (_META_SCOPE,))
+        if not rows or rows[0][0] is None:
+            return []  # nothing was ever notified
+        hour = max(hour, int(rows[0][0]))  # no walk through hours before the first
         last = hour_of(cutoff)
         out: list[tuple[int, Notification]] = []
         while hour <= last and len(out) < limit:
