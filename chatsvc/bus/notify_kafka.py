@@ -20,9 +20,13 @@ One owner per user (routing each user's notifications to one replica) was the al
 it needs a membership protocol that moves owners when replicas come and go, and a
 restarted owner still needs a durable record of what it sent, i.e. the claim anyway.
 
-A publish is awaited (bounded by ``PUBLISH_TIMEOUT_SECONDS``) so a failure is known; a
-notification whose claim was taken but whose record Kafka refused is lost and counted
-(at most once under a broker outage, never twice).
+A publish hands the record to the producer (bounded by ``PUBLISH_TIMEOUT_SECONDS``) and
+does not wait for the broker: the sender's ack never waits on Kafka's acknowledgement. The
+producer retries a record for ``DELIVERY_TIMEOUT_MS`` with its idempotent sequence numbers,
+so a broker outage shorter than that costs nothing; chatsvc itself never re-sends a record
+(a re-send after an ambiguous timeout is how duplicates happen). A record the producer gives
+up on is logged (once per outage) and counted in ``lost``: under a longer outage a
+notification can be lost, never duplicated. Stopping flushes what is in flight.
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from chatsvc.model.rooms import Notification
 
 log = logging.getLogger(__name__)
 
-#: Longest a publish (and so the sender's ack) waits for Kafka.
+#: Longest a publish (and so the sender's ack) waits for the producer to take a record.
 PUBLISH_TIMEOUT_SECONDS = 3.0
+#: How long the producer keeps retrying a record (an outage shorter than this loses nothing).
+DELIVERY_TIMEOUT_MS = 30_000
 START_TIMEOUT_SECONDS = 15.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 
@@ -68,16 +74,26 @@ def notification_record(notification: Notification) -> tuple[bytes, bytes, list[
 class KafkaNotifications:
     """Produces notification records to ``topic`` (:class:`chatsvc.chat.notify.NotificationPublisher`)."""
 
-    def __init__(self, topic: str, options: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        options: Callable[[], dict[str, Any]],
+        *,
+        producer_factory: Callable[..., Any] = AIOKafkaProducer,
+    ) -> None:
         """``options``: the cluster's client options (the bus's, once started)."""
         self.topic = topic
         self._options = options
+        self._factory = producer_factory
         self._producer: Any = None
         self._failing = False
+        #: Notifications Kafka did not take (each logged once per outage, never re-sent).
+        self.lost = 0
 
     async def start(self) -> None:
         """Connect the producer; ``StartupError`` with the reason if Kafka does not answer."""
-        producer = AIOKafkaProducer(**self._options(), acks="all", enable_idempotence=True, linger_ms=0)
+        options = {**self._options(), "request_timeout_ms": DELIVERY_TIMEOUT_MS}
+        producer = self._factory(**options, acks="all", enable_idempotence=True, linger_ms=0)
         try:
             async with asyncio.timeout(START_TIMEOUT_SECONDS):
                 await producer.start()
@@ -90,23 +106,36 @@ class KafkaNotifications:
         log.info("offline notifications go to Kafka topic %s", self.topic)
 
     async def publish(self, notification: Notification) -> None:
-        """Produce one record and wait for Kafka's acknowledgement; ``BusUnavailable`` if
-        it does not come within ``PUBLISH_TIMEOUT_SECONDS``."""
+        """Hand one record to the producer (bounded by ``PUBLISH_TIMEOUT_SECONDS``);
+        ``BusUnavailable`` if it cannot take it. Delivery is not awaited: the producer
+        retries it for up to ``DELIVERY_TIMEOUT_MS`` (idempotently: never twice), and a
+        record it finally gives up on is logged and counted, never sent again."""
         producer = self._producer
         if producer is None:
             raise BusUnavailable("notifications producer not started")
         key, value, headers = notification_record(notification)
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                await producer.send_and_wait(self.topic, value, key=key, headers=headers)
+                delivery = await producer.send(self.topic, value, key=key, headers=headers)
         except (KafkaError, TimeoutError, OSError) as exc:
-            if not self._failing:
-                log.warning("notifications topic %s: publish failed (%s)", self.topic, type(exc).__name__)
-                self._failing = True
+            self._failed(type(exc).__name__)
             raise BusUnavailable(f"notifications topic {self.topic} unavailable") from None
-        if self._failing:
-            log.info("notifications topic %s: publishing again", self.topic)
+        delivery.add_done_callback(self._delivered)
+
+    def _delivered(self, delivery: asyncio.Future[Any]) -> None:
+        if delivery.cancelled():
+            self._failed("cancelled")
+        elif (error := delivery.exception()) is not None:
+            self._failed(type(error).__name__)
+        elif self._failing:
+            log.info("notifications topic %s: delivering again", self.topic)
             self._failing = False
+
+    def _failed(self, reason: str) -> None:
+        self.lost += 1
+        if not self._failing:
+            log.warning("notifications topic %s: a notification was not delivered (%s)", self.topic, reason)
+            self._failing = True
 
     async def aclose(self) -> None:
         """Flush what is in flight and stop (bounded); idempotent."""

@@ -154,6 +154,7 @@ class Notifier:
         else:
             users = list(message.mentions)
         written = 0
+        failed: ChatError | None = None
         for user in users:
             if user == message.user_id or self.online(user):
                 continue
@@ -168,8 +169,13 @@ class Notifier:
                 kind="mention" if user in message.mentions else kind_of_name(message.room),
                 created_at_ms=message.created_at_ms,
             )
-            if await self._deliver(notification):
-                written += 1
+            try:
+                if await self._deliver(notification):
+                    written += 1
+            except ChatError as exc:  # the next member's may still go through
+                failed = exc
+        if failed is not None:
+            log.warning("a notification of a message was not written (%s)", failed.code)
         if written:
             self._wake.set()
             self._wake = asyncio.Event()

@@ -106,6 +106,23 @@ async def test_a_failed_publish_costs_the_notification_never_the_message(
     assert "bus_unavailable" in caplog.text and "Traceback" not in caplog.text
 
 
+async def test_one_members_failure_does_not_cost_the_others(store: MemoryStore) -> None:
+    club = "priv:0123456789abcdef"
+    members = [Member(club, u, "member", 1) for u in ("alice", "bob", "carol")]
+    await store.create_conversation(Conversation(club, "private", "Club", "alice", 1), members)
+
+    class Flaky(Topic):
+        async def publish(self, notification: Notification) -> None:
+            if notification.user_id == "bob":
+                raise BusUnavailable("notifications topic unavailable")
+            await super().publish(notification)
+
+    topic = Flaky()
+    sent = Message(id_at(1_700_000_000_000), club, "alice", "Alice", "hi", 1_700_000_000_000)
+    assert await Notifier(store, Limits(), publisher=topic).posted(sent) == 1
+    assert [n.user_id for n in topic.records] == ["carol"]
+
+
 async def test_with_the_topic_the_stream_is_unavailable(store: MemoryStore) -> None:
     notifier = Notifier(store, Limits(), publisher=Topic())
     with pytest.raises(Unavailable, match=r"chatsvc\.notify"):
