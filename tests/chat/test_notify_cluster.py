@@ -276,4 +276,10 @@ async def test_without_the_topic_the_cql_outbox_streams_once_from_either_replica
     rb = cluster.replica("rb")
     async with admin_client(rb.grpc_port) as admin:
         again = [n for n in await collect(admin, 0, 10, within=5.0) if n.user_id in {bob, carol}]
-    assert [(n.position, n.message_id) for n in again] == seen["ra"]
+        assert [(n.position, n.message_id) for n in again] == seen["ra"]
+        # Live: a stream open on rb gets what ra writes next, resuming after the last seen.
+        live = asyncio.ensure_future(collect(admin, again[-1].position, 1, within=15.0))
+        async with ClientPool() as pool:
+            a = await pool.connect(ra.url, token(alice))
+            later = (await a.ok("message", {"room": to_carol, "text": "still there?"}))["message"]
+        assert [(n.user_id, n.message_id) for n in await live] == [(carol, later["id"])]
