@@ -31,6 +31,7 @@ from chatsvc.chat.directory import Directory
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.notify import Notifier
+from chatsvc.chat.online import OnlineUsers
 from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.recovery_pos import PositionRecovery
 from chatsvc.chat.service import ChatService
@@ -38,7 +39,7 @@ from chatsvc.chat.spam import SpamFilter
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import LoopLagProbe, Metrics
 from chatsvc.settings import Settings
-from chatsvc.store.base import MessageStore, NotificationOutbox
+from chatsvc.store.base import MessageStore, NotificationClaims, NotificationOutbox
 from chatsvc.transport.fast_paths import FastPaths
 from chatsvc.transport.sioserver import RecoveringServer, create_server
 from chatsvc.web import admin_ui, health, requestid, webapp
@@ -59,6 +60,7 @@ COALESCER = web.AppKey("coalescer", Coalescer)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
 JWKS: web.AppKey[JwksKeys[JwkKey] | None] = web.AppKey("jwks")
+NOTIFIER: web.AppKey[Notifier | None] = web.AppKey("notifier")
 
 
 def build_store(settings: Settings) -> MessageStore:
@@ -155,8 +157,8 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     _install_coalescer(app, settings, sio, bus, presence)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     conversations.use_kick(moderator.kick)  # removed members leave the room on every replica
-    if conversations.notifier is not None:
-        conversations.notifier.online = namespace.has_sockets
+    if conversations.notifier is not None and conversations.notifier.users is not None:
+        conversations.notifier.users.local = namespace.has_sockets
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
@@ -175,6 +177,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[NAMESPACE] = namespace
     app[CLUSTER] = presence
     app[JWKS] = jwks
+    app[NOTIFIER] = conversations.notifier
     if settings.grpc.enabled:
         servicer = AdminServicer(
             service, presence, moderator, settings.limits, version=__version__, conversations=conversations
@@ -193,7 +196,7 @@ def _add_lifecycle(app: web.Application) -> None:
     """One cleanup_ctx per resource, acquired in this order and released in reverse."""
     # Loop lag and JWKS before the store: /readyz and /metrics see them from the start.
     app.cleanup_ctx.extend((_loop_lag_ctx, _jwks_ctx))
-    app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _cluster_ctx, _grpc_ctx))
+    app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _cluster_ctx, _notify_ctx, _grpc_ctx))
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
 
@@ -206,10 +209,7 @@ def _conversations(
     blocks = Blocks(store, router, settings.limits)
     bus.use_filter(blocks)
     directory = Directory(store, blocks, settings.limits)
-    notifier = None
-    if settings.kafka is None and isinstance(store, NotificationOutbox):
-        # Embedded, one replica: the store's outbox (cluster mode has none yet).
-        notifier = Notifier(store, store, settings.limits, blocks=blocks)
+    notifier = _notifier(store, router, bus, settings, blocks)
     return Conversations(store, sio, settings.limits, blocks=blocks, directory=directory, notifier=notifier)
 
 
@@ -223,6 +223,26 @@ def _recovery(
     recovery = PositionRecovery(store, settings.limits)
     recovery.use_filter(conversations.blocks)  # replays leave out blocked authors too
     return recovery
+
+
+def _notifier(
+    store: MessageStore, router: ControlRouter, bus: Any, settings: Settings, blocks: Blocks
+) -> Notifier | None:
+    """Offline notifications (chatsvc.chat.notify): to CHATSVC_NOTIFY_TOPIC when set, else
+    to the store's outbox; offline meaning no socket on any replica (chatsvc.chat.online)."""
+    online = OnlineUsers(router, version=__version__, heartbeat_seconds=settings.cluster_heartbeat_seconds)
+    topic = settings.kafka.notify_topic if settings.kafka is not None else None
+    if topic is not None:
+        from chatsvc.bus.notify_kafka import KafkaNotifications  # noqa: PLC0415 - optional dependency
+
+        publisher = KafkaNotifications(topic, bus.client_options)
+        claims = store if isinstance(store, NotificationClaims) else None
+        return Notifier(
+            store, settings.limits, publisher=publisher, claims=claims, online=online, blocks=blocks
+        )
+    if isinstance(store, NotificationOutbox):
+        return Notifier(store, settings.limits, outbox=store, online=online, blocks=blocks)
+    return None
 
 
 def _serve_metrics(app: web.Application, settings: Settings) -> None:
@@ -330,6 +350,17 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await cluster.start()
     yield
     await cluster.aclose()
+
+
+async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After the bus (the producer and the online registry use it), before gRPC (its stream).
+    notifier = app[NOTIFIER]
+    if notifier is None:
+        yield
+        return
+    await notifier.start()
+    yield
+    await notifier.aclose()
 
 
 async def _coalescer_ctx(app: web.Application) -> AsyncIterator[None]:

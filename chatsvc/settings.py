@@ -230,6 +230,8 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: Secret | None = None
+    #: CHATSVC_NOTIFY_TOPIC: offline notifications go to this topic (chatsvc.bus.notify_kafka).
+    notify_topic: str | None = None
 
     @property
     def security_protocol(self) -> str:
@@ -741,11 +743,14 @@ class _Reader:
             "KAFKA_SSL_CA_CERT", "KAFKA_SSL_CLIENT_CERT", "KAFKA_SSL_CLIENT_KEY", "KAFKA_SSL_KEY_PASSWORD"
         )
         mechanism = self.optional("KAFKA_SASL_MECHANISM")
+        notify_topic = self.notify_topic()
         if not brokers:
             if tls or mechanism:
                 raise SettingsError(
                     "KAFKA_BROKERS", "Kafka TLS or SASL is configured but KAFKA_BROKERS is not set"
                 )
+            if notify_topic is not None:
+                raise SettingsError("CHATSVC_NOTIFY_TOPIC", "needs Kafka: set KAFKA_BROKERS")
             return None
         for broker in brokers:
             _host, _, port = broker.rpartition(":")
@@ -777,7 +782,25 @@ class _Reader:
             sasl_mechanism=mechanism,
             sasl_username=username,
             sasl_password=password,
+            notify_topic=notify_topic,
         )
+
+    def notify_topic(self) -> str | None:
+        """CHATSVC_NOTIFY_TOPIC, a legal Kafka topic name other than the fan-out topic's."""
+        topic = self.optional("CHATSVC_NOTIFY_TOPIC")
+        if topic is None:
+            return None
+        if (
+            len(topic) > 249
+            or topic in {".", ".."}
+            or not all(c.isascii() and (c.isalnum() or c in "._-") for c in topic)
+        ):
+            raise SettingsError(
+                "CHATSVC_NOTIFY_TOPIC", f"expected a Kafka topic name ([A-Za-z0-9._-]), got {topic!r}"
+            )
+        if topic == self.text("KAFKA_TOPIC", "chatsvc.fanout"):
+            raise SettingsError("CHATSVC_NOTIFY_TOPIC", "must differ from KAFKA_TOPIC (the fan-out topic)")
+        return topic
 
     def scylla(self) -> ScyllaSettings | None:
         points = self.items("SCYLLA_CONTACT_POINTS")

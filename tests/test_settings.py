@@ -285,6 +285,23 @@ def test_recovery_settings(base: dict[str, str]) -> None:
         assert error_for(base | {name: value}).variable == name
 
 
+def test_the_notify_topic_needs_kafka_and_a_topic_name_of_its_own(base: dict[str, str]) -> None:
+    kafka = {**base, "KAFKA_BROKERS": "127.0.0.1:9092"}
+    plain = Settings.from_env(kafka).kafka
+    assert plain is not None and plain.notify_topic is None
+    chosen = Settings.from_env({**kafka, "CHATSVC_NOTIFY_TOPIC": "st00ck.notify-1_a"}).kafka
+    assert chosen is not None and chosen.notify_topic == "st00ck.notify-1_a"
+    for env in (
+        {**base, "CHATSVC_NOTIFY_TOPIC": "chatsvc.notify"},  # no Kafka
+        {**kafka, "CHATSVC_NOTIFY_TOPIC": "has space"},
+        {**kafka, "CHATSVC_NOTIFY_TOPIC": "x" * 250},
+        {**kafka, "CHATSVC_NOTIFY_TOPIC": ".."},
+        {**kafka, "CHATSVC_NOTIFY_TOPIC": "chatsvc.fanout"},  # the fan-out topic
+        {**kafka, "KAFKA_TOPIC": "t", "CHATSVC_NOTIFY_TOPIC": "t"},
+    ):
+        assert error_for(env).variable == "CHATSVC_NOTIFY_TOPIC"
+
+
 def test_kafka_fetch_batching_defaults_to_aiokafkas_and_is_bounded(base: dict[str, str]) -> None:
     kafka = {**base, "KAFKA_BROKERS": "127.0.0.1:9092"}
     settings = Settings.from_env(kafka).kafka

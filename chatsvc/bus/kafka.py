@@ -331,6 +331,11 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         (a session being restored into them: its replay hold collects them)."""
         self._records.keep_rooms(wanted)
 
+    def client_options(self) -> dict[str, Any]:
+        """Brokers, TLS and SASL of this bus, for another client of the same cluster (the
+        notifications producer, chatsvc.bus.notify_kafka); valid once :meth:`start` ran."""
+        return {"bootstrap_servers": list(self._settings.brokers), **self._client_options()}
+
     # -- python-socketio's pub/sub contract ------------------------------------------------
 
     async def _publish(self, data: dict[str, Any]) -> None:

@@ -129,8 +129,12 @@ class ClusterPresence:
         heartbeat_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        channel: str = "presence",
     ) -> None:
+        """``channel`` prefixes the control types: a second registry on another channel
+        (chatsvc.chat.online: who is connected at all) shares the machinery, not the state."""
         self._router = router
+        self._channel = channel
         self._version = version
         self._connections = connections
         self._interval = heartbeat_seconds
@@ -149,13 +153,13 @@ class ClusterPresence:
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot_due = True
         for type_, handler in (
-            ("presence.delta", self._on_delta),
-            ("presence.heartbeat", self._on_heartbeat),
-            ("presence.snapshot", self._on_snapshot),
-            ("presence.sync", self._on_sync),
-            ("presence.bye", self._on_bye),
+            ("delta", self._on_delta),
+            ("heartbeat", self._on_heartbeat),
+            ("snapshot", self._on_snapshot),
+            ("sync", self._on_sync),
+            ("bye", self._on_bye),
         ):
-            router.route(type_, handler)
+            router.route(f"{channel}.{type_}", handler)
 
     @property
     def replica_id(self) -> str:
@@ -237,6 +241,12 @@ class ClusterPresence:
             self._prune()
         users = self._room_users.get(room)
         return len(users) if users else 0
+
+    def has_user(self, room: str, user_id: str) -> bool:
+        """Whether ``user_id`` is in ``room`` on any live replica; O(1)."""
+        if not self._pruning:
+            self._prune()
+        return user_id in self._room_users.get(room, ())
 
     async def members(self, room: str) -> list[dict[str, str]]:
         merged = await self._members(room)
@@ -403,7 +413,7 @@ class ClusterPresence:
                 if type_ == "presence.snapshot.request":
                     await self._send_snapshot()
                 else:
-                    await self._router.publish(type_, body)
+                    await self._router.publish(type_.replace("presence", self._channel, 1), body)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -435,7 +445,7 @@ class ClusterPresence:
                 size += 1
         for index, rooms in enumerate(parts):
             await self._router.publish(
-                "presence.snapshot",
+                f"{self._channel}.snapshot",
                 {
                     "seq": seq,
                     "part": index,

@@ -265,6 +265,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 # The manager does not know the sid: this handler was called outside
                 # python-socketio's CONNECT path, which registers it first.
                 log.debug("a socket not registered with the manager gets no user room")
+            if self._conversations.notifier is not None:  # offline detection, cluster-wide
+                await self._conversations.notifier.connected(identity, sid)
             blocks = self._conversations.blocks
             if blocks is not None:
                 await blocks.attach(sid, identity.user_id)
@@ -346,6 +348,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self._expiries.discard(sid)
             if self._conversations is not None and self._conversations.blocks is not None:
                 self._conversations.blocks.detach(sid, conn.identity.user_id)
+            if self._conversations is not None and self._conversations.notifier is not None:
+                await self._conversations.notifier.disconnected(conn.identity, sid)
         await self._membership.drop(sid, conn, reason)
 
     def _expire_soon(self, sid: str) -> None:

@@ -265,6 +265,15 @@ class NotificationOutbox(Protocol):
         """Up to ``limit`` notifications after ``position``, oldest first, with their positions."""
 
 
+@runtime_checkable
+class NotificationClaims(Protocol):
+    """The (user, message) claim shared by every replica (ScyllaDB): whoever takes it
+    notifies, on the Kafka notifications topic (issue 24)."""
+
+    async def claim_notification(self, user_id: str, message_id: str) -> bool:
+        """Take the pair; False if anyone took it before."""
+
+
 class ThreadStore(Protocol):
     """Replies by parent (issue 25): one row per (room, parent, reply), clustered by reply
     id, so a thread pages like history and a page of parents is summarised in one query."""

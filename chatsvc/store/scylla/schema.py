@@ -10,7 +10,7 @@ from typing import Final
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 from chatsvc.store.scylla import cleanup, flagged
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
@@ -229,6 +229,46 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     6: flagged.MIGRATION,
 }
 
+#: Offline notifications (issue 24), a self-contained migration (7: spam flags took 6).
+#: Two tables, one per query (docs/scylla.md):
+#: ``notifications_by_user``: one partition per (user, day of the message), holding that
+#: user's notified messages; the claim ``INSERT ... IF NOT EXISTS`` on it makes a (user,
+#: message) notified once whichever replica tries, and keeps the position it got.
+#: ``notification_log``: what StreamNotifications reads, in position order, one partition
+#: per (hour, shard): a stream walks the hours, reading the SHARDS slices of each and merging.
+NOTIFY_MIGRATION_VERSION: Final = 7
+NOTIFY_MIGRATION: Final[tuple[str, ...]] = (
+    """CREATE TABLE IF NOT EXISTS {ks}.notifications_by_user (
+        user_id text,
+        day int,
+        message_id text,
+        position bigint,
+        PRIMARY KEY ((user_id, day), message_id)
+    ) WITH CLUSTERING ORDER BY (message_id DESC) AND default_time_to_live = """
+    + str(IDEMPOTENCY_TTL_SECONDS),
+    """CREATE TABLE IF NOT EXISTS {ks}.notification_log (
+        hour int,
+        shard int,
+        position bigint,
+        user_id text,
+        message_id text,
+        room text,
+        sender text,
+        preview text,
+        kind text,
+        created_at bigint,
+        PRIMARY KEY ((hour, shard), position, user_id, message_id)
+    ) WITH default_time_to_live = """
+    + str(IDEMPOTENCY_TTL_SECONDS),
+    # The oldest hour with a notification: a stream from position 0 starts there. Written
+    # USING TIMESTAMP derived from the hour, so the earliest wins whatever the order.
+    """CREATE TABLE IF NOT EXISTS {ks}.notification_meta (
+        scope text PRIMARY KEY,
+        first_hour int
+    )""",
+)
+MIGRATIONS[NOTIFY_MIGRATION_VERSION] = NOTIFY_MIGRATION
+
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
     scope text,
     version int,
@@ -378,11 +418,31 @@ STATEMENTS: Final[dict[str, str]] = {
     ),
     **flagged.STATEMENTS,
     **cleanup.STATEMENTS,
+    # Offline notifications (NOTIFY_MIGRATION).
+    "notif_claim": (
+        "INSERT INTO {ks}.notifications_by_user (user_id, day, message_id, position) VALUES (?, ?, ?, ?)"
+        " IF NOT EXISTS"
+    ),
+    "notif_claim_get": (
+        "SELECT position FROM {ks}.notifications_by_user WHERE user_id = ? AND day = ? AND message_id = ?"
+    ),
+    "notif_log_put": (
+        "INSERT INTO {ks}.notification_log (hour, shard, position, user_id, message_id, room, sender,"
+        " preview, kind, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    "notif_log_after": (
+        "SELECT position, user_id, message_id, room, sender, preview, kind, created_at"
+        " FROM {ks}.notification_log WHERE hour = ? AND shard = ? AND position > ? AND position <= ? LIMIT ?"
+    ),
+    "notif_first_put": "UPDATE {ks}.notification_meta USING TIMESTAMP ? SET first_hour = ? WHERE scope = ?",
+    "notif_first_get": "SELECT first_hour FROM {ks}.notification_meta WHERE scope = ?",
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
 NOT_IDEMPOTENT: Final = frozenset(
     {"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete", "pin_put", "pin_delete"}
+) | frozenset(
+    {"notif_claim"}  # NOTIFY_MIGRATION
 )
 
 

@@ -35,6 +35,7 @@ from chatsvc.store.scylla.cleanup import ScyllaCleanup
 from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
 from chatsvc.store.scylla.flagged import ScyllaFlags
+from chatsvc.store.scylla.notifications import ScyllaNotifications
 from chatsvc.store.scylla.reactions import ScyllaReactions
 from chatsvc.store.scylla.stream import ScyllaStream
 from chatsvc.store.scylla.threads import ScyllaThreads
@@ -118,7 +119,9 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
     return [_message(room, r) for r in rows if r[1] is not None]
 
 
-class ScyllaStore(ScyllaCleanup, ScyllaFlags, ScyllaReactions, ScyllaThreads, ScyllaConversations):
+class ScyllaStore(
+    ScyllaCleanup, ScyllaFlags, ScyllaReactions, ScyllaThreads, ScyllaConversations, ScyllaNotifications
+):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
     def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:

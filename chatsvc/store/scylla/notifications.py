@@ -1,0 +1,151 @@
+"""The offline-notification part of :class:`~chatsvc.store.scylla.store.ScyllaStore`
+(issue 24): the outbox StreamNotifications reads when the store is ScyllaDB and no
+``CHATSVC_NOTIFY_TOPIC`` is set, and the (user, message) claim the Kafka topic's
+producer takes first.
+
+Tables (``schema.NOTIFY_MIGRATION``, docs/scylla.md), one per query, no ALLOW FILTERING:
+
+* ``notifications_by_user`` ((user, day), message): the claim. ``INSERT ... IF NOT
+  EXISTS`` (a lightweight transaction, paid only for an offline recipient) lets exactly one
+  of any number of replicas, retries and restarts notify a (user, message); the row keeps
+  the position it was given, so an attempt that lost the race after a half-written
+  notification rewrites the same log row rather than a second one.
+* ``notification_log`` ((hour, shard), position, user, message): the outbox in position
+  order. An hour of the whole cluster's notifications is spread over ``SHARDS``
+  partitions by user, so no partition grows with the cluster's rate alone; a page reads the
+  hour's shards after the position and merges them.
+
+Positions are ``(written ms << 22) | 22 bits of a hash of (user, message)``: increasing
+with time, unique unless two pairs collide in the same millisecond (the clustering key
+keeps both rows even then). Several replicas write with their own clocks, so a row can
+land slightly after a later position was read: a page never returns positions newer than
+``SETTLE_MS`` ago, which is what a stream waits for. Rows expire with the idempotency TTL
+(7 days); a stream from 0 starts at the oldest hour still kept.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import zlib
+from collections.abc import Awaitable, Sequence
+
+from chatsvc.model.ids import timestamp_ms
+from chatsvc.model.rooms import Notification
+from chatsvc.store.scylla.driver import Row, ScyllaSession
+from chatsvc.store.scylla.schema import IDEMPOTENCY_TTL_SECONDS
+
+#: Partitions per hour of the log.
+SHARDS = 8
+#: Positions written less than this long ago are not read yet (write latency, clock skew).
+SETTLE_MS = 2_000
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+HASH_BITS = 22
+_META_SCOPE = "notifications"
+#: Above any hour: the first-hour cell is written USING TIMESTAMP BIG - hour (earliest wins).
+_BIG = 1 << 50
+
+
+def position_of(written_ms: int, user_id: str, message_id: str) -> int:
+    """The log position of (user, message) written at ``written_ms``."""
+    digest = zlib.crc32(f"{user_id}\0{message_id}".encode()) & ((1 << HASH_BITS) - 1)
+    return (written_ms << HASH_BITS) | digest
+
+
+def hour_of(position: int) -> int:
+    """The log hour (partition) of a position."""
+    return (position >> HASH_BITS) // HOUR_MS
+
+
+def shard_of(user_id: str) -> int:
+    """The log shard of a user's notifications."""
+    return zlib.crc32(user_id.encode()) % SHARDS
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _day(message_id: str) -> int:
+    return timestamp_ms(message_id) // DAY_MS
+
+
+class ScyllaNotifications:
+    """:class:`~chatsvc.store.base.NotificationOutbox` and the claim on CQL; mixed into ScyllaStore."""
+
+    #: ScyllaStore's session.
+    _db: ScyllaSession
+    #: The earliest hour this process recorded in notification_meta.
+    _notify_first_hour: int | None = None
+
+    def _notify_cql(self, name: str, params: Sequence[object]) -> Awaitable[list[Row]]:
+        return self._db.run(name, params)
+
+    async def claim_notification(self, user_id: str, message_id: str, position: int = 0) -> bool:
+        """Take (user, message) for this caller; False if any caller took it before."""
+        rows = await self._notify_cql("notif_claim", (user_id, _day(message_id), message_id, position))
+        return bool(rows and rows[0][0])
+
+    async def add_notification(self, notification: Notification) -> bool:
+        """Claim, then write the log row; True if this call notified. A call that finds the
+        claim taken rewrites the log row under the claimed position (an upsert of the same
+        row), so a notification whose first writer failed half-way still lands, once."""
+        n = notification
+        position = position_of(_now_ms(), n.user_id, n.message_id)
+        if not await self.claim_notification(n.user_id, n.message_id, position):
+            found = await self._notify_cql("notif_claim_get", (n.user_id, _day(n.message_id), n.message_id))
+            if not found or not found[0][0]:
+                return False  # claimed by the Kafka producer (position 0), or expired
+            await self._put_log(int(found[0][0]), n)
+            return False
+        await self._put_log(position, n)
+        return True
+
+    async def _put_log(self, position: int, n: Notification) -> None:
+        hour = hour_of(position)
+        if self._notify_first_hour is None or hour < self._notify_first_hour:
+            await self._notify_cql("notif_first_put", (_BIG - hour, hour, _META_SCOPE))
+            self._notify_first_hour = hour
+        await self._notify_cql(
+            "notif_log_put",
+            (
+                hour,
+                shard_of(n.user_id),
+                position,
+                n.user_id,
+                n.message_id,
+                n.room,
+                n.sender,
+                n.preview,
+                n.kind,
+                n.created_at_ms,
+            ),
+        )
+
+    async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
+        """Up to ``limit`` notifications after ``position`` and at least ``SETTLE_MS`` old,
+        oldest first: hour by hour, each hour's shards merged."""
+        now = _now_ms()
+        cutoff = (now - SETTLE_MS) << HASH_BITS
+        hour = max(hour_of(position), (now - IDEMPOTENCY_TTL_SECONDS * 1000) // HOUR_MS)
+        rows = await self._notify_cql("notif_first_get", (_META_SCOPE,))
+        if not rows or rows[0][0] is None:
+            return []  # nothing was ever notified
+        hour = max(hour, int(rows[0][0]))  # no walk through hours before the first
+        last = hour_of(cutoff)
+        out: list[tuple[int, Notification]] = []
+        while hour <= last and len(out) < limit:
+            want = limit - len(out)
+            slices = [
+                await self._notify_cql("notif_log_after", (hour, shard, position, cutoff, want))
+                for shard in range(SHARDS)
+            ]
+            merged = heapq.merge(*slices, key=lambda row: (int(row[0]), str(row[1]), str(row[2])))
+            for row in merged:
+                if len(out) >= limit:
+                    break
+                p, user, message, room, sender, preview, kind, created = row
+                out.append((int(p), Notification(user, room, message, sender, preview, kind, int(created))))
+            hour += 1
+        return out

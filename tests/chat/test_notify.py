@@ -1,0 +1,199 @@
+"""The Notifier with the Kafka publisher's contract (in-memory doubles), and offline
+detection across replicas over the in-process control channel (issue 24)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chatsvc.auth.identity import Identity
+from chatsvc.bus.notify_kafka import notification_record
+from chatsvc.chat.cluster_presence import ClusterPresence
+from chatsvc.chat.notify import LocalClaims, Notifier
+from chatsvc.chat.online import OnlineUsers
+from chatsvc.errors import BusUnavailable, Unavailable
+from chatsvc.model.ids import id_at
+from chatsvc.model.messages import Message
+from chatsvc.model.rooms import Conversation, Member, Notification
+from chatsvc.settings import Limits
+from chatsvc.store.memory import MemoryStore
+from tests.support.control_net import ControlNet, eventually
+
+DM = "dm:0123456789abcdef"
+BOB = Identity("bob", "Bob")
+
+
+class Topic:
+    """The publisher double: records what it was given; can be made to fail."""
+
+    topic = "chatsvc.notify"
+
+    def __init__(self) -> None:
+        self.records: list[Notification] = []
+        self.down = False
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def publish(self, notification: Notification) -> None:
+        if self.down:
+            raise BusUnavailable("notifications topic unavailable")
+        self.records.append(notification)
+
+
+@pytest.fixture
+async def store() -> MemoryStore:
+    store = MemoryStore()
+    await store.open()
+    members = [Member(DM, u, "member", 1) for u in ("alice", "bob")]
+    await store.create_conversation(Conversation(DM, "direct", "", "alice", 1), members)
+    return store
+
+
+def message(text: str = "hello", mentions: tuple[str, ...] = ()) -> Message:
+    return Message(id_at(1_700_000_000_000), DM, "alice", "Alice", text, 1_700_000_000_000, mentions=mentions)
+
+
+async def test_the_topic_gets_each_offline_member_once_per_message(store: MemoryStore) -> None:
+    topic = Topic()
+    notifier = Notifier(store, Limits(), publisher=topic)
+    sent = message("x" * 300)
+    assert await notifier.posted(sent) == 1
+    assert await notifier.posted(sent) == 0  # the same message again (a replay): claimed
+    assert topic.records == [
+        Notification("bob", DM, sent.id, "alice", "x" * 100, "direct", sent.created_at_ms)
+    ]
+    notifier.online = lambda user: user == "bob"
+    assert await notifier.posted(message("later")) == 0  # online somewhere: nothing
+    assert len(topic.records) == 1
+
+
+async def test_replicas_sharing_the_claim_publish_once(store: MemoryStore) -> None:
+    """Two replicas' notifiers, one shared claim (what ScyllaDB is): one record."""
+    shared, topic = LocalClaims(), Topic()
+    a = Notifier(store, Limits(), publisher=topic, claims=shared)
+    b = Notifier(store, Limits(), publisher=topic, claims=shared)
+    sent = message()
+    assert [await a.posted(sent), await b.posted(sent)] == [1, 0]
+    assert [n.user_id for n in topic.records] == ["bob"]
+
+
+async def test_local_claims_are_bounded() -> None:
+    claims = LocalClaims(capacity=2)
+    assert [await claims.claim_notification("u", m) for m in ("1", "2", "1", "3")] == [
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert await claims.claim_notification("u", "1")  # forgotten past the capacity
+
+
+async def test_a_failed_publish_costs_the_notification_never_the_message(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = Topic()
+    topic.down = True
+    notifier = Notifier(store, Limits(), publisher=topic)
+    with caplog.at_level(logging.WARNING):
+        assert await notifier.posted(message()) == 0
+    assert "bus_unavailable" in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_one_members_failure_does_not_cost_the_others(store: MemoryStore) -> None:
+    club = "priv:0123456789abcdef"
+    members = [Member(club, u, "member", 1) for u in ("alice", "bob", "carol")]
+    await store.create_conversation(Conversation(club, "private", "Club", "alice", 1), members)
+
+    class Flaky(Topic):
+        async def publish(self, notification: Notification) -> None:
+            if notification.user_id == "bob":
+                raise BusUnavailable("notifications topic unavailable")
+            await super().publish(notification)
+
+    topic = Flaky()
+    sent = Message(id_at(1_700_000_000_000), club, "alice", "Alice", "hi", 1_700_000_000_000)
+    assert await Notifier(store, Limits(), publisher=topic).posted(sent) == 1
+    assert [n.user_id for n in topic.records] == ["carol"]
+
+
+async def test_with_the_topic_the_stream_is_unavailable(store: MemoryStore) -> None:
+    notifier = Notifier(store, Limits(), publisher=Topic())
+    with pytest.raises(Unavailable, match=r"chatsvc\.notify"):
+        notifier.check_stream()
+    with pytest.raises(ValueError, match="outbox or"):
+        Notifier(store, Limits())
+
+
+def test_the_record_is_keyed_by_user_with_the_dedup_key() -> None:
+    n = Notification("bob", DM, "01J00000000000000000000001", "alice", "héllo", "direct", 5)
+    key, value, headers = notification_record(n)
+    assert key == b"bob"
+    assert headers == [("dedup", b"bob:01J00000000000000000000001")]
+    assert json.loads(value) == {
+        "id": "bob:01J00000000000000000000001",
+        "user": "bob",
+        "room": DM,
+        "message_id": "01J00000000000000000000001",
+        "sender": "alice",
+        "preview": "héllo",
+        "kind": "direct",
+        "created_at_ms": 5,
+    }
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[ControlNet]:
+    net = ControlNet()
+    yield net
+    await net.close()
+
+
+async def test_a_user_connected_to_another_replica_is_online_here(net: ControlNet) -> None:
+    ra, rb = net.router("ra"), net.router("rb")
+    rooms_a = ClusterPresence(ra, version="1", connections=lambda: 0, heartbeat_seconds=0.05)
+    a = OnlineUsers(ra, version="1", heartbeat_seconds=0.05)  # beside room presence, same router
+    b = OnlineUsers(rb, version="1", heartbeat_seconds=0.05)
+    for part in (rooms_a, a, b):
+        await part.start()
+    try:
+        assert not a.anywhere("bob")
+        await b.connected(BOB, "s1")
+        await b.connected(BOB, "s2")
+        await eventually(lambda: a.anywhere("bob"), what="bob online on ra")
+        assert await rooms_a.rooms() == {}  # room presence never sees the connected pseudo-room
+        await b.disconnected(BOB, "s1")
+        await net.settle()
+        assert a.anywhere("bob")  # still one socket on rb
+        await b.disconnected(BOB, "s2")
+        await eventually(lambda: not a.anywhere("bob"), what="bob offline on ra")
+        await b.connected(BOB, "s3")
+        await eventually(lambda: a.anywhere("bob"), what="bob online again")
+        await b.aclose()  # rb stops: its goodbye takes bob offline at once
+        await eventually(lambda: not a.anywhere("bob"), what="bob gone with rb")
+    finally:
+        for part in (rooms_a, a, b):
+            await part.aclose()
+
+
+async def test_a_silent_replicas_users_expire(net: ControlNet) -> None:
+    """rb crashes (no goodbye): its users stay online on ra only until its view expires."""
+    ra, rb = net.router("ra"), net.router("rb")
+    a = OnlineUsers(ra, version="1", heartbeat_seconds=0.05)
+    b = OnlineUsers(rb, version="1", heartbeat_seconds=0.05)
+    await a.start()
+    await b.start()
+    try:
+        await b.connected(BOB, "s1")
+        await eventually(lambda: a.anywhere("bob"), what="bob online on ra")
+        net.cut.add("rb")
+        await eventually(lambda: not a.anywhere("bob"), within=2.0, what="rb's view expired")
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -1,0 +1,285 @@
+"""Offline notifications on the Kafka topic across two replicas (issue 24), over the real
+broker and the real CQL node, read back by a real Kafka consumer: a DM, a private-room
+message and a mention to an offline user are one record each per (user, message), also
+when the send is retried on the other replica and across a restart of either replica; a
+user online on the other replica gets none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from tests.admin.helpers import admin_client, rpc_error
+from tests.admin.test_notifications import collect, collect_error
+from tests.bus.helpers import new_topic, replica_env
+from tests.conftest import ServerFactory
+from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
+from tests.support.clients import ChatClient, ClientPool
+from tests.support.servers import ServerProcess, run_cli
+from tests.support.services import kafka_env
+from tests.support.tokens import token
+
+FAST = {
+    "CHATSVC_RATE_LIMIT_PER_SECOND": "1000",
+    "CHATSVC_RATE_LIMIT_BURST": "1000",
+    "CHATSVC_CLUSTER_HEARTBEAT": "0.5",
+}
+#: How long the online registries get to agree after a connect (four heartbeats).
+SETTLE_SECONDS = 2.0
+#: How long the topic must stay quiet before the test believes nothing more comes.
+QUIET_SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def cql_keyspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A fresh keyspace on the real CQL node, migrated by ``chatsvc migrate``; dropped after."""
+    keyspace = new_keyspace()
+    env = scylla_env(keyspace)
+    done = run_cli(["migrate"], cli_env(tmp_path_factory.mktemp("migrate"), env), timeout=300)
+    assert done.returncode == 0, done.stderr
+    yield env
+    drop_keyspace(env, keyspace)
+
+
+def user(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Cluster:
+    """Two replicas sharing the fan-out topic, the notify topic and the keyspace."""
+
+    def __init__(self, factory: ServerFactory, env: dict[str, str]) -> None:
+        self._factory = factory
+        self.env = env
+        self.notify_topic = env.get("CHATSVC_NOTIFY_TOPIC", "")
+        self.brokers = env["KAFKA_BROKERS"]
+        self.starts = 0
+
+    def replica(self, name: str) -> ServerProcess:
+        self.starts += 1
+        server = self._factory(name=f"{name}-{self.starts}", CHATSVC_REPLICA_ID=name, **self.env)
+        server.wait_http("/readyz", timeout=60)
+        return server
+
+
+@pytest.fixture
+def cluster(server_factory: ServerFactory, cql_keyspace: dict[str, str]) -> Cluster:
+    env = (
+        replica_env(kafka_env(), tls=False, topic=new_topic(), CHATSVC_NOTIFY_TOPIC=f"{new_topic()}.notify")
+        | cql_keyspace
+        | FAST
+    )
+    return Cluster(server_factory, env)
+
+
+@pytest.fixture
+def outbox_cluster(server_factory: ServerFactory, cql_keyspace: dict[str, str]) -> Cluster:
+    """Two replicas on Kafka and ScyllaDB without CHATSVC_NOTIFY_TOPIC: the CQL outbox."""
+    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
+    return Cluster(server_factory, env)
+
+
+async def records(cluster: Cluster, *, expect: int, within: float = 30.0) -> list[dict[str, Any]]:
+    """Every record of the notify topic, read from the start by a real consumer: waits for
+    ``expect`` of them, then for QUIET_SECONDS more (a duplicate would show up there)."""
+    consumer = AIOKafkaConsumer(
+        cluster.notify_topic,
+        bootstrap_servers=cluster.brokers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    got: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + within
+        quiet_until = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for record in (r for rs in batch.values() for r in rs):
+                value = json.loads(record.value)
+                headers = dict(record.headers)
+                assert record.key == value["user"].encode()  # keyed by user
+                assert (
+                    headers["dedup"]
+                    == value["id"].encode()
+                    == f"{value['user']}:{value['message_id']}".encode()
+                )
+                got.append(value)
+            if len(got) >= expect and quiet_until is None:
+                quiet_until = time.monotonic() + QUIET_SECONDS
+            if quiet_until is not None and time.monotonic() >= quiet_until:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+def pairs(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((r["user"], r["message_id"]) for r in found)
+
+
+async def bus_ready(sender: ChatClient, receiver: ChatClient) -> None:
+    """Both replicas hear each other: a public room (which notifies nobody) delivers."""
+    room = f"lobby-{uuid.uuid4().hex[:6]}"
+    await sender.ok("join", {"room": room})
+    await receiver.ok("join", {"room": room})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        probe = (await sender.ok("message", {"room": room, "text": "probe"}))["message"]["id"]
+        try:
+            await receiver.next("message", where=lambda m, want=probe: m["id"] == want, within=1.0)
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise AssertionError("the replicas never delivered to each other")
+    await asyncio.sleep(SETTLE_SECONDS)  # the online registries have heard every connect
+
+
+async def test_offline_users_get_one_record_per_message_online_ones_none(cluster: Cluster) -> None:
+    ra, rb = cluster.replica("ra"), cluster.replica("rb")
+    alice, bob, carol, dave = user("alice"), user("bob"), user("carol"), user("dave")
+    async with ClientPool() as pool:
+        a = await pool.connect(ra.url, token(alice))
+        a_on_b = await pool.connect(rb.url, token(alice))  # where a retry lands
+        b = await pool.connect(rb.url, token(bob))  # online, on the other replica only
+        await bus_ready(a, b)
+
+        to_carol = (await a.ok("open_dm", {"user": carol}))["room"]
+        to_bob = (await a.ok("open_dm", {"user": bob}))["room"]
+        club = (await a.ok("create_room", {"kind": "private", "title": "Club", "members": [bob, carol]}))[
+            "room"
+        ]
+        lobby = f"stock-{uuid.uuid4().hex[:6]}"
+        await a.ok("join", {"room": lobby})
+
+        dm = {"room": to_carol, "text": "are you there?", "client_msg_id": "dm-1"}
+        first = (await a.ok("message", dm))["message"]
+        assert (await a.ok("message", dm))["duplicate"] is True  # retried on the same replica
+        assert (await a_on_b.ok("message", dm))["duplicate"] is True  # and on the other one
+        in_club = (await a.ok("message", {"room": club, "text": "club news"}))["message"]
+        mention = (await a.ok("message", {"room": lobby, "text": "hey dave, bob", "mentions": [dave, bob]}))[
+            "message"
+        ]
+        await a.ok("message", {"room": to_bob, "text": "bob is online on rb"})
+
+        found = await records(cluster, expect=3)
+        assert pairs(found) == sorted(
+            [(carol, first["id"]), (carol, in_club["id"]), (dave, mention["id"])]
+        ), found
+        by_message = {r["message_id"]: r for r in found}
+        assert by_message[first["id"]] | {"id": None} == {
+            "id": None,
+            "user": carol,
+            "room": to_carol,
+            "message_id": first["id"],
+            "sender": alice,
+            "preview": "are you there?",
+            "kind": "direct",
+            "created_at_ms": by_message[first["id"]]["created_at_ms"],
+        }
+        assert by_message[in_club["id"]]["kind"] == "private"
+        assert by_message[mention["id"]]["kind"] == "mention"
+    async with admin_client(ra.grpc_port) as admin:  # the topic is the stream
+        await rpc_error(collect_error(admin, 0), grpc.StatusCode.UNAVAILABLE, mentions=cluster.notify_topic)
+
+
+async def test_restarting_either_replica_never_duplicates(cluster: Cluster) -> None:
+    ra, rb = cluster.replica("ra"), cluster.replica("rb")
+    alice, bob = user("alice"), user("bob")
+    async with ClientPool() as pool:
+        a = await pool.connect(ra.url, token(alice))
+        probe = await pool.connect(rb.url, token(user("probe")))
+        await bus_ready(a, probe)
+        to_bob = (await a.ok("open_dm", {"user": bob}))["room"]
+        dm = {"room": to_bob, "text": "while you were out", "client_msg_id": "r-1"}
+        sent = (await a.ok("message", dm))["message"]
+        assert pairs(await records(cluster, expect=1)) == [(bob, sent["id"])]
+
+    # rb restarts: the retry lands on the new process, which finds the message and the claim.
+    rb.stop()
+    rb = cluster.replica("rb")
+    async with ClientPool() as pool:
+        on_b = await pool.connect(rb.url, token(alice))
+        assert (await on_b.ok("message", dm))["duplicate"] is True
+    # ra, the replica that produced the record, restarts: it produces nothing again.
+    ra.stop()
+    ra = cluster.replica("ra")
+    async with ClientPool() as pool:
+        again = await pool.connect(ra.url, token(alice))
+        assert (await again.ok("message", dm))["duplicate"] is True
+        later = (await again.ok("message", {"room": to_bob, "text": "still out?"}))["message"]
+        assert pairs(await records(cluster, expect=2)) == sorted([(bob, sent["id"]), (bob, later["id"])])
+
+
+async def test_a_user_whose_replica_stopped_is_offline_for_the_other(cluster: Cluster) -> None:
+    """bob is online on rb (no record); rb stops (its goodbye drops bob's connection from
+    ra's registry at once): the next DM to bob is one record."""
+    ra, rb = cluster.replica("ra"), cluster.replica("rb")
+    alice, bob = user("alice"), user("bob")
+    async with ClientPool() as pool:
+        a = await pool.connect(ra.url, token(alice))
+        b = await pool.connect(rb.url, token(bob))
+        await bus_ready(a, b)
+        to_bob = (await a.ok("open_dm", {"user": bob}))["room"]
+        await a.ok("message", {"room": to_bob, "text": "you are online"})
+        assert await records(cluster, expect=0, within=QUIET_SECONDS + 1) == []
+        rb.stop()
+        await asyncio.sleep(SETTLE_SECONDS)
+        gone = (await a.ok("message", {"room": to_bob, "text": "now you are not"}))["message"]
+        assert pairs(await records(cluster, expect=1)) == [(bob, gone["id"])]
+
+
+async def test_without_the_topic_the_cql_outbox_streams_once_from_either_replica(
+    outbox_cluster: Cluster,
+) -> None:
+    """The ScyllaDB outbox: each (user, message) once whichever replica wrote it or is asked,
+    the same positions on both, and after a restart of one."""
+    cluster = outbox_cluster
+    ra, rb = cluster.replica("ra"), cluster.replica("rb")
+    alice, bob, carol = user("alice"), user("bob"), user("carol")
+    async with ClientPool() as pool:
+        a = await pool.connect(ra.url, token(alice))
+        a_on_b = await pool.connect(rb.url, token(alice))
+        b = await pool.connect(rb.url, token(bob))
+        await bus_ready(a, b)
+        to_carol = (await a.ok("open_dm", {"user": carol}))["room"]
+        to_bob = (await a.ok("open_dm", {"user": bob}))["room"]
+        club = (await a.ok("create_room", {"kind": "private", "title": "Club", "members": [bob, carol]}))[
+            "room"
+        ]
+        dm = {"room": to_carol, "text": "hello carol", "client_msg_id": "o-1"}
+        first = (await a.ok("message", dm))["message"]
+        assert (await a_on_b.ok("message", dm))["duplicate"] is True
+        in_club = (await a_on_b.ok("message", {"room": club, "text": "from rb"}))["message"]
+        await a.ok("message", {"room": to_bob, "text": "bob is online on rb"})
+
+    expected = sorted([(carol, first["id"]), (carol, in_club["id"])])
+    seen = {}
+    for replica in (ra, rb):
+        async with admin_client(replica.grpc_port) as admin:
+            got = await collect(admin, 0, 10, within=8.0)
+        mine = [n for n in got if n.user_id in {bob, carol}]
+        assert sorted((n.user_id, n.message_id) for n in mine) == expected, mine
+        seen[replica.env["CHATSVC_REPLICA_ID"]] = [(n.position, n.message_id) for n in mine]
+    assert seen["ra"] == seen["rb"]
+    rb.stop()
+    rb = cluster.replica("rb")
+    async with admin_client(rb.grpc_port) as admin:
+        again = [n for n in await collect(admin, 0, 10, within=5.0) if n.user_id in {bob, carol}]
+        assert [(n.position, n.message_id) for n in again] == seen["ra"]
+        # Live: a stream open on rb gets what ra writes next, resuming after the last seen.
+        live = asyncio.ensure_future(collect(admin, again[-1].position, 1, within=15.0))
+        async with ClientPool() as pool:
+            a = await pool.connect(ra.url, token(alice))
+            later = (await a.ok("message", {"room": to_carol, "text": "still there?"}))["message"]
+        assert [(n.user_id, n.message_id) for n in await live] == [(carol, later["id"])]
