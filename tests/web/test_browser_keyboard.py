@@ -70,8 +70,10 @@ async def test_sign_in_join_and_send_by_keyboard(server: ServerProcess) -> None:
 
 
 async def test_author_menu_and_conversation_forms_by_keyboard(server: ServerProcess) -> None:
-    """Shift+Tab from the composer reaches the last author's name; Enter opens its menu with
-    the focus on Block, Escape closes it back to the name, and Block hides the messages."""
+    """Shift+Tab from the composer goes back through the last message's actions (React,
+    Reply) to its author's name; React opens the emoji picker with the focus in it, arrows
+    move, Enter reacts and gives the focus back; Enter on the name opens its menu with the
+    focus on Block, Escape closes it back to the name, and Block hides the messages."""
     async with chromium() as browser:
         person = await visitor(browser)
         page = person.page
@@ -90,6 +92,26 @@ async def test_author_menu_and_conversation_forms_by_keyboard(server: ServerProc
             theirs = page.locator("li.msg", has_text="from Lee")
             await expect(theirs).to_be_visible()
             assert await focused(page) == "text"
+            await page.keyboard.press("Shift+Tab")
+            react = theirs.get_by_role("button", name="React", exact=True)
+            await expect(react).to_be_focused()
+            await page.keyboard.press("Enter")
+            await expect(theirs.get_by_role("button", name="React 👍")).to_be_focused()
+            await page.keyboard.press("ArrowRight")
+            await expect(theirs.get_by_role("button", name="React ❤️")).to_be_focused()
+            await page.keyboard.press("Escape")  # closes the picker, back on React
+            await expect(theirs.locator(".picker")).to_be_hidden()
+            await expect(react).to_be_focused()
+            await page.keyboard.press("Enter")
+            await page.keyboard.press("Enter")  # 👍
+            chip = theirs.locator(".reaction", has_text="👍")
+            await expect(chip).to_have_text("👍 1")
+            await expect(chip).to_have_attribute("aria-pressed", "true")
+            await expect(react).to_be_focused()  # the message re-rendered; the focus stayed
+            await page.keyboard.press("Shift+Tab")
+            await expect(theirs.get_by_role("button", name="Reply", exact=True)).to_be_focused()
+            await page.keyboard.press("Shift+Tab")
+            await expect(chip).to_be_focused()
             await page.keyboard.press("Shift+Tab")
             name = theirs.get_by_role("button", name="Lee", exact=True)
             await expect(name).to_be_focused()
