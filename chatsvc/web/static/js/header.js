@@ -2,13 +2,16 @@
 // leave; and the typing line under the timeline. Slow/surge mode and sentiment are issue 25's
 // (`room_mode {room, slow_mode_seconds, reason}`, `sentiment`, `room_info`): each element has
 // an id and a data- state a test can read, and shows nothing until the server says something.
+import { AckError } from "./connection.js";
 import { $ } from "./dom.js";
 import { activeRoom, app } from "./state.js";
+import { ackError } from "./status.js";
 import { typingText } from "./typing.js";
 
 export class RoomHeader {
   constructor() {
     this.countdown = null;
+    this.unsupported = null; // the connection whose server has no room_info
     setInterval(() => this.renderTyping(), 1000);
   }
 
@@ -58,6 +61,23 @@ export class RoomHeader {
     const window = s.window === "hour" ? " (1 h)" : s.window === "day" ? " (24 h)" : "";
     el.textContent = `▲ ${s.bullish} bullish · ▼ ${s.bearish} bearish${window}`;
     el.setAttribute("aria-label", `Sentiment${window}: ${s.bullish} bullish, ${s.bearish} bearish, ${share}% bullish`);
+  }
+
+  /** Ask for `room_info` (slow mode, sentiment, online) after a join; live `room_mode` and
+   * `sentiment` events keep it current. A server without it (before issue 25's modes)
+   * answers invalid_payload: then it is not asked again until the next sign-in. */
+  async loadInfo(room) {
+    const conn = app.conn;
+    if (!conn || this.unsupported === conn) return;
+    try {
+      const ack = await conn.request("room_info", { room: room.name });
+      room.info(ack);
+      if (room.name === app.active) this.render();
+    } catch (error) {
+      if (!(error instanceof AckError)) throw error;
+      if (error.code === "invalid_payload") this.unsupported = conn;
+      else ackError(`room_info ${room.name}`, error);
+    }
   }
 
   renderTyping() {

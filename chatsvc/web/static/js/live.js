@@ -22,7 +22,9 @@ function onMessage(message) {
     const seen = app.active === room.name && view.atBottom() && document.visibilityState === "visible";
     if (!seen) {
       room.unread += 1;
-      if (room.kind !== "public") app.conversations.notice(room, message);
+      // A mention of the reader has its own notice (the `mention` event).
+      const mentioned = Array.isArray(message.mentions) && message.mentions.includes(app.me.sub);
+      if (room.kind !== "public" && !mentioned) app.conversations.notice(room, message);
     }
   }
   if (isNew) app.sidebar.update(room, app.active === room.name);

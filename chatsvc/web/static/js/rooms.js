@@ -95,6 +95,7 @@ export async function joinRoom(name, { select = false } = {}) {
   app.sidebar.update(room, app.active === name);
   if (select || app.active === null) selectRoom(name);
   app.pins.load(room); // which messages are pinned: history does not say
+  app.header.loadInfo(room);
   if (!room.historyLoaded) await loadOlder(room);
 }
 
