@@ -6,6 +6,7 @@ other user; not one request to another origin."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,7 @@ from tests.support.browser import PAGE_WAIT_MS, chromium, visitor
 from tests.support.clients import ClientPool, running_server
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
+from tests.web.test_browser_keyboard import UNLABELLED
 
 ROOM = "stock:MSGS"
 AWAY = "stock:AWAY"  # where Bob is while he is mentioned
@@ -189,31 +191,79 @@ async def test_reply_react_mention_pin_seen_by_the_other_user(server: ServerProc
             assert person.errors == [] and person.console == []
 
 
-async def test_pins_in_a_private_room_follow_the_role(server: ServerProcess) -> None:
-    """An owner pins from the message, a member sees the pin but gets no Pin button; a
-    mention of a non-member is dropped by the server, so the list offers members only."""
+async def test_pins_and_threads_in_a_private_room(server: ServerProcess) -> None:
+    """An owner pins from the message, a member sees the pin but gets no Pin button; the
+    autocomplete offers the room's members; user text in quotes, threads and the pins list
+    stays text; every control of the open panels has a label (on a phone-sized screen too)."""
+    markup = 'Agenda <img src=x onerror="document.title=1"> <b>Monday</b>'
     async with ClientPool() as clients:
         carol = await clients.connect(server.url, token("carol", name="Carol"))
         desk = await carol.ok("create_room", {"kind": "private", "title": "Desk", "members": ["dave"]})
-        await carol.ok("message", {"room": desk["room"], "text": "Agenda for Monday"})
+        agenda = await carol.ok("message", {"room": desk["room"], "text": markup})
         async with chromium() as browser:
             owner = await visitor(browser)
-            member = await visitor(browser)
-            await sign_in(owner.page, server.url, token("carol", name="Carol"))
-            await sign_in(member.page, server.url, token("dave", name="Dave"))
-            for page in (owner.page, member.page):
+            member = await visitor(browser, viewport={"width": 390, "height": 844})
+            o, m = owner.page, member.page
+            await sign_in(o, server.url, token("carol", name="Carol"))
+            await sign_in(m, server.url, token("dave", name="Dave"))
+            for page in (o, m):
                 await page.locator(".room-button", has_text="Desk").click()
                 await expect(page.locator("#room-title")).to_have_text("Desk")
-            await shown(owner.page, "Agenda").get_by_role("button", name="Pin", exact=True).click()
-            await expect(shown(member.page, "Agenda").locator(".pin-mark")).to_have_text("📌 pinned")
-            await expect(member.page.locator("#pins-toggle")).to_have_text("Pins (1)")
-            assert await member.page.get_by_role("button", name="Pin", exact=True).count() == 0
-            await expect(owner.page.get_by_role("button", name="Unpin", exact=True)).to_have_count(1)
+            await shown(o, "Agenda").get_by_role("button", name="Pin", exact=True).click()
+            await expect(shown(m, "Agenda").locator(".pin-mark")).to_have_text("📌 pinned")
+            await expect(m.locator("#pins-toggle")).to_have_text("Pins (1)")
+            assert await m.get_by_role("button", name="Pin", exact=True).count() == 0
+            await expect(o.get_by_role("button", name="Unpin", exact=True)).to_have_count(1)
+            await m.locator("#pins-toggle").click()
+            await expect(m.locator("#pin-list .pin-text")).to_have_text([markup])
             # The autocomplete lists the room's members (from `members`), not other users.
-            await member.page.locator("#text").press_sequentially("@")
-            await expect(member.page.locator("#mention-list [role=option]")).to_have_text(["Carol@carol"])
-            await member.page.locator("#text").press("Escape")
-            await expect(member.page.locator("#mention-list")).to_be_hidden()
+            await m.locator("#text").press_sequentially("@")
+            await expect(m.locator("#mention-list [role=option]")).to_have_text(["Carol@carol"])
+            await m.locator("#text").press("Escape")
+            await expect(m.locator("#mention-list")).to_be_hidden()
+            await m.locator("#text").fill("")
+            # A reply quoting the markup, and its thread: text, never elements.
+            reply = {"room": desk["room"], "text": "moved to 10:00", "reply_to": agenda["message"]["id"]}
+            await carol.ok("message", reply)
+            await expect(shown(m, "moved to 10:00").locator(".quote-text")).to_have_text(markup)
+            await shown(m, "Agenda").get_by_role("button", name="1 reply: open the thread").click()
+            await expect(m.locator("#thread-panel li.msg .text")).to_have_text([markup, "moved to 10:00"])
+            assert await m.evaluate(UNLABELLED) == []
+            for page in (o, m):
+                assert await page.locator("main img, main b").count() == 0
+                assert await page.title() == "ST00CK chat"
+            await m.locator("#thread-close").click()
+            await expect(m.locator("#thread-panel")).to_be_hidden()
+            await expect(
+                shown(m, "Agenda").get_by_role("button", name="1 reply: open the thread")
+            ).to_be_focused()
         for person in (owner, member):
             assert person.origins() == {server.url}, person.urls
             assert person.errors == [] and person.console == []
+
+
+async def test_mentions_while_signed_out_show_as_a_badge(server: ServerProcess) -> None:
+    """my_rooms' unread_mentions: mentioned while away, the user signs in to an `@2` badge
+    on the room, which goes once the room is opened and read."""
+    room = "stock:LATER"
+    async with ClientPool() as clients:
+        erin = await clients.connect(server.url, token("erin", name="Erin"))
+        await erin.ok("join", {"room": room})  # listed in her my_rooms from now on
+        await erin.disconnect()
+        frank = await clients.connect(server.url, token("frank", name="Frank"))
+        await frank.ok("join", {"room": room})
+        for text in ("@erin first", "no mention", "@erin second"):
+            mentions = ["erin"] if "@erin" in text else []
+            await frank.ok("message", {"room": room, "text": text, "mentions": mentions})
+    async with chromium() as browser:
+        person = await visitor(browser)
+        page = person.page
+        await sign_in(page, server.url, token("erin", name="Erin"))
+        entry = page.locator(".room-button", has_text=room)
+        await expect(entry.locator(".mention-badge")).to_have_text("@2")
+        await expect(entry).to_have_attribute("aria-label", re.compile("2 mentions of you"))
+        await entry.click()
+        await expect(shown(page, "second")).to_have_class("msg mentions-me")
+        await expect(page.locator("li.msg.mentions-me")).to_have_count(2)
+        await expect(entry.locator(".mention-badge")).to_have_count(0)
+    assert person.errors == [] and person.console == []
