@@ -7,7 +7,12 @@ import { clock, h } from "./dom.js";
 /** The picker's choices; any other emoji someone used shows as a chip and can be joined. */
 export const PICKER = ["👍", "❤️", "😂", "😮", "🚀", "📈", "📉", "👀"];
 
-let openPicker = null; // one reaction picker at a time: {menu, button}
+let openPicker = null; // one reaction picker at a time: {menu, close}
+
+// A click anywhere else closes the open picker.
+document.addEventListener("click", (event) => {
+  if (openPicker && !openPicker.menu.parentNode.contains(event.target)) openPicker.close(false);
+});
 
 /**
  * ctx: {room, me, actions, inThread, startEdit(message)}; actions as in actions.js plus,
@@ -236,6 +241,7 @@ function authorMenu(user, actions) {
   });
   menu.addEventListener("keydown", (event) => {
     if (event.key === "Escape") {
+      event.preventDefault(); // only the menu closes (not the thread panel around it)
       menu.hidden = true;
       button.setAttribute("aria-expanded", "false");
       button.focus();

@@ -31,6 +31,7 @@ export class Room {
     this.slowMode = null; // {seconds, reason} while on
     this.slowUntil = 0; // a slow_mode refusal: no send before this time (ms)
     this.sentiment = null; // {bullish, bearish, window}
+    this.detailsStale = true; // pins and room_info not asked since the last join
   }
 
   /** Someone who posted, typed, read or joined here: a mention candidate. */

@@ -93,10 +93,20 @@ export async function joinRoom(name, { select = false } = {}) {
   }
   saveRooms();
   app.sidebar.update(room, app.active === name);
+  room.detailsStale = true; // pins and room_info: asked when the room is on screen
   if (select || app.active === null) selectRoom(name);
-  app.pins.load(room); // which messages are pinned: history does not say
-  app.header.loadInfo(room);
+  else if (app.active === name) loadDetails(room);
   if (!room.historyLoaded) await loadOlder(room);
+}
+
+/** Which messages are pinned (history does not say) and the room's info, for the room on
+ * screen only: at sign-in every saved room is joined, and the rate limit (10 events at once,
+ * 5 a second by default) is better spent on those joins and their history. */
+function loadDetails(room) {
+  if (!room.detailsStale || !room.joined) return;
+  room.detailsStale = false;
+  app.pins.load(room);
+  app.header.loadInfo(room);
 }
 
 export async function loadOlder(room) {
@@ -148,6 +158,7 @@ export function selectRoom(name) {
   app.views.get(name).reveal();
   for (const room of app.rooms.values()) app.sidebar.update(room, room.name === name);
   app.header.render();
+  loadDetails(app.rooms.get(name));
   scheduleRead(app.rooms.get(name));
   $("text").focus();
 }
