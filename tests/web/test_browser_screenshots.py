@@ -148,6 +148,10 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             await page.set_viewport_size(PHONE)
             await page.screenshot(path=out / "conversations-phone-dark.png")
             await page.locator("#new-conversation summary").click()
+            await page.locator("#pins-toggle").click()
+            await expect(page.locator("#pin-list .pin-text")).to_have_text(
+                ["Morning! Earnings calendar for the week is up."]
+            )
             await page.emulate_media(color_scheme="light")
             await page.set_viewport_size(DESKTOP)
             await page.screenshot(path=out / "conversations-desktop-light.png")
@@ -169,5 +173,15 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             await page.screenshot(path=out / "thread-phone-light.png")
             panel = await page.locator("#thread-panel").bounding_box()
             assert panel is not None and panel["width"] >= PHONE["width"] - 1  # the whole screen
+
+            # Composing a reply with a mention: the reply bar and the member list.
+            await page.locator("#thread-close").click()
+            await expect(page.locator("#thread-panel")).to_be_hidden()
+            news = page.locator("li.msg[data-id]", has_text="Samsung up 2%")
+            await news.get_by_role("button", name="Reply").click()
+            await page.locator("#text").press_sequentially("@b")
+            await expect(page.locator("#mention-list [role=option]")).to_have_text(["Bob@bob"])
+            await page.emulate_media(color_scheme="dark")
+            await page.screenshot(path=out / "compose-phone-dark.png")
     assert alice.origins() == {server.url}
     assert alice.errors == [] and alice.console == []
