@@ -12,37 +12,32 @@ function newClientId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Post `text` in `room`; `extra` adds reply_to and mentions. The ack's message, or null. */
+/** Post `text` in `room` (`extra`: reply_to, mentions); `view` shows it pending: the room's
+ * timeline, or the thread panel for a reply written there. */
 export async function send(room, text, extra = {}, view = app.views.get(room.name)) {
   const clientMsgId = newClientId();
   const li = view.addPending(clientMsgId, text);
-  return new Promise((resolve) => {
-    const attempt = async () => {
-      li.classList.remove("failed");
-      li.querySelector(".actions")?.remove();
-      li.querySelector(".state").textContent = "sending…";
-      try {
-        const payload = { room: room.name, text, client_msg_id: clientMsgId, ...extra };
-        const ack = await app.conn.request("message", payload);
-        li.remove();
-        room.put(ack.message);
-        app.views.get(room.name)?.show([ack.message]);
-        app.thread.arrived(ack.message);
-        view.scrollToBottom();
-        scheduleRead(room);
-        resolve(ack.message);
-      } catch (error) {
-        if (!(error instanceof AckError)) throw error;
-        // slow_mode (issue 25): the header counts down retry_after_ms.
-        if (error.code === "slow_mode") app.header.slowRefused(room, error);
-        view.failPending(li, error, attempt, () => {
-          li.remove();
-          resolve(null);
-        });
-      }
-    };
-    attempt();
-  });
+  const attempt = async () => {
+    li.classList.remove("failed");
+    li.querySelector(".actions")?.remove();
+    li.querySelector(".state").textContent = "sending…";
+    try {
+      const payload = { room: room.name, text, client_msg_id: clientMsgId, ...extra };
+      const ack = await app.conn.request("message", payload);
+      li.remove();
+      room.put(ack.message);
+      app.views.get(room.name)?.show([ack.message]);
+      app.thread.arrived(ack.message);
+      view.scrollToBottom();
+      scheduleRead(room);
+    } catch (error) {
+      if (!(error instanceof AckError)) throw error;
+      // slow_mode (issue 25): the composer's hint counts retry_after_ms down.
+      if (error.code === "slow_mode") app.header.slowRefused(room, error);
+      view.failPending(li, error, attempt, () => li.remove());
+    }
+  };
+  await attempt();
 }
 
 export async function editMessage(room, id, text) {

@@ -158,6 +158,7 @@ function onKicked(event) {
 function onRoomInfo(event) {
   const room = app.rooms.get(event?.room);
   if (!room) return;
+  room.seePos(event.pos); // room_mode is a room-stream record (replayed by join {since})
   room.info(event);
   if (room.name === app.active) app.header.render();
 }

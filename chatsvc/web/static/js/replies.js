@@ -3,7 +3,7 @@
 // shows a message and its replies (`thread {room, id, before?}`), follows new replies live,
 // and has its own composer that replies to the thread's message.
 import { send } from "./compose.js";
-import { $, h } from "./dom.js";
+import { $ } from "./dom.js";
 import { markFailed, messageElement, pendingElement, replaceKeepingFocus } from "./message.js";
 import { messageActions } from "./actions.js";
 import { withReaction } from "./room.js";

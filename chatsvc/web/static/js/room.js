@@ -44,7 +44,8 @@ export class Room {
   info(data) {
     if (!data || typeof data !== "object") return;
     if (typeof data.online === "number") this.online = data.online;
-    const slow = data.slow_mode_seconds ?? data.slow_mode?.seconds;
+    // `slow_mode_seconds` is room_mode's; a room_info answer may nest it or name it slow_mode.
+    const slow = data.slow_mode_seconds ?? (typeof data.slow_mode === "number" ? data.slow_mode : data.slow_mode?.seconds);
     if (typeof slow === "number") this.slowMode = slow > 0 ? { seconds: slow, reason: data.reason ?? data.slow_mode?.reason ?? null } : null;
     const sentiment = sentimentOf(data.sentiment ?? data);
     if (sentiment) this.sentiment = sentiment;
