@@ -138,7 +138,8 @@ async def test_author_menu_and_conversation_forms_by_keyboard(server: ServerProc
 async def test_reply_and_mention_by_keyboard(server: ServerProcess) -> None:
     """Reply from the keyboard (the composer gets the focus, Escape cancels the reply) and
     the mention list: arrows move the selection (announced by aria-activedescendant), Tab
-    picks, Escape closes the list and leaves the reply alone."""
+    picks, Escape closes the list and leaves the reply alone. Max and Mia are users of their
+    own: Kim blocks Lee in the test before."""
     async with chromium() as browser:
         person = await visitor(browser, viewport={"width": 390, "height": 844})
         page = person.page
@@ -151,29 +152,29 @@ async def test_reply_and_mention_by_keyboard(server: ServerProcess) -> None:
         await page.keyboard.press("Enter")
         await expect(page.locator("#room-title")).to_have_text("stock:RPLY")
         async with ClientPool() as clients:
-            for sub, name in (("lee", "Lee"), ("lena", "Lena")):
+            for sub, name in (("max", "Max"), ("mia", "Mia")):
                 someone = await clients.connect(server.url, token(sub, name=name))
                 await someone.ok("join", {"room": "stock:RPLY"})
                 await someone.ok("message", {"room": "stock:RPLY", "text": f"from {name}"})
             await expect(page.locator("li.msg[data-id]")).to_have_count(2)
             text = page.locator("#text")
             assert await focused(page) == "text"
-            await page.keyboard.press("Shift+Tab")  # React of Lena's message
+            await page.keyboard.press("Shift+Tab")  # React of Mia's message
             await page.keyboard.press("Shift+Tab")  # Reply
             await page.keyboard.press("Enter")
-            await expect(page.locator("#reply-author")).to_have_text("Lena")
+            await expect(page.locator("#reply-author")).to_have_text("Mia")
             await expect(text).to_be_focused()
-            await page.keyboard.type("@le")
+            await page.keyboard.type("@m")
             options = page.locator("#mention-list [role=option]")
-            await expect(options).to_have_text(["Lee@lee", "Lena@lena"])
+            await expect(options).to_have_text(["Max@max", "Mia@mia"])
             await expect(text).to_have_attribute("aria-activedescendant", "mention-option-0")
             await page.keyboard.press("ArrowDown")
             await expect(options.nth(1)).to_have_attribute("aria-selected", "true")
             await expect(text).to_have_attribute("aria-activedescendant", "mention-option-1")
             await page.keyboard.press("Tab")
-            await expect(text).to_have_value("@lena ")
+            await expect(text).to_have_value("@mia ")
             await expect(text).to_be_focused()
-            await page.keyboard.type("@l")
+            await page.keyboard.type("@m")
             await expect(options).to_have_count(2)
             await page.keyboard.press("Escape")  # closes the list only
             await expect(page.locator("#mention-list")).to_be_hidden()
@@ -185,8 +186,8 @@ async def test_reply_and_mention_by_keyboard(server: ServerProcess) -> None:
             await page.keyboard.type("see above")
             await page.keyboard.press("Enter")
             sent = page.locator("li.msg.mine[data-id]")
-            await expect(sent.locator(".text")).to_have_text("@lena see above")
-            await expect(sent.locator(".mention")).to_have_text("@lena")
+            await expect(sent.locator(".text")).to_have_text("@mia see above")
+            await expect(sent.locator(".mention")).to_have_text("@mia")
             await expect(sent.locator(".quote")).to_have_count(0)  # the reply was cancelled
             assert await page.evaluate(UNLABELLED) == []
     assert person.errors == []

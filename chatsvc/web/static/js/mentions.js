@@ -22,7 +22,9 @@ export class MentionBox {
     input.setAttribute("aria-controls", "mention-list");
     input.setAttribute("aria-expanded", "false");
     input.addEventListener("input", () => this.update());
-    input.addEventListener("blur", () => setTimeout(() => this.close(), 150));
+    // Closed when the focus has left for good (a quick Shift+Tab and back must not close
+    // a list opened meanwhile).
+    input.addEventListener("blur", () => setTimeout(() => document.activeElement !== input && this.close(), 150));
     input.addEventListener("keydown", (event) => this.key(event));
   }
 
