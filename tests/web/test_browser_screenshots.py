@@ -1,5 +1,6 @@
 """The main views at desktop and phone width, in the light and the dark theme, with the
-conversation list (a DM, a private room, ticker rooms) and a private room's members.
+conversation list (a DM, a private room, ticker rooms), a private room's members, a reply
+with its quote, reactions, a mention, a pin and a thread.
 
 The theme follows the system (prefers-color-scheme) and the phone layout stacks the rooms
 above the conversation; both are asserted here. The screenshots go to the test's temporary
@@ -71,7 +72,27 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             await bob.ok("message", {"room": ROOM, "text": "Samsung up 2% on the memory news"})
             await page.locator("#text").fill("Anyone watching the HBM numbers?")
             await page.locator("#text").press("Enter")
-            await bob.ok("message", {"room": ROOM, "text": "Yes, the guidance looks strong."})
+            question = page.locator("li.msg.mine[data-id]", has_text="HBM numbers")
+            await expect(question).to_have_count(1)
+            # Issue 27: a reply quoting Alice that mentions her, and reactions (hers pressed).
+            await bob.ok(
+                "message",
+                {
+                    "room": ROOM,
+                    "text": "@alice yes, the guidance looks strong.",
+                    "reply_to": await question.get_attribute("data-id"),
+                    "mentions": ["alice"],
+                },
+            )
+            news = page.locator("li.msg[data-id]", has_text="Samsung up 2%")
+            await bob.ok("react", {"room": ROOM, "id": await news.get_attribute("data-id"), "emoji": "🚀"})
+            await news.get_by_role("button", name="React", exact=True).click()
+            await news.get_by_role("button", name="React 🚀").click()
+            await expect(news.locator(".reaction")).to_have_text("🚀 2")
+            await news.get_by_role("button", name="React", exact=True).click()
+            await news.get_by_role("button", name="React 📈").click()
+            await expect(news.locator(".reaction")).to_have_text(["🚀 2", "📈 1"])
+            await expect(page.locator("li.msg.mentions-me .quote")).to_have_count(1)
             await page.locator("#text").fill("Same here: holding until earnings.")
             await page.locator("#text").press("Enter")
             last = page.locator("li.msg.mine[data-id]", has_text="holding until earnings")
@@ -85,9 +106,10 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             desk = await carol.ok(
                 "create_room", {"kind": "private", "title": "Semis desk", "members": ["alice", "bob"]}
             )
-            await carol.ok(
+            calendar = await carol.ok(
                 "message", {"room": desk["room"], "text": "Morning! Earnings calendar for the week is up."}
             )
+            await carol.ok("pin", {"room": desk["room"], "id": calendar["message"]["id"]})
             await bob.ok("message", {"room": dm["room"], "text": "Did you see the block trade at the close?"})
             names = page.locator(".room-button .room-name")
             await expect(names).to_have_text(["bob", "Semis desk", ROOM, "stock:AAPL"])
@@ -118,6 +140,7 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             await desk_entry.click()
             await expect(page.locator("#room-title")).to_have_text("Semis desk")
             await expect(desk_entry.locator(".badge")).to_have_count(0)  # opened and read
+            await expect(page.locator("#pins-toggle")).to_have_text("Pins (1)")  # the owner pinned it
             await page.get_by_role("button", name="Members").click()
             roles = page.locator("#member-list .role")
             await expect(roles).to_have_text(["member", "member", "owner"])  # alice, bob, carol
@@ -125,8 +148,40 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             await page.set_viewport_size(PHONE)
             await page.screenshot(path=out / "conversations-phone-dark.png")
             await page.locator("#new-conversation summary").click()
+            await page.locator("#pins-toggle").click()
+            await expect(page.locator("#pin-list .pin-text")).to_have_text(
+                ["Morning! Earnings calendar for the week is up."]
+            )
             await page.emulate_media(color_scheme="light")
             await page.set_viewport_size(DESKTOP)
             await page.screenshot(path=out / "conversations-desktop-light.png")
+
+            # A thread: the question, Bob's reply, and the panel's own composer.
+            await page.locator("#new-conversation summary").click()
+            await page.locator(".room-button", has_text=ROOM).click()
+            await expect(page.locator("#room-title")).to_have_text(ROOM)
+            await page.get_by_role("button", name="1 reply: open the thread").click()
+            thread = page.locator("#thread-panel li.msg .text")
+            await expect(thread).to_have_text(
+                ["Anyone watching the HBM numbers?", "@alice yes, the guidance looks strong."]
+            )
+            await page.locator("#thread-text").fill("Thanks, checking the transcript")
+            await page.emulate_media(color_scheme="dark")
+            await page.screenshot(path=out / "thread-desktop-dark.png")
+            await page.emulate_media(color_scheme="light")
+            await page.set_viewport_size(PHONE)
+            await page.screenshot(path=out / "thread-phone-light.png")
+            panel = await page.locator("#thread-panel").bounding_box()
+            assert panel is not None and panel["width"] >= PHONE["width"] - 1  # the whole screen
+
+            # Composing a reply with a mention: the reply bar and the member list.
+            await page.locator("#thread-close").click()
+            await expect(page.locator("#thread-panel")).to_be_hidden()
+            news = page.locator("li.msg[data-id]", has_text="Samsung up 2%")
+            await news.get_by_role("button", name="Reply").click()
+            await page.locator("#text").press_sequentially("@b")
+            await expect(page.locator("#mention-list [role=option]")).to_have_text(["Bob@bob"])
+            await page.emulate_media(color_scheme="dark")
+            await page.screenshot(path=out / "compose-phone-dark.png")
     assert alice.origins() == {server.url}
     assert alice.errors == [] and alice.console == []

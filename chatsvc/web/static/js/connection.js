@@ -9,12 +9,14 @@ const RATE_WAIT_MS = 400; // doubled per attempt: 0.4 + 0.8 + 1.6 + 3.2 s at mos
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** An ack's {ok: false, error: {code, message}}, or a timeout (code "timeout"). */
+/** An ack's {ok: false, error: {code, message, ...}}, or a timeout (code "timeout"). */
 export class AckError extends Error {
-  constructor(code, message) {
+  constructor(code, message, extra = {}) {
     super(`${code}: ${message}`);
     this.code = code;
     this.detail = message;
+    // e.g. slow_mode's retry_after_ms (issue 25)
+    this.retry_after_ms = typeof extra.retry_after_ms === "number" ? extra.retry_after_ms : undefined;
   }
 }
 
@@ -89,7 +91,7 @@ export class Connection {
           attempt--;
           continue;
         }
-        throw new AckError(error.code, error.message);
+        throw new AckError(error.code, error.message, error);
       } catch (error) {
         if (error instanceof AckError || attempt >= retries) {
           throw error instanceof AckError ? error : new AckError("timeout", `no answer to ${event}`);

@@ -46,6 +46,7 @@ export class Conversations {
     room.role = entry.role ?? null;
     room.members = Array.isArray(entry.members) ? entry.members.length : (entry.members ?? null);
     if (typeof entry.unread === "number" && !room.joined) room.unread = entry.unread;
+    if (typeof entry.unread_mentions === "number" && !room.joined) room.mentions = entry.unread_mentions;
     const last = entry.last_message;
     if (last && last.id >= room.activity) {
       room.activity = last.id;

@@ -23,6 +23,32 @@ export class Room {
     this.activity = ""; // the newest message id seen or listed: the list's order
     this.joined = false;
     this.pos = null; // the newest stream position seen: the `since` of a rejoin
+    // Issue 25: unread mentions of the signed-in user, pinned message ids, who was seen here
+    // (mention autocomplete), and the header's slow mode and sentiment.
+    this.mentions = 0;
+    this.pinned = new Set();
+    this.people = new Map(); // user id -> display name
+    this.slowMode = null; // {seconds, reason} while on
+    this.slowUntil = 0; // a slow_mode refusal: no send before this time (ms)
+    this.sentiment = null; // {bullish, bearish, window}
+    this.detailsStale = true; // pins and room_info not asked since the last join
+  }
+
+  /** Someone who posted, typed, read or joined here: a mention candidate. */
+  seeUser(user) {
+    if (user && typeof user.id === "string") this.people.set(user.id, user.name || user.id);
+  }
+
+  /** Slow/surge mode, sentiment and counts from a join answer, `room_mode`, `sentiment` or
+   * `room_info` (issue 25's wire names); fields a payload lacks keep their value. */
+  info(data) {
+    if (!data || typeof data !== "object") return;
+    if (typeof data.online === "number") this.online = data.online;
+    // `slow_mode_seconds` is room_mode's; a room_info answer may nest it or name it slow_mode.
+    const slow = data.slow_mode_seconds ?? (typeof data.slow_mode === "number" ? data.slow_mode : data.slow_mode?.seconds);
+    if (typeof slow === "number") this.slowMode = slow > 0 ? { seconds: slow, reason: data.reason ?? data.slow_mode?.reason ?? null } : null;
+    const sentiment = sentimentOf(data.sentiment ?? data);
+    if (sentiment) this.sentiment = sentiment;
   }
 
   /** Keep the newest position: "<epoch>:<n>", n grows within an epoch; a new epoch wins. */
@@ -57,6 +83,13 @@ export class Room {
     const old = this.messages.get(message.id);
     // An edit or delete that raced ahead of its message's replay is kept, not overwritten.
     if (old && (old.deleted || (old.edited_at && !message.edited_at && !message.deleted))) return false;
+    if (old && !message.deleted) {
+      // Live messages and edits carry no reply counts or reactions: keep the ones known.
+      const kept = {};
+      for (const key of ANNOTATIONS) if (!(key in message) && key in old) kept[key] = old[key];
+      message = { ...message, ...kept };
+    }
+    this.seeUser(message.user);
     this.messages.set(message.id, message);
     this.seePos(message.pos);
     if (!message.deleted && message.id >= this.activity) {
@@ -73,10 +106,34 @@ export class Room {
     return next;
   }
 
+  /** An edit (its ack or `message_edited`): the message as it now shows. */
+  edited(message) {
+    this.put(message);
+    return this.messages.get(message.id) || null;
+  }
+
+  /** Merge fields (a reply count) into a known message; the new message, or null. */
+  annotate(id, fields) {
+    const message = this.messages.get(id);
+    if (!message || message.deleted) return null;
+    const updated = { ...message, ...fields };
+    this.messages.set(id, updated);
+    return updated;
+  }
+
+  /** A reaction's new count; `own` "add"/"remove" when it was the signed-in user's. */
+  reacted(id, emoji, count, own) {
+    const message = this.messages.get(id);
+    const updated = message ? withReaction(message, emoji, count, own) : null;
+    if (updated) this.messages.set(id, updated);
+    return updated;
+  }
+
   markDeleted(id) {
     const message = this.messages.get(id);
     if (!message) return null;
-    const deleted = { ...message, text: "", deleted: true };
+    const { reactions, own_reactions, ...rest } = message; // a deleted message shows none
+    const deleted = { ...rest, text: "", deleted: true };
     this.messages.set(id, deleted);
     if (this.lastMessage?.id === id) {
       // The preview falls back to the newest message still there (my_rooms does the same).
@@ -92,6 +149,36 @@ export class Room {
   readersOf(id) {
     return [...this.reads.values()].filter((r) => r.message_id === id).map((r) => r.name);
   }
+}
+
+/** `message` with an emoji's new count (and the user's own, for "add"/"remove"), or null. */
+export function withReaction(message, emoji, count, own) {
+  if (message.deleted || typeof emoji !== "string" || typeof count !== "number") return null;
+  const reactions = { ...(message.reactions || {}) };
+  if (count > 0) reactions[emoji] = count;
+  else delete reactions[emoji];
+  const mine = new Set(message.own_reactions || []);
+  if (own === "add") mine.add(emoji);
+  else if (own === "remove") mine.delete(emoji);
+  return { ...message, reactions, own_reactions: [...mine] };
+}
+
+const ANNOTATIONS = ["reactions", "own_reactions", "reply_count", "last_reply_at"];
+
+/** {bullish, bearish, window} from a sentiment payload: counts for the last hour (else the
+ * day), as `{hour: {bullish, bearish}, day: {...}}` or flat `{bullish, bearish}`. */
+export function sentimentOf(data) {
+  if (!data || typeof data !== "object") return null;
+  for (const window of ["hour", "day"]) {
+    const counts = data[window];
+    if (counts && typeof counts.bullish === "number" && typeof counts.bearish === "number") {
+      return { bullish: counts.bullish, bearish: counts.bearish, window };
+    }
+  }
+  if (typeof data.bullish === "number" && typeof data.bearish === "number") {
+    return { bullish: data.bullish, bearish: data.bearish, window: null };
+  }
+  return null;
 }
 
 function splitPos(pos) {

@@ -38,6 +38,9 @@ export class Sidebar {
     const button = item.firstChild;
     const kind = KIND_LABEL[room.kind];
     const parts = [h("span", { class: `kind kind-${room.kind}`, text: kind, title: KIND_NAME[room.kind], "aria-hidden": "true" }), h("span", { class: "room-name", text: room.title })];
+    if (room.mentions > 0) {
+      parts.push(h("span", { class: "badge mention-badge", text: `@${room.mentions}`, title: `${room.mentions} unread mentions of you` }));
+    }
     if (room.unread > 0) parts.push(h("span", { class: "badge", text: String(room.unread) }));
     const details = [];
     if (room.role && room.kind === "private") details.push(room.role);
@@ -51,7 +54,7 @@ export class Sidebar {
     button.setAttribute("aria-current", active ? "true" : "false");
     button.setAttribute(
       "aria-label",
-      `${KIND_NAME[room.kind]} ${room.title}${room.unread ? `, ${room.unread} unread` : ""}${room.online ? `, ${room.online} online` : ""}`,
+      `${KIND_NAME[room.kind]} ${room.title}${room.unread ? `, ${room.unread} unread` : ""}${room.mentions ? `, ${room.mentions} mentions of you` : ""}${room.online ? `, ${room.online} online` : ""}`,
     );
     this.place(item);
   }

@@ -1,14 +1,15 @@
 // The messages of one room: a scroll container per room (each keeps its own position),
-// messages in id order, own messages editable, read receipts under the message each
+// messages in id order (each rendered by message.js), own messages editable, read receipts under the message each
 // reader has reached, and messages still being sent below the rest.
-import { clock, h } from "./dom.js";
+import { h } from "./dom.js";
+import { markFailed, messageElement, pendingElement, replaceKeepingFocus } from "./message.js";
 
 const NEAR_PX = 48;
 
 export class Timeline {
   /**
-   * actions: {edit(room, id, text), remove(room, id), older(room), atBottom(room),
-   * isBlocked(user id), block(user), unblock(user)}
+   * actions: {edit(room, id, text), remove(room, id), older(room), atBottom(room)} and the
+   * message actions of actions.js (reply, thread, react, pin, block...).
    */
   constructor(room, me, actions) {
     this.room = room;
@@ -60,6 +61,16 @@ export class Timeline {
     else this.element.scrollTop = this.element.scrollHeight;
   }
 
+  /** Scroll a message into view and focus it (the pins list); false if it is not loaded. */
+  focusMessage(id) {
+    const li = this.items.get(id);
+    if (!li || li.hidden) return false;
+    li.tabIndex = -1;
+    li.scrollIntoView({ block: "center" });
+    li.focus();
+    return true;
+  }
+
   updateOlder() {
     const more = this.room.hasOlder;
     this.older.disabled = !more || this.room.loadingOlder;
@@ -85,7 +96,7 @@ export class Timeline {
     const li = this.render(message);
     const old = this.items.get(message.id);
     if (old) {
-      old.replaceWith(li);
+      replaceKeepingFocus(old, li);
     } else {
       let next = null;
       for (const id of this.items.keys()) if (id > message.id && (next === null || id < next)) next = id;
@@ -95,73 +106,13 @@ export class Timeline {
   }
 
   render(message) {
-    const mine = message.user.id === this.me.sub;
-    const deleted = Boolean(message.deleted);
-    // A blocked author's messages stay out of sight (the server stops sending new ones).
-    const blocked = !mine && this.actions.isBlocked(message.user.id);
-    const classes = ["msg", mine && "mine", deleted && "deleted", blocked && "blocked", message.kind && `kind-${message.kind}`];
-    return h(
-      "li",
-      { class: classes.filter(Boolean).join(" "), dataset: { id: message.id, user: message.user.id }, hidden: blocked },
-      h(
-        "div",
-        { class: "meta" },
-        mine ? h("span", { class: "author", text: message.user.name || message.user.id }) : this.authorMenu(message.user),
-        h("time", { datetime: message.created_at, title: message.created_at, text: clock(message.created_at) }),
-        message.edited_at && !deleted ? h("span", { class: "edited", text: "edited" }) : null,
-      ),
-      h("p", { class: "text", text: deleted ? "message deleted" : message.text }),
-      mine && !deleted
-        ? h(
-            "div",
-            { class: "actions" },
-            h("button", { type: "button", text: "Edit", onclick: () => this.startEdit(message) }),
-            h("button", {
-              type: "button",
-              text: "Delete",
-              onclick: () => this.actions.remove(this.room, message.id),
-            }),
-          )
-        : null,
-      h("p", { class: "receipts" }),
-    );
-  }
-
-  /** Someone else's name: a button opening that author's menu (block / unblock). */
-  authorMenu(user) {
-    const name = user.name || user.id;
-    const menu = h("span", { class: "author-menu", hidden: true });
-    const button = h("button", {
-      type: "button",
-      class: "author author-button",
-      text: name,
-      "aria-haspopup": "true",
-      "aria-expanded": "false",
-      title: `${name} (${user.id})`,
-      onclick: () => {
-        const open = menu.hidden;
-        const blocked = this.actions.isBlocked(user.id);
-        menu.replaceChildren(
-          h("button", {
-            type: "button",
-            text: blocked ? `Unblock ${name}` : `Block ${name}`,
-            onclick: () => (blocked ? this.actions.unblock(user.id) : this.actions.block(user.id)),
-          }),
-          h("button", { type: "button", text: `Message ${name}`, onclick: () => this.actions.dm(user.id) }),
-        );
-        menu.hidden = !open;
-        button.setAttribute("aria-expanded", String(open));
-        if (open) menu.firstChild.focus();
-      },
+    return messageElement(message, {
+      room: this.room,
+      me: this.me,
+      actions: this.actions,
+      inThread: false,
+      startEdit: (m) => this.startEdit(m),
     });
-    menu.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") {
-        menu.hidden = true;
-        button.setAttribute("aria-expanded", "false");
-        button.focus();
-      }
-    });
-    return h("span", { class: "author-wrap" }, button, menu);
   }
 
   /** Render every message again (e.g. after a block or unblock). */
@@ -205,6 +156,7 @@ export class Timeline {
     );
     li.querySelector(".text").replaceWith(form);
     li.querySelector(".actions")?.remove();
+    li.querySelector(".reactions")?.remove();
     input.focus();
   }
 
@@ -218,27 +170,13 @@ export class Timeline {
 
   /** A message on its way: "sending…", then failed (with retry) or replaced by the real one. */
   addPending(clientMsgId, text) {
-    const li = h(
-      "li",
-      { class: "msg mine pending", dataset: { client: clientMsgId } },
-      h("div", { class: "meta" }, h("span", { class: "author", text: this.me.name }), h("span", { class: "state", text: "sending…" })),
-      h("p", { class: "text", text }),
-    );
+    const li = pendingElement(this.me, clientMsgId, text);
     this.pending.append(li);
     this.scrollToBottom();
     return li;
   }
 
   failPending(li, error, retry, discard) {
-    li.classList.add("failed");
-    li.querySelector(".state").textContent = `not sent: ${error.code} — ${error.detail || error.message}`;
-    li.append(
-      h(
-        "div",
-        { class: "actions" },
-        h("button", { type: "button", text: "Retry", onclick: retry }),
-        h("button", { type: "button", text: "Discard", onclick: discard }),
-      ),
-    );
+    markFailed(li, error, retry, discard);
   }
 }
