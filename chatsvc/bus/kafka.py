@@ -421,6 +421,11 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 "(is the key the certificate's, and KAFKA_SSL_KEY_PASSWORD right?)"
             ) from None
 
+    def client_options(self) -> dict[str, Any]:
+        """Brokers, TLS and SASL for this process's other Kafka clients (the room streams'
+        log, chatsvc.bus.kafka_log); valid once :meth:`start` has run."""
+        return {"bootstrap_servers": list(self._settings.brokers), **self._client_options()}
+
     def _client_options(self) -> dict[str, Any]:
         """What producer, consumer and probe connections share."""
         settings = self._settings

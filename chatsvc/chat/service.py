@@ -1,14 +1,17 @@
 """Chat operations shared by the Socket.IO namespace and the admin API.
 
-A message is stored before anything is acknowledged or delivered: history is the record,
-live delivery is best effort on top of it (clients catch up with ``join {since}``). The
-store gives every message, edit and delete a position in its room's stream
-(docs/delivery.md); on the wire it is ``pos``, ``"<epoch>:<n>"``, and ``join {since}``
-taking one answers everything after it, or ``reset`` when it cannot.
+Embedded (no Kafka): a message is stored before anything is acknowledged or delivered, and
+the store gives every message, edit and delete a position in its room's stream
+(docs/delivery.md). Cluster mode (a :class:`~chatsvc.bus.log.RoomLog`): every room event is
+appended to the events log first; its offset is its position, every replica delivers it in
+log order (chatsvc.chat.streams) and the sender acks once its own replica applied it. On the
+wire a position is ``pos``, ``"<epoch>:<n>"``, and ``join {since}`` taking one answers
+everything after it, or ``reset`` when it cannot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -17,16 +20,30 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
+from chatsvc.bus.log import RoomLog
+from chatsvc.chat.streams import Applied, RoomStreams, event_body, message_body
 from chatsvc.chat.wire import message_wire, position
-from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayload, NotFound, StoreUnavailable
+from chatsvc.errors import (
+    BusUnavailable,
+    ChatError,
+    Forbidden,
+    InvalidMessageId,
+    InvalidPayload,
+    NotFound,
+    StoreUnavailable,
+)
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
-from chatsvc.model.messages import HistoryPage, Message, ReplyRef, RoomEvent
+from chatsvc.model.messages import HistoryPage, Message, ReplyRef, RoomEvent, StreamSlice
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore, RoomDirectory
 
 log = logging.getLogger(__name__)
+
+#: Longest a sender waits for its own replica to read back an appended record before the
+#: send is refused ``bus_unavailable`` (its retry is deduplicated if the record did land).
+APPLY_TIMEOUT_SECONDS = 5.0
 
 
 @contextlib.contextmanager
@@ -92,7 +109,11 @@ class ChatService:
         ids: MessageIdGenerator | None = None,
         clock: Callable[[], float] = time.time,
         audience: Audience | None = None,
+        room_log: RoomLog | None = None,
+        host: str = "",
     ) -> None:
+        """``room_log``: cluster mode, the events log every room event goes through; ``host``
+        names this process in its records (its own sender's socket is skipped on delivery)."""
         self._store = store
         self._audience = audience
         self._emitter = emitter
@@ -101,6 +122,12 @@ class ChatService:
         self._ids = ids or MessageIdGenerator(clock)
         self._clock = clock
         self._epoch: str | None = None
+        self._log = room_log
+        self._streams: RoomStreams | None = None
+        self._history_failing = False
+        if room_log is not None:
+            self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
+            room_log.on_record(self._streams.apply)
 
     @property
     def store(self) -> RoomDirectory:
@@ -122,7 +149,11 @@ class ChatService:
         self, kind: str, event: str, room: str, message_id: str, wire: dict[str, Any]
     ) -> None:
         """Log a room event of ``kind`` about ``message_id`` in the room's stream (it gets an
-        ``event_id`` and a ``pos``) and deliver it live as ``event``."""
+        ``event_id`` and a ``pos``) and deliver it live as ``event``. Cluster mode: through
+        the events log (``BusUnavailable`` when it cannot take it; nothing was delivered)."""
+        if self._log is not None:
+            await self._append_event(kind, event, room, message_id, wire)
+            return
         payload = await self._record(kind, room, message_id, wire)
         await self._deliver(event, payload, room)
 
@@ -143,10 +174,15 @@ class ChatService:
         return int(self._clock() * 1000)
 
     async def epoch(self) -> str:
-        """The store's stream epoch (read once: it changes only with a new database)."""
+        """The store's stream epoch (read once: it changes only with a new database); in
+        cluster mode with the events log's partition count appended (``k<n>``): a changed
+        count maps rooms to other partitions, whose offsets old positions know nothing of."""
         if self._epoch is None:
             async with self._metrics.timed_store("epoch"):
-                self._epoch = await self._store.stream_epoch()
+                epoch = await self._store.stream_epoch()
+            if self._log is not None:
+                epoch = f"{epoch[:24]}k{self._log.partitions}"
+            self._epoch = epoch
         return self._epoch
 
     def wire(self, message: Message) -> dict[str, Any]:
@@ -161,14 +197,16 @@ class ChatService:
         skip_sid: str | None = None,
         *,
         volatile: bool = False,
+        here: bool = False,
     ) -> None:
-        """Fan out; a bus failure is counted and logged, never surfaced: the message is
-        already stored, or (``volatile``) is not worth keeping and is dropped."""
+        """Fan out (``here``: to this replica's sockets only); a bus failure is counted and
+        logged, never surfaced: the message is already stored, or (``volatile``) is not
+        worth keeping and is dropped."""
         try:
             # A private or direct room's events also reach its members' sockets that never
             # joined it: one emit to the room and their user rooms (each socket once).
             target = await self._audience(room) if self._audience is not None and members_only(room) else room
-            await self._emitter.emit(event, data, room=target, skip_sid=skip_sid)
+            await self._emitter.emit(event, data, room=target, skip_sid=skip_sid, ignore_queue=here)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
             if volatile:
@@ -208,6 +246,8 @@ class ChatService:
             reply_to=reply_to,
             mentions=mentions,
         )
+        if self._log is not None:
+            return await self._append_message(message, skip_sid)
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)
         epoch = await self.epoch()
@@ -258,7 +298,14 @@ class ChatService:
         if epoch == mine:
             async with self._metrics.timed_store("stream_after"):
                 found = await self._store.stream_after(room, pos, limit)
+            if not found.covered and self._streams is not None:
+                # Cluster mode: the store may lag the log; this replica's tail may cover it.
+                tail = self._streams.tail_after(room, pos)
+                if tail is not None:
+                    found = StreamSlice(tail[:limit], len(tail) > limit, found.head)
             if found.covered:
+                if not found.more and self._streams is not None:
+                    found = self._fill_from_tail(room, pos, found, limit)
                 messages = [r for r in found.records if isinstance(r, Message)]
                 events = [r for r in found.records if isinstance(r, RoomEvent)]
                 last = (
@@ -278,6 +325,18 @@ class ChatService:
         newest = list(reversed(page.messages))
         last = max([head, *(m.pos or 0 for m in newest)])
         return CatchUp(newest, [], False, True, position(mine, last))
+
+    def _fill_from_tail(self, room: str, pos: int, found: StreamSlice, limit: int) -> StreamSlice:
+        """The store's complete answer, extended with what this replica applied after it
+        (records the store does not hold yet, or failed to write), when the tail reaches."""
+        assert self._streams is not None
+        upto = found.upto if found.upto is not None else (found.records[-1].pos if found.records else None)
+        tail = self._streams.tail_after(room, upto or pos)
+        if not tail:
+            return found
+        room_left = max(0, limit - len(found.records))
+        records = [*found.records, *tail[:room_left]]
+        return StreamSlice(records, len(tail) > room_left, found.head)
 
     async def _overlap(self, room: str, since: str) -> list[Message]:
         """The newest ``history_page_max`` messages stored in the overlap window before ``since``."""
@@ -312,8 +371,7 @@ class ChatService:
             async with self._metrics.timed_store("edit"):
                 updated = await self._store.edit(room, message_id, text, self._now_ms())
         # Without the message's own position: the event is delivered at its own.
-        payload = await self._record("edited", room, message_id, message_wire(updated))
-        await self._deliver("message_edited", payload, room)
+        await self.log_and_deliver("edited", "message_edited", room, message_id, message_wire(updated))
         return updated
 
     async def _record(self, kind: str, room: str, message_id: str, wire: dict[str, Any]) -> dict[str, Any]:
@@ -349,8 +407,7 @@ class ChatService:
             async with self._metrics.timed_store("delete"):
                 deleted = await self._store.delete(room, message_id, self._now_ms())
         wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
-        payload = await self._record("deleted", room, message_id, wire)
-        await self._deliver("message_deleted", payload, room)
+        await self.log_and_deliver("deleted", "message_deleted", room, message_id, wire)
         return deleted
 
     async def mark_read(self, room: str, reader: Identity, message_id: str, *, skip_sid: str | None) -> None:
@@ -375,3 +432,107 @@ class ChatService:
             raise
         except Exception as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    # -- cluster mode: the events log is the room stream (issue 21 phase 2) -----------------
+
+    async def start_streams(self) -> None:
+        """Cluster mode: connect the events log, learn the epoch, then apply records."""
+        if self._log is None or self._streams is None:
+            return
+        await self._log.start()
+        await self.epoch()
+        self._streams.ready.set()
+
+    async def check_streams(self) -> None:
+        """Readiness of the events log (cluster mode): ``BusUnavailable`` while it is down."""
+        if self._log is not None:
+            await self._log.check()
+
+    async def aclose_streams(self) -> None:
+        """Stop reading the events log and close it."""
+        if self._log is not None:
+            await self._log.aclose()
+
+    async def _append_message(self, message: Message, skip_sid: str | None) -> tuple[Message, bool]:
+        """Append ``message`` to the events log and wait for this replica to apply it; the
+        message at its position and whether it is new (a retry is acked the original)."""
+        assert self._log is not None and self._streams is not None
+        streams = self._streams
+        if message.client_msg_id is not None:
+            original = streams.original(message.room, message.user_id, message.client_msg_id)
+            if original is not None:  # a retry whose first attempt landed: no second record
+                return original, False
+        body = message_body(message, skip_sid=skip_sid, host=streams.host)
+        applied = await self._append_and_wait(message.room, message.id, body)
+        if applied.duplicate:
+            assert isinstance(applied.record, Message)
+            return applied.record, False
+        stored = applied.record
+        assert isinstance(stored, Message)
+        self._metrics.messages_in.inc()
+        self._metrics.messages_out.inc()
+        try:
+            async with self._metrics.timed_store("append"):
+                stored, is_new = await self._store.append(stored)
+            self._history_ok()
+        except ChatError as exc:
+            # Durable in the log and delivered: the ack stands; history misses it (the
+            # history writer of docs/delivery.md is not built yet).
+            self._history_failed("message", exc)
+            return stored, True
+        return stored, is_new
+
+    async def _append_event(
+        self, kind: str, live: str, room: str, message_id: str, wire: dict[str, Any]
+    ) -> None:
+        """Append a room event to the events log; every replica delivers it as ``live``."""
+        event_id = self._ids.new()
+        event = RoomEvent(event_id, room, kind, message_id, {**wire, "event_id": event_id})
+        applied = await self._append_and_wait(room, event.id, event_body(event, live))
+        stored = applied.record
+        assert isinstance(stored, RoomEvent)
+        try:
+            async with self._metrics.timed_store("append_event"):
+                await self._store.append_event(stored)
+            self._history_ok()
+        except ChatError as exc:
+            self._history_failed(kind, exc)
+
+    async def _append_and_wait(self, room: str, record_id: str, body: dict[str, Any]) -> Applied:
+        assert self._log is not None and self._streams is not None
+        applied = self._streams.expect(record_id)
+        try:
+            await self._log.append(room, body)
+            try:
+                async with asyncio.timeout(APPLY_TIMEOUT_SECONDS):
+                    return await applied
+            except TimeoutError:
+                raise BusUnavailable("the room stream did not deliver the event in time; retry") from None
+        finally:
+            self._streams.forget(record_id)
+
+    async def _deliver_here(self, event: str, data: dict[str, Any], room: str, skip_sid: str | None) -> None:
+        await self._deliver(event, data, room, skip_sid, here=True)
+
+    def _record_wire(self, record: Message | RoomEvent, live: str) -> dict[str, Any]:
+        """What a record read from the events log is delivered as, at its position."""
+        epoch = self._epoch
+        if isinstance(record, Message):
+            return message_wire(record, epoch)
+        if epoch is None or record.pos is None:
+            return record.payload
+        return {**record.payload, "pos": position(epoch, record.pos)}
+
+    def _history_ok(self) -> None:
+        if self._history_failing:
+            self._history_failing = False
+            log.info("history writes succeed again")
+
+    def _history_failed(self, what: str, exc: ChatError) -> None:
+        if not self._history_failing:  # once per outage, not once per message
+            self._history_failing = True
+            log.warning(
+                "history write of a %s failed (%s); delivered, history misses it (logged once per outage)",
+                what,
+                exc.code,
+            )
