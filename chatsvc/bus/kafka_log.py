@@ -15,6 +15,13 @@ connection options, error classification and client shutdown). Design, and why:
   first re-reads the last ``REPLAY_RECORDS`` of each partition marked ``replay``: the
   consumers' dedup windows and in-memory tails are rebuilt from the stream, not lost with
   a restart. After a broker outage reading resumes from the offsets reached.
+* **History is written from the log** (:meth:`KafkaRoomLog.on_history`): a consumer group
+  (``chatsvc.history``; ``<topic>.history`` for a topic of another name) gives each partition
+  one writer among the replicas, moved by Kafka when a replica goes. Records are written in
+  partition order; a failed write is retried with capped backoff (logged once per outage)
+  and nothing after it is written first; the group offset is committed only after the
+  writes, so a writer that dies resumes, wherever it resumes, after the last record written
+  (a record may be written twice: the writes are idempotent).
 * **Failures are loud once**: the reader logs an outage once and retries with capped
   exponential backoff; a record that is not JSON is counted and skipped (logged once).
 """
@@ -43,6 +50,14 @@ REPLAY_RECORDS = 2_000
 """Records per partition re-read at startup to rebuild dedup windows and tails."""
 POLL_MS = 500
 START_ATTEMPTS = 5
+#: A history writer paused by a store outage keeps its partitions this long before the group
+#: gives them to another replica (which would be paused by the same outage).
+HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
+
+
+def history_group(topic: str) -> str:
+    """The history writers' consumer group of ``topic``."""
+    return "chatsvc.history" if topic == "chatsvc.events" else f"{topic}.history"
 
 
 class KafkaRoomLog:
@@ -74,6 +89,10 @@ class KafkaRoomLog:
         self._down: str | None = None
         self._closed = False
         self._undecodable = False
+        self._writer: RecordHandler | None = None
+        self._history: Any = None
+        self._history_task: asyncio.Task[None] | None = None
+        self._history_down: str | None = None
 
     @property
     def partitions(self) -> int:
@@ -83,6 +102,10 @@ class KafkaRoomLog:
     def on_record(self, handler: RecordHandler) -> None:
         """The one handler of every record read."""
         self._handler = handler
+
+    def on_history(self, writer: RecordHandler) -> None:
+        """Write every record to history with ``writer`` (see the module docstring)."""
+        self._writer = writer
 
     async def start(self) -> None:
         """Start producer and reader; retry a few times (the topic may be being created)."""
@@ -105,6 +128,8 @@ class KafkaRoomLog:
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
             self._reader = asyncio.create_task(self._read(), name="chatsvc-room-log")
+            if self._writer is not None:
+                self._history_task = asyncio.create_task(self._write_history(), name="chatsvc-history-writer")
             log.info("Kafka events topic %s: %d partition(s)", self._topic, len(self._partitions))
             return
         raise StartupError(f"cannot use the Kafka events topic {self._topic}: {reason}")
@@ -246,14 +271,96 @@ class KafkaRoomLog:
             # The handler's own failure: skipping the record keeps every other room going.
             log.warning("room event at %s offset %d not applied: %r", room, record.offset, exc)
 
+    # -- the history writer ------------------------------------------------------------------
+
+    async def _start_history(self) -> Any:
+        consumer = AIOKafkaConsumer(
+            self._topic,
+            **self._options(),
+            group_id=history_group(self._topic),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=HISTORY_MAX_POLL_INTERVAL_MS,
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await _stop(None, consumer)
+            raise
+        return consumer
+
+    async def _write_history(self) -> None:
+        """Write every record, commit after each batch; rebuild the consumer after a failure."""
+        delay = self._base_delay
+        while True:
+            try:
+                if self._history is None:
+                    self._history = await self._start_history()
+                batch = await self._history.getmany(timeout_ms=POLL_MS)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._write_one(record)
+                    await self._history.commit({tp: records[-1].offset + 1})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "history writer: %s; resuming from the last committed record",
+                    classify(exc, topic=self._topic),
+                )
+                consumer, self._history = self._history, None
+                await _stop(None, consumer)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                continue
+            delay = self._base_delay
+
+    async def _write_one(self, record: Any) -> None:
+        """Hand one record to the writer until it takes it (capped backoff, logged once)."""
+        assert self._writer is not None
+        try:
+            body = json.loads(record.value or b"")
+            room = record.key.decode() if record.key else None
+        except (ValueError, UnicodeDecodeError):
+            body, room = None, None
+        if not isinstance(body, dict) or not room:
+            return  # not a room event (counted and logged by the reader)
+        delay = self._base_delay
+        while True:
+            try:
+                await self._writer(LogRecord(room, record.offset, body))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = getattr(exc, "message", None) or repr(exc)
+                if self._history_down is None:
+                    log.warning(
+                        "history writer paused at %s offset %d: %s; retrying (backoff up to %.0fs, "
+                        "live chat goes on; logged once per outage)",
+                        room,
+                        record.offset,
+                        reason,
+                        BACKOFF_CAP_SECONDS,
+                    )
+                self._history_down = reason
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                continue
+            if self._history_down is not None:
+                log.info("history writer resumed at %s offset %d", room, record.offset)
+                self._history_down = None
+            return
+
     async def aclose(self) -> None:
-        """Stop the reader and both clients (bounded); idempotent."""
+        """Stop the reader, the history writer and the clients (bounded); idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.wait([self._reader], timeout=5)
-        producer, consumer = self._producer, self._consumer
-        self._producer = self._consumer = None
+        for task in (self._reader, self._history_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task], timeout=5)
+        producer, consumer, history = self._producer, self._consumer, self._history
+        self._producer = self._consumer = self._history = None
         await _stop(producer, consumer)
+        await _stop(None, history)

@@ -52,6 +52,12 @@ class RoomLog(Protocol):
     def on_record(self, handler: RecordHandler) -> None:
         """Call ``handler`` with every record, per partition in offset order (one handler)."""
 
+    def on_history(self, writer: RecordHandler) -> None:
+        """Also write every record to history with ``writer``: once per record among all
+        replicas (a consumer group), in partition order, resuming after the last record
+        written; ``writer`` raising means "not written": the same record is retried (with
+        capped backoff) until it succeeds, nothing after it is written before."""
+
     async def append(self, room: str, body: dict[str, Any]) -> int:
         """Append a JSON-able record to ``room``'s partition once the log holds it durably;
         its offset. ``BusUnavailable`` when the log cannot take it in time (the record may

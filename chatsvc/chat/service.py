@@ -16,12 +16,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
-from chatsvc.bus.log import RoomLog
-from chatsvc.chat.streams import Applied, RoomStreams, event_body, message_body
+from chatsvc.bus.log import LogRecord, RoomLog
+from chatsvc.chat.streams import Applied, RoomStreams, event_body, message_body, record_of
 from chatsvc.chat.wire import message_wire, position
 from chatsvc.errors import (
     BusUnavailable,
@@ -124,10 +124,10 @@ class ChatService:
         self._epoch: str | None = None
         self._log = room_log
         self._streams: RoomStreams | None = None
-        self._history_failing = False
         if room_log is not None:
             self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
             room_log.on_record(self._streams.apply)
+            room_log.on_history(self._write_history)
 
     @property
     def store(self) -> RoomDirectory:
@@ -140,10 +140,14 @@ class ChatService:
         return self._store
 
     async def get(self, room: str, message_id: str, *, field: str) -> Message | None:
-        """One message; a malformed id is the client's ``invalid_payload`` naming ``field``."""
+        """One message; a malformed id is the client's ``invalid_payload`` naming ``field``.
+        Cluster mode: one the history writer has not written yet comes from the tail."""
         with _client_id(field):
             async with self._metrics.timed_store("get"):
-                return await self._store.get(room, message_id)
+                found = await self._store.get(room, message_id)
+        if found is None and self._streams is not None:
+            found = self._streams.find(room, message_id)
+        return found
 
     async def log_and_deliver(
         self, kind: str, event: str, room: str, message_id: str, wire: dict[str, Any]
@@ -268,7 +272,20 @@ class ChatService:
         await self.epoch()
         with _client_id("before"):
             async with self._metrics.timed_store("history"):
-                return await self._store.history(room, before=before, limit=limit)
+                page = await self._store.history(room, before=before, limit=limit)
+        if self._streams is None or before is not None:
+            return page
+        # Cluster mode: the newest page also shows what the history writer has not written
+        # yet, from this replica's tail (as sent: an edit not written yet shows live only).
+        have = {m.id for m in page.messages}
+        floor = page.messages[-1].id if page.next_before is not None and page.messages else ""
+        extra = [m for m in self._streams.newest(room) if m.id not in have and m.id > floor]
+        if not extra:
+            return page
+        merged = sorted([*page.messages, *extra], key=lambda m: m.id, reverse=True)
+        kept = merged[:limit]
+        cut = len(merged) > limit
+        return HistoryPage(kept, kept[-1].id if (cut or page.next_before is not None) and kept else None)
 
     async def catch_up(self, room: str, since: str) -> tuple[list[Message], bool]:
         """Messages after ``since``, oldest first, at most ``catchup_max``; and whether more exist.
@@ -353,20 +370,32 @@ class ChatService:
         return [m for m in reversed(page.messages) if timestamp_ms(m.id) >= floor]
 
     async def _editable(
-        self, room: str, message_id: str, actor: Identity, *, moderator: bool = False
+        self, room: str, message_id: str, actor: Identity | None, *, moderator: bool = False
     ) -> Message:
+        """The message ``actor`` may change (``None``: the admin API may change any)."""
         with _client_id("id"):
             async with self._metrics.timed_store("get"):
                 message = await self._store.get(room, message_id)
+        if message is None and self._streams is not None:
+            # Cluster mode: sent a moment ago, not written to history yet.
+            message = self._streams.find(room, message_id)
         if message is None or message.deleted:
             raise NotFound(f"no message {message_id} in {room}")
-        if message.user_id != actor.user_id and not actor.is_admin and not moderator:
+        if actor is not None and message.user_id != actor.user_id and not actor.is_admin and not moderator:
             raise Forbidden("only the author or an admin may change a message")
         return message
 
     async def edit(self, room: str, message_id: str, text: str, actor: Identity) -> Message:
         """Change a message's text (author or admin) and tell the room."""
-        await self._editable(room, message_id, actor)
+        current = await self._editable(room, message_id, actor)
+        if self._log is not None:  # the history writer applies the change from the log
+            at = self._now_ms()
+            updated = replace(current, text=text, edited_at_ms=at)
+            change = {"text": text, "at_ms": at}
+            await self._append_event(
+                "edited", "message_edited", room, message_id, message_wire(updated), change
+            )
+            return updated
         with _client_id("id"):
             async with self._metrics.timed_store("edit"):
                 updated = await self._store.edit(room, message_id, text, self._now_ms())
@@ -401,6 +430,12 @@ class ChatService:
     ) -> Message:
         """Delete a message (author, admin, or with ``moderator`` a moderator of the room, as
         chatsvc.chat.conversations says; ``actor=None`` is the admin API) and tell the room."""
+        if self._log is not None:  # the history writer applies the change from the log
+            current = await self._editable(room, message_id, actor, moderator=moderator)
+            wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
+            change = {"at_ms": self._now_ms()}
+            await self._append_event("deleted", "message_deleted", room, message_id, wire, change)
+            return replace(current, text="", deleted=True)
         if actor is not None:
             await self._editable(room, message_id, actor, moderator=moderator)
         with _client_id("id"):
@@ -471,32 +506,51 @@ class ChatService:
         assert isinstance(stored, Message)
         self._metrics.messages_in.inc()
         self._metrics.messages_out.inc()
-        try:
-            async with self._metrics.timed_store("append"):
-                stored, is_new = await self._store.append(stored)
-            self._history_ok()
-        except ChatError as exc:
-            # Durable in the log and delivered: the ack stands; history misses it (the
-            # history writer of docs/delivery.md is not built yet).
-            self._history_failed("message", exc)
-            return stored, True
-        return stored, is_new
+        # Durable and delivered: history is written from the log (_write_history).
+        return stored, True
 
     async def _append_event(
-        self, kind: str, live: str, room: str, message_id: str, wire: dict[str, Any]
+        self,
+        kind: str,
+        live: str,
+        room: str,
+        message_id: str,
+        wire: dict[str, Any],
+        change: dict[str, Any] | None = None,
     ) -> None:
-        """Append a room event to the events log; every replica delivers it as ``live``."""
+        """Append a room event to the events log; every replica delivers it as ``live`` and
+        the history writer stores it (applying ``change`` to the message first)."""
         event_id = self._ids.new()
         event = RoomEvent(event_id, room, kind, message_id, {**wire, "event_id": event_id})
-        applied = await self._append_and_wait(room, event.id, event_body(event, live))
-        stored = applied.record
-        assert isinstance(stored, RoomEvent)
+        await self._append_and_wait(room, event.id, event_body(event, live, change))
+
+    async def _write_history(self, record: LogRecord) -> None:
+        """The history writer: store one record of the events log at its position (raises
+        ``StoreUnavailable`` to be retried; every write is idempotent). A message whose
+        ``(room, user, client_msg_id)`` was written before is not written again: records are
+        written in stream order, so the first record wins here as on every consumer."""
         try:
-            async with self._metrics.timed_store("append_event"):
-                await self._store.append_event(stored)
-            self._history_ok()
-        except ChatError as exc:
-            self._history_failed(kind, exc)
+            found = record_of(record)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return  # not a room event; the consumers log it once
+        if isinstance(found, Message):
+            async with self._metrics.timed_store("append"):
+                await self._store.append(found)
+            return
+        change = record.body.get("change")
+        if isinstance(change, dict):
+            with contextlib.suppress(NotFound, InvalidMessageId):  # a message history never had
+                at_ms = int(change.get("at_ms") or 0)
+                if found.kind == "edited":
+                    async with self._metrics.timed_store("edit"):
+                        await self._store.edit(
+                            found.room, found.message_id, str(change.get("text", "")), at_ms
+                        )
+                elif found.kind == "deleted":
+                    async with self._metrics.timed_store("delete"):
+                        await self._store.delete(found.room, found.message_id, at_ms)
+        async with self._metrics.timed_store("append_event"):
+            await self._store.append_event(found)
 
     async def _append_and_wait(self, room: str, record_id: str, body: dict[str, Any]) -> Applied:
         assert self._log is not None and self._streams is not None
@@ -522,17 +576,3 @@ class ChatService:
         if epoch is None or record.pos is None:
             return record.payload
         return {**record.payload, "pos": position(epoch, record.pos)}
-
-    def _history_ok(self) -> None:
-        if self._history_failing:
-            self._history_failing = False
-            log.info("history writes succeed again")
-
-    def _history_failed(self, what: str, exc: ChatError) -> None:
-        if not self._history_failing:  # once per outage, not once per message
-            self._history_failing = True
-            log.warning(
-                "history write of a %s failed (%s); delivered, history misses it (logged once per outage)",
-                what,
-                exc.code,
-            )

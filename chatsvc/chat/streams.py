@@ -70,9 +70,11 @@ def message_body(message: Message, *, skip_sid: str | None, host: str) -> dict[s
     }
 
 
-def event_body(event: RoomEvent, live: str) -> dict[str, Any]:
-    """A room event (edit, delete, reaction, pin...) as a log record, delivered as ``live``."""
-    return {
+def event_body(event: RoomEvent, live: str, change: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A room event (edit, delete, reaction, pin...) as a log record, delivered as ``live``;
+    ``change``: what the history writer applies to the message (an edit's ``text`` and
+    ``at_ms``, a delete's ``at_ms``)."""
+    body = {
         "t": EVENT,
         "live": live,
         "id": event.id,
@@ -80,6 +82,25 @@ def event_body(event: RoomEvent, live: str) -> dict[str, Any]:
         "message_id": event.message_id,
         "payload": event.payload,
     }
+    if change is not None:
+        body["change"] = change
+    return body
+
+
+def record_of(record: LogRecord) -> Message | RoomEvent:
+    """The message or event a log record holds, at its position (``ValueError``,
+    ``KeyError`` or ``TypeError`` for a record that is not one)."""
+    body = record.body
+    if body.get("t") == MESSAGE:
+        return _message(record.room, record.offset, body)
+    if body.get("t") == EVENT:
+        payload = body["payload"]
+        if not isinstance(payload, dict):
+            raise TypeError("event payload is not an object")
+        return RoomEvent(
+            str(body["id"]), record.room, str(body["kind"]), str(body["message_id"]), payload, record.offset
+        )
+    raise ValueError(f"unknown record type {body.get('t')!r}")
 
 
 def _message(room: str, offset: int, body: dict[str, Any]) -> Message:
@@ -139,6 +160,18 @@ class RoomStreams:
     def forget(self, record_id: str) -> None:
         """Stop waiting for ``record_id``."""
         self._waiters.pop(record_id, None)
+
+    def find(self, room: str, message_id: str) -> Message | None:
+        """A message of ``room`` still in this replica's tail (as it was sent)."""
+        state = self._rooms.get(room)
+        if state is None:
+            return None
+        return next((r for r in reversed(state.tail) if isinstance(r, Message) and r.id == message_id), None)
+
+    def newest(self, room: str) -> list[Message]:
+        """The messages of ``room``'s tail, oldest first (as they were sent)."""
+        state = self._rooms.get(room)
+        return [] if state is None else [r for r in state.tail if isinstance(r, Message)]
 
     def tail_after(self, room: str, pos: int) -> list[Message | RoomEvent] | None:
         """The records of ``room`` after ``pos`` applied here, oldest first; None when the
@@ -206,10 +239,8 @@ class RoomStreams:
         self._resolve(message.id, Applied(message))
 
     async def _apply_event(self, room: str, offset: int, body: dict[str, Any], replay: bool) -> None:
-        payload = body["payload"]
-        if not isinstance(payload, dict):
-            raise TypeError("event payload is not an object")
-        event = RoomEvent(str(body["id"]), room, str(body["kind"]), str(body["message_id"]), payload, offset)
+        event = record_of(LogRecord(room, offset, body))
+        assert isinstance(event, RoomEvent)
         self._room(room).tail.append(event)
         if not replay:
             await self._deliver(str(body["live"]), self._wire(event, str(body["live"])), room, None)

@@ -2,7 +2,8 @@
 the Kafka events topic, two replicas' ChatServices each on its own recording emitter and one
 shared SQLite store: positions are the log's offsets, acks wait for the sender's own
 replica, the first record with a client message id wins everywhere, a refused append
-delivers nothing. The real broker: tests/bus/test_kafka_streams.py."""
+delivers nothing, history is written from the log and catches up after a store outage.
+The real broker: tests/bus/test_kafka_streams.py and test_kafka_history.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from chatsvc.bus.log import LogRecord, RecordHandler
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.streams import DEDUP_WINDOW, RoomStreams, message_body
 from chatsvc.chat.wire import parse_position
-from chatsvc.errors import BusUnavailable
+from chatsvc.errors import BusUnavailable, StoreUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.model.messages import Message
 from chatsvc.settings import Limits
@@ -35,6 +36,9 @@ class Topic:
     def __init__(self) -> None:
         self.records: list[tuple[str, dict[str, Any]]] = []
         self.readers: list[MemoryLog] = []
+        #: The history writers' group: the first replica's writer has the only partition.
+        self.writer: RecordHandler | None = None
+        self.unwritten: asyncio.Queue[LogRecord] = asyncio.Queue()
         self.refuse = False
         #: The broker takes the record but the producer's ack is lost (a timed-out produce).
         self.lose_acks = False
@@ -46,6 +50,7 @@ class Topic:
         offset = len(self.records) + 99  # not starting at 1: offsets are opaque
         for reader in self.readers:
             reader.pending.put_nowait(LogRecord(room, offset, body))
+        self.unwritten.put_nowait(LogRecord(room, offset, body))
         if self.lose_acks:
             raise BusUnavailable("Kafka did not acknowledge the event within 3s")
         return offset
@@ -66,8 +71,30 @@ class MemoryLog:
     def on_record(self, handler: RecordHandler) -> None:
         self.handler = handler
 
+    def on_history(self, writer: RecordHandler) -> None:
+        if self.topic.writer is None:
+            self.topic.writer = writer
+            self.writes = True
+
+    writes = False
+    writer_task: asyncio.Task[None] | None = None
+
     async def start(self) -> None:
         self.task = asyncio.create_task(self._read())
+        if self.writes:
+            self.writer_task = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        """In order; a failed write is retried until it succeeds, nothing after it first."""
+        while True:
+            record = await self.topic.unwritten.get()
+            assert self.topic.writer is not None
+            while True:
+                try:
+                    await self.topic.writer(record)
+                    break
+                except StoreUnavailable:
+                    await asyncio.sleep(0.01)
 
     async def _read(self) -> None:
         while True:
@@ -80,8 +107,9 @@ class MemoryLog:
             raise BusUnavailable("down")
 
     async def aclose(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.writer_task):
+            if task is not None:
+                task.cancel()
 
     async def append(self, room: str, body: dict[str, Any]) -> int:
         await asyncio.sleep(0)
@@ -124,6 +152,15 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def written(store: SqliteStore, room: str, count: int, within: float = 5.0) -> list[Any]:
+    """The room's stream in history once the writer has written ``count`` records (bounded)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while len(records := (await store.stream_after(room, 0, 100)).records) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"history has {records}"
+        await asyncio.sleep(0.02)
+    return records
+
+
 async def test_the_ack_carries_the_log_offset_and_both_replicas_deliver_it_there(
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
@@ -143,8 +180,8 @@ async def test_the_ack_carries_the_log_offset_and_both_replicas_deliver_it_there
     # The sender's own socket is skipped on its replica only (it has the message in its ack).
     assert [skip for name, _, _, skip in e1.events if name == "message"] == ["sid-alice", None]
     assert [skip for name, _, _, skip in e2.events if name == "message"] == [None, None]
-    stream = await store.stream_after(ROOM, 0, 10)
-    assert [m.pos for m in stream.records] == [100, 101], "history carries the same positions"
+    stream = await written(store, ROOM, 2)
+    assert [m.pos for m in stream] == [100, 101], "history, written from the log, has the same positions"
 
 
 async def test_a_refused_append_is_bus_unavailable_and_delivers_nothing(
@@ -179,6 +216,7 @@ async def test_a_retry_after_a_lost_ack_is_deduplicated_everywhere(
     assert len(topic.records) == 1
     await settle()
     assert [m["text"] for m in delivered(e1)] == [m["text"] for m in delivered(e2)] == ["hello"]
+    assert [m.id for m in await written(store, ROOM, 1)] == [retry.id]
 
 
 async def test_a_second_record_with_the_same_key_is_dropped_by_every_consumer(
@@ -216,29 +254,58 @@ async def test_edits_and_deletes_go_through_the_log_at_their_own_positions(
             ("message_deleted", f"{epoch}:102"),
         ]
     other, _ = await r1.post(ROOM, ALICE, "other", None)
+    await written(store, ROOM, 4)
+    assert (await store.get(ROOM, message.id)).deleted  # type: ignore[union-attr]
     topic.refuse = True
     with pytest.raises(BusUnavailable):
         await r1.edit(ROOM, other.id, "again", ALICE)
     await settle()
     assert [name for name, _, _, _ in e2.events][-1] == "message", "a refused edit is delivered nowhere"
+    assert (await store.get(ROOM, other.id)).text == "other", "and changes nothing"  # type: ignore[union-attr]
 
 
 async def test_join_since_fills_from_the_tail_what_history_does_not_hold(
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
     _, (r1, _), (r2, _) = replicas
-    _first, _ = await r1.post(ROOM, ALICE, "stored", None)
-    await store.aclose()  # history down: live chat goes on, the tail answers catch-ups
-    second, created = await r1.post(ROOM, ALICE, "not stored", None)
-    assert created and second.pos == 101
-    await settle()
-    await store.open()
+    await r1.post(ROOM, ALICE, "stored", None)
+    await written(store, ROOM, 1)
     epoch = await r2.epoch()
+    down = StoreDown(store)
+    down.on()  # history down: live chat goes on, the tail answers catch-ups
+    second, created = await r1.post(ROOM, ALICE, "not stored yet", None)
+    third, _ = await r2.post(ROOM, ALICE, "neither", None)
+    assert created and (second.pos, third.pos) == (101, 102)
+    await settle()
+    assert [m.text for m in (await store.history(ROOM, before=None, limit=10)).messages] == ["stored"]
     answer = await r2.catch_up_from(ROOM, epoch, 100)
-    assert not answer.reset and [m.text for m in answer.messages] == ["not stored"]
-    assert parse_position(answer.last) == (epoch, 101)
-    whole = await r2.catch_up_from(ROOM, epoch, 0)
-    assert not whole.reset and [m.text for m in whole.messages] == ["stored", "not stored"]
+    assert not answer.reset and [m.text for m in answer.messages] == ["not stored yet", "neither"]
+    assert parse_position(answer.last) == (epoch, 102)
+    page = await r1.history(ROOM, None, 10)
+    assert [m.text for m in page.messages] == ["neither", "not stored yet", "stored"], "the newest page too"
+    down.off()  # the writer catches up, in order, nothing lost
+    assert [(m.text, m.pos) for m in await written(store, ROOM, 3)] == [
+        ("stored", 100),
+        ("not stored yet", 101),
+        ("neither", 102),
+    ]
+
+
+class StoreDown:
+    """Makes the store's appends fail like a CQL outage, and heal."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.append = store.append
+
+    def on(self) -> None:
+        async def refuse(*_: Any) -> Any:
+            raise StoreUnavailable("no ScyllaDB node reachable")
+
+        self.store.append = refuse  # type: ignore[method-assign]
+
+    def off(self) -> None:
+        self.store.append = self.append  # type: ignore[method-assign]
 
 
 async def test_the_dedup_window_is_bounded_per_room() -> None:
