@@ -89,7 +89,7 @@ class KafkaRoomLog:
         self._down: str | None = None
         self._closed = False
         self._undecodable = False
-        self._writer: RecordHandler | None = None
+        self._write_record: RecordHandler | None = None
         self._history: Any = None
         self._history_task: asyncio.Task[None] | None = None
         self._history_down: str | None = None
@@ -105,7 +105,7 @@ class KafkaRoomLog:
 
     def on_history(self, writer: RecordHandler) -> None:
         """Write every record to history with ``writer`` (see the module docstring)."""
-        self._writer = writer
+        self._write_record = writer
 
     async def start(self) -> None:
         """Start producer and reader; retry a few times (the topic may be being created)."""
@@ -128,7 +128,7 @@ class KafkaRoomLog:
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
             self._reader = asyncio.create_task(self._read(), name="chatsvc-room-log")
-            if self._writer is not None:
+            if self._write_record is not None:
                 self._history_task = asyncio.create_task(self._write_history(), name="chatsvc-history-writer")
             log.info("Kafka events topic %s: %d partition(s)", self._topic, len(self._partitions))
             return
@@ -317,7 +317,7 @@ class KafkaRoomLog:
 
     async def _write_one(self, record: Any) -> None:
         """Hand one record to the writer until it takes it (capped backoff, logged once)."""
-        assert self._writer is not None
+        assert self._write_record is not None
         try:
             body = json.loads(record.value or b"")
             room = record.key.decode() if record.key else None
@@ -328,7 +328,7 @@ class KafkaRoomLog:
         delay = self._base_delay
         while True:
             try:
-                await self._writer(LogRecord(room, record.offset, body))
+                await self._write_record(LogRecord(room, record.offset, body))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
