@@ -202,14 +202,15 @@ class ChatService:
         *,
         volatile: bool = False,
         here: bool = False,
+        targets: list[str] | None = None,
     ) -> None:
-        """Fan out (``here``: to this replica's sockets only); a bus failure is counted and
-        logged, never surfaced: the message is already stored, or (``volatile``) is not
-        worth keeping and is dropped."""
+        """Fan out (``here``: to this replica's sockets only; ``targets``: the audience the
+        sender resolved); a bus failure is counted and logged, never surfaced: the message
+        is already stored, or (``volatile``) is not worth keeping and is dropped."""
         try:
             # A private or direct room's events also reach its members' sockets that never
             # joined it: one emit to the room and their user rooms (each socket once).
-            target = await self._audience(room) if self._audience is not None and members_only(room) else room
+            target: str | list[str] = targets or await self._target(room)
             await self._emitter.emit(event, data, room=target, skip_sid=skip_sid, ignore_queue=here)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
@@ -498,7 +499,9 @@ class ChatService:
             if original is not None:  # a retry whose first attempt landed: no second record
                 return original, False
         body = message_body(message, skip_sid=skip_sid, host=streams.host)
-        applied = await self._append_and_wait(message.room, message.id, body)
+        applied = await self._append_and_wait(
+            message.room, message.id, await self._addressed(body, message.room)
+        )
         if applied.duplicate:
             assert isinstance(applied.record, Message)
             return applied.record, False
@@ -522,7 +525,9 @@ class ChatService:
         the history writer stores it (applying ``change`` to the message first)."""
         event_id = self._ids.new()
         event = RoomEvent(event_id, room, kind, message_id, {**wire, "event_id": event_id})
-        await self._append_and_wait(room, event.id, event_body(event, live, change))
+        await self._append_and_wait(
+            room, event.id, await self._addressed(event_body(event, live, change), room)
+        )
 
     async def _write_history(self, record: LogRecord) -> None:
         """The history writer: store one record of the events log at its position (raises
@@ -565,8 +570,19 @@ class ChatService:
         finally:
             self._streams.forget(record_id)
 
-    async def _deliver_here(self, event: str, data: dict[str, Any], room: str, skip_sid: str | None) -> None:
-        await self._deliver(event, data, room, skip_sid, here=True)
+    async def _deliver_here(
+        self, event: str, data: dict[str, Any], room: str, skip_sid: str | None, targets: list[str] | None
+    ) -> None:
+        await self._deliver(event, data, room, skip_sid, here=True, targets=targets)
+
+    async def _target(self, room: str) -> str | list[str]:
+        """Where ``room``'s events go: the room, or a private room's audience."""
+        return await self._audience(room) if self._audience is not None and members_only(room) else room
+
+    async def _addressed(self, body: dict[str, Any], room: str) -> dict[str, Any]:
+        """``body`` with the audience resolved once, here (every replica delivers to it)."""
+        target = await self._target(room)
+        return body if isinstance(target, str) else {**body, "to": target}
 
     def _record_wire(self, record: Message | RoomEvent, live: str) -> dict[str, Any]:
         """What a record read from the events log is delivered as, at its position."""

@@ -38,8 +38,15 @@ ROOMS_KEPT: Final = 10_000
 MESSAGE = "message"
 EVENT = "event"
 
-#: ``(event, data, room, skip_sid)``: deliver to this replica's sockets only.
-Deliver = Callable[[str, dict[str, Any], str, str | None], Awaitable[None]]
+#: ``(event, data, room, skip_sid, targets)``: deliver to this replica's sockets only, in
+#: ``room`` or (a private room's events, chatsvc.chat.conversations) in ``targets``.
+Deliver = Callable[[str, dict[str, Any], str, str | None, list[str] | None], Awaitable[None]]
+
+
+def _targets(body: dict[str, Any]) -> list[str] | None:
+    """The Socket.IO rooms the sender resolved the record's audience to, if it did."""
+    to = body.get("to")
+    return [str(t) for t in to] if isinstance(to, list) and to else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,9 +240,8 @@ class RoomStreams:
         state.tail.append(message)
         if not replay:
             skip = body.get("skip") if body.get("host") == self.host else None
-            await self._deliver(
-                "message", self._wire(message, "message"), room, skip if isinstance(skip, str) else None
-            )
+            skip_sid = skip if isinstance(skip, str) else None
+            await self._deliver("message", self._wire(message, "message"), room, skip_sid, _targets(body))
         self._resolve(message.id, Applied(message))
 
     async def _apply_event(self, room: str, offset: int, body: dict[str, Any], replay: bool) -> None:
@@ -243,5 +249,6 @@ class RoomStreams:
         assert isinstance(event, RoomEvent)
         self._room(room).tail.append(event)
         if not replay:
-            await self._deliver(str(body["live"]), self._wire(event, str(body["live"])), room, None)
+            live = str(body["live"])
+            await self._deliver(live, self._wire(event, live), room, None, _targets(body))
         self._resolve(event.id, Applied(event))
