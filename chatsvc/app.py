@@ -22,6 +22,7 @@ from chatsvc.auth.jwks import JwksKeys
 from chatsvc.auth.jwt import JwkKey, JwtVerifier, parse_jwk
 from chatsvc.bus.base import ManagedBus
 from chatsvc.bus.local import LocalManager
+from chatsvc.bus.log import RoomLog
 from chatsvc.chat.blocks import Blocks
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
@@ -56,6 +57,7 @@ BUS = web.AppKey("bus", ManagedBus)
 SIO = web.AppKey("sio", RecoveringServer)
 NAMESPACE = web.AppKey("namespace", ChatNamespace)
 CLUSTER = web.AppKey("cluster", ClusterPresence)
+SERVICE = web.AppKey("service", ChatService)
 COALESCER = web.AppKey("coalescer", Coalescer)
 ADMIN = web.AppKey("admin", AdminServer)
 TRANSPORTS = web.AppKey("transports", OpenTransports)
@@ -97,6 +99,22 @@ def build_bus(settings: Settings, metrics: Metrics) -> Any:
     return LocalManager()
 
 
+def build_room_log(settings: Settings, bus: Any, metrics: Metrics) -> RoomLog | None:
+    """Cluster mode's room streams: the Kafka events topic, on the fan-out bus's connection
+    settings (issue 21, docs/delivery.md); None in the embedded default."""
+    if settings.kafka is None:
+        return None
+    from chatsvc.bus.kafka_log import KafkaRoomLog  # noqa: PLC0415 - optional dependency
+
+    return KafkaRoomLog(
+        settings.kafka.events_topic,
+        bus.client_options,
+        probe=bus.check,
+        metrics=metrics,
+        backoff_seconds=settings.kafka.retry_backoff_ms / 1000,
+    )
+
+
 def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.Application:
     """Assemble the whole service for ``settings``. ``store`` overrides the store (tests)."""
     app = web.Application(
@@ -129,13 +147,22 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         version=__version__,
         connections=lambda: namespace.connection_count,
         heartbeat_seconds=settings.cluster_heartbeat_seconds,
+        bus_ready=bus.check,
     )
     metrics.rooms.labels("local").set_function(presence.local_room_count)
     metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
     conversations = _conversations(store, sio, router, bus, settings)
-    spam = SpamFilter(settings.spam, metrics, store)
-    service = ChatService(store, sio, metrics, settings.limits, audience=conversations.audience, spam=spam)
+    service = ChatService(
+        store,
+        sio,
+        metrics,
+        settings.limits,
+        audience=conversations.audience,
+        spam=SpamFilter(settings.spam, metrics, store),
+        room_log=build_room_log(settings, bus, metrics),
+        host=getattr(bus, "host_id", settings.replica_id),
+    )
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
     recovery = _recovery(store, settings, conversations)
     namespace = ChatNamespace(
@@ -176,6 +203,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[SIO] = sio
     app[NAMESPACE] = namespace
     app[CLUSTER] = presence
+    app[SERVICE] = service
     app[JWKS] = jwks
     app[NOTIFIER] = conversations.notifier
     if settings.grpc.enabled:
@@ -196,7 +224,8 @@ def _add_lifecycle(app: web.Application) -> None:
     """One cleanup_ctx per resource, acquired in this order and released in reverse."""
     # Loop lag and JWKS before the store: /readyz and /metrics see them from the start.
     app.cleanup_ctx.extend((_loop_lag_ctx, _jwks_ctx))
-    app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _cluster_ctx, _notify_ctx, _grpc_ctx))
+    app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _room_log_ctx, _cluster_ctx))
+    app.cleanup_ctx.extend((_notify_ctx, _grpc_ctx))
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
 
@@ -342,6 +371,22 @@ async def _socketio_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await sio.shutdown()
     app[NAMESPACE].close()
+
+
+async def _room_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Cluster mode's events log: after the bus (its connection settings) and the sockets
+    # (it delivers to them); a no-op in the embedded default.
+    service = app[SERVICE]
+    try:
+        await service.start_streams()
+    except BaseException:
+        await service.aclose_streams()
+        raise
+    if app[SETTINGS].kafka is not None:
+        app[READINESS].add("stream", service.check_streams)
+    yield
+    app[READINESS].remove("stream")
+    await service.aclose_streams()
 
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -216,6 +216,9 @@ class KafkaSettings:
 
     brokers: tuple[str, ...]
     topic: str = "chatsvc.fanout"
+    #: The room streams (issue 21): messages, edits, deletes, reactions, pins, keyed by room;
+    #: a record's offset is its position (chatsvc.bus.kafka_log).
+    events_topic: str = "chatsvc.events"
     client_id: str = "chatsvc"
     connect_retries: int = 5
     retry_backoff_ms: int = 500
@@ -769,9 +772,17 @@ class _Reader:
                 raise SettingsError("KAFKA_SASL_USERNAME", f"required with KAFKA_SASL_MECHANISM={mechanism}")
             if password is None:
                 raise SettingsError("KAFKA_SASL_PASSWORD", f"required with KAFKA_SASL_MECHANISM={mechanism}")
+        topic = self.text("KAFKA_TOPIC", "chatsvc.fanout")
+        # A deployment that names its fan-out topic gets its own events topic next to it.
+        events_topic = self.text(
+            "KAFKA_EVENTS_TOPIC", f"{topic}.events" if self.raw("KAFKA_TOPIC") else "chatsvc.events"
+        )
+        if events_topic == topic:
+            raise SettingsError("KAFKA_EVENTS_TOPIC", "must differ from KAFKA_TOPIC")
         return KafkaSettings(
             brokers=brokers,
-            topic=self.text("KAFKA_TOPIC", "chatsvc.fanout"),
+            topic=topic,
+            events_topic=events_topic,
             client_id=self.text("KAFKA_CLIENT_ID", "chatsvc"),
             connect_retries=self.integer("KAFKA_CONNECT_RETRIES", 5, minimum=1, maximum=100),
             retry_backoff_ms=self.integer("KAFKA_RETRY_BACKOFF_MS", 500, minimum=1),

@@ -384,3 +384,15 @@ def test_conversation_bounds(base: dict[str, str]) -> None:
     ):
         with pytest.raises(SettingsError, match=variable):
             Settings.from_env({**base, variable: bad})
+
+
+def test_kafka_events_topic_defaults_next_to_the_fanout_topic_and_must_differ(base: dict[str, str]) -> None:
+    kafka = {**base, "KAFKA_BROKERS": "127.0.0.1:9092"}
+    default = Settings.from_env(kafka).kafka
+    assert default is not None and default.events_topic == "chatsvc.events"
+    named = Settings.from_env({**kafka, "KAFKA_TOPIC": "acme.fanout"}).kafka
+    assert named is not None and named.events_topic == "acme.fanout.events"
+    chosen = Settings.from_env({**kafka, "KAFKA_EVENTS_TOPIC": "acme.rooms"}).kafka
+    assert chosen is not None and chosen.events_topic == "acme.rooms"
+    error = error_for({**kafka, "KAFKA_TOPIC": "same", "KAFKA_EVENTS_TOPIC": "same"})
+    assert "KAFKA_EVENTS_TOPIC" in str(error) and "differ" in str(error)

@@ -331,11 +331,6 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         (a session being restored into them: its replay hold collects them)."""
         self._records.keep_rooms(wanted)
 
-    def client_options(self) -> dict[str, Any]:
-        """Brokers, TLS and SASL of this bus, for another client of the same cluster (the
-        notifications producer, chatsvc.bus.notify_kafka); valid once :meth:`start` ran."""
-        return {"bootstrap_servers": list(self._settings.brokers), **self._client_options()}
-
     # -- python-socketio's pub/sub contract ------------------------------------------------
 
     async def _publish(self, data: dict[str, Any]) -> None:
@@ -425,6 +420,12 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 f"KAFKA_SSL_CLIENT_KEY={tls.client_key}): {exc} "
                 "(is the key the certificate's, and KAFKA_SSL_KEY_PASSWORD right?)"
             ) from None
+
+    def client_options(self) -> dict[str, Any]:
+        """Brokers, TLS and SASL for this process's other Kafka clients (the room streams'
+        log, chatsvc.bus.kafka_log; the notifications producer, chatsvc.bus.notify_kafka);
+        valid once :meth:`start` has run."""
+        return {"bootstrap_servers": list(self._settings.brokers), **self._client_options()}
 
     def _client_options(self) -> dict[str, Any]:
         """What producer, consumer and probe connections share."""

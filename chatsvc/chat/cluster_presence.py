@@ -49,7 +49,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,8 @@ OUTBOX_MAX = 10_000
 #: and it is what resyncs presence within an interval of the bus returning (issue 21: a
 #: 30 s cap left it stale ~11 s after the broker came back).
 FIRST_BACKOFF_SECONDS = 0.5
+#: While publishing fails, how often the bus's health is polled (an in-memory flag).
+BUS_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +132,15 @@ class ClusterPresence:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         channel: str = "presence",
+        bus_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``channel`` prefixes the control types: a second registry on another channel
-        (chatsvc.chat.online: who is connected at all) shares the machinery, not the state."""
+        (chatsvc.chat.online: who is connected at all) shares the machinery, not the state.
+        ``bus_ready``: the bus's health check (raises while it is down); while publishing
+        fails it is polled, so presence resyncs the moment the bus is back."""
         self._router = router
         self._channel = channel
+        self._bus_ready = bus_ready
         self._version = version
         self._connections = connections
         self._interval = heartbeat_seconds
@@ -404,8 +410,10 @@ class ClusterPresence:
         cap = max(self._interval, 0.01)
         backoff = first = min(FIRST_BACKOFF_SECONDS, cap)
         failing = False
+        retry: tuple[str, dict[str, Any]] | None = None
         while True:
-            item = await outbox.get()
+            item = retry if retry is not None else await outbox.get()
+            retry = None
             if item is None:
                 return
             type_, body = item
@@ -421,15 +429,33 @@ class ClusterPresence:
                     message = exc.message if isinstance(exc, ChatError) else repr(exc)
                     log.warning("presence: cannot publish to the bus (%s); retrying", message)
                     failing = True
-                # Lost updates are repaired by the snapshot sent once the bus is back.
-                self._snapshot_due = True
-                await asyncio.sleep(backoff)
+                await self._bus_back(backoff)
                 backoff = min(backoff * 2, cap)
+                # Lost updates are repaired by a snapshot: the first thing sent once the bus is
+                # back (issue 21), rather than the stale update that failed.
+                retry = ("presence.snapshot.request", {}) if item[0] != "presence.bye" else item
                 continue
             if failing:
-                log.info("presence: bus reachable again")
+                log.info("presence: bus reachable again; snapshot sent")
                 failing = False
             backoff = first
+
+    async def _bus_back(self, longest: float) -> None:
+        """Sleep ``longest`` seconds, or less: until the bus says it is back."""
+        if self._bus_ready is None:
+            await asyncio.sleep(longest)
+            return
+        deadline = asyncio.get_running_loop().time() + longest
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(BUS_POLL_SECONDS, left))
+            try:
+                await self._bus_ready()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # still down: the bus logs why, once per outage
+                log.debug("presence: bus still down (%r)", exc)
+                continue
+            return
 
     async def _send_snapshot(self) -> None:
         self._seq += 1

@@ -1,14 +1,17 @@
 """Chat operations shared by the Socket.IO namespace and the admin API.
 
-A message is stored before anything is acknowledged or delivered: history is the record,
-live delivery is best effort on top of it (clients catch up with ``join {since}``). The
-store gives every message, edit and delete a position in its room's stream
-(docs/delivery.md); on the wire it is ``pos``, ``"<epoch>:<n>"``, and ``join {since}``
-taking one answers everything after it, or ``reset`` when it cannot.
+Embedded (no Kafka): a message is stored before anything is acknowledged or delivered, and
+the store gives every message, edit and delete a position in its room's stream
+(docs/delivery.md). Cluster mode (a :class:`~chatsvc.bus.log.RoomLog`): every room event is
+appended to the events log first; its offset is its position, every replica delivers it in
+log order (chatsvc.chat.streams) and the sender acks once its own replica applied it. On the
+wire a position is ``pos``, ``"<epoch>:<n>"``, and ``join {since}`` taking one answers
+everything after it, or ``reset`` when it cannot.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -17,17 +20,31 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
+from chatsvc.bus.log import LogRecord, RoomLog
 from chatsvc.chat.spam import SpamFilter
+from chatsvc.chat.streams import Applied, RoomStreams, event_body, message_body, record_of
 from chatsvc.chat.wire import message_wire, position
-from chatsvc.errors import ChatError, Forbidden, InvalidMessageId, InvalidPayload, NotFound, StoreUnavailable
+from chatsvc.errors import (
+    BusUnavailable,
+    ChatError,
+    Forbidden,
+    InvalidMessageId,
+    InvalidPayload,
+    NotFound,
+    StoreUnavailable,
+)
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
-from chatsvc.model.messages import HistoryPage, Message, ReplyRef, RoomEvent
+from chatsvc.model.messages import HistoryPage, Message, ReplyRef, RoomEvent, StreamSlice
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore, RoomDirectory
 
 log = logging.getLogger(__name__)
+
+#: Longest a sender waits for its own replica to read back an appended record before the
+#: send is refused ``bus_unavailable`` (its retry is deduplicated if the record did land).
+APPLY_TIMEOUT_SECONDS = 5.0
 
 
 @contextlib.contextmanager
@@ -97,7 +114,11 @@ class ChatService:
         clock: Callable[[], float] = time.time,
         audience: Audience | None = None,
         spam: SpamFilter | None = None,
+        room_log: RoomLog | None = None,
+        host: str = "",
     ) -> None:
+        """``room_log``: cluster mode, the events log every room event goes through; ``host``
+        names this process in its records (its own sender's socket is skipped on delivery)."""
         self._store = store
         self._spam = spam
         self._delete_hooks: list[DeleteHook] = []
@@ -108,6 +129,12 @@ class ChatService:
         self._ids = ids or MessageIdGenerator(clock)
         self._clock = clock
         self._epoch: str | None = None
+        self._log = room_log
+        self._streams: RoomStreams | None = None
+        if room_log is not None:
+            self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
+            room_log.on_record(self._streams.apply)
+            room_log.on_history(self._write_history)
 
     @property
     def store(self) -> RoomDirectory:
@@ -120,16 +147,24 @@ class ChatService:
         return self._store
 
     async def get(self, room: str, message_id: str, *, field: str) -> Message | None:
-        """One message; a malformed id is the client's ``invalid_payload`` naming ``field``."""
+        """One message; a malformed id is the client's ``invalid_payload`` naming ``field``.
+        Cluster mode: one the history writer has not written yet comes from the tail."""
         with _client_id(field):
             async with self._metrics.timed_store("get"):
-                return await self._store.get(room, message_id)
+                found = await self._store.get(room, message_id)
+        if found is None and self._streams is not None:
+            found = self._streams.find(room, message_id)
+        return found
 
     async def log_and_deliver(
         self, kind: str, event: str, room: str, message_id: str, wire: dict[str, Any]
     ) -> None:
         """Log a room event of ``kind`` about ``message_id`` in the room's stream (it gets an
-        ``event_id`` and a ``pos``) and deliver it live as ``event``."""
+        ``event_id`` and a ``pos``) and deliver it live as ``event``. Cluster mode: through
+        the events log (``BusUnavailable`` when it cannot take it; nothing was delivered)."""
+        if self._log is not None:
+            await self._append_event(kind, event, room, message_id, wire)
+            return
         payload = await self._record(kind, room, message_id, wire)
         await self._deliver(event, payload, room)
 
@@ -150,10 +185,15 @@ class ChatService:
         return int(self._clock() * 1000)
 
     async def epoch(self) -> str:
-        """The store's stream epoch (read once: it changes only with a new database)."""
+        """The store's stream epoch (read once: it changes only with a new database); in
+        cluster mode with the events log's partition count appended (``k<n>``): a changed
+        count maps rooms to other partitions, whose offsets old positions know nothing of."""
         if self._epoch is None:
             async with self._metrics.timed_store("epoch"):
-                self._epoch = await self._store.stream_epoch()
+                epoch = await self._store.stream_epoch()
+            if self._log is not None:
+                epoch = f"{epoch[:24]}k{self._log.partitions}"
+            self._epoch = epoch
         return self._epoch
 
     def wire(self, message: Message) -> dict[str, Any]:
@@ -168,14 +208,17 @@ class ChatService:
         skip_sid: str | None = None,
         *,
         volatile: bool = False,
+        here: bool = False,
+        targets: list[str] | None = None,
     ) -> None:
-        """Fan out; a bus failure is counted and logged, never surfaced: the message is
-        already stored, or (``volatile``) is not worth keeping and is dropped."""
+        """Fan out (``here``: to this replica's sockets only; ``targets``: the audience the
+        sender resolved); a bus failure is counted and logged, never surfaced: the message
+        is already stored, or (``volatile``) is not worth keeping and is dropped."""
         try:
             # A private or direct room's events also reach its members' sockets that never
             # joined it: one emit to the room and their user rooms (each socket once).
-            target = await self._audience(room) if self._audience is not None and members_only(room) else room
-            await self._emitter.emit(event, data, room=target, skip_sid=skip_sid)
+            target: str | list[str] = targets or await self._target(room)
+            await self._emitter.emit(event, data, room=target, skip_sid=skip_sid, ignore_queue=here)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
             if volatile:
@@ -220,6 +263,8 @@ class ChatService:
             reply_to=reply_to,
             mentions=mentions,
         )
+        if self._log is not None:
+            return await self._append_message(message, skip_sid)
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)
         epoch = await self.epoch()
@@ -240,7 +285,20 @@ class ChatService:
         await self.epoch()
         with _client_id("before"):
             async with self._metrics.timed_store("history"):
-                return await self._store.history(room, before=before, limit=limit)
+                page = await self._store.history(room, before=before, limit=limit)
+        if self._streams is None or before is not None:
+            return page
+        # Cluster mode: the newest page also shows what the history writer has not written
+        # yet, from this replica's tail (as sent: an edit not written yet shows live only).
+        have = {m.id for m in page.messages}
+        floor = page.messages[-1].id if page.next_before is not None and page.messages else ""
+        extra = [m for m in self._streams.newest(room) if m.id not in have and m.id > floor]
+        if not extra:
+            return page
+        merged = sorted([*page.messages, *extra], key=lambda m: m.id, reverse=True)
+        kept = merged[:limit]
+        cut = len(merged) > limit
+        return HistoryPage(kept, kept[-1].id if (cut or page.next_before is not None) and kept else None)
 
     async def catch_up(self, room: str, since: str) -> tuple[list[Message], bool]:
         """Messages after ``since``, oldest first, at most ``catchup_max``; and whether more exist.
@@ -270,7 +328,14 @@ class ChatService:
         if epoch == mine:
             async with self._metrics.timed_store("stream_after"):
                 found = await self._store.stream_after(room, pos, limit)
+            if not found.covered and self._streams is not None:
+                # Cluster mode: the store may lag the log; this replica's tail may cover it.
+                tail = self._streams.tail_after(room, pos)
+                if tail is not None:
+                    found = StreamSlice(tail[:limit], len(tail) > limit, found.head)
             if found.covered:
+                if not found.more and self._streams is not None:
+                    found = self._fill_from_tail(room, pos, found, limit)
                 messages = [r for r in found.records if isinstance(r, Message)]
                 events = [r for r in found.records if isinstance(r, RoomEvent)]
                 last = (
@@ -291,6 +356,18 @@ class ChatService:
         last = max([head, *(m.pos or 0 for m in newest)])
         return CatchUp(newest, [], False, True, position(mine, last))
 
+    def _fill_from_tail(self, room: str, pos: int, found: StreamSlice, limit: int) -> StreamSlice:
+        """The store's complete answer, extended with what this replica applied after it
+        (records the store does not hold yet, or failed to write), when the tail reaches."""
+        assert self._streams is not None
+        upto = found.upto if found.upto is not None else (found.records[-1].pos if found.records else None)
+        tail = self._streams.tail_after(room, upto or pos)
+        if not tail:
+            return found
+        room_left = max(0, limit - len(found.records))
+        records = [*found.records, *tail[:room_left]]
+        return StreamSlice(records, len(tail) > room_left, found.head)
+
     async def _overlap(self, room: str, since: str) -> list[Message]:
         """The newest ``history_page_max`` messages stored in the overlap window before ``since``."""
         floor = max(0, timestamp_ms(since) - self._limits.catchup_overlap_ms)
@@ -306,14 +383,18 @@ class ChatService:
         return [m for m in reversed(page.messages) if timestamp_ms(m.id) >= floor]
 
     async def _editable(
-        self, room: str, message_id: str, actor: Identity, *, moderator: bool = False
+        self, room: str, message_id: str, actor: Identity | None, *, moderator: bool = False
     ) -> Message:
+        """The message ``actor`` may change (``None``: the admin API may change any)."""
         with _client_id("id"):
             async with self._metrics.timed_store("get"):
                 message = await self._store.get(room, message_id)
+        if message is None and self._streams is not None:
+            # Cluster mode: sent a moment ago, not written to history yet.
+            message = self._streams.find(room, message_id)
         if message is None or message.deleted:
             raise NotFound(f"no message {message_id} in {room}")
-        if message.user_id != actor.user_id and not actor.is_admin and not moderator:
+        if actor is not None and message.user_id != actor.user_id and not actor.is_admin and not moderator:
             raise Forbidden("only the author or an admin may change a message")
         return message
 
@@ -328,11 +409,22 @@ class ChatService:
     ) -> Message:
         """Change a message's text (author or admin), and with ``mentions`` its mentions
         (issue 25: chatsvc.chat.edits), and tell the room."""
-        await self._editable(room, message_id, actor)
+        current = await self._editable(room, message_id, actor)
         if self._spam is not None:  # issue 25: the content rules apply to edits too
             text = await self._spam.screen(
                 room, actor, text, message_id=message_id, mentions=len(mentions or ()), edit=True
             )
+        if self._log is not None:  # the history writer applies the change from the log
+            at = self._now_ms()
+            updated = replace(current, text=text, edited_at_ms=at)
+            change: dict[str, Any] = {"text": text, "at_ms": at}
+            if mentions is not None and mentions != current.mentions:
+                updated = replace(updated, mentions=mentions)
+                change["mentions"] = list(mentions)
+            await self._append_event(
+                "edited", "message_edited", room, message_id, message_wire(updated), change
+            )
+            return updated
         with _client_id("id"):
             async with self._metrics.timed_store("edit"):
                 updated = await self._store.edit(room, message_id, text, self._now_ms())
@@ -340,8 +432,7 @@ class ChatService:
                     await self._store.set_mentions(room, message_id, mentions)
                     updated = replace(updated, mentions=mentions)
         # Without the message's own position: the event is delivered at its own.
-        payload = await self._record("edited", room, message_id, message_wire(updated))
-        await self._deliver("message_edited", payload, room)
+        await self.log_and_deliver("edited", "message_edited", room, message_id, message_wire(updated))
         return updated
 
     async def _record(self, kind: str, room: str, message_id: str, wire: dict[str, Any]) -> dict[str, Any]:
@@ -371,14 +462,21 @@ class ChatService:
     ) -> Message:
         """Delete a message (author, admin, or with ``moderator`` a moderator of the room, as
         chatsvc.chat.conversations says; ``actor=None`` is the admin API) and tell the room."""
+        if self._log is not None:  # the history writer applies the change from the log
+            current = await self._editable(room, message_id, actor, moderator=moderator)
+            wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
+            change = {"at_ms": self._now_ms()}
+            await self._append_event("deleted", "message_deleted", room, message_id, wire, change)
+            deleted = replace(current, text="", deleted=True)
+            await self._after_delete(deleted, actor)
+            return deleted
         if actor is not None:
             await self._editable(room, message_id, actor, moderator=moderator)
         with _client_id("id"):
             async with self._metrics.timed_store("delete"):
                 deleted = await self._store.delete(room, message_id, self._now_ms())
         wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
-        payload = await self._record("deleted", room, message_id, wire)
-        await self._deliver("message_deleted", payload, room)
+        await self.log_and_deliver("deleted", "message_deleted", room, message_id, wire)
         await self._after_delete(deleted, actor)
         return deleted
 
@@ -416,3 +514,132 @@ class ChatService:
             raise
         except Exception as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    # -- cluster mode: the events log is the room stream (issue 21 phase 2) -----------------
+
+    async def start_streams(self) -> None:
+        """Cluster mode: connect the events log, learn the epoch, then apply records."""
+        if self._log is None or self._streams is None:
+            return
+        await self._log.start()
+        await self.epoch()
+        self._streams.ready.set()
+
+    async def check_streams(self) -> None:
+        """Readiness of the events log (cluster mode): ``BusUnavailable`` while it is down."""
+        if self._log is not None:
+            await self._log.check()
+
+    async def aclose_streams(self) -> None:
+        """Stop reading the events log and close it."""
+        if self._log is not None:
+            await self._log.aclose()
+
+    async def _append_message(self, message: Message, skip_sid: str | None) -> tuple[Message, bool]:
+        """Append ``message`` to the events log and wait for this replica to apply it; the
+        message at its position and whether it is new (a retry is acked the original)."""
+        assert self._log is not None and self._streams is not None
+        streams = self._streams
+        if message.client_msg_id is not None:
+            original = streams.original(message.room, message.user_id, message.client_msg_id)
+            if original is not None:  # a retry whose first attempt landed: no second record
+                return original, False
+        body = message_body(message, skip_sid=skip_sid, host=streams.host)
+        applied = await self._append_and_wait(
+            message.room, message.id, await self._addressed(body, message.room)
+        )
+        if applied.duplicate:
+            assert isinstance(applied.record, Message)
+            return applied.record, False
+        stored = applied.record
+        assert isinstance(stored, Message)
+        self._metrics.messages_in.inc()
+        self._metrics.messages_out.inc()
+        # Durable and delivered: history is written from the log (_write_history).
+        return stored, True
+
+    async def _append_event(
+        self,
+        kind: str,
+        live: str,
+        room: str,
+        message_id: str,
+        wire: dict[str, Any],
+        change: dict[str, Any] | None = None,
+    ) -> None:
+        """Append a room event to the events log; every replica delivers it as ``live`` and
+        the history writer stores it (applying ``change`` to the message first)."""
+        event_id = self._ids.new()
+        event = RoomEvent(event_id, room, kind, message_id, {**wire, "event_id": event_id})
+        await self._append_and_wait(
+            room, event.id, await self._addressed(event_body(event, live, change), room)
+        )
+
+    async def _write_history(self, record: LogRecord) -> None:
+        """The history writer: store one record of the events log at its position (raises
+        ``StoreUnavailable`` to be retried; every write is idempotent). A message whose
+        ``(room, user, client_msg_id)`` was written before is not written again: records are
+        written in stream order, so the first record wins here as on every consumer."""
+        try:
+            found = record_of(record)
+        except (KeyError, TypeError, ValueError, IndexError):
+            return  # not a room event; the consumers log it once
+        if isinstance(found, Message):
+            async with self._metrics.timed_store("append"):
+                await self._store.append(found)
+            return
+        change = record.body.get("change")
+        if isinstance(change, dict):
+            with contextlib.suppress(NotFound, InvalidMessageId):  # a message history never had
+                at_ms = int(change.get("at_ms") or 0)
+                if found.kind == "edited":
+                    async with self._metrics.timed_store("edit"):
+                        await self._store.edit(
+                            found.room, found.message_id, str(change.get("text", "")), at_ms
+                        )
+                        mentions = change.get("mentions")
+                        if isinstance(mentions, list):  # an edit that changed them (issue 25)
+                            await self._store.set_mentions(
+                                found.room, found.message_id, tuple(str(m) for m in mentions)
+                            )
+                elif found.kind == "deleted":
+                    async with self._metrics.timed_store("delete"):
+                        await self._store.delete(found.room, found.message_id, at_ms)
+        async with self._metrics.timed_store("append_event"):
+            await self._store.append_event(found)
+
+    async def _append_and_wait(self, room: str, record_id: str, body: dict[str, Any]) -> Applied:
+        assert self._log is not None and self._streams is not None
+        applied = self._streams.expect(record_id)
+        try:
+            await self._log.append(room, body)
+            try:
+                async with asyncio.timeout(APPLY_TIMEOUT_SECONDS):
+                    return await applied
+            except TimeoutError:
+                raise BusUnavailable("the room stream did not deliver the event in time; retry") from None
+        finally:
+            self._streams.forget(record_id)
+
+    async def _deliver_here(
+        self, event: str, data: dict[str, Any], room: str, skip_sid: str | None, targets: list[str] | None
+    ) -> None:
+        await self._deliver(event, data, room, skip_sid, here=True, targets=targets)
+
+    async def _target(self, room: str) -> str | list[str]:
+        """Where ``room``'s events go: the room, or a private room's audience."""
+        return await self._audience(room) if self._audience is not None and members_only(room) else room
+
+    async def _addressed(self, body: dict[str, Any], room: str) -> dict[str, Any]:
+        """``body`` with the audience resolved once, here (every replica delivers to it)."""
+        target = await self._target(room)
+        return body if isinstance(target, str) else {**body, "to": target}
+
+    def _record_wire(self, record: Message | RoomEvent, live: str) -> dict[str, Any]:
+        """What a record read from the events log is delivered as, at its position."""
+        epoch = self._epoch
+        if isinstance(record, Message):
+            return message_wire(record, epoch)
+        if epoch is None or record.pos is None:
+            return record.payload
+        return {**record.payload, "pos": position(epoch, record.pos)}

@@ -48,10 +48,18 @@ class _Room:
     floor: int = 0
 
     def logged(self, record: Message | RoomEvent) -> Message | RoomEvent:
-        """``record`` at the next position, appended to the stream."""
-        self.head += 1
-        record = replace(record, pos=self.head)
-        self.log.append((self.head, record if isinstance(record, RoomEvent) else record.id))
+        """``record`` at the next position, appended to the stream; a record that has a
+        position already (cluster mode: its offset in the Kafka events topic) keeps it."""
+        if record.pos is None:
+            self.head += 1
+            record = replace(record, pos=self.head)
+        assert record.pos is not None
+        self.head = max(self.head, record.pos)
+        entry = (record.pos, record if isinstance(record, RoomEvent) else record.id)
+        if not self.log or self.log[-1][0] < record.pos:
+            self.log.append(entry)
+        else:
+            self.log.insert(bisect_left(self.log, record.pos, key=lambda item: item[0]), entry)
         return record
 
     @property

@@ -487,6 +487,17 @@ def _next_pos(db: sqlite3.Connection, room: str) -> int:
     return int(row[0])
 
 
+def _given_pos(db: sqlite3.Connection, room: str, pos: int) -> int:
+    """A position the record brought (cluster mode: its offset in the Kafka events topic),
+    raising the room's head to it, inside the caller's transaction."""
+    db.execute(
+        """INSERT INTO room_streams (room, head) VALUES (?, ?)
+           ON CONFLICT (room) DO UPDATE SET head = max(head, excluded.head)""",
+        (room, pos),
+    )
+    return pos
+
+
 def _append_event(db: sqlite3.Connection, event: RoomEvent, purge_at: float | None) -> RoomEvent:
     with db:
         cursor = db.execute(
@@ -495,7 +506,7 @@ def _append_event(db: sqlite3.Connection, event: RoomEvent, purge_at: float | No
             (event.room, event.id, event.kind, event.message_id, json.dumps(event.payload)),
         )
         if cursor.rowcount == 1:
-            pos = _next_pos(db, event.room)
+            pos = _next_pos(db, event.room) if event.pos is None else _given_pos(db, event.room, event.pos)
             db.execute("UPDATE room_events SET pos=? WHERE room=? AND id=?", (pos, event.room, event.id))
             stored = replace(event, pos=pos)
         else:
@@ -563,7 +574,9 @@ def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
             if row is None:
                 raise StoreUnavailable("message conflicted but could not be read back")
             return _row(row), False
-        pos = _next_pos(db, message.room)
+        pos = (
+            _next_pos(db, message.room) if message.pos is None else _given_pos(db, message.room, message.pos)
+        )
         db.execute("UPDATE messages SET pos=? WHERE room=? AND id=?", (pos, message.room, message.id))
         db.execute(
             """INSERT INTO rooms (name, created_at_ms, last_message_id) VALUES (?,?,?)

@@ -6,6 +6,7 @@ on one machine), as replicas share ScyllaDB in production, so catch-up works acr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,21 +165,24 @@ async def test_broker_restart_keeps_replicas_up_and_catch_up_fills_the_gap(
     before = (await alice.call("message", {"room": ROOM, "text": "before the outage"}))["message"]
     await bob.wait_event("message", lambda m: m["id"] == before["id"])
 
-    kafka_script("stop")
+    # In threads: the clients' event loop must keep answering pings meanwhile.
+    await asyncio.to_thread(kafka_script, "stop")
     try:
         for replica in (r1, r2):
-            replica.wait_http("/readyz", status=503, timeout=30)
+            await asyncio.to_thread(replica.wait_http, "/readyz", status=503, timeout=30)
             status, body = replica.http_json("/readyz")
             failing = body["failing"]
             assert status == 503 and isinstance(failing, dict), body
             assert "Kafka unavailable" in str(failing["bus"]), body
-        # Stored and acknowledged although Kafka is down: history is the record.
-        during = (await alice.call("message", {"room": ROOM, "text": "during the outage"}))["message"]
+        # Refused while Kafka is down: the room stream cannot take it, nothing is delivered.
+        payload = {"room": ROOM, "text": "during the outage", "client_msg_id": "during"}
+        refused = await alice.call("message", payload, ok=False)
+        assert refused["error"]["code"] == "bus_unavailable", refused
     finally:
-        kafka_script("start")
+        await asyncio.to_thread(kafka_script, "start")
 
     for replica in (r1, r2):
-        replica.wait_http("/readyz", status=200, timeout=60)
+        await asyncio.to_thread(replica.wait_http, "/readyz", status=200, timeout=60)
         assert replica.proc is not None and replica.proc.poll() is None, replica.log_tail()
         assert len(log_lines(replica.log_path, "chatsvc.bus.kafka: Kafka unavailable:")) == 1, (
             replica.log_tail()
@@ -187,11 +191,18 @@ async def test_broker_restart_keeps_replicas_up_and_catch_up_fills_the_gap(
             replica.log_tail()
         )
 
-    # bob missed it live; join {since} brings it back from the shared history.
-    caught = await bob.call("join", {"room": ROOM, "since": before["id"]})
-    missed = [m for m in caught["messages"] if m["id"] > before["id"]]  # past the overlap window
-    assert [m["id"] for m in missed] == [during["id"]]
-    assert missed[0]["text"] == "during the outage"
+    # The client's retry is taken once the stream is back, and reaches bob live, once.
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (ack := await alice.call("message", payload, ok=False)).get("ok"):
+        assert ack["error"]["code"] == "bus_unavailable", ack
+        assert asyncio.get_running_loop().time() < deadline, ack
+        await asyncio.sleep(0.5)
+    during = ack["message"]
+    await bob.wait_event("message", lambda m: m["id"] == during["id"])
+    # join {since: pos} from before the outage answers exactly what followed.
+    caught = await bob.call("join", {"room": ROOM, "since": before["pos"]})
+    assert caught["reset"] is False and [m["id"] for m in caught["messages"]] == [during["id"]]
+    assert caught["messages"][0]["text"] == "during the outage"
     # And live fan-out has resumed.
     after = (await alice.call("message", {"room": ROOM, "text": "after the outage"}))["message"]
     await bob.wait_event("message", lambda m: m["id"] == after["id"])

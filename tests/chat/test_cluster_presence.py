@@ -15,6 +15,7 @@ import pytest
 from chatsvc.auth.identity import Identity
 from chatsvc.chat import cluster_presence
 from chatsvc.chat.cluster_presence import ClusterPresence
+from chatsvc.errors import BusUnavailable
 from tests.support.control_net import ControlNet, eventually
 
 ALICE = Identity("alice", "Alice")
@@ -401,3 +402,31 @@ async def test_presence_resyncs_within_a_heartbeat_of_the_bus_returning(
     await asyncio.sleep(4.0)  # long enough for the old backoff to reach a 4 s sleep
     net.up = True
     await eventually(lambda: _is(b, "TSLA", ["alice"]), within=1.5, what="state resynced at once")
+
+
+async def test_presence_resyncs_the_moment_the_bus_is_back_not_at_the_next_retry(net: ControlNet) -> None:
+    """Issue 21 phase 2: with a long heartbeat the publish retries back off for seconds; the
+    sender polls the bus's health instead and sends a snapshot as soon as it is back."""
+
+    async def bus_ready() -> None:
+        if not net.up:
+            raise BusUnavailable("Kafka unavailable: connection refused")
+
+    a = ClusterPresence(
+        net.router("a"), version="1", connections=lambda: 0, heartbeat_seconds=8.0, bus_ready=bus_ready
+    )
+    b = ClusterPresence(net.router("b"), version="1", connections=lambda: 0, heartbeat_seconds=HEARTBEAT)
+    try:
+        await a.start()
+        await b.start()
+        await eventually(lambda: b.peers() == ["a"])
+        net.up = False
+        await a.join("TSLA", ALICE, "s1")
+        await asyncio.sleep(3.6)  # the retries' backoff has grown to 4 s by now
+        net.up = True
+        await eventually(
+            lambda: _is(b, "TSLA", ["alice"]), within=1.0, what="a snapshot as soon as the bus is back"
+        )
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -127,7 +127,8 @@ class ScyllaStore(
     def __init__(self, settings: ScyllaSettings, *, positions: bool = True) -> None:
         """``positions``: number room streams (one writer per room, docs/delivery.md). Off
         when several replicas write (Kafka): their counters would hand out the same
-        positions, so records get none and every position catch-up answers ``reset``."""
+        positions; records then come with their offset in the Kafka events topic as position
+        (chatsvc.chat.streams), and this store keeps it."""
         self._db = ScyllaSession(settings)
         self._positions = positions
         self._run = self._db.run
@@ -194,7 +195,7 @@ class ScyllaStore(
         writes = []
         if self._positions:
             message = replace(message, pos=await self._stream.next_pos(message.room))
-            assert message.pos is not None
+        if message.pos is not None:  # numbered here, or by the Kafka events topic (cluster mode)
             writes.extend(self._stream.writes(message.room, message.pos, "message", message.id))
         writes.extend(self._room_writes(message))
         if message.client_msg_id is not None:
@@ -450,8 +451,16 @@ class ScyllaStore(
         bucket = _bucket(event.id)
         payload = json.dumps(event.payload)
         if not self._positions:  # an upsert: a repeat is harmless
-            row = (event.room, bucket, event.id, event.kind, event.message_id, payload, UNSET)
-            await self._run("ev_insert", row)
+            if event.pos is not None:  # its offset in the Kafka events topic (cluster mode)
+                await self._gather(
+                    *self._stream.writes(
+                        event.room, event.pos, event.kind, event.id, event.message_id, payload
+                    )
+                )
+            pos = UNSET if event.pos is None else event.pos
+            await self._run(
+                "ev_insert", (event.room, bucket, event.id, event.kind, event.message_id, payload, pos)
+            )
             return event
         seen = await self._run("ev_get", (event.room, bucket, event.id))
         if seen and seen[0][4] is not None:
@@ -489,10 +498,8 @@ class ScyllaStore(
         return await self._stream.epoch()
 
     async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
-        """Records after ``pos`` in position order (see chatsvc.store.scylla.stream); never
-        covered when this store does not number records."""
-        if not self._positions:
-            return StreamSlice([], False, 0, covered=False)
+        """Records after ``pos`` in position order (see chatsvc.store.scylla.stream), numbered
+        here or (cluster mode) by the Kafka events topic."""
         return await self._stream.after(room, pos, limit, self.get)
 
     async def save_session(self, record: SessionRecord) -> None:

@@ -1,0 +1,366 @@
+"""The room streams on Kafka (issue 21): the events topic as a :class:`~chatsvc.bus.log.RoomLog`.
+
+The second half of the Kafka adapter (chatsvc.bus.kafka is the fan-out half, and lends its
+connection options, error classification and client shutdown). Design, and why:
+
+* **One topic, keyed by room** (``KAFKA_EVENTS_TOPIC``, default ``chatsvc.events``): a room's
+  records share one partition, so a record's offset there is its position in the room's
+  stream, assigned once by the broker, in the order every reader reads it. Offsets of a
+  partition are shared by its rooms: a room's positions grow but are not contiguous.
+* **Durable before acked.** The producer is idempotent with ``acks=all``; :meth:`append`
+  returns the offset only once the broker acknowledged the record, and gives up after
+  ``APPEND_TIMEOUT_SECONDS`` with ``BusUnavailable`` (the record may still land later: the
+  chat layer deduplicates a retried message, docs/delivery.md).
+* **Every replica reads every partition** (no consumer group), from the end at startup, but
+  first re-reads the last ``REPLAY_RECORDS`` of each partition marked ``replay``: the
+  consumers' dedup windows and in-memory tails are rebuilt from the stream, not lost with
+  a restart. After a broker outage reading resumes from the offsets reached.
+* **History is written from the log** (:meth:`KafkaRoomLog.on_history`): a consumer group
+  (``chatsvc.history``; ``<topic>.history`` for a topic of another name) gives each partition
+  one writer among the replicas, moved by Kafka when a replica goes. Records are written in
+  partition order; a failed write is retried with capped backoff (logged once per outage)
+  and nothing after it is written first; the group offset is committed only after the
+  writes, so a writer that dies resumes, wherever it resumes, after the last record written
+  (a record may be written twice: the writes are idempotent).
+* **Failures are loud once**: the reader logs an outage once and retries with capped
+  exponential backoff; a record that is not JSON is counted and skipped (logged once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from chatsvc.bus.kafka import BACKOFF_CAP_SECONDS, REQUEST_TIMEOUT_MS, _stop, classify
+from chatsvc.bus.log import LogRecord, RecordHandler
+from chatsvc.errors import BusUnavailable, StartupError
+from chatsvc.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+APPEND_TIMEOUT_SECONDS = 3.0
+"""Longest a send waits for the broker's ack before it is refused ``bus_unavailable``."""
+REPLAY_RECORDS = 2_000
+"""Records per partition re-read at startup to rebuild dedup windows and tails."""
+POLL_MS = 500
+START_ATTEMPTS = 5
+#: A history writer paused by a store outage keeps its partitions this long before the group
+#: gives them to another replica (which would be paused by the same outage).
+HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
+
+
+def history_group(topic: str) -> str:
+    """The history writers' consumer group of ``topic``."""
+    return "chatsvc.history" if topic == "chatsvc.events" else f"{topic}.history"
+
+
+class KafkaRoomLog:
+    """The events topic: append with ``acks=all`` and read every partition in order."""
+
+    def __init__(
+        self,
+        topic: str,
+        options: Callable[[], dict[str, Any]],
+        *,
+        probe: Callable[[], Awaitable[None]] | None = None,
+        metrics: Metrics | None = None,
+        backoff_seconds: float = 0.5,
+    ) -> None:
+        """``options``: the Kafka client options (brokers, TLS, SASL); ``probe``: the fan-out
+        bus's health check, so an outage it knows of refuses appends at once."""
+        self._topic = topic
+        self._options = options
+        self._probe = probe
+        self._metrics = metrics or Metrics()
+        self._base_delay = backoff_seconds
+        self._producer: Any = None
+        self._consumer: Any = None
+        self._handler: RecordHandler | None = None
+        self._positions: dict[int, int] = {}
+        self._live_from: dict[int, int] = {}
+        self._partitions: list[int] = []
+        self._reader: asyncio.Task[None] | None = None
+        self._down: str | None = None
+        self._closed = False
+        self._undecodable = False
+        self._write_record: RecordHandler | None = None
+        self._history: Any = None
+        self._history_task: asyncio.Task[None] | None = None
+        self._history_down: str | None = None
+
+    @property
+    def partitions(self) -> int:
+        """The topic's partition count (known after :meth:`start`)."""
+        return len(self._partitions)
+
+    def on_record(self, handler: RecordHandler) -> None:
+        """The one handler of every record read."""
+        self._handler = handler
+
+    def on_history(self, writer: RecordHandler) -> None:
+        """Write every record to history with ``writer`` (see the module docstring)."""
+        self._write_record = writer
+
+    async def start(self) -> None:
+        """Start producer and reader; retry a few times (the topic may be being created)."""
+        delay, reason = self._base_delay, ""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                await self._connect()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = classify(exc, topic=self._topic)
+                log.warning(
+                    "Kafka events topic %s: attempt %d/%d failed: %s",
+                    self._topic,
+                    attempt,
+                    START_ATTEMPTS,
+                    reason,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                continue
+            self._reader = asyncio.create_task(self._read(), name="chatsvc-room-log")
+            if self._write_record is not None:
+                self._history_task = asyncio.create_task(self._write_history(), name="chatsvc-history-writer")
+            log.info("Kafka events topic %s: %d partition(s)", self._topic, len(self._partitions))
+            return
+        raise StartupError(f"cannot use the Kafka events topic {self._topic}: {reason}")
+
+    async def _connect(self) -> None:
+        options = self._options()
+        producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True, linger_ms=0)
+        try:
+            async with asyncio.timeout(3 * REQUEST_TIMEOUT_MS / 1000):
+                await producer.start()
+                partitions = sorted(await producer.partitions_for(self._topic) or ())
+                if not partitions:
+                    raise BusUnavailable(f"topic {self._topic} has no partitions yet")
+                consumer = await self._start_consumer(options, partitions)
+        except BaseException:
+            await _stop(producer, None)
+            raise
+        self._producer, self._consumer, self._partitions = producer, consumer, partitions
+
+    async def _start_consumer(self, options: dict[str, Any], partitions: list[int]) -> Any:
+        consumer = AIOKafkaConsumer(
+            **options,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        try:
+            await consumer.start()
+            tps = [TopicPartition(self._topic, p) for p in partitions]
+            consumer.assign(tps)
+            if not self._positions:  # first start: replay a little, then live from the end
+                ends = await consumer.end_offsets(tps)
+                begins = await consumer.beginning_offsets(tps)
+                for tp in tps:
+                    self._live_from[tp.partition] = ends[tp]
+                    self._positions[tp.partition] = max(begins[tp], ends[tp] - REPLAY_RECORDS)
+            for tp in tps:
+                consumer.seek(tp, self._positions[tp.partition])
+        except BaseException:
+            await _stop(None, consumer)
+            raise
+        return consumer
+
+    async def check(self) -> None:
+        """``BusUnavailable`` while closed, while the reader is down, or while the fan-out
+        bus (same brokers) knows Kafka to be down."""
+        if self._closed or self._producer is None:
+            raise BusUnavailable("Kafka events topic not connected")
+        if self._down is not None:
+            raise BusUnavailable(f"Kafka events topic unavailable: {self._down}")
+        if self._probe is not None:
+            await self._probe()
+
+    async def append(self, room: str, body: dict[str, Any]) -> int:
+        """Produce to ``room``'s partition; the offset once the broker acked (``acks=all``)."""
+        await self.check()
+        value = json.dumps(body, separators=(",", ":")).encode()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + APPEND_TIMEOUT_SECONDS
+        try:
+            async with asyncio.timeout_at(deadline):
+                delivery = await self._producer.send(self._topic, value=value, key=room.encode())
+            # asyncio.wait, not wait_for: cancelling aiokafka's delivery future is not ours to do.
+            done, _ = await asyncio.wait([delivery], timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                raise TimeoutError
+            metadata = delivery.result()
+        except TimeoutError:
+            self._metrics.bus_errors.labels("append").inc()
+            raise BusUnavailable(
+                f"Kafka did not acknowledge the event within {APPEND_TIMEOUT_SECONDS:.0f}s"
+            ) from None
+        except KafkaError as exc:
+            self._metrics.bus_errors.labels("append").inc()
+            raise BusUnavailable(f"Kafka refused the event: {classify(exc, topic=self._topic)}") from None
+        finally:
+            self._metrics.bus_latency.observe(loop.time() - started)
+        return int(metadata.offset)
+
+    async def _read(self) -> None:
+        """Hand every record to the handler in partition order, forever; reconnect with
+        capped backoff after a failure (logged once per outage)."""
+        delay = self._base_delay
+        while True:
+            try:
+                if self._consumer is None:
+                    self._consumer = await self._start_consumer(self._options(), self._partitions)
+                batch = await self._consumer.getmany(timeout_ms=POLL_MS)
+                for records in batch.values():
+                    for record in records:
+                        await self._hand_over(record)
+                        self._positions[record.partition] = record.offset + 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = classify(exc, topic=self._topic)
+                if self._down is None:
+                    log.warning(
+                        "Kafka events topic unavailable: %s; retrying (backoff up to %.0fs)",
+                        reason,
+                        BACKOFF_CAP_SECONDS,
+                    )
+                self._down = reason
+                consumer, self._consumer = self._consumer, None
+                await _stop(None, consumer)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                continue
+            if self._down is not None:
+                log.info("Kafka events topic readable again")
+                self._down = None
+            delay = self._base_delay
+
+    async def _hand_over(self, record: Any) -> None:
+        try:
+            body = json.loads(record.value or b"")
+            room = record.key.decode() if record.key else None
+        except (ValueError, UnicodeDecodeError):
+            body, room = None, None
+        if not isinstance(body, dict) or not room:
+            self._metrics.bus_errors.labels("decode").inc()
+            if not self._undecodable:
+                self._undecodable = True
+                log.warning(
+                    "skipping records of %s that are not room events (first: offset %d)",
+                    self._topic,
+                    record.offset,
+                )
+            return
+        if self._handler is None:
+            return
+        replay = record.offset < self._live_from.get(record.partition, 0)
+        try:
+            await self._handler(LogRecord(room, record.offset, body, replay))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The handler's own failure: skipping the record keeps every other room going.
+            log.warning("room event at %s offset %d not applied: %r", room, record.offset, exc)
+
+    # -- the history writer ------------------------------------------------------------------
+
+    async def _start_history(self) -> Any:
+        consumer = AIOKafkaConsumer(
+            self._topic,
+            **self._options(),
+            group_id=history_group(self._topic),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=HISTORY_MAX_POLL_INTERVAL_MS,
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await _stop(None, consumer)
+            raise
+        return consumer
+
+    async def _write_history(self) -> None:
+        """Write every record, commit after each batch; rebuild the consumer after a failure."""
+        delay = self._base_delay
+        while True:
+            try:
+                if self._history is None:
+                    self._history = await self._start_history()
+                batch = await self._history.getmany(timeout_ms=POLL_MS)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._write_one(record)
+                    await self._history.commit({tp: records[-1].offset + 1})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "history writer: %s; resuming from the last committed record",
+                    classify(exc, topic=self._topic),
+                )
+                consumer, self._history = self._history, None
+                await _stop(None, consumer)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                continue
+            delay = self._base_delay
+
+    async def _write_one(self, record: Any) -> None:
+        """Hand one record to the writer until it takes it (capped backoff, logged once)."""
+        assert self._write_record is not None
+        try:
+            body = json.loads(record.value or b"")
+            room = record.key.decode() if record.key else None
+        except (ValueError, UnicodeDecodeError):
+            body, room = None, None
+        if not isinstance(body, dict) or not room:
+            return  # not a room event (counted and logged by the reader)
+        delay = self._base_delay
+        while True:
+            try:
+                await self._write_record(LogRecord(room, record.offset, body))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                reason = getattr(exc, "message", None) or repr(exc)
+                if self._history_down is None:
+                    log.warning(
+                        "history writer paused at %s offset %d: %s; retrying (backoff up to %.0fs, "
+                        "live chat goes on; logged once per outage)",
+                        room,
+                        record.offset,
+                        reason,
+                        BACKOFF_CAP_SECONDS,
+                    )
+                self._history_down = reason
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                continue
+            if self._history_down is not None:
+                log.info("history writer resumed at %s offset %d", room, record.offset)
+                self._history_down = None
+            return
+
+    async def aclose(self) -> None:
+        """Stop the reader, the history writer and the clients (bounded); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in (self._reader, self._history_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task], timeout=5)
+        producer, consumer, history = self._producer, self._consumer, self._history
+        self._producer = self._consumer = self._history = None
+        await _stop(producer, consumer)
+        await _stop(None, history)

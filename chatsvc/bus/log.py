@@ -1,0 +1,64 @@
+"""The room streams' log (issue 21, docs/delivery.md): what the chat layer needs from it.
+
+In cluster mode every room event (message, edit, delete, reaction, pin...) is one record of
+a log partitioned by room; a record's offset in its partition is its position in the room's
+stream. Every replica reads every partition in order and applies each record (dedup, live
+delivery to its own sockets); the replica that appended a record waits for its own consumer
+to apply it before acking. This module knows nothing of Kafka (chatsvc.bus.kafka_log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One record read back from the log.
+
+    ``replay``: read again at startup only to rebuild the consumers' windows (dedup keys,
+    the in-memory tail); it was delivered before this process started, so it is not
+    delivered again.
+    """
+
+    room: str
+    offset: int
+    body: dict[str, Any]
+    replay: bool = False
+
+
+RecordHandler = Callable[[LogRecord], Awaitable[None]]
+
+
+class RoomLog(Protocol):
+    """An ordered, durable log of room events, partitioned by room."""
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions the log has (part of the positions' epoch: a changed count
+        maps rooms to other partitions, whose offsets mean nothing to old positions)."""
+
+    async def start(self) -> None:
+        """Connect; raise ``chatsvc.errors.StartupError`` when it cannot."""
+
+    async def check(self) -> None:
+        """Raise ``chatsvc.errors.BusUnavailable`` while the log cannot be appended to."""
+
+    async def aclose(self) -> None:
+        """Stop reading and close; idempotent."""
+
+    def on_record(self, handler: RecordHandler) -> None:
+        """Call ``handler`` with every record, per partition in offset order (one handler)."""
+
+    def on_history(self, writer: RecordHandler) -> None:
+        """Also write every record to history with ``writer``: once per record among all
+        replicas (a consumer group), in partition order, resuming after the last record
+        written; ``writer`` raising means "not written": the same record is retried (with
+        capped backoff) until it succeeds, nothing after it is written before."""
+
+    async def append(self, room: str, body: dict[str, Any]) -> int:
+        """Append a JSON-able record to ``room``'s partition once the log holds it durably;
+        its offset. ``BusUnavailable`` when the log cannot take it in time (the record may
+        still land later: readers deduplicate)."""
