@@ -68,6 +68,7 @@ RECOVERABLE: dict[str, str] = {
     "reaction": "event_id",
     "pinned": "event_id",
     "unpinned": "event_id",
+    "room_mode": "event_id",
 }
 #: Event names of room-log kinds.
 SESSION_FORMAT = 1

@@ -193,6 +193,8 @@ class ChatService:
         kind: str = "user",
         reply_to: ReplyRef | None = None,
         mentions: tuple[str, ...] = (),
+        tickers: tuple[str, ...] = (),
+        sentiment: str | None = None,
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
         created = self._now_ms()
@@ -207,6 +209,8 @@ class ChatService:
             kind=kind,
             reply_to=reply_to,
             mentions=mentions,
+            tickers=tickers,
+            sentiment=sentiment,
         )
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)
@@ -305,12 +309,20 @@ class ChatService:
             raise Forbidden("only the author or an admin may change a message")
         return message
 
-    async def edit(self, room: str, message_id: str, text: str, actor: Identity) -> Message:
-        """Change a message's text (author or admin) and tell the room."""
+    async def edit(
+        self,
+        room: str,
+        message_id: str,
+        text: str,
+        actor: Identity,
+        *,
+        tickers: tuple[str, ...] | None = None,
+    ) -> Message:
+        """Change a message's text (author or admin), and its cashtags when given, and tell the room."""
         await self._editable(room, message_id, actor)
         with _client_id("id"):
             async with self._metrics.timed_store("edit"):
-                updated = await self._store.edit(room, message_id, text, self._now_ms())
+                updated = await self._store.edit(room, message_id, text, self._now_ms(), tickers=tickers)
         # Without the message's own position: the event is delivered at its own.
         payload = await self._record("edited", room, message_id, message_wire(updated))
         await self._deliver("message_edited", payload, room)

@@ -22,6 +22,7 @@ EVENT_OF_KIND = {
     "reaction": "reaction",
     "pinned": "pinned",
     "unpinned": "unpinned",
+    "room_mode": "room_mode",
 }
 
 #: The last second :func:`iso_ms` formatted and its text: messages come in bursts of the
@@ -88,6 +89,10 @@ def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
         }
     if message.mentions:
         wire["mentions"] = list(message.mentions)
+    if message.tickers:
+        wire["tickers"] = list(message.tickers)
+    if message.sentiment is not None:
+        wire["sentiment"] = message.sentiment
     if message.reactions is not None:
         wire["reactions"] = message.reactions
         wire["own_reactions"] = message.own_reactions or []

@@ -24,6 +24,7 @@ from chatsvc.model.messages import (
     StreamSlice,
     ThreadSummary,
 )
+from chatsvc.model.modes import RoomMode, SentimentCounts
 from chatsvc.model.rooms import Conversation, Member, Notification
 
 #: Width of a time bucket. Ten days keeps a busy room's partition well under 100 MB.
@@ -102,8 +103,11 @@ class MessageLog(Protocol):
     async def get(self, room: str, message_id: str) -> Message | None:
         """One message, or None."""
 
-    async def edit(self, room: str, message_id: str, text: str, at_ms: int) -> Message:
-        """Replace the text of a message; raise ``NotFound`` if it does not exist."""
+    async def edit(
+        self, room: str, message_id: str, text: str, at_ms: int, *, tickers: tuple[str, ...] | None = None
+    ) -> Message:
+        """Replace the text of a message (and its ``tickers``, when given); raise ``NotFound``
+        if it does not exist."""
 
     async def delete(self, room: str, message_id: str, at_ms: int) -> Message:
         """Mark a message deleted (text cleared); raise ``NotFound`` if it does not exist."""
@@ -319,6 +323,32 @@ class PinStore(Protocol):
         """Up to ``limit`` pins of ``room`` as ``(message id, pinned by, at ms)``, newest message first."""
 
 
+#: Sentiment is counted in minute slots (the last hour: 60 of them) and hour slots (the
+#: last day: 24 of them, the current one included).
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+
+
+class RoomModeStore(Protocol):
+    """Slow/surge mode per room and rolling sentiment counts (issue 25)."""
+
+    async def get_room_mode(self, room: str) -> RoomMode:
+        """The room's mode (the default when none was ever set)."""
+
+    async def set_slow_mode(self, room: str, seconds: int) -> None:
+        """Set the moderators' slow mode (0: off); the surge flag is kept."""
+
+    async def set_surge(self, room: str, surge: bool) -> bool:
+        """Set the surge flag; True only for the one call that changed it (several replicas
+        deciding the same moment: exactly one announces)."""
+
+    async def add_sentiment(self, room: str, sentiment: str, at_ms: int) -> None:
+        """Count one ``bullish``/``bearish`` message posted at ``at_ms``."""
+
+    async def sentiment_counts(self, room: str, now_ms: int) -> SentimentCounts:
+        """The counts of the last 60 minute slots and the last 24 hour slots up to ``now_ms``."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -335,6 +365,7 @@ class MessageStore(
     ReactionStore,
     MentionStore,
     PinStore,
+    RoomModeStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

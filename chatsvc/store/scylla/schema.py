@@ -9,17 +9,61 @@ from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
 
 COLUMNS = (
     "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos, reply_to,"
-    " mentions"
+    " mentions, tickers, sentiment"
 )
 #: Positions per ``room_stream`` partition: a room's stream is read partition by partition.
 STREAM_CHUNK: Final = 10_000
+
+#: Version 6 (issue 25: slow/surge mode, cashtags, sentiment), self-contained so the lead
+#: can renumber it at merge. A message's cashtags (JSON list) and sentiment are columns of
+#: its row; a room's mode is one row; sentiment is counted per room and UTC day partition in
+#: minute (grain 'm') and hour ('h') slots, so the last hour and day are at most two slices
+#: of two partitions each (a partition holds at most 1440 + 24 slots per sentiment).
+MODES_MIGRATION: Final[tuple[str, ...]] = (
+    "ALTER TABLE {ks}.messages ADD tickers text",
+    "ALTER TABLE {ks}.messages ADD sentiment text",
+    """CREATE TABLE IF NOT EXISTS {ks}.room_modes (
+        room text PRIMARY KEY,
+        slow_mode_seconds int,
+        surge boolean
+    )""",
+    """CREATE TABLE IF NOT EXISTS {ks}.sentiment_counts (
+        room text,
+        day int,
+        grain text,
+        slot bigint,
+        sentiment text,
+        n counter,
+        PRIMARY KEY ((room, day), grain, slot, sentiment)
+    )""",
+)
+#: The statements of version 6's tables.
+MODES_STATEMENTS: Final[dict[str, str]] = {
+    "mode_get": "SELECT slow_mode_seconds, surge FROM {ks}.room_modes WHERE room = ?",
+    "mode_slow": "UPDATE {ks}.room_modes SET slow_mode_seconds = ? WHERE room = ?",
+    # A missing row or null flag is "not in surge": != true holds for it, = true does not.
+    "mode_surge_on": "UPDATE {ks}.room_modes SET surge = true WHERE room = ? IF surge != true",
+    "mode_surge_off": "UPDATE {ks}.room_modes SET surge = false WHERE room = ? IF surge = true",
+    "sentiment_add": (
+        "UPDATE {ks}.sentiment_counts SET n = n + 1"
+        " WHERE room = ? AND day = ? AND grain = ? AND slot = ? AND sentiment = ?"
+    ),
+    "sentiment_get": (
+        "SELECT sentiment, n FROM {ks}.sentiment_counts"
+        " WHERE room = ? AND day = ? AND grain = ? AND slot >= ?"
+    ),
+    "msg_edit_tickers": (
+        "UPDATE {ks}.messages SET text = ?, edited_at = ?, tickers = ?"
+        " WHERE room = ? AND bucket = ? AND id = ?"
+    ),
+}
 
 #: Schema, one tuple of statements per version. ``{ks}`` is the (validated) keyspace name.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -224,6 +268,7 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY ((room, bucket, user_id), message_id, emoji)
         )""",
     ),
+    6: MODES_MIGRATION,
 }
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
@@ -240,7 +285,7 @@ STATEMENTS: Final[dict[str, str]] = {
     "version_put": "INSERT INTO {ks}.schema_version (scope, version, applied_at) VALUES (?, ?, ?)",
     "msg_insert": (
         f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "msg_get": (
         f"SELECT {COLUMNS}, writetime(text) FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id = ?"
@@ -373,11 +418,15 @@ STATEMENTS: Final[dict[str, str]] = {
     "reply_page": (
         "SELECT id FROM {ks}.replies WHERE room = ? AND bucket = ? AND parent_id = ? AND id < ? LIMIT ?"
     ),
+    **MODES_STATEMENTS,
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
 NOT_IDEMPOTENT: Final = frozenset(
     {"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete", "pin_put", "pin_delete"}
+    # Issue 25: the surge flip (an LWT) and the sentiment counter (an increment applied
+    # twice counts twice; a timed-out one is lost rather than doubled).
+    | {"mode_surge_on", "mode_surge_off", "sentiment_add"}
 )
 
 
