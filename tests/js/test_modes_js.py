@@ -98,3 +98,32 @@ async def test_modes_tickers_and_sentiment_with_the_official_client(
         )
     reasons = [e["reason"] for e in events(node, "room_mode")]
     assert reasons == ["moderator", "moderator", "surge", "surge_end"]
+
+
+async def test_a_dropped_client_recovers_room_mode_changes_exactly_once(
+    server_factory: ServerFactory, node: NodeClients
+) -> None:
+    server = server_factory(**ENV)
+    room = f"stock:js{uuid.uuid4().hex[:8]}"
+    await node.open("n", server.url, token(f"js-{uuid.uuid4().hex[:6]}"), recover=True, reconnect=True)
+    first = await node.connected("n")
+    assert (await node.emit("n", "join", {"room": room}))["ok"] is True
+    async with ClientPool() as pool:
+        admin = await pool.connect(server.url, token(f"admin-{uuid.uuid4().hex[:6]}", roles=["admin"]))
+        await admin.ok("join", {"room": room})
+        await admin.ok("set_slow_mode", {"room": room, "seconds": 5})
+        await node.wait_for(lambda e: e.get("event") == "room_mode", what="the live room_mode")
+        await node.send(cmd="drop", name="n", pause_ms=1500)
+        await node.wait_for(lambda e: e.get("name") == "n" and e["type"] == "disconnect")
+        await asyncio.sleep(0.3)
+        await admin.ok("set_slow_mode", {"room": room, "seconds": 7})
+        await admin.ok("set_slow_mode", {"room": room, "seconds": 0})
+        again = await node.connected("n", 2, within=10)
+        assert again["recovered"] is True and again["sid"] == first["sid"]
+        await admin.ok("set_slow_mode", {"room": room, "seconds": 9})
+        await node.wait_for(
+            lambda e: e.get("event") == "room_mode" and e["data"]["slow_mode_seconds"] == 9,
+            what="the live one after",
+        )
+    await asyncio.sleep(0.3)
+    assert [e["slow_mode_seconds"] for e in events(node, "room_mode")] == [5, 7, 0, 9]
