@@ -49,6 +49,9 @@ def base_env(data_dir: Path, port: int, grpc_port: int | None = None) -> dict[st
         "CHATSVC_JWT_SECRET": TEST_JWT_SECRET,
         "CHATSVC_LOG_LEVEL": "INFO",
         "CHATSVC_SHUTDOWN_TIMEOUT": "5",
+        # Surge mode (issue 25) would slow down the rooms tests flood on purpose; its own
+        # tests (tests/chat/test_surge.py and friends) turn it on with their thresholds.
+        "CHATSVC_SURGE_RATE": "0",
     }
 
 
