@@ -89,9 +89,10 @@ def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
         }
     if message.mentions:
         wire["mentions"] = list(message.mentions)
-    if message.tickers:
+    # A deleted message's text is gone, and so is what was read from it.
+    if message.tickers and not message.deleted:
         wire["tickers"] = list(message.tickers)
-    if message.sentiment is not None:
+    if message.sentiment is not None and not message.deleted:
         wire["sentiment"] = message.sentiment
     if message.reactions is not None:
         wire["reactions"] = message.reactions

@@ -134,6 +134,10 @@ async def test_cashtags_are_extracted_bounded_and_re_extracted_on_edit(
     assert history[sent["id"]]["tickers"] == ["TSLA"]
     assert history[plain["id"]]["tickers"] == ["NVDA"]
     assert "tickers" not in history[many["id"]]
+    marked = (await alice.ok("message", {"room": room, "text": "$AMD", "sentiment": "bearish"}))["message"]
+    await alice.ok("delete", {"room": room, "id": marked["id"]})
+    gone = {m["id"]: m for m in (await bob.ok("history", {"room": room}))["messages"]}[marked["id"]]
+    assert gone["deleted"] is True and "tickers" not in gone and "sentiment" not in gone
 
 
 async def test_sentiment_is_validated_counted_and_broadcast_coalesced(
