@@ -76,8 +76,9 @@ class SurgeMonitor:
 
     async def evaluate(self, room: str, now_ms: int) -> None:
         """Count the room's window and flip its surge flag if the rate crossed a bound."""
-        recent = await self._store.after(room, lowest_id_at(now_ms - self._window_ms), self._threshold + 1)
-        count = len(recent)
+        count = await self._store.count_after(
+            room, lowest_id_at(now_ms - self._window_ms), self._threshold + 1
+        )
         mode = await self._slow.mode(room, fresh=True)
         if not mode.surge and count > self._threshold:
             if await self._store.set_surge(room, True):

@@ -348,6 +348,10 @@ class RoomModeStore(Protocol):
     async def sentiment_counts(self, room: str, now_ms: int) -> SentimentCounts:
         """The counts of the last 60 minute slots and the last 24 hour slots up to ``now_ms``."""
 
+    async def count_after(self, room: str, after_id: str, cap: int) -> int:
+        """Messages of ``room`` with ids above ``after_id`` (the surge window), counted up to
+        ``cap``, reading ids only."""
+
 
 class MessageStore(
     StoreLifecycle,

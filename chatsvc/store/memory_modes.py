@@ -44,6 +44,10 @@ class MemoryModes:
         ]:
             del counts[key]
 
+    async def count_after(self, room: str, after_id: str, cap: int) -> int:
+        """Counted on MemoryStore's sorted ids."""
+        return min(cap, len(await self.after(room, after_id, cap)))  # type: ignore[attr-defined]
+
     async def sentiment_counts(self, room: str, now_ms: int) -> SentimentCounts:
         """Sums over the windows' slots."""
         counts = self._sentiment.get(room, Counter())

@@ -116,6 +116,15 @@ class SqliteModes:
         """One transaction: both slots counted, stale slots dropped."""
         await self._run(_add_sentiment, room, sentiment, at_ms)
 
+    async def count_after(self, room: str, after_id: str, cap: int) -> int:
+        """A bounded count on the primary key."""
+        rows = await self._run(
+            _select,
+            "SELECT count(*) FROM (SELECT 1 FROM messages WHERE room=? AND id > ? LIMIT ?)",
+            (room, after_id, cap),
+        )
+        return int(rows[0][0]) if rows else 0
+
     async def sentiment_counts(self, room: str, now_ms: int) -> SentimentCounts:
         """Two grouped slices of the room's rows."""
         return await self._run(_counts, room, now_ms)

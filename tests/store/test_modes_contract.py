@@ -78,6 +78,21 @@ async def _sentiment(store: MessageStore, room: str) -> None:
     assert await store.sentiment_counts(f"{room}-other", now) == SentimentCounts()
 
 
+async def _count_after(store: MessageStore, room: str) -> None:
+    for i in range(5):
+        await store.append(
+            Message(id_at(NOW_MS - 5000 + i * 1000), room, "u", "U", f"m{i}", NOW_MS - 5000 + i * 1000)
+        )
+    assert await store.count_after(room, id_at(NOW_MS - 10_000), 100) == 5
+    assert await store.count_after(room, id_at(NOW_MS - 2500), 100) == 2
+    assert await store.count_after(room, id_at(NOW_MS - 10_000), 3) == 3, "capped"
+    assert await store.count_after(f"{room}-none", id_at(NOW_MS - 10_000), 3) == 0
+
+
+async def test_count_after_counts_the_surge_window(store: MessageStore, room: str) -> None:
+    await _count_after(store, room)
+
+
 async def test_messages_keep_tickers_and_sentiment(store: MessageStore, room: str) -> None:
     await _tickers_and_sentiment(store, room)
 
@@ -118,3 +133,4 @@ async def test_memory_store_keeps_the_same_contract() -> None:
     await _tickers_and_sentiment(store, "r1")
     await _room_modes(store, "r2")
     await _sentiment(store, "r3")
+    await _count_after(store, "r4")

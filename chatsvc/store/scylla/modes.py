@@ -6,10 +6,12 @@ counters per (room, UTC day) partition in minute and hour slots."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Sequence
 
+from chatsvc.model.ids import timestamp_ms
 from chatsvc.model.modes import RoomMode, SentimentCounts
-from chatsvc.store.base import HOUR_MS, MINUTE_MS
+from chatsvc.store.base import HOUR_MS, MINUTE_MS, bucket_of
 from chatsvc.store.scylla.driver import Row, ScyllaSession
 
 DAY_MS = 24 * HOUR_MS
@@ -49,6 +51,15 @@ class ScyllaModes:
             self._mode_cql("sentiment_add", (room, day, "m", at_ms // MINUTE_MS, sentiment)),
             self._mode_cql("sentiment_add", (room, day, "h", at_ms // HOUR_MS, sentiment)),
         )
+
+    async def count_after(self, room: str, after_id: str, cap: int) -> int:
+        """Ids only, from ``after_id``'s bucket to now's (a surge window spans at most two)."""
+        count = 0
+        bucket, last = bucket_of(timestamp_ms(after_id)), bucket_of(int(time.time() * 1000))
+        while bucket <= last and count < cap:
+            count += len(await self._mode_cql("msg_ids_after", (room, bucket, after_id, cap - count)))
+            bucket += 1
+        return min(count, cap)
 
     async def sentiment_counts(self, room: str, now_ms: int) -> SentimentCounts:
         """The last 60 minute slots and 24 hour slots: a slice of today's partition and,

@@ -59,6 +59,8 @@ MODES_STATEMENTS: Final[dict[str, str]] = {
         "SELECT sentiment, n FROM {ks}.sentiment_counts"
         " WHERE room = ? AND day = ? AND grain = ? AND slot >= ?"
     ),
+    # The surge window: ids only, one slice of a (room, bucket) partition.
+    "msg_ids_after": "SELECT id FROM {ks}.messages WHERE room = ? AND bucket = ? AND id > ? LIMIT ?",
     "msg_edit_tickers": (
         "UPDATE {ks}.messages SET text = ?, edited_at = ?, tickers = ?"
         " WHERE room = ? AND bucket = ? AND id = ?"
