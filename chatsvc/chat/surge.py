@@ -2,7 +2,7 @@
 
 The rate is the cluster's, derived from the room's stream as the store holds it: the
 messages stored in the last ``CHATSVC_SURGE_WINDOW`` seconds, whichever replica stored
-them (one bounded read, at most ``rate x window + 1`` rows). Every replica that stored a
+them (one bounded read of ids, at most ``rate x window + 1``). Every replica that stored a
 message in the room in the last window (or knows the room is in surge) evaluates it once a
 second; above ``CHATSVC_SURGE_RATE`` the room enters surge, at half of it or below it
 leaves. The flip is a conditional write of the room's mode row (an LWT on ScyllaDB), so
