@@ -38,6 +38,7 @@ def main() -> int:
         "CHATSVC_STORE": "memory",
         "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
         "CHATSVC_RATE_LIMIT_BURST": "100000",
+        "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
         "KAFKA_BROKERS": harness.service_env("kafka")["KAFKA_TEST_PLAINTEXT"],
         "KAFKA_TOPIC": topic,
         **extra,

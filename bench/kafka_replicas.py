@@ -70,6 +70,7 @@ def _one(
         "CHATSVC_STORE": "memory",
         "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
         "CHATSVC_RATE_LIMIT_BURST": "100000",
+        "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
         "KAFKA_BROKERS": brokers,
         "KAFKA_TOPIC": topic,
         **extra,

@@ -94,6 +94,7 @@ async def one_room(members: int, messages: int, data_dir: Path, receive: str = "
             "CHATSVC_GRPC_ENABLED": "false",
             "CHATSVC_RATE_LIMIT_PER_SECOND": "1000000",
             "CHATSVC_RATE_LIMIT_BURST": "1000000",
+            "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
         }
     )
     app = create_app(settings)

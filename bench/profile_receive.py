@@ -67,6 +67,7 @@ def main() -> int:
             "CHATSVC_STORE": "memory",
             "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
             "CHATSVC_RATE_LIMIT_BURST": "100000",
+            "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
         }
         with harness.chatsvc_with_loadgen("profile-receive", work, env, revert) as (server, lg):
             n = args.rooms * args.members

@@ -53,7 +53,12 @@ QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "joinstorm", "history")
 #: CHATSVC_FAST_PATHS_OFF, see harness.start_chatsvc). The launcher also knows the fast paths
 #: receive-packet and packet-serializer; "before" keeps them, as it always has.
 OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
-RATE_LIMIT = {"CHATSVC_RATE_LIMIT_PER_SECOND": "100000", "CHATSVC_RATE_LIMIT_BURST": "100000"}
+# Surge mode off: a benchmark floods rooms on purpose.
+RATE_LIMIT = {
+    "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
+    "CHATSVC_RATE_LIMIT_BURST": "100000",
+    "CHATSVC_SURGE_RATE": "0",
+}
 
 
 @dataclass(frozen=True)

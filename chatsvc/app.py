@@ -9,6 +9,7 @@ still reads from clients) and aiohttp runs again, finding nothing left, before c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -177,6 +178,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         recovery=recovery,
         trusted_proxies=settings.trusted_proxies,
         conversations=conversations,
+        modes=settings.modes,
     )
     sio.register_namespace(namespace)
     sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)
@@ -208,7 +210,13 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     app[NOTIFIER] = conversations.notifier
     if settings.grpc.enabled:
         servicer = AdminServicer(
-            service, presence, moderator, settings.limits, version=__version__, conversations=conversations
+            service,
+            presence,
+            moderator,
+            settings.limits,
+            version=__version__,
+            conversations=conversations,
+            modes=namespace.modes,
         )
         app[ADMIN] = AdminServer(settings.grpc, servicer, verifier)
 
@@ -225,7 +233,7 @@ def _add_lifecycle(app: web.Application) -> None:
     # Loop lag and JWKS before the store: /readyz and /metrics see them from the start.
     app.cleanup_ctx.extend((_loop_lag_ctx, _jwks_ctx))
     app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _room_log_ctx, _cluster_ctx))
-    app.cleanup_ctx.extend((_notify_ctx, _grpc_ctx))
+    app.cleanup_ctx.extend((_modes_ctx, _notify_ctx, _grpc_ctx))
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
 
@@ -406,6 +414,15 @@ async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
     await notifier.start()
     yield
     await notifier.aclose()
+
+
+async def _modes_ctx(app: web.Application) -> AsyncIterator[None]:
+    # After the store and the bus (surge reads the one, sentiment events use the other).
+    task = asyncio.create_task(app[NAMESPACE].modes.run(), name="chatsvc-room-modes")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _coalescer_ctx(app: web.Application) -> AsyncIterator[None]:

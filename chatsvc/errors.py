@@ -7,7 +7,7 @@ place. ``code`` is the stable, machine-readable string clients see.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ChatError(Exception):
@@ -20,7 +20,7 @@ class ChatError(Exception):
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
 
-    def to_wire(self) -> dict[str, str]:
+    def to_wire(self) -> dict[str, Any]:
         """``{"code", "message"}``, the shape every protocol carries."""
         return {"code": self.code, "message": self.message}
 
@@ -113,9 +113,24 @@ class Spam(ChatError):
         super().__init__(message)
         self.rule = rule
 
-    def to_wire(self) -> dict[str, str]:
+    def to_wire(self) -> dict[str, Any]:
         """``{"code": "spam", "message", "rule"}``."""
         return {**super().to_wire(), "rule": self.rule}
+
+
+class SlowMode(ChatError):
+    """A post within the room's slow mode interval (issue 25); says when to retry."""
+
+    code = "slow_mode"
+    default_message = "the room is in slow mode"
+
+    def __init__(self, retry_after_ms: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+    def to_wire(self) -> dict[str, Any]:
+        """``{code, message, retry_after_ms}``."""
+        return {**super().to_wire(), "retry_after_ms": self.retry_after_ms}
 
 
 class LastOwner(ChatError):

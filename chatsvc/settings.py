@@ -143,6 +143,31 @@ class Limits:
     blocks_per_user: int = 1000
 
 
+#: The default cashtag: ``$`` then 1..5 letters with an optional class suffix (``$BRK.B``)
+#: or a 6-digit Korean code (``$005930``), not inside a word and not followed by one.
+CASHTAG_PATTERN = r"(?<![\w$])\$([A-Za-z]{1,5}(?:\.[A-Za-z]{1,2})?|[0-9]{6})(?![\w])"
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """Slow and surge mode, cashtags and sentiment (issue 25)."""
+
+    #: Longest slow mode interval a moderator may set.
+    slow_mode_max_seconds: int = 3600
+    #: Surge: a public room posting more than ``surge_rate`` messages a second, averaged
+    #: over ``surge_window_seconds`` (cluster-wide, counted in the store), is slowed to one
+    #: message per user per ``surge_slow_mode_seconds`` until it falls to half of that.
+    #: ``surge_rate`` 0 turns surge mode off.
+    surge_rate: float = 10.0
+    surge_window_seconds: int = 10
+    surge_slow_mode_seconds: int = 5
+    cashtag_pattern: str = CASHTAG_PATTERN
+    #: Cashtags kept per message (the first ones, repeats dropped).
+    tickers_per_message: int = 10
+    #: At most one ``sentiment`` event per room per this many milliseconds (per replica).
+    sentiment_event_ms: int = 3000
+
+
 @dataclass(frozen=True)
 class SpamSettings:
     """The spam filters of a user's message (issue 25, chatsvc.chat.spam). A window or age of
@@ -308,6 +333,7 @@ class Settings:
     )
     limits: Limits = field(default_factory=Limits)
     spam: SpamSettings = field(default_factory=SpamSettings)
+    modes: ModeSettings = field(default_factory=ModeSettings)
     ping_interval_seconds: float = 25.0
     ping_timeout_seconds: float = 20.0
     shutdown_timeout_seconds: float = 10.0
@@ -537,6 +563,7 @@ class _Reader:
             jwt=self.jwt(environment, data_dir),
             limits=self.limits(),
             spam=self.spam(),
+            modes=self.modes(),
             ping_interval_seconds=ping_interval,
             ping_timeout_seconds=ping_timeout,
             shutdown_timeout_seconds=self.number("CHATSVC_SHUTDOWN_TIMEOUT", 10.0, minimum=0.5),
@@ -721,6 +748,24 @@ class _Reader:
             blocklist=blocklist,
             blocklist_action=action,
             tracked_users=self.integer("CHATSVC_SPAM_TRACKED_USERS", 10_000, minimum=1, maximum=10_000_000),
+        )
+
+    def modes(self) -> ModeSettings:
+        pattern = self.text("CHATSVC_CASHTAG_PATTERN", CASHTAG_PATTERN)
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise SettingsError("CHATSVC_CASHTAG_PATTERN", f"not a regular expression: {exc}") from None
+        if len(pattern) > 500 or compiled.groups > 1:
+            raise SettingsError("CHATSVC_CASHTAG_PATTERN", "at most 500 characters and one capturing group")
+        return ModeSettings(
+            slow_mode_max_seconds=self.integer("CHATSVC_SLOW_MODE_MAX", 3600, minimum=1, maximum=86_400),
+            surge_rate=self.number("CHATSVC_SURGE_RATE", 10.0, minimum=0.0),
+            surge_window_seconds=self.integer("CHATSVC_SURGE_WINDOW", 10, minimum=1, maximum=3600),
+            surge_slow_mode_seconds=self.integer("CHATSVC_SURGE_SLOW_MODE", 5, minimum=1, maximum=3600),
+            cashtag_pattern=pattern,
+            tickers_per_message=self.integer("CHATSVC_MAX_TICKERS", 10, minimum=0, maximum=100),
+            sentiment_event_ms=self.integer("CHATSVC_SENTIMENT_EVENT_MS", 3000, minimum=500, maximum=60_000),
         )
 
     def store(self, environment: str) -> str:

@@ -27,6 +27,7 @@ from chatsvc.chat.cluster import Reach
 from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.conversations import Conversations
 from chatsvc.chat.moderation import Disconnected, Moderator
+from chatsvc.chat.modes import RoomModes
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import Forbidden, InvalidPayload, NotFound, TooLarge
 from chatsvc.model.ids import is_message_id
@@ -197,8 +198,10 @@ class AdminServicer(FlaggedRpcs, ConversationRpcs, admin_pb2_grpc.AdminServiceSe
         *,
         version: str,
         conversations: Conversations | None = None,
+        modes: RoomModes | None = None,
     ) -> None:
         self._conversations = conversations
+        self._modes = modes
         self._service = service
         self._store = service.store
         self._presence = presence
@@ -303,6 +306,19 @@ class AdminServicer(FlaggedRpcs, ConversationRpcs, admin_pb2_grpc.AdminServiceSe
         room = _scoped_room(request.room)
         info = await self._known_room(room)
         return _room_pb(room, info, await self._presence.online(room))
+
+    async def SetSlowMode(
+        self, request: admin_pb2.SetSlowModeRequest, context: Any
+    ) -> admin_pb2.SetSlowModeResponse:
+        room = _scoped_room(request.room)
+        if self._modes is None:
+            raise NotFound("slow mode is not served here")
+        await self._service.epoch()
+        done = await self._modes.set_slow_mode(room, request.seconds, "admin")
+        _audit("set_slow_mode", room=room, seconds=request.seconds)
+        return admin_pb2.SetSlowModeResponse(
+            room=room, slow_mode_seconds=done["slow_mode_seconds"], surge=done["surge"]
+        )
 
     async def Presence(self, request: admin_pb2.PresenceRequest, context: Any) -> admin_pb2.PresenceResponse:
         room = _scoped_room(request.room)

@@ -42,9 +42,17 @@ class Edits:
         service.on_delete(self.deleted)
 
     async def edit(
-        self, room: str, message_id: str, text: str, actor: Identity, payload: dict[str, Any]
+        self,
+        room: str,
+        message_id: str,
+        text: str,
+        actor: Identity,
+        payload: dict[str, Any],
+        *,
+        tickers: tuple[str, ...] | None = None,
     ) -> Message:
-        """Validate the edit's ``mentions`` and ``reply_to``, edit, tell the newly mentioned."""
+        """Validate the edit's ``mentions`` and ``reply_to``, edit (with the text's cashtags,
+        ``tickers``, when given), tell the newly mentioned."""
         wanted = mentions(payload, self._limits.mentions_per_message) if "mentions" in payload else None
         parent = payloads.message_id(payload, "reply_to", required=False)
         current = await self._service.get(room, message_id, field="id")
@@ -53,7 +61,7 @@ class Edits:
         if parent is not None and (current.reply_to is None or current.reply_to.id != parent):
             raise InvalidPayload("an edit cannot change 'reply_to'")
         kept = None if wanted is None else await self._mentions.readable(room, current.user_id, wanted)
-        updated = await self._service.edit(room, message_id, text, actor, mentions=kept)
+        updated = await self._service.edit(room, message_id, text, actor, mentions=kept, tickers=tickers)
         if kept is not None:
             await self._mentions.changed(current.mentions, updated)
         return updated

@@ -26,6 +26,7 @@ from chatsvc.chat.edits import Edits
 from chatsvc.chat.membership import Membership
 from chatsvc.chat.mentions import Mentions, mentions
 from chatsvc.chat.message_events import MessageEvents
+from chatsvc.chat.modes import RoomModes
 from chatsvc.chat.pins import Pins
 from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
@@ -47,7 +48,7 @@ from chatsvc.errors import (
 )
 from chatsvc.metrics import Metrics
 from chatsvc.model.rooms import members_only
-from chatsvc.settings import Limits
+from chatsvc.settings import Limits, ModeSettings
 from chatsvc.transport.sioserver import LIFECYCLE_EVENTS, RESERVED_EVENTS, RecoveringServer, in_lifecycle
 from chatsvc.transport.timers import Expiries
 
@@ -71,6 +72,8 @@ MEMBERS_ONLY_EVENTS = frozenset(
         "pin",
         "unpin",
         "pins",
+        "set_slow_mode",
+        "room_info",
     }
 )
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
@@ -117,6 +120,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         trusted_proxies: tuple[str, ...] = (),
         namespace: str = "/",
         conversations: Conversations | None = None,
+        modes: ModeSettings | None = None,
     ) -> None:
         super().__init__(namespace)
         self._service = service
@@ -166,6 +170,14 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             is_muted=is_muted,
         )
         self._handlers.update(self._messages.handlers())
+        self.modes = RoomModes(
+            service,
+            modes or ModeSettings(),
+            online=presence.online,
+            moderates=moderates,
+            pins_max=limits.pins_per_room,
+        )
+        self._handlers.update(self.modes.handlers(self._allowed))
         self._conversations = conversations
         if conversations is not None:
             self._handlers.update(conversation_events.handlers(conversations, limits))
@@ -533,6 +545,7 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 ack["messages"] = [self._service.wire(m) for m in missed]
                 ack["has_more"] = more
             ack["unread"] = await self._service.unread(room, conn.identity)
+            ack.update(await self.modes.join_info(room))
         ack["online"] = entered.online
         if (
             self._conversations is not None
@@ -557,9 +570,19 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise Forbidden(f"you are muted in {room}")
         reply_to = None if parent_id is None else await self._threads.parent(room, parent_id)
         mentioned = await self._mentions.readable(room, conn.identity.user_id, wanted)
+        market = await self.modes.admit(room, conn.identity, text, payload)
         message, created = await self._service.post(
-            room, conn.identity, text, client_msg_id, skip_sid=sid, reply_to=reply_to, mentions=mentioned
+            room,
+            conn.identity,
+            text,
+            client_msg_id,
+            skip_sid=sid,
+            reply_to=reply_to,
+            mentions=mentioned,
+            tickers=market.tickers,
+            sentiment=market.sentiment,
         )
+        await self.modes.posted(message, created)
         await self._threads.replied(message, created=created)
         if created:
             await self._mentions.notify(message)
@@ -608,7 +631,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         message_id = payloads.message_id(payload, "id", required=True)
         text = payloads.text(payload, self._limits.message_bytes)
         assert message_id is not None
-        message = await self._edits.edit(room, message_id, text, conn.identity, payload)
+        message = await self._edits.edit(
+            room, message_id, text, conn.identity, payload, tickers=self.modes.tickers(text)
+        )
         return {"ok": True, "message": self._service.wire(message)}
 
     async def _delete(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:

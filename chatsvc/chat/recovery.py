@@ -84,6 +84,7 @@ RECOVERABLE: dict[str, str] = {
     "reaction": "event_id",
     "pinned": "event_id",
     "unpinned": "event_id",
+    "room_mode": "event_id",
 }
 SESSION_FORMAT = 1
 

@@ -243,6 +243,8 @@ class ChatService:
         kind: str = "user",
         reply_to: ReplyRef | None = None,
         mentions: tuple[str, ...] = (),
+        tickers: tuple[str, ...] = (),
+        sentiment: str | None = None,
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
         created = self._now_ms()
@@ -262,6 +264,8 @@ class ChatService:
             kind=kind,
             reply_to=reply_to,
             mentions=mentions,
+            tickers=tickers,
+            sentiment=sentiment,
         )
         if self._log is not None:
             return await self._append_message(message, skip_sid)
@@ -406,9 +410,10 @@ class ChatService:
         actor: Identity,
         *,
         mentions: tuple[str, ...] | None = None,
+        tickers: tuple[str, ...] | None = None,
     ) -> Message:
-        """Change a message's text (author or admin), and with ``mentions`` its mentions
-        (issue 25: chatsvc.chat.edits), and tell the room."""
+        """Change a message's text (author or admin), with ``mentions`` its mentions (issue 25:
+        chatsvc.chat.edits) and with ``tickers`` its cashtags, and tell the room."""
         current = await self._editable(room, message_id, actor)
         if self._spam is not None:  # issue 25: the content rules apply to edits too
             text = await self._spam.screen(
@@ -418,6 +423,9 @@ class ChatService:
             at = self._now_ms()
             updated = replace(current, text=text, edited_at_ms=at)
             change: dict[str, Any] = {"text": text, "at_ms": at}
+            if tickers is not None:
+                updated = replace(updated, tickers=tickers)
+                change["tickers"] = list(tickers)
             if mentions is not None and mentions != current.mentions:
                 updated = replace(updated, mentions=mentions)
                 change["mentions"] = list(mentions)
@@ -427,7 +435,7 @@ class ChatService:
             return updated
         with _client_id("id"):
             async with self._metrics.timed_store("edit"):
-                updated = await self._store.edit(room, message_id, text, self._now_ms())
+                updated = await self._store.edit(room, message_id, text, self._now_ms(), tickers=tickers)
                 if mentions is not None and mentions != updated.mentions:
                     await self._store.set_mentions(room, message_id, mentions)
                     updated = replace(updated, mentions=mentions)
@@ -594,8 +602,13 @@ class ChatService:
                 at_ms = int(change.get("at_ms") or 0)
                 if found.kind == "edited":
                     async with self._metrics.timed_store("edit"):
+                        tickers = change.get("tickers")
                         await self._store.edit(
-                            found.room, found.message_id, str(change.get("text", "")), at_ms
+                            found.room,
+                            found.message_id,
+                            str(change.get("text", "")),
+                            at_ms,
+                            tickers=tuple(str(t) for t in tickers) if isinstance(tickers, list) else None,
                         )
                         mentions = change.get("mentions")
                         if isinstance(mentions, list):  # an edit that changed them (issue 25)

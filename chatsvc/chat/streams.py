@@ -74,6 +74,8 @@ def message_body(message: Message, *, skip_sid: str | None, host: str) -> dict[s
         "kind": message.kind,
         "reply_to": None if ref is None else [ref.id, ref.user_id, ref.user_name, ref.preview],
         "mentions": list(message.mentions),
+        "tickers": list(message.tickers),
+        "sentiment": message.sentiment,
     }
 
 
@@ -125,6 +127,8 @@ def _message(room: str, offset: int, body: dict[str, Any]) -> Message:
         pos=offset,
         reply_to=None if not ref else ReplyRef(str(ref[0]), str(ref[1]), str(ref[2]), str(ref[3])),
         mentions=tuple(str(m) for m in body.get("mentions") or ()),
+        tickers=tuple(str(t) for t in body.get("tickers") or ()),
+        sentiment=None if body.get("sentiment") is None else str(body["sentiment"]),
     )
 
 

@@ -22,6 +22,7 @@ EVENT_OF_KIND = {
     "reaction": "reaction",
     "pinned": "pinned",
     "unpinned": "unpinned",
+    "room_mode": "room_mode",
 }
 
 #: The last second :func:`iso_ms` formatted and its text: messages come in bursts of the
@@ -90,6 +91,11 @@ def message_wire(message: Message, epoch: str | None = None) -> dict[str, Any]:
             wire["reply_to"]["deleted"] = True
     if message.mentions:
         wire["mentions"] = list(message.mentions)
+    # A deleted message's text is gone, and so is what was read from it.
+    if message.tickers and not message.deleted:
+        wire["tickers"] = list(message.tickers)
+    if message.sentiment is not None and not message.deleted:
+        wire["sentiment"] = message.sentiment
     if message.reactions is not None:
         wire["reactions"] = message.reactions
         wire["own_reactions"] = message.own_reactions or []

@@ -55,6 +55,10 @@ class Message:
     reply_to: ReplyRef | None = None
     #: Users the author mentioned (issue 25), as stored: bounded, readers of the room only.
     mentions: tuple[str, ...] = ()
+    #: Cashtags the server extracted from the text (issue 25), re-extracted on edit.
+    tickers: tuple[str, ...] = ()
+    #: The author's ``bullish`` / ``bearish`` mark (issue 25), or None.
+    sentiment: str | None = None
     #: Its replies, as the chat layer read them for delivery (not stored with the message).
     thread: ThreadSummary | None = field(default=None, compare=False)
     #: ``{emoji: count}`` and the reader's own emoji, as the chat layer read them for one
@@ -62,9 +66,11 @@ class Message:
     reactions: dict[str, int] | None = field(default=None, compare=False)
     own_reactions: list[str] | None = field(default=None, compare=False)
 
-    def edited(self, text: str, at_ms: int) -> Message:
-        """This message with ``text`` replaced, edited at ``at_ms``."""
-        return replace(self, text=text, edited_at_ms=at_ms)
+    def edited(self, text: str, at_ms: int, tickers: tuple[str, ...] | None = None) -> Message:
+        """This message with ``text`` replaced, edited at ``at_ms`` (and its ``tickers``, when given)."""
+        return replace(
+            self, text=text, edited_at_ms=at_ms, tickers=self.tickers if tickers is None else tickers
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from chatsvc.model.messages import (
     StreamSlice,
     ThreadSummary,
 )
+from chatsvc.model.modes import RoomMode, SentimentCounts
 from chatsvc.model.rooms import Conversation, Member, Notification
 
 #: Width of a time bucket. Ten days keeps a busy room's partition well under 100 MB.
@@ -103,8 +104,11 @@ class MessageLog(Protocol):
     async def get(self, room: str, message_id: str) -> Message | None:
         """One message, or None."""
 
-    async def edit(self, room: str, message_id: str, text: str, at_ms: int) -> Message:
-        """Replace the text of a message; raise ``NotFound`` if it does not exist."""
+    async def edit(
+        self, room: str, message_id: str, text: str, at_ms: int, *, tickers: tuple[str, ...] | None = None
+    ) -> Message:
+        """Replace the text of a message (and its ``tickers``, when given); raise ``NotFound``
+        if it does not exist."""
 
     async def delete(self, room: str, message_id: str, at_ms: int) -> Message:
         """Mark a message deleted (text cleared); raise ``NotFound`` if it does not exist."""
@@ -358,6 +362,36 @@ class FlagStore(Protocol):
 FLAG_RETENTION_SECONDS = 30 * 24 * 3600
 
 
+#: Sentiment is counted in minute slots (the last hour: 60 of them) and hour slots (the
+#: last day: 24 of them, the current one included).
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+
+
+class RoomModeStore(Protocol):
+    """Slow/surge mode per room and rolling sentiment counts (issue 25)."""
+
+    async def get_room_mode(self, room: str) -> RoomMode:
+        """The room's mode (the default when none was ever set)."""
+
+    async def set_slow_mode(self, room: str, seconds: int) -> None:
+        """Set the moderators' slow mode (0: off); the surge flag is kept."""
+
+    async def set_surge(self, room: str, surge: bool) -> bool:
+        """Set the surge flag; True only for the one call that changed it (several replicas
+        deciding the same moment: exactly one announces)."""
+
+    async def add_sentiment(self, room: str, sentiment: str, at_ms: int) -> None:
+        """Count one ``bullish``/``bearish`` message posted at ``at_ms``."""
+
+    async def sentiment_counts(self, room: str, now_ms: int) -> SentimentCounts:
+        """The counts of the last 60 minute slots and the last 24 hour slots up to ``now_ms``."""
+
+    async def count_after(self, room: str, after_id: str, cap: int) -> int:
+        """Messages of ``room`` with ids above ``after_id`` (the surge window), counted up to
+        ``cap``, reading ids only."""
+
+
 class MessageStore(
     StoreLifecycle,
     MessageLog,
@@ -376,6 +410,7 @@ class MessageStore(
     PinStore,
     FlagStore,
     MessageCleanup,
+    RoomModeStore,
     Protocol,
 ):
     """Every concern at once: what one backend object implements and the app assembles."""

@@ -27,6 +27,7 @@ from chatsvc.model.messages import (
 from chatsvc.store.memory_cleanup import MemoryCleanup
 from chatsvc.store.memory_conversations import MemoryConversations
 from chatsvc.store.memory_flags import MemoryFlags
+from chatsvc.store.memory_modes import MemoryModes
 from chatsvc.store.memory_reactions import MemoryReactions
 from chatsvc.store.memory_threads import MemoryThreads
 
@@ -67,7 +68,9 @@ class _Room:
         return self.ids[-1] if self.ids else None
 
 
-class MemoryStore(MemoryCleanup, MemoryFlags, MemoryReactions, MemoryThreads, MemoryConversations):
+class MemoryStore(
+    MemoryCleanup, MemoryFlags, MemoryModes, MemoryReactions, MemoryThreads, MemoryConversations
+):
     """:class:`~chatsvc.store.base.MessageStore` in this process's memory."""
 
     def __init__(self, max_per_room: int = DEFAULT_MAX_PER_ROOM) -> None:
@@ -179,13 +182,15 @@ class MemoryStore(MemoryCleanup, MemoryFlags, MemoryReactions, MemoryThreads, Me
             raise NotFound(f"no message {message_id} in {room}")
         return entry, message
 
-    async def edit(self, room: str, message_id: str, text: str, at_ms: int) -> Message:
-        """Replace the text of a live (not deleted) message."""
+    async def edit(
+        self, room: str, message_id: str, text: str, at_ms: int, *, tickers: tuple[str, ...] | None = None
+    ) -> Message:
+        """Replace the text (and the cashtags, when given) of a live (not deleted) message."""
         self._check()
         entry, message = self._existing(room, message_id)
         if message.deleted:
             raise NotFound(f"no message {message_id} in {room}")
-        updated = entry.messages[message_id] = message.edited(text, at_ms)
+        updated = entry.messages[message_id] = message.edited(text, at_ms, tickers)
         return updated
 
     async def delete(self, room: str, message_id: str, at_ms: int) -> Message:

@@ -34,7 +34,7 @@ from chatsvc.model.messages import (
     SessionRecord,
     StreamSlice,
 )
-from chatsvc.store import sqlite_conversations, sqlite_flags, sqlite_reactions, sqlite_threads
+from chatsvc.store import sqlite_conversations, sqlite_flags, sqlite_modes, sqlite_reactions, sqlite_threads
 from chatsvc.store.base import (
     EVENT_RETENTION_SECONDS,
     decode_mentions,
@@ -45,10 +45,11 @@ from chatsvc.store.base import (
 from chatsvc.store.sqlite_cleanup import SqliteCleanup
 from chatsvc.store.sqlite_conversations import SqliteConversations
 from chatsvc.store.sqlite_flags import SqliteFlags
+from chatsvc.store.sqlite_modes import SqliteModes
 from chatsvc.store.sqlite_reactions import SqliteReactions
 from chatsvc.store.sqlite_threads import SqliteThreads
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 #: Expired sessions and old room events are deleted at most this often (seconds).
 PURGE_EVERY_SECONDS = 60.0
 
@@ -140,20 +141,22 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     6: sqlite_threads.MIGRATION + sqlite_reactions.MIGRATION,
     # Spam flags (issue 25).
     7: sqlite_flags.MIGRATION,
+    # Slow/surge mode, cashtags and sentiment (issue 25).
+    8: sqlite_modes.MIGRATION,
 }
 
 T = TypeVar("T")
 
 _COLUMNS = (
     "id, room, user_id, user_name, text, created_at_ms, client_msg_id, edited_at_ms, deleted, kind, pos,"
-    " reply_to, mentions"
+    " reply_to, mentions, tickers, sentiment"
 )
 _EVENT_COLUMNS = "id, kind, message_id, payload, pos"
 
 
 def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
     id_, room, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos = tuple(row)[:11]
-    reply, mentioned = tuple(row)[11:13]
+    reply, mentioned, tickers, sentiment = tuple(row)[11:15]
     return Message(
         id=str(id_),
         room=str(room),
@@ -168,6 +171,8 @@ def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
         pos=None if pos is None else int(str(pos)),
         reply_to=decode_reply(reply),
         mentions=decode_mentions(mentioned),
+        tickers=decode_mentions(tickers),
+        sentiment=None if sentiment is None else str(sentiment),
     )
 
 
@@ -183,7 +188,9 @@ def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
     )
 
 
-class SqliteStore(SqliteCleanup, SqliteFlags, SqliteReactions, SqliteThreads, SqliteConversations):
+class SqliteStore(
+    SqliteCleanup, SqliteFlags, SqliteModes, SqliteReactions, SqliteThreads, SqliteConversations
+):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -270,12 +277,15 @@ class SqliteStore(SqliteCleanup, SqliteFlags, SqliteReactions, SqliteThreads, Sq
         )
         return _row(found[0]) if found else None
 
-    async def edit(self, room: str, message_id: str, text: str, at_ms: int) -> Message:
-        """Replace the text of a live (not deleted) message."""
+    async def edit(
+        self, room: str, message_id: str, text: str, at_ms: int, *, tickers: tuple[str, ...] | None = None
+    ) -> Message:
+        """Replace the text (and the cashtags, when given) of a live (not deleted) message."""
         return await self._run(
             _change,
-            "UPDATE messages SET text=?, edited_at_ms=? WHERE room=? AND id=? AND deleted=0",
-            (text, at_ms, room, message_id),
+            """UPDATE messages SET text=?, edited_at_ms=?, tickers=coalesce(?, tickers)
+               WHERE room=? AND id=? AND deleted=0""",
+            (text, at_ms, None if tickers is None else (encode_mentions(tickers) or "[]"), room, message_id),
             room,
             message_id,
         )
@@ -543,7 +553,8 @@ def _stream_after(db: sqlite3.Connection, room: str, pos: int, limit: int) -> St
 def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
     with db:
         cursor = db.execute(
-            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL,?,?) ON CONFLICT DO NOTHING",
+            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL,?,?,?,?)"
+            " ON CONFLICT DO NOTHING",
             (
                 message.id,
                 message.room,
@@ -557,6 +568,8 @@ def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
                 message.kind,
                 encode_reply(message.reply_to),
                 encode_mentions(message.mentions),
+                encode_mentions(message.tickers),
+                message.sentiment,
             ),
         )
         if cursor.rowcount == 0 and message.client_msg_id is not None:

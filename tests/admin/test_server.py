@@ -107,7 +107,7 @@ async def test_reflection_describes_the_api_without_credentials(shared_server: S
         "Publish", "Broadcast", "ListRooms", "GetRoom", "Presence", "GetHistory", "DeleteMessage",
         "DisconnectUser", "KickFromRoom", "MuteUser", "UnmuteUser", "BanUser", "UnbanUser", "Info",
         "CreateRoom", "AddMember", "RemoveMember", "SetRole", "ListMembers", "ListUserRooms",
-        "StreamNotifications", "ListFlagged",
+        "StreamNotifications", "ListFlagged", "SetSlowMode",
     }  # fmt: skip
 
 

@@ -69,7 +69,14 @@ async def test_join_message_and_receive(server: ServerProcess, clients: ClientPo
     bob = await clients.connect(server.url, token("bob"), transport=transport)
 
     join = await alice.ok("join", {"room": room})
-    assert join == {"ok": True, "room": room, "online": 1, "unread": 0}
+    assert join == {
+        "ok": True,
+        "room": room,
+        "online": 1,
+        "unread": 0,
+        "slow_mode_seconds": 0,
+        "sentiment": {"hour": {"bullish": 0, "bearish": 0}, "day": {"bullish": 0, "bearish": 0}},
+    }
     assert (await bob.ok("join", {"room": room}))["online"] == 2
 
     ack = await alice.ok("message", {"room": room, "text": "안녕하세요 005930", "client_msg_id": "c-1"})

@@ -96,7 +96,14 @@ def test_connect(node: str, server: ServerProcess, transport: str, auth: str) ->
     lines = run(node, "connect", env)
     assert of(lines, "connect") == [{"type": "connect", "client": "a", "transport": transport}]
     [join] = acks(lines, "a", "join")
-    assert join == {"ok": True, "room": env["CHATSVC_ROOM"], "online": 1, "unread": 0}
+    assert join == {
+        "ok": True,
+        "room": env["CHATSVC_ROOM"],
+        "online": 1,
+        "unread": 0,
+        "slow_mode_seconds": 0,
+        "sentiment": {"hour": {"bullish": 0, "bearish": 0}, "day": {"bullish": 0, "bearish": 0}},
+    }
 
 
 REJECTIONS = {

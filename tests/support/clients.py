@@ -174,7 +174,9 @@ def assert_error_ack(ack: Any, code: str | None = None) -> None:
     assert ack.get("ok") is False, ack
     assert set(ack) == {"ok", "error"}, ack
     error = ack["error"]
-    assert set(error) == {"code", "message"}, ack
+    # slow_mode (issue 25) also says when to retry.
+    extra = {"retry_after_ms"} if error.get("code") == "slow_mode" else set()
+    assert set(error) == {"code", "message", *extra}, ack
     assert isinstance(error["code"], str) and isinstance(error["message"], str), ack
     text = json.dumps(ack)
     assert "Traceback" not in text and 'File "' not in text and ".py" not in text, ack

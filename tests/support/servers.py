@@ -53,6 +53,9 @@ def base_env(data_dir: Path, port: int, grpc_port: int | None = None) -> dict[st
         # share a module's server and users ("alice" sending "burst 1" for each transport);
         # tests of the rule set a window (tests/chat/test_spam_live.py, tests/js/test_spam_js.py).
         "CHATSVC_SPAM_DUPLICATE_WINDOW_SECONDS": "0",
+        # Surge mode (issue 25) would slow down the rooms tests flood on purpose; its own
+        # tests (tests/chat/test_surge.py and friends) turn it on with their thresholds.
+        "CHATSVC_SURGE_RATE": "0",
     }
 
 

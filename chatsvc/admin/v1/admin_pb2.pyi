@@ -1379,3 +1379,51 @@ class ListFlaggedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFlaggedResponse: _TypeAlias = ListFlaggedResponse
+
+@_typing.final
+class SetSlowModeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room", "seconds", b"seconds"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSlowModeRequest: _TypeAlias = SetSlowModeRequest
+
+@_typing.final
+class SetSlowModeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOM_FIELD_NUMBER: _builtins.int
+    SLOW_MODE_SECONDS_FIELD_NUMBER: _builtins.int
+    SURGE_FIELD_NUMBER: _builtins.int
+    room: _builtins.str
+    slow_mode_seconds: _builtins.int
+    """in force: the moderators' interval, raised in surge"""
+    surge: _builtins.bool
+    def __init__(
+        self,
+        *,
+        room: _builtins.str = ...,
+        slow_mode_seconds: _builtins.int = ...,
+        surge: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["room", b"room", "slow_mode_seconds", b"slow_mode_seconds", "surge", b"surge"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetSlowModeResponse: _TypeAlias = SetSlowModeResponse

@@ -104,6 +104,11 @@ class AdminServiceStub:
                 request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoRequest.SerializeToString,
                 response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.SetSlowMode = channel.unary_unary(
+                '/chatsvc.admin.v1.AdminService/SetSlowMode',
+                request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetSlowModeRequest.SerializeToString,
+                response_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetSlowModeResponse.FromString,
+                _registered_method=True)
         self.CreateRoom = channel.unary_unary(
                 '/chatsvc.admin.v1.AdminService/CreateRoom',
                 request_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.CreateRoomRequest.SerializeToString,
@@ -242,6 +247,15 @@ class AdminServiceServicer:
 
     def Info(self, request, context):
         """The cluster: replicas, connections, rooms, version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSlowMode(self, request, context):
+        """Slow mode (issue 25): a user may post once per `seconds` in the room (0: off, at most
+        CHATSVC_SLOW_MODE_MAX); members get `room_mode {room, slow_mode_seconds, reason:
+        "admin"}`. The answer is the interval now in force (surge may raise it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -387,6 +401,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoRequest.FromString,
                     response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoResponse.SerializeToString,
+            ),
+            'SetSlowMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSlowMode,
+                    request_deserializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetSlowModeRequest.FromString,
+                    response_serializer=chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetSlowModeResponse.SerializeToString,
             ),
             'CreateRoom': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRoom,
@@ -807,6 +826,33 @@ class AdminService:
             '/chatsvc.admin.v1.AdminService/Info',
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoRequest.SerializeToString,
             chatsvc_dot_admin_dot_v1_dot_admin__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSlowMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatsvc.admin.v1.AdminService/SetSlowMode',
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetSlowModeRequest.SerializeToString,
+            chatsvc_dot_admin_dot_v1_dot_admin__pb2.SetSlowModeResponse.FromString,
             options,
             channel_credentials,
             insecure,

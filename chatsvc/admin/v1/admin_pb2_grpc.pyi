@@ -77,6 +77,11 @@ class AdminServiceStub:
     UnbanUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UnbanUserRequest, _admin_pb2.UnbanUserResponse]
     Info: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InfoRequest, _admin_pb2.InfoResponse]
     """The cluster: replicas, connections, rooms, version."""
+    SetSlowMode: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetSlowModeRequest, _admin_pb2.SetSlowModeResponse]
+    """Slow mode (issue 25): a user may post once per `seconds` in the room (0: off, at most
+    CHATSVC_SLOW_MODE_MAX); members get `room_mode {room, slow_mode_seconds, reason:
+    "admin"}`. The answer is the interval now in force (surge may raise it).
+    """
     CreateRoom: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateRoomRequest, _admin_pb2.ConversationRoom]
     """Conversations (issue 24): members-only rooms for internal services, e.g. the stock
     service creating a club room. The member rules of the socket events apply, except
@@ -142,6 +147,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     UnbanUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.UnbanUserRequest, _admin_pb2.UnbanUserResponse]  # type: ignore[assignment]
     Info: _aio.UnaryUnaryMultiCallable[_admin_pb2.InfoRequest, _admin_pb2.InfoResponse]  # type: ignore[assignment]
     """The cluster: replicas, connections, rooms, version."""
+    SetSlowMode: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetSlowModeRequest, _admin_pb2.SetSlowModeResponse]  # type: ignore[assignment]
+    """Slow mode (issue 25): a user may post once per `seconds` in the room (0: off, at most
+    CHATSVC_SLOW_MODE_MAX); members get `room_mode {room, slow_mode_seconds, reason:
+    "admin"}`. The answer is the interval now in force (surge may raise it).
+    """
     CreateRoom: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateRoomRequest, _admin_pb2.ConversationRoom]  # type: ignore[assignment]
     """Conversations (issue 24): members-only rooms for internal services, e.g. the stock
     service creating a club room. The member rules of the socket events apply, except
@@ -288,6 +298,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.InfoResponse, _abc.Awaitable[_admin_pb2.InfoResponse]]:
         """The cluster: replicas, connections, rooms, version."""
+
+    @_abc_1.abstractmethod
+    def SetSlowMode(
+        self,
+        request: _admin_pb2.SetSlowModeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetSlowModeResponse, _abc.Awaitable[_admin_pb2.SetSlowModeResponse]]:
+        """Slow mode (issue 25): a user may post once per `seconds` in the room (0: off, at most
+        CHATSVC_SLOW_MODE_MAX); members get `room_mode {room, slow_mode_seconds, reason:
+        "admin"}`. The answer is the interval now in force (surge may raise it).
+        """
 
     @_abc_1.abstractmethod
     def CreateRoom(

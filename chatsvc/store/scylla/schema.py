@@ -10,17 +10,63 @@ from typing import Final
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 from chatsvc.store.scylla import cleanup, flagged
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
 
 COLUMNS = (
     "id, user_id, user_name, text, created_at, client_msg_id, edited_at, deleted, kind, pos, reply_to,"
-    " mentions"
+    " mentions, tickers, sentiment"
 )
 #: Positions per ``room_stream`` partition: a room's stream is read partition by partition.
 STREAM_CHUNK: Final = 10_000
+
+#: Version 6 (issue 25: slow/surge mode, cashtags, sentiment), self-contained so the lead
+#: can renumber it at merge. A message's cashtags (JSON list) and sentiment are columns of
+#: its row; a room's mode is one row; sentiment is counted per room and UTC day partition in
+#: minute (grain 'm') and hour ('h') slots, so the last hour and day are at most two slices
+#: of two partitions each (a partition holds at most 1440 + 24 slots per sentiment).
+MODES_MIGRATION: Final[tuple[str, ...]] = (
+    "ALTER TABLE {ks}.messages ADD tickers text",
+    "ALTER TABLE {ks}.messages ADD sentiment text",
+    """CREATE TABLE IF NOT EXISTS {ks}.room_modes (
+        room text PRIMARY KEY,
+        slow_mode_seconds int,
+        surge boolean
+    )""",
+    """CREATE TABLE IF NOT EXISTS {ks}.sentiment_counts (
+        room text,
+        day int,
+        grain text,
+        slot bigint,
+        sentiment text,
+        n counter,
+        PRIMARY KEY ((room, day), grain, slot, sentiment)
+    )""",
+)
+#: The statements of version 6's tables.
+MODES_STATEMENTS: Final[dict[str, str]] = {
+    "mode_get": "SELECT slow_mode_seconds, surge FROM {ks}.room_modes WHERE room = ?",
+    "mode_slow": "UPDATE {ks}.room_modes SET slow_mode_seconds = ? WHERE room = ?",
+    # A missing row or null flag is "not in surge": != true holds for it, = true does not.
+    "mode_surge_on": "UPDATE {ks}.room_modes SET surge = true WHERE room = ? IF surge != true",
+    "mode_surge_off": "UPDATE {ks}.room_modes SET surge = false WHERE room = ? IF surge = true",
+    "sentiment_add": (
+        "UPDATE {ks}.sentiment_counts SET n = n + 1"
+        " WHERE room = ? AND day = ? AND grain = ? AND slot = ? AND sentiment = ?"
+    ),
+    "sentiment_get": (
+        "SELECT sentiment, n FROM {ks}.sentiment_counts"
+        " WHERE room = ? AND day = ? AND grain = ? AND slot >= ?"
+    ),
+    # The surge window: ids only, one slice of a (room, bucket) partition.
+    "msg_ids_after": "SELECT id FROM {ks}.messages WHERE room = ? AND bucket = ? AND id > ? LIMIT ?",
+    "msg_edit_tickers": (
+        "UPDATE {ks}.messages SET text = ?, edited_at = ?, tickers = ?"
+        " WHERE room = ? AND bucket = ? AND id = ?"
+    ),
+}
 
 #: Schema, one tuple of statements per version. ``{ks}`` is the (validated) keyspace name.
 MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
@@ -227,6 +273,8 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
     ),
     # Spam flags (issue 25): by (room, day) and by day, expiring (chatsvc.store.scylla.flagged).
     6: flagged.MIGRATION,
+    # Slow/surge mode, cashtags and sentiment (issue 25; 6 on its branch).
+    8: MODES_MIGRATION,
 }
 
 #: Offline notifications (issue 24), a self-contained migration (7: spam flags took 6).
@@ -283,7 +331,7 @@ STATEMENTS: Final[dict[str, str]] = {
     "version_put": "INSERT INTO {ks}.schema_version (scope, version, applied_at) VALUES (?, ?, ?)",
     "msg_insert": (
         f"INSERT INTO {{ks}}.messages (room, bucket, {COLUMNS})"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     "msg_get": (
         f"SELECT {COLUMNS}, writetime(text) FROM {{ks}}.messages WHERE room = ? AND bucket = ? AND id = ?"
@@ -436,13 +484,16 @@ STATEMENTS: Final[dict[str, str]] = {
     ),
     "notif_first_put": "UPDATE {ks}.notification_meta USING TIMESTAMP ? SET first_hour = ? WHERE scope = ?",
     "notif_first_get": "SELECT first_hour FROM {ks}.notification_meta WHERE scope = ?",
+    **MODES_STATEMENTS,
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
 #: "not applied" the second time).
 NOT_IDEMPOTENT: Final = frozenset(
     {"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete", "pin_put", "pin_delete"}
-) | frozenset(
-    {"notif_claim"}  # NOTIFY_MIGRATION
+    | {"notif_claim"}  # NOTIFY_MIGRATION
+    # Issue 25: the surge flip (an LWT) and the sentiment counter (an increment applied
+    # twice counts twice; a timed-out one is lost rather than doubled).
+    | {"mode_surge_on", "mode_surge_off", "sentiment_add"}
 )
 
 

@@ -35,6 +35,7 @@ from chatsvc.store.scylla.cleanup import ScyllaCleanup
 from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
 from chatsvc.store.scylla.flagged import ScyllaFlags
+from chatsvc.store.scylla.modes import ScyllaModes
 from chatsvc.store.scylla.notifications import ScyllaNotifications
 from chatsvc.store.scylla.reactions import ScyllaReactions
 from chatsvc.store.scylla.stream import ScyllaStream
@@ -83,6 +84,7 @@ def _message(room: str, row: Row) -> Message:
     id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos, reply, mentioned = row[
         :12
     ]
+    tickers, sentiment = row[12:14]
     gone = bool(deleted)
     return Message(
         id=str(id_),
@@ -98,6 +100,8 @@ def _message(room: str, row: Row) -> Message:
         pos=None if pos is None else int(pos),
         reply_to=decode_reply(reply),
         mentions=decode_mentions(mentioned),
+        tickers=decode_mentions(tickers),
+        sentiment=None if sentiment is None else str(sentiment),
     )
 
 
@@ -120,7 +124,13 @@ def _messages(room: str, rows: list[Row]) -> list[Message]:
 
 
 class ScyllaStore(
-    ScyllaCleanup, ScyllaFlags, ScyllaReactions, ScyllaThreads, ScyllaConversations, ScyllaNotifications
+    ScyllaCleanup,
+    ScyllaFlags,
+    ScyllaModes,
+    ScyllaReactions,
+    ScyllaThreads,
+    ScyllaConversations,
+    ScyllaNotifications,
 ):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
@@ -229,6 +239,8 @@ class ScyllaStore(
                 UNSET if message.pos is None else message.pos,
                 UNSET if message.reply_to is None else encode_reply(message.reply_to),
                 UNSET if not message.mentions else encode_mentions(message.mentions),
+                UNSET if not message.tickers else encode_mentions(message.tickers),
+                UNSET if message.sentiment is None else message.sentiment,
             ),
         )
         self._remember_room(message.room, message.created_at_ms)
@@ -261,7 +273,7 @@ class ScyllaStore(
         if not rows or rows[0][1] is None:
             return None
         row = rows[0]
-        return row[:12], int(row[12] or 0)
+        return row[:14], int(row[14] or 0)
 
     async def get(self, room: str, message_id: str) -> Message | None:
         """One message by id (its bucket comes from the id)."""
@@ -325,8 +337,10 @@ class ScyllaStore(
                 bucket += 1
         return found[:limit]
 
-    async def edit(self, room: str, message_id: str, text: str, at_ms: int) -> Message:
-        """Replace the text of a live message.
+    async def edit(
+        self, room: str, message_id: str, text: str, at_ms: int, *, tickers: tuple[str, ...] | None = None
+    ) -> Message:
+        """Replace the text (and the cashtags, when given) of a live message.
 
         An edit racing a delete must not bring text back. Our delete is an update (never a
         row delete), so no partial row can appear; and both sides write, then read back
@@ -337,7 +351,12 @@ class ScyllaStore(
         current = await self.get(room, message_id)
         if current is None or current.deleted:
             raise NotFound(f"no message {message_id} in {room}")
-        await self._run("msg_edit", (text, at_ms, room, bucket, message_id))
+        if tickers is None:
+            await self._run("msg_edit", (text, at_ms, room, bucket, message_id))
+        else:
+            await self._run(
+                "msg_edit_tickers", (text, at_ms, encode_mentions(tickers) or "[]", room, bucket, message_id)
+            )
         after = await self._get(room, message_id)
         if after is None:
             raise NotFound(f"no message {message_id} in {room}")
