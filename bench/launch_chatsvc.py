@@ -20,7 +20,14 @@ import sys
 from typing import Any
 
 #: chatsvc.settings.FAST_PATHS: turned off by CHATSVC_FAST_PATHS_OFF.
-FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+FAST_PATHS = (
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+    "direct-emit",
+    "event-worker",
+)
 KNOWN = ("uvloop", "gc", *FAST_PATHS)
 
 

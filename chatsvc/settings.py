@@ -35,7 +35,14 @@ STORE_BACKENDS = ("sqlite", "memory", "scylla")
 
 #: The transport's fast paths, each of which ``CHATSVC_FAST_PATHS_OFF`` may turn off
 #: (``chatsvc.transport.fast_paths.FastPaths`` has one switch per name).
-FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+FAST_PATHS = (
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+    "direct-emit",
+    "event-worker",
+)
 
 
 class SettingsError(ValueError):

@@ -22,6 +22,9 @@ name                   replaces
                        (:mod:`chatsvc.transport.socketio_packet`)
 ``direct-emit``        ``socketio.AsyncManager.emit``'s task per recipient
                        (:mod:`chatsvc.transport.broadcast`)
+``event-worker``       chatsvc's own worker task per burst of a connection's events: the
+                       worker parks for the next event for a few seconds instead
+                       (:mod:`chatsvc.transport.events`)
 =====================  ================================================================
 """
 
@@ -31,7 +34,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: The names ``CHATSVC_FAST_PATHS_OFF`` takes, one per field of :class:`FastPaths`.
-NAMES = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+NAMES = (
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+    "direct-emit",
+    "event-worker",
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class FastPaths:
     receive_packet: bool = True
     packet_serializer: bool = True
     direct_emit: bool = True
+    event_worker: bool = True
 
     @classmethod
     def without(cls, names: Iterable[str]) -> FastPaths:

@@ -421,6 +421,7 @@ def create_server(
         observe_bad_packet=observe_bad_packet,
     )
     sio.pending_events_max = pending_events_max
+    sio.keep_workers = fast_paths.event_worker
     # Counted with the client's other refused packets (chatsvc_bad_packets_total).
     sio.observe_refused = lambda _kind: observe_bad_packet("pending_full")
     accept_polling_batches()
