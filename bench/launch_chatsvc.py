@@ -52,6 +52,8 @@ def experiment_orjson() -> None:
     import socketio  # noqa: PLC0415
     from engineio import packet as eio_packet  # noqa: PLC0415
 
+    from chatsvc.transport.socketio_packet import SocketIOPacket  # noqa: PLC0415
+
     class Codec:
         @staticmethod
         def dumps(obj: Any, **_: Any) -> str:
@@ -63,6 +65,7 @@ def experiment_orjson() -> None:
 
     socketio.packet.Packet.json = Codec
     eio_packet.Packet.json = Codec
+    SocketIOPacket.json = Codec  # the server's serializer has a codec of its own
 
 
 def experiment_tracemalloc() -> None:

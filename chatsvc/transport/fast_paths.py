@@ -18,7 +18,8 @@ name                   replaces
                        (:mod:`chatsvc.transport.lean_socket`; also the HTTP-state trimming)
 ``receive-packet``     ``AsyncSocket.receive`` -> ``_trigger_event`` for a received
                        Socket.IO packet (:func:`chatsvc.transport.lean_socket.receive_packet`)
-``packet-serializer``  ``socketio.packet.Packet.data_is_binary``
+``packet-serializer``  ``socketio.packet.Packet.data_is_binary``, and the JSON encoder and
+                       decoder built per packet (``engineio.json``)
                        (:mod:`chatsvc.transport.socketio_packet`)
 ``direct-emit``        ``socketio.AsyncManager.emit``'s task per recipient
                        (:mod:`chatsvc.transport.broadcast`)

@@ -70,6 +70,10 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # SocketIOPacket overrides data_is_binary, which __init__ calls.
     "socketio.packet:Packet.__init__": ("5fe2fa797e082c1d", _PACKET),
     "socketio.packet:Packet.data_is_binary": ("464dded7ae952a64", _PACKET),
+    # PacketJSON: what encode passes to dumps, what decode passes to engineio.json.loads.
+    "socketio.packet:Packet.encode": ("513c45be75181da2", _PACKET),
+    "engineio.json:loads": ("8a4490ed912f80c2", _PACKET),
+    "engineio.json:_safe_int": ("9cba49b1e53e856b", _PACKET),
     # aiohttp: frames() writes byte for byte what send_frame would (unmasked, uncompressed).
     "aiohttp._websocket.writer:WebSocketWriter.send_frame": ("7ab812cc70561f8e", _FRAMES),
     # aiohttp code reading what release_http_state drops (the parser of an accepted
