@@ -16,6 +16,8 @@ come back as one write per member (the ack plus the deliveries), or the run fail
 ``--repeat`` interleaves the receive paths that many times per room (before/after, one run).
 ``--off`` measures each of its arguments as a variant, interleaved the same way: the fast
 paths named (``CHATSVC_FAST_PATHS_OFF``, comma-separated; ``none`` for none) turned off.
+``--calls`` counts instead of timing (a second run per variant, under cProfile): Python
+function calls and event-loop rounds per message, which a busy machine does not move.
 
 Bounded: at most 500 members and 20,000 messages per room.
 """
@@ -85,6 +87,19 @@ async def stock_receive(sock: Any, encoded: str) -> None:
 RECEIVE = {"fast": receive_packet, "stock": stock_receive}
 
 
+async def written(count: int) -> None:
+    """Let the loop run until ``count`` writes have been made (bounded)."""
+    for _ in range(10_000):
+        if CountingTransport.writes >= count:
+            return
+        await asyncio.sleep(0)
+    raise SystemExit(f"{CountingTransport.writes} writes, {count} expected: a message was lost")
+
+
+#: Set by ``--calls``: the timed loop runs under this profiler (counts, not time).
+COUNTER: cProfile.Profile | None = None
+
+
 async def one_room(
     members: int, messages: int, data_dir: Path, receive: str = "fast", off: str = "none"
 ) -> float:
@@ -131,12 +146,21 @@ async def one_room(
             await sio.settled(sender.sid)
         gc.collect()
         before = CountingTransport.writes
+        if COUNTER is not None:
+            COUNTER.enable()
         started = time.process_time()
+        expected = before
         for encoded in frames[warmup:]:
             await deliver(sender, encoded)
-            # The reader only queues it: the connection's worker handles it (timed too).
-            await sio.settled(sender.sid)
+            # The reader only queues it: the connection's worker handles it (timed too). Waited
+            # for by its writes, not by sio.settled, so that checkouts whose workers differ
+            # (bench/results/message-cost-*.md) are measured by the same loop.
+            expected += members
+            await written(expected)
         elapsed = time.process_time() - started
+        if COUNTER is not None:
+            COUNTER.disable()
+        await sio.settled(sender.sid)
         writes = CountingTransport.writes - before
         if writes != messages * members:
             raise SystemExit(
@@ -145,6 +169,28 @@ async def one_room(
         return 1e6 * elapsed / messages
     finally:
         await runner.cleanup()
+
+
+def count_calls(members: int, messages: int, data_dir: Path, path: tuple[str, str]) -> None:
+    """Print the Python function calls and event-loop rounds per message of one variant."""
+    global COUNTER  # noqa: PLW0603 -- the one switch one_room reads
+    COUNTER = cProfile.Profile()
+    try:
+        asyncio.run(one_room(members, messages, data_dir, *path))
+        stats = pstats.Stats(COUNTER)
+    finally:
+        COUNTER = None
+    rounds = sum(
+        entry[1]
+        for (_, _, name), entry in stats.stats.items()
+        if name == "_run_once"  # type: ignore[attr-defined]
+    )
+    receive, off = path
+    variant = "" if off == "none" else f", off: {off}"
+    print(
+        f"room of {members}, {receive} receive{variant}: {stats.total_calls / messages:.1f} "  # type: ignore[attr-defined]
+        f"Python function calls and {rounds / messages:.2f} event-loop rounds per message"
+    )
 
 
 def main() -> int:
@@ -159,6 +205,7 @@ def main() -> int:
         "--off", nargs="+", default=["none"], help="variants: fast paths turned off (comma-separated; none)"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile each room (slower; shares only)")
+    parser.add_argument("--calls", action="store_true", help="also count calls and loop rounds per message")
     args = parser.parse_args()
     sizes = [int(x) for x in args.rooms.split(",") if x.strip()]
     paths = [(x, off) for x in args.receive.split(",") if x for off in args.off]
@@ -181,6 +228,9 @@ def main() -> int:
                     if profiler is not None:
                         profiler.disable()
                         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+            if args.calls:
+                for path in paths:
+                    count_calls(members, args.messages, Path(tmp), path)
             for (path, off), runs in costs.items():
                 shown = ", ".join(f"{c:.1f}" for c in runs)
                 variant = "" if off == "none" else f", off: {off}"
