@@ -37,6 +37,9 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # FrameOnce.send replaces it; python-socketio's _send_packet is its caller.
     "engineio.async_server:AsyncServer.send": ("ff1fdb18f1c30bb3", _FRAMES),
     "engineio.async_server:AsyncServer.send_packet": ("c54317440865030d", _FRAMES),
+    # FrameOnce.send frames a text MESSAGE as "4" + data, as these encode it.
+    "engineio.packet:Packet.__init__": ("26559aaf4a6f4ddd", _FRAMES),
+    "engineio.packet:Packet.encode": ("8f3d5d869711cbb8", _FRAMES),
     "socketio.async_server:AsyncServer._send_packet": ("a00022b42c1c29e9", _SIO),
     # receive_packet does for a Socket.IO MESSAGE what these do with it.
     "engineio.async_socket:AsyncSocket.receive": ("a91ae36ec2fb5340", _LEAN),
