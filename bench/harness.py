@@ -284,6 +284,7 @@ FAST_PATHS = (
     "packet-serializer",
     "direct-emit",
     "event-worker",
+    "event-dispatch",
 )
 
 

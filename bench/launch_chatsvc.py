@@ -27,6 +27,7 @@ FAST_PATHS = (
     "packet-serializer",
     "direct-emit",
     "event-worker",
+    "event-dispatch",
 )
 KNOWN = ("uvloop", "gc", *FAST_PATHS)
 

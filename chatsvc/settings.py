@@ -42,6 +42,7 @@ FAST_PATHS = (
     "packet-serializer",
     "direct-emit",
     "event-worker",
+    "event-dispatch",
 )
 
 

@@ -26,6 +26,9 @@ name                   replaces
 ``event-worker``       chatsvc's own worker task per burst of a connection's events: the
                        worker parks for the next event for a few seconds instead
                        (:mod:`chatsvc.transport.events`)
+``event-dispatch``     python-socketio's ``_handle_event`` -> ``_handle_event_internal`` ->
+                       ``_trigger_event`` for a client event: its namespace handler called
+                       and its ack built in one step (:mod:`chatsvc.transport.sioserver`)
 =====================  ================================================================
 """
 
@@ -42,6 +45,7 @@ NAMES = (
     "packet-serializer",
     "direct-emit",
     "event-worker",
+    "event-dispatch",
 )
 
 
@@ -55,6 +59,7 @@ class FastPaths:
     packet_serializer: bool = True
     direct_emit: bool = True
     event_worker: bool = True
+    event_dispatch: bool = True
 
     @classmethod
     def without(cls, names: Iterable[str]) -> FastPaths:

@@ -65,6 +65,10 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "socketio.async_server:AsyncServer._handle_event": ("65178105ef8b593d", _SIO),
     "socketio.async_server:AsyncServer._trigger_event": ("01ba90cfa09ba43e", _SIO),
     "socketio.async_server:AsyncServer._handle_ack": ("b7521c6c30972551", _SIO),
+    # RecoveringServer._dispatch does in one call what these do for a namespace handler.
+    "socketio.async_server:AsyncServer._handle_event_internal": ("472e8b723a12d507", _SIO),
+    "socketio.base_server:BaseServer._get_event_handler": ("e18d9a6570aaaaf4", _SIO),
+    "socketio.base_server:BaseServer._get_namespace_handler": ("3672467a1c13f704", _SIO),
     "socketio.base_manager:BaseManager.pre_connect": ("bfdba4c0c8f1bd8a", _SIO),
     "socketio.packet:Packet.decode": ("61ad7904b539f472", _SIO),
     # DirectEmitMixin.emit rewrites AsyncManager.emit (and, off, sends the way it does).

@@ -30,6 +30,7 @@ from chatsvc.transport.events import EventWorkers
 from chatsvc.transport.fast_paths import NAMES, FastPaths
 from chatsvc.transport.frames import FrameOnce
 from chatsvc.transport.lean_socket import BoundedQueue, LeanQueue
+from chatsvc.transport.sioserver import RecoveringServer
 from chatsvc.transport.socketio_packet import SocketIOPacket
 from tests.support.raw_socketio import RawSocket
 from tests.support.servers import TEST_JWT_SECRET
@@ -103,6 +104,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         # event-worker: a parked worker woken for the next event vs a new worker task.
         (EventWorkers, "_wake_worker", "event-worker:woken"),
         (EventWorkers, "_start_worker", "event-worker:new task"),
+        # event-dispatch: the namespace handler in one step vs python-socketio's dispatch.
+        (RecoveringServer, "_dispatch", "event-dispatch:direct"),
+        (socketio.AsyncServer, "_handle_event_internal", "event-dispatch:stock"),
     ]
     for owner, attr, name in spies:
         monkeypatch.setattr(owner, attr, _counting(counts, name, getattr(owner, attr)))
@@ -188,6 +192,7 @@ PATHS = {
     "packet-serializer": ("packet-serializer:ours", "packet-serializer:stock"),
     "direct-emit": ("direct-emit:send_each", "direct-emit:stock emit"),
     "event-worker": ("event-worker:woken", "event-worker:new task"),
+    "event-dispatch": ("event-dispatch:direct", "event-dispatch:stock"),
 }
 
 
@@ -224,7 +229,7 @@ async def test_all_off_runs_the_stock_paths_only(calls: Counter[str], tmp_path: 
     assert sio.packet_class is sio_packet.Packet
     assert not sio.eio.lean and not sio.eio.frame_once and not sio.eio.fast_receive
     assert sio.manager.direct_emit is False
-    assert sio.keep_workers is False
+    assert sio.keep_workers is False and sio.fast_dispatch is False
 
 
 async def test_the_queue_bound_holds_either_way(tmp_path: Path) -> None:
