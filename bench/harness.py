@@ -277,7 +277,15 @@ def chatsvc_env(port: int, data_dir: Path, extra: Mapping[str, str]) -> dict[str
 
 
 #: chatsvc.settings.FAST_PATHS (CHATSVC_FAST_PATHS_OFF takes these names).
-FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+FAST_PATHS = (
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+    "direct-emit",
+    "event-worker",
+    "event-dispatch",
+)
 
 
 def start_chatsvc(

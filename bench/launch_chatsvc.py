@@ -20,7 +20,15 @@ import sys
 from typing import Any
 
 #: chatsvc.settings.FAST_PATHS: turned off by CHATSVC_FAST_PATHS_OFF.
-FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+FAST_PATHS = (
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+    "direct-emit",
+    "event-worker",
+    "event-dispatch",
+)
 KNOWN = ("uvloop", "gc", *FAST_PATHS)
 
 
@@ -45,6 +53,8 @@ def experiment_orjson() -> None:
     import socketio  # noqa: PLC0415
     from engineio import packet as eio_packet  # noqa: PLC0415
 
+    from chatsvc.transport.socketio_packet import SocketIOPacket  # noqa: PLC0415
+
     class Codec:
         @staticmethod
         def dumps(obj: Any, **_: Any) -> str:
@@ -56,6 +66,7 @@ def experiment_orjson() -> None:
 
     socketio.packet.Packet.json = Codec
     eio_packet.Packet.json = Codec
+    SocketIOPacket.json = Codec  # the server's serializer has a codec of its own
 
 
 def experiment_tracemalloc() -> None:

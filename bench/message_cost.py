@@ -2,7 +2,7 @@
 """chatsvc's own Python per received chat message, in process, without system calls.
 
     .venv/bin/python bench/message_cost.py [--rooms 2,10,100] [--messages 2000] [--repeat 1]
-                                           [--receive fast,stock] [--profile]
+                                           [--receive fast,stock] [--off NAMES ...] [--profile]
 
 The real app (``create_app``, memory store, started with its cleanup contexts) with fake
 websocket transports that only count writes: each room's members are python-engineio
@@ -14,6 +14,10 @@ the id, the store, the ack and the broadcast loop, and not aiohttp's websocket r
 event loop or the writes themselves (bench/README.md, "Third round"). Every message must
 come back as one write per member (the ack plus the deliveries), or the run fails.
 ``--repeat`` interleaves the receive paths that many times per room (before/after, one run).
+``--off`` measures each of its arguments as a variant, interleaved the same way: the fast
+paths named (``CHATSVC_FAST_PATHS_OFF``, comma-separated; ``none`` for none) turned off.
+``--calls`` counts instead of timing (a second run per variant, under cProfile): Python
+function calls and event-loop rounds per message, which a busy machine does not move.
 
 Bounded: at most 500 members and 20,000 messages per room.
 """
@@ -83,11 +87,28 @@ async def stock_receive(sock: Any, encoded: str) -> None:
 RECEIVE = {"fast": receive_packet, "stock": stock_receive}
 
 
-async def one_room(members: int, messages: int, data_dir: Path, receive: str = "fast") -> float:
-    """Microseconds of process CPU per message in a room of ``members``."""
+async def written(count: int) -> None:
+    """Let the loop run until ``count`` writes have been made (bounded)."""
+    for _ in range(10_000):
+        if CountingTransport.writes >= count:
+            return
+        await asyncio.sleep(0)
+    raise SystemExit(f"{CountingTransport.writes} writes, {count} expected: a message was lost")
+
+
+#: Set by ``--calls``: the timed loop runs under this profiler (counts, not time).
+COUNTER: cProfile.Profile | None = None
+
+
+async def one_room(
+    members: int, messages: int, data_dir: Path, receive: str = "fast", off: str = "none"
+) -> float:
+    """Microseconds of process CPU per message in a room of ``members``, with the fast paths
+    ``off`` (comma-separated, or ``none``) turned off."""
     deliver = RECEIVE[receive]
     settings = Settings.from_env(
         {
+            "CHATSVC_FAST_PATHS_OFF": "" if off == "none" else off,
             "CHATSVC_JWT_SECRET": SECRET,
             "CHATSVC_DATA_DIR": str(data_dir),
             "CHATSVC_STORE": "memory",
@@ -129,12 +150,21 @@ async def one_room(members: int, messages: int, data_dir: Path, receive: str = "
             await sio.settled(sender.sid)
         gc.collect()
         before = CountingTransport.writes
+        if COUNTER is not None:
+            COUNTER.enable()
         started = time.process_time()
+        expected = before
         for encoded in frames[warmup:]:
             await deliver(sender, encoded)
-            # The reader only queues it: the connection's worker handles it (timed too).
-            await sio.settled(sender.sid)
+            # The reader only queues it: the connection's worker handles it (timed too). Waited
+            # for by its writes, not by sio.settled, so that checkouts whose workers differ
+            # (bench/results/message-cost-*.md) are measured by the same loop.
+            expected += members
+            await written(expected)
         elapsed = time.process_time() - started
+        if COUNTER is not None:
+            COUNTER.disable()
+        await sio.settled(sender.sid)
         writes = CountingTransport.writes - before
         if writes != messages * members:
             raise SystemExit(
@@ -145,6 +175,28 @@ async def one_room(members: int, messages: int, data_dir: Path, receive: str = "
         await runner.cleanup()
 
 
+def count_calls(members: int, messages: int, data_dir: Path, path: tuple[str, str]) -> None:
+    """Print the Python function calls and event-loop rounds per message of one variant."""
+    global COUNTER  # noqa: PLW0603 -- the one switch one_room reads
+    COUNTER = cProfile.Profile()
+    try:
+        asyncio.run(one_room(members, messages, data_dir, *path))
+        stats = pstats.Stats(COUNTER)
+    finally:
+        COUNTER = None
+    rounds = sum(
+        entry[1]
+        for (_, _, name), entry in stats.stats.items()
+        if name == "_run_once"  # type: ignore[attr-defined]
+    )
+    receive, off = path
+    variant = "" if off == "none" else f", off: {off}"
+    print(
+        f"room of {members}, {receive} receive{variant}: {stats.total_calls / messages:.1f} "  # type: ignore[attr-defined]
+        f"Python function calls and {rounds / messages:.2f} event-loop rounds per message"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -153,31 +205,42 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved runs per room and path")
     parser.add_argument("--receive", default="fast", help="comma-separated: fast (receive_packet), stock")
+    parser.add_argument(
+        "--off", nargs="+", default=["none"], help="variants: fast paths turned off (comma-separated; none)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile each room (slower; shares only)")
+    parser.add_argument("--calls", action="store_true", help="also count calls and loop rounds per message")
     args = parser.parse_args()
     sizes = [int(x) for x in args.rooms.split(",") if x.strip()]
-    paths = [x for x in args.receive.split(",") if x]
+    paths = [(x, off) for x in args.receive.split(",") if x for off in args.off]
     if not sizes or not all(2 <= n <= 500 for n in sizes) or not 1 <= args.messages <= 20000:
         parser.error("bounded: rooms of 2..500 members, 1..20000 messages")
-    if not 1 <= args.repeat <= 20 or not paths or not set(paths) <= RECEIVE.keys():
+    if not 1 <= len(args.off) <= 8:
+        parser.error("bounded: 1..8 --off variants")
+    if not 1 <= args.repeat <= 20 or not paths or not {x for x, _ in paths} <= RECEIVE.keys():
         parser.error(f"bounded: 1..20 repeats; receive paths among {sorted(RECEIVE)}")
     with tempfile.TemporaryDirectory(prefix="chatsvc-message-cost-") as tmp:
         for members in sizes:
-            costs: dict[str, list[float]] = {path: [] for path in paths}
+            costs: dict[tuple[str, str], list[float]] = {path: [] for path in paths}
             for _ in range(args.repeat):
                 for path in paths:
                     profiler = cProfile.Profile() if args.profile else None
                     if profiler is not None:
                         profiler.enable()
-                    costs[path].append(asyncio.run(one_room(members, args.messages, Path(tmp), path)))
+                    cost = asyncio.run(one_room(members, args.messages, Path(tmp), *path))
+                    costs[path].append(cost)
                     if profiler is not None:
                         profiler.disable()
                         pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
-            for path, runs in costs.items():
+            if args.calls:
+                for path in paths:
+                    count_calls(members, args.messages, Path(tmp), path)
+            for (path, off), runs in costs.items():
                 shown = ", ".join(f"{c:.1f}" for c in runs)
+                variant = "" if off == "none" else f", off: {off}"
                 print(
-                    f"room of {members}, {path} receive: median {statistics.median(runs):.1f} us of CPU "
-                    f"per message ({members} writes each; runs {shown})"
+                    f"room of {members}, {path} receive{variant}: median {statistics.median(runs):.1f} us "
+                    f"of CPU per message ({members} writes each; runs {shown})"
                 )
     return 0
 

@@ -37,7 +37,15 @@ STORE_BACKENDS = ("sqlite", "memory", "scylla")
 
 #: The transport's fast paths, each of which ``CHATSVC_FAST_PATHS_OFF`` may turn off
 #: (``chatsvc.transport.fast_paths.FastPaths`` has one switch per name).
-FAST_PATHS = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+FAST_PATHS = (
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+    "direct-emit",
+    "event-worker",
+    "event-dispatch",
+)
 
 
 class SettingsError(ValueError):

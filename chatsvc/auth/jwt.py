@@ -30,6 +30,9 @@ from chatsvc.settings import JWT_JWKS_ALGORITHMS, JwtSettings
 MAX_NAME_LENGTH = 64
 MAX_ROLES = 16
 MAX_ROOM_PATTERNS = 256
+#: The roles of a token without any: one shared empty set (each ``frozenset()`` is a new
+#: 216-byte object, held by every connection's Identity).
+NO_ROLES: frozenset[str] = frozenset()
 #: Longest role name and room pattern (a room name is at most 64 characters, plus ``*``).
 MAX_CLAIM_STRING = 65
 #: Largest NumericDate accepted (about the year 5138): beyond it a date is no clock reading.
@@ -234,7 +237,7 @@ def _identity(claims: dict[str, Any], expires_at: float) -> Identity:
     return Identity(
         user_id=sub,
         name=name[:MAX_NAME_LENGTH] or sub,
-        roles=frozenset(roles),
+        roles=frozenset(roles) if roles else NO_ROLES,
         room_patterns=tuple(rooms) if rooms is not None else None,
         # The token is accepted until exp + leeway, so the connection may live that long too.
         expires_at=expires_at,

@@ -10,13 +10,17 @@ read only after it, past ``ping_interval + ping_timeout``, and a healthy socket 
 Here the reader only queues the packet and goes back to reading: Engine.IO's own packets
 (PING, PONG, CLOSE, the upgrade probe and UPGRADE) never reach this queue, python-engineio
 and the lean reader handle them at once. One worker task per connection, started when a
-packet arrives and ending when the queue is empty (an idle socket holds none), hands the
-packets to python-socketio one after another, in the order received: a client's burst is
-still stored, acked and delivered in the order sent. At most ``pending_events_max`` packets
-wait; more is refused, never buffered: an event with an ack id is answered
-``rate_limited``, anything else dropped, each counted (``observe_refused``). When the
-Engine.IO session ends, its queue is dropped (but for a Socket.IO DISCONNECT in it, which
-still says how the client left) and its worker cancelled.
+packet arrives, hands the packets to python-socketio one after another, in the order
+received: a client's burst is still stored, acked and delivered in the order sent. Once
+the queue is empty the worker parks for the next packet if it has handled an event
+(fast path ``event-worker``: no new task and queue entry per message of a chatting
+client) and ends after ``WORKER_LINGER_SECONDS`` to twice that without one; it
+ends at once after a CONNECT or anything else, so a connected but silent socket holds no
+task (idle memory). With ``event-worker`` off it always ends when the queue is empty.
+At most ``pending_events_max`` packets wait; more is refused, never buffered: an event
+with an ack id is answered ``rate_limited``, anything else dropped, each counted
+(``observe_refused``). When the Engine.IO session ends, its queue is dropped (but for a
+Socket.IO DISCONNECT in it, which still says how the client left) and its worker cancelled.
 
 Internals used: ``AsyncServer._handle_eio_message`` (registered as python-engineio's
 ``message`` handler in python-socketio's ``__init__``: this class's override is what is
@@ -37,8 +41,13 @@ from socketio import packet
 
 from chatsvc.errors import RateLimited
 from chatsvc.transport.socketio_packet import packet_head
+from chatsvc.transport.timers import CoarseTimers
 
 log = logging.getLogger(__name__)
+
+#: How long a worker that handled an event stays parked for the connection's next packet
+#: (fast path ``event-worker``): it ends after between one and two of these without one.
+WORKER_LINGER_SECONDS = 5.0
 
 
 def _ignore(_: str) -> None:
@@ -48,11 +57,34 @@ def _ignore(_: str) -> None:
 class _Pending:
     """One connection's queued packets and its worker (None while it has none)."""
 
-    __slots__ = ("items", "task")
+    __slots__ = ("armed", "items", "lingers", "task", "touched", "wake", "watchers")
 
     def __init__(self) -> None:
         self.items: deque[Any] = deque()
         self.task: asyncio.Task[None] | None = None
+        #: Set while the worker is parked (fast path ``event-worker``): resolved True when a
+        #: packet arrives for it, False when it has lingered long enough.
+        self.wake: asyncio.Future[bool] | None = None
+        #: A linger check is due in the shared timer; a packet arrived since it last looked.
+        self.armed = False
+        self.touched = False
+        #: The worker handled an event, so it parks instead of ending (``event-worker``).
+        self.lingers = False
+        #: Futures :meth:`EventWorkers.settled` waits on (None: nobody waits).
+        self.watchers: list[asyncio.Future[None]] | None = None
+
+    def idle(self) -> bool:
+        """Nothing waits and the worker, if any, is parked."""
+        if self.items:
+            return False
+        return self.task is None or (self.wake is not None and not self.wake.done())
+
+    def notify(self) -> None:
+        """Tell :meth:`EventWorkers.settled` waiters the connection is idle."""
+        watchers, self.watchers = self.watchers, None
+        for watcher in watchers or ():
+            if not watcher.done():
+                watcher.set_result(None)
 
 
 class EventWorkers(socketio.AsyncServer):  # type: ignore[misc]
@@ -60,23 +92,36 @@ class EventWorkers(socketio.AsyncServer):  # type: ignore[misc]
 
     #: Packets one connection may have waiting for its worker (``CHATSVC_MAX_PENDING_EVENTS``).
     pending_events_max = 64
+    #: Fast path ``event-worker``: a worker that handled an event parks for the next packet.
+    keep_workers = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pending: dict[str, _Pending] = {}
         #: Called with the kind of each refused packet (``event`` or ``other``).
         self.observe_refused: Callable[[str], None] = _ignore
+        # One loop timer per second for all parked workers, not one each (chatsvc.transport.timers).
+        self._linger_timers = CoarseTimers(1.0, early=False)
 
     def pending_events(self, eio_sid: str) -> int:
         """How many packets of ``eio_sid`` wait for its worker (tests, metrics)."""
         pending = self._pending.get(eio_sid)
         return len(pending.items) if pending is not None else 0
 
+    def has_worker(self, eio_sid: str) -> bool:
+        """Whether ``eio_sid`` has a worker task, running or parked (tests)."""
+        pending = self._pending.get(eio_sid)
+        return pending is not None and pending.task is not None
+
     async def settled(self, eio_sid: str) -> None:
-        """Wait until ``eio_sid`` has nothing waiting and no worker running (benchmarks and
-        tests that hand packets in process and then count what came out)."""
-        while (pending := self._pending.get(eio_sid)) is not None and pending.task is not None:
-            await asyncio.shield(pending.task)
+        """Wait until ``eio_sid`` has nothing waiting and its worker, if any, is parked or
+        gone (benchmarks and tests that hand packets in process and then count what came out)."""
+        while (pending := self._pending.get(eio_sid)) is not None and not pending.idle():
+            watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if pending.watchers is None:
+                pending.watchers = []
+            pending.watchers.append(watcher)
+            await watcher
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         """Queue a received Socket.IO packet for the connection's worker (module docstring)."""
@@ -88,7 +133,20 @@ class EventWorkers(socketio.AsyncServer):  # type: ignore[misc]
             return
         pending.items.append(data)
         if pending.task is None:
-            pending.task = asyncio.create_task(self._work(eio_sid, pending))
+            self._start_worker(eio_sid, pending)
+            return
+        wake = pending.wake
+        if wake is not None and not wake.done():
+            self._wake_worker(pending, wake)
+
+    def _start_worker(self, eio_sid: str, pending: _Pending) -> None:
+        """A new worker task for the connection's queue (every burst with ``event-worker`` off)."""
+        pending.task = asyncio.create_task(self._work(eio_sid, pending))
+
+    def _wake_worker(self, pending: _Pending, wake: asyncio.Future[bool]) -> None:
+        """Hand the queue to the connection's parked worker (fast path ``event-worker``)."""
+        pending.touched = True
+        wake.set_result(True)
 
     async def _process_eio_message(self, eio_sid: str, data: Any) -> None:
         """Handle one packet, in order: python-socketio's ``_handle_eio_message``."""
@@ -97,18 +155,50 @@ class EventWorkers(socketio.AsyncServer):  # type: ignore[misc]
     async def _work(self, eio_sid: str, pending: _Pending) -> None:
         items = pending.items
         try:
-            while items:
-                data = items.popleft()
-                try:
-                    await self._process_eio_message(eio_sid, data)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # as python-engineio's inline handler call: logged, the next goes on
-                    log.exception("message handler error")
+            while True:
+                while items:
+                    data = items.popleft()
+                    # An event (``2``...) keeps the worker for the next one; a CONNECT does not.
+                    pending.lingers = type(data) is str and data[:1] == "2"
+                    try:
+                        await self._process_eio_message(eio_sid, data)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # as python-engineio's inline handler call: logged, the next goes on
+                        log.exception("message handler error")
+                if not (self.keep_workers and pending.lingers) or self._pending.get(eio_sid) is not pending:
+                    return
+                wake = pending.wake = asyncio.get_running_loop().create_future()
+                if pending.watchers is not None:
+                    pending.notify()
+                if not pending.armed:
+                    pending.armed = True
+                    pending.touched = False
+                    self._linger_timers.call_later(WORKER_LINGER_SECONDS, self._linger_check, pending)
+                lingering = await wake
+                pending.wake = None
+                if not lingering and not items:
+                    return  # nothing since the last look (a packet queued meanwhile is handled)
         finally:
             pending.task = None
+            pending.wake = None
             if not items and self._pending.get(eio_sid) is pending:
                 del self._pending[eio_sid]
+            if pending.watchers is not None:
+                pending.notify()
+
+    def _linger_check(self, pending: _Pending) -> None:
+        """End ``pending``'s parked worker if no packet came for it since the last look
+        (one to two ``WORKER_LINGER_SECONDS`` ago); otherwise look again then."""
+        wake = pending.wake
+        if pending.task is None:
+            pending.armed = False  # the worker has ended: the next one arms its own check
+        elif pending.touched or wake is None or wake.done():
+            pending.touched = False  # busy since, or right now
+            self._linger_timers.call_later(WORKER_LINGER_SECONDS, self._linger_check, pending)
+        else:
+            pending.armed = False
+            wake.set_result(False)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
         """The Engine.IO session ended: what it still had queued is dropped, its worker

@@ -18,10 +18,17 @@ name                   replaces
                        (:mod:`chatsvc.transport.lean_socket`; also the HTTP-state trimming)
 ``receive-packet``     ``AsyncSocket.receive`` -> ``_trigger_event`` for a received
                        Socket.IO packet (:func:`chatsvc.transport.lean_socket.receive_packet`)
-``packet-serializer``  ``socketio.packet.Packet.data_is_binary``
+``packet-serializer``  ``socketio.packet.Packet.data_is_binary``, and the JSON encoder and
+                       decoder built per packet (``engineio.json``)
                        (:mod:`chatsvc.transport.socketio_packet`)
 ``direct-emit``        ``socketio.AsyncManager.emit``'s task per recipient
                        (:mod:`chatsvc.transport.broadcast`)
+``event-worker``       chatsvc's own worker task per burst of a connection's events: the
+                       worker parks for the next event for a few seconds instead
+                       (:mod:`chatsvc.transport.events`)
+``event-dispatch``     python-socketio's ``_handle_event`` -> ``_handle_event_internal`` ->
+                       ``_trigger_event`` for a client event: its namespace handler called
+                       and its ack built in one step (:mod:`chatsvc.transport.sioserver`)
 =====================  ================================================================
 """
 
@@ -31,7 +38,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: The names ``CHATSVC_FAST_PATHS_OFF`` takes, one per field of :class:`FastPaths`.
-NAMES = ("frame-once", "lean-socket", "receive-packet", "packet-serializer", "direct-emit")
+NAMES = (
+    "frame-once",
+    "lean-socket",
+    "receive-packet",
+    "packet-serializer",
+    "direct-emit",
+    "event-worker",
+    "event-dispatch",
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,8 @@ class FastPaths:
     receive_packet: bool = True
     packet_serializer: bool = True
     direct_emit: bool = True
+    event_worker: bool = True
+    event_dispatch: bool = True
 
     @classmethod
     def without(cls, names: Iterable[str]) -> FastPaths:

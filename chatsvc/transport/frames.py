@@ -90,11 +90,18 @@ class FrameOnce(engineio.AsyncServer):  # type: ignore[misc]
     async def send(self, sid: str, data: Any) -> None:
         """``AsyncServer.send`` (what python-socketio sends one socket: acks, CONNECT replies,
         replays): framed and written at once when :meth:`write_frame` may, as a broadcast
-        is; otherwise queued as python-engineio does. No writer task per ack."""
-        pkt = eio_packet.Packet(eio_packet.MESSAGE, data=data)
-        if self.frame_once and self.write_frame(sid, frame(pkt.encode()), clock()):
-            return
-        await self.send_packet(sid, pkt)
+        is; otherwise queued as python-engineio does. No writer task per ack.
+
+        A text MESSAGE encodes as ``"4" + data`` (``Packet.encode``, pinned): framed from
+        that, the ``Packet`` is built only when the frame cannot be written."""
+        if self.frame_once:
+            if type(data) is str:
+                encoded = "4" + data
+            else:
+                encoded = eio_packet.Packet(eio_packet.MESSAGE, data=data).encode()
+            if self.write_frame(sid, frame(encoded), clock()):
+                return
+        await self.send_packet(sid, eio_packet.Packet(eio_packet.MESSAGE, data=data))
 
     def write_frame(self, eio_sid: str, data: bytes, now: float) -> bool:
         """Write ``data`` (from :func:`frames`) to ``eio_sid``'s transport if that keeps the

@@ -37,6 +37,9 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # FrameOnce.send replaces it; python-socketio's _send_packet is its caller.
     "engineio.async_server:AsyncServer.send": ("ff1fdb18f1c30bb3", _FRAMES),
     "engineio.async_server:AsyncServer.send_packet": ("c54317440865030d", _FRAMES),
+    # FrameOnce.send frames a text MESSAGE as "4" + data, as these encode it.
+    "engineio.packet:Packet.__init__": ("26559aaf4a6f4ddd", _FRAMES),
+    "engineio.packet:Packet.encode": ("8f3d5d869711cbb8", _FRAMES),
     "socketio.async_server:AsyncServer._send_packet": ("a00022b42c1c29e9", _SIO),
     # receive_packet does for a Socket.IO MESSAGE what these do with it.
     "engineio.async_socket:AsyncSocket.receive": ("a91ae36ec2fb5340", _LEAN),
@@ -62,6 +65,10 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "socketio.async_server:AsyncServer._handle_event": ("65178105ef8b593d", _SIO),
     "socketio.async_server:AsyncServer._trigger_event": ("01ba90cfa09ba43e", _SIO),
     "socketio.async_server:AsyncServer._handle_ack": ("b7521c6c30972551", _SIO),
+    # RecoveringServer._dispatch does in one call what these do for a namespace handler.
+    "socketio.async_server:AsyncServer._handle_event_internal": ("472e8b723a12d507", _SIO),
+    "socketio.base_server:BaseServer._get_event_handler": ("e18d9a6570aaaaf4", _SIO),
+    "socketio.base_server:BaseServer._get_namespace_handler": ("3672467a1c13f704", _SIO),
     "socketio.base_manager:BaseManager.pre_connect": ("bfdba4c0c8f1bd8a", _SIO),
     "socketio.packet:Packet.decode": ("61ad7904b539f472", _SIO),
     # DirectEmitMixin.emit rewrites AsyncManager.emit (and, off, sends the way it does).
@@ -70,6 +77,10 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # SocketIOPacket overrides data_is_binary, which __init__ calls.
     "socketio.packet:Packet.__init__": ("5fe2fa797e082c1d", _PACKET),
     "socketio.packet:Packet.data_is_binary": ("464dded7ae952a64", _PACKET),
+    # PacketJSON: what encode passes to dumps, what decode passes to engineio.json.loads.
+    "socketio.packet:Packet.encode": ("513c45be75181da2", _PACKET),
+    "engineio.json:loads": ("8a4490ed912f80c2", _PACKET),
+    "engineio.json:_safe_int": ("9cba49b1e53e856b", _PACKET),
     # aiohttp: frames() writes byte for byte what send_frame would (unmasked, uncompressed).
     "aiohttp._websocket.writer:WebSocketWriter.send_frame": ("7ab812cc70561f8e", _FRAMES),
     # aiohttp code reading what release_http_state drops (the parser of an accepted

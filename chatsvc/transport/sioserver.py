@@ -122,6 +122,9 @@ class _EngineServer(EngineIOServer):
 class RecoveringServer(EventWorkers):
     """``socketio.AsyncServer`` that can restore sessions on namespace ``/``."""
 
+    #: Fast path ``event-dispatch``: a client event goes to its namespace handler in one call.
+    fast_dispatch = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hooks: ConnectHooks | None = None
@@ -147,7 +150,11 @@ class RecoveringServer(EventWorkers):
         event = data[0] if type(data) is list and data else None
         declared = self._client_events.get(ns)
         if type(event) is str and event not in RESERVED_EVENTS and (declared is None or event in declared[0]):
-            await super()._handle_event(eio_sid, namespace, id, data)
+            handler = self._direct_handler(ns)
+            if handler is not None:
+                await self._dispatch(handler, eio_sid, ns, id, data)
+            else:
+                await super()._handle_event(eio_sid, namespace, id, data)
             return
         sid = self.manager.sid_from_eio_sid(eio_sid, ns)
         if sid is None or not self.manager.is_connected(sid, ns):
@@ -161,6 +168,33 @@ class RecoveringServer(EventWorkers):
             await self._send_packet(
                 eio_sid, self.packet_class(packet.ACK, namespace=ns, id=id, data=[answer])
             )
+
+    def _direct_handler(self, namespace: str) -> Any:
+        """The namespace handler :meth:`_dispatch` may call for ``namespace``'s client events
+        (fast path ``event-dispatch``), or None: python-socketio's own path. Only when
+        upstream would reach that same handler (no function handlers on the namespace or
+        ``*``, handlers run inline) and would log nothing (its INFO line per event)."""
+        if not self.fast_dispatch or self.async_handlers:
+            return None
+        handlers = self.handlers
+        if namespace in handlers or "*" in handlers or self.logger.isEnabledFor(logging.INFO):
+            return None
+        return self.namespace_handlers.get(namespace)
+
+    async def _dispatch(self, handler: Any, eio_sid: str, namespace: str, id: Any, data: list[Any]) -> None:
+        """``_handle_event`` -> ``_handle_event_internal`` -> ``_trigger_event`` (python-socketio
+        5.18.1, hash-pinned) for a namespace handler in one call: the same handler call and
+        the same ack, without the four frames between, the second session lookup and the
+        disabled INFO log call per event."""
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if not self.manager.is_connected(sid, namespace):
+            return  # upstream logs a warning (its logger is off) and drops it
+        r = await handler.trigger_event(data[0], sid, *data[1:])
+        if r != self.not_handled and id is not None:
+            # As upstream: None is no argument, a tuple several.
+            args = [] if r is None else list(r) if isinstance(r, tuple) else [r]
+            ack = self.packet_class(packet.ACK, namespace=namespace, id=id, data=args)
+            await self._send_packet(eio_sid, ack)
 
     async def _trigger_event(self, event: str, namespace: str | None, *args: Any) -> Any:
         # Client events reach here only through _handle_event, which refuses lifecycle
@@ -421,6 +455,8 @@ def create_server(
         observe_bad_packet=observe_bad_packet,
     )
     sio.pending_events_max = pending_events_max
+    sio.keep_workers = fast_paths.event_worker
+    sio.fast_dispatch = fast_paths.event_dispatch
     # Counted with the client's other refused packets (chatsvc_bad_packets_total).
     sio.observe_refused = lambda _kind: observe_bad_packet("pending_full")
     accept_polling_batches()

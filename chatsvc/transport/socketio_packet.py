@@ -9,19 +9,55 @@ the same (``bytes``/``bytearray`` found anywhere inside lists and dicts, their s
 included, tuples not looked into, exactly as upstream) from one loop that skips the plain
 scalars a chat payload is made of: about 1.3-1.5 us (bench/README.md, "Fourth round").
 
+Its JSON codec (:class:`PacketJSON`) is python-engineio's ``engineio.json`` with the stdlib
+encoder and decoder built once: ``Packet.encode`` calls ``json.dumps(data, separators=...)``
+and ``Packet.decode`` ``engineio.json.loads(text)``, which passes ``parse_int``; a keyword
+argument makes the stdlib build a new ``JSONEncoder`` / ``JSONDecoder`` (and its scanner) on
+every call, three per received chat message. Same text out, same values and errors in.
+
 ``tests/transport/test_socketio_packet.py`` pins upstream's ``__init__`` and
-``data_is_binary`` and compares both answers on generated payloads.
+``data_is_binary`` and compares both answers on generated payloads, and the codec's output
+with upstream's.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from engineio import json as engineio_json
 from socketio import packet
+
+#: What ``Packet.encode`` passes to ``dumps`` (python-socketio 5.18.1).
+_COMPACT_ARGS = {"separators": (",", ":")}
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+#: ``engineio.json.loads``'s decoder: integers longer than 100 digits refused.
+_DECODER = json.JSONDecoder(parse_int=engineio_json._safe_int)
+
+
+class PacketJSON:
+    """``engineio.json`` for :class:`SocketIOPacket`, its encoder and decoder built once."""
+
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        """``json.dumps(obj, **kwargs)``; python-socketio's compact form without a new encoder."""
+        if kwargs == _COMPACT_ARGS:
+            return _COMPACT.encode(obj)
+        return str(engineio_json.dumps(obj, **kwargs))
+
+    @staticmethod
+    def loads(data: Any, **kwargs: Any) -> Any:
+        """``engineio.json.loads(data, **kwargs)``; a plain ``str`` without a new decoder
+        (a leading BOM takes the stock path, which refuses it as json.loads does)."""
+        if not kwargs and type(data) is str and not data.startswith("\ufeff"):
+            return _DECODER.decode(data)
+        return engineio_json.loads(data, **kwargs)
 
 
 class SocketIOPacket(packet.Packet):  # type: ignore[misc]
     """``socketio.packet.Packet`` (the server's ``serializer``), same wire format."""
+
+    json = PacketJSON
 
     @classmethod
     def data_is_binary(cls, data: Any) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chatsvc.auth.handshake import token_from_handshake
-from chatsvc.auth.jwt import JwtVerifier
+from chatsvc.auth.jwt import NO_ROLES, JwtVerifier
 from chatsvc.errors import TokenExpired, TokenInvalid
 from chatsvc.settings import JwtSettings, Secret
 from tests.support.servers import TEST_JWT_SECRET
@@ -112,3 +112,12 @@ def test_time_checks_still_apply(claim: str) -> None:
 def test_non_ascii_tokens_are_token_invalid(raw: str) -> None:
     with pytest.raises(TokenInvalid):
         token_from_handshake({}, {"token": raw})
+
+
+def test_identities_without_roles_share_one_empty_set() -> None:
+    """Every connection holds its Identity: an empty frozenset each was 216 bytes apiece."""
+    first = verifier().verify(signed_json(f'{{"sub":"a","exp":{later()}}}'))
+    second = verifier().verify(signed_json(f'{{"sub":"b","exp":{later()},"roles":[]}}'))
+    assert first.roles == second.roles == frozenset() and first.roles is second.roles is NO_ROLES
+    admin = verifier().verify(signed_json(f'{{"sub":"c","exp":{later()},"roles":["admin"]}}'))
+    assert admin.roles == {"admin"}

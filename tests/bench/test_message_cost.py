@@ -37,6 +37,15 @@ def test_reports_a_cost_per_message_for_each_room_size_and_receive_path() -> Non
     assert all(float(cost) > 0 for _, _, cost, _ in costs)
 
 
+def test_measures_fast_paths_turned_off_as_variants_of_the_same_run() -> None:
+    done = run_bench("message_cost.py", "--rooms", "2", "--messages", "50", "--off", "none", "event-worker")
+    assert done.returncode == 0, done.stderr
+    lines = re.findall(r"room of 2, fast receive(, off: [\w,-]+)?: median ([\d.]+) us", done.stdout)
+    assert [variant for variant, _ in lines] == ["", ", off: event-worker"], done.stdout
+    bad = run_bench("message_cost.py", "--rooms", "2", "--messages", "5", "--off", "warp-drive")
+    assert bad.returncode != 0 and "warp-drive" in bad.stderr
+
+
 def test_refuses_unbounded_runs() -> None:
     for script, args in (("message_cost.py", ["--rooms", "5000"]), ("fast_path_cost.py", ["--units", "0"])):
         done = run_bench(script, *args)

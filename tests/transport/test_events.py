@@ -21,7 +21,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chatsvc.transport import events
 from chatsvc.transport.events import EventWorkers
+from chatsvc.transport.timers import CoarseTimers
 from tests.support.clients import FAST_PATH_MODES, TRANSPORTS, ClientPool, fast_paths_env, running_server
 from tests.support.raw_socketio import RawSocket
 from tests.support.servers import ServerProcess
@@ -162,16 +164,80 @@ class Probe(EventWorkers):
         self.sent.append(pkt.encode())
 
 
+async def _spin(rounds: int = 50) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
 async def test_packets_are_handled_in_order_by_one_worker_that_ends_when_idle() -> None:
     probe = Probe()
+    probe.keep_workers = False  # fast path event-worker off: a worker per burst
     for i in range(5):
         await probe._handle_eio_message("e1", f'2["m",{i}]')
     assert probe.pending_events("e1") == 5 and probe.handled == []  # the reader did not wait
     probe.gate.set()
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await _spin()
     assert probe.handled == [f'2["m",{i}]' for i in range(5)]
     assert probe._pending == {}  # no worker, no queue left for an idle connection
+
+
+async def test_a_worker_that_handled_events_parks_for_the_next_then_ends_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "WORKER_LINGER_SECONDS", 0.2)  # 5 s in production
+    probe = Probe()
+    probe._linger_timers = CoarseTimers(0.05, early=False)
+    probe.gate.set()
+    for i in range(3):
+        await probe._handle_eio_message("e1", f'2["m",{i}]')
+    await _spin()
+    worker = probe._pending["e1"].task
+    assert worker is not None and not worker.done()  # parked, not ended
+    assert probe.pending_events("e1") == 0
+    await probe._handle_eio_message("e1", '2["m",3]')  # the same task takes the next burst
+    await _spin()
+    assert probe._pending["e1"].task is worker
+    assert probe.handled == [f'2["m",{i}]' for i in range(4)]
+    # Nothing more: it ends after one to two linger periods.
+    started = time.monotonic()
+    await asyncio.wait_for(worker, timeout=10)
+    assert time.monotonic() - started >= 0.1  # it did linger
+    assert probe._pending == {} and probe.handled == [f'2["m",{i}]' for i in range(4)]
+
+
+async def test_a_worker_ends_at_once_after_a_connect_so_a_silent_socket_holds_no_task() -> None:
+    probe = Probe()
+    probe.gate.set()
+    await probe._handle_eio_message("e1", '0{"token":"t"}')
+    await _spin()
+    assert probe.handled == ['0{"token":"t"}'] and probe._pending == {}
+
+
+async def test_a_packet_queued_as_the_linger_ends_is_still_handled() -> None:
+    probe = Probe()
+    probe.gate.set()
+    await probe._handle_eio_message("e1", '2["m",0]')
+    await _spin()
+    pending = probe._pending["e1"]
+    assert pending.wake is not None and not pending.wake.done()
+    pending.touched = False
+    probe._linger_check(pending)  # the check ends the worker ...
+    await probe._handle_eio_message("e1", '2["m",1]')  # ... as a packet arrives
+    await _spin()
+    assert probe.handled == ['2["m",0]', '2["m",1]']
+    assert probe.has_worker("e1")  # it handled the packet and parked again
+
+
+async def test_settled_waits_for_the_queue_not_for_a_parked_worker() -> None:
+    probe = Probe()
+    await probe._handle_eio_message("e1", '2["m",0]')
+    await probe._handle_eio_message("e1", '2["m",1]')
+    waiting = asyncio.ensure_future(probe.settled("e1"))
+    await _spin()
+    assert not waiting.done()
+    probe.gate.set()
+    await asyncio.wait_for(waiting, timeout=5)
+    assert probe.handled == ['2["m",0]', '2["m",1]'] and probe.has_worker("e1")
 
 
 async def test_a_full_queue_refuses_with_rate_limited_and_buffers_nothing() -> None:
@@ -206,3 +272,14 @@ async def test_disconnect_cancels_the_worker_and_drops_the_queue_but_a_disconnec
     assert worker is not None and worker.cancelled()
     assert probe.handled == ["1"]  # not the events queued behind the slow one
     assert probe.pending_events("e1") == 0 and probe._pending == {}
+
+
+async def test_disconnect_cancels_a_parked_worker() -> None:
+    probe = Probe()
+    probe.gate.set()
+    await probe._handle_eio_message("e1", '2["m",0]')
+    await _spin()
+    worker = probe._pending["e1"].task
+    await probe._handle_eio_disconnect("e1", "transport close")
+    await _spin()
+    assert worker is not None and worker.cancelled() and probe._pending == {}

@@ -6,6 +6,7 @@ client would build packets in this process too), one message in a room of two.""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 from collections import Counter
@@ -25,9 +26,11 @@ from chatsvc.app import SIO, create_app
 from chatsvc.settings import FAST_PATHS, Settings, SettingsError
 from chatsvc.transport import engine, lean_socket
 from chatsvc.transport.broadcast import DirectEmitMixin
+from chatsvc.transport.events import EventWorkers
 from chatsvc.transport.fast_paths import NAMES, FastPaths
 from chatsvc.transport.frames import FrameOnce
 from chatsvc.transport.lean_socket import BoundedQueue, LeanQueue
+from chatsvc.transport.sioserver import RecoveringServer
 from chatsvc.transport.socketio_packet import SocketIOPacket
 from tests.support.raw_socketio import RawSocket
 from tests.support.servers import TEST_JWT_SECRET
@@ -98,6 +101,12 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         # direct-emit: the task-free loop vs python-socketio's emit.
         (DirectEmitMixin, "_send_each", "direct-emit:send_each"),
         (socketio.AsyncManager, "emit", "direct-emit:stock emit"),
+        # event-worker: a parked worker woken for the next event vs a new worker task.
+        (EventWorkers, "_wake_worker", "event-worker:woken"),
+        (EventWorkers, "_start_worker", "event-worker:new task"),
+        # event-dispatch: the namespace handler in one step vs python-socketio's dispatch.
+        (RecoveringServer, "_dispatch", "event-dispatch:direct"),
+        (socketio.AsyncServer, "_handle_event_internal", "event-dispatch:stock"),
     ]
     for owner, attr, name in spies:
         monkeypatch.setattr(owner, attr, _counting(counts, name, getattr(owner, attr)))
@@ -182,6 +191,8 @@ PATHS = {
     "receive-packet": ("receive-packet:direct", "receive-packet:stock receive"),
     "packet-serializer": ("packet-serializer:ours", "packet-serializer:stock"),
     "direct-emit": ("direct-emit:send_each", "direct-emit:stock emit"),
+    "event-worker": ("event-worker:woken", "event-worker:new task"),
+    "event-dispatch": ("event-dispatch:direct", "event-dispatch:stock"),
 }
 
 
@@ -198,7 +209,9 @@ async def test_each_switch_changes_the_measured_code_path(
     assert got == ["hello"]
     assert calls[fast] > 0, (name, "on", dict(calls))
     stock_when_on = calls[stock]
-    if name != "frame-once":  # python-engineio queues some packets either way (the OPEN...)
+    # python-engineio queues some packets either way (the OPEN...); a connection's first
+    # packets (CONNECT, join) start its worker either way.
+    if name not in ("frame-once", "event-worker"):
         assert stock_when_on == 0, (name, "on", dict(calls))
 
     calls.clear()
@@ -216,6 +229,7 @@ async def test_all_off_runs_the_stock_paths_only(calls: Counter[str], tmp_path: 
     assert sio.packet_class is sio_packet.Packet
     assert not sio.eio.lean and not sio.eio.frame_once and not sio.eio.fast_receive
     assert sio.manager.direct_emit is False
+    assert sio.keep_workers is False and sio.fast_dispatch is False
 
 
 async def test_the_queue_bound_holds_either_way(tmp_path: Path) -> None:
@@ -238,6 +252,12 @@ def test_the_benchmark_turns_the_same_fast_paths_off_through_the_setting() -> No
     bench = Path(__file__).resolve().parents[2] / "bench"
     for name in ("harness.py", "launch_chatsvc.py"):
         source = (bench / name).read_text()
-        assert f"FAST_PATHS = {FAST_PATHS!r}" in source.replace('"', "'"), name
+        named = [
+            ast.literal_eval(node.value)
+            for node in ast.parse(source).body
+            if isinstance(node, ast.Assign)
+            and [getattr(t, "id", None) for t in node.targets] == ["FAST_PATHS"]
+        ]
+        assert named == [FAST_PATHS], name
         assert "CHATSVC_FAST_PATHS_OFF" in source, name
         assert "engineio_internals" not in source and ".emit = " not in source, name

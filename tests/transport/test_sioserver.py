@@ -224,3 +224,49 @@ async def test_a_connected_sockets_environ_keeps_only_what_is_read_again(transpo
     finally:
         await client.disconnect()
         await server.close()
+
+
+# -- event-dispatch: the same handler call and the same ack as python-socketio's path -----
+
+
+class _Answers(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Answers each event with what its first argument names."""
+
+    def __init__(self) -> None:
+        super().__init__("/")
+        self.calls: list[tuple[str, str, tuple[Any, ...]]] = []
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        self.calls.append((event, args[0], args[1:]))
+        answers = {"none": None, "tuple": (1, "two"), "value": {"ok": True}}
+        return answers.get(args[1], self.server.not_handled)
+
+
+async def _dispatched(fast: bool) -> tuple[list[Any], list[str]]:
+    server = RecoveringServer(async_mode="aiohttp", async_handlers=False)
+    server.fast_dispatch = fast
+    answers = _Answers()
+    server.register_namespace(answers)
+    server.manager.sid_from_eio_sid = lambda eio_sid, namespace: "s-" + eio_sid
+    server.manager.is_connected = lambda sid, namespace: sid == "s-e1"
+    sent: list[str] = []
+
+    async def send_packet(eio_sid: str, pkt: Any) -> None:
+        sent.append(f"{eio_sid} {pkt.encode()}")
+
+    server._send_packet = send_packet
+    assert (server._direct_handler("/") is answers) is fast  # the path under test is taken
+    for what in ("none", "tuple", "value", "unhandled"):
+        await server._handle_event("e1", None, 7, ["ev", what, "x"])
+    await server._handle_event("e1", "/", None, ["ev", "value"])  # no ack id: no ack
+    await server._handle_event("e2", "/", 8, ["ev", "value"])  # not connected: dropped
+    return answers.calls, sent
+
+
+async def test_direct_dispatch_calls_and_acks_as_python_socketio_does() -> None:
+    fast, stock = await _dispatched(True), await _dispatched(False)
+    assert fast == stock
+    calls, sent = fast
+    assert [c[:2] for c in calls] == [("ev", "s-e1")] * 5
+    assert calls[0][2] == ("none", "x")
+    assert sent == ["e1 37[]", 'e1 37[1,"two"]', 'e1 37[{"ok":true}]']

@@ -12,7 +12,7 @@ from socketio import packet
 
 from chatsvc.app import SIO, create_app
 from chatsvc.settings import Settings
-from chatsvc.transport.socketio_packet import SocketIOPacket
+from chatsvc.transport.socketio_packet import PacketJSON, SocketIOPacket
 
 
 class Bytes(bytes):
@@ -91,3 +91,56 @@ def test_the_server_builds_its_packets_with_it(tmp_path: Path) -> None:
         }
     )
     assert create_app(settings)[SIO].packet_class is SocketIOPacket
+
+
+# -- the codec: the same text out and the same values (and errors) in as upstream's ---------
+
+TEXTS: list[Any] = ["hi", "é ü €", "日本語", "emoji \U0001f600", 'quote " and \\ slash', "\u2028\n\t"]
+
+
+def _json_payload(rng: random.Random, depth: int) -> Any:
+    roll = rng.random()
+    if depth <= 0 or roll < 0.4:
+        return rng.choice([*TEXTS, 0, -7, 2**70, 1.5, 1e300, True, False, None])
+    items = [_json_payload(rng, depth - 1) for _ in range(rng.randrange(0, 5))]
+    if roll < 0.7:
+        return items
+    return {rng.choice(TEXTS) + str(i): item for i, item in enumerate(items)}
+
+
+def test_packets_encode_and_decode_as_upstream_on_generated_payloads() -> None:
+    rng = random.Random(20261207)
+    for i in range(3000):
+        data = ["message", _json_payload(rng, 4)]
+        ours = SocketIOPacket(packet.EVENT, data=data, namespace="/", id=i or None)
+        theirs = packet.Packet(packet.EVENT, data=data, namespace="/", id=i or None)
+        encoded = ours.encode()
+        assert encoded == theirs.encode(), data
+        back = SocketIOPacket(encoded_packet=encoded)
+        assert (back.packet_type, back.id, back.data) == (packet.EVENT, i or None, data)
+        assert back.data == packet.Packet(encoded_packet=encoded).data
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        '2["m",' + "1" * 101 + "]",  # engineio.json refuses integers of more than 100 digits
+        '2["m",{"a":1',  # truncated
+        '2["m"] trailing',
+        '2\ufeff["m"]',  # json.loads refuses a leading BOM
+        "2[NaN-]",
+    ],
+)
+def test_bad_json_fails_the_same_way(encoded: str) -> None:
+    with pytest.raises(ValueError) as theirs:
+        packet.Packet(encoded_packet=encoded)
+    with pytest.raises(ValueError) as ours:
+        SocketIOPacket(encoded_packet=encoded)
+    assert type(ours.value) is type(theirs.value)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_other_arguments_take_the_stock_codec() -> None:
+    assert PacketJSON.dumps({"b": 1, "a": "é"}, sort_keys=True) == '{"a": "\\u00e9", "b": 1}'
+    assert PacketJSON.loads("[1.5]", parse_float=str) == ["1.5"]
+    assert PacketJSON.loads(b'{"x": 1}') == {"x": 1}

@@ -1,0 +1,35 @@
+"""chatsvc.chat.blocks, in process: what a connected user who blocks nobody costs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatsvc.chat.blocks import NOBODY, Blocks
+from chatsvc.chat.cluster import ControlRouter
+from chatsvc.settings import Limits
+
+
+class _Store:
+    """A BlockStore double: alice blocks bob, nobody else blocks anyone."""
+
+    async def blocks_of(self, blocker: str, *, limit: int) -> list[str]:
+        return ["bob"] if blocker == "alice" else []
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"not used here: {name}")
+
+
+async def _nowhere(_: Any) -> None:
+    return None
+
+
+async def test_users_who_block_nobody_share_one_empty_list() -> None:
+    blocks = Blocks(_Store(), ControlRouter(_nowhere, "r1"), Limits())  # type: ignore[arg-type]
+    await blocks.attach("s1", "carol")
+    await blocks.attach("s2", "dave")
+    await blocks.attach("s3", "alice")
+    carol, dave = await blocks.hidden_from("carol"), await blocks.hidden_from("dave")
+    assert carol == dave == frozenset() and carol is dave is NOBODY  # 216 bytes each otherwise
+    assert await blocks.hidden_from("alice") == {"bob"}
+    assert blocks.skipped("message", [{"user": {"id": "bob"}}]) == {"s3"}  # the filter still works
+    assert blocks.skipped("message", [{"user": {"id": "carol"}}]) is None
