@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import engineio.payload
 import pytest
 
 from tests.conftest import ServerFactory
@@ -45,16 +44,6 @@ ENV = {
     "CHATSVC_PING_TIMEOUT": "1",
 }
 TRANSPORTS = ("websocket", "polling")
-
-
-@pytest.fixture(autouse=True)
-def long_polls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """python-engineio's *client* refuses a polling response of more than 16 packets (its
-    ``Payload.max_decode_packets``) and drops the connection; a replay queues more than
-    that at once, and the server answers a poll with everything queued (socket.io-client
-    takes any number). Raised here so the test exercises recovery, not that client limit
-    (reported in the branch's notes; it bites any burst to a python polling client)."""
-    monkeypatch.setattr(engineio.payload.Payload, "max_decode_packets", 512)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
