@@ -317,6 +317,16 @@ class ChatService:
             async with self._metrics.timed_store("after"):
                 after = await self._store.after(room, since, limit + 1)
             overlap = await self._overlap(room, since) if self._limits.catchup_overlap_ms else []
+        if self._streams is not None and len(after) <= limit:
+            # Cluster mode: what the history writer has not written yet, from this replica's
+            # tail (a client rejoining right after a replica drained lost exactly those).
+            floor = lowest_id_at(max(0, timestamp_ms(since) - self._limits.catchup_overlap_ms))
+            have = {m.id for m in (*overlap, *after)}
+            extra = [m for m in self._streams.newest(room) if m.id > floor and m.id not in have]
+            if extra:
+                merged = sorted([*overlap, *after, *extra], key=lambda m: m.id)
+                newer = [m for m in merged if m.id > since]
+                return [m for m in merged if m.id < since] + newer[:limit], len(newer) > limit
         return overlap + after[:limit], len(after) > limit
 
     async def catch_up_from(self, room: str, epoch: str, pos: int) -> CatchUp:
