@@ -34,7 +34,6 @@ from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.notify import Notifier
 from chatsvc.chat.online import OnlineUsers
-from chatsvc.chat.recovery import Recovery
 from chatsvc.chat.recovery_pos import PositionRecovery
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.spam import SpamFilter
@@ -165,7 +164,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         host=getattr(bus, "host_id", settings.replica_id),
     )
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
-    recovery = _recovery(store, settings, conversations)
+    recovery = _recovery(store, settings, conversations, service)
     namespace = ChatNamespace(
         service,
         verifier,
@@ -251,13 +250,11 @@ def _conversations(
 
 
 def _recovery(
-    store: MessageStore, settings: Settings, conversations: Conversations
-) -> Recovery | PositionRecovery:
-    """By position wherever deliveries carry one; the journal only for cluster mode, whose
-    records have no `pos` until the events topic numbers them (docs/delivery.md)."""
-    if settings.kafka is not None:
-        return Recovery(store, settings.limits)
-    recovery = PositionRecovery(store, settings.limits)
+    store: MessageStore, settings: Settings, conversations: Conversations, service: ChatService
+) -> PositionRecovery:
+    """Connection state recovery by position (docs/delivery.md), records read through the
+    service: in cluster mode it completes the store from the events log's tail."""
+    recovery = PositionRecovery(store, settings.limits, streams=service)
     recovery.use_filter(conversations.blocks)  # replays leave out blocked authors too
     return recovery
 
@@ -315,15 +312,13 @@ def _install_coalescer(
 
 
 def _install_recovery(
-    sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: Recovery | PositionRecovery
+    sio: RecoveringServer, bus: Any, namespace: ChatNamespace, recovery: PositionRecovery
 ) -> None:
     """Connection state recovery, unless ``CHATSVC_RECOVERY_WINDOW=0``: the broadcast path
-    appends offsets for opted-in sockets (and journals them), CONNECT handling asks the
+    appends offsets for opted-in sockets (and adds them to their tails), CONNECT handling asks the
     namespace about pids."""
     if recovery.enabled:
         bus.use_offsets(recovery)
-        if isinstance(recovery, Recovery):  # only the journal's holds need rooms kept
-            bus.keep_rooms(recovery.holds)
         sio.hooks = namespace
 
 

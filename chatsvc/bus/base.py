@@ -23,9 +23,6 @@ class ManagedBus(Protocol):
     def on_control(self, handler: ControlHandler) -> None:
         """Call ``handler`` with every control message published by *another* replica."""
 
-    def keep_rooms(self, wanted: Callable[[str], bool]) -> None:
-        """Deliver room emits for rooms ``wanted`` names even with no local socket in them."""
-
     async def publish_control(self, message: dict[str, Any]) -> None:
         """Send a JSON-able control message (not a Socket.IO packet) to every other replica.
 

@@ -49,7 +49,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -325,11 +325,6 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         A ``room`` field, when present, is the partition key (ordered with that room's emits).
         """
         await self._publish({"method": "control", "host_id": self.host_id, "data": message})
-
-    def keep_rooms(self, wanted: Callable[[str], bool]) -> None:
-        """Also hear room emits for rooms ``wanted`` names though no local socket is in them
-        (a session being restored into them: its replay hold collects them)."""
-        self._records.keep_rooms(wanted)
 
     # -- python-socketio's pub/sub contract ------------------------------------------------
 

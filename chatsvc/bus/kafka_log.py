@@ -4,9 +4,11 @@ The second half of the Kafka adapter (chatsvc.bus.kafka is the fan-out half, and
 connection options, error classification and client shutdown). Design, and why:
 
 * **One topic, keyed by room** (``KAFKA_EVENTS_TOPIC``, default ``chatsvc.events``): a room's
-  records share one partition, so a record's offset there is its position in the room's
-  stream, assigned once by the broker, in the order every reader reads it. Offsets of a
-  partition are shared by its rooms: a room's positions grow but are not contiguous.
+  records share one partition, so a record's offset there, plus one, is its position in
+  the room's stream, assigned once by the broker, in the order every reader reads it (plus
+  one: position 0 means "before every record", as in the other stores, so the first record
+  of a partition, at offset 0, is not taken as already seen). Offsets of a partition are
+  shared by its rooms: a room's positions grow but are not contiguous.
 * **Durable before acked.** The producer is idempotent with ``acks=all``; :meth:`append`
   returns the offset only once the broker acknowledged the record, and gives up after
   ``APPEND_TIMEOUT_SECONDS`` with ``BusUnavailable`` (the record may still land later: the
@@ -58,6 +60,12 @@ HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
 def history_group(topic: str) -> str:
     """The history writers' consumer group of ``topic``."""
     return "chatsvc.history" if topic == "chatsvc.events" else f"{topic}.history"
+
+
+def position_of(offset: int) -> int:
+    """A record's position in its room stream: its partition offset plus one (0 stays "before
+    every record" for ``join {since}`` and recovery, as in every store)."""
+    return offset + 1
 
 
 class KafkaRoomLog:
@@ -184,7 +192,8 @@ class KafkaRoomLog:
             await self._probe()
 
     async def append(self, room: str, body: dict[str, Any]) -> int:
-        """Produce to ``room``'s partition; the offset once the broker acked (``acks=all``)."""
+        """Produce to ``room``'s partition; the position (offset + 1) once the broker acked
+        (``acks=all``)."""
         await self.check()
         value = json.dumps(body, separators=(",", ":")).encode()
         loop = asyncio.get_running_loop()
@@ -208,7 +217,7 @@ class KafkaRoomLog:
             raise BusUnavailable(f"Kafka refused the event: {classify(exc, topic=self._topic)}") from None
         finally:
             self._metrics.bus_latency.observe(loop.time() - started)
-        return int(metadata.offset)
+        return position_of(int(metadata.offset))
 
     async def _read(self) -> None:
         """Hand every record to the handler in partition order, forever; reconnect with
@@ -264,7 +273,7 @@ class KafkaRoomLog:
             return
         replay = record.offset < self._live_from.get(record.partition, 0)
         try:
-            await self._handler(LogRecord(room, record.offset, body, replay))
+            await self._handler(LogRecord(room, position_of(record.offset), body, replay))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -328,7 +337,7 @@ class KafkaRoomLog:
         delay = self._base_delay
         while True:
             try:
-                await self._write_record(LogRecord(room, record.offset, body))
+                await self._write_record(LogRecord(room, position_of(record.offset), body))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from chatsvc.bus.base import ControlHandler
@@ -24,9 +23,6 @@ class LocalManager(DirectEmitMixin):
 
     def on_control(self, handler: ControlHandler) -> None:
         """There are no other replicas to hear from."""
-
-    def keep_rooms(self, wanted: Callable[[str], bool]) -> None:
-        """Every emit is local here: nothing is skipped."""
 
     async def publish_control(self, message: dict[str, Any]) -> None:
         """There are no other replicas to tell."""

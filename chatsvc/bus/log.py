@@ -1,10 +1,11 @@
 """The room streams' log (issue 21, docs/delivery.md): what the chat layer needs from it.
 
 In cluster mode every room event (message, edit, delete, reaction, pin...) is one record of
-a log partitioned by room; a record's offset in its partition is its position in the room's
-stream. Every replica reads every partition in order and applies each record (dedup, live
-delivery to its own sockets); the replica that appended a record waits for its own consumer
-to apply it before acking. This module knows nothing of Kafka (chatsvc.bus.kafka_log).
+a log partitioned by room; a record's offset in its partition (plus one, so 0 is "before
+every record") is its position in the room's stream. Every replica reads every partition in
+order and applies each record (dedup, live delivery to its own sockets); the replica that
+appended a record waits for its own consumer to apply it before acking. This module knows
+nothing of Kafka (chatsvc.bus.kafka_log).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class LogRecord:
     """
 
     room: str
+    #: The record's position in its room stream (chatsvc.bus.kafka_log: partition offset + 1).
     offset: int
     body: dict[str, Any]
     replay: bool = False
@@ -60,5 +62,5 @@ class RoomLog(Protocol):
 
     async def append(self, room: str, body: dict[str, Any]) -> int:
         """Append a JSON-able record to ``room``'s partition once the log holds it durably;
-        its offset. ``BusUnavailable`` when the log cannot take it in time (the record may
+        its position. ``BusUnavailable`` when the log cannot take it in time (the record may
         still land later: readers deduplicate)."""

@@ -12,8 +12,7 @@ chatsvc (rather than the Kafka client) controls. So each record carries a few sh
   namespace, meaning "the record key is a room of this namespace".
 
 :class:`RecordFilter` decides from key and headers alone whether a record can be skipped:
-a room emit for a room with no local member and no session being restored into it (the
-recovery hold must see it), or a record python-socketio would drop anyway (the replica's own,
+a room emit for a room with no local member, or a record python-socketio would drop anyway (the replica's own,
 a callback for another host). Everything else is decoded: to-sid emits, disconnects, room
 operations, control records, and any record without headers (an older replica during a
 rolling upgrade). A skipped record is one no local socket could have received.
@@ -70,11 +69,6 @@ class RecordFilter:
     def __init__(self, host_id: str, rooms: Callable[[], LocalRooms]) -> None:
         self._host = host_id.encode()
         self._rooms = rooms
-        self._wanted: list[Callable[[str], bool]] = []
-
-    def keep_rooms(self, predicate: Callable[[str], bool]) -> None:
-        """Also decode room emits for rooms ``predicate`` names (sessions being restored)."""
-        self._wanted.append(predicate)
 
     def skip(self, key: bytes | None, headers: Iterable[tuple[str, bytes]] | None) -> str | None:
         """Why the record can be skipped (``own``, ``no_member``), or None to decode it."""
@@ -101,8 +95,6 @@ class RecordFilter:
         except UnicodeDecodeError:
             return None
         if local is not None and room in local:
-            return None
-        if any(wanted(room) for wanted in self._wanted):
             return None
         return "no_member"
 

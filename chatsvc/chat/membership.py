@@ -4,7 +4,7 @@ A socket's membership of a room lives in four holders that must agree:
 
 1. python-socketio's manager rooms: what a room broadcast reaches;
 2. the connection's ``rooms``: which rooms the socket may send to, and how many it holds;
-3. the recovery session's rooms (``LiveSession.rooms``): what a recovered socket re-enters;
+3. the recovery session's rooms (``PosSession.rooms``): what a recovered socket re-enters;
 4. presence: who the room sees online, announced to the room as ``presence`` join/leave.
 
 :class:`Membership` is the only code that changes them. Entering updates 1, 2, 3 in that

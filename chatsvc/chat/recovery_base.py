@@ -1,12 +1,10 @@
-"""What both connection state recovery paths share: the opt-in wire form, pids, claiming a
-stored session, and the small interface the namespace and membership use.
+"""Connection state recovery's wire form, pids, claiming a stored session, and the small
+interface the namespace and membership use.
 
-Two implementations stand behind :class:`SessionRecovery` (docs/delivery.md, "Connection
-state recovery by position"): :class:`chatsvc.chat.recovery_pos.PositionRecovery`, used
-whenever deliveries carry stream positions (the embedded default, ScyllaDB without Kafka),
-and the journal machinery of :mod:`chatsvc.chat.recovery`, kept only for deliveries without
-``pos`` (cluster mode until the events topic numbers them). :class:`NoRecovery` is the null
-object when recovery is off.
+:class:`chatsvc.chat.recovery_pos.PositionRecovery` stands behind :class:`SessionRecovery`
+in every mode (docs/delivery.md, "Connection state recovery by position": every delivery
+of a room record carries its stream position, cluster mode's being the events topic's
+offsets); :class:`NoRecovery` is the null object when recovery is off.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from typing import Any, Protocol
 
 from chatsvc.chat.wire import EVENT_OF_KIND
 from chatsvc.errors import ChatError
-from chatsvc.model.ids import is_message_id
 from chatsvc.model.messages import Message, SessionRecord
 from chatsvc.store.base import MessageStore
 
@@ -57,14 +54,15 @@ class Request:
 def requested(auth: Any) -> Request:
     """Parse ``{recover?, pid?, offset?}`` from CONNECT data; anything malformed is ignored.
 
-    An offset is a message or event id (the journal path) or a room-qualified position (the
-    position path); each path parses it further and ignores one it cannot place."""
+    An offset is a room-qualified position (:func:`parse_offset`); anything else, such as
+    the message ids of the journal path this replaced, is ignored: as if the client had
+    received none of its session's tail."""
     if not isinstance(auth, dict):
         return Request(False, None, None)
     pid = auth.get("pid")
     pid = pid if isinstance(pid, str) and 0 < len(pid) <= MAX_PID_LENGTH else None
     offset = auth.get("offset")
-    if not (is_message_id(offset) or parse_offset(offset) is not None):
+    if parse_offset(offset) is None:
         offset = None
     return Request(auth.get("recover") is True or pid is not None, pid, offset)
 

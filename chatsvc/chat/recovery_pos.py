@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chatsvc.chat.recovery_base import (
     DROPPED,
@@ -74,6 +74,37 @@ UNKNOWN = -1
 MAX_ROUNDS = 20
 
 Entry = tuple[str, int]
+
+
+class Streams(Protocol):
+    """Where recovery reads room streams: the store in the embedded default; in cluster
+    mode the chat service (chatsvc.chat.service), whose store lags the events log and whose
+    epoch carries the log's partition count."""
+
+    async def epoch(self) -> str:
+        """The epoch of every position on the wire."""
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        """``room``'s records after ``pos``, at most ``limit`` (``MessageStore.stream_after``)."""
+
+    async def stream_head(self, room: str) -> int:
+        """The position after which every record of ``room`` reaches this replica's sockets live."""
+
+
+class StoreStreams:
+    """:class:`Streams` straight from a store (it numbers and delivers records itself)."""
+
+    def __init__(self, store: MessageStore) -> None:
+        self._store = store
+
+    async def epoch(self) -> str:
+        return await self._store.stream_epoch()
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        return await self._store.stream_after(room, pos, limit)
+
+    async def stream_head(self, room: str) -> int:
+        return (await self._store.stream_after(room, 0, 0)).head
 
 
 class Tail:
@@ -184,9 +215,16 @@ class PositionRecovery:
     """
 
     def __init__(
-        self, store: MessageStore, limits: Limits, *, clock: Callable[[], float] = time.time
+        self,
+        store: MessageStore,
+        limits: Limits,
+        *,
+        clock: Callable[[], float] = time.time,
+        streams: Streams | None = None,
     ) -> None:
+        """``store`` keeps the sessions; ``streams`` is read for records (default: ``store``)."""
         self._store = store
+        self._streams: Streams = streams if streams is not None else StoreStreams(store)
         self._window_ms = limits.recovery_window_seconds * 1000
         self._max_replay = limits.recovery_max_replay
         self._rooms_per_user = limits.rooms_per_user
@@ -209,7 +247,7 @@ class PositionRecovery:
 
     async def _store_epoch(self) -> str:
         if self._epoch is None:
-            self._epoch = await self._store.stream_epoch()
+            self._epoch = await self._streams.epoch()
         return self._epoch
 
     # -- the broadcast path's policy -------------------------------------------------------
@@ -295,7 +333,7 @@ class PositionRecovery:
             return
         try:
             live.epoch = await self._store_epoch()
-            head = (await self._store.stream_after(room, 0, 0)).head
+            head = await self._streams.stream_head(room)
         except ChatError as exc:
             log.warning("could not read where a socket starts in a room (%s); it will not recover", exc.code)
             head = UNKNOWN
@@ -360,9 +398,9 @@ class PositionRecovery:
         unknown = sorted(room for room in reach - set(base) if room not in first)
         # One head read per such room (a room that reached it since connect has a first
         # record instead); concurrent, as the store allows.
-        slices = await asyncio.gather(*(self._store.stream_after(room, 0, 0) for room in unknown))
-        for room, found in zip(unknown, slices, strict=True):
-            base[room] = min(found.head, live.withheld.get(room, found.head + 1) - 1)
+        heads = await asyncio.gather(*(self._streams.stream_head(room) for room in unknown))
+        for room, head in zip(unknown, heads, strict=True):
+            base[room] = min(head, live.withheld.get(room, head + 1) - 1)
         for room in reach - set(base):
             base[room] = first[room] - 1
         live.reach = reach
@@ -420,9 +458,14 @@ class PositionRecovery:
             if start == UNKNOWN:
                 return None
             from_[room] = max([start, *(p for r, p in received if r == room and (r, p) not in live.tail.own)])
+        for room, pos in live.tail.entries:
+            # Queued but not received, at or below where the room started (cluster mode: this
+            # replica's consumer was behind the store's head at the join): replayed all the same.
+            if (room, pos) not in skip and pos <= from_.get(room, pos - 1):
+                from_[room] = pos - 1
         missed = 0
         for room, start in from_.items():
-            found = await self._store.stream_after(room, start, self._max_replay + len(skip) + 1)
+            found = await self._streams.stream_after(room, start, self._max_replay + len(skip) + 1)
             if not found.covered or found.more:
                 return None  # retention raised the floor past it, or far too much
             missed += sum(1 for r in found.records if (room, r.pos or 0) not in skip)
@@ -462,7 +505,7 @@ class PositionRecovery:
                 await enter(room)
             first: dict[str, StreamSlice] = {}
             for room, start in sorted(plan.from_.items()):
-                first[room] = await self._store.stream_after(room, start, self._max_replay)
+                first[room] = await self._streams.stream_after(room, start, self._max_replay)
             merged = heapq.merge(
                 *([(room, r) for r in found.records] for room, found in first.items() if found.covered),
                 key=lambda item: item[1].id,
@@ -506,7 +549,7 @@ class PositionRecovery:
         sent, then switch it to live delivery."""
         for _ in range(MAX_ROUNDS):
             if more:
-                found = await self._store.stream_after(room, after, self._max_replay)
+                found = await self._streams.stream_after(room, after, self._max_replay)
                 for record in found.records:
                     if live.ended:
                         return

@@ -321,6 +321,16 @@ class ChatService:
             async with self._metrics.timed_store("after"):
                 after = await self._store.after(room, since, limit + 1)
             overlap = await self._overlap(room, since) if self._limits.catchup_overlap_ms else []
+        if self._streams is not None and len(after) <= limit:
+            # Cluster mode: what the history writer has not written yet, from this replica's
+            # tail (a client rejoining right after a replica drained lost exactly those).
+            floor = lowest_id_at(max(0, timestamp_ms(since) - self._limits.catchup_overlap_ms))
+            have = {m.id for m in (*overlap, *after)}
+            extra = [m for m in self._streams.newest(room) if m.id > floor and m.id not in have]
+            if extra:
+                merged = sorted([*overlap, *after, *extra], key=lambda m: m.id)
+                newer = [m for m in merged if m.id > since]
+                return [m for m in merged if m.id < since] + newer[:limit], len(newer) > limit
         return overlap + after[:limit], len(after) > limit
 
     async def catch_up_from(self, room: str, epoch: str, pos: int) -> CatchUp:
@@ -330,16 +340,8 @@ class ChatService:
         mine = await self.epoch()
         limit = self._limits.catchup_max
         if epoch == mine:
-            async with self._metrics.timed_store("stream_after"):
-                found = await self._store.stream_after(room, pos, limit)
-            if not found.covered and self._streams is not None:
-                # Cluster mode: the store may lag the log; this replica's tail may cover it.
-                tail = self._streams.tail_after(room, pos)
-                if tail is not None:
-                    found = StreamSlice(tail[:limit], len(tail) > limit, found.head)
+            found = await self.stream_after(room, pos, limit)
             if found.covered:
-                if not found.more and self._streams is not None:
-                    found = self._fill_from_tail(room, pos, found, limit)
                 messages = [r for r in found.records if isinstance(r, Message)]
                 events = [r for r in found.records if isinstance(r, RoomEvent)]
                 last = (
@@ -359,6 +361,33 @@ class ChatService:
         newest = list(reversed(page.messages))
         last = max([head, *(m.pos or 0 for m in newest)])
         return CatchUp(newest, [], False, True, position(mine, last))
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        """``room``'s records after ``pos`` (of this epoch) in stream order, at most ``limit``.
+        Cluster mode: the store may lag the log (the history writer), so what this replica
+        applied after the store's answer comes from its tail; not ``covered`` when neither
+        reaches back to ``pos``."""
+        async with self._metrics.timed_store("stream_after"):
+            found = await self._store.stream_after(room, pos, limit)
+        if self._streams is None:
+            return found
+        if not found.covered:
+            tail = self._streams.tail_after(room, pos)
+            if tail is None:
+                return found
+            return StreamSlice(tail[:limit], len(tail) > limit, found.head)
+        return found if found.more else self._fill_from_tail(room, pos, found, limit)
+
+    async def stream_head(self, room: str) -> int:
+        """Where ``room``'s stream is for this replica's sockets: a record after it reaches
+        them live. Cluster mode: the last record this replica applied (the store may be
+        behind or, with a lagging consumer here, ahead of it), else the store's head."""
+        if self._streams is not None:
+            applied = self._streams.head(room)
+            if applied is not None:
+                return applied
+        async with self._metrics.timed_store("stream_after"):
+            return (await self._store.stream_after(room, 0, 0)).head
 
     def _fill_from_tail(self, room: str, pos: int, found: StreamSlice, limit: int) -> StreamSlice:
         """The store's complete answer, extended with what this replica applied after it
@@ -447,7 +476,7 @@ class ChatService:
         """Log an edit/delete in the room's event log; return the payload with its ``event_id``.
 
         The id is minted like a message id, so a reconnecting client's replay merges messages
-        and events in one order (chatsvc.chat.recovery). The change itself is already stored:
+        and events in one order (chatsvc.chat.recovery_pos). The change itself is already stored:
         if only the log write fails, the event goes out without ``event_id`` (not replayable)
         rather than the caller seeing an error for a change that happened.
         """

@@ -184,6 +184,11 @@ class RoomStreams:
         state = self._rooms.get(room)
         return [] if state is None else [r for r in state.tail if isinstance(r, Message)]
 
+    def head(self, room: str) -> int | None:
+        """The position of the last record of ``room`` applied here, if still kept."""
+        state = self._rooms.get(room)
+        return None if state is None or not state.tail else state.tail[-1].pos
+
     def tail_after(self, room: str, pos: int) -> list[Message | RoomEvent] | None:
         """The records of ``room`` after ``pos`` applied here, oldest first; None when the
         tail does not reach back to ``pos``: offsets are shared by a partition's rooms, so

@@ -145,7 +145,7 @@ class StreamSlice:
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """A dropped socket's recoverable session: opaque ``data`` (chatsvc.chat.recovery owns
+    """A dropped socket's recoverable session: opaque ``data`` (chatsvc.chat.recovery_pos owns
     the format) under an unguessable ``pid``, for ``user_id``, until ``expires_at_ms``."""
 
     pid: str

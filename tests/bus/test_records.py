@@ -72,18 +72,6 @@ def test_room_emits_for_rooms_without_local_members_are_skipped_and_nothing_else
     assert f.skip(b"far", far) is None
 
 
-def test_a_room_a_session_is_being_restored_into_is_decoded() -> None:
-    restoring: set[str] = set()
-    f = RecordFilter("me", lambda: ROOMS)
-    f.keep_rooms(restoring.__contains__)
-    far = headers(emit("far"), room_emit=True)
-    assert f.skip(b"far", far) == "no_member"
-    restoring.add("far")
-    assert f.skip(b"far", far) is None
-    restoring.clear()
-    assert f.skip(b"far", far) == "no_member"
-
-
 def test_a_key_that_is_not_utf8_is_decoded_not_guessed() -> None:
     f = RecordFilter("me", lambda: ROOMS)
     assert f.skip(b"\xff\xfe", headers(emit("x"), room_emit=True)) is None

@@ -18,7 +18,8 @@ from chatsvc.chat.membership import Membership
 from chatsvc.chat.namespace import Connection
 from chatsvc.chat.presence import LocalPresence
 from chatsvc.chat.ratelimit import TokenBucket
-from chatsvc.chat.recovery import NoRecovery, Recovery, Request, SessionRecovery, decode
+from chatsvc.chat.recovery_base import NoRecovery, Request, SessionRecovery
+from chatsvc.chat.recovery_pos import PositionRecovery, decode
 from chatsvc.errors import InvalidPayload, StoreUnavailable, TooManyRooms
 from chatsvc.metrics import Metrics
 from chatsvc.settings import Limits
@@ -52,7 +53,7 @@ class World:
     async def holders(self, sid: str, conn: Connection) -> dict[str, set[str]]:
         """Where each holder has ``sid``."""
         manager = set(self.sio.rooms(sid, namespace="/")) - {sid, LOBBY}
-        live = self.recovery.live(sid) if isinstance(self.recovery, Recovery) else None
+        live = self.recovery.live(sid) if isinstance(self.recovery, PositionRecovery) else None
         in_presence = set()
         for room in await self.presence.rooms():
             if conn.identity.user_id in {m["id"] for m in await self.presence.members(room)}:
@@ -89,7 +90,7 @@ async def world(*, recovery_on: bool = True, rooms_per_connection: int = 3) -> W
     namespace = socketio.AsyncNamespace("/")
     served.sio.register_namespace(namespace)
     recovery: SessionRecovery = (
-        Recovery(store, Limits(recovery_window_seconds=60, recovery_max_replay=10))
+        PositionRecovery(store, Limits(recovery_window_seconds=60, recovery_max_replay=10))
         if recovery_on
         else NoRecovery()
     )
@@ -137,15 +138,15 @@ async def test_entering_again_changes_nothing_and_announces_nothing() -> None:
     w = await world()
     await enter(w, w.b, w.bob, ROOM)
     await enter(w, w.a, w.alice, ROOM)
-    live = w.recovery.live(w.a) if isinstance(w.recovery, Recovery) else None
+    live = w.recovery.live(w.a) if isinstance(w.recovery, PositionRecovery) else None
     assert live is not None
-    since = dict(live.rooms)
+    since = dict(live.tail.base)
     before = await w.holders(w.a, w.alice)
     async with w.membership.enter(w.a, w.alice, ROOM) as again:
         assert not again.newly
     assert again.online == 2
     assert await w.holders(w.a, w.alice) == before == everywhere(ROOM)
-    assert live.rooms == since  # the recovery floor does not move
+    assert live.tail.base == since  # where it starts in the room does not move
     assert len(w.received("eio1", "presence")) == 1
 
 
@@ -217,8 +218,8 @@ async def test_drop_saves_the_session_with_its_rooms_then_leaves_them_announced(
     assert pid is not None
     await w.membership.drop(w.a, w.alice, "transport close")
     record = await w.store.get_session(pid)
-    assert record is not None and set(decode(record.data).rooms) == {ROOM, OTHER}
-    assert isinstance(w.recovery, Recovery) and w.recovery.live(w.a) is None  # forgotten
+    assert record is not None and set(decode(record.data, pid, "alice", 10)[1].rooms) == {ROOM, OTHER}
+    assert isinstance(w.recovery, PositionRecovery) and w.recovery.live(w.a) is None  # forgotten
     holders = await w.holders(w.a, w.alice)
     # python-socketio takes the socket out of its manager rooms itself, after the handler.
     assert holders == {**everywhere(), "manager": {ROOM, OTHER}}
@@ -243,7 +244,7 @@ async def test_a_recovered_socket_is_restored_into_every_holder() -> None:
     assert claimed == w.a
     back = connection(ALICE)
     w.membership.resume(w.a, back, opted_in=True)
-    assert back.rooms == {ROOM}  # entered only after the replay
+    assert back.rooms == {ROOM}  # entered by restore()
     assert (await w.holders(w.a, back))["manager"] == set()
     sent: list[str] = []
 

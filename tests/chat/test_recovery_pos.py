@@ -13,7 +13,7 @@ from chatsvc.chat.recovery_base import Request, requested
 from chatsvc.chat.recovery_pos import PositionRecovery, PosSession, Tail, decode, encode
 from chatsvc.chat.wire import message_wire, position
 from chatsvc.model.ids import MessageIdGenerator
-from chatsvc.model.messages import Message, RoomEvent
+from chatsvc.model.messages import Message, RoomEvent, StreamSlice
 from chatsvc.model.rooms import MEMBER, Member
 from chatsvc.settings import Limits
 from chatsvc.store.memory import MemoryStore
@@ -117,6 +117,8 @@ def test_offsets_are_room_qualified_positions_and_parse_at_connect() -> None:
     assert requested({"pid": "p" * 32, "offset": f"ep0ch:7:{ROOM}"}).offset == f"ep0ch:7:{ROOM}"
     assert requested({"pid": "p" * 32, "offset": "ep0ch:7:bad room"}).offset is None
     assert requested({"pid": "p" * 32, "offset": "x" * 200}).offset is None
+    # The journal path's message-id offsets are gone with it.
+    assert requested({"pid": "p" * 32, "offset": ids.new()}).offset is None
 
 
 def test_tail_is_bounded_and_what_falls_out_raises_the_base() -> None:
@@ -306,3 +308,49 @@ async def test_the_replay_leaves_out_what_the_recipient_filter_hides(store: Memo
     assert await claim(recovery, live.pid, None) == "s1"
     sent, _ = await restored(recovery, "s1")
     assert [o for _, o in sent] == [offset(carol, await store.stream_epoch())]
+
+
+class ClusterStreams:
+    """Cluster mode's view of the streams (chatsvc.chat.service): the epoch carries the log's
+    partition count, records and heads are read through it rather than the store."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.heads = 0
+
+    async def epoch(self) -> str:
+        return f"{await self.store.stream_epoch()}k3"
+
+    async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
+        return await self.store.stream_after(room, pos, limit)
+
+    async def stream_head(self, room: str) -> int:
+        self.heads += 1
+        return (await self.store.stream_after(room, 0, 0)).head
+
+
+async def test_cluster_mode_reads_through_its_streams_and_replays_what_a_lagging_consumer_queued(
+    store: MemoryStore,
+) -> None:
+    """The head read at the join was ahead of this replica's consumer (the history writer
+    elsewhere wrote records this replica delivers only afterwards): those records reach the
+    socket live after the join, so one queued but not received is replayed, not skipped
+    as if it were below where the socket started."""
+    streams = ClusterStreams(store)
+    recovery = PositionRecovery(store, limits(), streams=streams)
+    epoch = await streams.epoch()
+    now = int(time.time() * 1000)
+    behind = [(await store.append(Message(ids.new(), ROOM, "bob", "Bob", t, now)))[0] for t in ("a", "b")]
+    live = await connected(recovery, ROOM)
+    assert streams.heads == 1 and live.tail.base[ROOM] == behind[-1].pos and live.epoch == epoch
+    room = Room(store, recovery)
+    for message in behind:  # the consumer here catches up: delivered live after the join
+        await room.deliver("message", message_wire(message, epoch), ("s1",))
+    later = (await store.append(Message(ids.new(), ROOM, "bob", "Bob", "c", now)))[0]
+    await room.deliver("message", message_wire(later, epoch), ("s1",))
+    await recovery.end("s1", "transport close")
+    recovery.forget("s1")
+    # Received "a" only; "b" and "c" were in flight. The offset is in the cluster's epoch.
+    assert await claim(recovery, live.pid, offset(behind[0], epoch)) == "s1"
+    sent, _ = await restored(recovery, "s1")
+    assert [o for _, o in sent] == [offset(behind[1], epoch), offset(later, epoch)]

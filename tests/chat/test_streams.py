@@ -295,6 +295,34 @@ async def test_join_since_fills_from_the_tail_what_history_does_not_hold(
     ]
 
 
+async def test_join_since_a_message_id_and_recovery_reads_fill_from_the_tail_too(
+    replicas: tuple[Topic, Replica, Replica], store: SqliteStore
+) -> None:
+    """The best-effort ``join {since: <message id>}`` (a client that lost its connection
+    when its replica drained) and connection state recovery's reads (``stream_after``,
+    ``stream_head``) see what the history writer has not written yet."""
+    _, (r1, _), (r2, _) = replicas
+    first, _ = await r1.post(ROOM, ALICE, "stored", None)
+    await written(store, ROOM, 1)
+    assert await r2.stream_head(ROOM) == first.pos
+    down = StoreDown(store)
+    down.on()
+    second, _ = await r1.post(ROOM, ALICE, "not stored yet", None)
+    third, _ = await r2.post(ROOM, ALICE, "neither", None)
+    await settle()
+    messages, more = await r2.catch_up(ROOM, first.id)
+    # In id order (ids minted on two replicas in one millisecond may cross).
+    assert sorted(m.text for m in messages if m.id > first.id) == ["neither", "not stored yet"]
+    assert [m.id for m in messages] == sorted(m.id for m in messages) and not more
+    # Recovery reads the same: the head is the last record applied here, not the store's.
+    assert await r2.stream_head(ROOM) == third.pos
+    found = await r2.stream_after(ROOM, first.pos or 0, 10)
+    assert found.covered and [r.pos for r in found.records] == [second.pos, third.pos]
+    found = await r2.stream_after(ROOM, second.pos or 0, 10)
+    assert found.covered and [r.pos for r in found.records] == [third.pos]
+    down.off()
+
+
 class StoreDown:
     """Makes the store's appends fail like a CQL outage, and heal."""
 

@@ -47,8 +47,8 @@ def server_metrics(server: ServerProcess) -> str:
 
 
 def offset(data: dict[str, Any]) -> str:
-    """The recovery offset of a stream record: its position, then its room (the embedded
-    default delivers positions: chatsvc.chat.recovery_pos)."""
+    """The recovery offset of a stream record: its position, then its room (every mode
+    delivers positions: chatsvc.chat.recovery_pos)."""
     return f"{data['pos']}:{data['room']}"
 
 
@@ -213,6 +213,9 @@ async def test_recovery_on_the_other_replica_over_kafka_and_cql(
     assert len(ids) == len(set(ids)) == len(want), "a message arrived twice"
     for name, order in sent.items():
         assert [i for i in ids if i in set(order)] == order, f"{name}'s messages out of order"
-    assert all(m["extra"] == [m["data"]["id"]] for m in messages)
+    # Cluster mode recovers by position too: the events topic's offsets, in stream order.
+    assert all(m["extra"] == [offset(m["data"])] for m in messages)
+    positions = [int(m["data"]["pos"].split(":")[1]) for m in messages]
+    assert positions == sorted(positions), "not in stream order"
     assert "recovered: 1 room(s)" in r2.log_text()
     assert "recovered" not in r1.log_text()
