@@ -747,8 +747,12 @@ class Bench:
         against the same layout on one replica (in-process bus) and on the Node peer."""
         receivers, rate = self.size.cross
         out: dict[str, Any] = {}
-        topic = f"chatsvc.bench.{int(time.time())}"
+        stamp = int(time.time())
         for target in targets:
+            # A topic per target: replicas rebuild their duplicate window from the room stream
+            # at start (first record wins), so a second target on the first one's topic would
+            # take the load generator's repeated client_msg_ids for retries and deliver nothing.
+            topic = f"chatsvc.bench.{stamp}.{target.key}"
             layouts = ["single"] if target.kind == "peer" else ["cross", "single"]
             for layout in layouts:
                 key = f"{target.key}:{layout}"
