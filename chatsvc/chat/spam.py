@@ -76,8 +76,17 @@ LINK = re.compile(
 RULES = ("blocklist", "mentions", "links", "new_token_links", "duplicate")
 
 
+#: ASCII's non-alphanumerics, for :func:`fingerprint` of ASCII text.
+_ASCII_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
 def normalised(text: str) -> str:
     """NFKC, case-folded, without format characters (zero-width joiners and spaces)."""
+    if text.isascii():
+        # Every message pays this: ASCII is NFKC-stable, casefold() is lower() on it and it
+        # holds no format (Cf) character, so the per-character walk below is not needed
+        # (it was ~15% of a message's CPU in a room of 10).
+        return text.lower()
     folded = unicodedata.normalize("NFKC", text).casefold()
     return "".join(c for c in folded if unicodedata.category(c) != "Cf")
 
@@ -85,7 +94,10 @@ def normalised(text: str) -> str:
 def fingerprint(text: str) -> str:
     """What the duplicate rule compares: the letters and digits of the normalised text,
     words separated by one space (punctuation, case, spacing and emoji do not matter)."""
-    words = "".join(c if c.isalnum() else " " for c in normalised(text)).split()
+    norm = normalised(text)
+    if norm.isascii():  # the same words as the walk below, by one regex
+        return " ".join(_ASCII_NOT_ALNUM.sub(" ", norm).split())
+    words = "".join(c if c.isalnum() else " " for c in norm).split()
     return " ".join(words)
 
 

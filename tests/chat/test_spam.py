@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chatsvc.auth.identity import Identity
+from chatsvc.chat import spam
 from chatsvc.chat.spam import FLAGS_PER_USER_PER_MINUTE, SpamFilter, fingerprint, links
 from chatsvc.errors import Spam
 from chatsvc.metrics import Metrics
@@ -219,3 +220,15 @@ async def test_flags_per_user_are_bounded_per_minute_refusals_are_not() -> None:
     assert 'chatsvc_spam_refused_total{rule="duplicate"} 0.0' in rendered, (
         "every rule's series from the start"
     )
+
+
+def test_the_ascii_shortcuts_match_the_general_normalisation() -> None:
+    # normalised() and fingerprint() take a shortcut for ASCII text; it must give exactly
+    # what the per-character path gives (forced here by a non-ASCII tail that is then cut).
+    samples = ["Buy $GME now!!!", "  ok  ", "a-b_c.d/e\tf\nG", "MiXeD 123 ~`!@#$%^&*()", "", "x" * 50]
+    for text in samples:
+        tail = "\u00e9"  # é: not ASCII, stable under NFKC and casefold, alphanumeric
+        general_norm = spam.normalised(text + tail)[: -len(tail)]
+        assert spam.normalised(text) == general_norm, text
+        general_print = spam.fingerprint(text + " " + tail).removesuffix(tail).strip()
+        assert spam.fingerprint(text) == general_print, text
