@@ -340,15 +340,9 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         started = loop.time()
         deadline = started + PUBLISH_TIMEOUT_SECONDS
         try:
-            async with asyncio.timeout_at(deadline):
-                delivery = await producer.send(
-                    self.channel, value=value, key=record_key(data), headers=headers
-                )
-            # asyncio.wait, not wait_for: cancelling aiokafka's delivery future is not ours to do.
-            done, _ = await asyncio.wait([delivery], timeout=max(0.0, deadline - loop.time()))
-            if not done:
-                raise TimeoutError
-            delivery.result()
+            await acked_send(
+                producer, self.channel, deadline, value=value, key=record_key(data), headers=headers
+            )
         except TimeoutError:
             self._metrics.bus_errors.labels("publish").inc()
             raise BusUnavailable(
@@ -639,6 +633,20 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 raise
             except Exception:
                 log.exception("control handler failed on a %r message", data.get("type"))
+
+
+async def acked_send(producer: Any, topic: str, deadline: float, **record: Any) -> Any:
+    """Send one record with ``producer`` and wait for the broker's ack until ``deadline``
+    (event-loop time): its metadata, ``TimeoutError`` past the deadline, or the producer's
+    ``KafkaError``. Shared by the fan-out bus and the events log (chatsvc.bus.kafka_log)."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout_at(deadline):
+        delivery = await producer.send(topic, **record)
+    # asyncio.wait, not wait_for: cancelling aiokafka's delivery future is not ours to do.
+    done, _ = await asyncio.wait([delivery], timeout=max(0.0, deadline - loop.time()))
+    if not done:
+        raise TimeoutError
+    return delivery.result()
 
 
 async def _stop(producer: Any, consumer: Any) -> None:

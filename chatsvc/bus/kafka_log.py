@@ -39,7 +39,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from chatsvc.bus.kafka import BACKOFF_CAP_SECONDS, REQUEST_TIMEOUT_MS, _stop, classify
+from chatsvc.bus.kafka import BACKOFF_CAP_SECONDS, REQUEST_TIMEOUT_MS, _stop, acked_send, classify
 from chatsvc.bus.log import LogRecord, RecordHandler
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
@@ -200,13 +200,7 @@ class KafkaRoomLog:
         started = loop.time()
         deadline = started + APPEND_TIMEOUT_SECONDS
         try:
-            async with asyncio.timeout_at(deadline):
-                delivery = await self._producer.send(self._topic, value=value, key=room.encode())
-            # asyncio.wait, not wait_for: cancelling aiokafka's delivery future is not ours to do.
-            done, _ = await asyncio.wait([delivery], timeout=max(0.0, deadline - loop.time()))
-            if not done:
-                raise TimeoutError
-            metadata = delivery.result()
+            metadata = await acked_send(self._producer, self._topic, deadline, value=value, key=room.encode())
         except TimeoutError:
             self._metrics.bus_errors.labels("append").inc()
             raise BusUnavailable(
@@ -254,12 +248,8 @@ class KafkaRoomLog:
             delay = self._base_delay
 
     async def _hand_over(self, record: Any) -> None:
-        try:
-            body = json.loads(record.value or b"")
-            room = record.key.decode() if record.key else None
-        except (ValueError, UnicodeDecodeError):
-            body, room = None, None
-        if not isinstance(body, dict) or not room:
+        body, room = _decoded(record)
+        if body is None or room is None:
             self._metrics.bus_errors.labels("decode").inc()
             if not self._undecodable:
                 self._undecodable = True
@@ -327,12 +317,8 @@ class KafkaRoomLog:
     async def _write_one(self, record: Any) -> None:
         """Hand one record to the writer until it takes it (capped backoff, logged once)."""
         assert self._write_record is not None
-        try:
-            body = json.loads(record.value or b"")
-            room = record.key.decode() if record.key else None
-        except (ValueError, UnicodeDecodeError):
-            body, room = None, None
-        if not isinstance(body, dict) or not room:
+        body, room = _decoded(record)
+        if body is None or room is None:
             return  # not a room event (counted and logged by the reader)
         delay = self._base_delay
         while True:
@@ -373,3 +359,16 @@ class KafkaRoomLog:
         self._producer = self._consumer = self._history = None
         await _stop(producer, consumer)
         await _stop(None, history)
+
+
+def _decoded(record: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """A record's JSON object body and its room (the key), or ``(None, None)`` for a record
+    that is not a room event; what the reader and the history writer both decode."""
+    try:
+        body = json.loads(record.value or b"")
+        room = record.key.decode() if record.key else None
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(body, dict) or not room:
+        return None, None
+    return body, room
