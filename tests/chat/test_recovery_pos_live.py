@@ -24,7 +24,9 @@ from tests.support.clients import ClientPool, until
 from tests.support.cutter import cutter
 from tests.support.servers import ServerProcess, run_cli
 from tests.support.stream_scenario import (
+    ENV,
     STREAM_EVENTS,
+    TRANSPORTS,
     connect,
     connections,
     data_dir,
@@ -35,15 +37,6 @@ from tests.support.stream_scenario import (
     stream_of,
 )
 from tests.support.tokens import token
-
-#: Short pings: a polling client that vanished is noticed within ~2 s.
-ENV = {
-    "CHATSVC_RATE_LIMIT_PER_SECOND": "1000",
-    "CHATSVC_RATE_LIMIT_BURST": "1000",
-    "CHATSVC_PING_INTERVAL": "1",
-    "CHATSVC_PING_TIMEOUT": "1",
-}
-TRANSPORTS = ("websocket", "polling")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -21,7 +21,9 @@ from tests.deploy.support import NodeClients
 from tests.support.clients import ClientPool, until
 from tests.support.cutter import cutter
 from tests.support.stream_scenario import (
+    ENV,
     STREAM_EVENTS,
+    TRANSPORTS,
     connect,
     connections,
     data_dir,
@@ -32,14 +34,6 @@ from tests.support.stream_scenario import (
     stream_of,
 )
 from tests.support.tokens import token
-
-ENV = {
-    "CHATSVC_RATE_LIMIT_PER_SECOND": "1000",
-    "CHATSVC_RATE_LIMIT_BURST": "1000",
-    "CHATSVC_PING_INTERVAL": "1",
-    "CHATSVC_PING_TIMEOUT": "1",
-}
-TRANSPORTS = ("websocket", "polling")
 
 
 @pytest.fixture

@@ -17,6 +17,15 @@ import socketio
 from tests.support.clients import ChatClient
 from tests.support.servers import ServerProcess
 
+#: The servers of the position-recovery scenarios (python-socketio and socket.io-client alike):
+#: short pings, so a polling client that vanished is noticed within ~2 s.
+ENV = {
+    "CHATSVC_RATE_LIMIT_PER_SECOND": "1000",
+    "CHATSVC_RATE_LIMIT_BURST": "1000",
+    "CHATSVC_PING_INTERVAL": "1",
+    "CHATSVC_PING_TIMEOUT": "1",
+}
+TRANSPORTS = ("websocket", "polling")
 #: Live events that are room-stream records (each carries ``pos``).
 STREAM_EVENTS = frozenset(
     {"message", "message_edited", "message_deleted", "message_updated", "reaction", "pinned", "unpinned"}
