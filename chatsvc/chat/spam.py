@@ -94,7 +94,11 @@ def normalised(text: str) -> str:
 def fingerprint(text: str) -> str:
     """What the duplicate rule compares: the letters and digits of the normalised text,
     words separated by one space (punctuation, case, spacing and emoji do not matter)."""
-    norm = normalised(text)
+    return _words(normalised(text))
+
+
+def _words(norm: str) -> str:
+    """:func:`fingerprint` of text already :func:`normalised`."""
     if norm.isascii():  # the same words as the walk below, by one regex
         return " ".join(_ASCII_NOT_ALNUM.sub(" ", norm).split())
     words = "".join(c if c.isalnum() else " " for c in norm).split()
@@ -163,8 +167,9 @@ class SpamFilter:
         rule otherwise. Every catch is counted and recorded as a flag."""
         s = self._settings
         shown = text
+        norm = normalised(text)  # once: the blocklist, links and duplicate rules all read it
         blocked = self._blocklist
-        if blocked is not None and (blocked.search(text) or blocked.search(normalised(text))):
+        if blocked is not None and (blocked.search(text) or blocked.search(norm)):
             if s.blocklist_action == "mask":
                 shown = blocked.sub(lambda m: "*" * len(m.group(0)), text)
             if s.blocklist_action == "reject" or blocked.search(normalised(shown)):
@@ -173,7 +178,7 @@ class SpamFilter:
             await self._refuse(
                 room, author, text, "mentions", f"at most {s.max_mentions} mentions per message"
             )
-        found = links(text)
+        found = len(LINK.findall(norm))  # links(text), on the text normalised above
         if found > s.max_links:
             await self._refuse(room, author, text, "links", f"at most {s.max_links} links per message")
         if found and self._token_too_new(author):
@@ -184,7 +189,7 @@ class SpamFilter:
                 "new_token_links",
                 f"links need a token at least {s.link_min_token_age_minutes} minutes old",
             )
-        if not edit and self._duplicate(room, author.user_id, text, client_msg_id):
+        if not edit and self._duplicate(room, author.user_id, norm, client_msg_id):
             await self._refuse(
                 room, author, text, "duplicate", f"the same text again within {s.duplicate_window_seconds} s"
             )
@@ -199,14 +204,15 @@ class SpamFilter:
             return False
         return self._clock() - author.issued_at < minutes * 60
 
-    def _duplicate(self, room: str, user_id: str, text: str, client_msg_id: str | None) -> bool:
-        """Whether ``text`` repeats one of the user's within the window; remembers it if not."""
+    def _duplicate(self, room: str, user_id: str, norm: str, client_msg_id: str | None) -> bool:
+        """Whether the :func:`normalised` text ``norm`` repeats one of the user's within the
+        window; remembers it if not."""
         window = self._settings.duplicate_window_seconds
         if not window:
             return False
         now = self._clock()
         self._expire(now - window)
-        key = fingerprint(text)
+        key = _words(norm)
         if len(key) < self._settings.duplicate_min_chars:
             return False
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
