@@ -287,6 +287,34 @@ def kafka_idle_table(results: dict[str, Any]) -> str:
     return table.render()
 
 
+def kafka_replicas_table(results: dict[str, Any]) -> str:
+    """Each replica's CPU as N replicas share one broker, and its cost per foreign record."""
+    rows = results["scenarios"].get("kafka-replicas", {}).get("chatsvc")
+    if not rows:
+        return ""
+    table = _Table(
+        [
+            "replicas N",
+            "records/s per replica (own)",
+            "each replica's cores",
+            "foreign records per replica",
+            "µs of CPU per foreign record (vs N = 1)",
+            "other processes' cores",
+        ]
+    )
+    for r in rows:
+        foreign = r.get("foreign_us_per_record")
+        table.row(
+            str(r["replicas"]),
+            _num(r["records_per_s_per_replica"]),
+            ", ".join(_num(c, 3) for c in r["cores_per_replica"]),
+            f"{r['foreign_records_per_replica']:,}" if "foreign_records_per_replica" in r else "-",
+            ", ".join(_num(u) for u in foreign) if foreign else "-",
+            _num(r.get("other_cores"), 2),
+        )
+    return table.render()
+
+
 def cross_table(results: dict[str, Any]) -> str:
     cross = results["scenarios"].get("cross", {})
     if not cross:
@@ -462,6 +490,16 @@ def markdown(results: dict[str, Any], stem: str) -> str:
             "replica B has no member in any of those rooms but reads every partition, as every replica "
             "does. See docs/scaling.md for what this means for N replicas.\n",
             kafka_idle,
+        ]
+    kafka_replicas = kafka_replicas_table(results)
+    if kafka_replicas:
+        parts += [
+            "\n## 7b. N replicas on one broker\n",
+            "N chatsvc replicas on the real broker, each with its own clients in its own rooms, each "
+            "publishing at the same rate; each replica's CPU is compared with a lone replica's under "
+            "the same own load, and the difference is divided by the foreign records it read "
+            "(bench/kafka_replicas.py, docs/scaling.md).\n",
+            kafka_replicas,
         ]
     cross = cross_table(results)
     if cross:

@@ -1,0 +1,38 @@
+"""bench/report.py renders every scenario the run measured (a scenario run but not reported is lost)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+
+
+def _results(scenarios: dict[str, object]) -> dict[str, object]:
+    return {"scenarios": scenarios, "size": "tiny"}
+
+
+def test_kafka_replicas_rows_reach_the_markdown() -> None:
+    rows = [
+        {"replicas": 1, "records_per_s_per_replica": 100.0, "cores_per_replica": [0.2], "other_cores": 0.1},
+        {
+            "replicas": 2,
+            "records_per_s_per_replica": 100.0,
+            "cores_per_replica": [0.21, 0.22],
+            "foreign_records_per_replica": 500,
+            "foreign_us_per_record": [12.4, 31.0],
+            "other_cores": 0.1,
+        },
+    ]
+    table = report.kafka_replicas_table(_results({"kafka-replicas": {"chatsvc": rows}}))
+    lines = table.splitlines()
+    assert lines[0].startswith("| replicas N |")
+    assert lines[2].startswith("| 1 | 100 | 0.200 | - | - |")
+    assert lines[3].startswith("| 2 | 100 | 0.210, 0.220 | 500 | 12, 31 |")
+
+
+def test_no_kafka_replicas_rows_no_section() -> None:
+    assert report.kafka_replicas_table(_results({})) == ""
