@@ -12,8 +12,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from chatsvc.bus.kafka_retention import HOUR_MS, check_events_topic, problems
+from chatsvc.settings import Settings, SettingsError
 from tests.bus.helpers import log_lines, new_topic, replica_env
 from tests.conftest import ServerFactory
+from tests.support.servers import TEST_JWT_SECRET
 
 WEEK = 168
 
@@ -31,6 +33,21 @@ def test_the_rule() -> None:
         compacted = problems({"cleanup.policy": policy}, "t", WEEK)
         assert len(compacted) == 1 and "cleanup.policy=delete" in compacted[0]
     assert problems({"retention.ms": "soon"}, "t", WEEK) == [], "an unreadable value is not guessed at"
+
+
+def test_the_setting(tmp_path: Path) -> None:
+    env = {
+        "CHATSVC_JWT_SECRET": TEST_JWT_SECRET,
+        "CHATSVC_DATA_DIR": str(tmp_path),
+        "KAFKA_BROKERS": "127.0.0.1:9092",
+    }
+    kafka = Settings.from_env(env).kafka
+    assert kafka is not None and kafka.events_min_retention_hours == WEEK
+    kafka = Settings.from_env({**env, "KAFKA_EVENTS_MIN_RETENTION_HOURS": "24"}).kafka
+    assert kafka is not None and kafka.events_min_retention_hours == 24
+    for bad in ("-1", "a week", "87601"):
+        with pytest.raises(SettingsError, match="KAFKA_EVENTS_MIN_RETENTION_HOURS"):
+            Settings.from_env({**env, "KAFKA_EVENTS_MIN_RETENTION_HOURS": bad})
 
 
 async def create_topic(brokers: str, name: str, configs: dict[str, str]) -> None:
