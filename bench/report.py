@@ -327,6 +327,8 @@ def cross_table(results: dict[str, Any]) -> str:
         f"{BEFORE}:cross": "chatsvc before, sender on A, receivers on B (Kafka)",
         f"{AFTER}:single": "chatsvc after, one replica (in-process bus)",
         f"{BEFORE}:single": "chatsvc before, one replica (in-process bus)",
+        f"{BASELINE}:cross": "chatsvc at the baseline commit, sender on A, receivers on B (Kafka)",
+        f"{BASELINE}:single": "chatsvc at the baseline commit, one replica (in-process bus)",
         f"{PEER}:single": "Node peer, one server (no Kafka adapter)",
     }
     for key, row in cross.items():
@@ -544,10 +546,11 @@ BASELINE = "chatsvc-base"
 
 
 def variant_table(results: dict[str, Any], key: str, label: str) -> str:
-    """A chatsvc variant (``--python-alt``, ``--baseline``) beside chatsvc: idle and fan-out."""
+    """A chatsvc variant (``--python-alt``, ``--baseline``) beside chatsvc: idle, fan-out
+    and cross-replica latency (each layout)."""
     sc = results["scenarios"]
-    idle, fan = sc.get("idle", {}), sc.get("fanout", {})
-    if key not in idle and key not in fan:
+    idle, fan, cross = sc.get("idle", {}), sc.get("fanout", {}), sc.get("cross", {})
+    if key not in idle and key not in fan and f"{key}:cross" not in cross:
         return ""
     table = _Table(["Workload", "Metric", "chatsvc (this checkout)", label, f"{label}/chatsvc"])
     for this, other in zip(idle.get(AFTER, []), idle.get(key, []), strict=False):
@@ -565,6 +568,14 @@ def variant_table(results: dict[str, Any], key: str, label: str) -> str:
         table.row(name, "deliveries per server CPU-s", _per_cpu(this), _per_cpu(other), _ratio(b, a))
         a, b = _lat(this, "p99"), _lat(other, "p99")
         table.row("", "latency p99 ms", _num(a, 1), _num(b, 1), _ratio(b, a))
+    for layout, title in (("cross", "two replicas via Kafka"), ("single", "one replica")):
+        this, other = cross.get(f"{AFTER}:{layout}"), cross.get(f"{key}:{layout}")
+        if this is None or other is None:
+            continue
+        name = f"cross-replica, {this['receivers']} receivers, {title}"
+        for i, (q, label) in enumerate((("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))):
+            a, b = _lat(this, q), _lat(other, q)
+            table.row(name if i == 0 else "", f"latency {label} ms", _num(a, 1), _num(b, 1), _ratio(b, a))
     return table.render()
 
 

@@ -877,8 +877,9 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         default=None,
         metavar="REV",
-        help="adds a chatsvc-base row to the idle and fan-out scenarios: chatsvc as it was at git "
-        "revision REV, on this interpreter, beside this checkout (before/after of a change, one run)",
+        help="adds a chatsvc-base row to the idle, fan-out and cross scenarios: chatsvc as it was at "
+        "git revision REV, on this interpreter, beside this checkout (before/after of a change, one "
+        "run; in cross it gets the same Kafka settings, so it runs its own cluster path)",
     )
     parser.add_argument(
         "--kafka-brokers", default=None, help="default: this checkout's test broker (scripts/kafka env)"
@@ -949,13 +950,15 @@ def main(argv: list[str] | None = None) -> int:
         label = f"chatsvc on CPython {version.stdout.strip()} (memory store)"
         alt = [Target("chatsvc-alt", label, "chatsvc", (MEMORY,), python=args.python_alt)]
     baseline_tree: Path | None = None
+    baseline: list[Target] = []
     if args.baseline:
         source = baseline_tree = Path(tempfile.mkdtemp(prefix="chatsvc-baseline-"))
         short = harness.export_revision(args.baseline, source)
         results["baseline"] = {"rev": args.baseline, "commit": short}
-        alt.append(
+        baseline = [
             Target(BASELINE_KEY, f"chatsvc at {short} (memory store)", "chatsvc", (MEMORY,), source=source)
-        )
+        ]
+        alt += baseline
     centrifugo_bin = None
     centrifugo: list[Target] = []
     if not args.centrifugo:
@@ -1002,7 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
                 data = bench.ablation()
             elif scenario == "cross":
                 bench.ensure_service("kafka", may_start=args.kafka == "auto")
-                data = bench.cross([AFTER_MEM, *before, PEER], kafka_brokers(args))
+                # The baseline gets the same cluster settings: it runs its own path (the events
+                # topic if it has one, <KAFKA_TOPIC>.events by default, else the fan-out bus).
+                data = bench.cross([AFTER_MEM, *baseline, *before, PEER], kafka_brokers(args))
             else:
                 stores: list[tuple[str, Target, dict[str, str]]] = [
                     ("sqlite", AFTER_SQLITE, {}),

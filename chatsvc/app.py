@@ -112,6 +112,7 @@ def build_room_log(settings: Settings, bus: Any, metrics: Metrics) -> RoomLog | 
         probe=bus.check,
         metrics=metrics,
         backoff_seconds=settings.kafka.retry_backoff_ms / 1000,
+        min_retention_hours=settings.kafka.events_min_retention_hours,
     )
 
 

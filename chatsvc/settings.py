@@ -252,6 +252,9 @@ class KafkaSettings:
     #: The room streams (issue 21): messages, edits, deletes, reactions, pins, keyed by room;
     #: a record's offset is its position (chatsvc.bus.kafka_log).
     events_topic: str = "chatsvc.events"
+    #: The longest store outage the history writer rides out without losing records: the
+    #: events topic's retention.ms is checked against it at startup (chatsvc.bus.kafka_retention).
+    events_min_retention_hours: int = 168
     client_id: str = "chatsvc"
     connect_retries: int = 5
     retry_backoff_ms: int = 500
@@ -836,6 +839,9 @@ class _Reader:
             brokers=brokers,
             topic=topic,
             events_topic=events_topic,
+            events_min_retention_hours=self.integer(
+                "KAFKA_EVENTS_MIN_RETENTION_HOURS", 168, minimum=0, maximum=87_600
+            ),
             client_id=self.text("KAFKA_CLIENT_ID", "chatsvc"),
             connect_retries=self.integer("KAFKA_CONNECT_RETRIES", 5, minimum=1, maximum=100),
             retry_backoff_ms=self.integer("KAFKA_RETRY_BACKOFF_MS", 500, minimum=1),

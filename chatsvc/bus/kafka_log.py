@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from chatsvc.bus.kafka import BACKOFF_CAP_SECONDS, REQUEST_TIMEOUT_MS, _stop, acked_send, classify
+from chatsvc.bus.kafka_retention import check_events_topic
 from chatsvc.bus.log import LogRecord, RecordHandler
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
@@ -79,9 +80,13 @@ class KafkaRoomLog:
         probe: Callable[[], Awaitable[None]] | None = None,
         metrics: Metrics | None = None,
         backoff_seconds: float = 0.5,
+        min_retention_hours: int | None = None,
     ) -> None:
         """``options``: the Kafka client options (brokers, TLS, SASL); ``probe``: the fan-out
-        bus's health check, so an outage it knows of refuses appends at once."""
+        bus's health check, so an outage it knows of refuses appends at once;
+        ``min_retention_hours``: check the topic's retention against it at startup
+        (chatsvc.bus.kafka_retention; None: no check)."""
+        self._min_retention_hours = min_retention_hours
         self._topic = topic
         self._options = options
         self._probe = probe
@@ -139,6 +144,8 @@ class KafkaRoomLog:
             if self._write_record is not None:
                 self._history_task = asyncio.create_task(self._write_history(), name="chatsvc-history-writer")
             log.info("Kafka events topic %s: %d partition(s)", self._topic, len(self._partitions))
+            if self._min_retention_hours is not None:
+                await check_events_topic(self._options(), self._topic, self._min_retention_hours)
             return
         raise StartupError(f"cannot use the Kafka events topic {self._topic}: {reason}")
 

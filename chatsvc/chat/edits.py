@@ -18,6 +18,7 @@ from typing import Any
 
 from chatsvc.auth.identity import Identity
 from chatsvc.chat import payloads
+from chatsvc.chat.changes import pin_change
 from chatsvc.chat.mentions import Mentions, mentions
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import InvalidPayload, NotFound
@@ -69,9 +70,22 @@ class Edits:
     async def deleted(self, message: Message, actor: Identity | None) -> None:
         """Pins, reactions and mention rows of a deleted message go."""
         room, message_id = message.room, message.id
-        if await self._store.delete_pin(room, message_id):
-            wire = {"room": room, "id": message_id, "by": actor.public() if actor is not None else ADMIN}
-            await self._service.log_and_deliver("unpinned", "unpinned", room, message_id, wire)
-        await self._store.clear_reactions(room, message_id)
+        by = actor.public() if actor is not None else ADMIN
+        wire = {"room": room, "id": message_id, "by": by}
+        window = self._service.changes
+        if window is not None:
+            # Cluster mode: rows follow the log (chatsvc.chat.changes); the history writer
+            # clears the reactions where it applies the delete.
+            pinned = window.pinned(room, message_id)
+            if pinned is None:
+                pins = await self._store.list_pins(room, self._limits.pins_per_room + 1)
+                pinned = any(found == message_id for found, _, _ in pins)
+            if pinned:
+                change = pin_change(add=False, by=str(by["id"]), at_ms=self._service.now_ms())
+                await self._service.log_change("unpinned", "unpinned", room, message_id, wire, change)
+        else:
+            if await self._store.delete_pin(room, message_id):
+                await self._service.log_and_deliver("unpinned", "unpinned", room, message_id, wire)
+            await self._store.clear_reactions(room, message_id)
         if message.mentions:
             await self._store.remove_mentions(room, message_id, message.mentions)

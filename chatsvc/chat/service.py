@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
 from chatsvc.bus.log import LogRecord, RoomLog
+from chatsvc.chat.changes import ChangeWindow, ChangeWriter
 from chatsvc.chat.spam import SpamFilter
 from chatsvc.chat.streams import Applied, RoomStreams, event_body, message_body, record_of
 from chatsvc.chat.wire import message_wire, position
@@ -131,6 +132,7 @@ class ChatService:
         self._epoch: str | None = None
         self._log = room_log
         self._streams: RoomStreams | None = None
+        self._change_writer = ChangeWriter(store)
         if room_log is not None:
             self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
             room_log.on_record(self._streams.apply)
@@ -167,6 +169,22 @@ class ChatService:
             return
         payload = await self._record(kind, room, message_id, wire)
         await self._deliver(event, payload, room)
+
+    @property
+    def changes(self) -> ChangeWindow | None:
+        """Cluster mode: the reaction and pin states the stream set (chatsvc.chat.changes);
+        None in the embedded default, where the store is the log."""
+        return None if self._streams is None else self._streams.changes
+
+    async def log_change(
+        self, kind: str, live: str, room: str, message_id: str, wire: dict[str, Any], change: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Cluster mode: log a reaction or pin ``change`` (its row is written from the log);
+        the payload as delivered here and whether it changed anything (False: a repeat,
+        delivered nowhere). ``BusUnavailable`` when the log cannot take it."""
+        applied = await self._append_event(kind, live, room, message_id, wire, change)
+        assert isinstance(applied.record, RoomEvent)
+        return self._record_wire(applied.record, live), not applied.duplicate
 
     async def send_to(self, event: str, data: dict[str, Any], targets: list[str]) -> None:
         """Deliver ``event`` to Socket.IO rooms ``targets`` (each socket once), best effort
@@ -603,12 +621,12 @@ class ChatService:
         message_id: str,
         wire: dict[str, Any],
         change: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> Applied:
         """Append a room event to the events log; every replica delivers it as ``live`` and
         the history writer stores it (applying ``change`` to the message first)."""
         event_id = self._ids.new()
         event = RoomEvent(event_id, room, kind, message_id, {**wire, "event_id": event_id})
-        await self._append_and_wait(
+        return await self._append_and_wait(
             room, event.id, await self._addressed(event_body(event, live, change), room)
         )
 
@@ -626,7 +644,13 @@ class ChatService:
                 await self._store.append(found)
             return
         change = record.body.get("change")
-        if isinstance(change, dict):
+        if isinstance(change, dict) and ("reaction" in change or "pin" in change):
+            async with self._metrics.timed_store("change"):
+                written = await self._change_writer.write(found, change)
+            if written is None:
+                return  # a repeat: no consumer delivered it either
+            found = written
+        elif isinstance(change, dict):
             with contextlib.suppress(NotFound, InvalidMessageId):  # a message history never had
                 at_ms = int(change.get("at_ms") or 0)
                 if found.kind == "edited":
@@ -647,6 +671,9 @@ class ChatService:
                 elif found.kind == "deleted":
                     async with self._metrics.timed_store("delete"):
                         await self._store.delete(found.room, found.message_id, at_ms)
+                        # Here, in stream order, not by the deleter: every earlier react's
+                        # row is written by now (chatsvc.chat.changes).
+                        await self._store.clear_reactions(found.room, found.message_id)
         async with self._metrics.timed_store("append_event"):
             await self._store.append_event(found)
 

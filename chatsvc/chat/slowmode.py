@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.service import ChatService
-from chatsvc.errors import SlowMode
+from chatsvc.errors import SlowMode, StoreUnavailable
 from chatsvc.model.modes import RoomMode
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import ModeSettings
@@ -65,7 +65,14 @@ class SlowModes:
         cached = self._modes.get(room)
         if cached is not None and not fresh and now - cached[0] < MODE_CACHE_SECONDS:
             return cached[1]
-        mode = await self._store.get_room_mode(room)
+        try:
+            mode = await self._store.get_room_mode(room)
+        except StoreUnavailable:
+            if cached is None or fresh:
+                raise
+            # The store is down: the last mode read holds, so a CQL outage does not stop
+            # live chat (issue 21: sends need the log, not the store); re-read when it answers.
+            return cached[1]
         self._modes[room] = (now, mode)
         self._modes.move_to_end(room)
         while len(self._modes) > MODE_CACHE_ROOMS:

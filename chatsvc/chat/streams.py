@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from chatsvc.bus.log import LogRecord
+from chatsvc.chat.changes import ChangeWindow
 from chatsvc.model.messages import Message, ReplyRef, RoomEvent
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,9 @@ class RoomStreams:
         self._rooms: OrderedDict[str, _Room] = OrderedDict()
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
         self._malformed = False
+        #: Reaction and pin states as the stream set them (chatsvc.chat.changes): repeats
+        #: are dropped here, in stream order, like repeated messages.
+        self.changes = ChangeWindow()
         #: Set once the epoch is known: records are applied only then (they carry positions).
         self.ready = asyncio.Event()
 
@@ -256,6 +260,13 @@ class RoomStreams:
     async def _apply_event(self, room: str, offset: int, body: dict[str, Any], replay: bool) -> None:
         event = record_of(LogRecord(room, offset, body))
         assert isinstance(event, RoomEvent)
+        change = body.get("change")
+        if isinstance(change, dict):
+            applied = self.changes.apply(event, change)
+            if applied is None:  # a repeated reaction or pin: its sender acks changed: false
+                self._resolve(event.id, Applied(event, duplicate=True))
+                return
+            event = applied
         self._room(room).tail.append(event)
         if not replay:
             live = str(body["live"])

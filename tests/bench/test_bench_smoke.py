@@ -172,3 +172,36 @@ def test_join_storm(node_modules: None, tmp_path: Path) -> None:
         assert row["presence_deliveries"] > 0 and row["dropped"] == 0, row
         assert row["seconds_to_all"] > 0, row  # CPU may read 0 at this size (10 ms ticks)
     assert "6b. Join storm" in (tmp_path / "smoke.md").read_text()
+
+
+def test_cross_replica_before_and_after_in_one_run(node_modules: None, tmp_path: Path) -> None:
+    """``--baseline``: the cross scenario measures another revision beside this checkout,
+    each in both layouts, and the before/after table has its latency rows."""
+    broker = kafka_env()["KAFKA_TEST_PLAINTEXT"]
+    results = run_bench(
+        tmp_path,
+        "--scenarios",
+        "cross",
+        "--no-before",
+        "--kafka",
+        "require",
+        "--kafka-brokers",
+        broker,
+        "--baseline",
+        "HEAD",
+    )
+    cross = results["scenarios"]["cross"]
+    assert set(cross) == {
+        "chatsvc:cross",
+        "chatsvc:single",
+        "chatsvc-base:cross",
+        "chatsvc-base:single",
+        "peer:single",
+    }
+    assert cross["chatsvc-base:cross"]["replicas"] == 2
+    for row in cross.values():
+        check_fanout_row(row, results["machine"]["nproc"])
+    markdown = (tmp_path / "smoke.md").read_text()
+    before_after = markdown.split("## Before and after")[1]
+    assert "cross-replica, " in before_after and "two replicas via Kafka" in before_after
+    assert "chatsvc at the baseline commit, sender on A, receivers on B (Kafka)" in markdown

@@ -53,6 +53,18 @@ def kafka_script(command: str, timeout: float = 180.0) -> None:
     assert done.returncode == 0, f"scripts/kafka {command} failed:\n{done.stdout}\n{done.stderr}"
 
 
+def cassandra_script(command: str, timeout: float = 300.0) -> None:
+    """``scripts/cassandra COMMAND``, bounded; fail with its output if it fails."""
+    done = subprocess.run(
+        [str(REPO / "scripts" / "cassandra"), command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"scripts/cassandra {command} failed:\n{done.stdout}\n{done.stderr}"
+
+
 class ChatClient:
     """A python-socketio client that records every server event, with bounded waits."""
 

@@ -1,18 +1,21 @@
 """Issue 21's chaos run, bounded: two replicas on the real broker and CQL node, senders and
-receivers over websocket, the broker killed (SIGKILL) mid-stream and restarted, then one
-replica stopped (SIGTERM) and restarted.
+receivers over websocket; the broker killed (SIGKILL) mid-stream and restarted, then the CQL
+node killed (SIGKILL) while the senders go on and restarted, then one replica stopped
+(SIGTERM) and restarted.
 
 Receivers are the official socket.io-client (node) with connection state recovery; senders
 are python-socketio clients that retry a refused or unanswered send with the same
-``client_msg_id`` until it is acked, on whichever replica is up. What must hold: every
-acked message reaches every receiver exactly once (live or by recovery), nothing unacked is
-delivered, every receiver gets the room in position order (the same order for all), and no
-socket is dropped by ping timeout.
+``client_msg_id`` until it is acked, on whichever replica is up, until told to stop. What
+must hold: every acked message reaches every receiver exactly once (live or by recovery),
+nothing unacked is delivered, every receiver gets the room in position order (the same order
+for all), and no socket is dropped by ping timeout; live chat goes on while the CQL node is
+down (the send path does not touch CQL: acks keep coming, the history writer pauses), and
+once it is back a fresh client's ``history`` holds every acked message exactly once, at the
+position it was acked with.
 
-The CQL node is not killed here: the shared node takes minutes to restart on this machine
-(the history writer's CQL outage is covered by tests/bus/test_kafka_history.py).
-
-Restarts the shared broker: run it alone (``-k chaos``).
+Kills and restarts the broker and the CQL node of ``$CHATSVC_RUN_DIR``: run it alone
+(``-k chaos``), against services of its own when others share the machine; it restarts them
+whatever happens. Takes about three minutes on a quiet machine.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,7 +33,8 @@ from typing import Any
 import pytest
 
 from chatsvc.chat.wire import parse_position
-from tests.bus.helpers import ChatClient, kafka_script, new_topic, replica_env
+from chatsvc.model.ids import lowest_id_at
+from tests.bus.helpers import ChatClient, cassandra_script, kafka_script, new_topic, replica_env
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
 from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
@@ -46,9 +51,15 @@ ENV = {
     "CHATSVC_PING_INTERVAL": "3",
     "CHATSVC_PING_TIMEOUT": "3",
     "CHATSVC_SHUTDOWN_TIMEOUT": "5",
+    # A store request to the dead node fails in 2 s instead of 5: the writer's retries and
+    # anything else touching CQL show the outage sooner.
+    "SCYLLA_REQUEST_TIMEOUT": "2",
 }
-#: Messages per sender (two senders): bounded.
-PER_SENDER = 60
+#: At most this many messages per sender (two senders): the run is bounded even if a phase
+#: never ends (each phase also has its own time bound).
+MAX_PER_SENDER = 400
+#: Acks each phase waits for after its fault.
+PER_PHASE = 20
 RECEIVERS = {"ra1": 0, "ra2": 0, "rb1": 1, "rb2": 1}  # name -> replica index
 
 
@@ -60,6 +71,7 @@ def cql_keyspace(tmp_path: Path) -> Iterator[dict[str, str]]:
     done = run_cli(["migrate"], cli_env(tmp_path / "migrate", env), timeout=300)
     assert done.returncode == 0, done.stderr
     yield env
+    cassandra_script("start", timeout=300)  # the keyspace is dropped on a running node
     drop_keyspace(env, keyspace)
 
 
@@ -70,14 +82,24 @@ async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
     await clients.close()
 
 
-def kill_broker() -> None:
-    """SIGKILL the broker this run dir started (as a crash would); scripts/kafka starts it again."""
-    pid = int((RUN_DIR / "kafka" / "kafka.pid").read_text().strip())
+def kill(service: str) -> None:
+    """SIGKILL the broker or CQL node this run dir started (as a crash would); its script
+    starts it again."""
+    pid = int((RUN_DIR / service / f"{service}.pid").read_text().strip())
     os.kill(pid, signal.SIGKILL)
 
 
+def cql_answers() -> bool:
+    """``scripts/cassandra status``: the CQL node answers."""
+    try:
+        cassandra_script("status", timeout=30)
+    except AssertionError:
+        return False
+    return True
+
+
 class Sender:
-    """Sends ``PER_SENDER`` messages in order, each retried with its ``client_msg_id`` until
+    """Sends messages in order until stopped, each retried with its ``client_msg_id`` until
     acked, reconnecting to whichever replica answers."""
 
     def __init__(self, sub: str, room: str, replicas: list[ServerProcess], home: int) -> None:
@@ -85,6 +107,7 @@ class Sender:
         self.client: ChatClient | None = None
         self.acked: list[dict[str, Any]] = []
         self.refused = 0
+        self.stop = asyncio.Event()
 
     async def _connect(self) -> ChatClient:
         for attempt in range(200):
@@ -101,9 +124,11 @@ class Sender:
         raise AssertionError(f"{self.sub} could not reconnect to any replica")
 
     async def run(self, pace: float) -> None:
-        for i in range(PER_SENDER):
+        for i in range(MAX_PER_SENDER):
+            if self.stop.is_set():
+                return
             payload = {"room": self.room, "text": f"{self.sub} {i}", "client_msg_id": f"{self.sub}-{i}"}
-            while True:
+            while True:  # a message once started is sent until acked, stop or not
                 if self.client is None or not self.client.sio.connected:
                     self.client = await self._connect()
                 try:
@@ -131,9 +156,27 @@ def offset(pos: str) -> int:
     return parsed[1]
 
 
-async def test_chaos_broker_kill_and_replica_restart_lose_and_repeat_nothing(
+async def stored_history(url: str, room: str) -> list[dict[str, Any]]:
+    """Every message of ``room`` in the store, oldest first, read by a fresh client through
+    ``history``. Paged from a ``before`` cursor past every message: the newest page would
+    otherwise be completed from the replica's in-memory tail, which is not what was written."""
+    client = await ChatClient(url, "history-reader").connect()
+    try:
+        messages: list[dict[str, Any]] = []
+        before: str | None = lowest_id_at(int(time.time() * 1000) + 3_600_000)
+        while before is not None:
+            page = await client.call("history", {"room": room, "before": before, "limit": 100})
+            messages += page["messages"]
+            before = page["next_before"]
+        return list(reversed(messages))
+    finally:
+        await client.close()
+
+
+async def test_chaos_broker_and_cql_kills_and_replica_restart_lose_and_repeat_nothing(
     server_factory: ServerFactory, node: NodeClients, cql_keyspace: dict[str, str], kafka: dict[str, str]
 ) -> None:
+    started = time.monotonic()
     env = replica_env(kafka, tls=False, topic=new_topic()) | cql_keyspace | ENV
     replicas = [
         server_factory(name=f"r{i + 1}", CHATSVC_REPLICA_ID=f"r{i + 1}", wait="/readyz", **env)
@@ -148,41 +191,67 @@ async def test_chaos_broker_kill_and_replica_restart_lose_and_repeat_nothing(
         await node.connected(name, within=20)
         assert (await node.emit(name, "join", {"room": room}))["ok"] is True
     senders = [Sender("s1", room, replicas, 0), Sender("s2", room, replicas, 1)]
-    running = [asyncio.create_task(s.run(pace=0.1)) for s in senders]
-    try:
+    running = [asyncio.create_task(s.run(pace=0.2)) for s in senders]
 
-        async def acked(n: int, within: float) -> None:
+    def count() -> int:
+        return sum(len(s.acked) for s in senders)
+
+    async def acked(n: int, within: float, what: str) -> None:
+        try:
             async with asyncio.timeout(within):
-                while sum(len(s.acked) for s in senders) < n:
-                    assert not any(t.done() and t.exception() for t in running), [
-                        t for t in running if t.done()
-                    ]
+                while count() < n:
+                    assert not any(t.done() for t in running), [t for t in running if t.done()]
                     await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise AssertionError(f"{what}: {count()} of {n} acks within {within}s") from None
 
-        await acked(20, 60)
-        await asyncio.to_thread(kill_broker)
+    during_cql = 0
+    try:
+        await acked(PER_PHASE, 60, "before any fault")
+        await asyncio.to_thread(kill, "kafka")
         await asyncio.sleep(5)  # senders are refused meanwhile; receivers stay connected
         await asyncio.to_thread(kafka_script, "start")
-        before = sum(len(s.acked) for s in senders)
-        await acked(before + 20, 120)
+        await acked(count() + PER_PHASE, 120, "after the broker came back")
+
+        await asyncio.to_thread(kill, "cassandra")
+        down_from = count()
+        # The send path needs the log, not CQL: acks go on while the node is dead (a build
+        # whose sends wait on the store fails here).
+        await acked(down_from + 2 * PER_PHASE, 45, "live chat during the CQL outage")
+        assert not await asyncio.to_thread(cql_answers), "the killed CQL node came back by itself?"
+        during_cql = count() - down_from
+        await asyncio.to_thread(cassandra_script, "start", 300)
+        await acked(count() + PER_PHASE, 120, "after the CQL node came back")
+        # Both replicas' stores reconnected (/readyz checks the store): the SIGTERM below
+        # saves its sessions there, or its receivers could not recover.
+        for replica in replicas:
+            await asyncio.to_thread(replica.wait_http, "/readyz", timeout=90)
+
         replicas[0].stop()  # SIGTERM: drains, its receivers' sessions are kept for recovery
         await asyncio.sleep(1)
         replicas[0].start(wait="/readyz", timeout=90)
-        async with asyncio.timeout(240):
+        await acked(count() + PER_PHASE, 120, "after the replica restarted")
+        for sender in senders:
+            sender.stop.set()
+        async with asyncio.timeout(60):
             await asyncio.gather(*running)
     finally:
         for task in running:
             task.cancel()
         for sender in senders:
             await sender.close()
-        # Whatever happened, the shared broker is left running.
+        # Whatever happened, the broker and the CQL node are left running (CI shares them).
         await asyncio.to_thread(kafka_script, "start")
+        await asyncio.to_thread(cassandra_script, "start", 300)
 
     acks = [m for s in senders for m in s.acked]
     ids = {m["id"] for m in acks}
-    assert len(ids) == len(acks) == 2 * PER_SENDER, "every message acked exactly once"
-    assert sum(s.refused for s in senders) > 0, "the outage refused or delayed some sends"
+    assert len(ids) == len(acks), "every message acked exactly once"
+    assert sum(s.refused for s in senders) > 0, "the broker outage refused or delayed some sends"
+    assert during_cql >= 2 * PER_PHASE, during_cql
     in_order = [m["id"] for m in sorted(acks, key=lambda m: offset(m["pos"]))]
+    paused = [r for r in replicas if "history writer paused" in r.log_text()]
+    assert paused, "no history writer noticed the CQL outage"
 
     def got(name: str) -> list[str]:
         return [m["id"] for m in node.received(name, "message")]
@@ -206,3 +275,20 @@ async def test_chaos_broker_kill_and_replica_restart_lose_and_repeat_nothing(
             assert len(connects) >= 2 and connects[-1]["recovered"] is True, connects
     for replica in replicas:
         assert "ping timeout" not in replica.log_text()
+
+    # History was written from the log through the CQL outage: a fresh client reads every
+    # acked message once, at its acked position (the writer may still be catching up).
+    by_id = {m["id"]: m for m in acks}
+    deadline = time.monotonic() + 60
+    while True:
+        stored = await stored_history(replicas[1].url, room)
+        if {m["id"] for m in stored} >= ids or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    stored_ids = [m["id"] for m in stored]
+    assert len(stored_ids) == len(set(stored_ids)), "a message is in history twice"
+    assert set(stored_ids) == ids, f"history lacks {len(ids - set(stored_ids))} acked message(s)"
+    assert [m["id"] for m in sorted(stored, key=lambda m: offset(m["pos"]))] == in_order
+    assert all(m["pos"] == by_id[m["id"]]["pos"] for m in stored), "history holds other positions"
+    took = time.monotonic() - started
+    print(f"chaos run: {len(acks)} acked, {during_cql} during the CQL outage, {took:.0f}s")

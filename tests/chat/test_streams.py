@@ -42,6 +42,10 @@ class Topic:
         self.refuse = False
         #: The broker takes the record but the producer's ack is lost (a timed-out produce).
         self.lose_acks = False
+        #: The history writer holds off (tests/chat/test_changes.py); ``written`` counts.
+        self.writing = asyncio.Event()
+        self.writing.set()
+        self.written = 0
 
     def append(self, room: str, body: dict[str, Any]) -> int:
         if self.refuse:
@@ -89,9 +93,11 @@ class MemoryLog:
         while True:
             record = await self.topic.unwritten.get()
             assert self.topic.writer is not None
+            await self.topic.writing.wait()
             while True:
                 try:
                     await self.topic.writer(record)
+                    self.topic.written += 1
                     break
                 except StoreUnavailable:
                     await asyncio.sleep(0.01)

@@ -1,0 +1,200 @@
+"""Reactions and pins in cluster mode: the room's log is their order of truth (issue 21).
+
+A react, unreact, pin or unpin is first a record of the events log; its row is written by
+the history writer when it applies that record, never by the sender before (a refused log
+would leave a row no one was told about; a produce that timed out but landed would leave
+an event without its row). Every reader of the log (each replica's consumer and the
+history writer) applies the same rule, in stream order, with a :class:`ChangeWindow`:
+
+* **A repeat changes nothing.** The window remembers, per room, the last state of each
+  (message, emoji, user) reaction and each message's pin that the stream set. A record
+  asking for the state already there (a retry whose first attempt landed, the same user
+  reacting on two replicas at once) is a repeat: not delivered, not stored, its sender
+  acked ``changed: false``. A key the window does not hold (older than it) is decided by
+  the sender, which read the store (``prev`` is then what the store said: the sender sends
+  nothing when it already matches).
+* **Counts follow the stream.** A reaction record's ``count`` is the window's count for
+  (message, emoji) plus or minus one, or, when the window holds none, the store's count
+  the sender read (``base``) plus or minus one; the history writer stores the event with
+  the count of rows after writing it.
+
+Bounded: :data:`STATES_KEPT` keys per room, :data:`ROOMS_KEPT` rooms (least recently
+changed dropped first). :class:`ChangeWriter` is the history writer's half (the rows).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Any, Final
+
+from chatsvc.model.messages import RoomEvent
+from chatsvc.store.base import MessageStore
+
+#: States (reaction keys, counts, pins) kept per room.
+STATES_KEPT: Final = 2_000
+#: Rooms whose states are kept.
+ROOMS_KEPT: Final = 10_000
+
+#: What a pinned message's state holds: who pinned it and when (Unix ms).
+Pinned = tuple[str, int]
+
+
+def reaction_change(emoji: str, user_id: str, *, add: bool, base: int) -> dict[str, Any]:
+    """A reaction record's ``change``: ``base`` is the store's count the sender read."""
+    return {"reaction": {"emoji": emoji, "user": user_id, "add": add, "base": base}}
+
+
+def pin_change(*, add: bool, by: str, at_ms: int) -> dict[str, Any]:
+    """A pin or unpin record's ``change``."""
+    return {"pin": {"add": add, "by": by, "at_ms": at_ms}}
+
+
+class ChangeWindow:
+    """The recent reaction and pin states of each room, as the stream set them."""
+
+    def __init__(self) -> None:
+        self._rooms: OrderedDict[str, OrderedDict[tuple[str, ...], Any]] = OrderedDict()
+
+    def _get(self, room: str, key: tuple[str, ...]) -> Any:
+        states = self._rooms.get(room)
+        return None if states is None else states.get(key)
+
+    def reacted(self, room: str, message_id: str, emoji: str, user_id: str) -> bool | None:
+        """Whether ``user_id`` has reacted ``emoji`` to the message; None: not known here."""
+        found = self._get(room, ("r", message_id, emoji, user_id))
+        return None if found is None else bool(found)
+
+    def count(self, room: str, message_id: str, emoji: str) -> int | None:
+        """The message's count of ``emoji``; None: not known here."""
+        found = self._get(room, ("c", message_id, emoji))
+        return None if found is None else int(found)
+
+    def pinned(self, room: str, message_id: str) -> Pinned | bool | None:
+        """``(by, at_ms)`` when pinned, False when unpinned; None: not known here."""
+        found = self._get(room, ("p", message_id))
+        if found is None or found is False:
+            return None if found is None else False
+        by, at_ms = found
+        return str(by), int(at_ms)
+
+    def pins(self, room: str) -> dict[str, Pinned | bool]:
+        """Every pin state known here: message id -> ``(by, at_ms)`` or False."""
+        states: dict[tuple[str, ...], Any] = self._rooms.get(room) or {}
+        return {key[1]: value for key, value in states.items() if key[0] == "p"}
+
+    def reactions(
+        self, room: str, message_ids: list[str], reader: str
+    ) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, bool]]]:
+        """Counts known here per message and emoji, and ``reader``'s own states."""
+        states = self._rooms.get(room)
+        counts: dict[str, dict[str, int]] = {}
+        own: dict[str, dict[str, bool]] = {}
+        if not states:
+            return counts, own
+        wanted = set(message_ids)
+        for key, value in states.items():
+            if key[1] not in wanted:
+                continue
+            if key[0] == "c":
+                counts.setdefault(key[1], {})[key[2]] = int(value)
+            elif key[0] == "r" and key[3] == reader:
+                own.setdefault(key[1], {})[key[2]] = bool(value)
+        return counts, own
+
+    def repeat(self, event: RoomEvent, change: dict[str, Any]) -> bool:
+        """Whether :meth:`apply` would drop this record as a repeat (nothing changes)."""
+        reaction, pin = change.get("reaction"), change.get("pin")
+        if isinstance(reaction, dict):
+            key: tuple[str, ...] = ("r", event.message_id, str(reaction["emoji"]), str(reaction["user"]))
+            add = bool(reaction["add"])
+        elif isinstance(pin, dict):
+            key, add = ("p", event.message_id), bool(pin["add"])
+        else:
+            return False
+        known = self._get(event.room, key)
+        return known is not None and bool(known) == add
+
+    def apply(self, event: RoomEvent, change: dict[str, Any]) -> RoomEvent | None:
+        """Apply one record's ``change`` in stream order: the event to deliver (a reaction's
+        ``count`` set), or None for a repeat. ``KeyError``/``TypeError``/``ValueError`` for a
+        malformed change; a change of another kind is passed through."""
+        reaction, pin = change.get("reaction"), change.get("pin")
+        if isinstance(reaction, dict):
+            return self._react(event, reaction)
+        if isinstance(pin, dict):
+            return self._pin(event, pin)
+        return event
+
+    def _react(self, event: RoomEvent, change: dict[str, Any]) -> RoomEvent | None:
+        add, emoji, user = bool(change["add"]), str(change["emoji"]), str(change["user"])
+        if self.repeat(event, {"reaction": change}):
+            return None
+        key = ("r", event.message_id, emoji, user)
+        known = self.count(event.room, event.message_id, emoji)
+        count = max(0, (int(change["base"]) if known is None else known) + (1 if add else -1))
+        self._set(event.room, key, add)
+        self._set(event.room, ("c", event.message_id, emoji), count)
+        return replace(event, payload={**event.payload, "count": count})
+
+    def _pin(self, event: RoomEvent, change: dict[str, Any]) -> RoomEvent | None:
+        add = bool(change["add"])
+        if self.repeat(event, {"pin": change}):
+            return None
+        state = (str(change["by"]), int(change["at_ms"])) if add else False
+        self._set(event.room, ("p", event.message_id), state)
+        return event
+
+    def _set(self, room: str, key: tuple[str, ...], value: Any) -> None:
+        states = self._rooms.get(room)
+        if states is None:
+            states = self._rooms[room] = OrderedDict()
+            while len(self._rooms) > ROOMS_KEPT:
+                self._rooms.popitem(last=False)
+        else:
+            self._rooms.move_to_end(room)
+        states[key] = value
+        states.move_to_end(key)
+        while len(states) > STATES_KEPT:
+            states.popitem(last=False)
+
+
+class ChangeWriter:
+    """The history writer's half: the rows of reaction and pin records, in stream order,
+    with the same repeat rule as every consumer (its own :class:`ChangeWindow`)."""
+
+    def __init__(self, store: MessageStore) -> None:
+        self._store = store
+        self._window = ChangeWindow()
+
+    async def write(self, event: RoomEvent, change: dict[str, Any]) -> RoomEvent | None:
+        """Write the row ``change`` sets (idempotent, so a retried record is harmless); the
+        event to store (a reaction with the count of rows after it), or None for a repeat.
+        Store errors propagate: the writer retries the record, and the window is moved on
+        only once the row is written."""
+        try:
+            if self._window.repeat(event, change):
+                return None
+            reaction, pin = change.get("reaction"), change.get("pin")
+            room, message_id = event.room, event.message_id
+            if isinstance(reaction, dict):
+                emoji, user = str(reaction["emoji"]), str(reaction["user"])
+                if reaction["add"]:
+                    await self._store.put_reaction(room, message_id, emoji, user)
+                else:
+                    await self._store.delete_reaction(room, message_id, emoji, user)
+                counts = await self._store.reaction_counts(room, [message_id])
+                applied = self._window.apply(event, change)
+                count = counts.get(message_id, {}).get(emoji, 0)
+                if applied is None:
+                    return None
+                return replace(applied, payload={**applied.payload, "count": count})
+            if isinstance(pin, dict):
+                if pin["add"]:
+                    await self._store.put_pin(room, message_id, str(pin["by"]), int(pin["at_ms"]))
+                else:
+                    await self._store.delete_pin(room, message_id)
+                return self._window.apply(event, change)
+        except (KeyError, TypeError, ValueError):
+            return None  # malformed: every consumer skipped it too (logged once there)
+        return event
