@@ -11,12 +11,14 @@ flush reads at most FLUSH_ROOMS_MAX rooms (the rest wait for the next window).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from chatsvc.chat.service import ChatService
+from chatsvc.errors import StoreUnavailable
 from chatsvc.model.messages import Message
 from chatsvc.model.modes import SentimentCounts
 from chatsvc.model.rooms import members_only
@@ -26,6 +28,8 @@ from chatsvc.store.base import MessageStore
 FLUSH_ROOMS_MAX = 200
 READ_CACHE_SECONDS = 1.0
 CACHE_ROOMS_MAX = 10_000
+
+log = logging.getLogger(__name__)
 
 
 class SentimentBoard:
@@ -42,12 +46,26 @@ class SentimentBoard:
         #: What was last broadcast per room (nothing again while unchanged).
         self._sent: OrderedDict[str, SentimentCounts] = OrderedDict()
         self._cache: OrderedDict[str, tuple[float, SentimentCounts]] = OrderedDict()
+        #: Whether the store refused a count since the last one it took (log once per outage).
+        self._uncounted = False
 
     async def posted(self, message: Message) -> None:
         """Count a new message's sentiment (public rooms) and mark its room for broadcast."""
         if message.sentiment is None or members_only(message.room):
             return
-        await self._store.add_sentiment(message.room, message.sentiment, message.created_at_ms)
+        try:
+            await self._store.add_sentiment(message.room, message.sentiment, message.created_at_ms)
+        except StoreUnavailable as exc:
+            # The message is already in the room's stream and delivered: its ack must not
+            # fail for an aggregate (a retry would be deduplicated and never counted either),
+            # so a store outage costs the rolling counts this message, logged once.
+            if not self._uncounted:
+                log.warning("sentiment not counted while the store is unavailable: %s", exc)
+                self._uncounted = True
+            return
+        if self._uncounted:
+            log.info("sentiment counted again: the store is back")
+            self._uncounted = False
         self._cache.pop(message.room, None)
         self._dirty[message.room] = None
         while len(self._dirty) > CACHE_ROOMS_MAX:
