@@ -4,9 +4,20 @@ A room's mode is a row in the store (chatsvc.store.base.RoomModeStore): the seco
 moderator set, and whether the surge monitor (chatsvc.chat.surge) put it in surge, which
 slows it to at least ``CHATSVC_SURGE_SLOW_MODE`` seconds. Every replica reads the row at
 most once a second per room (so a change holds everywhere within about a second) and
-refuses a post that comes too soon with ``slow_mode`` and ``retry_after_ms``. When each
-user last posted is kept per replica (bounded): a user with sockets on two replicas may
-post once on each. Admins, and owners and moderators of a private room, are not slowed.
+refuses a post that comes too soon with ``slow_mode`` and ``retry_after_ms``. Admins, and
+owners and moderators of a private room, are not slowed.
+
+When each user last posted is kept per replica (bounded), and is cluster-wide: a post let
+through here counts at once, and a post another replica let through counts when this
+replica applies its record from the room stream (:meth:`SlowModes.seen`, fed by
+chatsvc.chat.crossposts for users with a socket here). Why the stream and not a store-side
+conditional: every replica already applies every record of the events log (docs/delivery.md),
+so knowing another replica's post costs nothing on the send path, while a conditional write
+would add a store round trip (an LWT on ScyllaDB) to the posts it guards. The price is
+staleness: a post on another replica is known here one bus hop after it was appended (the
+time its sender waits for its own ack, a few ms); two posts of one user on two replicas
+within that hop both pass. Times are wall-clock (a record carries its sender's
+``created_at_ms``), so replicas' clocks should agree (NTP) to well under a second.
 
 Each change is a room-stream record delivered as ``room_mode {room, slow_mode_seconds,
 reason}`` (``slow_mode_seconds``: the interval now in force), replayed by ``join {since}``
@@ -22,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import SlowMode
+from chatsvc.model.messages import Message
 from chatsvc.model.modes import RoomMode
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import ModeSettings
@@ -45,7 +57,7 @@ class SlowModes:
         store: MessageStore,
         settings: ModeSettings,
         moderates: Moderates | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._service = service
         self._store = store
@@ -93,9 +105,24 @@ class SlowModes:
         now = self._clock()
         last = self._last_post.get(key)
         if last is not None and now - last < seconds:
-            retry = max(1, int((seconds - (now - last)) * 1000))
+            # Clamped: a post seen from a replica whose clock runs ahead is "in the future".
+            retry = min(seconds * 1000, max(1, int((seconds - (now - last)) * 1000)))
             raise SlowMode(retry, f"slow mode: one message per {seconds} s in {room}")
-        self._last_post[key] = now
+        self._posted(key, now)
+
+    def seen(self, message: Message) -> None:
+        """Another replica let ``message`` through (read from the room stream): it starts
+        its author's interval here too. Every post counts, not only those made while the
+        room is slowed: whether it is, this replica may not have read yet (bounded, as
+        :meth:`check`'s own)."""
+        key = (message.room, message.user_id)
+        at = message.created_at_ms / 1000
+        last = self._last_post.get(key)
+        if last is None or at > last:
+            self._posted(key, at)
+
+    def _posted(self, key: tuple[str, str], at: float) -> None:
+        self._last_post[key] = at
         self._last_post.move_to_end(key)
         while len(self._last_post) > LAST_POSTS_MAX:
             self._last_post.popitem(last=False)

@@ -38,6 +38,9 @@ ROOMS_KEPT: Final = 10_000
 MESSAGE = "message"
 EVENT = "event"
 
+#: ``(message, here)``: a new message applied (``here``: appended by this replica, live).
+Observer = Callable[[Message, bool], None]
+
 #: ``(event, data, room, skip_sid, targets)``: deliver to this replica's sockets only, in
 #: ``room`` or (a private room's events, chatsvc.chat.conversations) in ``targets``.
 Deliver = Callable[[str, dict[str, Any], str, str | None, list[str] | None], Awaitable[None]]
@@ -153,8 +156,15 @@ class RoomStreams:
         self._rooms: OrderedDict[str, _Room] = OrderedDict()
         self._waiters: dict[str, asyncio.Future[Applied]] = {}
         self._malformed = False
+        self._observers: list[Observer] = []
         #: Set once the epoch is known: records are applied only then (they carry positions).
         self.ready = asyncio.Event()
+
+    def watch(self, observer: Observer) -> None:
+        """Call ``observer`` with every new message applied (replayed ones too, duplicates
+        never), before it is delivered: what other replicas' senders posted, for rules that
+        hold cluster-wide (chatsvc.chat.crossposts). It must be quick and must not raise."""
+        self._observers.append(observer)
 
     def original(self, room: str, user_id: str, client_msg_id: str) -> Message | None:
         """The message a client message id already stands for in ``room``, if still known."""
@@ -247,6 +257,10 @@ class RoomStreams:
             if len(state.keys) > DEDUP_WINDOW:
                 state.keys.popitem(last=False)
         state.tail.append(message)
+        if self._observers:
+            here = not replay and body.get("host") == self.host
+            for observer in self._observers:
+                observer(message, here)
         if not replay:
             skip = body.get("skip") if body.get("host") == self.host else None
             skip_sid = skip if isinstance(skip, str) else None
