@@ -10,7 +10,8 @@ owners and moderators of a private room, are not slowed.
 When each user last posted is kept per replica (bounded), and is cluster-wide: a post let
 through here counts at once, and a post another replica let through counts when this
 replica applies its record from the room stream (:meth:`SlowModes.seen`, fed by
-chatsvc.chat.crossposts for users with a socket here). Why the stream and not a store-side
+chatsvc.chat.crossposts: for users with a socket here, and for anyone in a room this
+replica knows to be slowed). Why the stream and not a store-side
 conditional: every replica already applies every record of the events log (docs/delivery.md),
 so knowing another replica's post costs nothing on the send path, while a conditional write
 would add a store round trip (an LWT on ScyllaDB) to the posts it guards. The price is
@@ -66,6 +67,8 @@ class SlowModes:
         self._clock = clock
         self._modes: OrderedDict[str, tuple[float, RoomMode]] = OrderedDict()
         self._last_post: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: Rooms the last ``room_mode`` record applied here said were slowed (bounded).
+        self._slowed: OrderedDict[str, None] = OrderedDict()
 
     def seconds(self, mode: RoomMode) -> int:
         """The interval in force: the moderators', raised to the surge interval in surge."""
@@ -110,16 +113,34 @@ class SlowModes:
             raise SlowMode(retry, f"slow mode: one message per {seconds} s in {room}")
         self._posted(key, now)
 
-    def seen(self, message: Message) -> None:
+    def seen(self, message: Message, *, local: bool) -> None:
         """Another replica let ``message`` through (read from the room stream): it starts
-        its author's interval here too. Every post counts, not only those made while the
-        room is slowed: whether it is, this replica may not have read yet (bounded, as
-        :meth:`check`'s own)."""
+        its author's interval here too. Kept when the author has a socket here (``local``;
+        every post counts, whether this replica read the room's mode yet or not), or the
+        room was slowed when this replica last read its mode (a user who reconnects here
+        stays slowed; nothing is kept for rooms that are not). Bounded like :meth:`check`'s."""
+        if not local and message.room not in self._slowed:
+            cached = self._modes.get(message.room)
+            if cached is None or not self.seconds(cached[1]):
+                return
         key = (message.room, message.user_id)
         at = message.created_at_ms / 1000
         last = self._last_post.get(key)
         if last is None or at > last:
             self._posted(key, at)
+
+    def announced(self, room: str, seconds: int) -> None:
+        """A ``room_mode`` record applied from the room stream (any replica's): ``seconds``
+        is the interval now in force. The cached mode is dropped (re-read at the room's next
+        use), and whether the room is slowed is known here at once for :meth:`seen`."""
+        self._modes.pop(room, None)
+        if seconds <= 0:
+            self._slowed.pop(room, None)
+            return
+        self._slowed[room] = None
+        self._slowed.move_to_end(room)
+        while len(self._slowed) > MODE_CACHE_ROOMS:
+            self._slowed.popitem(last=False)
 
     def _posted(self, key: tuple[str, str], at: float) -> None:
         self._last_post[key] = at

@@ -19,9 +19,10 @@ Rules, each refusing with ack error ``spam`` whose ``rule`` field names it (coun
   answers it with the original). Cluster-wide, without a round trip on the send path (issue 25
   wants plain messages no slower): a text another replica let through is remembered here when
   this replica applies its record from the room stream (:meth:`SpamFilter.seen`, fed by
-  chatsvc.chat.crossposts only for users with a socket here, so a replica hashes no text of
-  users it does not serve). Stale by one bus hop (a few ms): the same text posted on two
-  replicas within it passes on both. A text masked by the blocklist is remembered as masked.
+  chatsvc.chat.crossposts; kept only for users with a socket here, so a replica hashes no
+  text of users it does not serve). Stale by one bus hop (a few ms): the same text posted on
+  two replicas within it passes on both; a user who reconnects to another replica may repeat
+  a text from before. A text masked by the blocklist is remembered as masked.
 
 Edits pass the same rules except ``duplicate`` (an edit posts nothing new).
 
@@ -231,10 +232,13 @@ class SpamFilter:
         sent.append(_Sent(now, digest, room, client_msg_id))
         return False
 
-    def seen(self, message: Message) -> None:
+    def seen(self, message: Message, *, local: bool) -> None:
         """Another replica let ``message`` through (read from the room stream): remember its
-        text for the duplicate rule here too (one copy per digest)."""
+        text for the duplicate rule here too (one copy per digest) when its author has a
+        socket here (``local``): only then is hashing it worth its cost."""
         window = self._settings.duplicate_window_seconds
+        if not local:
+            return
         at = message.created_at_ms / 1000
         now = self._clock()
         if not window or at < now - window:

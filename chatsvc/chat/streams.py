@@ -38,8 +38,9 @@ ROOMS_KEPT: Final = 10_000
 MESSAGE = "message"
 EVENT = "event"
 
-#: ``(message, here)``: a new message applied (``here``: appended by this replica, live).
-Observer = Callable[[Message, bool], None]
+#: ``(record, here)``: a new message or an event applied (``here``: a message appended by
+#: this replica, live; events do not say which replica appended them: always False).
+Observer = Callable[[Message | RoomEvent, bool], None]
 
 #: ``(event, data, room, skip_sid, targets)``: deliver to this replica's sockets only, in
 #: ``room`` or (a private room's events, chatsvc.chat.conversations) in ``targets``.
@@ -161,9 +162,10 @@ class RoomStreams:
         self.ready = asyncio.Event()
 
     def watch(self, observer: Observer) -> None:
-        """Call ``observer`` with every new message applied (replayed ones too, duplicates
-        never), before it is delivered: what other replicas' senders posted, for rules that
-        hold cluster-wide (chatsvc.chat.crossposts). It must be quick and must not raise."""
+        """Call ``observer`` with every new message and event applied (replayed ones too,
+        duplicates never), before it is delivered: what other replicas' senders posted, for
+        rules that hold cluster-wide (chatsvc.chat.crossposts). It must be quick and must
+        not raise."""
         self._observers.append(observer)
 
     def original(self, room: str, user_id: str, client_msg_id: str) -> Message | None:
@@ -271,6 +273,8 @@ class RoomStreams:
         event = record_of(LogRecord(room, offset, body))
         assert isinstance(event, RoomEvent)
         self._room(room).tail.append(event)
+        for observer in self._observers:
+            observer(event, False)
         if not replay:
             live = str(body["live"])
             await self._deliver(live, self._wire(event, live), room, None, _targets(body))

@@ -1,8 +1,9 @@
 """Issue 25's per-user rules across two replicas over the real Kafka broker, real clients:
 one user with a socket on each replica is slowed and caught repeating itself as if it had
-one socket (chatsvc.chat.crossposts). Each replica's second post waits until that replica
-delivered the first one to the user's socket there: the rules are stale by that one bus hop
-(README, "Slow mode and surge mode"), which this test does not race."""
+one socket, and one who moves to the other replica stays slowed (chatsvc.chat.crossposts).
+Each replica's second post waits until that replica delivered the first one to a socket
+there: the rules are stale by that one bus hop (README, "Slow mode, surge mode, cashtags
+and sentiment"), which this test does not race."""
 
 from __future__ import annotations
 
@@ -90,6 +91,16 @@ async def test_slow_mode_holds_for_one_user_posting_through_two_replicas(
         history = await bob.ok("history", {"room": lobby})
         texts = [m["text"] for m in history["messages"]]
         assert "two" not in texts and texts.count("one") == 1, texts
+
+        # A user with a socket on a only, who then connects to b: b knew the room was slowed
+        # (its room_mode record) and kept carol's post, though carol had no socket there.
+        carol_a = await pool.connect(ra.url, token(carol := user("carol")))
+        await carol_a.ok("join", {"room": lobby})
+        said = await carol_a.ok("message", {"room": lobby, "text": "carol one"})
+        await delivered(bob, said["message"]["id"])
+        carol_b = await pool.connect(rb.url, token(carol))
+        await carol_b.ok("join", {"room": lobby})
+        assert await carol_b.error("message", {"room": lobby, "text": "carol two"}) == "slow_mode"
 
         # The other way round, in a second room: b lets a post through, a refuses the next.
         other = room()
