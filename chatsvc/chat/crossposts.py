@@ -21,6 +21,11 @@ one user on two replicas closer together than that both pass. A user who moves t
 (reconnects) is not caught there by a text repeated from before, nor by slow mode in a room
 that replica had not seen slowed; after a restart, what was posted before is not known
 (sockets reconnect after the stream's replay), as on one replica.
+
+This relies on every replica reading every partition of the events topic (today's design,
+chatsvc.bus.kafka_log). Interest-based routing (docs/scaling.md's design note) would have to
+keep feeding these rules, e.g. by sending the posts of users seen on several replicas
+(chatsvc.chat.online) over the control channel.
 """
 
 from __future__ import annotations
