@@ -573,8 +573,9 @@ class ChatService:
             await self._log.aclose()
 
     def watch_stream(self, observer: Observer) -> None:
-        """Cluster mode: see every message the room stream applies here (issue 25's
-        cluster-wide slow mode and duplicate rule); nothing to see in the embedded default."""
+        """Cluster mode: see every message and event the room stream applies here (issue
+        25's cluster-wide slow mode and duplicate rule); nothing to see in the embedded
+        default."""
         if self._streams is not None:
             self._streams.watch(observer)
 

@@ -11,10 +11,10 @@ When each user last posted is kept per replica (bounded), and is cluster-wide: a
 through here counts at once, and a post another replica let through counts when this
 replica applies its record from the room stream (:meth:`SlowModes.seen`, fed by
 chatsvc.chat.crossposts: for users with a socket here, and for anyone in a room this
-replica knows to be slowed). Why the stream and not a store-side
-conditional: every replica already applies every record of the events log (docs/delivery.md),
-so knowing another replica's post costs nothing on the send path, while a conditional write
-would add a store round trip (an LWT on ScyllaDB) to the posts it guards. The price is
+replica knows to be slowed). Why the stream and not a store-side conditional: every replica
+already applies every record of the events log (docs/delivery.md), so knowing another
+replica's post costs nothing on the send path, while a conditional write would add a store
+round trip (an LWT on ScyllaDB) to the posts it guards. The price is
 staleness: a post on another replica is known here one bus hop after it was appended (the
 time its sender waits for its own ack, a few ms); two posts of one user on two replicas
 within that hop both pass. Times are wall-clock (a record carries its sender's
@@ -117,8 +117,9 @@ class SlowModes:
         """Another replica let ``message`` through (read from the room stream): it starts
         its author's interval here too. Kept when the author has a socket here (``local``;
         every post counts, whether this replica read the room's mode yet or not), or the
-        room was slowed when this replica last read its mode (a user who reconnects here
-        stays slowed; nothing is kept for rooms that are not). Bounded like :meth:`check`'s."""
+        room is known here to be slowed: by the mode last read, or the last ``room_mode``
+        record applied (a user who reconnects here stays slowed; nothing is kept for rooms
+        that are not). Bounded like :meth:`check`'s."""
         if not local and message.room not in self._slowed:
             cached = self._modes.get(message.room)
             if cached is None or not self.seconds(cached[1]):
