@@ -29,6 +29,7 @@ from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.coalesce import Coalescer
 from chatsvc.chat.conversations import Conversations
+from chatsvc.chat.crossposts import StreamPosts
 from chatsvc.chat.directory import Directory
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
@@ -160,7 +161,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         metrics,
         settings.limits,
         audience=conversations.audience,
-        spam=SpamFilter(settings.spam, metrics, store),
+        spam=(spam := SpamFilter(settings.spam, metrics, store)),
         room_log=build_room_log(settings, bus, metrics),
         host=getattr(bus, "host_id", settings.replica_id),
     )
@@ -186,8 +187,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     _install_coalescer(app, settings, sio, bus, presence)
     moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
     conversations.use_kick(moderator.kick)  # removed members leave the room on every replica
-    if conversations.notifier is not None and conversations.notifier.users is not None:
-        conversations.notifier.users.local = namespace.has_sockets
+    _use_local_sockets(namespace, conversations, service, spam)
     if settings.admin_ui_username and settings.admin_ui_password:
         sio.instrument(
             auth={"username": settings.admin_ui_username, "password": settings.admin_ui_password.reveal()},
@@ -236,6 +236,17 @@ def _add_lifecycle(app: web.Application) -> None:
     app.cleanup_ctx.extend((_modes_ctx, _notify_ctx, _grpc_ctx))
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
+
+
+def _use_local_sockets(
+    namespace: ChatNamespace, conversations: Conversations, service: ChatService, spam: SpamFilter
+) -> None:
+    """Who has a socket on this replica, for the parts that act on it: offline notifications,
+    and (issue 25, chatsvc.chat.crossposts) slow mode and the duplicate rule remembering
+    other replicas' posts of this replica's users, so that both hold cluster-wide."""
+    if conversations.notifier is not None and conversations.notifier.users is not None:
+        conversations.notifier.users.local = namespace.has_sockets
+    service.watch_stream(StreamPosts(namespace.has_sockets, namespace.modes.slow, spam))
 
 
 def _conversations(

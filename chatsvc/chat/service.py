@@ -23,7 +23,7 @@ from chatsvc.auth.identity import Identity
 from chatsvc.bus.log import LogRecord, RoomLog
 from chatsvc.chat.changes import ChangeWindow, ChangeWriter
 from chatsvc.chat.spam import SpamFilter
-from chatsvc.chat.streams import Applied, RoomStreams, event_body, message_body, record_of
+from chatsvc.chat.streams import Applied, Observer, RoomStreams, event_body, message_body, record_of
 from chatsvc.chat.wire import message_wire, position
 from chatsvc.errors import (
     BusUnavailable,
@@ -589,6 +589,13 @@ class ChatService:
         """Stop reading the events log and close it."""
         if self._log is not None:
             await self._log.aclose()
+
+    def watch_stream(self, observer: Observer) -> None:
+        """Cluster mode: see every message and event the room stream applies here (issue
+        25's cluster-wide slow mode and duplicate rule); nothing to see in the embedded
+        default."""
+        if self._streams is not None:
+            self._streams.watch(observer)
 
     async def _append_message(self, message: Message, skip_sid: str | None) -> tuple[Message, bool]:
         """Append ``message`` to the events log and wait for this replica to apply it; the

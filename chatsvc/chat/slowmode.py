@@ -4,9 +4,21 @@ A room's mode is a row in the store (chatsvc.store.base.RoomModeStore): the seco
 moderator set, and whether the surge monitor (chatsvc.chat.surge) put it in surge, which
 slows it to at least ``CHATSVC_SURGE_SLOW_MODE`` seconds. Every replica reads the row at
 most once a second per room (so a change holds everywhere within about a second) and
-refuses a post that comes too soon with ``slow_mode`` and ``retry_after_ms``. When each
-user last posted is kept per replica (bounded): a user with sockets on two replicas may
-post once on each. Admins, and owners and moderators of a private room, are not slowed.
+refuses a post that comes too soon with ``slow_mode`` and ``retry_after_ms``. Admins, and
+owners and moderators of a private room, are not slowed.
+
+When each user last posted is kept per replica (bounded), and is cluster-wide: a post let
+through here counts at once, and a post another replica let through counts when this
+replica applies its record from the room stream (:meth:`SlowModes.seen`, fed by
+chatsvc.chat.crossposts: for users with a socket here, and for anyone in a room this
+replica knows to be slowed). Why the stream and not a store-side conditional: every replica
+already applies every record of the events log (docs/delivery.md), so knowing another
+replica's post costs nothing on the send path, while a conditional write would add a store
+round trip (an LWT on ScyllaDB) to the posts it guards. The price is
+staleness: a post on another replica is known here one bus hop after it was appended (the
+time its sender waits for its own ack, a few ms); two posts of one user on two replicas
+within that hop both pass. Times are wall-clock (a record carries its sender's
+``created_at_ms``), so replicas' clocks should agree (NTP) to well under a second.
 
 Each change is a room-stream record delivered as ``room_mode {room, slow_mode_seconds,
 reason}`` (``slow_mode_seconds``: the interval now in force), replayed by ``join {since}``
@@ -22,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.service import ChatService
 from chatsvc.errors import SlowMode, StoreUnavailable
+from chatsvc.model.messages import Message
 from chatsvc.model.modes import RoomMode
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import ModeSettings
@@ -45,7 +58,7 @@ class SlowModes:
         store: MessageStore,
         settings: ModeSettings,
         moderates: Moderates | None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._service = service
         self._store = store
@@ -54,6 +67,8 @@ class SlowModes:
         self._clock = clock
         self._modes: OrderedDict[str, tuple[float, RoomMode]] = OrderedDict()
         self._last_post: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: Rooms the last ``room_mode`` record applied here said were slowed (bounded).
+        self._slowed: OrderedDict[str, None] = OrderedDict()
 
     def seconds(self, mode: RoomMode) -> int:
         """The interval in force: the moderators', raised to the surge interval in surge."""
@@ -100,9 +115,43 @@ class SlowModes:
         now = self._clock()
         last = self._last_post.get(key)
         if last is not None and now - last < seconds:
-            retry = max(1, int((seconds - (now - last)) * 1000))
+            # Clamped: a post seen from a replica whose clock runs ahead is "in the future".
+            retry = min(seconds * 1000, max(1, int((seconds - (now - last)) * 1000)))
             raise SlowMode(retry, f"slow mode: one message per {seconds} s in {room}")
-        self._last_post[key] = now
+        self._posted(key, now)
+
+    def seen(self, message: Message, *, local: bool) -> None:
+        """Another replica let ``message`` through (read from the room stream): it starts
+        its author's interval here too. Kept when the author has a socket here (``local``;
+        every post counts, whether this replica read the room's mode yet or not), or the
+        room is known here to be slowed: by the mode last read, or the last ``room_mode``
+        record applied (a user who reconnects here stays slowed; nothing is kept for rooms
+        that are not). Bounded like :meth:`check`'s."""
+        if not local and message.room not in self._slowed:
+            cached = self._modes.get(message.room)
+            if cached is None or not self.seconds(cached[1]):
+                return
+        key = (message.room, message.user_id)
+        at = message.created_at_ms / 1000
+        last = self._last_post.get(key)
+        if last is None or at > last:
+            self._posted(key, at)
+
+    def announced(self, room: str, seconds: int) -> None:
+        """A ``room_mode`` record applied from the room stream (any replica's): ``seconds``
+        is the interval now in force. The cached mode is dropped (re-read at the room's next
+        use), and whether the room is slowed is known here at once for :meth:`seen`."""
+        self._modes.pop(room, None)
+        if seconds <= 0:
+            self._slowed.pop(room, None)
+            return
+        self._slowed[room] = None
+        self._slowed.move_to_end(room)
+        while len(self._slowed) > MODE_CACHE_ROOMS:
+            self._slowed.popitem(last=False)
+
+    def _posted(self, key: tuple[str, str], at: float) -> None:
+        self._last_post[key] = at
         self._last_post.move_to_end(key)
         while len(self._last_post) > LAST_POSTS_MAX:
             self._last_post.popitem(last=False)

@@ -16,9 +16,13 @@ Rules, each refusing with ack error ``spam`` whose ``rule`` field names it (coun
 * ``duplicate``: the same normalised text (at least ``CHATSVC_SPAM_DUPLICATE_MIN_CHARS``
   letters and digits) from the same user within ``CHATSVC_SPAM_DUPLICATE_WINDOW_SECONDS``,
   in any room. A retry with the client_msg_id of the original is not a duplicate (the store
-  answers it with the original). Per replica: a cluster-wide check would cost a store or bus
-  round trip on every message's send path (issue 25 wants plain messages no slower); a user
-  spread over R replicas gets at most R copies through per window.
+  answers it with the original). Cluster-wide, without a round trip on the send path (issue 25
+  wants plain messages no slower): a text another replica let through is remembered here when
+  this replica applies its record from the room stream (:meth:`SpamFilter.seen`, fed by
+  chatsvc.chat.crossposts; kept only for users with a socket here, so a replica hashes no
+  text of users it does not serve). Stale by one bus hop (a few ms): the same text posted on
+  two replicas within it passes on both; a user who reconnects to another replica may repeat
+  a text from before. A text masked by the blocklist is remembered as masked.
 
 Edits pass the same rules except ``duplicate`` (an edit posts nothing new).
 
@@ -42,7 +46,7 @@ from chatsvc.auth.identity import Identity
 from chatsvc.errors import ChatError, Spam
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import MessageIdGenerator
-from chatsvc.model.messages import Flag
+from chatsvc.model.messages import Flag, Message
 from chatsvc.settings import SpamSettings
 from chatsvc.store.base import FlagStore
 
@@ -216,15 +220,7 @@ class SpamFilter:
         if len(key) < self._settings.duplicate_min_chars:
             return False
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-        sent = self._recent.get(user_id)
-        if sent is None:
-            sent = self._recent[user_id] = deque(maxlen=TEXTS_PER_USER)
-            while len(self._recent) > self._settings.tracked_users:
-                self._recent.popitem(last=False)
-        else:
-            self._recent.move_to_end(user_id)
-            while sent and sent[0].at < now - window:
-                sent.popleft()
+        sent = self._sent(user_id, now - window)
         for earlier in sent:
             if earlier.digest == digest:
                 # The retry of a message the store holds: it answers with the original.
@@ -235,6 +231,38 @@ class SpamFilter:
                 )
         sent.append(_Sent(now, digest, room, client_msg_id))
         return False
+
+    def seen(self, message: Message, *, local: bool) -> None:
+        """Another replica let ``message`` through (read from the room stream): remember its
+        text for the duplicate rule here too (one copy per digest) when its author has a
+        socket here (``local``): only then is hashing it worth its cost."""
+        window = self._settings.duplicate_window_seconds
+        if not local:
+            return
+        at = message.created_at_ms / 1000
+        now = self._clock()
+        if not window or at < now - window:
+            return
+        key = fingerprint(message.text)
+        if len(key) < self._settings.duplicate_min_chars:
+            return
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        sent = self._sent(message.user_id, now - window)
+        if all(earlier.digest != digest for earlier in sent):
+            sent.append(_Sent(at, digest, message.room, message.client_msg_id))
+
+    def _sent(self, user_id: str, oldest: float) -> deque[_Sent]:
+        """The user's texts sent since ``oldest`` (made most recently active)."""
+        sent = self._recent.get(user_id)
+        if sent is None:
+            sent = self._recent[user_id] = deque(maxlen=TEXTS_PER_USER)
+            while len(self._recent) > self._settings.tracked_users:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(user_id)
+            while sent and sent[0].at < oldest:
+                sent.popleft()
+        return sent
 
     def _expire(self, oldest: float) -> None:
         """Drop up to :data:`EXPIRE_PER_CALL` least recently active users with nothing

@@ -39,6 +39,10 @@ ROOMS_KEPT: Final = 10_000
 MESSAGE = "message"
 EVENT = "event"
 
+#: ``(record, here)``: a new message or an event applied (``here``: a message appended by
+#: this replica, live; events do not say which replica appended them: always False).
+Observer = Callable[[Message | RoomEvent, bool], None]
+
 #: ``(event, data, room, skip_sid, targets)``: deliver to this replica's sockets only, in
 #: ``room`` or (a private room's events, chatsvc.chat.conversations) in ``targets``.
 Deliver = Callable[[str, dict[str, Any], str, str | None, list[str] | None], Awaitable[None]]
@@ -157,8 +161,16 @@ class RoomStreams:
         #: Reaction and pin states as the stream set them (chatsvc.chat.changes): repeats
         #: are dropped here, in stream order, like repeated messages.
         self.changes = ChangeWindow()
+        self._observers: list[Observer] = []
         #: Set once the epoch is known: records are applied only then (they carry positions).
         self.ready = asyncio.Event()
+
+    def watch(self, observer: Observer) -> None:
+        """Call ``observer`` with every new message and event applied (replayed ones too,
+        duplicates never), before it is delivered: what other replicas' senders posted, for
+        rules that hold cluster-wide (chatsvc.chat.crossposts). It must be quick and must
+        not raise."""
+        self._observers.append(observer)
 
     def original(self, room: str, user_id: str, client_msg_id: str) -> Message | None:
         """The message a client message id already stands for in ``room``, if still known."""
@@ -251,6 +263,10 @@ class RoomStreams:
             if len(state.keys) > DEDUP_WINDOW:
                 state.keys.popitem(last=False)
         state.tail.append(message)
+        if self._observers:
+            here = not replay and body.get("host") == self.host
+            for observer in self._observers:
+                observer(message, here)
         if not replay:
             skip = body.get("skip") if body.get("host") == self.host else None
             skip_sid = skip if isinstance(skip, str) else None
@@ -268,6 +284,8 @@ class RoomStreams:
                 return
             event = applied
         self._room(room).tail.append(event)
+        for observer in self._observers:
+            observer(event, False)
         if not replay:
             live = str(body["live"])
             await self._deliver(live, self._wire(event, live), room, None, _targets(body))

@@ -11,7 +11,8 @@ a client, translates that into its protocol error). The records are ``chatsvc.mo
 from __future__ import annotations
 
 import json
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from chatsvc.model.messages import (
     Flag,
@@ -360,6 +361,42 @@ class FlagStore(Protocol):
 
 #: Flags are evidence for moderators, not history: kept 30 days.
 FLAG_RETENTION_SECONDS = 30 * 24 * 3600
+
+#: A flag's columns as both stores keep them, in this order (id, room, user_id, user_name,
+#: rule, action, text, message_id, and the time in ms); what :func:`flag_row` gives.
+FlagRow = tuple[str, str, str, str, str, str, str, str, int]
+
+
+def flag_row(flag: Flag) -> FlagRow:
+    """The values of a flag's row, in :data:`FlagRow`'s column order."""
+    return (
+        flag.id,
+        flag.room,
+        flag.user_id,
+        flag.user_name,
+        flag.rule,
+        flag.action,
+        flag.text,
+        flag.message_id,
+        flag.at_ms,
+    )
+
+
+def flag_of_row(row: Sequence[Any]) -> Flag:
+    """The flag a row read in :data:`FlagRow`'s column order holds (a null text or message
+    id, which CQL may give back for an empty string, reads as empty)."""
+    id_, room, user_id, user_name, rule, action, text, message_id, at_ms = row
+    return Flag(
+        str(id_),
+        str(room),
+        str(user_id),
+        str(user_name),
+        str(rule),
+        str(action),
+        str(text or ""),
+        str(message_id or ""),
+        int(at_ms),
+    )
 
 
 #: Sentiment is counted in minute slots (the last hour: 60 of them) and hour slots (the

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from chatsvc.model.ids import lowest_id_at
 from chatsvc.model.messages import Flag
-from chatsvc.store.base import FLAG_RETENTION_SECONDS
+from chatsvc.store.base import FLAG_RETENTION_SECONDS, flag_of_row, flag_row
 
 T = TypeVar("T")
 
@@ -29,25 +29,13 @@ MIGRATION: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS flagged_by_room ON flagged (room, id)",
 )
 
+#: In :data:`~chatsvc.store.base.FlagRow`'s order.
 _COLUMNS = "id, room, user_id, user_name, rule, action, text, message_id, at_ms"
 
 
 def _add(db: sqlite3.Connection, flag: Flag) -> None:
     with db:
-        db.execute(
-            f"INSERT OR IGNORE INTO flagged ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            (
-                flag.id,
-                flag.room,
-                flag.user_id,
-                flag.user_name,
-                flag.rule,
-                flag.action,
-                flag.text,
-                flag.message_id,
-                flag.at_ms,
-            ),
-        )
+        db.execute(f"INSERT OR IGNORE INTO flagged ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", flag_row(flag))
         # Retention: ids are time-sortable, so the expired ones are a range of the key.
         db.execute(
             "DELETE FROM flagged WHERE id < ?",
@@ -65,10 +53,7 @@ def _list(db: sqlite3.Connection, room: str | None, before: str, limit: int) -> 
             f"SELECT {_COLUMNS} FROM flagged WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
             (room, before, limit),
         ).fetchall()
-    return [
-        Flag(str(i), str(r), str(u), str(n), str(ru), str(a), str(t), str(m), int(at))
-        for i, r, u, n, ru, a, t, m, at in rows
-    ]
+    return [flag_of_row(row) for row in rows]
 
 
 class SqliteFlags:

@@ -1,6 +1,7 @@
 """Spam filters on two replicas over the real Kafka broker and the real CQL node (issue
 25): flags caught on either replica are listed by ListFlagged on the other (the store is
-shared); the duplicate rule is per replica, as README says (a copy through each replica)."""
+shared); the duplicate rule holds across them (a copy through the other replica is refused
+too, once that replica applied the first: chatsvc.chat.crossposts)."""
 
 from __future__ import annotations
 
@@ -52,15 +53,17 @@ async def test_flags_from_both_replicas_listed_on_either(
         seen = await reader.next("message", where=lambda m: m["id"] == masked["id"])
         assert seen["text"] == "a ********, trust me"
         copy = {"room": room, "text": "the same long text twice"}
-        await on_a.ok("message", copy)
+        first = (await on_a.ok("message", copy))["message"]
         assert (await on_a.call("message", copy))["error"]["rule"] == "duplicate"
-        await on_b.ok("message", copy)  # per replica: B has not seen it from this user
+        await on_b.next("message", where=lambda m: m["id"] == first["id"])  # B applied it
+        assert (await on_b.call("message", copy))["error"]["rule"] == "duplicate"
     for replica in (a, b):
         async with admin_client(replica.grpc_port) as admin:
             listed = await admin.ListFlagged(admin_pb2.ListFlaggedRequest(room=room))
             assert [(f.rule, f.action) for f in listed.messages] == [
                 ("duplicate", "rejected"),
+                ("duplicate", "rejected"),
                 ("blocklist", "masked"),
                 ("links", "rejected"),
             ]
-            assert listed.messages[1].message_id == masked["id"]
+            assert listed.messages[2].message_id == masked["id"]

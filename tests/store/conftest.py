@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 from chatsvc.app import build_store
 from chatsvc.settings import Settings
 from chatsvc.store.base import MessageStore
+from chatsvc.store.memory import MemoryStore
 from tests.support.servers import TEST_JWT_SECRET, base_env, free_port, run_cli
 from tests.support.services import cassandra_env
 
@@ -114,7 +116,54 @@ async def store(spec: StoreSpec) -> AsyncIterator[MessageStore]:
         await opened.aclose()
 
 
+#: Makes store objects of one kind, on one database, with settings overrides (memory: the
+#: same object each time, overrides ignored, nothing survives it).
+StoreFactory = Callable[..., MessageStore]
+
+
+@pytest.fixture(params=["sqlite", "scylla", "memory"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Each of the three stores in turn, for the contracts the memory store keeps too."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_factory(store_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """Store objects of :func:`store_kind` on one database (SQLite: a file in the test's
+    tmp dir; ScyllaDB: the session's keyspace on the real node)."""
+    if store_kind == "memory":
+        shared = MemoryStore()
+        return lambda **_overrides: shared
+    if store_kind == "sqlite":
+        return StoreSpec("sqlite", {"CHATSVC_DATA_DIR": str(tmp_path / "sqlite-data")}).make
+    scylla: StoreSpec = request.getfixturevalue("scylla_spec")
+    return scylla.make
+
+
+@asynccontextmanager
+async def opened(store: MessageStore) -> AsyncIterator[MessageStore]:
+    """``store`` opened and migrated, closed after."""
+    await store.open()
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+async def any_store(store_factory: StoreFactory) -> AsyncIterator[MessageStore]:
+    """An open, migrated store of each kind: SQLite, the real CQL node, and memory."""
+    async with opened(store_factory()) as store:
+        yield store
+
+
+def new_room() -> str:
+    """A room no other test uses (the scylla keyspace is shared by the session)."""
+    return f"room-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 def room() -> str:
     """A room no other test uses (the scylla keyspace is shared by the session)."""
-    return f"room-{uuid.uuid4().hex[:12]}"
+    return new_room()

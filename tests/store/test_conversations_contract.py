@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,25 +13,6 @@ from chatsvc.model.rooms import DIRECT, MEMBER, MODERATOR, OWNER, PRIVATE, Conve
 from chatsvc.store.base import MessageStore
 from chatsvc.store.memory import MemoryStore
 from tests.store.conftest import StoreSpec
-
-
-@pytest.fixture(params=["sqlite", "scylla", "memory"])
-async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
-    """An open, migrated store of each kind."""
-    opened: MessageStore
-    if request.param == "memory":
-        opened = MemoryStore()
-    elif request.param == "sqlite":
-        opened = StoreSpec("sqlite", {"CHATSVC_DATA_DIR": str(tmp_path / "sqlite-data")}).make()
-    else:
-        spec: StoreSpec = request.getfixturevalue("scylla_spec")
-        opened = spec.make()
-    await opened.open()
-    await opened.migrate()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 def _name(prefix: str = "priv:") -> str:

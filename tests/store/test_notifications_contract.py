@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from chatsvc.model.ids import id_at
 from chatsvc.model.rooms import Notification
 from chatsvc.store.base import MessageStore, NotificationClaims, NotificationOutbox
-from chatsvc.store.memory import MemoryStore
 from chatsvc.store.scylla import notifications as scylla_notifications
 from chatsvc.store.scylla.schema import MIGRATIONS, NOTIFY_MIGRATION, STATEMENTS
 from tests.store.conftest import StoreSpec
@@ -46,24 +43,11 @@ async def mine(
         await asyncio.sleep(0.2)
 
 
-@pytest.fixture(params=["sqlite", "scylla", "memory"])
-async def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[NotificationOutbox]:
-    """Each store's outbox, open and migrated."""
-    store: MessageStore
-    if request.param == "memory":
-        store = MemoryStore()
-    elif request.param == "sqlite":
-        store = StoreSpec("sqlite", {"CHATSVC_DATA_DIR": str(tmp_path / "data")}).make()
-    else:
-        scylla: StoreSpec = request.getfixturevalue("scylla_spec")
-        store = scylla.make()
-    await store.open()
-    await store.migrate()
-    try:
-        assert isinstance(store, NotificationOutbox)
-        yield store
-    finally:
-        await store.aclose()
+@pytest.fixture
+def outbox(any_store: MessageStore) -> NotificationOutbox:
+    """Each store's outbox, open and migrated (tests/store/conftest.py's ``any_store``)."""
+    assert isinstance(any_store, NotificationOutbox)
+    return any_store
 
 
 async def test_each_pair_once_in_position_order_and_resumable(outbox: NotificationOutbox) -> None:

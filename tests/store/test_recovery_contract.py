@@ -6,40 +6,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from chatsvc.model.ids import MessageIdGenerator, id_at, lowest_id_at
 from chatsvc.model.messages import RoomEvent, SessionRecord
 from chatsvc.store.base import MessageStore
-from chatsvc.store.memory import MemoryStore
-from tests.store.conftest import StoreSpec
-
-
-@pytest.fixture(params=["sqlite", "scylla", "memory"])
-async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
-    """An open, migrated store of each kind."""
-    opened: MessageStore
-    if request.param == "memory":
-        opened = MemoryStore()
-    elif request.param == "sqlite":
-        opened = StoreSpec("sqlite", {"CHATSVC_DATA_DIR": str(tmp_path / "sqlite-data")}).make()
-    else:
-        spec: StoreSpec = request.getfixturevalue("scylla_spec")
-        opened = spec.make()
-    await opened.open()
-    await opened.migrate()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
+from tests.store.conftest import new_room
 
 
 def event(room_name: str, event_id: str, kind: str = "edited") -> RoomEvent:
@@ -53,7 +24,7 @@ def event(room_name: str, event_id: str, kind: str = "edited") -> RoomEvent:
 
 
 async def test_room_events_come_back_after_an_id_in_id_order(any_store: MessageStore) -> None:
-    r = room()
+    r = new_room()
     ids = MessageIdGenerator()
     made = [event(r, ids.new(), kind) for kind in ("edited", "deleted", "edited", "edited")]
     for e in reversed(made):  # arrival order does not matter
@@ -63,7 +34,7 @@ async def test_room_events_come_back_after_an_id_in_id_order(any_store: MessageS
     assert await any_store.events_after(r, made[1].id, 100) == made[2:]
     assert await any_store.events_after(r, made[0].id, 2) == made[1:3]
     assert await any_store.events_after(r, made[-1].id, 100) == []
-    assert await any_store.events_after(room(), lowest_id_at(0), 100) == []
+    assert await any_store.events_after(new_room(), lowest_id_at(0), 100) == []
 
 
 def session(pid: str, *, ttl_ms: int = 60_000, user: str = "alice", data: str = '{"v":1}') -> SessionRecord:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
@@ -16,42 +13,13 @@ from chatsvc.model.ids import MessageIdGenerator, id_at
 from chatsvc.model.messages import Message, RoomEvent
 from chatsvc.store.base import MessageStore
 from chatsvc.store.memory import MemoryStore
-from tests.store.conftest import StoreSpec
-
-Factory = Callable[[], MessageStore]
-
-
-@pytest.fixture(params=["sqlite", "scylla", "memory"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+from tests.store.conftest import StoreFactory, new_room
 
 
 @pytest.fixture
-def factory(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Factory:
-    """Makes store objects on one database (for memory: one object, nothing survives)."""
-    if kind == "memory":
-        shared = MemoryStore()
-        return lambda: shared
-    if kind == "sqlite":
-        spec = StoreSpec("sqlite", {"CHATSVC_DATA_DIR": str(tmp_path / "sqlite-data")})
-    else:
-        spec = request.getfixturevalue("scylla_spec")
-    return spec.make
-
-
-@pytest.fixture
-async def store(factory: Factory) -> AsyncIterator[MessageStore]:
-    opened = factory()
-    await opened.open()
-    await opened.migrate()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
+def store(any_store: MessageStore) -> MessageStore:
+    """The three stores of tests/store/conftest.py's ``any_store``, under this module's name."""
+    return any_store
 
 
 _ids = MessageIdGenerator()
@@ -71,7 +39,7 @@ def positions(records: list[Message | RoomEvent]) -> list[int | None]:
 
 
 async def test_every_record_gets_the_next_position_once(store: MessageStore) -> None:
-    r = room()
+    r = new_room()
     first, _ = await store.append(msg(r, "one", cmid="c1"))
     second, _ = await store.append(msg(r, "two"))
     assert (first.pos, second.pos) == (1, 2)
@@ -84,14 +52,14 @@ async def test_every_record_gets_the_next_position_once(store: MessageStore) -> 
     assert third.pos == 4
     assert (await store.get(r, first.id)) is not None
     assert (await store.get(r, third.id)).pos == 4  # type: ignore[union-attr]
-    other, _ = await store.append(msg(room(), "elsewhere"))
+    other, _ = await store.append(msg(new_room(), "elsewhere"))
     assert other.pos == 1, "each room has its own stream"
     page = await store.history(r, before=None, limit=10)
     assert [m.pos for m in page.messages] == [4, 2, 1]
 
 
 async def test_stream_after_answers_in_position_order_with_paging(store: MessageStore) -> None:
-    r = room()
+    r = new_room()
     a, _ = await store.append(msg(r, "a"))
     b, _ = await store.append(msg(r, "b"))
     edited = await store.edit(r, a.id, "a, edited", int(time.time() * 1000))
@@ -122,16 +90,16 @@ async def test_stream_after_answers_in_position_order_with_paging(store: Message
 
 
 async def test_positions_not_kept_or_not_yet_given_are_not_covered(store: MessageStore) -> None:
-    r = room()
+    r = new_room()
     await store.append(msg(r))
     assert not (await store.stream_after(r, 2, 10)).covered, "a position beyond the head names nothing"
-    assert not (await store.stream_after(room(), 7, 10)).covered
-    empty = await store.stream_after(room(), 0, 10)
+    assert not (await store.stream_after(new_room(), 7, 10)).covered
+    empty = await store.stream_after(new_room(), 0, 10)
     assert empty.covered and empty.records == [] and empty.head == 0
 
 
 async def test_concurrent_appends_get_distinct_positions(store: MessageStore) -> None:
-    r = room()
+    r = new_room()
     results = await asyncio.gather(*(store.append(msg(r, f"m{i}", cmid=f"k{i}")) for i in range(40)))
     assert sorted(m.pos or 0 for m, _ in results) == list(range(1, 41))
     stream = await store.stream_after(r, 0, 100)
@@ -139,17 +107,17 @@ async def test_concurrent_appends_get_distinct_positions(store: MessageStore) ->
 
 
 async def test_epoch_is_stable_and_positions_continue_after_reopen(
-    kind: str, store: MessageStore, factory: Factory
+    store_kind: str, store: MessageStore, store_factory: StoreFactory
 ) -> None:
     epoch = await store.stream_epoch()
     assert re.fullmatch(r"[0-9a-z]{1,32}", epoch)
-    r = room()
+    r = new_room()
     await store.append(msg(r))
     await store.append_event(event(r, id_at(int(time.time() * 1000))))
-    if kind == "memory":
+    if store_kind == "memory":
         assert await MemoryStore().stream_epoch() != epoch, "nothing survives: a new store is a new epoch"
         return
-    again = factory()
+    again = store_factory()
     await again.open()
     try:
         await again.migrate()
@@ -163,7 +131,7 @@ async def test_epoch_is_stable_and_positions_continue_after_reopen(
 async def test_memory_store_trims_and_says_so() -> None:
     store = MemoryStore(max_per_room=3)
     await store.open()
-    r = room()
+    r = new_room()
     sent = [(await store.append(msg(r, f"m{i}")))[0] for i in range(6)]
     assert (await store.stream_after(r, 3, 10)).covered
     assert positions((await store.stream_after(r, 3, 10)).records) == [4, 5, 6]

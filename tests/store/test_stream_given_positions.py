@@ -5,18 +5,15 @@ phase 2) keep it, gaps and all, and are read back in position order."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from chatsvc.model.ids import MessageIdGenerator
 from chatsvc.model.messages import Message, RoomEvent
 from chatsvc.store.base import MessageStore
-from chatsvc.store.memory import MemoryStore
-from tests.store.conftest import StoreSpec
+from tests.store.conftest import StoreFactory, new_room, opened
 
 #: Selects cluster mode in the settings (nothing connects to it here): ScyllaDB then numbers
 #: nothing itself and keeps the positions records bring.
@@ -25,25 +22,11 @@ CLUSTER = {"KAFKA_BROKERS": "127.0.0.1:9"}
 _ids = MessageIdGenerator()
 
 
-@pytest.fixture(params=["sqlite", "scylla", "memory"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
-    if request.param == "memory":
-        opened: MessageStore = MemoryStore()
-    elif request.param == "sqlite":
-        opened = StoreSpec("sqlite", {"CHATSVC_DATA_DIR": str(tmp_path / "data")}).make(**CLUSTER)
-    else:
-        spec: StoreSpec = request.getfixturevalue("scylla_spec")
-        opened = spec.make(**CLUSTER)
-    await opened.open()
-    await opened.migrate()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
-def room() -> str:
-    return f"room-{uuid.uuid4().hex[:12]}"
+@pytest.fixture
+async def store(store_factory: StoreFactory) -> AsyncIterator[MessageStore]:
+    """Each of the three stores (tests/store/conftest.py), in cluster mode."""
+    async with opened(store_factory(**CLUSTER)) as cluster_store:
+        yield cluster_store
 
 
 def msg(room_name: str, pos: int, text: str = "hi", cmid: str | None = None) -> Message:
@@ -56,7 +39,7 @@ def event(room_name: str, message_id: str, pos: int) -> RoomEvent:
 
 
 async def test_records_keep_the_positions_they_bring_gaps_and_all(store: MessageStore) -> None:
-    r = room()
+    r = new_room()
     # Offsets of one partition shared with other rooms: growing, not contiguous.
     first, created = await store.append(msg(r, 40, "one", cmid="c1"))
     assert created and first.pos == 40
@@ -78,7 +61,7 @@ async def test_records_keep_the_positions_they_bring_gaps_and_all(store: Message
 
 
 async def test_an_event_replayed_keeps_its_position(store: MessageStore) -> None:
-    r = room()
+    r = new_room()
     m, _ = await store.append(msg(r, 7))
     e = event(r, m.id, 9)
     assert (await store.append_event(e)).pos == 9

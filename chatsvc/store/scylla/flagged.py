@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from chatsvc.model.ids import timestamp_ms
 from chatsvc.model.messages import Flag
-from chatsvc.store.base import FLAG_RETENTION_SECONDS
+from chatsvc.store.base import FLAG_RETENTION_SECONDS, flag_of_row, flag_row
 
 if TYPE_CHECKING:
     from chatsvc.store.scylla.driver import Row, ScyllaSession
@@ -41,6 +41,7 @@ MIGRATION: Final[tuple[str, ...]] = (
     + _TTL,
 )
 
+#: In :data:`~chatsvc.store.base.FlagRow`'s order.
 _COLUMNS = "id, room, user_id, user_name, rule, action, text, message_id, at"
 _MARKS = ", ".join("?" * 10)
 STATEMENTS: Final[dict[str, str]] = {
@@ -51,21 +52,6 @@ STATEMENTS: Final[dict[str, str]] = {
     ),
     "flag_page_day": f"SELECT {_COLUMNS} FROM {{ks}}.flagged_by_day WHERE day = ? AND id < ? LIMIT ?",
 }
-
-
-def _flag(row: Row) -> Flag:
-    id_, room, user_id, user_name, rule, action, text, message_id, at = row
-    return Flag(
-        str(id_),
-        str(room),
-        str(user_id),
-        str(user_name),
-        str(rule),
-        str(action),
-        str(text or ""),
-        str(message_id or ""),
-        int(at),
-    )
 
 
 class ScyllaFlags:
@@ -80,17 +66,7 @@ class ScyllaFlags:
     async def add_flag(self, flag: Flag) -> None:
         """Two upserts (idempotent under retries), by room and by day."""
         day = timestamp_ms(flag.id) // DAY_MS
-        values = (
-            flag.id,
-            flag.room,
-            flag.user_id,
-            flag.user_name,
-            flag.rule,
-            flag.action,
-            flag.text,
-            flag.message_id,
-            flag.at_ms,
-        )
+        values = flag_row(flag)
         await self._db.gather(
             self._flag_cql("flag_put_room", (day, *values)), self._flag_cql("flag_put_day", (day, *values))
         )
@@ -108,6 +84,6 @@ class ScyllaFlags:
                 rows = await self._flag_cql("flag_page_day", (day, cursor, want))
             else:
                 rows = await self._flag_cql("flag_page_room", (room, day, cursor, want))
-            found.extend(_flag(r) for r in rows)
+            found.extend(flag_of_row(r) for r in rows)
             day -= 1
         return found
