@@ -53,8 +53,12 @@ async def reader(topic: str, seconds: float) -> None:
     """Replica B: print ``n t`` for every live record, for ``seconds``."""
     out = sys.stdout
 
+    end = asyncio.Event()
+
     async def seen(record: LogRecord) -> None:
-        if not record.replay:
+        if record.body.get("end"):
+            end.set()
+        elif not record.replay:
             out.write(f"{record.body['n']} {time.time()}\n")
 
     log = KafkaRoomLog(topic, options)
@@ -62,9 +66,12 @@ async def reader(topic: str, seconds: float) -> None:
     await log.start()
     out.write("ready\n")
     out.flush()
+    cpu = time.process_time()
     try:
-        await asyncio.sleep(seconds)
+        async with asyncio.timeout(seconds):
+            await end.wait()
     finally:
+        out.write(f"cpu {time.process_time() - cpu}\n")
         out.flush()
         await log.aclose()
 
@@ -97,6 +104,7 @@ async def writer(topic: str, rate: float, seconds: float) -> dict[str, list[floa
         for n in range(3):  # warm the connections; not measured
             await log.append("warm", {"n": -1 - n})
         tasks = []
+        cpu = time.process_time()
         start = time.monotonic()
         total = int(rate * seconds)
         for n in range(total):
@@ -106,12 +114,15 @@ async def writer(topic: str, rate: float, seconds: float) -> dict[str, list[floa
             tasks.append(asyncio.create_task(one(n)))
         await asyncio.gather(*tasks)
         await asyncio.sleep(1.0)
+        cpu = time.process_time() - cpu
+        await log.append("end", {"end": True})
     finally:
         await log.aclose()
     return {
         "sent": [sent[n] for n in range(total)],
         "acked": [acked[n] for n in range(total)],
         "a_apply": [applied.get(n, float("nan")) for n in range(total)],
+        "cpu": [cpu],
     }
 
 
@@ -121,6 +132,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--reader", metavar="TOPIC", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:  # the event loop chatsvc serves on (chatsvc.server)
+        import uvloop  # noqa: PLC0415
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
     if args.reader:
         asyncio.run(reader(args.reader, args.seconds))
         return 0
@@ -139,13 +156,18 @@ def main() -> int:
         if child.stdout.readline().strip() != "ready":
             raise SystemExit("reader did not start")
         stages = asyncio.run(writer(topic, args.rate, args.seconds))
+        rest, _ = child.communicate(timeout=60)
     finally:
-        child.terminate()
-    rest, _ = child.communicate(timeout=30)
+        if child.poll() is None:
+            child.kill()
     b_apply: dict[int, float] = {}
+    b_cpu = float("nan")
     for line in rest.splitlines():
         n, t = line.split()
-        b_apply[int(n)] = float(t)
+        if n == "cpu":
+            b_cpu = float(t)  # includes B's idle second after A's last record
+        else:
+            b_apply[int(n)] = float(t)
     sent, acked = stages["sent"], stages["acked"]
     rows = {
         "ack": [a - s for s, a in zip(sent, acked, strict=True)],
@@ -157,6 +179,9 @@ def main() -> int:
         stage: {"p50_ms": round(1000 * pct(v, 0.5), 2), "p99_ms": round(1000 * pct(v, 0.99), 2), "n": len(v)}
         for stage, v in rows.items()
     }
+    total = len(sent)
+    result["a_cpu_us_per_record"] = round(1e6 * stages["cpu"][0] / total, 1)
+    result["b_cpu_us_per_record"] = round(1e6 * b_cpu / total, 1)
     result["load"] = list(harness.loadavg())
     print(json.dumps({"rate": args.rate, "seconds": args.seconds, **result}))
     return 0

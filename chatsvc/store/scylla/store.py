@@ -287,21 +287,39 @@ class ScyllaStore(
         :data:`EMPTY_BUCKET_LIMIT` consecutive empty buckets; in the last case the page may be
         short (even empty) and ``next_before`` points below the last bucket looked at.
         """
-        state = await self._room_state(room)
-        if state is None or limit <= 0:
+        if limit <= 0:
+            return HistoryPage([], None)
+        start = before if before is not None else _ID_CEILING
+        want = limit + 1
+        # One round trip for the usual page: the room's state and the bucket the page most
+        # likely starts in (the cursor's, else the current one; buckets span 10 days) are
+        # read together, and the guess is used when the state confirms it.
+        guess = _bucket(before) if before is not None else bucket_of(int(time.time() * 1000))
+        state, guessed = await asyncio.gather(
+            self._room_state(room),
+            self._run("msg_before", (room, guess, start, min(SCAN_CHUNK, want))),
+            return_exceptions=True,
+        )
+        for result in (state, guessed):
+            if isinstance(result, BaseException):
+                raise result
+        assert not isinstance(state, BaseException) and not isinstance(guessed, BaseException)
+        if state is None:
             return HistoryPage([], None)
         _created, first_bucket, last_id = state
         top = _bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
         bucket = top if before is None else min(top, _bucket(before))
-        start = before if before is not None else _ID_CEILING
-        want = limit + 1
+        prefetched = guessed if bucket == guess else None
         found: list[Message] = []
         empty_run = 0
         while bucket >= first_bucket:
             in_bucket, ceiling = 0, start
             while len(found) < want:  # by chunks, so no result ever exceeds one driver page
                 chunk = min(SCAN_CHUNK, want - len(found))
-                rows = await self._run("msg_before", (room, bucket, ceiling, chunk))
+                if prefetched is not None:
+                    rows, prefetched = prefetched, None
+                else:
+                    rows = await self._run("msg_before", (room, bucket, ceiling, chunk))
                 in_bucket += len(rows)
                 found.extend(_messages(room, rows))
                 if len(rows) < chunk:
