@@ -7,7 +7,7 @@ Two chatsvc servers on the CQL test node (``scripts/cassandra start``, its env f
 keyspace of this run's own (dropped at the end): ``before`` runs revision ``--baseline``
 (default ``main``), ``after`` this checkout, on the same rows. Seeded through ``after``
 (``--messages`` in one room, every tenth with a reaction and every twentieth a reply, as a
-stock room has), then 4 python-socketio readers per server page back 50 at a time, 4 pages
+stock room has), then ``--readers`` (4) python-socketio readers per server page back 50 at a time, 4 pages
 deep, closed loop, ``--seconds`` per window; the windows alternate between the servers so
 both see the same machine load. Prints p50/p90/p99 per server and the load average.
 Bounded: every wait has a deadline; servers listen on 127.0.0.1 only.
@@ -34,7 +34,7 @@ import jwt  # noqa: E402
 import socketio  # noqa: E402
 
 ROOM = "hist"
-READERS = 4
+READERS = 4  # default of --readers
 PAGES = 4
 LIMIT = 50
 
@@ -112,7 +112,10 @@ def pct(values: list[float], q: float) -> float:
 async def measure(servers: dict[str, harness.Server], args: argparse.Namespace) -> dict[str, Any]:
     await seed(servers["after"], args.messages)
     await asyncio.sleep(1.0)
-    readers = {k: [await client(s, f"reader-{k}-{i}") for i in range(READERS)] for k, s in servers.items()}
+    readers = {
+        k: [await client(server, f"reader-{k}-{i}") for i in range(args.readers)]
+        for k, server in servers.items()
+    }
     found: dict[str, list[float]] = {k: [] for k in servers}
     try:
         for k, server in servers.items():  # warm both (prepared statements, connections)
@@ -143,6 +146,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--readers", type=int, default=READERS, help="closed-loop readers per server")
     args = parser.parse_args()
     cql = harness.service_env("cassandra")
     contact = f"{cql['CASSANDRA_TEST_CONTACT_POINTS']}:{cql['CASSANDRA_TEST_PORT']}"

@@ -291,19 +291,23 @@ class ScyllaStore(
             return HistoryPage([], None)
         start = before if before is not None else _ID_CEILING
         want = limit + 1
-        # One round trip for the usual page: the room's state and the bucket the page most
-        # likely starts in (the cursor's, else the current one; buckets span 10 days) are
-        # read together, and the guess is used when the state confirms it.
+        first = min(SCAN_CHUNK, want)
+        # The bucket the page most likely starts in: the cursor's (the room's last id is never
+        # below a cursor taken from its pages), else the current one (buckets span 10 days).
         guess = _bucket(before) if before is not None else bucket_of(int(time.time() * 1000))
-        state, guessed = await asyncio.gather(
-            self._room_state(room),
-            self._run("msg_before", (room, guess, start, min(SCAN_CHUNK, want))),
-            return_exceptions=True,
-        )
-        for result in (state, guessed):
-            if isinstance(result, BaseException):
-                raise result
-        assert not isinstance(state, BaseException) and not isinstance(guessed, BaseException)
+        state: tuple[int, int, str | None] | None
+        if before is not None:
+            # Paging on: a page found whole in the cursor's bucket needs no other read; the
+            # room's state is read only to walk on to older buckets.
+            guessed = await self._run("msg_before", (room, guess, start, first))
+            whole = _messages(room, guessed)
+            if len(whole) >= want:
+                return self._page(whole, limit)
+            state = await self._room_state(room)
+        else:
+            # The first page: the room's state and the likely bucket in one round trip; the
+            # guess is used when the state confirms it.
+            state, guessed = await self._state_and(room, self._run("msg_before", (room, guess, start, first)))
         if state is None:
             return HistoryPage([], None)
         _created, first_bucket, last_id = state
@@ -331,6 +335,23 @@ class ScyllaStore(
             if empty_run >= EMPTY_BUCKET_LIMIT and bucket > first_bucket:
                 return HistoryPage(found, lowest_id_at(bucket * BUCKET_MS))
             bucket -= 1
+        return self._page(found, limit)
+
+    async def _state_and(
+        self, room: str, read: Awaitable[list[Row]]
+    ) -> tuple[tuple[int, int, str | None] | None, list[Row]]:
+        """The room's state and ``read``'s rows, read concurrently (both finish before the
+        first failure is raised)."""
+        state, rows = await asyncio.gather(self._room_state(room), read, return_exceptions=True)
+        if isinstance(state, BaseException):
+            raise state
+        if isinstance(rows, BaseException):
+            raise rows
+        return state, rows
+
+    @staticmethod
+    def _page(found: list[Message], limit: int) -> HistoryPage:
+        """The first ``limit`` of ``found`` (newest first), with a cursor when there is more."""
         page = found[:limit]
         return HistoryPage(page, page[-1].id if len(found) > limit else None)
 
