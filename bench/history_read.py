@@ -117,13 +117,16 @@ async def measure(servers: dict[str, harness.Server], args: argparse.Namespace) 
         for k, server in servers.items()
     }
     found: dict[str, list[float]] = {k: [] for k in servers}
+    cpu = dict.fromkeys(servers, 0.0)
     try:
         for k, server in servers.items():  # warm both (prepared statements, connections)
             await window(server, readers[k], 0.5)
         for w in range(args.windows):
             order = list(servers) if w % 2 == 0 else list(reversed(servers))
             for k in order:
+                used = servers[k].cpu_seconds()
                 found[k].extend(await window(servers[k], readers[k], args.seconds))
+                cpu[k] += servers[k].cpu_seconds() - used
     finally:
         for rs in readers.values():
             for r in rs:
@@ -135,6 +138,7 @@ async def measure(servers: dict[str, harness.Server], args: argparse.Namespace) 
             "p90_ms": pct(v, 0.9),
             "p99_ms": pct(v, 0.99),
             "max_ms": pct(v, 1.0),
+            "server_cpu_ms_per_page": round(1000 * cpu[k] / max(1, len(v)), 2),
         }
         for k, v in found.items()
     }
