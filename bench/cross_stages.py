@@ -54,12 +54,13 @@ async def reader(topic: str, seconds: float) -> None:
     out = sys.stdout
 
     end = asyncio.Event()
+    seen_at: list[tuple[int, float]] = []  # printed at the end: a full pipe would stall B
 
     async def seen(record: LogRecord) -> None:
         if record.body.get("end"):
             end.set()
         elif not record.replay:
-            out.write(f"{record.body['n']} {time.time()}\n")
+            seen_at.append((int(record.body["n"]), time.time()))
 
     log = KafkaRoomLog(topic, options)
     log.on_record(seen)
@@ -71,7 +72,9 @@ async def reader(topic: str, seconds: float) -> None:
         async with asyncio.timeout(seconds):
             await end.wait()
     finally:
-        out.write(f"cpu {time.process_time() - cpu}\n")
+        cpu = time.process_time() - cpu
+        out.writelines(f"{n} {t}\n" for n, t in seen_at)
+        out.write(f"cpu {cpu}\n")
         out.flush()
         await log.aclose()
 
