@@ -68,6 +68,16 @@ def history_group(topic: str) -> str:
     return "chatsvc.history" if topic == "chatsvc.events" else f"{topic}.history"
 
 
+def reader_fetch_options() -> dict[str, int]:
+    """How the events reader fetches: always eagerly (issue 26). Every record is on some
+    sender's ack path (the sender waits for its own reader) and on every other replica's
+    live delivery, so the broker answers a fetch as soon as one record is committed
+    (``fetch_min_bytes=1``); the fan-out bus's batched mode (``KAFKA_FETCH_*``, or adaptive)
+    would add its wait to every message. An idle reader's fetch waits ``POLL_MS`` at the
+    broker, one empty answer per half second. Measured in docs/delivery.md."""
+    return {"fetch_min_bytes": 1, "fetch_max_wait_ms": POLL_MS}
+
+
 def position_of(offset: int) -> int:
     """A record's position in its room stream: its partition offset plus one (0 stays "before
     every record" for ``join {since}`` and recovery, as in every store)."""
@@ -166,6 +176,7 @@ class KafkaRoomLog:
     async def _start_consumer(self, options: dict[str, Any], partitions: list[int]) -> Any:
         consumer = AIOKafkaConsumer(
             **options,
+            **reader_fetch_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
