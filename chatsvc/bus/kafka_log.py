@@ -20,10 +20,12 @@ connection options, error classification and client shutdown). Design, and why:
 * **History is written from the log** (:meth:`KafkaRoomLog.on_history`): a consumer group
   (``chatsvc.history``; ``<topic>.history`` for a topic of another name) gives each partition
   one writer among the replicas, moved by Kafka when a replica goes. Records are written in
-  partition order; a failed write is retried with capped backoff (logged once per outage)
-  and nothing after it is written first; the group offset is committed only after the
-  writes, so a writer that dies resumes, wherever it resumes, after the last record written
-  (a record may be written twice: the writes are idempotent).
+  batches (up to ``HISTORY_BATCH_RECORDS`` fetched at once): each room's records in stream
+  order, the batch's rooms concurrently; a failed write is retried with capped backoff
+  (logged once per outage) and nothing after it in its room is written first; the group
+  offsets are committed only after the whole batch is written, so a writer that dies
+  resumes, wherever it resumes, after the last batch written (a record may be written
+  twice: the writes are idempotent).
 * **Failures are loud once**: the reader logs an outage once and retries with capped
   exponential backoff; a record that is not JSON is counted and skipped (logged once).
 """
@@ -56,11 +58,25 @@ START_ATTEMPTS = 5
 #: A history writer paused by a store outage keeps its partitions this long before the group
 #: gives them to another replica (which would be paused by the same outage).
 HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
+#: Records the history writer takes per batch (its offsets are committed once all are written).
+HISTORY_BATCH_RECORDS = 500
+#: Rooms of one batch written at the same time (each room's records stay in stream order).
+HISTORY_ROOMS_IN_FLIGHT = 32
 
 
 def history_group(topic: str) -> str:
     """The history writers' consumer group of ``topic``."""
     return "chatsvc.history" if topic == "chatsvc.events" else f"{topic}.history"
+
+
+def reader_fetch_options() -> dict[str, int]:
+    """How the events reader fetches: always eagerly (issue 26). Every record is on some
+    sender's ack path (the sender waits for its own reader) and on every other replica's
+    live delivery, so the broker answers a fetch as soon as one record is committed
+    (``fetch_min_bytes=1``); the fan-out bus's batched mode (``KAFKA_FETCH_*``, or adaptive)
+    would add its wait to every message. An idle reader's fetch waits ``POLL_MS`` at the
+    broker, one empty answer per half second. Measured in docs/delivery.md."""
+    return {"fetch_min_bytes": 1, "fetch_max_wait_ms": POLL_MS}
 
 
 def position_of(offset: int) -> int:
@@ -167,6 +183,7 @@ class KafkaRoomLog:
     async def _start_consumer(self, options: dict[str, Any], partitions: list[int]) -> Any:
         consumer = AIOKafkaConsumer(
             **options,
+            **reader_fetch_options(),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -296,17 +313,17 @@ class KafkaRoomLog:
         return consumer
 
     async def _write_history(self) -> None:
-        """Write every record, commit after each batch; rebuild the consumer after a failure."""
+        """Write every batch (:meth:`_write_batch`), then commit its offsets; rebuild the
+        consumer after a failure (resuming after the last commit: writes are idempotent)."""
         delay = self._base_delay
         while True:
             try:
                 if self._history is None:
                     self._history = await self._start_history()
-                batch = await self._history.getmany(timeout_ms=POLL_MS)
-                for tp, records in batch.items():
-                    for record in records:
-                        await self._write_one(record)
-                    await self._history.commit({tp: records[-1].offset + 1})
+                batch = await self._history.getmany(timeout_ms=POLL_MS, max_records=HISTORY_BATCH_RECORDS)
+                if batch:
+                    await self._write_batch([r for records in batch.values() for r in records])
+                    await self._history.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -320,6 +337,34 @@ class KafkaRoomLog:
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
             delay = self._base_delay
+
+    async def _write_batch(self, records: list[Any]) -> None:
+        """Write one fetched batch: each room's records in stream order, one after the other
+        (a room's history must never show a record before an earlier one: catch-up fills
+        from the tail only after the store's last record), different rooms concurrently, at
+        most ``HISTORY_ROOMS_IN_FLIGHT`` at a time. Returns once every record is written, so
+        the batch's offsets may then be committed. A failing write holds up only its room's
+        later records (retried until written); the other rooms of the batch go on."""
+        by_room: dict[bytes, list[Any]] = {}
+        for record in records:
+            by_room.setdefault(record.key or b"", []).append(record)
+        rooms = list(by_room.values())
+        if len(rooms) == 1:
+            await self._write_room(rooms[0])
+            return
+        lanes = asyncio.Semaphore(HISTORY_ROOMS_IN_FLIGHT)
+
+        async def lane(room_records: list[Any]) -> None:
+            async with lanes:
+                await self._write_room(room_records)
+
+        async with asyncio.TaskGroup() as group:
+            for room_records in rooms:
+                group.create_task(lane(room_records))
+
+    async def _write_room(self, records: list[Any]) -> None:
+        for record in records:
+            await self._write_one(record)
 
     async def _write_one(self, record: Any) -> None:
         """Hand one record to the writer until it takes it (capped backoff, logged once)."""

@@ -56,9 +56,10 @@ class RoomLog(Protocol):
 
     def on_history(self, writer: RecordHandler) -> None:
         """Also write every record to history with ``writer``: once per record among all
-        replicas (a consumer group), in partition order, resuming after the last record
-        written; ``writer`` raising means "not written": the same record is retried (with
-        capped backoff) until it succeeds, nothing after it is written before."""
+        replicas (a consumer group), in stream order per room (different rooms may be
+        written concurrently), resuming after the last record written; ``writer`` raising
+        means "not written": the same record is retried (with capped backoff) until it
+        succeeds, nothing after it in its room is written before."""
 
     async def append(self, room: str, body: dict[str, Any]) -> int:
         """Append a JSON-able record to ``room``'s partition once the log holds it durably;

@@ -5,7 +5,9 @@ resolves a payload's room for a socket (joined, or allowed) and whom a user hide
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from chatsvc.chat import payloads
@@ -63,9 +65,17 @@ class MessageEvents:
         }
 
     async def annotate(self, room: str, messages: list[Message], reader: str) -> list[Message]:
-        """Reply summaries and reactions (with the reader's own) of messages being read."""
-        shown = await self._threads.annotate(room, messages)
-        return await self._reactions.annotate(room, shown, reader)
+        """Reply summaries and reactions (with the reader's own) of messages being read.
+
+        The two are read at the same time (a history page waits for the slower, not for
+        both in turn); each keeps the page's order, so their results are zipped."""
+        threaded, reacted = await asyncio.gather(
+            self._threads.annotate(room, messages), self._reactions.annotate(room, messages, reader)
+        )
+        return [
+            t if r.reactions is None else replace(t, reactions=r.reactions, own_reactions=r.own_reactions)
+            for t, r in zip(threaded, reacted, strict=True)
+        ]
 
     async def pin(self, sid: str, conn: Any, payload: dict[str, Any]) -> Ack:
         """``pin {room, id}`` (room owners/moderators; public rooms: ``admin``)."""

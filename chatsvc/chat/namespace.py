@@ -601,8 +601,10 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         room = self._allowed(conn, payload)
         before = payloads.message_id(payload, "before", required=False)
         limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
-        page = await self._service.history(room, before, limit)
-        hidden = await self._hidden_from(conn)
+        # Read together: whom the reader blocks may be a store read of its own.
+        page, hidden = await asyncio.gather(
+            self._service.history(room, before, limit), self._hidden_from(conn)
+        )
         shown = await self._messages.annotate(
             room, [m for m in page.messages if m.user_id not in hidden], conn.identity.user_id
         )

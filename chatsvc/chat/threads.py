@@ -92,15 +92,21 @@ class Threads:
     async def _deleted_parents(self, room: str, messages: list[Message]) -> list[Message]:
         """Replies whose parent was deleted since they were posted: ``reply_to`` says
         ``deleted`` and loses its preview (issue 25: the deleted text must not live on).
-        One read per distinct parent on the page (pages are bounded); none without replies."""
+        A parent on the page itself is known already; one read per other distinct parent
+        (pages are bounded), concurrently; none without replies."""
+        shown = {m.id: m for m in messages}
         parents = list(dict.fromkeys(m.reply_to.id for m in messages if m.reply_to is not None))
         if not parents:
             return messages
+        gone = {p for p in parents if p in shown and shown[p].deleted}
+        elsewhere = [p for p in parents if p not in shown]
         try:
-            found = await asyncio.gather(*(self._store.get(room, p) for p in parents))
+            found = await asyncio.gather(*(self._store.get(room, p) for p in elsewhere))
         except ChatError:
             return messages
-        gone = {p for p, parent in zip(parents, found, strict=True) if parent is None or parent.deleted}
+        gone.update(p for p, parent in zip(elsewhere, found, strict=True) if parent is None or parent.deleted)
+        if not gone:
+            return messages
         return [
             replace(m, reply_to=replace(m.reply_to, preview="", deleted=True))
             if m.reply_to is not None and m.reply_to.id in gone

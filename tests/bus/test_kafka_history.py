@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -140,3 +141,187 @@ async def test_every_replica_reads_every_record_and_replays_the_recent_ones_at_s
     finally:
         await reader.aclose()
     assert later == [("r", 0, True), ("r", 1, True), ("r", 2, True), ("r", 3, False)]
+
+
+class Lanes:
+    """A store double that records how many rooms are written at the same moment, and
+    refuses the rooms in ``failing`` (one room's store partition unreachable)."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, list[int]] = defaultdict(list)
+        self.failing: set[str] = set()
+        self.refused: dict[str, int] = defaultdict(int)
+        self.busy = 0
+        self.most_busy = 0
+        self.changed = asyncio.Event()
+
+    async def write(self, record: LogRecord) -> None:
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        try:
+            await asyncio.sleep(0.005)  # a store round trip: lets other rooms' writes overlap
+            if record.room in self.failing:
+                self.refused[record.room] += 1
+                raise StoreUnavailable("ScyllaDB request timed out")
+            self.rooms[record.room].append(record.body["n"])
+        finally:
+            self.busy -= 1
+            self.changed.set()
+
+    async def wait(self, done: Callable[[], bool], within: float = 30.0) -> None:
+        async with asyncio.timeout(within):
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def lanes_log(kafka: dict[str, str], topic: str, lanes: Lanes | None) -> KafkaRoomLog:
+    """A room log writing history to ``lanes`` (None: no history writer, append only)."""
+    options = {"bootstrap_servers": [kafka["KAFKA_TEST_PLAINTEXT"]], "request_timeout_ms": 5000}
+    log = KafkaRoomLog(topic, lambda: dict(options), backoff_seconds=0.1)
+
+    async def ignore(_: LogRecord) -> None:
+        return None
+
+    log.on_record(ignore)
+    if lanes is not None:
+        log.on_history(lanes.write)
+    return log
+
+
+async def test_history_batches_write_rooms_concurrently_in_order_and_commit_only_whole_batches(
+    kafka: dict[str, str],
+) -> None:
+    """A batch's rooms are written at the same time, each in stream order; a room whose
+    writes fail holds up only itself, and its records are not committed past: a writer that
+    takes over after a restart writes them (and may rewrite the rest of that batch)."""
+    topic = new_topic()
+    rooms = [f"room-{i}" for i in range(8)]
+    producer = lanes_log(kafka, topic, None)
+    await producer.start()
+    try:
+        # Appended before any writer runs, so the writer fetches them in a few big batches.
+        for n in range(160):
+            await producer.append(rooms[n % 8], {"n": n})
+    finally:
+        await producer.aclose()
+    first = Lanes()
+    first.failing = {"room-3"}
+    writer = lanes_log(kafka, topic, first)
+    await writer.start()
+    try:
+        others = [r for r in rooms if r != "room-3"]
+        await first.wait(lambda: all(len(first.rooms[r]) == 20 for r in others))
+        await first.wait(lambda: first.refused["room-3"] >= 3, within=10)
+    finally:
+        await writer.aclose()
+    assert first.most_busy > 1, "rooms of a batch are written concurrently"
+    assert first.rooms["room-3"] == []
+    for room in others:
+        assert first.rooms[room] == list(range(rooms.index(room), 160, 8)), f"{room}: in stream order"
+
+    second = Lanes()
+    takeover = lanes_log(kafka, topic, second)
+    await takeover.start()
+    try:
+        await second.wait(lambda: len(second.rooms["room-3"]) == 20)
+    finally:
+        await takeover.aclose()
+    assert second.rooms["room-3"] == list(range(3, 160, 8)), "nothing of the failed room was lost"
+    for room in rooms:
+        assert second.rooms[room] == sorted(set(second.rooms[room])), f"{room}: each once, in order"
+
+
+async def test_batched_history_on_the_cql_node_is_complete_ordered_and_first_wins_through_an_outage(
+    kafka: dict[str, str],
+) -> None:
+    """The real store behind the batched writer: a store outage in the middle of the stream,
+    then a writer taking over (rewriting at most its last batch): every room's history holds
+    each message once, at its stream position, the first of two records with one client
+    message id, and reads back in stream order."""
+    from chatsvc.chat.streams import message_body, record_of  # noqa: PLC0415
+    from chatsvc.model.ids import MessageIdGenerator  # noqa: PLC0415
+    from chatsvc.model.messages import Message  # noqa: PLC0415
+    from chatsvc.settings import Settings  # noqa: PLC0415
+    from chatsvc.store.scylla.store import ScyllaStore  # noqa: PLC0415
+    from tests.store.conftest import drop_keyspace, new_keyspace, scylla_env  # noqa: PLC0415
+    from tests.support.servers import TEST_JWT_SECRET  # noqa: PLC0415
+
+    keyspace = new_keyspace()
+    env = scylla_env(keyspace)
+    settings = Settings.from_env({"CHATSVC_JWT_SECRET": TEST_JWT_SECRET, **env})
+    assert settings.scylla is not None
+    store = ScyllaStore(settings.scylla, positions=False)  # positions come from the topic
+    await store.open()
+    down = False
+    refused = 0
+
+    async def write(record: LogRecord) -> None:
+        nonlocal refused
+        if down:
+            refused += 1
+            raise StoreUnavailable("no ScyllaDB node reachable (ConnectionRefusedError)")
+        found = record_of(record)
+        assert isinstance(found, Message)
+        await store.append(found)
+
+    topic = new_topic()
+    rooms = [f"room-{i}" for i in range(5)]
+    ids = MessageIdGenerator()
+    positions: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    try:
+        await store.migrate()
+        log = lanes_log(kafka, topic, None)
+        log.on_history(write)
+        await log.start()
+        try:
+
+            async def send(n: int, cmid: str | None = None) -> None:
+                room = rooms[n % len(rooms)]
+                message = Message(
+                    ids.new(), room, "u1", "U1", f"n{n}", int(time.time() * 1000), cmid or f"c{n}"
+                )
+                pos = await log.append(room, message_body(message, skip_sid=None, host="h"))
+                positions[room].append((pos, message.id))
+
+            for n in range(30):
+                await send(n)
+            down = True
+            for n in range(30, 60):
+                await send(n)
+            await send(60, cmid="c0")  # a late retry of n=0 (room-0): a second record, same key
+            await asyncio.sleep(1.0)
+            assert refused >= 1, "the writer met the outage"
+            down = False
+            await wait_for_history(store, rooms, {r: len(positions[r]) - (r == "room-0") for r in rooms})
+        finally:
+            await log.aclose()
+        # Another writer of the group takes over; it rewrites at most the last batch.
+        again = lanes_log(kafka, topic, None)
+        again.on_history(write)
+        await again.start()
+        try:
+            await asyncio.sleep(1.5)
+        finally:
+            await again.aclose()
+        for room in rooms:
+            page = await store.history(room, before=None, limit=100)
+            got = [(m.pos, m.id) for m in reversed(page.messages)]
+            want = [p for p in positions[room] if not (room == "room-0" and p == positions[room][-1])]
+            assert got == want, f"{room}: each message once, at its position, in stream order"
+            stream = await store.stream_after(room, 0, 100)
+            assert [(r.pos, r.id) for r in stream.records] == want
+    finally:
+        await store.aclose()
+        drop_keyspace(env, keyspace)
+
+
+async def wait_for_history(store: Any, rooms: list[str], counts: dict[str, int]) -> None:
+    from tests.support.clients import until  # noqa: PLC0415
+
+    for room in rooms:
+
+        async def written(room: str = room) -> bool:
+            return len((await store.history(room, before=None, limit=100)).messages) >= counts[room]
+
+        await until(written, f"{room}'s history written", within=60)

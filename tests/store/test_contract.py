@@ -111,6 +111,25 @@ async def test_paging_across_buckets_has_no_gap_or_duplicate(store: MessageStore
     assert info is not None and info.last_message_id == expected[0]
 
 
+async def test_first_page_of_a_quiet_room_and_a_cursor_past_its_newest_message(
+    store: MessageStore, room: str
+) -> None:
+    """A room silent for longer than a bucket: the page is not in the current bucket (a
+    store that guesses it there must walk back), nor in a cursor's bucket above the room's
+    newest message."""
+    messages = [msg(room, at_bucket(-3, 50 + i)) for i in range(3)] + [msg(room, at_bucket(-2, 7))]
+    for m in messages:
+        await store.append(m)
+    newest_first = sorted((m.id for m in messages), reverse=True)
+    page = await store.history(room, before=None, limit=2)
+    assert [m.id for m in page.messages] == newest_first[:2] and page.next_before == newest_first[1]
+    later = id_at(NOW_MS - 1)  # a cursor newer than everything in the room
+    page = await store.history(room, before=later, limit=3)
+    assert [m.id for m in page.messages] == newest_first[:3]
+    assert await all_pages(store, room, 1) == newest_first
+    assert (await store.history(f"{room}-never", before=later, limit=5)).messages == []
+
+
 async def test_idempotent_retry(store: MessageStore, room: str) -> None:
     first = msg(room, NOW_MS - 100, cmid="client-1")
     stored, created = await store.append(first)

@@ -287,21 +287,43 @@ class ScyllaStore(
         :data:`EMPTY_BUCKET_LIMIT` consecutive empty buckets; in the last case the page may be
         short (even empty) and ``next_before`` points below the last bucket looked at.
         """
-        state = await self._room_state(room)
-        if state is None or limit <= 0:
+        if limit <= 0:
+            return HistoryPage([], None)
+        start = before if before is not None else _ID_CEILING
+        want = limit + 1
+        first = min(SCAN_CHUNK, want)
+        # The bucket the page most likely starts in: the cursor's (the room's last id is never
+        # below a cursor taken from its pages), else the current one (buckets span 10 days).
+        guess = _bucket(before) if before is not None else bucket_of(int(time.time() * 1000))
+        state: tuple[int, int, str | None] | None
+        if before is not None:
+            # Paging on: a page found whole in the cursor's bucket needs no other read; the
+            # room's state is read only to walk on to older buckets.
+            guessed = await self._run("msg_before", (room, guess, start, first))
+            whole = _messages(room, guessed)
+            if len(whole) >= want:
+                return self._page(whole, limit)
+            state = await self._room_state(room)
+        else:
+            # The first page: the room's state and the likely bucket in one round trip; the
+            # guess is used when the state confirms it.
+            state, guessed = await self._state_and(room, self._run("msg_before", (room, guess, start, first)))
+        if state is None:
             return HistoryPage([], None)
         _created, first_bucket, last_id = state
         top = _bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
         bucket = top if before is None else min(top, _bucket(before))
-        start = before if before is not None else _ID_CEILING
-        want = limit + 1
+        prefetched = guessed if bucket == guess else None
         found: list[Message] = []
         empty_run = 0
         while bucket >= first_bucket:
             in_bucket, ceiling = 0, start
             while len(found) < want:  # by chunks, so no result ever exceeds one driver page
                 chunk = min(SCAN_CHUNK, want - len(found))
-                rows = await self._run("msg_before", (room, bucket, ceiling, chunk))
+                if prefetched is not None:
+                    rows, prefetched = prefetched, None
+                else:
+                    rows = await self._run("msg_before", (room, bucket, ceiling, chunk))
                 in_bucket += len(rows)
                 found.extend(_messages(room, rows))
                 if len(rows) < chunk:
@@ -313,6 +335,23 @@ class ScyllaStore(
             if empty_run >= EMPTY_BUCKET_LIMIT and bucket > first_bucket:
                 return HistoryPage(found, lowest_id_at(bucket * BUCKET_MS))
             bucket -= 1
+        return self._page(found, limit)
+
+    async def _state_and(
+        self, room: str, read: Awaitable[list[Row]]
+    ) -> tuple[tuple[int, int, str | None] | None, list[Row]]:
+        """The room's state and ``read``'s rows, read concurrently (both finish before the
+        first failure is raised)."""
+        state, rows = await asyncio.gather(self._room_state(room), read, return_exceptions=True)
+        if isinstance(state, BaseException):
+            raise state
+        if isinstance(rows, BaseException):
+            raise rows
+        return state, rows
+
+    @staticmethod
+    def _page(found: list[Message], limit: int) -> HistoryPage:
+        """The first ``limit`` of ``found`` (newest first), with a cursor when there is more."""
         page = found[:limit]
         return HistoryPage(page, page[-1].id if len(found) > limit else None)
 
