@@ -1,7 +1,7 @@
 """The room streams on Kafka (issue 21): the events topic as a :class:`~chatsvc.bus.log.RoomLog`.
 
-The second half of the Kafka adapter (chatsvc.bus.kafka is the fan-out half, and lends its
-connection options, error classification and client shutdown). Design, and why:
+The second half of the Kafka adapter (chatsvc.bus.kafka is the fan-out half and lends its
+connection options; chatsvc.bus.kafka_client the error classification and client shutdown). Design, and why:
 
 * **One topic, keyed by room** (``KAFKA_EVENTS_TOPIC``, default ``chatsvc.events``): a room's
   records share one partition, so a record's offset there, plus one, is its position in
@@ -39,7 +39,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from chatsvc.bus.kafka import BACKOFF_CAP_SECONDS, REQUEST_TIMEOUT_MS, _stop, acked_send, classify
+from chatsvc.bus.kafka_client import (
+    BACKOFF_CAP_SECONDS,
+    REQUEST_TIMEOUT_MS,
+    acked_send,
+    classify,
+    stop_clients,
+)
 from chatsvc.bus.log import LogRecord, RecordHandler
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
@@ -153,7 +159,7 @@ class KafkaRoomLog:
                     raise BusUnavailable(f"topic {self._topic} has no partitions yet")
                 consumer = await self._start_consumer(options, partitions)
         except BaseException:
-            await _stop(producer, None)
+            await stop_clients(producer, None)
             raise
         self._producer, self._consumer, self._partitions = producer, consumer, partitions
 
@@ -177,7 +183,7 @@ class KafkaRoomLog:
             for tp in tps:
                 consumer.seek(tp, self._positions[tp.partition])
         except BaseException:
-            await _stop(None, consumer)
+            await stop_clients(None, consumer)
             raise
         return consumer
 
@@ -238,7 +244,7 @@ class KafkaRoomLog:
                     )
                 self._down = reason
                 consumer, self._consumer = self._consumer, None
-                await _stop(None, consumer)
+                await stop_clients(None, consumer)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
@@ -284,7 +290,7 @@ class KafkaRoomLog:
         try:
             await consumer.start()
         except BaseException:
-            await _stop(None, consumer)
+            await stop_clients(None, consumer)
             raise
         return consumer
 
@@ -308,7 +314,7 @@ class KafkaRoomLog:
                     classify(exc, topic=self._topic),
                 )
                 consumer, self._history = self._history, None
-                await _stop(None, consumer)
+                await stop_clients(None, consumer)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
@@ -357,8 +363,8 @@ class KafkaRoomLog:
                 await asyncio.wait([task], timeout=5)
         producer, consumer, history = self._producer, self._consumer, self._history
         self._producer = self._consumer = self._history = None
-        await _stop(producer, consumer)
-        await _stop(None, history)
+        await stop_clients(producer, consumer)
+        await stop_clients(None, history)
 
 
 def _decoded(record: Any) -> tuple[dict[str, Any] | None, str | None]:
