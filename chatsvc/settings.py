@@ -252,6 +252,9 @@ class KafkaSettings:
     #: The room streams (issue 21): messages, edits, deletes, reactions, pins, keyed by room;
     #: a record's offset is its position (chatsvc.bus.kafka_log).
     events_topic: str = "chatsvc.events"
+    #: KAFKA_EVENTS_ROUTING: read only the events topic's partitions of rooms with a local
+    #: member or send (docs/scaling.md, interest-based routing); off: every partition.
+    events_routing: bool = False
     client_id: str = "chatsvc"
     connect_retries: int = 5
     retry_backoff_ms: int = 500
@@ -836,6 +839,7 @@ class _Reader:
             brokers=brokers,
             topic=topic,
             events_topic=events_topic,
+            events_routing=self.boolean("KAFKA_EVENTS_ROUTING", False),
             client_id=self.text("KAFKA_CLIENT_ID", "chatsvc"),
             connect_retries=self.integer("KAFKA_CONNECT_RETRIES", 5, minimum=1, maximum=100),
             retry_backoff_ms=self.integer("KAFKA_RETRY_BACKOFF_MS", 500, minimum=1),

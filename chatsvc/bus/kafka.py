@@ -49,7 +49,7 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -136,6 +136,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         self._positions: dict[int, int] = {}
         self._partitions: list[int] = []
         self._control_handlers: list[ControlHandler] = []
+        self._enter_hooks: list[Callable[[str], Awaitable[None]]] = []
         self._healthy = False
         self._down_reason = "not connected yet"
         self._down_since = 0.0
@@ -253,6 +254,22 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         A ``room`` field, when present, is the partition key (ordered with that room's emits).
         """
         await self._publish({"method": "control", "host_id": self.host_id, "data": message})
+
+    # -- interest-based routing (chatsvc.bus.kafka_log) -------------------------------------
+
+    def on_enter(self, hook: Callable[[str], Awaitable[None]]) -> None:
+        """Await ``hook(room)`` before a socket of this replica enters ``room``: with
+        ``KAFKA_EVENTS_ROUTING`` the events log starts reading the room's partition first, so
+        what the join then reads (``join {since}``, recovery's head) misses nothing. A hook
+        raising (``BusUnavailable``) leaves the socket out of the room."""
+        self._enter_hooks.append(hook)
+
+    async def enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> Any:
+        """python-socketio's enter_room, after the :meth:`on_enter` hooks for a local socket."""
+        if self._enter_hooks and isinstance(room, str) and room != sid and self.is_connected(sid, namespace):
+            for hook in self._enter_hooks:
+                await hook(room)
+        return await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
 
     # -- python-socketio's pub/sub contract ------------------------------------------------
 
