@@ -266,7 +266,8 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
 
     async def enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> Any:
         """python-socketio's enter_room, after the :meth:`on_enter` hooks for a local socket."""
-        if self._enter_hooks and isinstance(room, str) and room != sid and self.is_connected(sid, namespace):
+        local = self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace)  # recovery
+        if self._enter_hooks and isinstance(room, str) and room != sid and local:
             for hook in self._enter_hooks:
                 await hook(room)
         return await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
