@@ -266,8 +266,13 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
 
     async def enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> Any:
         """python-socketio's enter_room, after the :meth:`on_enter` hooks for a local socket."""
-        local = self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace)  # recovery
-        if self._enter_hooks and isinstance(room, str) and room != sid and local:
+        if (
+            self._enter_hooks
+            and isinstance(room, str)
+            and room != sid
+            # pre-connected: a recovering session re-entering its rooms
+            and (self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace))
+        ):
             for hook in self._enter_hooks:
                 await hook(room)
         return await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
