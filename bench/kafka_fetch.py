@@ -11,16 +11,20 @@ after the other (bounded: 5 s idle, 6 s at each rate, 6 s of latency):
 - B's idle CPU (cores) with no traffic: the price of fetches the broker answers empty;
 - B's CPU per record of rooms it has nobody in, at 250 and 1,000 records/s, idle subtracted
   (what docs/scaling.md calls ``c``);
-- send-to-receive latency p50/p99 from A to B's 100 members at 40 msg/s.
+- send-to-receive latency p50/p99 from A to B's 100 members at 40 msg/s;
+- how many events-topic records B's reader read, and how many partitions it fetched
+  (``KAFKA_EVENTS_ROUTING=true``: only those of rooms with a member on B).
 
 Prints one line of results. docs/scaling.md has the numbers of 2026-12-02.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +89,23 @@ def main() -> int:
                 drain_ms=3000,
             )
             out["cross_replica_ms"] = {k: round(lat["latency_ms"][k], 1) for k in ("p50", "p99")}
+            # Work counts, which CPU noise does not blur: the events-topic records B's reader
+            # fetched (all partitions, or with KAFKA_EVENTS_ROUTING only those of "lat") of
+            # all the events topic holds.
+            out["B_events_read"] = _metric(b.port, "chatsvc_events_records_read_total")
+            out["B_partitions_read"] = _metric(b.port, "chatsvc_events_partitions_read")
             print(extra or "aiokafka defaults", out)
         finally:
             lg.close()
             b.stop()
             a.stop()
     return 0
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        found = re.search(rf"^{name} (\S+)$", response.read().decode(), re.M)
+    return float(found.group(1)) if found else -1.0
 
 
 if __name__ == "__main__":

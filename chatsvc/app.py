@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +28,7 @@ from chatsvc.chat.blocks import Blocks
 from chatsvc.chat.cluster import ClusterActions, ControlRouter
 from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.coalesce import Coalescer
-from chatsvc.chat.conversations import Conversations
+from chatsvc.chat.conversations import USER_ROOM_PREFIX, Conversations
 from chatsvc.chat.crossposts import StreamPosts
 from chatsvc.chat.directory import Directory
 from chatsvc.chat.moderation import ModerationRecords, Moderator
@@ -107,14 +107,34 @@ def build_room_log(settings: Settings, bus: Any, metrics: Metrics) -> RoomLog | 
         return None
     from chatsvc.bus.kafka_log import KafkaRoomLog  # noqa: PLC0415 - optional dependency
 
-    return KafkaRoomLog(
+    routing = settings.kafka.events_routing
+    room_log = KafkaRoomLog(
         settings.kafka.events_topic,
         bus.client_options,
         probe=bus.check,
         metrics=metrics,
         backoff_seconds=settings.kafka.retry_backoff_ms / 1000,
         min_retention_hours=settings.kafka.events_min_retention_hours,
+        routing=routing,
+        interest=lambda: _stream_rooms(bus),
     )
+    if routing:  # KAFKA_EVENTS_ROUTING (docs/scaling.md): a join reads its room's partition first
+
+        async def follow(room: str) -> None:
+            if not room.startswith(USER_ROOM_PREFIX):
+                await room_log.follow(room)
+
+        bus.on_enter(follow)
+    return room_log
+
+
+def _stream_rooms(bus: Any) -> Iterator[str]:
+    """The rooms this replica's sockets are in that have a room stream (not a socket's own
+    room, not a user's room)."""
+    for rooms in list(bus.rooms.values()):
+        for room, members in list(rooms.items()):
+            if isinstance(room, str) and room not in members and not room.startswith(USER_ROOM_PREFIX):
+                yield room
 
 
 def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.Application:

@@ -116,6 +116,16 @@ class Metrics:
         self.bus_errors = Counter(
             "chatsvc_bus_errors_total", "Fan-out bus failures", ["op"], registry=self.registry
         )
+        self.events_read = Counter(
+            "chatsvc_events_records_read_total",
+            "Records of the events topic this replica read (all partitions, or the wanted ones)",
+            registry=self.registry,
+        )
+        self.events_partitions_read = Gauge(
+            "chatsvc_events_partitions_read",
+            "Events topic partitions this replica fetches under KAFKA_EVENTS_ROUTING",
+            registry=self.registry,
+        )
         self.recoveries = Counter(
             "chatsvc_recoveries_total",
             "Reconnects naming a session (pid): recovered, or fresh (expired, over the bounds, other user)",

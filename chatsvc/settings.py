@@ -255,6 +255,9 @@ class KafkaSettings:
     #: The longest store outage the history writer rides out without losing records: the
     #: events topic's retention.ms is checked against it at startup (chatsvc.bus.kafka_retention).
     events_min_retention_hours: int = 168
+    #: KAFKA_EVENTS_ROUTING: read only the events topic's partitions of rooms with a local
+    #: member or send (docs/scaling.md, interest-based routing); off: every partition.
+    events_routing: bool = False
     client_id: str = "chatsvc"
     connect_retries: int = 5
     retry_backoff_ms: int = 500
@@ -842,6 +845,7 @@ class _Reader:
             events_min_retention_hours=self.integer(
                 "KAFKA_EVENTS_MIN_RETENTION_HOURS", 168, minimum=0, maximum=87_600
             ),
+            events_routing=self.boolean("KAFKA_EVENTS_ROUTING", False),
             client_id=self.text("KAFKA_CLIENT_ID", "chatsvc"),
             connect_retries=self.integer("KAFKA_CONNECT_RETRIES", 5, minimum=1, maximum=100),
             retry_backoff_ms=self.integer("KAFKA_RETRY_BACKOFF_MS", 500, minimum=1),

@@ -249,6 +249,25 @@ def test_only_the_scylla_driver_module_imports_the_cql_driver() -> None:
     assert importers == ["chatsvc/store/scylla/driver.py"]
 
 
+def test_only_the_kafka_adapter_modules_import_aiokafka() -> None:
+    importers = sorted(
+        {
+            str(p.relative_to(ROOT.parent))
+            for p in _sources()
+            for node in ast.walk(ast.parse(p.read_text()))
+            if (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "aiokafka" for a in node.names))
+            or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "aiokafka")
+        }
+    )
+    assert importers == [
+        "chatsvc/bus/kafka.py",
+        "chatsvc/bus/kafka_client.py",
+        "chatsvc/bus/kafka_log.py",
+        "chatsvc/bus/kafka_retention.py",
+        "chatsvc/bus/notify_kafka.py",
+    ]
+
+
 @pytest.mark.parametrize(
     ("edges", "expected"),
     [

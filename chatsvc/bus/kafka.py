@@ -1,4 +1,5 @@
-"""Fan-out between replicas over Apache Kafka: the only module that imports ``aiokafka``.
+"""Fan-out between replicas over Apache Kafka (with chatsvc.bus.kafka_client, kafka_log and
+notify_kafka, the only modules that import ``aiokafka``).
 
 :class:`AsyncKafkaManager` is a python-socketio ``AsyncPubSubManager``: every room emit,
 cross-replica disconnect and room operation is published as one JSON record on one topic,
@@ -45,119 +46,46 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.conn import create_conn
-from aiokafka.errors import (
-    AuthenticationFailedError,
-    AuthenticationMethodNotSupported,
-    IllegalSaslStateError,
-    KafkaConnectionError,
-    KafkaError,
-    KafkaTimeoutError,
-    SaslAuthenticationFailed,
-    TopicAuthorizationFailedError,
-    UnknownTopicOrPartitionError,
-    UnsupportedSaslMechanismError,
-)
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from chatsvc.bus.base import ControlHandler
+from chatsvc.bus.kafka_client import (
+    BACKOFF_CAP_SECONDS,
+    REQUEST_TIMEOUT_MS,
+    ConnectFailed,
+    acked_send,
+    classify,
+    client_options,
+    diagnose,
+    explain_stall,
+    quiet_aiokafka,
+    ssl_context,
+    stop_clients,
+)
 from chatsvc.bus.records import AdaptiveFetch, FetchMode, RecordFilter, is_room_emit, record_headers
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
 from chatsvc.settings import KafkaSettings
-from chatsvc.tls import tls_context
 from chatsvc.transport.broadcast import DirectEmitMixin
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT_MS = 5_000
-"""Connect and request timeout of the Kafka clients (also how long a queued record lives)."""
 PUBLISH_TIMEOUT_SECONDS = 3.0
 """Longest a publish (and so a chat ack) waits for Kafka before giving up on live delivery."""
 POLL_MS = 1_000
 HEALTH_INTERVAL_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 3.0
-BACKOFF_CAP_SECONDS = 5.0
 CLOSE_TIMEOUT_SECONDS = 5.0
 
 _SOCKETIO_METHODS = frozenset({"emit", "disconnect", "enter_room", "leave_room", "close_room"})
-_CLIENT_CERT_REJECTED = frozenset(
-    {
-        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
-        "SSLV3_ALERT_BAD_CERTIFICATE",
-        "TLSV1_ALERT_UNKNOWN_CA",
-        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-        "SSLV3_ALERT_HANDSHAKE_FAILURE",
-        "TLSV1_ALERT_ACCESS_DENIED",
-    }
-)
-
-
-_SASL_ERRORS = (
-    AuthenticationFailedError,
-    AuthenticationMethodNotSupported,
-    IllegalSaslStateError,
-    SaslAuthenticationFailed,
-    UnsupportedSaslMechanismError,
-)
-
-
-class _ConnectFailed(Exception):
-    """One connection attempt failed; ``reason`` is the classified one-line cause."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def classify(exc: BaseException, *, topic: str = "", tls: bool = False) -> str:
-    """A short, operator-readable reason for a failed Kafka connection or request."""
-    cause: BaseException = exc
-    # aiokafka wraps a connection that breaks mid-request; the interesting part is the cause.
-    while isinstance(cause, KafkaConnectionError) and cause.__cause__ is not None:
-        cause = cause.__cause__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"certificate verify failed: {cause.verify_message or cause.reason} (check KAFKA_SSL_CA_CERT)"
-    if isinstance(cause, ssl.SSLError):
-        reason = cause.reason or str(cause)
-        if reason in _CLIENT_CERT_REJECTED:
-            return (
-                f"TLS handshake failure: the broker rejected the client certificate ({reason}); "
-                "check KAFKA_SSL_CLIENT_CERT/KAFKA_SSL_CLIENT_KEY"
-            )
-        return f"TLS handshake failure: {reason}"
-    if isinstance(cause, socket.gaierror):
-        return f"unknown host ({cause.strerror or cause})"
-    if isinstance(cause, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(cause, TimeoutError | KafkaTimeoutError):
-        return "timeout"
-    if isinstance(cause, asyncio.IncompleteReadError):
-        # A TLS record header read as a Kafka frame size starts with 0x15 (alert) or 0x16.
-        if (cause.expected or 0) >> 24 in {0x15, 0x16}:
-            return "the broker answered with TLS: this listener needs the KAFKA_SSL_* variables"
-        return "connection closed by the broker"
-    if isinstance(cause, ConnectionResetError) and tls:
-        return "TLS handshake failure: connection reset by the broker (is this a PLAINTEXT listener?)"
-    if isinstance(cause, _SASL_ERRORS):
-        return f"SASL authentication failed: {cause}"
-    if isinstance(cause, UnknownTopicOrPartitionError):
-        return f"topic {topic!r} does not exist and the broker did not create it (pre-create it)"
-    if isinstance(cause, TopicAuthorizationFailedError):
-        return f"not authorized for topic {topic!r}"
-    if isinstance(cause, OSError):
-        return f"network error: {cause.strerror or cause}"
-    if isinstance(cause, KafkaError):
-        return f"{type(cause).__name__}: {cause}"
-    return f"{type(cause).__name__}: {cause}"
 
 
 def record_key(message: dict[str, Any]) -> bytes:
@@ -208,6 +136,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         self._positions: dict[int, int] = {}
         self._partitions: list[int] = []
         self._control_handlers: list[ControlHandler] = []
+        self._enter_hooks: list[Callable[[str], Awaitable[None]]] = []
         self._healthy = False
         self._down_reason = "not connected yet"
         self._down_since = 0.0
@@ -230,8 +159,8 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
 
     async def start(self) -> None:
         """Connect producer and consumer, retrying; raise ``StartupError`` with one line."""
-        _quiet_aiokafka()
-        self._ssl = self._ssl_context()
+        quiet_aiokafka()
+        self._ssl = ssl_context(self._settings)
         settings = self._settings
         protocol = settings.security_protocol
         if protocol == "PLAINTEXT":
@@ -251,7 +180,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         for attempt in range(1, attempts + 1):
             try:
                 await self._connect()
-            except _ConnectFailed as exc:
+            except ConnectFailed as exc:
                 reason = exc.reason
                 self._metrics.bus_errors.labels("connect").inc()
                 if attempt == attempts:
@@ -326,6 +255,28 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
         """
         await self._publish({"method": "control", "host_id": self.host_id, "data": message})
 
+    # -- interest-based routing (chatsvc.bus.kafka_log) -------------------------------------
+
+    def on_enter(self, hook: Callable[[str], Awaitable[None]]) -> None:
+        """Await ``hook(room)`` before a socket of this replica enters ``room``: with
+        ``KAFKA_EVENTS_ROUTING`` the events log starts reading the room's partition first, so
+        what the join then reads (``join {since}``, recovery's head) misses nothing. A hook
+        raising (``BusUnavailable``) leaves the socket out of the room."""
+        self._enter_hooks.append(hook)
+
+    async def enter_room(self, sid: str, namespace: str, room: Any, eio_sid: Any = None) -> Any:
+        """python-socketio's enter_room, after the :meth:`on_enter` hooks for a local socket."""
+        if (
+            self._enter_hooks
+            and isinstance(room, str)
+            and room != sid
+            # pre-connected: a recovering session re-entering its rooms
+            and (self.is_connected(sid, namespace) or self.is_pre_connected(sid, namespace))
+        ):
+            for hook in self._enter_hooks:
+                await hook(room)
+        return await super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+
     # -- python-socketio's pub/sub contract ------------------------------------------------
 
     async def _publish(self, data: dict[str, Any]) -> None:
@@ -391,25 +342,6 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
 
     # -- internals -------------------------------------------------------------------------
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        settings = self._settings
-        if not settings.security_protocol.endswith("SSL"):
-            return None
-        tls = settings.tls
-        if tls is None:
-            return tls_context()  # the system's CAs
-        try:
-            return tls_context(
-                ca_cert=tls.ca_cert, cert=tls.client_cert, key=tls.client_key, key_password=tls.key_password
-            )
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise StartupError(
-                "Kafka TLS files cannot be used (KAFKA_SSL_CA_CERT="
-                f"{tls.ca_cert}, KAFKA_SSL_CLIENT_CERT={tls.client_cert}, "
-                f"KAFKA_SSL_CLIENT_KEY={tls.client_key}): {exc} "
-                "(is the key the certificate's, and KAFKA_SSL_KEY_PASSWORD right?)"
-            ) from None
-
     def client_options(self) -> dict[str, Any]:
         """Brokers, TLS and SASL for this process's other Kafka clients (the room streams'
         log, chatsvc.bus.kafka_log; the notifications producer, chatsvc.bus.notify_kafka);
@@ -418,45 +350,17 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
 
     def _client_options(self) -> dict[str, Any]:
         """What producer, consumer and probe connections share."""
-        settings = self._settings
-        options: dict[str, Any] = {
-            "client_id": settings.client_id,
-            "request_timeout_ms": REQUEST_TIMEOUT_MS,
-            "security_protocol": settings.security_protocol,
-            "ssl_context": self._ssl,
-        }
-        if settings.sasl_mechanism:
-            options["sasl_mechanism"] = settings.sasl_mechanism
-            options["sasl_plain_username"] = settings.sasl_username
-            password = settings.sasl_password
-            options["sasl_plain_password"] = password.reveal() if password else None
-        return options
+        return client_options(self._settings, self._ssl)
 
     async def _diagnose(self, brokers: Iterable[str] | None = None) -> str | None:
-        """Open a raw connection to each broker; None if one answers, else the classified reasons.
-
-        aiokafka only says "unable to bootstrap"; this is how a failure gets its cause.
-        """
-        reasons = []
-        for broker in brokers if brokers is not None else self._settings.brokers:
-            host, _, port = broker.rpartition(":")
-            try:
-                async with asyncio.timeout(REQUEST_TIMEOUT_MS / 1000):
-                    conn = await create_conn(host, int(port), **self._client_options())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                reasons.append(f"{broker}: {classify(exc, tls=self._ssl is not None)}")
-                continue
-            conn.close()
-            return None
-        return "; ".join(reasons)
+        """Raw connections to the brokers: None if one answers, else the classified reasons."""
+        return await diagnose(self._settings.brokers if brokers is None else brokers, self._client_options())
 
     async def _connect(self) -> None:
-        """Start producer (and consumer), resolve partitions and positions; or raise _ConnectFailed."""
+        """Start producer (and consumer), resolve partitions and positions; or raise ConnectFailed."""
         reason = await self._diagnose()
         if reason is not None:
-            raise _ConnectFailed(reason)
+            raise ConnectFailed(reason)
         options = {"bootstrap_servers": list(self._settings.brokers), **self._client_options()}
         producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True, linger_ms=0)
         consumer = None
@@ -468,13 +372,13 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                     consumer = await self._start_consumer(options, partitions, self._fetch.mode)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
-                await _stop(producer, consumer)
+                await stop_clients(producer, consumer)
                 raise
             reason = classify(exc, topic=self.channel, tls=self._ssl is not None)
             if isinstance(exc, UnknownTopicOrPartitionError | KafkaTimeoutError | TimeoutError):
-                reason = await self._explain_stall(producer) or reason
-            await _stop(producer, consumer)
-            raise _ConnectFailed(reason) from exc
+                reason = await explain_stall(producer, self._diagnose) or reason
+            await stop_clients(producer, consumer)
+            raise ConnectFailed(reason) from exc
         self._producer, self._consumer, self._partitions = producer, consumer, partitions
 
     async def _start_consumer(self, options: dict[str, Any], partitions: list[int], mode: FetchMode) -> Any:
@@ -495,7 +399,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
             for tp in tps:
                 consumer.seek(tp, self._positions.get(tp.partition, ends[tp]))
         except BaseException:
-            await _stop(None, consumer)
+            await stop_clients(None, consumer)
             raise
         return consumer
 
@@ -517,29 +421,13 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
             return
         self._consumer = consumer
         self._fetch.switched(mode)
-        await _stop(None, old)
+        await stop_clients(None, old)
         log.info("Kafka fetch now min %d byte(s) / max wait %d ms", mode.min_bytes, mode.max_wait_ms)
-
-    async def _explain_stall(self, producer: Any) -> str | None:
-        """The classic cause of a bootstrap that works and then stalls: unreachable advertised listeners."""
-        try:
-            advertised = sorted(f"{b.host}:{b.port}" for b in producer.client.cluster.brokers())
-        except Exception:
-            return None
-        if not advertised:
-            return None
-        failure = await self._diagnose(advertised)
-        if failure is None:
-            return None
-        return (
-            f"the brokers advertise {', '.join(advertised)}, unreachable from here ({failure}); "
-            "check advertised.listeners"
-        )
 
     async def _drop_clients(self) -> None:
         producer, consumer = self._producer, self._consumer
         self._producer = self._consumer = None
-        await _stop(producer, consumer)
+        await stop_clients(producer, consumer)
 
     async def _reconnect(self) -> None:
         """One reconnect attempt of the listener, then the next backoff step."""
@@ -548,7 +436,7 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
             return
         try:
             await self._connect()
-        except _ConnectFailed as exc:
+        except ConnectFailed as exc:
             self._mark_down(exc.reason)
             await asyncio.sleep(self._probe_delay)
             self._probe_delay = min(self._probe_delay * 2, BACKOFF_CAP_SECONDS)
@@ -633,46 +521,3 @@ class AsyncKafkaManager(AsyncPubSubManager, DirectEmitMixin):  # type: ignore[mi
                 raise
             except Exception:
                 log.exception("control handler failed on a %r message", data.get("type"))
-
-
-async def acked_send(producer: Any, topic: str, deadline: float, **record: Any) -> Any:
-    """Send one record with ``producer`` and wait for the broker's ack until ``deadline``
-    (event-loop time): its metadata, ``TimeoutError`` past the deadline, or the producer's
-    ``KafkaError``. Shared by the fan-out bus and the events log (chatsvc.bus.kafka_log)."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout_at(deadline):
-        delivery = await producer.send(topic, **record)
-    # asyncio.wait, not wait_for: cancelling aiokafka's delivery future is not ours to do.
-    done, _ = await asyncio.wait([delivery], timeout=max(0.0, deadline - loop.time()))
-    if not done:
-        raise TimeoutError
-    return delivery.result()
-
-
-async def _stop(producer: Any, consumer: Any) -> None:
-    """Stop clients without letting an unreachable broker hold up the caller for long."""
-    for client in (consumer, producer):
-        if client is None:
-            continue
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
-                await client.stop()
-        except asyncio.CancelledError:
-            # aiokafka's stop() can leak the CancelledError of its own fetcher task; only a
-            # cancellation aimed at us may propagate, or a clean SIGTERM would exit 1.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            log.debug("closing a Kafka client raised its internal cancellation")
-        except Exception as exc:
-            log.debug("closing a Kafka client failed: %r", exc)
-
-
-def _quiet_aiokafka() -> None:
-    """aiokafka logs every failed reconnect, many times a second during an outage.
-
-    This adapter reports each attempt or outage once, with a classified reason, so
-    aiokafka's own records are kept for ``CHATSVC_LOG_LEVEL=DEBUG``.
-    """
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

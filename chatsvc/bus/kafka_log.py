@@ -1,7 +1,7 @@
 """The room streams on Kafka (issue 21): the events topic as a :class:`~chatsvc.bus.log.RoomLog`.
 
-The second half of the Kafka adapter (chatsvc.bus.kafka is the fan-out half, and lends its
-connection options, error classification and client shutdown). Design, and why:
+The second half of the Kafka adapter (chatsvc.bus.kafka is the fan-out half and lends its
+connection options; chatsvc.bus.kafka_client the error classification and client shutdown). Design, and why:
 
 * **One topic, keyed by room** (``KAFKA_EVENTS_TOPIC``, default ``chatsvc.events``): a room's
   records share one partition, so a record's offset there, plus one, is its position in
@@ -26,6 +26,13 @@ connection options, error classification and client shutdown). Design, and why:
   offsets are committed only after the whole batch is written, so a writer that dies
   resumes, wherever it resumes, after the last batch written (a record may be written
   twice: the writes are idempotent).
+* **Interest-based routing** (``KAFKA_EVENTS_ROUTING``, off by default; docs/scaling.md):
+  every partition stays assigned but only the wanted ones are fetched
+  (chatsvc.bus.interest): :meth:`KafkaRoomLog.follow` (a local socket entering a room, a
+  send) starts reading a room's partition from its last ``REPLAY_RECORDS`` (marked
+  ``replay``, rebuilding windows and tails as at startup) and returns once they are handed
+  over, so everything after is live; a partition no longer wanted is paused and its rooms
+  released (:meth:`KafkaRoomLog.on_release`).
 * **Failures are loud once**: the reader logs an outage once and retries with capped
   exponential backoff; a record that is not JSON is counted and skipped (logged once).
 """
@@ -35,15 +42,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
-from chatsvc.bus.kafka import BACKOFF_CAP_SECONDS, REQUEST_TIMEOUT_MS, _stop, acked_send, classify
+from chatsvc.bus.interest import PartitionInterest
+from chatsvc.bus.kafka_client import (
+    BACKOFF_CAP_SECONDS,
+    REQUEST_TIMEOUT_MS,
+    acked_send,
+    classify,
+    stop_clients,
+)
 from chatsvc.bus.kafka_retention import check_events_topic
-from chatsvc.bus.log import LogRecord, RecordHandler
+from chatsvc.bus.log import LogRecord, RecordHandler, ReleaseHandler
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
 
@@ -62,6 +78,10 @@ HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
 HISTORY_BATCH_RECORDS = 500
 #: Rooms of one batch written at the same time (each room's records stay in stream order).
 HISTORY_ROOMS_IN_FLIGHT = 32
+#: Routing: a partition is read on this long after its last local room there was left.
+RELEASE_AFTER_SECONDS = 60.0
+#: Routing: the longest a join or send waits for its partition's replay.
+FOLLOW_TIMEOUT_SECONDS = 5.0
 
 
 def history_group(topic: str) -> str:
@@ -97,11 +117,15 @@ class KafkaRoomLog:
         metrics: Metrics | None = None,
         backoff_seconds: float = 0.5,
         min_retention_hours: int | None = None,
+        routing: bool = False,
+        interest: Callable[[], Iterable[str]] | None = None,
+        release_after: float = RELEASE_AFTER_SECONDS,
     ) -> None:
         """``options``: the Kafka client options (brokers, TLS, SASL); ``probe``: the fan-out
         bus's health check, so an outage it knows of refuses appends at once;
         ``min_retention_hours``: check the topic's retention against it at startup
-        (chatsvc.bus.kafka_retention; None: no check)."""
+        (chatsvc.bus.kafka_retention; None: no check); ``routing``: read only wanted
+        partitions, ``interest`` giving the rooms with a local member."""
         self._min_retention_hours = min_retention_hours
         self._topic = topic
         self._options = options
@@ -122,6 +146,15 @@ class KafkaRoomLog:
         self._history: Any = None
         self._history_task: asyncio.Task[None] | None = None
         self._history_down: str | None = None
+        self._routing = routing
+        self._interest_rooms = interest or (lambda: ())
+        self._release_after = release_after
+        self._interest: PartitionInterest | None = None
+        self._reading: set[int] = set()
+        self._catching_up: dict[int, tuple[int, asyncio.Future[None]]] = {}
+        self._release: ReleaseHandler | None = None
+        self._next_release = 0.0
+        self._follow_lock = asyncio.Lock()
 
     @property
     def partitions(self) -> int:
@@ -176,9 +209,13 @@ class KafkaRoomLog:
                     raise BusUnavailable(f"topic {self._topic} has no partitions yet")
                 consumer = await self._start_consumer(options, partitions)
         except BaseException:
-            await _stop(producer, None)
+            await stop_clients(producer, None)
             raise
         self._producer, self._consumer, self._partitions = producer, consumer, partitions
+        if self._routing:
+            self._interest = PartitionInterest(
+                room_partitioner(partitions), self._interest_rooms, self._release_after
+            )
 
     async def _start_consumer(self, options: dict[str, Any], partitions: list[int]) -> Any:
         consumer = AIOKafkaConsumer(
@@ -200,8 +237,9 @@ class KafkaRoomLog:
                     self._positions[tp.partition] = max(begins[tp], ends[tp] - REPLAY_RECORDS)
             for tp in tps:
                 consumer.seek(tp, self._positions[tp.partition])
+            self._pause_unread(consumer, tps)
         except BaseException:
-            await _stop(None, consumer)
+            await stop_clients(None, consumer)
             raise
         return consumer
 
@@ -250,6 +288,9 @@ class KafkaRoomLog:
                     for record in records:
                         await self._hand_over(record)
                         self._positions[record.partition] = record.offset + 1
+                    self._metrics.events_read.inc(len(records))
+                    self._caught_up(records[-1].partition)
+                self._release_unwanted()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -262,7 +303,7 @@ class KafkaRoomLog:
                     )
                 self._down = reason
                 consumer, self._consumer = self._consumer, None
-                await _stop(None, consumer)
+                await stop_clients(None, consumer)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
@@ -294,6 +335,94 @@ class KafkaRoomLog:
             # The handler's own failure: skipping the record keeps every other room going.
             log.warning("room event at %s offset %d not applied: %r", room, record.offset, exc)
 
+    # -- interest-based routing (KAFKA_EVENTS_ROUTING, docs/scaling.md) -----------------------
+
+    def on_release(self, handler: ReleaseHandler) -> None:
+        """Call ``handler(owns)`` when partitions stop being read (routing only)."""
+        self._release = handler
+
+    async def follow(self, room: str) -> None:
+        """Read ``room``'s partition (see :class:`~chatsvc.bus.log.RoomLog`): a no-op without
+        routing or when it is read already; else start it at its last ``REPLAY_RECORDS`` and
+        wait (bounded) until they are handed over."""
+        if not self._routing:
+            return
+        interest, consumer = self._interest, self._consumer
+        if interest is None or consumer is None:
+            raise BusUnavailable("Kafka events topic not connected")
+        partition = interest.partition_of(room)
+        interest.hold(partition, time.monotonic())
+        if partition not in self._reading:
+            async with self._follow_lock:
+                if partition not in self._reading:
+                    await self._start_reading(consumer, partition)
+        waiting = self._catching_up.get(partition)
+        if waiting is None:
+            return
+        try:
+            async with asyncio.timeout(FOLLOW_TIMEOUT_SECONDS):
+                await asyncio.shield(waiting[1])
+        except TimeoutError:
+            raise BusUnavailable(f"the room stream of {room} was not read in time; retry") from None
+
+    async def _start_reading(self, consumer: Any, partition: int) -> None:
+        tp = TopicPartition(self._topic, partition)
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_MS / 1000):
+                end = (await consumer.end_offsets([tp]))[tp]
+                begin = (await consumer.beginning_offsets([tp]))[tp]
+        except (KafkaError, TimeoutError) as exc:
+            raise BusUnavailable(
+                f"Kafka events topic unavailable: {classify(exc, topic=self._topic)}"
+            ) from None
+        if consumer is not self._consumer:
+            raise BusUnavailable("Kafka events topic reconnecting; retry")
+        start = max(begin, end - REPLAY_RECORDS)
+        self._live_from[partition] = end
+        self._positions[partition] = start
+        if start < end:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._catching_up[partition] = (end, future)
+        consumer.seek(tp, start)
+        consumer.resume(tp)
+        self._reading.add(partition)
+        self._metrics.events_partitions_read.set(len(self._reading))
+
+    def _caught_up(self, partition: int) -> None:
+        waiting = self._catching_up.get(partition)
+        if waiting is not None and self._positions.get(partition, 0) >= waiting[0]:
+            del self._catching_up[partition]
+            if not waiting[1].done():
+                waiting[1].set_result(None)
+
+    def _pause_unread(self, consumer: Any, tps: list[Any]) -> None:
+        """Routing: fetch only the partitions being read (a new consumer fetches all)."""
+        if not self._routing:
+            return
+        for tp in tps:
+            if tp.partition not in self._reading:
+                consumer.pause(tp)
+        self._metrics.events_partitions_read.set(len(self._reading))
+
+    def _release_unwanted(self) -> None:
+        """Routing, about once a second: stop fetching partitions no longer wanted."""
+        now = time.monotonic()
+        interest, consumer = self._interest, self._consumer
+        if interest is None or consumer is None or now < self._next_release:
+            return
+        self._next_release = now + 1.0
+        wanted = interest.wanted(now)
+        gone = {p for p in self._reading if p not in wanted and p not in self._catching_up}
+        if not gone:
+            return
+        for partition in gone:
+            consumer.pause(TopicPartition(self._topic, partition))
+            self._reading.discard(partition)
+        self._metrics.events_partitions_read.set(len(self._reading))
+        log.debug("events topic: stopped reading partition(s) %s", sorted(gone))
+        if self._release is not None:
+            self._release(lambda room: interest.partition_of(room) in gone)
+
     # -- the history writer ------------------------------------------------------------------
 
     async def _start_history(self) -> Any:
@@ -308,7 +437,7 @@ class KafkaRoomLog:
         try:
             await consumer.start()
         except BaseException:
-            await _stop(None, consumer)
+            await stop_clients(None, consumer)
             raise
         return consumer
 
@@ -332,7 +461,7 @@ class KafkaRoomLog:
                     classify(exc, topic=self._topic),
                 )
                 consumer, self._history = self._history, None
-                await _stop(None, consumer)
+                await stop_clients(None, consumer)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
@@ -409,8 +538,18 @@ class KafkaRoomLog:
                 await asyncio.wait([task], timeout=5)
         producer, consumer, history = self._producer, self._consumer, self._history
         self._producer = self._consumer = self._history = None
-        await _stop(producer, consumer)
-        await _stop(None, history)
+        await stop_clients(producer, consumer)
+        await stop_clients(None, history)
+
+
+def room_partitioner(partitions: list[int]) -> Callable[[str], int]:
+    """A room's partition, as the producer's default partitioner picks it for the key."""
+    ordered = sorted(partitions)
+
+    def partition_of(room: str) -> int:
+        return ordered[(int(murmur2(room.encode())) & 0x7FFFFFFF) % len(ordered)]
+
+    return partition_of
 
 
 def _decoded(record: Any) -> tuple[dict[str, Any] | None, str | None]:

@@ -32,6 +32,8 @@ class LogRecord:
 
 
 RecordHandler = Callable[[LogRecord], Awaitable[None]]
+#: Called with ``owns(room)`` when the replica stops reading some rooms' records.
+ReleaseHandler = Callable[[Callable[[str], bool]], None]
 
 
 class RoomLog(Protocol):
@@ -60,6 +62,16 @@ class RoomLog(Protocol):
         written concurrently), resuming after the last record written; ``writer`` raising
         means "not written": the same record is retried (with capped backoff) until it
         succeeds, nothing after it in its room is written before."""
+
+    async def follow(self, room: str) -> None:
+        """Make sure this replica reads ``room``'s records: returns once every record of the
+        room appended from now on will be handed to the record handler, and the records
+        before now (a bounded replay, as at startup) were handed over to rebuild its window
+        and tail. A no-op while every partition is read; ``BusUnavailable`` when it cannot."""
+
+    def on_release(self, handler: ReleaseHandler) -> None:
+        """Call ``handler(owns)`` when this replica stops reading the rooms ``owns`` says
+        (interest-based routing): what it kept of them is stale from then on."""
 
     async def append(self, room: str, body: dict[str, Any]) -> int:
         """Append a JSON-able record to ``room``'s partition once the log holds it durably;

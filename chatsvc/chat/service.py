@@ -137,6 +137,7 @@ class ChatService:
             self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
             room_log.on_record(self._streams.apply)
             room_log.on_history(self._write_history)
+            room_log.on_release(self._streams.release)
 
     @property
     def store(self) -> RoomDirectory:
@@ -686,6 +687,7 @@ class ChatService:
 
     async def _append_and_wait(self, room: str, record_id: str, body: dict[str, Any]) -> Applied:
         assert self._log is not None and self._streams is not None
+        await self._log.follow(room)  # interest-based routing: this replica must read it
         applied = self._streams.expect(record_id)
         try:
             await self._log.append(room, body)

@@ -214,6 +214,12 @@ class RoomStreams:
             return None
         return [r for r in state.tail if (r.pos or 0) > pos]
 
+    def release(self, owns: Callable[[str], bool]) -> None:
+        """Forget the windows and tails of the rooms ``owns`` says: this replica stopped
+        reading them (interest-based routing), so what it kept would have a gap."""
+        for room in [r for r in self._rooms if owns(r)]:
+            del self._rooms[room]
+
     def _room(self, room: str) -> _Room:
         state = self._rooms.get(room)
         if state is None:

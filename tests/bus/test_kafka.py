@@ -18,7 +18,8 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, UnknownTopicOrPartitionError
 
 from chatsvc.bus import kafka as kafka_module
-from chatsvc.bus.kafka import AsyncKafkaManager, _ConnectFailed, classify, record_key
+from chatsvc.bus.kafka import AsyncKafkaManager, record_key
+from chatsvc.bus.kafka_client import ConnectFailed, classify, ssl_context
 from chatsvc.bus.records import BATCHED, record_headers
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.settings import KafkaSettings, Secret, TlsFiles
@@ -365,7 +366,7 @@ async def test_listener_rebuilds_a_consumer_that_fails(
         nonlocal connects
         connects += 1
         if connects < 3:
-            raise _ConnectFailed("127.0.0.1:1: connection refused")
+            raise ConnectFailed("127.0.0.1:1: connection refused")
         bus._producer = FakeProducer()
         bus._consumer = FakeConsumer([[record({"method": "emit", "room": "r", "host_id": "x"})]])
 
@@ -393,7 +394,7 @@ async def test_start_makes_exactly_the_configured_attempts_then_raises(
     async def connect() -> None:
         nonlocal calls
         calls += 1
-        raise _ConnectFailed("127.0.0.1:1: connection refused")
+        raise ConnectFailed("127.0.0.1:1: connection refused")
 
     monkeypatch.setattr(bus, "_connect", connect)
     caplog.set_level(logging.INFO, logger="chatsvc.bus.kafka")
@@ -420,7 +421,7 @@ async def test_start_succeeds_after_a_failed_attempt(monkeypatch: pytest.MonkeyP
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise _ConnectFailed("timeout")
+            raise ConnectFailed("timeout")
 
     monkeypatch.setattr(bus, "_connect", connect)
     with pytest.raises(BusUnavailable, match="Kafka"):
@@ -448,7 +449,7 @@ def test_sasl_runs_over_tls_with_the_system_cas_when_no_files_are_given() -> Non
         sasl_password=Secret("s3cret"),
     )
     bus = AsyncKafkaManager(settings)
-    bus._ssl = bus._ssl_context()
+    bus._ssl = ssl_context(settings)
     options = bus._client_options()
     assert options["security_protocol"] == "SASL_SSL"
     assert isinstance(options["ssl_context"], ssl.SSLContext)
@@ -460,7 +461,7 @@ def test_sasl_runs_over_tls_with_the_system_cas_when_no_files_are_given() -> Non
 
 def test_plaintext_has_no_tls_context() -> None:
     bus = AsyncKafkaManager(SETTINGS)
-    assert bus._ssl_context() is None
+    assert ssl_context(SETTINGS) is None
     assert bus._client_options()["security_protocol"] == "PLAINTEXT"
 
 
@@ -469,7 +470,7 @@ def test_unloadable_tls_files_are_a_startup_error_naming_the_variables(tmp_path:
     junk.write_text("not a certificate")
     settings = KafkaSettings(brokers=("127.0.0.1:1",), tls=TlsFiles(junk, junk, junk))
     with pytest.raises(StartupError, match=f"KAFKA_SSL_CA_CERT={junk}"):
-        AsyncKafkaManager(settings)._ssl_context()
+        ssl_context(settings)
 
 
 class StallingProducer:
@@ -508,6 +509,6 @@ async def test_a_stalled_connect_is_explained(
 
     monkeypatch.setattr(kafka_module, "AIOKafkaProducer", StallingProducer)
     monkeypatch.setattr(bus, "_diagnose", diagnose)
-    with pytest.raises(_ConnectFailed) as raised:
+    with pytest.raises(ConnectFailed) as raised:
         await bus._connect()
     assert expected in raised.value.reason

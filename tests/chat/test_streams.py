@@ -75,6 +75,12 @@ class MemoryLog:
     def on_record(self, handler: RecordHandler) -> None:
         self.handler = handler
 
+    def on_release(self, handler: Any) -> None:
+        """Every replica reads the one partition: nothing is ever released."""
+
+    async def follow(self, room: str) -> None:
+        """Every replica reads the one partition already."""
+
     def on_history(self, writer: RecordHandler) -> None:
         if self.topic.writer is None:
             self.topic.writer = writer

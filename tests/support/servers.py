@@ -56,6 +56,9 @@ def base_env(data_dir: Path, port: int, grpc_port: int | None = None) -> dict[st
         # Surge mode (issue 25) would slow down the rooms tests flood on purpose; its own
         # tests (tests/chat/test_surge.py and friends) turn it on with their thresholds.
         "CHATSVC_SURGE_RATE": "0",
+        # Run the cluster suites with interest-based routing (docs/scaling.md) by exporting
+        # KAFKA_EVENTS_ROUTING=true to pytest; a test's own value still wins.
+        **{k: v for k, v in os.environ.items() if k == "KAFKA_EVENTS_ROUTING"},
     }
 
 
