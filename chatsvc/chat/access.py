@@ -52,11 +52,16 @@ class RoomAccess:
         if self._conversations is None or event not in MEMBERS_ONLY_EVENTS:
             return
         room = payload.get("room")
-        if isinstance(room, str) and members_only(room) and room not in conn.rooms:
+        if type(room) is str and room in conn.rooms:
+            return  # joined: checked at its join (the common case, one set lookup)
+        if isinstance(room, str) and members_only(room):
             await self._conversations.check(room, conn.identity.user_id)
 
     def joined(self, conn: Connection, payload: dict[str, Any]) -> str:
         """The payload's room, which the socket must have joined (``not_in_room``)."""
+        value = payload.get("room")
+        if type(value) is str and value in conn.rooms:
+            return value  # validated when it was joined: not again per message
         room = payloads.room(payload)
         # A member uses its private and direct rooms without a join (the access check
         # before the handler let only members through).

@@ -118,16 +118,21 @@ class RoomEvents:
         room = self._access.joined(conn, payload)
         text = payloads.text(payload, self._limits.message_bytes)
         client_msg_id = payloads.client_msg_id(payload)
-        parent_id = payloads.message_id(payload, "reply_to", required=False)
-        wanted = mentions(payload, self._limits.mentions_per_message)
-        if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
+        # A plain message pays nothing for the features it does not use (issue 26): each
+        # optional field is read only when present (absent and null read the same).
+        parent_id = (
+            payloads.message_id(payload, "reply_to", required=False) if "reply_to" in payload else None
+        )
+        wanted = mentions(payload, self._limits.mentions_per_message) if "mentions" in payload else ()
+        identity = conn.identity
+        if self._is_muted is not None and await self._is_muted(room, identity.user_id):
             raise Forbidden(f"you are muted in {room}")
         reply_to = None if parent_id is None else await self._threads.parent(room, parent_id)
-        mentioned = await self._mentions.readable(room, conn.identity.user_id, wanted)
-        market = await self._modes.admit(room, conn.identity, text, payload)
-        message, created = await self._service.post(
+        mentioned = await self._mentions.readable(room, identity.user_id, wanted) if wanted else ()
+        market = await self._modes.admit(room, identity, text, payload)
+        message, created, wire = await self._service.post_with_wire(
             room,
-            conn.identity,
+            identity,
             text,
             client_msg_id,
             skip_sid=sid,
@@ -136,14 +141,16 @@ class RoomEvents:
             tickers=market.tickers,
             sentiment=market.sentiment,
         )
-        await self._modes.posted(message, created)
-        await self._threads.replied(message, created=created)
         if created:
+            await self._modes.posted(message, created)
+        if message.reply_to is not None:  # also on a retry: the reply row is idempotent
+            await self._threads.replied(message, created=created)
+        if created and message.mentions:
             await self._mentions.notify(message)
         self._recovery.posted(sid, message)  # never replayed to its sender
         if created and self._conversations is not None and self._conversations.notifier is not None:
             await self._conversations.notifier.posted(message)
-        return {"ok": True, "message": self._service.wire(message), "duplicate": not created}
+        return {"ok": True, "message": wire, "duplicate": not created}
 
     async def typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         """``typing {room, typing}``: relayed to the room, never stored."""

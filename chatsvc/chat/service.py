@@ -185,8 +185,11 @@ class ChatService:
         is already stored, or (``volatile``) is not worth keeping and is dropped."""
         try:
             # A private or direct room's events also reach its members' sockets that never
-            # joined it: one emit to the room and their user rooms (each socket once).
-            target: str | list[str] = targets or await self._target(room)
+            # joined it: one emit to the room and their user rooms (each socket once). As
+            # _target, without a coroutine per message for public rooms.
+            target: str | list[str] = targets or (
+                room if self._audience is None or not members_only(room) else await self._audience(room)
+            )
             await self._emitter.emit(event, data, room=target, skip_sid=skip_sid, ignore_queue=here)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
@@ -216,6 +219,36 @@ class ChatService:
         sentiment: str | None = None,
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
+        stored, is_new, _ = await self.post_with_wire(
+            room,
+            author,
+            text,
+            client_msg_id,
+            skip_sid=skip_sid,
+            kind=kind,
+            reply_to=reply_to,
+            mentions=mentions,
+            tickers=tickers,
+            sentiment=sentiment,
+        )
+        return stored, is_new
+
+    async def post_with_wire(
+        self,
+        room: str,
+        author: Identity,
+        text: str,
+        client_msg_id: str | None = None,
+        *,
+        skip_sid: str | None = None,
+        kind: str = "user",
+        reply_to: ReplyRef | None = None,
+        mentions: tuple[str, ...] = (),
+        tickers: tuple[str, ...] = (),
+        sentiment: str | None = None,
+    ) -> tuple[Message, bool, dict[str, Any]]:
+        """:meth:`post`, and the message's wire form (what :meth:`wire` gives): the one dict
+        the room was sent, which the sender's ack carries too (built once per message)."""
         created = self._now_ms()
         message_id = self._ids.new()  # next to created: the id's time is the message's
         if self._spam is not None and kind == "user":  # issue 25: may refuse, or mask the text
@@ -237,15 +270,18 @@ class ChatService:
             sentiment=sentiment,
         )
         if self._log is not None:
-            return await self._append_message(message, skip_sid)
+            stored, is_new = await self._append_message(message, skip_sid)
+            return stored, is_new, message_wire(stored, self._epoch)
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)
-        epoch = await self.epoch()
+        epoch = self._epoch if self._epoch is not None else await self.epoch()
+        wire = message_wire(stored, epoch)
         if is_new:
             self._metrics.messages_in.inc()
-            await self._deliver("message", message_wire(stored, epoch), room, skip_sid)
+            # Delivery only reads (encodes) the dict: the ack may share it.
+            await self._deliver("message", wire, room, skip_sid)
             self._metrics.messages_out.inc()
-        return stored, is_new
+        return stored, is_new, wire
 
     async def typing(self, room: str, user: Identity, typing: bool, *, skip_sid: str | None) -> None:
         """Tell the room ``user`` is (not) typing: volatile, never stored, best effort (a
