@@ -471,7 +471,8 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             handler = self._handlers.get(event)
             if handler is None:
                 raise InvalidPayload(f"unknown event {event[:32]!r}")
-            payload = payloads.as_object(data, self._limits.http_buffer_bytes)
+            # A dict (what the JSON decoder gives) is taken as it is; text is bounded, parsed.
+            payload = data if type(data) is dict else payloads.as_object(data, self._limits.http_buffer_bytes)
             await self._access.check(event, conn, payload)
             return await handler(sid, conn, payload)
         except ChatError as exc:
