@@ -73,15 +73,16 @@ class RoomModes:
     async def admit(self, room: str, author: Identity, text: str, payload: dict[str, Any]) -> Admitted:
         """Before a post is stored: validate ``sentiment``, enforce slow mode (``slow_mode``
         with ``retry_after_ms``), extract the cashtags."""
-        mark = sentiment(payload)
+        mark = sentiment(payload) if "sentiment" in payload else None  # absent reads as null
         await self.slow.check(room, author)
-        return Admitted(self.tickers(text), mark)
+        return Admitted(self._cashtags.extract(text), mark)
 
     async def posted(self, message: Message, created: bool) -> None:
         """After a post is stored: count it for surge and sentiment (new messages only)."""
         if created:
             self.surge.posted(message.room)
-            await self.sentiment.posted(message)
+            if message.sentiment is not None:  # the board counts only marked messages
+                await self.sentiment.posted(message)
 
     async def join_info(self, room: str) -> Ack:
         """What ``join`` adds: the room's slow mode and (public rooms) sentiment."""

@@ -21,10 +21,11 @@ from chatsvc.auth.handshake import client_ip, proxy_networks, token_from_handsha
 from chatsvc.auth.identity import Identity
 from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import conversation_events, payloads
+from chatsvc.chat.access import RoomAccess
 from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.edits import Edits
 from chatsvc.chat.membership import Membership
-from chatsvc.chat.mentions import Mentions, mentions
+from chatsvc.chat.mentions import Mentions
 from chatsvc.chat.message_events import MessageEvents
 from chatsvc.chat.modes import RoomModes
 from chatsvc.chat.pins import Pins
@@ -32,9 +33,10 @@ from chatsvc.chat.presence import PresenceRegistry
 from chatsvc.chat.ratelimit import TokenBucket
 from chatsvc.chat.reactions import Reactions
 from chatsvc.chat.recovery_base import NoRecovery, SessionRecovery, requested
+from chatsvc.chat.room_events import RoomEvents
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.threads import Threads
-from chatsvc.chat.wire import event_wire, iso_ms, message_wire
+from chatsvc.chat.wire import iso_ms
 from chatsvc.errors import (
     ChatError,
     Forbidden,
@@ -55,27 +57,6 @@ from chatsvc.transport.timers import Expiries
 log = logging.getLogger(__name__)
 
 Ack = dict[str, Any]
-#: Events on a private or direct room that only its members may send (issue 24).
-MEMBERS_ONLY_EVENTS = frozenset(
-    {
-        "join",
-        "leave",
-        "message",
-        "typing",
-        "history",
-        "read",
-        "edit",
-        "delete",
-        "thread",
-        "react",
-        "unreact",
-        "pin",
-        "unpin",
-        "pins",
-        "set_slow_mode",
-        "room_info",
-    }
-)
 #: Bound on flushing a session's last packets and closing its Engine.IO transport.
 TRANSPORT_CLOSE_SECONDS = 5.0
 Handler = Callable[[str, "Connection", dict[str, Any]], Awaitable[Ack]]
@@ -143,33 +124,21 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self._per_ip: Counter[str] = Counter()
         self._background: set[asyncio.Task[None]] = set()
         self._expiries = Expiries(self._expire_soon)  # token expiry, one loop timer for all
-        self._handlers: dict[str, Handler] = {
-            "join": self._join,
-            "leave": self._leave,
-            "message": self._message,
-            "typing": self._typing,
-            "history": self._history,
-            "read": self._read,
-            "edit": self._edit,
-            "delete": self._delete,
-            "refresh": self._refresh,
-        }
-        self._threads = Threads(service, service.message_store)
-        self._mentions = Mentions(service, service.message_store)
-        self._edits = Edits(service, service.message_store, self._mentions, limits)
+        self._access = RoomAccess(conversations)
+        threads = Threads(service, service.message_store)
+        mentions = Mentions(service, service.message_store)
         moderates = conversations.moderates if conversations is not None else None
-        self._messages = MessageEvents(
+        messages = MessageEvents(
             service,
             limits,
-            threads=self._threads,
+            threads=threads,
             reactions=Reactions(service, service.message_store, limits.reaction_kinds),
             pins=Pins(service, service.message_store, limits.pins_per_room, moderates),
-            joined=self._member,
-            allowed=self._allowed,
-            hidden_from=self._hidden_from,
+            joined=self._access.joined,
+            allowed=self._access.allowed,
+            hidden_from=self._access.hidden_from,
             is_muted=is_muted,
         )
-        self._handlers.update(self._messages.handlers())
         self.modes = RoomModes(
             service,
             modes or ModeSettings(),
@@ -177,7 +146,23 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             moderates=moderates,
             pins_max=limits.pins_per_room,
         )
-        self._handlers.update(self.modes.handlers(self._allowed))
+        room_events = RoomEvents(
+            service,
+            limits,
+            access=self._access,
+            membership=self._membership,
+            recovery=self._recovery,
+            threads=threads,
+            mentions=mentions,
+            edits=Edits(service, service.message_store, mentions, limits),
+            messages=messages,
+            modes=self.modes,
+            conversations=conversations,
+            is_muted=is_muted,
+        )
+        self._handlers: dict[str, Handler] = {**room_events.handlers(), "refresh": self._refresh}
+        self._handlers.update(messages.handlers())
+        self._handlers.update(self.modes.handlers(self._access.allowed))
         self._conversations = conversations
         if conversations is not None:
             self._handlers.update(conversation_events.handlers(conversations, limits))
@@ -486,8 +471,9 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             handler = self._handlers.get(event)
             if handler is None:
                 raise InvalidPayload(f"unknown event {event[:32]!r}")
-            payload = payloads.as_object(data, self._limits.http_buffer_bytes)
-            await self._check_access(event, conn, payload)
+            # A dict (what the JSON decoder gives) is taken as it is; text is bounded, parsed.
+            payload = data if type(data) is dict else payloads.as_object(data, self._limits.http_buffer_bytes)
+            await self._access.check(event, conn, payload)
             return await handler(sid, conn, payload)
         except ChatError as exc:
             self._metrics.errors.labels(exc.code).inc()
@@ -496,157 +482,6 @@ class ChatNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             log.exception("unhandled error in event %r", event[:32])
             self._metrics.errors.labels("internal").inc()
             return error_ack(Internal())
-
-    # -- events ---------------------------------------------------------------------------
-
-    async def _check_access(self, event: str, conn: Connection, payload: dict[str, Any]) -> None:
-        """Only members use a private or direct room (``forbidden`` otherwise, the same
-        whether it exists or not). A socket in the room passed this check at ``join``, and
-        a removed member's sockets are taken out of it on every replica: no store read for
-        a joined socket's messages, none at all for public rooms."""
-        if self._conversations is None or event not in MEMBERS_ONLY_EVENTS:
-            return
-        room = payload.get("room")
-        if isinstance(room, str) and members_only(room) and room not in conn.rooms:
-            await self._conversations.check(room, conn.identity.user_id)
-
-    def _member(self, conn: Connection, payload: dict[str, Any]) -> str:
-        room = payloads.room(payload)
-        # A member uses its private and direct rooms without a join (the access check
-        # before the handler let only members through).
-        if room not in conn.rooms and not (self._conversations is not None and members_only(room)):
-            raise NotInRoom(f"join {room} first")
-        return room
-
-    def _allowed(self, conn: Connection, payload: dict[str, Any]) -> str:
-        room = payloads.room(payload)
-        # Private and direct rooms: membership (checked before) is the permission.
-        if not conn.identity.may_join(room) and not members_only(room):
-            raise Forbidden(f"your token does not allow room {room}")
-        return room
-
-    async def _join(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._allowed(conn, payload)
-        since = payloads.since(payload)
-        # Subscribed before the gap is read, left again if reading it fails.
-        async with self._membership.enter(sid, conn, room) as entered:
-            ack: Ack = {"ok": True, "room": room}
-            if isinstance(since, tuple):
-                caught = await self._service.catch_up_from(room, *since)
-                epoch = await self._service.epoch()
-                shown = await self._messages.annotate(room, caught.messages, conn.identity.user_id)
-                ack["messages"] = [message_wire(m, epoch) for m in shown]
-                ack["events"] = [event_wire(e, epoch) for e in caught.events]
-                ack["has_more"] = caught.more
-                ack["reset"] = caught.reset
-                ack["pos"] = caught.last
-            elif since is not None:
-                missed, more = await self._service.catch_up(room, since)
-                ack["messages"] = [self._service.wire(m) for m in missed]
-                ack["has_more"] = more
-            ack["unread"] = await self._service.unread(room, conn.identity)
-            ack.update(await self.modes.join_info(room))
-        ack["online"] = entered.online
-        if (
-            self._conversations is not None
-            and self._conversations.directory is not None
-            and not members_only(room)
-        ):
-            await self._conversations.directory.joined(conn.identity.user_id, room)
-        return ack
-
-    async def _leave(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._member(conn, payload)
-        await self._membership.leave(sid, conn, room)
-        return {"ok": True, "room": room}
-
-    async def _message(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._member(conn, payload)
-        text = payloads.text(payload, self._limits.message_bytes)
-        client_msg_id = payloads.client_msg_id(payload)
-        parent_id = payloads.message_id(payload, "reply_to", required=False)
-        wanted = mentions(payload, self._limits.mentions_per_message)
-        if self._is_muted is not None and await self._is_muted(room, conn.identity.user_id):
-            raise Forbidden(f"you are muted in {room}")
-        reply_to = None if parent_id is None else await self._threads.parent(room, parent_id)
-        mentioned = await self._mentions.readable(room, conn.identity.user_id, wanted)
-        market = await self.modes.admit(room, conn.identity, text, payload)
-        message, created = await self._service.post(
-            room,
-            conn.identity,
-            text,
-            client_msg_id,
-            skip_sid=sid,
-            reply_to=reply_to,
-            mentions=mentioned,
-            tickers=market.tickers,
-            sentiment=market.sentiment,
-        )
-        await self.modes.posted(message, created)
-        await self._threads.replied(message, created=created)
-        if created:
-            await self._mentions.notify(message)
-        self._recovery.posted(sid, message)  # never replayed to its sender
-        if created and self._conversations is not None and self._conversations.notifier is not None:
-            await self._conversations.notifier.posted(message)
-        return {"ok": True, "message": self._service.wire(message), "duplicate": not created}
-
-    async def _typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._member(conn, payload)
-        typing = payloads.flag(payload, "typing")
-        await self._service.typing(room, conn.identity, typing, skip_sid=sid)
-        return {"ok": True}
-
-    async def _history(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._allowed(conn, payload)
-        before = payloads.message_id(payload, "before", required=False)
-        limit = payloads.page_limit(payload, self._limits.history_page_default, self._limits.history_page_max)
-        # Read together: whom the reader blocks may be a store read of its own.
-        page, hidden = await asyncio.gather(
-            self._service.history(room, before, limit), self._hidden_from(conn)
-        )
-        shown = await self._messages.annotate(
-            room, [m for m in page.messages if m.user_id not in hidden], conn.identity.user_id
-        )
-        return {
-            "ok": True,
-            "room": room,
-            "messages": [self._service.wire(m) for m in shown],
-            "next_before": page.next_before,
-        }
-
-    async def _hidden_from(self, conn: Connection) -> frozenset[str]:
-        """Whom the socket's user blocks: its history leaves them out (chatsvc.chat.blocks)."""
-        if self._conversations is None or self._conversations.blocks is None:
-            return frozenset()
-        return await self._conversations.blocks.hidden_from(conn.identity.user_id)
-
-    async def _read(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._member(conn, payload)
-        message_id = payloads.message_id(payload, "message_id", required=True)
-        assert message_id is not None
-        await self._service.mark_read(room, conn.identity, message_id, skip_sid=sid)
-        return {"ok": True}
-
-    async def _edit(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._allowed(conn, payload)
-        message_id = payloads.message_id(payload, "id", required=True)
-        text = payloads.text(payload, self._limits.message_bytes)
-        assert message_id is not None
-        message = await self._edits.edit(
-            room, message_id, text, conn.identity, payload, tickers=self.modes.tickers(text)
-        )
-        return {"ok": True, "message": self._service.wire(message)}
-
-    async def _delete(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
-        room = self._allowed(conn, payload)
-        message_id = payloads.message_id(payload, "id", required=True)
-        assert message_id is not None
-        moderator = self._conversations is not None and await self._conversations.moderates(
-            room, conn.identity.user_id
-        )
-        await self._service.delete(room, message_id, conn.identity, moderator=moderator)
-        return {"ok": True, "id": message_id}
 
     async def _refresh(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:
         """Swap in a new JWT for the same user; the expiry timer moves to its ``exp``."""

@@ -81,6 +81,10 @@ def text(payload: dict[str, Any], max_bytes: int) -> str:
     value = payload.get("text")
     if not isinstance(value, str) or not value.strip():
         raise InvalidPayload("'text' must be a non-empty string")
+    if value.isascii():  # one byte per character and no lone surrogate: nothing to encode
+        if len(value) > max_bytes:
+            raise TooLarge(f"'text' is larger than {max_bytes} bytes")
+        return value
     if len(value) > max_bytes or len(_utf8(value, "text")) > max_bytes:
         raise TooLarge(f"'text' is larger than {max_bytes} bytes")
     return value

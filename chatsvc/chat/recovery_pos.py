@@ -256,6 +256,10 @@ class PositionRecovery:
         """The room-qualified position of a room-stream event, None for anything else
         (including a record without ``pos``: it goes out plain)."""
         self._current = None
+        if not self._live:
+            # No socket here is opted in, so no recipient is asked for it: a room's plain
+            # broadcast does not parse its position back (most broadcasts, most servers).
+            return None
         if event not in RECOVERABLE_EVENTS or len(args) != 1 or not isinstance(args[0], dict):
             return None
         room, pos = args[0].get("room"), args[0].get("pos")

@@ -12,30 +12,29 @@ everything after it, or ``reset`` when it cannot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
-from chatsvc.bus.log import LogRecord, RoomLog
-from chatsvc.chat.changes import ChangeWindow, ChangeWriter
+from chatsvc.bus.log import RoomLog
+from chatsvc.chat.catchup import CatchUp, StreamReads, client_id
+from chatsvc.chat.changes import ChangeWindow
+from chatsvc.chat.history_writer import HistoryWriter
 from chatsvc.chat.spam import SpamFilter
-from chatsvc.chat.streams import Applied, Observer, RoomStreams, event_body, message_body, record_of
+from chatsvc.chat.streams import Applied, Observer, RoomStreams, event_body, message_body
 from chatsvc.chat.wire import message_wire, position
 from chatsvc.errors import (
     BusUnavailable,
     ChatError,
     Forbidden,
-    InvalidMessageId,
-    InvalidPayload,
     NotFound,
     StoreUnavailable,
 )
 from chatsvc.metrics import Metrics
-from chatsvc.model.ids import MessageIdGenerator, lowest_id_at, timestamp_ms
+from chatsvc.model.ids import MessageIdGenerator
 from chatsvc.model.messages import HistoryPage, Message, ReplyRef, RoomEvent, StreamSlice
 from chatsvc.model.rooms import members_only
 from chatsvc.settings import Limits
@@ -46,19 +45,6 @@ log = logging.getLogger(__name__)
 #: Longest a sender waits for its own replica to read back an appended record before the
 #: send is refused ``bus_unavailable`` (its retry is deduplicated if the record did land).
 APPLY_TIMEOUT_SECONDS = 5.0
-
-
-@contextlib.contextmanager
-def _client_id(field: str) -> Iterator[None]:
-    """The store's ``InvalidMessageId`` for an id a client sent is that client's bad payload.
-
-    Callers validate ids first (chatsvc.chat.payloads, the admin servicer); this keeps the
-    store's own check from reaching a client as anything but ``invalid_payload``.
-    """
-    try:
-        yield
-    except InvalidMessageId:
-        raise InvalidPayload(f"'{field}' must be a message id") from None
 
 
 class Emitter(Protocol):
@@ -75,24 +61,6 @@ class Emitter(Protocol):
         callback: Any = None,
         ignore_queue: bool = False,
     ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CatchUp:
-    """The answer to ``join {since: position}``.
-
-    ``messages`` and ``events`` are the records after the position, in stream order;
-    ``last`` is the position the answer is complete up to (the client's next ``since``).
-    ``reset``: the position could not be answered from (another epoch, older than the
-    store keeps, beyond its head): ``messages`` is then the newest page instead, and the
-    client reloads rather than trusting what it holds.
-    """
-
-    messages: list[Message]
-    events: list[RoomEvent]
-    more: bool
-    reset: bool
-    last: str
 
 
 #: The Socket.IO rooms a private or direct room's events go to (chatsvc.chat.conversations).
@@ -132,12 +100,12 @@ class ChatService:
         self._epoch: str | None = None
         self._log = room_log
         self._streams: RoomStreams | None = None
-        self._change_writer = ChangeWriter(store)
         if room_log is not None:
             self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
             room_log.on_record(self._streams.apply)
-            room_log.on_history(self._write_history)
+            room_log.on_history(HistoryWriter(store, self._metrics).write)
             room_log.on_release(self._streams.release)
+        self._reads = StreamReads(store, metrics, limits, self._streams, self.epoch)
 
     @property
     def store(self) -> RoomDirectory:
@@ -152,7 +120,7 @@ class ChatService:
     async def get(self, room: str, message_id: str, *, field: str) -> Message | None:
         """One message; a malformed id is the client's ``invalid_payload`` naming ``field``.
         Cluster mode: one the history writer has not written yet comes from the tail."""
-        with _client_id(field):
+        with client_id(field):
             async with self._metrics.timed_store("get"):
                 found = await self._store.get(room, message_id)
         if found is None and self._streams is not None:
@@ -235,8 +203,11 @@ class ChatService:
         is already stored, or (``volatile``) is not worth keeping and is dropped."""
         try:
             # A private or direct room's events also reach its members' sockets that never
-            # joined it: one emit to the room and their user rooms (each socket once).
-            target: str | list[str] = targets or await self._target(room)
+            # joined it: one emit to the room and their user rooms (each socket once). As
+            # _target, without a coroutine per message for public rooms.
+            target: str | list[str] = targets or (
+                room if self._audience is None or not members_only(room) else await self._audience(room)
+            )
             await self._emitter.emit(event, data, room=target, skip_sid=skip_sid, ignore_queue=here)
         except ChatError as exc:
             self._metrics.bus_errors.labels("emit").inc()
@@ -266,7 +237,37 @@ class ChatService:
         sentiment: str | None = None,
     ) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
-        created = self._now_ms()
+        stored, is_new, _ = await self.post_with_wire(
+            room,
+            author,
+            text,
+            client_msg_id,
+            skip_sid=skip_sid,
+            kind=kind,
+            reply_to=reply_to,
+            mentions=mentions,
+            tickers=tickers,
+            sentiment=sentiment,
+        )
+        return stored, is_new
+
+    async def post_with_wire(
+        self,
+        room: str,
+        author: Identity,
+        text: str,
+        client_msg_id: str | None = None,
+        *,
+        skip_sid: str | None = None,
+        kind: str = "user",
+        reply_to: ReplyRef | None = None,
+        mentions: tuple[str, ...] = (),
+        tickers: tuple[str, ...] = (),
+        sentiment: str | None = None,
+    ) -> tuple[Message, bool, dict[str, Any]]:
+        """:meth:`post`, and the message's wire form (what :meth:`wire` gives): the one dict
+        the room was sent, which the sender's ack carries too (built once per message)."""
+        created = int(self._clock() * 1000)  # _now_ms, without a call per message
         message_id = self._ids.new()  # next to created: the id's time is the message's
         if self._spam is not None and kind == "user":  # issue 25: may refuse, or mask the text
             text = await self._spam.screen(
@@ -287,15 +288,18 @@ class ChatService:
             sentiment=sentiment,
         )
         if self._log is not None:
-            return await self._append_message(message, skip_sid)
+            stored, is_new = await self._append_message(message, skip_sid)
+            return stored, is_new, message_wire(stored, self._epoch)
         async with self._metrics.timed_store("append"):
             stored, is_new = await self._store.append(message)
-        epoch = await self.epoch()
+        epoch = self._epoch if self._epoch is not None else await self.epoch()
+        wire = message_wire(stored, epoch)
         if is_new:
             self._metrics.messages_in.inc()
-            await self._deliver("message", message_wire(stored, epoch), room, skip_sid)
+            # Delivery only reads (encodes) the dict: the ack may share it.
+            await self._deliver("message", wire, room, skip_sid)
             self._metrics.messages_out.inc()
-        return stored, is_new
+        return stored, is_new, wire
 
     async def typing(self, room: str, user: Identity, typing: bool, *, skip_sid: str | None) -> None:
         """Tell the room ``user`` is (not) typing: volatile, never stored, best effort (a
@@ -304,141 +308,30 @@ class ChatService:
         await self._deliver("typing", data, room, skip_sid, volatile=True)
 
     async def history(self, room: str, before: str | None, limit: int) -> HistoryPage:
-        """One page, newest first."""
-        await self.epoch()
-        with _client_id("before"):
-            async with self._metrics.timed_store("history"):
-                page = await self._store.history(room, before=before, limit=limit)
-        if self._streams is None or before is not None:
-            return page
-        # Cluster mode: the newest page also shows what the history writer has not written
-        # yet, from this replica's tail (as sent: an edit not written yet shows live only).
-        have = {m.id for m in page.messages}
-        floor = page.messages[-1].id if page.next_before is not None and page.messages else ""
-        extra = [m for m in self._streams.newest(room) if m.id not in have and m.id > floor]
-        if not extra:
-            return page
-        merged = sorted([*page.messages, *extra], key=lambda m: m.id, reverse=True)
-        kept = merged[:limit]
-        cut = len(merged) > limit
-        return HistoryPage(kept, kept[-1].id if (cut or page.next_before is not None) and kept else None)
+        """One page, newest first (chatsvc.chat.catchup)."""
+        return await self._reads.history(room, before, limit)
 
     async def catch_up(self, room: str, since: str) -> tuple[list[Message], bool]:
-        """Messages after ``since``, oldest first, at most ``catchup_max``; and whether more exist.
-
-        Ids are minted by whichever replica stored the message, while live delivery follows
-        the bus's order, so a client may have seen a message before an older-id one from
-        another replica arrived. The answer therefore starts with the messages stored in the
-        ``catchup_overlap_ms`` before ``since`` (the newest ``history_page_max`` of them),
-        which the client may already have; clients drop repeats by id (they must anyway: a
-        message stored while they rejoin comes both live and in the catch-up). ``has_more``
-        counts only what is after ``since``, so paging on the last id always progresses.
-        """
-        limit = self._limits.catchup_max
-        await self.epoch()
-        with _client_id("since"):
-            async with self._metrics.timed_store("after"):
-                after = await self._store.after(room, since, limit + 1)
-            overlap = await self._overlap(room, since) if self._limits.catchup_overlap_ms else []
-        if self._streams is not None and len(after) <= limit:
-            # Cluster mode: what the history writer has not written yet, from this replica's
-            # tail (a client rejoining right after a replica drained lost exactly those).
-            floor = lowest_id_at(max(0, timestamp_ms(since) - self._limits.catchup_overlap_ms))
-            have = {m.id for m in (*overlap, *after)}
-            extra = [m for m in self._streams.newest(room) if m.id > floor and m.id not in have]
-            if extra:
-                merged = sorted([*overlap, *after, *extra], key=lambda m: m.id)
-                newer = [m for m in merged if m.id > since]
-                return [m for m in merged if m.id < since] + newer[:limit], len(newer) > limit
-        return overlap + after[:limit], len(after) > limit
+        """Messages after id ``since``, with the overlap before it (chatsvc.chat.catchup)."""
+        return await self._reads.catch_up(room, since)
 
     async def catch_up_from(self, room: str, epoch: str, pos: int) -> CatchUp:
-        """Everything in ``room``'s stream after position ``pos`` of ``epoch``, in stream
-        order, at most ``catchup_max`` records (``more``: page on from ``last``); or a reset
-        with the newest page when that position cannot be answered from."""
-        mine = await self.epoch()
-        limit = self._limits.catchup_max
-        if epoch == mine:
-            found = await self.stream_after(room, pos, limit)
-            if found.covered:
-                messages = [r for r in found.records if isinstance(r, Message)]
-                events = [r for r in found.records if isinstance(r, RoomEvent)]
-                last = (
-                    found.upto
-                    if found.upto is not None
-                    else (found.records[-1].pos if found.records else None)
-                )
-                # Nothing after pos: complete up to pos (the head may be ahead only by
-                # half-written records a reader skips).
-                return CatchUp(messages, events, found.more, False, position(mine, last or pos))
-            head = found.head
-        else:
-            async with self._metrics.timed_store("stream_after"):
-                head = (await self._store.stream_after(room, 0, 0)).head
-        async with self._metrics.timed_store("history"):
-            page = await self._store.history(room, before=None, limit=self._limits.history_page_default)
-        newest = list(reversed(page.messages))
-        last = max([head, *(m.pos or 0 for m in newest)])
-        return CatchUp(newest, [], False, True, position(mine, last))
+        """Everything after position ``pos`` of ``epoch``, or a reset (chatsvc.chat.catchup)."""
+        return await self._reads.catch_up_from(room, epoch, pos)
 
     async def stream_after(self, room: str, pos: int, limit: int) -> StreamSlice:
-        """``room``'s records after ``pos`` (of this epoch) in stream order, at most ``limit``.
-        Cluster mode: the store may lag the log (the history writer), so what this replica
-        applied after the store's answer comes from its tail; not ``covered`` when neither
-        reaches back to ``pos``."""
-        async with self._metrics.timed_store("stream_after"):
-            found = await self._store.stream_after(room, pos, limit)
-        if self._streams is None:
-            return found
-        if not found.covered:
-            tail = self._streams.tail_after(room, pos)
-            if tail is None:
-                return found
-            return StreamSlice(tail[:limit], len(tail) > limit, found.head)
-        return found if found.more else self._fill_from_tail(room, pos, found, limit)
+        """``room``'s records after ``pos`` in stream order (chatsvc.chat.catchup)."""
+        return await self._reads.stream_after(room, pos, limit)
 
     async def stream_head(self, room: str) -> int:
-        """Where ``room``'s stream is for this replica's sockets: a record after it reaches
-        them live. Cluster mode: the last record this replica applied (the store may be
-        behind or, with a lagging consumer here, ahead of it), else the store's head."""
-        if self._streams is not None:
-            applied = self._streams.head(room)
-            if applied is not None:
-                return applied
-        async with self._metrics.timed_store("stream_after"):
-            return (await self._store.stream_after(room, 0, 0)).head
-
-    def _fill_from_tail(self, room: str, pos: int, found: StreamSlice, limit: int) -> StreamSlice:
-        """The store's complete answer, extended with what this replica applied after it
-        (records the store does not hold yet, or failed to write), when the tail reaches."""
-        assert self._streams is not None
-        upto = found.upto if found.upto is not None else (found.records[-1].pos if found.records else None)
-        tail = self._streams.tail_after(room, upto or pos)
-        if not tail:
-            return found
-        room_left = max(0, limit - len(found.records))
-        records = [*found.records, *tail[:room_left]]
-        return StreamSlice(records, len(tail) > room_left, found.head)
-
-    async def _overlap(self, room: str, since: str) -> list[Message]:
-        """The newest ``history_page_max`` messages stored in the overlap window before ``since``."""
-        floor = max(0, timestamp_ms(since) - self._limits.catchup_overlap_ms)
-        cap = self._limits.history_page_max
-        async with self._metrics.timed_store("after"):
-            # Forwards from the window's start: touches only the window's bucket(s).
-            window = [m for m in await self._store.after(room, lowest_id_at(floor), cap) if m.id < since]
-        if len(window) < cap:
-            return window
-        # A busy window: take its newest messages instead, the likeliest to have been missed.
-        async with self._metrics.timed_store("history"):
-            page = await self._store.history(room, before=since, limit=cap)
-        return [m for m in reversed(page.messages) if timestamp_ms(m.id) >= floor]
+        """Where ``room``'s stream is for this replica's sockets (chatsvc.chat.catchup)."""
+        return await self._reads.stream_head(room)
 
     async def _editable(
         self, room: str, message_id: str, actor: Identity | None, *, moderator: bool = False
     ) -> Message:
         """The message ``actor`` may change (``None``: the admin API may change any)."""
-        with _client_id("id"):
+        with client_id("id"):
             async with self._metrics.timed_store("get"):
                 message = await self._store.get(room, message_id)
         if message is None and self._streams is not None:
@@ -481,7 +374,7 @@ class ChatService:
                 "edited", "message_edited", room, message_id, message_wire(updated), change
             )
             return updated
-        with _client_id("id"):
+        with client_id("id"):
             async with self._metrics.timed_store("edit"):
                 updated = await self._store.edit(room, message_id, text, self._now_ms(), tickers=tickers)
                 if mentions is not None and mentions != updated.mentions:
@@ -528,7 +421,7 @@ class ChatService:
             return deleted
         if actor is not None:
             await self._editable(room, message_id, actor, moderator=moderator)
-        with _client_id("id"):
+        with client_id("id"):
             async with self._metrics.timed_store("delete"):
                 deleted = await self._store.delete(room, message_id, self._now_ms())
         wire = {"id": message_id, "room": room, "deleted_by": actor.user_id if actor else "admin"}
@@ -550,7 +443,7 @@ class ChatService:
 
     async def mark_read(self, room: str, reader: Identity, message_id: str, *, skip_sid: str | None) -> None:
         """Store the read marker, then tell the room."""
-        with _client_id("message_id"):
+        with client_id("message_id"):
             async with self._metrics.timed_store("mark_read"):
                 await self._store.mark_read(room, reader.user_id, message_id)
         await self._deliver(
@@ -618,7 +511,7 @@ class ChatService:
         assert isinstance(stored, Message)
         self._metrics.messages_in.inc()
         self._metrics.messages_out.inc()
-        # Durable and delivered: history is written from the log (_write_history).
+        # Durable and delivered: history is written from the log (chatsvc.chat.history_writer).
         return stored, True
 
     async def _append_event(
@@ -637,53 +530,6 @@ class ChatService:
         return await self._append_and_wait(
             room, event.id, await self._addressed(event_body(event, live, change), room)
         )
-
-    async def _write_history(self, record: LogRecord) -> None:
-        """The history writer: store one record of the events log at its position (raises
-        ``StoreUnavailable`` to be retried; every write is idempotent). A message whose
-        ``(room, user, client_msg_id)`` was written before is not written again: records are
-        written in stream order, so the first record wins here as on every consumer."""
-        try:
-            found = record_of(record)
-        except (KeyError, TypeError, ValueError, IndexError):
-            return  # not a room event; the consumers log it once
-        if isinstance(found, Message):
-            async with self._metrics.timed_store("append"):
-                await self._store.append(found)
-            return
-        change = record.body.get("change")
-        if isinstance(change, dict) and ("reaction" in change or "pin" in change):
-            async with self._metrics.timed_store("change"):
-                written = await self._change_writer.write(found, change)
-            if written is None:
-                return  # a repeat: no consumer delivered it either
-            found = written
-        elif isinstance(change, dict):
-            with contextlib.suppress(NotFound, InvalidMessageId):  # a message history never had
-                at_ms = int(change.get("at_ms") or 0)
-                if found.kind == "edited":
-                    async with self._metrics.timed_store("edit"):
-                        tickers = change.get("tickers")
-                        await self._store.edit(
-                            found.room,
-                            found.message_id,
-                            str(change.get("text", "")),
-                            at_ms,
-                            tickers=tuple(str(t) for t in tickers) if isinstance(tickers, list) else None,
-                        )
-                        mentions = change.get("mentions")
-                        if isinstance(mentions, list):  # an edit that changed them (issue 25)
-                            await self._store.set_mentions(
-                                found.room, found.message_id, tuple(str(m) for m in mentions)
-                            )
-                elif found.kind == "deleted":
-                    async with self._metrics.timed_store("delete"):
-                        await self._store.delete(found.room, found.message_id, at_ms)
-                        # Here, in stream order, not by the deleter: every earlier react's
-                        # row is written by now (chatsvc.chat.changes).
-                        await self._store.clear_reactions(found.room, found.message_id)
-        async with self._metrics.timed_store("append_event"):
-            await self._store.append_event(found)
 
     async def _append_and_wait(self, room: str, record_id: str, body: dict[str, Any]) -> Applied:
         assert self._log is not None and self._streams is not None

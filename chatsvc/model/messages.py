@@ -6,8 +6,8 @@ detail (that is ``chatsvc.store``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,3 +172,27 @@ class Flag:
     text: str
     message_id: str
     at_ms: int
+
+
+_Positioned = TypeVar("_Positioned", bound="Message | RoomEvent")
+#: Per record class: its field names, for :func:`at_position`.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def at_position(record: _Positioned, pos: int) -> _Positioned:
+    """``dataclasses.replace(record, pos=pos)``, the same copy, without ``replace``'s per-call
+    walk over the class's fields (a store positions every record it appends). The records
+    have no ``__post_init__`` and every field is an ``__init__`` field, so copying each field
+    is what ``replace`` does (tests/model/test_messages.py holds it to that)."""
+    cls = type(record)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        if hasattr(cls, "__post_init__") or not all(f.init for f in fields(cls)):
+            raise TypeError(f"at_position cannot copy {cls.__name__} field by field")
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls) if f.name != "pos")
+    copy = object.__new__(cls)
+    setattr_ = object.__setattr__  # the records are frozen
+    for name in names:
+        setattr_(copy, name, getattr(record, name))
+    setattr_(copy, "pos", pos)
+    return copy

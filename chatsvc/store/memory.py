@@ -23,6 +23,7 @@ from chatsvc.model.messages import (
     RoomInfo,
     SessionRecord,
     StreamSlice,
+    at_position,
 )
 from chatsvc.store.memory_cleanup import MemoryCleanup
 from chatsvc.store.memory_conversations import MemoryConversations
@@ -53,7 +54,7 @@ class _Room:
         position already (cluster mode: its offset in the Kafka events topic) keeps it."""
         if record.pos is None:
             self.head += 1
-            record = replace(record, pos=self.head)
+            record = at_position(record, self.head)
         assert record.pos is not None
         self.head = max(self.head, record.pos)
         entry = (record.pos, record if isinstance(record, RoomEvent) else record.id)

@@ -33,6 +33,7 @@ from chatsvc.model.messages import (
     RoomInfo,
     SessionRecord,
     StreamSlice,
+    at_position,
 )
 from chatsvc.store import sqlite_conversations, sqlite_flags, sqlite_modes, sqlite_reactions, sqlite_threads
 from chatsvc.store.base import (
@@ -597,7 +598,7 @@ def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
                WHERE excluded.last_message_id > coalesce(rooms.last_message_id, '')""",
             (message.room, message.created_at_ms, message.id),
         )
-        return replace(message, pos=pos), True
+        return at_position(message, pos), True
 
 
 def _change(db: sqlite3.Connection, sql: str, params: tuple[Any, ...], room: str, message_id: str) -> Message:

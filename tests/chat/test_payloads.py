@@ -54,6 +54,31 @@ def test_text_bounds() -> None:
             payloads.text({"text": bad}, 10)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a", "hello", "x" * 9, "x" * 10, "x" * 11, " padded ", "tab\there", "\x7f", "가", "e\u0301", "\ud800"],
+)
+def test_text_ascii_shortcut_answers_as_the_utf8_path(text: str) -> None:
+    """ASCII text skips the UTF-8 encode (one byte per character, no lone surrogate); the
+    answer, accepted or which error, is what measuring the encoded bytes gives."""
+
+    def general(value: str, max_bytes: int) -> str | type[Exception]:
+        try:
+            encoded = value.encode()
+        except UnicodeEncodeError:
+            return InvalidPayload
+        return value if len(encoded) <= max_bytes else TooLarge
+
+    def shortcut(value: str, max_bytes: int) -> str | type[Exception]:
+        try:
+            return payloads.text({"text": value}, max_bytes)
+        except (InvalidPayload, TooLarge) as exc:
+            return type(exc)
+
+    for max_bytes in (1, 3, 9, 10, 11):
+        assert shortcut(text, max_bytes) == general(text, max_bytes), (text, max_bytes)
+
+
 def test_message_id_fields() -> None:
     assert payloads.message_id({"since": AN_ID}, "since", required=False) == AN_ID
     assert payloads.message_id({}, "since", required=False) is None

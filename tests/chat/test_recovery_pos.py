@@ -107,6 +107,9 @@ async def claim(recovery: PositionRecovery, pid: str, offset: str | None) -> str
 def test_offsets_are_room_qualified_positions_and_parse_at_connect() -> None:
     recovery = PositionRecovery(MemoryStore(), limits())
     wire = {"id": "m", "room": ROOM, "pos": "ep0ch:7"}
+    # No socket opted in: no recipient is asked for an offset, so none is made (issue 26).
+    assert recovery.offset_of("message", [wire]) is None
+    recovery.start("s1", "alice")
     assert recovery.offset_of("message", [wire]) == f"ep0ch:7:{ROOM}"
     for event in ("message_edited", "message_deleted", "message_updated", "reaction", "pinned", "unpinned"):
         assert recovery.offset_of(event, [{**wire, "event_id": "e"}]) == f"ep0ch:7:{ROOM}"

@@ -232,3 +232,29 @@ def test_the_ascii_shortcuts_match_the_general_normalisation() -> None:
         assert spam.normalised(text) == general_norm, text
         general_print = spam.fingerprint(text + " " + tail).removesuffix(tail).strip()
         assert spam.fingerprint(text) == general_print, text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello world, this is a message of typical length",
+        "http://localhost/pump",
+        "HTTPS://EXAMPLE",
+        "ftp://a",
+        "see www.pump",
+        "go to pump.xyz/now",
+        "a.b.c.d is no host",
+        "dots... but no links",
+        "pump\uff0exyz",  # a full-width stop: NFKC makes it "."
+        "colon: and // slashes apart",
+        "x:/ /y",
+        "$BRK.B is up",
+        "",
+    ],
+)
+def test_the_no_dot_no_scheme_shortcut_counts_links_as_the_regex(text: str) -> None:
+    # _links() skips the regex when the text has neither "." nor "://": every alternative
+    # of LINK needs one of them, so the count must be the regex's own.
+    norm = spam.normalised(text)
+    assert spam._links(norm) == len(spam.LINK.findall(norm)), text
+    assert links(text) == len(spam.LINK.findall(norm)), text
