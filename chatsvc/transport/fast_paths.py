@@ -37,16 +37,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: The names ``CHATSVC_FAST_PATHS_OFF`` takes, one per field of :class:`FastPaths`.
-NAMES = (
-    "frame-once",
-    "lean-socket",
-    "receive-packet",
-    "packet-serializer",
-    "direct-emit",
-    "event-worker",
-    "event-dispatch",
-)
+from chatsvc.settings import FAST_PATHS
+
+#: The names ``CHATSVC_FAST_PATHS_OFF`` takes, one per field of :class:`FastPaths`: the
+#: settings' tuple itself (the settings validate the variable and sit below the transport,
+#: so the names live there once).
+NAMES = FAST_PATHS
 
 
 @dataclass(frozen=True)
