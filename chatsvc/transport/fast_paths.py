@@ -15,7 +15,9 @@ name                   replaces
                        broadcast, and for every single send (acks): framed once, written
                        to idle websockets (:mod:`chatsvc.transport.frames`)
 ``lean-socket``        python-engineio's socket queue, ping task and websocket handler
-                       (:mod:`chatsvc.transport.lean_socket`; also the HTTP-state trimming)
+                       (:mod:`chatsvc.transport.lean_socket`; also the HTTP-state trimming
+                       and the websocket's life run above python-engineio's handshake
+                       frames, :meth:`chatsvc.transport.engine.EngineIOServer.handle_request`)
 ``receive-packet``     ``AsyncSocket.receive`` -> ``_trigger_event`` for a received
                        Socket.IO packet (:func:`chatsvc.transport.lean_socket.receive_packet`)
 ``packet-serializer``  ``socketio.packet.Packet.data_is_binary``, and the JSON encoder and
