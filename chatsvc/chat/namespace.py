@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import socketio
@@ -23,7 +23,7 @@ from chatsvc.auth.jwt import TokenVerifier
 from chatsvc.chat import conversation_events, payloads
 from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.edits import Edits
-from chatsvc.chat.membership import Membership
+from chatsvc.chat.membership import NO_ROOMS, Membership
 from chatsvc.chat.mentions import Mentions, mentions
 from chatsvc.chat.message_events import MessageEvents
 from chatsvc.chat.modes import RoomModes
@@ -97,7 +97,8 @@ class Connection:
 
     identity: Identity
     bucket: TokenBucket
-    rooms: set[str] = field(default_factory=set)
+    #: ``NO_ROOMS`` (shared) until the first join (``chatsvc.chat.membership``).
+    rooms: set[str] | frozenset[str] = NO_ROOMS
     #: The client IP it is counted under (CHATSVC_MAX_CONNECTIONS_PER_IP).
     ip: str = ""
 
