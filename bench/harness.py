@@ -277,6 +277,9 @@ def chatsvc_env(port: int, data_dir: Path, extra: Mapping[str, str]) -> dict[str
 
 
 #: chatsvc.settings.FAST_PATHS (CHATSVC_FAST_PATHS_OFF takes these names).
+#: A copy, not an import: the bench also launches older revisions of chatsvc (``run.py
+#: --baseline``), whose settings may name fewer; tests/transport/test_fast_paths.py keeps
+#: this copy equal to this checkout's.
 FAST_PATHS = (
     "frame-once",
     "lean-socket",
@@ -296,6 +299,7 @@ def start_chatsvc(
     experiments: tuple[str, ...] = (),
     python: str | None = None,
     source: Path | None = None,
+    start_timeout: float = 60.0,
 ) -> Server:
     """``chatsvc serve`` through the bench launcher (which can revert optimisations), on
     this interpreter or ``python`` (another CPython's venv with chatsvc installed), from
@@ -329,7 +333,7 @@ def start_chatsvc(
         work / f"{name}.log",
         jwt_secret=BENCH_JWT_SECRET,
     )
-    return server.start()
+    return server.start(start_timeout)
 
 
 def start_peer(name: str, work: Path, extra: Mapping[str, str] | None = None) -> Server:
@@ -483,10 +487,11 @@ def chatsvc_with_loadgen(
     extra: Mapping[str, str],
     revert: tuple[str, ...] = (),
     experiments: tuple[str, ...] = (),
+    start_timeout: float = 60.0,
 ) -> Iterator[tuple[Server, LoadGen]]:
     """A chatsvc (``start_chatsvc``) and a load generator for it (log ``NAME-loadgen.log``),
     both stopped on the way out, also on failure: for the one-server profilers."""
-    server = start_chatsvc(name, work, extra, revert, experiments)
+    server = start_chatsvc(name, work, extra, revert, experiments, start_timeout=start_timeout)
     try:
         lg = LoadGen(work / f"{name}-loadgen.log")
         try:

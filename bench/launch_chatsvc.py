@@ -20,6 +20,9 @@ import sys
 from typing import Any
 
 #: chatsvc.settings.FAST_PATHS: turned off by CHATSVC_FAST_PATHS_OFF.
+#: A copy, not an import: the bench also launches older revisions of chatsvc (``run.py
+#: --baseline``), whose settings may name fewer; tests/transport/test_fast_paths.py keeps
+#: this copy equal to this checkout's.
 FAST_PATHS = (
     "frame-once",
     "lean-socket",

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """What one idle connection costs chatsvc: RSS per connection, and where the bytes are.
 
-    .venv/bin/python bench/profile_idle.py [--rss 5000] [--trace 1000] [--top 25]
+    .venv/bin/python bench/profile_idle.py [--rss 1000,5000] [--trace 1000] [--top 25]
                                          [--revert lean-socket,...] [--try orjson,...]
 
 Two bounded runs against a real ``chatsvc serve`` on 127.0.0.1 (memory store, as the idle
 scenario of bench/run.py), each with the Node load generator's websocket clients (JWT,
 connected, idle, deflate offered as browsers do):
 
-1. ``--rss N``: RSS growth per connection at N connections, no tracing (what the bench's
-   idle rows measure).
+1. ``--rss N,M``: RSS growth per connection at N (then M) connections, each on a fresh
+   server, no tracing (what the bench's idle rows measure).
 2. ``--trace N``: the same under tracemalloc (``launch_chatsvc.py --try tracemalloc``):
    a snapshot before and after the connects, the difference per connection grouped by
    file and by allocating line (with the frames above it), so each kind of per-socket
@@ -47,7 +47,7 @@ def warm(lg: LoadGen, server: Server) -> None:
 
 
 def rss_per_connection(work: Path, n: int, revert: tuple[str, ...], tries: tuple[str, ...]) -> float:
-    with harness.chatsvc_with_loadgen("profile-rss", work, MEMORY_STORE, revert, tries) as (server, lg):
+    with harness.chatsvc_with_loadgen(f"profile-rss-{n}", work, MEMORY_STORE, revert, tries) as (server, lg):
         warm(lg, server)
         base = server.rss_kb()
         connect(lg, server, n)
@@ -64,8 +64,11 @@ def snapshot(server: Server, out: Path, index: int) -> tracemalloc.Snapshot:
     while not path.exists():
         if time.monotonic() > deadline:
             raise harness.BenchError("no tracemalloc snapshot within 120 s")
-        with urllib.request.urlopen(f"{server.url}/healthz", timeout=5):
-            pass  # runs Python code in the server, so the signal handler gets to run
+        try:
+            with urllib.request.urlopen(f"{server.url}/healthz", timeout=5):
+                pass  # runs Python code in the server, so the signal handler gets to run
+        except OSError:
+            pass  # busy taking the snapshot (seconds under tracing on a loaded machine)
         time.sleep(0.2)
     return tracemalloc.Snapshot.load(str(path))
 
@@ -88,7 +91,10 @@ def trace(work: Path, n: int, top: int, revert: tuple[str, ...], tries: tuple[st
     out.mkdir()
     extra = {**MEMORY_STORE, "BENCH_TRACEMALLOC_OUT": str(out), "BENCH_TRACEMALLOC_DEPTH": "12"}
     traced = (*tries, "tracemalloc")
-    with harness.chatsvc_with_loadgen("profile-trace", work, extra, revert, traced) as (server, lg):
+    # Tracing every allocation 12 frames deep makes start-up (the imports) several times
+    # slower: on a shared, busy machine that outlasts the default minute.
+    run = harness.chatsvc_with_loadgen("profile-trace", work, extra, revert, traced, start_timeout=300.0)
+    with run as (server, lg):
         warm(lg, server)
         before = snapshot(server, out, 0)
         connect(lg, server, n)
@@ -104,23 +110,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rss", type=int, default=5000, help="connections for the RSS run (0: skip)")
+    parser.add_argument(
+        "--rss", default="1000,5000", help="connections of each RSS run, comma-separated ('': skip)"
+    )
     parser.add_argument("--trace", type=int, default=1000, help="connections for the traced run (0: skip)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--revert", default="", help="passed to bench/launch_chatsvc.py")
     parser.add_argument("--try", dest="tries", default="", help="passed to bench/launch_chatsvc.py")
     args = parser.parse_args()
-    for n in (args.rss, args.trace):
+    try:
+        sizes = [int(x) for x in args.rss.split(",") if x.strip()]
+    except ValueError:
+        parser.error("--rss takes comma-separated connection counts")
+    for n in (*sizes, args.trace):
         if not 0 <= n <= 20000:
             parser.error("connection counts are bounded to 0..20000")
     revert = tuple(x for x in args.revert.split(",") if x)
     tries = tuple(x for x in args.tries.split(",") if x)
-    harness.raise_fd_limit(2 * max(args.rss, args.trace) + 1000)
+    harness.raise_fd_limit(2 * max(*sizes, args.trace, 0) + 1000)
     with tempfile.TemporaryDirectory(prefix="chatsvc-profile-") as tmp:
         work = Path(tmp)
-        if args.rss:
-            per = rss_per_connection(work, args.rss, revert, tries)
-            print(f"RSS: {per:.1f} KiB per idle connection at {args.rss} connections")
+        for n in sizes:
+            if n:
+                per = rss_per_connection(work, n, revert, tries)
+                print(f"RSS: {per:.1f} KiB per idle connection at {n} connections", flush=True)
         if args.trace:
             trace(work, args.trace, args.top, revert, tries)
     return 0

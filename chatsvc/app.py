@@ -214,7 +214,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
             mode="production" if settings.is_production else "development",
         )
     transports = OpenTransports(lambda: readiness.draining)
-    transports.attach(app, sio.handle_request)
+    transports.attach(app, sio.request_handler())
 
     app[SETTINGS] = settings
     app[TRANSPORTS] = transports

@@ -36,7 +36,7 @@ STORE_BACKENDS = ("sqlite", "memory", "scylla")
 
 
 #: The transport's fast paths, each of which ``CHATSVC_FAST_PATHS_OFF`` may turn off
-#: (``chatsvc.transport.fast_paths.FastPaths`` has one switch per name).
+#: (``chatsvc.transport.fast_paths.FastPaths`` has one switch per name and uses this tuple).
 FAST_PATHS = (
     "frame-once",
     "lean-socket",

@@ -73,11 +73,26 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
+def _transport_peer(request: Any) -> str | None:
+    """The TCP peer's address from the request's transport. Not ``request.remote``: that
+    memoizes it in the request's cache dict, whose grown table (0.4 KiB) a websocket's
+    request then holds for the connection's life."""
+    transport = getattr(request, "transport", None)
+    if transport is None:
+        return None
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, (list, tuple)) and peer:
+        return str(peer[0])
+    return None
+
+
 def client_ip(environ: dict[str, Any], trusted: tuple[Network, ...]) -> str:
     """The client's IP address for per-IP bounds (see the module docstring)."""
     request = environ.get("aiohttp.request")
     # python-engineio's aiohttp driver sets REMOTE_ADDR to a constant 127.0.0.1.
-    peer_text = getattr(request, "remote", None) or str(environ.get("REMOTE_ADDR", ""))
+    peer_text = (
+        _transport_peer(request) or getattr(request, "remote", None) or str(environ.get("REMOTE_ADDR", ""))
+    )
     peer = _address(peer_text)
     if peer is None:
         return peer_text

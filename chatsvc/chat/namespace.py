@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import socketio
@@ -24,7 +24,7 @@ from chatsvc.chat import conversation_events, payloads
 from chatsvc.chat.access import RoomAccess
 from chatsvc.chat.conversations import Conversations, user_room
 from chatsvc.chat.edits import Edits
-from chatsvc.chat.membership import Membership
+from chatsvc.chat.membership import NO_ROOMS, Membership
 from chatsvc.chat.mentions import Mentions
 from chatsvc.chat.message_events import MessageEvents
 from chatsvc.chat.modes import RoomModes
@@ -78,7 +78,8 @@ class Connection:
 
     identity: Identity
     bucket: TokenBucket
-    rooms: set[str] = field(default_factory=set)
+    #: ``NO_ROOMS`` (shared) until the first join (``chatsvc.chat.membership``).
+    rooms: set[str] | frozenset[str] = NO_ROOMS
     #: The client IP it is counted under (CHATSVC_MAX_CONNECTIONS_PER_IP).
     ip: str = ""
 

@@ -47,8 +47,14 @@ class PresenceRegistry(Protocol):
 
 @dataclass
 class _Room:
-    users: dict[str, set[str]] = field(default_factory=dict)
+    #: A user's sockets here: the sid itself for one (nearly everyone; a set is 216 bytes
+    #: more per user and room, the online room holding every connected user), a set for more.
+    users: dict[str, str | set[str]] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+
+
+def _holds(held: str | set[str] | None, sid: str) -> bool:
+    return held == sid if type(held) is str else held is not None and sid in held
 
 
 class LocalPresence:
@@ -59,19 +65,28 @@ class LocalPresence:
 
     async def join(self, room: str, user: Identity, sid: str) -> PresenceChange:
         entry = self._rooms.setdefault(room, _Room())
-        sids = entry.users.setdefault(user.user_id, set())
-        first = not sids
-        sids.add(sid)
+        held = entry.users.get(user.user_id)
+        first = held is None
+        if held is None:
+            entry.users[user.user_id] = sid
+        elif isinstance(held, str):
+            if held != sid:
+                entry.users[user.user_id] = {held, sid}
+        else:
+            held.add(sid)
         entry.names[user.user_id] = user.name
         return PresenceChange(first, len(entry.users))
 
     async def leave(self, room: str, user: Identity, sid: str) -> PresenceChange:
         entry = self._rooms.get(room)
-        if entry is None or sid not in entry.users.get(user.user_id, ()):
+        if entry is None or not _holds(entry.users.get(user.user_id), sid):
             return PresenceChange(False, len(entry.users) if entry else 0)
-        sids = entry.users[user.user_id]
-        sids.discard(sid)
-        last = not sids
+        held = entry.users[user.user_id]
+        if isinstance(held, str):
+            last = True
+        else:
+            held.discard(sid)
+            last = not held
         if last:
             del entry.users[user.user_id]
             entry.names.pop(user.user_id, None)

@@ -6,14 +6,17 @@
 - slow consumers ended (:mod:`chatsvc.transport.slow_consumers`);
 - frame once per broadcast (:mod:`chatsvc.transport.frames`, fast path ``frame-once``);
 - lean sockets (:mod:`chatsvc.transport.lean_socket` and :mod:`chatsvc.transport.timers`,
-  fast paths ``lean-socket`` and ``receive-packet``) and the HTTP state an upgraded
-  connection no longer needs (:mod:`chatsvc.transport.http_state`);
+  fast paths ``lean-socket`` and ``receive-packet``), the HTTP state an upgraded
+  connection no longer needs (:mod:`chatsvc.transport.http_state`), and a websocket's life
+  run without python-engineio's handshake frames under it (:meth:`EngineIOServer.handle_request`);
 - a client's garbage counted, not logged (:mod:`chatsvc.transport.bad_packets`).
 
 Internals used here: ``AsyncServer._async["websocket"]`` (the driver class, replaced per
 server instance by a subclass of ``engineio.async_drivers.aiohttp.WebSocket`` that records
 ``WebSocket._sock``, the ``aiohttp.web.WebSocketResponse``, by session id); the handler it
-is constructed with being the bound ``AsyncSocket._websocket_handler``; the stock handler
+is constructed with being the bound ``AsyncSocket._websocket_handler``; what
+``_handle_connect``, ``AsyncSocket.handle_get_request`` and ``_upgrade_websocket`` do after
+the driver returns (hash-pinned: forget a closed socket, nothing else); the stock handler
 decoding what the driver's ``wait`` returns outside its ``try``. python-socketio builds an
 :class:`EngineIOServer` subclass through ``socketio.AsyncServer._engineio_server_class``
 (``chatsvc.transport.sioserver``).
@@ -25,6 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import engineio
 from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -32,7 +36,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from chatsvc.transport.bad_packets import BadPackets, LibraryLogFilter, decode_or_report
 from chatsvc.transport.fast_paths import FastPaths
 from chatsvc.transport.frames import FrameOnce
-from chatsvc.transport.http_state import release_http_state, slim_environ
+from chatsvc.transport.http_state import release_http_state, release_websocket_state, slim_environ
 from chatsvc.transport.lean_socket import LeanSockets, lean_websocket_handler
 from chatsvc.transport.polling import BoundedPolling
 from chatsvc.transport.slow_consumers import SlowConsumers
@@ -54,15 +58,18 @@ class _TrackedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         await response.prepare(request)
         if server.lean:
             release_http_state(request)
+            release_websocket_state(response)
             slim_environ(environ)  # the upgrade is done: nothing reads its headers again
         self.environ = environ
         responses = server.websockets
         responses[sock.sid] = response
+        if server.lean:
+            # The socket's life is run by EngineIOServer.handle_request, once python-engineio's
+            # handshake frames below this have returned (see there).
+            server.upgraded[id(response)] = (sock, self)
+            return response
         try:
-            if server.lean:
-                await lean_websocket_handler(sock, self)
-            else:
-                await handler(self)
+            await handler(self)
         finally:
             if responses.get(sock.sid) is response:
                 del responses[sock.sid]
@@ -111,6 +118,41 @@ class EngineIOServer(BoundedPolling, SlowConsumers, LeanSockets, FrameOnce):
         #: Where a client's undecodable or unexpected packets are counted and logged once.
         self.bad_packets = BadPackets()
         _install_log_filter(self.logger, self.bad_packets)
+        #: Lean websockets accepted by the driver whose life :meth:`handle_request` runs,
+        #: by ``id()`` of their response (an entry lives only while the handshake returns).
+        self.upgraded: dict[int, tuple[Any, _TrackedWebSocket]] = {}
+
+    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        """python-engineio's ``handle_request``; for a websocket the lean driver accepted, its
+        whole life is then run here, not at the bottom of python-engineio's handshake.
+
+        Upstream the websocket handler runs inside ``handle_request`` -> ``_handle_connect``
+        (or the upgrade branch) -> ``AsyncSocket.handle_get_request`` ->
+        ``_upgrade_websocket`` -> the driver's ``__call__``: six coroutine frames (about
+        2 KiB) held by every idle connection for its life, doing nothing after the handler
+        returns but what is done here: the driver forgets its response, and the server a
+        closed socket (``_handle_connect`` / the upgrade branch, hash-pinned), an
+        ``EngineIOError`` ending it by ``disconnect`` (the upgrade branch's answer, a 400,
+        cannot be sent on a websocket)."""
+        response = await super().handle_request(*args, **kwargs)
+        upgraded = self.upgraded.pop(id(response), None) if self.upgraded else None
+        if upgraded is None:
+            return response
+        # Nothing awaited between the driver's return and here: no cancellation can leave
+        # an entry behind.
+        sock, ws = upgraded
+        sid = sock.sid
+        try:
+            await lean_websocket_handler(sock, ws)
+        except engineio.exceptions.EngineIOError:
+            if sid in self.sockets:
+                await self.disconnect(sid)
+        finally:
+            if self.websockets.get(sid) is response:
+                del self.websockets[sid]
+            if sock.closed and self.sockets.get(sid) is sock:
+                del self.sockets[sid]
+        return response
 
     def configure(
         self,

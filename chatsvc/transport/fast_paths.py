@@ -15,7 +15,9 @@ name                   replaces
                        broadcast, and for every single send (acks): framed once, written
                        to idle websockets (:mod:`chatsvc.transport.frames`)
 ``lean-socket``        python-engineio's socket queue, ping task and websocket handler
-                       (:mod:`chatsvc.transport.lean_socket`; also the HTTP-state trimming)
+                       (:mod:`chatsvc.transport.lean_socket`; also the HTTP-state trimming
+                       and the websocket's life run above python-engineio's handshake
+                       frames, :meth:`chatsvc.transport.engine.EngineIOServer.handle_request`)
 ``receive-packet``     ``AsyncSocket.receive`` -> ``_trigger_event`` for a received
                        Socket.IO packet (:func:`chatsvc.transport.lean_socket.receive_packet`)
 ``packet-serializer``  ``socketio.packet.Packet.data_is_binary``, and the JSON encoder and
@@ -37,16 +39,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-#: The names ``CHATSVC_FAST_PATHS_OFF`` takes, one per field of :class:`FastPaths`.
-NAMES = (
-    "frame-once",
-    "lean-socket",
-    "receive-packet",
-    "packet-serializer",
-    "direct-emit",
-    "event-worker",
-    "event-dispatch",
-)
+from chatsvc.settings import FAST_PATHS
+
+#: The names ``CHATSVC_FAST_PATHS_OFF`` takes, one per field of :class:`FastPaths`: the
+#: settings' tuple itself (the settings validate the variable and sit below the transport,
+#: so the names live there once).
+NAMES = FAST_PATHS
 
 
 @dataclass(frozen=True)

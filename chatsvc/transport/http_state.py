@@ -2,13 +2,16 @@
 (pinned: aiohttp 3.14.5, python-engineio 4.15.1; ``chatsvc.transport.pins``).
 
 Internals used: aiohttp's ``RequestHandler._parser`` / ``_payload_parser`` / ``_messages``
-(via ``request.protocol``) and ``BaseRequest._message`` (a ``RawRequestMessage``); the
+(via ``request.protocol``), ``BaseRequest._message`` (a ``RawRequestMessage``) and
+``WebSocketResponse._writer`` (its ``use_mask`` and ``get_random_bits``); the
 WSGI-style environ python-engineio and python-socketio keep per session. The aiohttp code
 reading what is dropped is hash-pinned in ``chatsvc.transport.pins``.
 """
 
 from __future__ import annotations
 
+import secrets
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -63,3 +66,17 @@ def release_http_state(request: web.Request) -> None:
         # an empty deque still holds a 64-slot block. Read only as ``not``/``len`` after this.
         protocol._messages = _NO_MESSAGES
     request._message = request._message._replace(raw_headers=())
+
+
+#: What a server websocket writer's ``get_random_bits`` becomes: one for all. A server
+#: never masks its frames (RFC 6455 5.1), so it is never called; aiohttp builds a partial
+#: of a fresh bound method (three objects, about 0.2 KiB) for every websocket anyway.
+_NEVER_MASKS = partial(secrets.randbits, 32)
+
+
+def release_websocket_state(response: web.WebSocketResponse) -> None:
+    """Drop what a prepared server websocket holds that it never uses: its writer's own
+    mask-bits generator (``WebSocketWriter.get_random_bits``, read only when ``use_mask``)."""
+    writer = response._writer
+    if writer is not None and not writer.use_mask:
+        writer.get_random_bits = _NEVER_MASKS

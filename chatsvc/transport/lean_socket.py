@@ -238,15 +238,9 @@ async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
     reason)."""
     server = sock.server
     timeout = server.ping_interval + server.ping_timeout
-
-    async def websocket_wait() -> Any:
-        data = await ws.wait()
-        if data and len(data) > server.max_http_buffer_size:
-            raise ValueError("packet is too large")
-        return data
-
     if sock.connected:
-        if not await _upgrade(sock, ws, websocket_wait):
+        # Not a closure here: its function and cells would be held by every idle socket.
+        if not await _upgrade(sock, ws, _websocket_waiter(ws, server.max_http_buffer_size)):
             return
     else:
         sock.connected = True
@@ -320,6 +314,19 @@ async def receive_packet(sock: Any, p: str | bytes) -> None:
     pkt = decode_or_report(sock, p)
     if pkt is not None:
         await sock.receive(pkt)
+
+
+def _websocket_waiter(ws: eio_aiohttp.WebSocket, limit: int) -> Callable[[], Awaitable[Any]]:
+    """``websocket_wait`` of ``AsyncSocket._websocket_handler``: the next message, or
+    ValueError past ``limit``."""
+
+    async def websocket_wait() -> Any:
+        data = await ws.wait()
+        if data and len(data) > limit:
+            raise ValueError("packet is too large")
+        return data
+
+    return websocket_wait
 
 
 async def _upgrade(

@@ -33,6 +33,14 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "engineio.async_server:AsyncServer.create_queue": ("5ff5673a0c017681", _LEAN),
     "engineio.async_server:AsyncServer.start_background_task": ("c873562535a68297", _LEAN),
     "engineio.async_drivers.aiohttp:WebSocket.__call__": ("71f9a94476d737c3", _ENGINE),
+    # EngineIOServer.handle_request runs a lean websocket's life after these have returned,
+    # doing what they did after the handler (forget a closed socket, EngineIOError ->
+    # disconnect); RecoveringServer.request_handler skips python-socketio's handle_request,
+    # which only delegates to python-engineio's.
+    "engineio.async_server:AsyncServer._handle_connect": ("5bd7edc1d1ae115a", _ENGINE),
+    "engineio.async_socket:AsyncSocket.handle_get_request": ("05eaae9f0a60d9be", _ENGINE),
+    "engineio.async_socket:AsyncSocket._upgrade_websocket": ("820b83efe96adb98", _ENGINE),
+    "socketio.async_server:AsyncServer.handle_request": ("fdf4d1481b6ae726", _SIO),
     "engineio.async_drivers.aiohttp:WebSocket.wait": ("992c370917677d39", _ENGINE),
     # FrameOnce.send replaces it; python-socketio's _send_packet is its caller.
     "engineio.async_server:AsyncServer.send": ("ff1fdb18f1c30bb3", _FRAMES),
@@ -90,4 +98,6 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "aiohttp.web_protocol:RequestHandler.start": ("2e565fd40c8e04fb", _HTTP),
     "aiohttp.web_protocol:RequestHandler.finish_response": ("b7eb53db8f4b30ca", _HTTP),
     "aiohttp.web_protocol:RequestHandler.connection_lost": ("df2fe6e95fd04c7c", _HTTP),
+    # release_websocket_state shares the writer's mask generator, which only these read.
+    "aiohttp._websocket.writer:WebSocketWriter.__init__": ("9a91e56ed2c2c11c", _HTTP),
 }

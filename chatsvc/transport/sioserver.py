@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from socketio import packet
@@ -137,6 +137,17 @@ class RecoveringServer(EventWorkers):
         if not getattr(self, "manager_initialized", False):
             self.manager_initialized = True
             self.manager.initialize()
+
+    def request_handler(self) -> Callable[[Any], Awaitable[Any]]:
+        """The aiohttp handler of the Engine.IO route (set up after :func:`create_server`
+        configured the server): python-engineio's ``handle_request`` itself, which is all
+        python-socketio's ``AsyncServer.handle_request`` does (hash-pinned). A websocket's
+        request handler is on the stack for the connection's whole life: the delegating
+        coroutine was 0.35 KiB of every idle connection. With ``lean-socket`` off,
+        python-socketio's own."""
+        if self.eio.lean:
+            return self.eio.handle_request  # type: ignore[no-any-return]
+        return self.handle_request  # type: ignore[no-any-return]
 
     def declare_events(self, namespace: str, events: Iterable[str], refuse: Refusal) -> None:
         """Only ``events`` reach ``namespace``'s handlers from clients; any other EVENT

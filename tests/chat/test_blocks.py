@@ -33,3 +33,30 @@ async def test_users_who_block_nobody_share_one_empty_list() -> None:
     assert await blocks.hidden_from("alice") == {"bob"}
     assert blocks.skipped("message", [{"user": {"id": "bob"}}]) == {"s3"}  # the filter still works
     assert blocks.skipped("message", [{"user": {"id": "carol"}}]) is None
+
+
+async def test_a_users_sockets_come_and_go_one_or_several() -> None:
+    """One socket is kept as its sid (no set per connected user); a second tab, the
+    block filter and the last detach behave as with a set."""
+    blocks = Blocks(_Store(), ControlRouter(_nowhere, "r1"), Limits())  # type: ignore[arg-type]
+    bob_says = [{"user": {"id": "bob"}}]
+    await blocks.attach("s1", "alice")
+    await blocks.attach("s1", "alice")  # again: nothing changes
+    assert blocks._sockets == {"alice": "s1"}
+    assert blocks.skipped("message", bob_says) == {"s1"}
+    await blocks.attach("s2", "alice")
+    assert blocks._sockets == {"alice": {"s1", "s2"}}
+    assert blocks.skipped("message", bob_says) == {"s1", "s2"}
+    blocks.detach("s9", "alice")  # not hers
+    blocks.detach("s1", "alice")
+    assert blocks.skipped("message", bob_says) == {"s2"}
+    assert await blocks.hidden_from("alice") == {"bob"}  # still connected: list kept
+    blocks.detach("s2", "alice")
+    assert blocks._sockets == {} and blocks.skipped("message", bob_says) is None
+    await blocks.attach("s3", "alice")
+    blocks.detach("s4", "alice")  # another sid than the one held: alice stays
+    assert blocks._sockets == {"alice": "s3"} and blocks.skipped("message", bob_says) == {"s3"}
+    await blocks._changed("alice")  # reloading her list re-hides from the sid held
+    assert blocks.skipped("message", bob_says) == {"s3"}
+    blocks.detach("s3", "alice")
+    assert blocks._sockets == {} and blocks.skipped("message", bob_says) is None

@@ -14,7 +14,7 @@ import socketio
 
 from chatsvc.auth.identity import Identity
 from chatsvc.bus.local import LocalManager
-from chatsvc.chat.membership import Membership
+from chatsvc.chat.membership import NO_ROOMS, Membership
 from chatsvc.chat.namespace import Connection
 from chatsvc.chat.presence import LocalPresence
 from chatsvc.chat.ratelimit import TokenBucket
@@ -343,3 +343,19 @@ async def test_a_room_kicked_from_while_being_restored_is_not_reentered() -> Non
 
     await w.membership.restore(w.a, back, send, lambda: True)
     assert await w.holders(w.a, back) == everywhere(OTHER)
+
+
+async def test_a_socket_holds_the_shared_empty_rooms_until_its_first_join() -> None:
+    """Idle memory: no set of its own per connection that never joins a room."""
+    w = await world(recovery_on=False)
+    assert w.alice.rooms is NO_ROOMS and w.bob.rooms is NO_ROOMS
+    assert not await w.membership.leave(w.a, w.alice, ROOM)  # nothing to leave: still shared
+    assert w.alice.rooms is NO_ROOMS and len(NO_ROOMS) == 0
+    await enter(w, w.a, w.alice, ROOM)
+    assert w.alice.rooms == {ROOM} and isinstance(w.alice.rooms, set)
+    assert w.bob.rooms is NO_ROOMS  # bob's is not alice's
+    await enter(w, w.a, w.alice, OTHER)
+    assert await w.membership.leave(w.a, w.alice, ROOM)
+    assert w.alice.rooms == {OTHER}
+    await w.membership.drop(w.a, w.alice, "transport close")
+    assert w.alice.rooms is NO_ROOMS and len(NO_ROOMS) == 0

@@ -44,3 +44,18 @@ async def test_leave_of_an_unknown_socket_changes_nothing() -> None:
     assert repeat.changed is False
     unknown = await p.leave("r", ALICE, "other")
     assert (unknown.changed, unknown.online) == (False, 1)
+
+
+async def test_a_user_with_one_socket_holds_no_set_and_repeats_change_nothing() -> None:
+    p = LocalPresence()
+    assert (await p.join("r", ALICE, "s1")).changed
+    assert not (await p.join("r", ALICE, "s1")).changed  # the same socket again
+    assert p._rooms["r"].users == {"alice": "s1"}  # the sid itself: no set per idle user
+    assert not (await p.leave("r", ALICE, "s9")).changed  # not one of hers
+    assert not (await p.join("r", ALICE, "s2")).changed
+    assert p._rooms["r"].users == {"alice": {"s1", "s2"}}
+    assert not (await p.leave("r", ALICE, "s2")).changed
+    assert not (await p.leave("r", ALICE, "s2")).changed  # twice
+    gone = await p.leave("r", ALICE, "s1")
+    assert (gone.changed, gone.online) == (True, 0)
+    assert await p.rooms() == {}

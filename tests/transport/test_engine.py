@@ -31,6 +31,7 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.transport import engine as internals
+from chatsvc.transport import http_state
 from chatsvc.transport.engine import EngineIOServer
 from chatsvc.transport.frames import WRITE_HIGH_WATER, clock, frame, frames
 from chatsvc.transport.lean_socket import BoundedQueue, LeanQueue, receive_packet
@@ -598,6 +599,10 @@ async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: 
     assert (request._message.raw_headers == ()) is released
     assert (request.protocol._messages == ()) is released
     assert request.headers["Upgrade"].lower() == "websocket"  # the parsed headers stay
+    # A server never masks: its writer's mask generator is one shared by all.
+    writer = harness.eio.websockets[sid]._writer
+    assert writer is not None and not writer.use_mask
+    assert (writer.get_random_bits is http_state._NEVER_MASKS) is released
     # Frames still flow both ways, and the close completes.
     assert harness.eio.write_frame(sid, frame("4still"), clock())
     assert await ws.receive_str(timeout=5) == "4still"
@@ -607,6 +612,86 @@ async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: 
             break
         await asyncio.sleep(0.005)
     assert sid not in harness.eio.websockets
+
+
+def _awaiting(request: web.BaseRequest) -> list[str]:
+    """The qualified names of the coroutines serving ``request`` are suspended in, outermost
+    first: the task aiohttp runs its handler in (a second task, which ``start()`` awaits)."""
+    for task in asyncio.all_tasks():
+        coro: Any = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None or frame.f_locals.get("request") is not request:
+            continue
+        if coro.cr_code.co_qualname != "RequestHandler._handle_request":
+            continue
+        names = []
+        while coro is not None and hasattr(coro, "cr_code"):
+            names.append(coro.cr_code.co_qualname)
+            coro = coro.cr_await
+        return names
+    raise AssertionError("no task handles the request")
+
+
+#: python-engineio's handshake frames a lean websocket does not hold for its life.
+HANDSHAKE_FRAMES = {
+    "AsyncServer._handle_connect",
+    "AsyncSocket.handle_get_request",
+    "AsyncSocket._upgrade_websocket",
+    "_TrackedWebSocket.__call__",
+}
+
+
+@contextlib.asynccontextmanager
+async def serving_as_chatsvc(eio: EngineIOServer) -> AsyncIterator[Harness]:
+    """``eio`` as chatsvc serves it: aiohttp's ``AppRunner`` without handler cancellation
+    (aiohttp's ``TestServer`` cancels a handler whose connection is lost, so no handler
+    there ever gets to finish after a client's close)."""
+    app = web.Application()
+    eio.attach(app)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Harness(eio, http, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "stock-socket"])
+async def test_a_lean_websocket_holds_no_handshake_frames_and_is_forgotten_when_closed(lean: bool) -> None:
+    eio = EngineIOServer(async_mode="aiohttp", ping_interval=20, ping_timeout=20)
+    eio.lean = lean
+    eio.websocket_compression = False
+    async with serving_as_chatsvc(eio) as harness:
+        await _handshake_frames_and_close(harness)
+
+
+async def _handshake_frames_and_close(harness: Harness) -> None:
+    ws, sid = await open_ws(harness)
+    await harness.parked(sid)
+    request = harness.eio.websockets[sid]._req
+    assert request is not None
+    held = _awaiting(request)
+    if harness.eio.lean:
+        assert held[-1] == "WebSocketResponse.receive", held  # the reader, in this task
+        assert not HANDSHAKE_FRAMES & set(held), held
+        assert "lean_websocket_handler" in held and "EngineIOServer.handle_request" in held, held
+        assert harness.eio.upgraded == {}  # taken by the request's handler at once
+    else:
+        assert set(held) >= HANDSHAKE_FRAMES, held  # the revert: python-engineio's stack
+        assert "lean_websocket_handler" not in held
+    # A message still arrives, the close still ends the session on both sides.
+    assert harness.eio.write_frame(sid, frame("4hello"), clock())
+    assert await ws.receive_str(timeout=5) == "4hello"
+    await ws.close()
+    for _ in range(400):
+        if sid not in harness.eio.websockets and sid not in harness.eio.sockets:
+            break
+        await asyncio.sleep(0.005)
+    assert sid not in harness.eio.websockets and sid not in harness.eio.sockets
 
 
 async def test_coarse_timers_share_loop_timers_and_keep_their_bounds() -> None:

@@ -38,7 +38,8 @@ from tests.support.tokens import token
 
 
 def test_the_settings_and_the_switches_name_the_same_fast_paths() -> None:
-    assert FAST_PATHS == NAMES
+    assert NAMES is FAST_PATHS  # one tuple, not two kept equal
+    assert [f.replace("_", "-") for f in FastPaths.__dataclass_fields__] == list(NAMES)
     assert FastPaths() == FastPaths.without(())
     assert not any(vars(FastPaths.none()).values())
     assert FastPaths.without(["frame-once"]) == FastPaths(frame_once=False)
@@ -98,6 +99,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         # lean-socket: chatsvc's websocket handler vs python-engineio's.
         (engine, "lean_websocket_handler", "lean-socket:lean handler"),
         (async_socket.AsyncSocket, "_websocket_handler", "lean-socket:stock handler"),
+        # lean-socket: the Engine.IO route calls python-engineio's handle_request directly.
+        (socketio.AsyncServer, "handle_request", "lean-socket:socketio handle_request"),
         # direct-emit: the task-free loop vs python-socketio's emit.
         (DirectEmitMixin, "_send_each", "direct-emit:send_each"),
         (socketio.AsyncManager, "emit", "direct-emit:stock emit"),
@@ -219,6 +222,17 @@ async def test_each_switch_changes_the_measured_code_path(
     assert got == ["hello"]  # same behaviour, the stock way
     assert calls[fast] == 0, (name, "off", dict(calls))
     assert calls[stock] > stock_when_on, (name, "off", dict(calls))
+
+
+async def test_lean_socket_routes_requests_past_python_socketios_delegation(
+    calls: Counter[str], tmp_path: Path
+) -> None:
+    """Its coroutine would be held by every websocket for the connection's life."""
+    got, _ = await _one_message(_settings(tmp_path / "on"))
+    assert got == ["hello"] and calls["lean-socket:socketio handle_request"] == 0, dict(calls)
+    calls.clear()
+    got, _ = await _one_message(_settings(tmp_path / "off", CHATSVC_FAST_PATHS_OFF="lean-socket"))
+    assert got == ["hello"] and calls["lean-socket:socketio handle_request"] >= 2, dict(calls)
 
 
 async def test_all_off_runs_the_stock_paths_only(calls: Counter[str], tmp_path: Path) -> None:
