@@ -13,10 +13,11 @@ import pytest
 
 from chatsvc.model.ids import id_at
 from chatsvc.model.rooms import Notification
-from chatsvc.store.base import MessageStore, NotificationClaims, NotificationOutbox
+from chatsvc.store.base import MessageStore, NotificationOutbox
 from chatsvc.store.memory import MemoryStore
 from chatsvc.store.scylla import notifications as scylla_notifications
 from chatsvc.store.scylla.schema import MIGRATIONS, NOTIFY_MIGRATION, STATEMENTS
+from chatsvc.store.scylla.store import ScyllaStore
 from tests.store.conftest import StoreSpec
 
 
@@ -90,8 +91,7 @@ async def test_scylla_claim_is_shared_by_every_replica(scylla_spec: StoreSpec) -
     await a.open()
     await b.open()
     try:
-        assert isinstance(a, NotificationClaims) and isinstance(b, NotificationOutbox)
-        assert isinstance(a, NotificationOutbox) and isinstance(b, NotificationClaims)
+        assert isinstance(a, ScyllaStore) and isinstance(b, ScyllaStore)
         who = users(10)
         message = new_message_id()
         wins = await asyncio.gather(
@@ -100,7 +100,7 @@ async def test_scylla_claim_is_shared_by_every_replica(scylla_spec: StoreSpec) -
         assert sum(wins) == len(who)
         got = await mine(a, set(who), len(who))
         assert sorted(n.user_id for _, n in got) == sorted(who)
-        # The Kafka producer's claim: once per pair across replicas, and apart from the outbox's.
+        # The claim under the outbox: once per pair across replicas.
         other = new_message_id()
         claims = await asyncio.gather(*(s.claim_notification(who[0], other) for s in (a, b, a, b)))
         assert claims.count(True) == 1
@@ -171,6 +171,6 @@ async def test_scylla_holds_back_what_was_written_less_than_the_settle_time_ago(
 
 def test_the_notification_schema_is_migration_7_and_filters_nothing() -> None:
     assert MIGRATIONS[7] == NOTIFY_MIGRATION
-    statements = [s for s in STATEMENTS.values() if "notif" in s]
+    statements = [s for name, s in STATEMENTS.items() if name.startswith("notif_")]
     assert len(statements) == 6
     assert not [s for s in statements if "ALLOW FILTERING" in s.upper()]

@@ -1,7 +1,6 @@
 """The offline-notification part of :class:`~chatsvc.store.scylla.store.ScyllaStore`
-(issue 24): the outbox StreamNotifications reads when the store is ScyllaDB and no
-``CHATSVC_NOTIFY_TOPIC`` is set, and the (user, message) claim the Kafka topic's
-producer takes first.
+(issue 24): the outbox StreamNotifications reads, and the relay to ``CHATSVC_NOTIFY_TOPIC``
+(:mod:`chatsvc.chat.notify_relay`) produces from, when the store is ScyllaDB.
 
 Tables (``schema.NOTIFY_MIGRATION``, docs/scylla.md), one per query, no ALLOW FILTERING:
 
@@ -82,6 +81,11 @@ class ScyllaNotifications:
     def _notify_cql(self, name: str, params: Sequence[object]) -> Awaitable[list[Row]]:
         return self._db.run(name, params)
 
+    def _outbox_end(self) -> int:
+        """The last position a page may return now (positions are time: now less the
+        settle delay, so a write still settling lies after it)."""
+        return (_now_ms() - SETTLE_MS) << HASH_BITS
+
     async def claim_notification(self, user_id: str, message_id: str, position: int = 0) -> bool:
         """Take (user, message) for this caller; False if any caller took it before."""
         rows = await self._notify_cql("notif_claim", (user_id, _day(message_id), message_id, position))
@@ -96,7 +100,7 @@ class ScyllaNotifications:
         if not await self.claim_notification(n.user_id, n.message_id, position):
             found = await self._notify_cql("notif_claim_get", (n.user_id, _day(n.message_id), n.message_id))
             if not found or not found[0][0]:
-                return False  # claimed by the Kafka producer (position 0), or expired
+                return False  # expired, or claimed by a version that had no outbox row (position 0)
             await self._put_log(int(found[0][0]), n)
             return False
         await self._put_log(position, n)
