@@ -131,20 +131,20 @@ class KafkaNotifications:
 
     async def recent_ids(self, per_partition: int) -> set[str]:
         """The dedup keys of the newest ``per_partition`` records of every partition of the
-        topic (empty if it does not exist yet); ``BusUnavailable`` if the scan cannot finish
-        (the caller must then not assume anything is missing)."""
+        topic; ``BusUnavailable`` if the scan cannot finish (the caller must then not assume
+        anything is missing)."""
         found: set[str] = set()
         consumer: Any = None
         try:
             async with asyncio.timeout(SCAN_TIMEOUT_SECONDS):
+                # The producer's view of the topic's partitions (the consumer's metadata
+                # only knows topics it was assigned).
+                numbers = await (await self._connect()).partitions_for(self.topic)
+                partitions = [TopicPartition(self.topic, p) for p in sorted(numbers)]
                 consumer = self._consumer_factory(
                     **self._options(), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
                 )
                 await consumer.start()
-                if self.topic not in await consumer.topics():
-                    return found
-                numbers = consumer.partitions_for_topic(self.topic) or ()
-                partitions = [TopicPartition(self.topic, p) for p in numbers]
                 consumer.assign(partitions)
                 ends = await consumer.end_offsets(partitions)
                 begins = await consumer.beginning_offsets(partitions)
@@ -162,6 +162,8 @@ class KafkaNotifications:
                                 found.update(v.decode() for k, v in record.headers if k == "dedup")
                     for tp in [tp for tp, end in todo.items() if await consumer.position(tp) >= end]:
                         del todo[tp]
+        except BusUnavailable:
+            raise
         except (KafkaError, TimeoutError, OSError, UnicodeDecodeError) as exc:
             raise BusUnavailable(
                 f"notifications topic {self.topic} could not be read back ({type(exc).__name__})"

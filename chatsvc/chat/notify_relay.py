@@ -148,13 +148,19 @@ class NotificationRelay:
             if self._cause is not None:
                 log.info("notification relay to %s: working again", self.scope)
                 self._cause = None
-            if not busy:
-                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
-                # cancellation that arrives as the event is set (the loop would never stop).
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll):
-                        await self._wake.wait()
-                self._wake.clear()
+            if busy:
+                continue
+            if self._position is None:
+                # Another replica relays: try for the lease now and then, deaf to wakes (every
+                # replica trying at every write would be a lightweight transaction per write).
+                await asyncio.sleep(self._lease / 3)
+                continue
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+            # cancellation that arrives as the event is set (the loop would never stop).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
+            self._wake.clear()
 
     def _failed(self, cause: str) -> None:
         if cause != self._cause:

@@ -70,6 +70,11 @@ class GatedProducer:
     async def stop(self) -> None:
         await self._real.stop()
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        if self._gate.down:
+            raise KafkaConnectionError("broker unreachable (test gate)")
+        return set(await self._real.partitions_for(topic))
+
     async def send(self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
         self._gate.attempts += 1
         if not self._gate.no_acks:

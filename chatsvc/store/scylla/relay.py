@@ -49,6 +49,9 @@ class ScyllaRelay:
 
     #: ScyllaStore's session.
     _db: ScyllaSession
+    #: (scope, owner) leases this process took and has not seen lapse (replaced, never
+    #: mutated: the class default is shared).
+    _relay_mine: frozenset[tuple[str, str]] = frozenset()
 
     def _relay_cql(self, name: str, params: Sequence[object]) -> Awaitable[list[Row]]:
         return self._db.run(name, params)
@@ -61,15 +64,20 @@ class ScyllaRelay:
         await self._relay_cql("relay_start", (scope, self._outbox_end()))
 
     async def take_relay(self, scope: str, owner: str, lease_seconds: int) -> LeaseTaken:
-        """Renew (``IF owner = me``), else take a free or lapsed lease (``IF owner = null``);
-        a "not applied" that names us (a driver retry of one that applied) counts too."""
-        for name, params, got in (
-            ("relay_renew", (lease_seconds, owner, scope, owner), "renewed"),
-            ("relay_take", (lease_seconds, owner, scope), "taken"),
-        ):
-            rows = await self._relay_cql(name, params)
-            if rows and (rows[0][0] or (len(rows[0]) > 1 and rows[0][1] == owner)):
-                return "renewed" if got == "renewed" else "taken"
+        """Renew (``IF owner = me``) when this process believes it holds the lease, else take
+        a free or lapsed one (``IF owner = null``): one lightweight transaction per call in
+        the steady state. A "not applied" that names us (a driver retry of one that applied)
+        counts as taken."""
+        key = (scope, owner)
+        if key in self._relay_mine:
+            rows = await self._relay_cql("relay_renew", (lease_seconds, owner, scope, owner))
+            if rows and rows[0][0]:
+                return "renewed"
+            self._relay_mine -= {key}
+        rows = await self._relay_cql("relay_take", (lease_seconds, owner, scope))
+        if rows and (rows[0][0] or (len(rows[0]) > 1 and rows[0][1] == owner)):
+            self._relay_mine |= {key}
+            return "taken"
         return None
 
     async def relay_position(self, scope: str) -> int:
@@ -84,4 +92,5 @@ class ScyllaRelay:
 
     async def release_relay(self, scope: str, owner: str) -> None:
         """Drop the lease if ours: the next replica takes over at once."""
+        self._relay_mine -= {(scope, owner)}
         await self._relay_cql("relay_release", (scope, owner))
