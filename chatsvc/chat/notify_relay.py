@@ -185,10 +185,11 @@ class NotificationRelay:
             if await self._store.take_relay(self.scope, self.owner, self._lease) != "renewed":
                 self._forget()
                 return False
+        # From here until the position is recorded, the topic may hold records after it (a
+        # produce that failed after some landed, or a record that failed after the produce).
+        self._sure = False
         if todo:
-            self._sure = False  # until every record is acknowledged, any of them may be there
             await self._topic.produce(todo)
-        self._sure = True
         self.produced += len(todo)
         self.skipped += len(batch) - len(todo)
         last = batch[-1][0]
@@ -197,6 +198,7 @@ class NotificationRelay:
             self._forget()
             return False
         self._position = last
+        self._sure = True
         return True
 
     async def _hold(self) -> bool:

@@ -14,7 +14,7 @@ import pytest
 
 from chatsvc.chat import notify_relay
 from chatsvc.chat.notify_relay import NotificationRelay
-from chatsvc.errors import BusUnavailable
+from chatsvc.errors import BusUnavailable, StoreUnavailable
 from chatsvc.model.rooms import Notification
 from chatsvc.store import memory_relay
 from chatsvc.store.memory import MemoryStore
@@ -138,6 +138,29 @@ async def test_an_outage_of_any_length_loses_nothing_and_an_ambiguous_failure_du
     assert log.ids() == [note(i).dedup_id for i in (1, 2, 3, 4, 5)]
     assert (r.produced, r.skipped) == (3, 2)
     assert await store.relay_position(SCOPE) == 5
+
+
+async def test_a_store_failure_after_the_produce_does_not_produce_twice(
+    store: MemoryStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.start_relay(SCOPE)
+    log = Log()
+    r = relay(store, log)
+    await add(store, 1)
+    assert await r.step()
+    await add(store, 2)
+    real = store.record_relayed
+
+    async def down(scope: str, owner: str, position: int) -> bool:
+        raise StoreUnavailable("message store error: OperationalError")
+
+    monkeypatch.setattr(store, "record_relayed", down)
+    with pytest.raises(StoreUnavailable):
+        await r.step()  # 2 is on the topic, its position not recorded
+    monkeypatch.setattr(store, "record_relayed", real)
+    assert await r.step()
+    assert log.ids() == [note(1).dedup_id, note(2).dedup_id]
+    assert await store.relay_position(SCOPE) == 2
 
 
 async def test_two_replicas_one_relays_and_a_dead_ones_lease_is_taken_over_without_duplicates(
