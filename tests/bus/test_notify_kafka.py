@@ -39,6 +39,9 @@ class Producer:
     async def stop(self) -> None:
         self.stopped = True
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
     async def send(self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
         self.sent.append((topic, key, value, headers))
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -148,3 +151,74 @@ async def test_a_producer_that_cannot_start_is_one_startup_error_then_a_bus_erro
     assert made[0].stopped
     with pytest.raises(BusUnavailable):  # at run time: the relay backs off and retries
         await topic.produce([NOTE])
+
+
+class Record:
+    def __init__(self, offset: int, dedup: str) -> None:
+        self.offset = offset
+        self.headers = [("other", b"x"), ("dedup", dedup.encode())]
+
+
+class Consumer:
+    """A topic of two partitions, read from wherever the relay seeks, a few records a fetch."""
+
+    def __init__(self, logs: dict[int, list[str]], **options: Any) -> None:
+        self.options = options
+        self.logs = logs
+        self.positions: dict[Any, int] = {}
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.positions = dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        return {tp: len(self.logs[tp.partition]) for tp in partitions}
+
+    async def beginning_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+    async def getmany(self, *partitions: Any, timeout_ms: int) -> dict[Any, list[Record]]:
+        out = {}
+        for tp in partitions:
+            start = self.positions[tp]
+            chunk = self.logs[tp.partition][start : start + 3]
+            if chunk:
+                out[tp] = [Record(start + i, d) for i, d in enumerate(chunk)]
+                self.positions[tp] = start + len(chunk)
+        return out
+
+
+async def test_the_read_back_takes_the_newest_records_of_every_partition(made: list[Producer]) -> None:
+    logs = {0: [f"a{i}" for i in range(10)], 1: ["b0", "b1"]}
+    consumers: list[Consumer] = []
+
+    def consumer(**options: Any) -> Consumer:
+        consumers.append(Consumer(logs, **options))
+        return consumers[-1]
+
+    def factory(**options: Any) -> Producer:
+        made.append(Producer(**options))
+        return made[-1]
+
+    topic = KafkaNotifications("chatsvc.notify", dict, producer_factory=factory, consumer_factory=consumer)
+    assert await topic.recent_ids(4) == {"a6", "a7", "a8", "a9", "b0", "b1"}
+    assert consumers[0].stopped
+    assert consumers[0].options == {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+    }
+    logs[1] = []
+    assert await topic.recent_ids(100) == {f"a{i}" for i in range(10)}
