@@ -141,7 +141,7 @@ class NotificationRelay:
                 busy = await self.step()
             except ChatError as exc:
                 failures += 1
-                self._failed(f"{exc.code}: {exc}")
+                self._failed(exc)
                 await asyncio.sleep(min(BACKOFF_CAP_SECONDS, BACKOFF_SECONDS * 2 ** min(failures - 1, 10)))
                 continue
             failures = 0
@@ -162,10 +162,14 @@ class NotificationRelay:
                     await self._wake.wait()
             self._wake.clear()
 
-    def _failed(self, cause: str) -> None:
-        if cause != self._cause:
-            log.warning("notification relay to %s failed (%s); retrying with backoff", self.scope, cause)
-            self._cause = cause
+    def _failed(self, exc: ChatError) -> None:
+        # Once per cause (the error's code: a broker outage fails the produce, then the
+        # producer's start, then the read-back, with different messages), not per attempt.
+        if exc.code != self._cause:
+            log.warning(
+                "notification relay to %s failed (%s: %s); retrying with backoff", self.scope, exc.code, exc
+            )
+            self._cause = exc.code
 
     async def step(self) -> bool:
         """One round: renew the lease, produce the next batch, record it; True if it
