@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from chatsvc.errors import StoreUnavailable
 from chatsvc.model.ids import id_at
 from chatsvc.model.rooms import Notification
 from chatsvc.store.base import MessageStore, NotificationOutbox
@@ -110,6 +111,31 @@ async def test_scylla_claim_is_shared_by_every_replica(scylla_spec: StoreSpec) -
         await b.aclose()
 
 
+async def test_scylla_a_writer_dying_between_row_and_claim_loses_nothing(
+    scylla_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox row is written before the claim: a process that dies in between (here: the
+    claim fails) leaves the notification readable, once; nothing would ever complete a claim
+    without its row (a message is notified once, when first stored)."""
+    store = scylla_spec.make()
+    await store.open()
+    try:
+        assert isinstance(store, ScyllaStore)
+        (bob,) = users(1)
+        message = new_message_id()
+
+        async def dies(user_id: str, message_id: str, position: int = 0) -> bool:
+            raise StoreUnavailable("the process died here")
+
+        monkeypatch.setattr(store, "claim_notification", dies)
+        with pytest.raises(StoreUnavailable):
+            await store.add_notification(note(bob, message))
+        got = await mine(store, {bob}, 1)
+        assert [(n.user_id, n.message_id) for _, n in got] == [(bob, message)]
+    finally:
+        await store.aclose()
+
+
 async def test_scylla_pages_merge_shards_and_walk_hours(
     scylla_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,5 +198,5 @@ async def test_scylla_holds_back_what_was_written_less_than_the_settle_time_ago(
 def test_the_notification_schema_is_migration_7_and_filters_nothing() -> None:
     assert MIGRATIONS[7] == NOTIFY_MIGRATION
     statements = [s for name, s in STATEMENTS.items() if name.startswith("notif_")]
-    assert len(statements) == 6
+    assert len(statements) == 7
     assert not [s for s in statements if "ALLOW FILTERING" in s.upper()]

@@ -480,6 +480,10 @@ STATEMENTS: Final[dict[str, str]] = {
         "INSERT INTO {ks}.notification_log (hour, shard, position, user_id, message_id, room, sender,"
         " preview, kind, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
+    "notif_log_delete": (
+        "DELETE FROM {ks}.notification_log WHERE hour = ? AND shard = ? AND position = ? AND user_id = ?"
+        " AND message_id = ?"
+    ),
     "notif_log_after": (
         "SELECT position, user_id, message_id, room, sender, preview, kind, created_at"
         " FROM {ks}.notification_log WHERE hour = ? AND shard = ? AND position > ? AND position <= ? LIMIT ?"
