@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -34,6 +35,7 @@ from chatsvc.chat.directory import Directory
 from chatsvc.chat.moderation import ModerationRecords, Moderator
 from chatsvc.chat.namespace import ChatNamespace
 from chatsvc.chat.notify import Notifier
+from chatsvc.chat.notify_relay import NotificationRelay
 from chatsvc.chat.online import OnlineUsers
 from chatsvc.chat.recovery_pos import PositionRecovery
 from chatsvc.chat.service import ChatService
@@ -41,7 +43,7 @@ from chatsvc.chat.spam import SpamFilter
 from chatsvc.errors import ChatError, StartupError
 from chatsvc.metrics import LoopLagProbe, Metrics
 from chatsvc.settings import Settings
-from chatsvc.store.base import MessageStore, NotificationClaims, NotificationOutbox
+from chatsvc.store.base import MessageStore, NotificationOutbox, NotificationRelayState
 from chatsvc.transport.fast_paths import FastPaths
 from chatsvc.transport.sioserver import RecoveringServer, create_server
 from chatsvc.web import admin_ui, health, requestid, webapp
@@ -294,21 +296,22 @@ def _recovery(
 def _notifier(
     store: MessageStore, router: ControlRouter, bus: Any, settings: Settings, blocks: Blocks
 ) -> Notifier | None:
-    """Offline notifications (chatsvc.chat.notify): to CHATSVC_NOTIFY_TOPIC when set, else
-    to the store's outbox; offline meaning no socket on any replica (chatsvc.chat.online)."""
+    """Offline notifications (chatsvc.chat.notify): to the store's outbox, relayed to
+    CHATSVC_NOTIFY_TOPIC when set; offline meaning no socket on any replica (chatsvc.chat.online)."""
     online = OnlineUsers(router, version=__version__, heartbeat_seconds=settings.cluster_heartbeat_seconds)
-    topic = settings.kafka.notify_topic if settings.kafka is not None else None
-    if topic is not None:
+    if not isinstance(store, NotificationOutbox):
+        return None
+    kafka = settings.kafka
+    relay = None
+    if kafka is not None and kafka.notify_topic is not None and isinstance(store, NotificationRelayState):
         from chatsvc.bus.notify_kafka import KafkaNotifications  # noqa: PLC0415 - optional dependency
 
-        publisher = KafkaNotifications(topic, bus.client_options)
-        claims = store if isinstance(store, NotificationClaims) else None
-        return Notifier(
-            store, settings.limits, publisher=publisher, claims=claims, online=online, blocks=blocks
+        topic = KafkaNotifications(
+            kafka.notify_topic, bus.client_options, retry_window_ms=kafka.notify_retry_window_ms
         )
-    if isinstance(store, NotificationOutbox):
-        return Notifier(store, settings.limits, outbox=store, online=online, blocks=blocks)
-    return None
+        owner = f"{settings.replica_id}:{uuid.uuid4().hex[:12]}"  # a restarted process is a new owner
+        relay = NotificationRelay(store, topic, owner=owner, lease_seconds=kafka.notify_lease_seconds)
+    return Notifier(store, settings.limits, outbox=store, relay=relay, online=online, blocks=blocks)
 
 
 def _serve_metrics(app: web.Application, settings: Settings) -> None:

@@ -274,6 +274,11 @@ class KafkaSettings:
     sasl_password: Secret | None = None
     #: CHATSVC_NOTIFY_TOPIC: offline notifications go to this topic (chatsvc.bus.notify_kafka).
     notify_topic: str | None = None
+    #: CHATSVC_NOTIFY_RETRY_WINDOW_MS: how long the producer retries a notification record
+    #: before the relay calls the batch failed and tries again (chatsvc.chat.notify_relay).
+    notify_retry_window_ms: int = 5_000
+    #: CHATSVC_NOTIFY_LEASE_SECONDS: a relaying replica's lease; a dead one's is taken over after it.
+    notify_lease_seconds: int = 15
 
     @property
     def security_protocol(self) -> str:
@@ -857,7 +862,20 @@ class _Reader:
             sasl_username=username,
             sasl_password=password,
             notify_topic=notify_topic,
+            **self.notify_relay(),
         )
+
+    def notify_relay(self) -> dict[str, int]:
+        """CHATSVC_NOTIFY_RETRY_WINDOW_MS and CHATSVC_NOTIFY_LEASE_SECONDS: a produce (the
+        window plus a 2 s margin) must end before the lease it started under can lapse."""
+        window = self.integer("CHATSVC_NOTIFY_RETRY_WINDOW_MS", 5_000, minimum=500, maximum=300_000)
+        lease = self.integer("CHATSVC_NOTIFY_LEASE_SECONDS", 15, minimum=2, maximum=600)
+        if lease * 1000 < window + 3_000:
+            raise SettingsError(
+                "CHATSVC_NOTIFY_LEASE_SECONDS",
+                f"must be at least CHATSVC_NOTIFY_RETRY_WINDOW_MS + 3 s ({(window + 3_000 + 999) // 1000} s)",
+            )
+        return {"notify_retry_window_ms": window, "notify_lease_seconds": lease}
 
     def notify_topic(self) -> str | None:
         """CHATSVC_NOTIFY_TOPIC, a legal Kafka topic name other than the fan-out topic's."""

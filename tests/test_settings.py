@@ -302,6 +302,27 @@ def test_the_notify_topic_needs_kafka_and_a_topic_name_of_its_own(base: dict[str
         assert error_for(env).variable == "CHATSVC_NOTIFY_TOPIC"
 
 
+def test_the_notify_relay_window_and_lease_are_bounded_and_consistent(base: dict[str, str]) -> None:
+    kafka = {**base, "KAFKA_BROKERS": "127.0.0.1:9092", "CHATSVC_NOTIFY_TOPIC": "n"}
+    default = Settings.from_env(kafka).kafka
+    assert default is not None
+    assert (default.notify_retry_window_ms, default.notify_lease_seconds) == (5_000, 15)
+    chosen = Settings.from_env(
+        kafka | {"CHATSVC_NOTIFY_RETRY_WINDOW_MS": "1000", "CHATSVC_NOTIFY_LEASE_SECONDS": "4"}
+    ).kafka
+    assert chosen is not None
+    assert (chosen.notify_retry_window_ms, chosen.notify_lease_seconds) == (1_000, 4)
+    for name, value, extra in [
+        ("CHATSVC_NOTIFY_RETRY_WINDOW_MS", "499", {}),
+        ("CHATSVC_NOTIFY_RETRY_WINDOW_MS", "soon", {}),
+        ("CHATSVC_NOTIFY_LEASE_SECONDS", "1", {}),
+        ("CHATSVC_NOTIFY_LEASE_SECONDS", "601", {}),
+        # A produce (window + 2 s) could outlive the lease it started under.
+        ("CHATSVC_NOTIFY_LEASE_SECONDS", "7", {"CHATSVC_NOTIFY_RETRY_WINDOW_MS": "5000"}),
+    ]:
+        assert error_for(kafka | extra | {name: value}).variable == name
+
+
 def test_kafka_fetch_batching_defaults_to_aiokafkas_and_is_bounded(base: dict[str, str]) -> None:
     kafka = {**base, "KAFKA_BROKERS": "127.0.0.1:9092"}
     settings = Settings.from_env(kafka).kafka

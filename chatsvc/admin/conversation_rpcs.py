@@ -74,7 +74,6 @@ class ConversationRpcs:
         notifier = self._rules().notifier
         if notifier is None:
             raise Unavailable("offline notifications need a store with an outbox (SQLite or ScyllaDB)")
-        notifier.check_stream()
         if request.after_position < 0:
             raise InvalidPayload("'after_position' must be 0 or a position seen before")
         async for position, n in notifier.stream(request.after_position):

@@ -1,16 +1,12 @@
 """Offline notifications (issue 24): one record per (user, message) for a member of a
 private or direct room (or a mentioned user) with no live socket anywhere in the cluster.
 
-Where they go, by configuration (README, "Offline notifications"):
-
-* ``CHATSVC_NOTIFY_TOPIC`` set: a Kafka topic for a push service
-  (:mod:`chatsvc.bus.notify_kafka`), after claiming the (user, message) pair: in the store
-  when it is shared (ScyllaDB, :class:`~chatsvc.store.base.NotificationClaims`), so no
-  replica, retry or restart produces a pair twice; in this process otherwise (a
-  single-replica store, whose idempotent append already reports a post new exactly once).
-  StreamNotifications is UNAVAILABLE then: the topic is the stream.
-* otherwise the store's outbox (SQLite, ScyllaDB: unique per (user, message)), read by the
-  admin API's ``StreamNotifications`` with a resume position.
+Every notification is written to the store's durable outbox (SQLite, ScyllaDB: unique per
+(user, message), so no replica, retry or restart writes a pair twice), which the admin
+API's ``StreamNotifications`` reads with a resume position. With ``CHATSVC_NOTIFY_TOPIC``
+set, a background relay (:mod:`chatsvc.chat.notify_relay`) also produces the outbox to the
+Kafka topic, exactly once per pair; the sender's ack never waits for it. README, "Offline
+notifications".
 
 "Offline" is :class:`chatsvc.chat.online.OnlineUsers`: no socket on any live replica.
 """
@@ -20,18 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
 
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.blocks import Blocks
+from chatsvc.chat.notify_relay import NotificationRelay
 from chatsvc.chat.online import OnlineUsers
-from chatsvc.errors import ChatError, Unavailable
+from chatsvc.errors import ChatError
 from chatsvc.model.messages import Message
 from chatsvc.model.rooms import Notification, kind_of_name, members_only
 from chatsvc.settings import Limits
-from chatsvc.store.base import ConversationStore, NotificationClaims, NotificationOutbox
+from chatsvc.store.base import ConversationStore, NotificationOutbox
 
 log = logging.getLogger(__name__)
 
@@ -41,65 +36,25 @@ PREVIEW_CHARS = 100
 STREAM_BATCH = 100
 #: A stream with nothing new looks again at least this often (seconds).
 STREAM_POLL_SECONDS = 1.0
-#: Pairs a process-local claim remembers (single-replica stores only).
-LOCAL_CLAIMS = 100_000
-
-
-class NotificationPublisher(Protocol):
-    """Where notifications go with ``CHATSVC_NOTIFY_TOPIC`` (chatsvc.bus.notify_kafka)."""
-
-    topic: str
-
-    async def start(self) -> None:
-        """Connect; ``StartupError`` if it cannot."""
-
-    async def aclose(self) -> None:
-        """Flush and disconnect."""
-
-    async def publish(self, notification: Notification) -> None:
-        """Deliver one notification; a ``ChatError`` if it could not be."""
-
-
-class LocalClaims:
-    """:class:`NotificationClaims` of one process, for stores that are not shared: their
-    append reports a post new once, so this only has to stop a repeat in this process."""
-
-    def __init__(self, capacity: int = LOCAL_CLAIMS) -> None:
-        self._taken: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._capacity = capacity
-
-    async def claim_notification(self, user_id: str, message_id: str) -> bool:
-        """Take the pair unless taken (oldest pairs forgotten past the capacity)."""
-        key = (user_id, message_id)
-        if key in self._taken:
-            return False
-        self._taken[key] = None
-        if len(self._taken) > self._capacity:
-            self._taken.popitem(last=False)
-        return True
 
 
 class Notifier:
-    """Notifies offline members (to the topic or the outbox) and streams the outbox."""
+    """Notifies offline members (in the outbox, relayed to the topic if configured) and
+    streams the outbox."""
 
     def __init__(
         self,
         members: ConversationStore,
         limits: Limits,
         *,
-        outbox: NotificationOutbox | None = None,
-        publisher: NotificationPublisher | None = None,
-        claims: NotificationClaims | None = None,
+        outbox: NotificationOutbox,
+        relay: NotificationRelay | None = None,
         online: OnlineUsers | None = None,
         blocks: Blocks | None = None,
     ) -> None:
-        """One of ``outbox`` and ``publisher``; ``claims`` (default: :class:`LocalClaims`)
-        guards the publisher."""
-        if (outbox is None) == (publisher is None):
-            raise ValueError("a Notifier writes to an outbox or to a publisher")
+        """``relay``: to CHATSVC_NOTIFY_TOPIC as well."""
         self._outbox = outbox
-        self._publisher = publisher
-        self._claims: NotificationClaims = claims if claims is not None else LocalClaims()
+        self.relay = relay
         self._members = members
         self._limits = limits
         self._blocks = blocks
@@ -109,18 +64,18 @@ class Notifier:
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
-        """Connect the publisher, join the cluster's online registry (after the bus started)."""
-        if self._publisher is not None:
-            await self._publisher.start()
+        """Start the relay, join the cluster's online registry (after the bus started)."""
+        if self.relay is not None:
+            await self.relay.start()
         if self.users is not None:
             await self.users.start()
 
     async def aclose(self) -> None:
-        """Leave the online registry, flush and close the publisher."""
+        """Leave the online registry, stop the relay (it gives its lease up)."""
         if self.users is not None:
             await self.users.aclose()
-        if self._publisher is not None:
-            await self._publisher.aclose()
+        if self.relay is not None:
+            await self.relay.aclose()
 
     async def connected(self, user: Identity, sid: str) -> None:
         """A socket of ``user`` connected to this replica (the namespace tells)."""
@@ -170,7 +125,7 @@ class Notifier:
                 created_at_ms=message.created_at_ms,
             )
             try:
-                if await self._deliver(notification):
+                if await self._outbox.add_notification(notification):
                     written += 1
             except ChatError as exc:  # the next member's may still go through
                 failed = exc
@@ -179,28 +134,13 @@ class Notifier:
         if written:
             self._wake.set()
             self._wake = asyncio.Event()
+            if self.relay is not None:
+                self.relay.wake()
         return written
-
-    async def _deliver(self, notification: Notification) -> bool:
-        if self._publisher is None:
-            assert self._outbox is not None
-            return await self._outbox.add_notification(notification)
-        if not await self._claims.claim_notification(notification.user_id, notification.message_id):
-            return False
-        await self._publisher.publish(notification)
-        return True
-
-    def check_stream(self) -> None:
-        """``Unavailable`` when notifications go to Kafka (the topic is the stream)."""
-        if self._outbox is None:
-            topic = self._publisher.topic if self._publisher is not None else "?"
-            raise Unavailable(f"notifications go to the Kafka topic {topic}: consume it there")
 
     async def stream(self, after: int) -> AsyncIterator[tuple[int, Notification]]:
         """Every notification after position ``after``, then each new one as it is written;
         runs until the caller stops reading."""
-        self.check_stream()
-        assert self._outbox is not None
         while True:
             wake = self._wake
             batch = await self._outbox.notifications_after(after, STREAM_BATCH)
@@ -209,4 +149,5 @@ class Notifier:
                 after = position
             if len(batch) < STREAM_BATCH:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), STREAM_POLL_SECONDS)
+                    async with asyncio.timeout(STREAM_POLL_SECONDS):  # not wait_for: see notify_relay
+                        await wake.wait()

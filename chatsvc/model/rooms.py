@@ -80,3 +80,8 @@ class Notification:
     preview: str
     kind: str
     created_at_ms: int
+
+    @property
+    def dedup_id(self) -> str:
+        """``user:message_id``: one notification per pair, the Kafka record's dedup key."""
+        return f"{self.user_id}:{self.message_id}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from chatsvc.model.messages import (
     Flag,
@@ -270,13 +270,34 @@ class NotificationOutbox(Protocol):
         """Up to ``limit`` notifications after ``position``, oldest first, with their positions."""
 
 
-@runtime_checkable
-class NotificationClaims(Protocol):
-    """The (user, message) claim shared by every replica (ScyllaDB): whoever takes it
-    notifies, on the Kafka notifications topic (issue 24)."""
+#: What :meth:`NotificationRelayState.take_relay` got.
+LeaseTaken = Literal["renewed", "taken"] | None
 
-    async def claim_notification(self, user_id: str, message_id: str) -> bool:
-        """Take the pair; False if anyone took it before."""
+
+@runtime_checkable
+class NotificationRelayState(Protocol):
+    """How far the outbox was relayed to a Kafka topic, and who relays it (issue 24): one
+    record per ``scope`` (the topic), shared by every replica of the store. The owner holds
+    a lease that lapses after ``lease_seconds`` unless renewed, so a dead replica's relay is
+    taken over; the position is written only by the lease's owner (fenced in the store)."""
+
+    async def start_relay(self, scope: str) -> None:
+        """Create the scope's record at the outbox's current end unless it exists (a new
+        topic gets what is written from now on, not the outbox's past)."""
+
+    async def take_relay(self, scope: str, owner: str, lease_seconds: int) -> LeaseTaken:
+        """Renew the lease if ``owner`` holds it (``"renewed"``), else take it if nobody
+        does or its holder's lapsed (``"taken"``: someone else may have held it since);
+        None if another owner holds it."""
+
+    async def relay_position(self, scope: str) -> int:
+        """The outbox position relayed so far (every notification up to it is on the topic)."""
+
+    async def record_relayed(self, scope: str, owner: str, position: int) -> bool:
+        """Advance the position if ``owner`` still holds the lease; False if it does not."""
+
+    async def release_relay(self, scope: str, owner: str) -> None:
+        """Give the lease up (a stopping replica), if ``owner`` holds it."""
 
 
 class ThreadStore(Protocol):

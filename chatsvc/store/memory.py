@@ -30,6 +30,7 @@ from chatsvc.store.memory_conversations import MemoryConversations
 from chatsvc.store.memory_flags import MemoryFlags
 from chatsvc.store.memory_modes import MemoryModes
 from chatsvc.store.memory_reactions import MemoryReactions
+from chatsvc.store.memory_relay import MemoryRelay
 from chatsvc.store.memory_threads import MemoryThreads
 
 DEFAULT_MAX_PER_ROOM = 10_000
@@ -70,7 +71,13 @@ class _Room:
 
 
 class MemoryStore(
-    MemoryCleanup, MemoryFlags, MemoryModes, MemoryReactions, MemoryThreads, MemoryConversations
+    MemoryCleanup,
+    MemoryFlags,
+    MemoryModes,
+    MemoryReactions,
+    MemoryThreads,
+    MemoryRelay,
+    MemoryConversations,
 ):
     """:class:`~chatsvc.store.base.MessageStore` in this process's memory."""
 

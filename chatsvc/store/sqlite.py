@@ -35,7 +35,14 @@ from chatsvc.model.messages import (
     StreamSlice,
     at_position,
 )
-from chatsvc.store import sqlite_conversations, sqlite_flags, sqlite_modes, sqlite_reactions, sqlite_threads
+from chatsvc.store import (
+    sqlite_conversations,
+    sqlite_flags,
+    sqlite_modes,
+    sqlite_reactions,
+    sqlite_relay,
+    sqlite_threads,
+)
 from chatsvc.store.base import (
     EVENT_RETENTION_SECONDS,
     decode_mentions,
@@ -48,9 +55,10 @@ from chatsvc.store.sqlite_conversations import SqliteConversations
 from chatsvc.store.sqlite_flags import SqliteFlags
 from chatsvc.store.sqlite_modes import SqliteModes
 from chatsvc.store.sqlite_reactions import SqliteReactions
+from chatsvc.store.sqlite_relay import SqliteRelay
 from chatsvc.store.sqlite_threads import SqliteThreads
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 #: Expired sessions and old room events are deleted at most this often (seconds).
 PURGE_EVERY_SECONDS = 60.0
 
@@ -144,6 +152,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     7: sqlite_flags.MIGRATION,
     # Slow/surge mode, cashtags and sentiment (issue 25).
     8: sqlite_modes.MIGRATION,
+    # The offline-notification relay to a Kafka topic (issue 24).
+    9: sqlite_relay.MIGRATION,
 }
 
 T = TypeVar("T")
@@ -190,7 +200,13 @@ def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
 
 
 class SqliteStore(
-    SqliteCleanup, SqliteFlags, SqliteModes, SqliteReactions, SqliteThreads, SqliteConversations
+    SqliteCleanup,
+    SqliteFlags,
+    SqliteModes,
+    SqliteReactions,
+    SqliteThreads,
+    SqliteRelay,
+    SqliteConversations,
 ):
     """:class:`~chatsvc.store.base.MessageStore` on a local SQLite file."""
 

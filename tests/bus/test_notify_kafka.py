@@ -1,32 +1,35 @@
-"""The notifications producer's contract with aiokafka (a recording double of the
-producer): idempotent settings, one send per notification and never a re-send, failures
-translated, counted and logged once per outage. The real broker: tests/chat/test_notify_cluster.py."""
+"""The notifications topic's contract with aiokafka (recording doubles of the producer):
+idempotent settings with the retry window as the request timeout, a batch acknowledged
+record by record, a failure translated and the producer replaced. The real broker:
+tests/chat/test_notify_relay_kafka.py and tests/chat/test_notify_cluster.py."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
-from chatsvc.bus.notify_kafka import DELIVERY_TIMEOUT_MS, KafkaNotifications
+from chatsvc.bus import notify_kafka
+from chatsvc.bus.notify_kafka import KafkaNotifications
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.model.rooms import Notification
 
 NOTE = Notification("bob", "dm:x", "01J00000000000000000000001", "alice", "hi", "direct", 1)
+OTHER = Notification("carol", "dm:y", "01J00000000000000000000002", "alice", "yo", "direct", 2)
 
 
 class Producer:
-    """Records what aiokafka's producer would be asked; each send returns a delivery future."""
+    """Records what aiokafka's producer would be asked; each send returns a delivery
+    future, acknowledged at once unless ``hold`` (then settled by the test)."""
 
     def __init__(self, **options: Any) -> None:
         self.options = options
         self.sent: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
         self.deliveries: list[asyncio.Future[Any]] = []
         self.fail_start: Exception | None = None
-        self.fail_send: Exception | None = None
+        self.hold = False
         self.stopped = False
 
     async def start(self) -> None:
@@ -36,11 +39,14 @@ class Producer:
     async def stop(self) -> None:
         self.stopped = True
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
     async def send(self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]) -> Any:
-        if self.fail_send is not None:
-            raise self.fail_send
         self.sent.append((topic, key, value, headers))
         delivery: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self.hold:
+            delivery.set_result(None)
         self.deliveries.append(delivery)
         return delivery
 
@@ -57,63 +63,81 @@ def topic(made: list[Producer]) -> KafkaNotifications:
         return made[-1]
 
     return KafkaNotifications(
-        "chatsvc.notify", lambda: {"bootstrap_servers": ["b:1"]}, producer_factory=factory
+        "chatsvc.notify",
+        lambda: {"bootstrap_servers": ["b:1"]},
+        retry_window_ms=1500,
+        producer_factory=factory,
     )
 
 
-async def test_the_producer_is_idempotent_and_sends_each_notification_once(
+async def test_the_producer_is_idempotent_with_the_retry_window_and_sends_each_record_once(
     topic: KafkaNotifications, made: list[Producer]
 ) -> None:
-    with pytest.raises(BusUnavailable):
-        await topic.publish(NOTE)  # not started
     await topic.start()
     (producer,) = made
     assert producer.options == {
         "bootstrap_servers": ["b:1"],
-        "request_timeout_ms": DELIVERY_TIMEOUT_MS,
+        "request_timeout_ms": 1500,
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 0,
     }
-    await topic.publish(NOTE)
+    await topic.produce([NOTE, OTHER])
     assert [(t, k, h) for t, k, _, h in producer.sent] == [
-        ("chatsvc.notify", b"bob", [("dedup", b"bob:01J00000000000000000000001")])
+        ("chatsvc.notify", b"bob", [("dedup", b"bob:01J00000000000000000000001")]),
+        ("chatsvc.notify", b"carol", [("dedup", b"carol:01J00000000000000000000002")]),
     ]
-    producer.deliveries[0].set_result(None)
-    await asyncio.sleep(0)
-    assert topic.lost == 0
+    await topic.produce([])  # nothing to send: no round trip
+    assert len(producer.sent) == 2
     await topic.aclose()
     assert producer.stopped
     await topic.aclose()  # idempotent
 
 
-async def test_an_undelivered_record_is_counted_and_logged_once_never_re_sent(
-    topic: KafkaNotifications, made: list[Producer], caplog: pytest.LogCaptureFixture
+async def test_a_batch_is_done_only_when_every_record_is_acknowledged(
+    topic: KafkaNotifications, made: list[Producer]
 ) -> None:
     await topic.start()
-    producer = made[0]
-    with caplog.at_level(logging.INFO, logger="chatsvc.bus.notify_kafka"):
-        for _ in range(3):
-            await topic.publish(NOTE)
-        producer.deliveries[0].set_exception(KafkaTimeoutError())
-        producer.deliveries[1].set_exception(KafkaTimeoutError())
-        producer.deliveries[2].cancel()
-        await asyncio.sleep(0)
-        producer.fail_send = KafkaConnectionError()
-        with pytest.raises(BusUnavailable, match=r"chatsvc\.notify"):
-            await topic.publish(NOTE)
-        producer.fail_send = None
-        await topic.publish(NOTE)
-        producer.deliveries[3].set_result(None)
-        await asyncio.sleep(0)
-    assert topic.lost == 4
-    assert len(producer.sent) == 4  # nothing sent twice
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "Traceback" not in caplog.text
-    assert "delivering again" in caplog.text
+    made[0].hold = True
+    produce = asyncio.ensure_future(topic.produce([NOTE, OTHER]))
+    await asyncio.sleep(0.05)
+    made[0].deliveries[0].set_result(None)
+    await asyncio.sleep(0.05)
+    assert not produce.done()  # the second record is not acknowledged yet
+    made[0].deliveries[1].set_result(None)
+    await produce
 
 
-async def test_a_producer_that_cannot_start_is_one_startup_error(
+async def test_a_failed_record_fails_the_batch_and_replaces_the_producer(
+    topic: KafkaNotifications, made: list[Producer]
+) -> None:
+    await topic.start()
+    made[0].hold = True
+    produce = asyncio.ensure_future(topic.produce([NOTE, OTHER]))
+    await asyncio.sleep(0.05)
+    made[0].deliveries[0].set_result(None)
+    made[0].deliveries[1].set_exception(KafkaTimeoutError())
+    with pytest.raises(BusUnavailable, match=r"chatsvc\.notify.*KafkaTimeoutError"):
+        await produce
+    assert made[0].stopped  # its idempotent sequence is in doubt: a fresh producer next
+    await topic.produce([OTHER])
+    assert len(made) == 2 and made[1].sent[0][1] == b"carol"
+
+
+async def test_an_unacknowledged_batch_times_out_after_the_window_and_its_margin(
+    topic: KafkaNotifications, made: list[Producer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify_kafka, "PRODUCE_MARGIN_SECONDS", 0.1)
+    await topic.start()
+    made[0].hold = True
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(BusUnavailable, match="TimeoutError"):
+        await topic.produce([NOTE])
+    assert 1.5 <= asyncio.get_running_loop().time() - started < 5
+    assert made[0].stopped
+
+
+async def test_a_producer_that_cannot_start_is_one_startup_error_then_a_bus_error(
     made: list[Producer],
 ) -> None:
     def factory(**options: Any) -> Producer:
@@ -125,3 +149,76 @@ async def test_a_producer_that_cannot_start_is_one_startup_error(
     with pytest.raises(StartupError, match=r"chatsvc\.notify.*KafkaConnectionError"):
         await topic.start()
     assert made[0].stopped
+    with pytest.raises(BusUnavailable):  # at run time: the relay backs off and retries
+        await topic.produce([NOTE])
+
+
+class Record:
+    def __init__(self, offset: int, dedup: str) -> None:
+        self.offset = offset
+        self.headers = [("other", b"x"), ("dedup", dedup.encode())]
+
+
+class Consumer:
+    """A topic of two partitions, read from wherever the relay seeks, a few records a fetch."""
+
+    def __init__(self, logs: dict[int, list[str]], **options: Any) -> None:
+        self.options = options
+        self.logs = logs
+        self.positions: dict[Any, int] = {}
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.positions = dict.fromkeys(partitions, 0)
+
+    async def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        return {tp: len(self.logs[tp.partition]) for tp in partitions}
+
+    async def beginning_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+    async def getmany(self, *partitions: Any, timeout_ms: int) -> dict[Any, list[Record]]:
+        out = {}
+        for tp in partitions:
+            start = self.positions[tp]
+            chunk = self.logs[tp.partition][start : start + 3]
+            if chunk:
+                out[tp] = [Record(start + i, d) for i, d in enumerate(chunk)]
+                self.positions[tp] = start + len(chunk)
+        return out
+
+
+async def test_the_read_back_takes_the_newest_records_of_every_partition(made: list[Producer]) -> None:
+    logs = {0: [f"a{i}" for i in range(10)], 1: ["b0", "b1"]}
+    consumers: list[Consumer] = []
+
+    def consumer(**options: Any) -> Consumer:
+        consumers.append(Consumer(logs, **options))
+        return consumers[-1]
+
+    def factory(**options: Any) -> Producer:
+        made.append(Producer(**options))
+        return made[-1]
+
+    topic = KafkaNotifications("chatsvc.notify", dict, producer_factory=factory, consumer_factory=consumer)
+    assert await topic.recent_ids(4) == {"a6", "a7", "a8", "a9", "b0", "b1"}
+    assert consumers[0].stopped
+    assert consumers[0].options == {
+        "group_id": None,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+    }
+    logs[1] = []
+    assert await topic.recent_ids(100) == {f"a{i}" for i in range(10)}

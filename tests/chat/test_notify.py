@@ -1,20 +1,23 @@
-"""The Notifier with the Kafka publisher's contract (in-memory doubles), and offline
-detection across replicas over the in-process control channel (issue 24)."""
+"""The Notifier over the outbox, with and without the relay to the topic (in-memory
+doubles), and offline detection across replicas over the in-process control channel
+(issue 24)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from chatsvc.auth.identity import Identity
 from chatsvc.bus.notify_kafka import notification_record
 from chatsvc.chat.cluster_presence import ClusterPresence
-from chatsvc.chat.notify import LocalClaims, Notifier
+from chatsvc.chat.notify import Notifier
+from chatsvc.chat.notify_relay import NotificationRelay
 from chatsvc.chat.online import OnlineUsers
-from chatsvc.errors import BusUnavailable, Unavailable
+from chatsvc.errors import StoreUnavailable
 from chatsvc.model.ids import id_at
 from chatsvc.model.messages import Message
 from chatsvc.model.rooms import Conversation, Member, Notification
@@ -24,27 +27,6 @@ from tests.support.control_net import ControlNet, eventually
 
 DM = "dm:0123456789abcdef"
 BOB = Identity("bob", "Bob")
-
-
-class Topic:
-    """The publisher double: records what it was given; can be made to fail."""
-
-    topic = "chatsvc.notify"
-
-    def __init__(self) -> None:
-        self.records: list[Notification] = []
-        self.down = False
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-    async def publish(self, notification: Notification) -> None:
-        if self.down:
-            raise BusUnavailable("notifications topic unavailable")
-        self.records.append(notification)
 
 
 @pytest.fixture
@@ -60,75 +42,72 @@ def message(text: str = "hello", mentions: tuple[str, ...] = ()) -> Message:
     return Message(id_at(1_700_000_000_000), DM, "alice", "Alice", text, 1_700_000_000_000, mentions=mentions)
 
 
-async def test_the_topic_gets_each_offline_member_once_per_message(store: MemoryStore) -> None:
-    topic = Topic()
-    notifier = Notifier(store, Limits(), publisher=topic)
+async def test_each_offline_member_once_per_message_in_the_outbox(store: MemoryStore) -> None:
+    notifier = Notifier(store, Limits(), outbox=store)
     sent = message("x" * 300)
     assert await notifier.posted(sent) == 1
-    assert await notifier.posted(sent) == 0  # the same message again (a replay): claimed
-    assert topic.records == [
+    assert await notifier.posted(sent) == 0  # the same message again (a replay): there already
+    assert [n for _, n in await store.notifications_after(0, 10)] == [
         Notification("bob", DM, sent.id, "alice", "x" * 100, "direct", sent.created_at_ms)
     ]
     notifier.online = lambda user: user == "bob"
     assert await notifier.posted(message("later")) == 0  # online somewhere: nothing
-    assert len(topic.records) == 1
+    assert len(await store.notifications_after(0, 10)) == 1
 
 
-async def test_replicas_sharing_the_claim_publish_once(store: MemoryStore) -> None:
-    """Two replicas' notifiers, one shared claim (what ScyllaDB is): one record."""
-    shared, topic = LocalClaims(), Topic()
-    a = Notifier(store, Limits(), publisher=topic, claims=shared)
-    b = Notifier(store, Limits(), publisher=topic, claims=shared)
-    sent = message()
-    assert [await a.posted(sent), await b.posted(sent)] == [1, 0]
-    assert [n.user_id for n in topic.records] == ["bob"]
-
-
-async def test_local_claims_are_bounded() -> None:
-    claims = LocalClaims(capacity=2)
-    assert [await claims.claim_notification("u", m) for m in ("1", "2", "1", "3")] == [
-        True,
-        True,
-        False,
-        True,
-    ]
-    assert await claims.claim_notification("u", "1")  # forgotten past the capacity
-
-
-async def test_a_failed_publish_costs_the_notification_never_the_message(
+async def test_a_failed_write_costs_the_notification_never_the_message_nor_the_others(
     store: MemoryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    topic = Topic()
-    topic.down = True
-    notifier = Notifier(store, Limits(), publisher=topic)
-    with caplog.at_level(logging.WARNING):
-        assert await notifier.posted(message()) == 0
-    assert "bus_unavailable" in caplog.text and "Traceback" not in caplog.text
-
-
-async def test_one_members_failure_does_not_cost_the_others(store: MemoryStore) -> None:
     club = "priv:0123456789abcdef"
     members = [Member(club, u, "member", 1) for u in ("alice", "bob", "carol")]
     await store.create_conversation(Conversation(club, "private", "Club", "alice", 1), members)
 
-    class Flaky(Topic):
-        async def publish(self, notification: Notification) -> None:
+    class Flaky(MemoryStore):
+        async def add_notification(self, notification: Notification) -> bool:
             if notification.user_id == "bob":
-                raise BusUnavailable("notifications topic unavailable")
-            await super().publish(notification)
+                raise StoreUnavailable("message store error: OperationalError")
+            return await store.add_notification(notification)
 
-    topic = Flaky()
     sent = Message(id_at(1_700_000_000_000), club, "alice", "Alice", "hi", 1_700_000_000_000)
-    assert await Notifier(store, Limits(), publisher=topic).posted(sent) == 1
-    assert [n.user_id for n in topic.records] == ["carol"]
+    with caplog.at_level(logging.WARNING):
+        assert await Notifier(store, Limits(), outbox=Flaky()).posted(sent) == 1
+    assert [n.user_id for _, n in await store.notifications_after(0, 10)] == ["carol"]
+    assert "store_unavailable" in caplog.text and "Traceback" not in caplog.text
 
 
-async def test_with_the_topic_the_stream_is_unavailable(store: MemoryStore) -> None:
-    notifier = Notifier(store, Limits(), publisher=Topic())
-    with pytest.raises(Unavailable, match=r"chatsvc\.notify"):
-        notifier.check_stream()
-    with pytest.raises(ValueError, match="outbox or"):
-        Notifier(store, Limits())
+async def test_with_a_relay_a_write_wakes_it_and_the_stream_still_reads_the_outbox(
+    store: MemoryStore,
+) -> None:
+    class Topic:
+        topic = "chatsvc.notify"
+
+        async def start(self) -> None:
+            return None
+
+        async def aclose(self) -> None:
+            return None
+
+        async def produce(self, notifications: Sequence[Notification]) -> None:
+            produced.extend(notifications)
+
+        async def recent_ids(self, per_partition: int) -> set[str]:
+            return set()
+
+    produced: list[Notification] = []
+    relay = NotificationRelay(store, Topic(), owner="ra", lease_seconds=10)
+    notifier = Notifier(store, Limits(), outbox=store, relay=relay)
+    await notifier.start()
+    try:
+        stream = notifier.stream(0)
+        sent = message()
+        assert await notifier.posted(sent) == 1
+        _, streamed = await asyncio.wait_for(anext(stream), 2.0)
+        assert (streamed.user_id, streamed.message_id) == ("bob", sent.id)
+        # Woken by the write, well before its one-second poll.
+        await eventually(lambda: [n.message_id for n in produced] == [sent.id], within=0.5, what="relayed")
+        await stream.aclose()
+    finally:
+        await notifier.aclose()
 
 
 def test_the_record_is_keyed_by_user_with_the_dedup_key() -> None:

@@ -190,5 +190,5 @@ async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> N
     finally:
         await store.aclose()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION == 8
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION == 9
     db.close()

@@ -313,7 +313,7 @@ class AdminServiceServicer:
         """Notifications for offline users (a DM or private-room message to a member with no
         live socket), oldest first from after_position, then each new one as it is written;
         the stream stays open until the caller cancels. Resume with the last position seen.
-        The store's outbox (SQLite, ScyllaDB); UNAVAILABLE with CHATSVC_NOTIFY_TOPIC (the topic is the stream).
+        The store's outbox (SQLite, ScyllaDB), also with CHATSVC_NOTIFY_TOPIC (relayed from it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -105,7 +105,7 @@ class AdminServiceStub:
     """Notifications for offline users (a DM or private-room message to a member with no
     live socket), oldest first from after_position, then each new one as it is written;
     the stream stays open until the caller cancels. Resume with the last position seen.
-    The store's outbox (SQLite, ScyllaDB); UNAVAILABLE with CHATSVC_NOTIFY_TOPIC (the topic is the stream).
+    The store's outbox (SQLite, ScyllaDB), also with CHATSVC_NOTIFY_TOPIC (relayed from it).
     """
     ListFlagged: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListFlaggedRequest, _admin_pb2.ListFlaggedResponse]
     """Spam filters (issue 25): the messages they caught, newest first: refused ones and
@@ -175,7 +175,7 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Notifications for offline users (a DM or private-room message to a member with no
     live socket), oldest first from after_position, then each new one as it is written;
     the stream stays open until the caller cancels. Resume with the last position seen.
-    The store's outbox (SQLite, ScyllaDB); UNAVAILABLE with CHATSVC_NOTIFY_TOPIC (the topic is the stream).
+    The store's outbox (SQLite, ScyllaDB), also with CHATSVC_NOTIFY_TOPIC (relayed from it).
     """
     ListFlagged: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListFlaggedRequest, _admin_pb2.ListFlaggedResponse]  # type: ignore[assignment]
     """Spam filters (issue 25): the messages they caught, newest first: refused ones and
@@ -374,7 +374,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """Notifications for offline users (a DM or private-room message to a member with no
         live socket), oldest first from after_position, then each new one as it is written;
         the stream stays open until the caller cancels. Resume with the last position seen.
-        The store's outbox (SQLite, ScyllaDB); UNAVAILABLE with CHATSVC_NOTIFY_TOPIC (the topic is the stream).
+        The store's outbox (SQLite, ScyllaDB), also with CHATSVC_NOTIFY_TOPIC (relayed from it).
         """
 
     @_abc_1.abstractmethod

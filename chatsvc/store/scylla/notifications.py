@@ -1,15 +1,15 @@
 """The offline-notification part of :class:`~chatsvc.store.scylla.store.ScyllaStore`
-(issue 24): the outbox StreamNotifications reads when the store is ScyllaDB and no
-``CHATSVC_NOTIFY_TOPIC`` is set, and the (user, message) claim the Kafka topic's
-producer takes first.
+(issue 24): the outbox StreamNotifications reads, and the relay to ``CHATSVC_NOTIFY_TOPIC``
+(:mod:`chatsvc.chat.notify_relay`) produces from, when the store is ScyllaDB.
 
 Tables (``schema.NOTIFY_MIGRATION``, docs/scylla.md), one per query, no ALLOW FILTERING:
 
 * ``notifications_by_user`` ((user, day), message): the claim. ``INSERT ... IF NOT
   EXISTS`` (a lightweight transaction, paid only for an offline recipient) lets exactly one
   of any number of replicas, retries and restarts notify a (user, message); the row keeps
-  the position it was given, so an attempt that lost the race after a half-written
-  notification rewrites the same log row rather than a second one.
+  the position it was given, so a writer that lost the race deletes its own log row and
+  rewrites the claimed one rather than leaving a second. The log row is written before
+  the claim (:meth:`ScyllaNotifications.add_notification`).
 * ``notification_log`` ((hour, shard), position, user, message): the outbox in position
   order. An hour of the whole cluster's notifications is spread over ``SHARDS``
   partitions by user, so no partition grows with the cluster's rate alone; a page reads the
@@ -82,25 +82,40 @@ class ScyllaNotifications:
     def _notify_cql(self, name: str, params: Sequence[object]) -> Awaitable[list[Row]]:
         return self._db.run(name, params)
 
+    def _outbox_end(self) -> int:
+        """The last position a page may return now (positions are time: now less the
+        settle delay, so a write still settling lies after it)."""
+        return (_now_ms() - SETTLE_MS) << HASH_BITS
+
     async def claim_notification(self, user_id: str, message_id: str, position: int = 0) -> bool:
         """Take (user, message) for this caller; False if any caller took it before."""
         rows = await self._notify_cql("notif_claim", (user_id, _day(message_id), message_id, position))
         return bool(rows and rows[0][0])
 
     async def add_notification(self, notification: Notification) -> bool:
-        """Claim, then write the log row; True if this call notified. A call that finds the
-        claim taken rewrites the log row under the claimed position (an upsert of the same
-        row), so a notification whose first writer failed half-way still lands, once."""
+        """Write the log row, then claim the pair under its position; True if this call
+        notified. The row goes first so that a process dying between the two writes leaves
+        the notification in the outbox rather than a claim without it (which nothing would
+        ever complete: a message is notified once, when it is first stored). A call that
+        finds the pair claimed under another position deletes its own row (younger than
+        ``SETTLE_MS``: no reader has seen it) and rewrites the claimed one (an upsert of the
+        same row, completing a first writer that failed half-way)."""
         n = notification
         position = position_of(_now_ms(), n.user_id, n.message_id)
-        if not await self.claim_notification(n.user_id, n.message_id, position):
-            found = await self._notify_cql("notif_claim_get", (n.user_id, _day(n.message_id), n.message_id))
-            if not found or not found[0][0]:
-                return False  # claimed by the Kafka producer (position 0), or expired
-            await self._put_log(int(found[0][0]), n)
-            return False
         await self._put_log(position, n)
-        return True
+        if await self.claim_notification(n.user_id, n.message_id, position):
+            return True
+        found = await self._notify_cql("notif_claim_get", (n.user_id, _day(n.message_id), n.message_id))
+        claimed = int(found[0][0]) if found and found[0][0] else None
+        if claimed == position:
+            return False  # a writer in the same millisecond: the very same row, theirs (the
+            # claim is never retried by the driver, so "not applied" is never our own)
+        await self._notify_cql(
+            "notif_log_delete", (hour_of(position), shard_of(n.user_id), position, n.user_id, n.message_id)
+        )
+        if claimed is not None:  # else expired, or claimed by a version without the row (position 0)
+            await self._put_log(claimed, n)
+        return False
 
     async def _put_log(self, position: int, n: Notification) -> None:
         hour = hour_of(position)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
-from chatsvc.store.scylla import cleanup, flagged
+from chatsvc.store.scylla import cleanup, flagged, relay
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
@@ -316,6 +316,8 @@ NOTIFY_MIGRATION: Final[tuple[str, ...]] = (
     )""",
 )
 MIGRATIONS[NOTIFY_MIGRATION_VERSION] = NOTIFY_MIGRATION
+#: The relay of the outbox to CHATSVC_NOTIFY_TOPIC (issue 24; chatsvc.store.scylla.relay).
+MIGRATIONS[9] = relay.MIGRATION
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
     scope text,
@@ -478,12 +480,17 @@ STATEMENTS: Final[dict[str, str]] = {
         "INSERT INTO {ks}.notification_log (hour, shard, position, user_id, message_id, room, sender,"
         " preview, kind, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
+    "notif_log_delete": (
+        "DELETE FROM {ks}.notification_log WHERE hour = ? AND shard = ? AND position = ? AND user_id = ?"
+        " AND message_id = ?"
+    ),
     "notif_log_after": (
         "SELECT position, user_id, message_id, room, sender, preview, kind, created_at"
         " FROM {ks}.notification_log WHERE hour = ? AND shard = ? AND position > ? AND position <= ? LIMIT ?"
     ),
     "notif_first_put": "UPDATE {ks}.notification_meta USING TIMESTAMP ? SET first_hour = ? WHERE scope = ?",
     "notif_first_get": "SELECT first_hour FROM {ks}.notification_meta WHERE scope = ?",
+    **relay.STATEMENTS,
     **MODES_STATEMENTS,
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says
@@ -491,6 +498,7 @@ STATEMENTS: Final[dict[str, str]] = {
 NOT_IDEMPOTENT: Final = frozenset(
     {"sess_take", "epoch_put", "dm_claim", "react_put", "react_delete", "pin_put", "pin_delete"}
     | {"notif_claim"}  # NOTIFY_MIGRATION
+    | relay.NOT_IDEMPOTENT
     # Issue 25: the surge flip (an LWT) and the sentiment counter (an increment applied
     # twice counts twice; a timed-out one is lost rather than doubled).
     | {"mode_surge_on", "mode_surge_off", "sentiment_add"}

@@ -38,6 +38,7 @@ from chatsvc.store.scylla.flagged import ScyllaFlags
 from chatsvc.store.scylla.modes import ScyllaModes
 from chatsvc.store.scylla.notifications import ScyllaNotifications
 from chatsvc.store.scylla.reactions import ScyllaReactions
+from chatsvc.store.scylla.relay import ScyllaRelay
 from chatsvc.store.scylla.stream import ScyllaStream
 from chatsvc.store.scylla.threads import ScyllaThreads
 
@@ -131,6 +132,7 @@ class ScyllaStore(
     ScyllaThreads,
     ScyllaConversations,
     ScyllaNotifications,
+    ScyllaRelay,
 ):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
