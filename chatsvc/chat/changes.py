@@ -36,6 +36,7 @@ changed dropped first). :class:`ChangeWriter` is the history writer's half (the 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
@@ -176,6 +177,13 @@ class ChangeWindow:
         state = (str(change["by"]), int(change["at_ms"])) if add else False
         self._set(event.room, ("p", event.message_id), state)
         return event
+
+    def release(self, owns: Callable[[str], bool]) -> None:
+        """Forget the rooms ``owns`` says: the replica stopped reading them (interest-based
+        routing), so their states would miss what the stream set meanwhile (the sender's
+        ``base`` from the store decides again once they are read anew)."""
+        for room in [r for r in self._rooms if owns(r)]:
+            del self._rooms[room]
 
     def _set(self, room: str, key: tuple[str, ...], value: Any) -> None:
         states = self._rooms.get(room)

@@ -226,6 +226,7 @@ class RoomStreams:
         reading them (interest-based routing), so what it kept would have a gap."""
         for room in [r for r in self._rooms if owns(r)]:
             del self._rooms[room]
+        self.changes.release(owns)  # its counts would miss what happened meanwhile
 
     def _room(self, room: str) -> _Room:
         state = self._rooms.get(room)

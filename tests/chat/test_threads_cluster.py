@@ -310,3 +310,16 @@ def test_the_window_counts_each_reply_once_and_is_bounded() -> None:
     for i in range(STATES_KEPT):
         window.replied(reply_to(f"p{i}", f"x{i}", 1, base=0))
     assert window.thread(ROOM, "p") is None, "the window is not bounded"
+
+
+def test_a_released_room_forgets_its_counts() -> None:
+    """Interest-based routing stopped reading the room: counts kept from before would miss
+    the replies posted meanwhile, so the next reply is counted on the sender's base."""
+    window = ChangeWindow()
+    window.replied(reply_to("p", "r1", 1, base=0))
+    elsewhere = ReplyRef("q", "alice", "Alice", "", base=0)
+    window.replied(Message("o1", "other", "bob", "Bob", "re", 1, reply_to=elsewhere))
+    window.release(lambda room: room == ROOM)
+    assert window.thread(ROOM, "p") is None and window.thread("other", "q") is not None
+    later = window.replied(reply_to("p", "r9", 2, base=7))
+    assert later is not None and later["reply_count"] == 8
