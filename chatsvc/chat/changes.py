@@ -63,6 +63,16 @@ def pin_change(*, add: bool, by: str, at_ms: int) -> dict[str, Any]:
     return {"pin": {"add": add, "by": by, "at_ms": at_ms}}
 
 
+def thread_update(room: str, parent_id: str, summary: ThreadSummary) -> dict[str, Any]:
+    """The ``message_updated`` payload of a parent's reply summary."""
+    return {
+        "id": parent_id,
+        "room": room,
+        "reply_count": summary.count,
+        "last_reply_at": iso_ms(summary.last_reply_at_ms),
+    }
+
+
 class ChangeWindow:
     """The recent reaction and pin states of each room, as the stream set them."""
 
@@ -133,7 +143,7 @@ class ChangeWindow:
         count = (ref.base or 0) + 1 if known is None else known.count + 1
         last = reply.created_at_ms if known is None else max(known.last_reply_at_ms, reply.created_at_ms)
         self._set(reply.room, ("t", ref.id), (count, last))
-        return {"id": ref.id, "room": reply.room, "reply_count": count, "last_reply_at": iso_ms(last)}
+        return thread_update(reply.room, ref.id, ThreadSummary(count, last))
 
     def repeat(self, event: RoomEvent, change: dict[str, Any]) -> bool:
         """Whether :meth:`apply` would drop this record as a repeat (nothing changes)."""

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
-from chatsvc.chat.changes import ChangeWindow
+from chatsvc.chat.changes import ChangeWindow, thread_update
 from chatsvc.chat.service import ChatService
-from chatsvc.chat.wire import iso_ms
 from chatsvc.errors import ChatError, NotFound, StoreUnavailable
-from chatsvc.model.messages import Message, ReplyRef
+from chatsvc.model.messages import Message, ReplyRef, ThreadSummary
 from chatsvc.store.base import MessageStore
 
 #: Characters of the parent's text a reply carries as its preview.
@@ -83,12 +83,7 @@ class Threads:
         summary = (await self._store.thread_summaries(reply.room, [ref.id])).get(ref.id)
         if summary is None:  # the row was just written: only a store that lost it
             return
-        wire = {
-            "id": ref.id,
-            "room": reply.room,
-            "reply_count": summary.count,
-            "last_reply_at": iso_ms(summary.last_reply_at_ms),
-        }
+        wire = thread_update(reply.room, ref.id, summary)
         await self._service.log_and_deliver("thread", "message_updated", reply.room, ref.id, wire)
 
     async def annotate(self, room: str, messages: list[Message]) -> list[Message]:
@@ -98,17 +93,45 @@ class Threads:
         if not messages:
             return messages
         messages = await self._deleted_parents(room, messages)
-        try:
-            found = await self._store.thread_summaries(room, [m.id for m in messages])
-        except ChatError:
-            found = {}  # cluster mode: the stream's counts may still be known
-        window = self._service.changes
-        if window is not None:  # the history writer may not have written the newest replies
-            for m in messages:
-                recent = window.thread(room, m.id)
-                if recent is not None and recent.count > (found[m.id].count if m.id in found else 0):
-                    found[m.id] = recent
+        found = await self._summaries(room, [m.id for m in messages])
         return [replace(m, thread=found[m.id]) if m.id in found else m for m in messages]
+
+    async def implied(self, room: str, messages: list[Message]) -> list[dict[str, Any]]:
+        """Cluster mode, for a ``join {since}`` page: no ``message_updated`` is stored (the
+        replies imply them), so the current summary of each parent the page's replies name
+        but do not show, as catch-up entries (``event: "message_updated"``, no ``pos``); the
+        parents shown carry theirs already. None in the embedded default (stored)."""
+        if self._service.changes is None:
+            return []
+        shown = {m.id for m in messages}
+        named = (m.reply_to.id for m in messages if m.reply_to is not None)
+        parents = list(dict.fromkeys(p for p in named if p not in shown))
+        if not parents:
+            return []
+        found = await self._summaries(room, parents)
+        return [
+            {"event": "message_updated", **thread_update(room, parent, found[parent])}
+            for parent in parents
+            if parent in found
+        ]
+
+    async def _summaries(self, room: str, ids: list[str]) -> dict[str, ThreadSummary]:
+        """The store's summaries (none on a store failure: a page is still worth showing),
+        raised to the stream's where it is ahead (cluster mode: the history writer may not
+        have written the newest replies)."""
+        try:
+            found = await self._store.thread_summaries(room, ids)
+        except ChatError:
+            found = {}
+        window = self._service.changes
+        if window is not None:
+            for message_id in ids:
+                recent = window.thread(room, message_id)
+                if recent is not None and recent.count > (
+                    found[message_id].count if message_id in found else 0
+                ):
+                    found[message_id] = recent
+        return found
 
     async def page(
         self, room: str, parent_id: str, *, before: str | None, limit: int

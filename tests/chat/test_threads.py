@@ -172,3 +172,10 @@ async def test_concurrent_and_retried_replies_on_two_replicas_count_once(
             await asyncio.sleep(0.2)
         assert {r["id"] for r in thread["replies"]} == replies
         assert thread["message"]["reply_count"] == total
+        # A catch-up from after the parent: the replies, and the count they imply (no
+        # message_updated record is stored in cluster mode).
+        late = await pool.connect(rb.url, token(f"late-{uuid.uuid4().hex[:6]}"))
+        caught = await late.ok("join", {"room": room, "since": parent["pos"]})
+        assert {m["id"] for m in caught["messages"]} >= replies
+        implied = [e for e in caught["events"] if e["event"] == "message_updated"]
+        assert [(e["id"], e["reply_count"]) for e in implied] == [(parent["id"], total)]

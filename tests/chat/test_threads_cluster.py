@@ -290,6 +290,44 @@ async def test_a_store_outage_does_not_block_replies(
     assert first.reply_to is not None and first.reply_to.base == 0
 
 
+async def test_a_catch_up_page_carries_the_counts_its_replies_imply(
+    cluster: tuple[Topic, Replica, Replica], store: FlakyStore
+) -> None:
+    """No ``message_updated`` is stored in cluster mode: a ``join {since}`` page whose
+    replies name a parent it does not show lists that parent's current count (the stream's
+    before the writer, the rows' after; also while the store is down), once per parent."""
+    topic, r1, r2 = cluster
+    parent = await posted(r1)
+    other = await posted(r1, "$MSFT")
+    topic.writing.clear()
+    replies = [(await r2.reply(parent, f"re {i}"))[0] for i in range(3)]
+    on_other, _ = await r1.reply(other, "elsewhere")
+    page = [*replies, on_other]
+    expected = [
+        {"event": "message_updated", "id": parent, "room": ROOM, "reply_count": 3},
+        {"event": "message_updated", "id": other, "room": ROOM, "reply_count": 1},
+    ]
+
+    def counts(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in e.items() if k != "last_reply_at"} for e in entries]
+
+    for replica in (r1, r2):
+        assert counts(await replica.threads.implied(ROOM, page)) == expected
+    assert (await r1.threads.implied(ROOM, page))[0]["last_reply_at"] == iso_ms(replies[-1].created_at_ms)
+    topic.writing.set()
+    await written(topic)
+    fresh = Threads(r1.service, cast(MessageStore, store))
+    assert counts(await fresh.implied(ROOM, page)) == expected
+    store.down = True
+    assert counts(await r2.threads.implied(ROOM, page)) == expected
+    store.down = False
+    # A parent on the page carries its own count; a page without replies implies nothing.
+    parent_message = await r1.service.get(ROOM, parent, field="id")
+    assert parent_message is not None
+    assert counts(await r1.threads.implied(ROOM, [parent_message, *replies])) == []
+    assert await r1.threads.implied(ROOM, [parent_message]) == []
+
+
 def reply_to(parent: str, reply_id: str, at_ms: int, base: int | None) -> Message:
     ref = ReplyRef(parent, "alice", "Alice", "hi", base=base)
     return Message(reply_id, ROOM, "bob", "Bob", "re", at_ms, reply_to=ref)
