@@ -278,6 +278,10 @@ async def test_a_store_outage_does_not_block_replies(
     assert created
     await settle()
     assert (fresh, 1) not in r1.updates()
+    # A parent neither the store nor the tail can show: refused as the store's outage
+    # (retryable), not as a missing parent the client would give up on.
+    with pytest.raises(StoreUnavailable):
+        await r1.reply("01J00000000000000000000000", "to a parent nobody can read")
     # The store returns: the writer catches up and the rows count every reply once.
     store.down = False
     await written(topic)
