@@ -18,6 +18,17 @@ history writer) applies the same rule, in stream order, with a :class:`ChangeWin
   the sender read (``base``) plus or minus one; the history writer stores the event with
   the count of rows after writing it.
 
+* **Thread summaries follow the replies** (issue 25). A reply's record is the order of
+  truth for its parent's ``reply_count`` and ``last_reply_at``: no record of its own, no
+  row written by the sender. Each reader counts a reply once (its id is remembered; a
+  retried reply is dropped before, as a repeated message) on the window's count for the
+  parent, or on the count the sender read (``ReplyRef.base``), and delivers
+  ``message_updated`` live, without a ``pos`` (the reply holds the position: replays send
+  the reply, and pages count the store's rows). Neither known (the sender could not read
+  the store: a CQL outage, and no reader here saw the parent's replies): nothing is
+  delivered live; the writer's rows still count it. The history writer adds the reply's
+  row when it writes the reply (idempotent: the count is counted rows).
+
 Bounded: :data:`STATES_KEPT` keys per room, :data:`ROOMS_KEPT` rooms (least recently
 changed dropped first). :class:`ChangeWriter` is the history writer's half (the rows).
 """
@@ -25,10 +36,12 @@ changed dropped first). :class:`ChangeWriter` is the history writer's half (the 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
-from chatsvc.model.messages import RoomEvent
+from chatsvc.chat.wire import iso_ms
+from chatsvc.model.messages import Message, RoomEvent, ThreadSummary
 from chatsvc.store.base import MessageStore
 
 #: States (reaction keys, counts, pins) kept per room.
@@ -48,6 +61,16 @@ def reaction_change(emoji: str, user_id: str, *, add: bool, base: int) -> dict[s
 def pin_change(*, add: bool, by: str, at_ms: int) -> dict[str, Any]:
     """A pin or unpin record's ``change``."""
     return {"pin": {"add": add, "by": by, "at_ms": at_ms}}
+
+
+def thread_update(room: str, parent_id: str, summary: ThreadSummary) -> dict[str, Any]:
+    """The ``message_updated`` payload of a parent's reply summary."""
+    return {
+        "id": parent_id,
+        "room": room,
+        "reply_count": summary.count,
+        "last_reply_at": iso_ms(summary.last_reply_at_ms),
+    }
 
 
 class ChangeWindow:
@@ -102,6 +125,26 @@ class ChangeWindow:
                 own.setdefault(key[1], {})[key[2]] = bool(value)
         return counts, own
 
+    def thread(self, room: str, parent_id: str) -> ThreadSummary | None:
+        """The parent's reply summary as the stream set it; None: not known here."""
+        found = self._get(room, ("t", parent_id))
+        return None if found is None else ThreadSummary(int(found[0]), int(found[1]))
+
+    def replied(self, reply: Message) -> dict[str, Any] | None:
+        """Count one new reply in stream order: its parent's ``message_updated`` payload, or
+        None (not a reply, counted before, or no count known to add it to)."""
+        ref = reply.reply_to
+        if ref is None or self._get(reply.room, ("tr", reply.id)) is not None:
+            return None
+        self._set(reply.room, ("tr", reply.id), True)
+        known = self.thread(reply.room, ref.id)
+        if known is None and ref.base is None:
+            return None
+        count = (ref.base or 0) + 1 if known is None else known.count + 1
+        last = reply.created_at_ms if known is None else max(known.last_reply_at_ms, reply.created_at_ms)
+        self._set(reply.room, ("t", ref.id), (count, last))
+        return thread_update(reply.room, ref.id, ThreadSummary(count, last))
+
     def repeat(self, event: RoomEvent, change: dict[str, Any]) -> bool:
         """Whether :meth:`apply` would drop this record as a repeat (nothing changes)."""
         reaction, pin = change.get("reaction"), change.get("pin")
@@ -144,6 +187,13 @@ class ChangeWindow:
         state = (str(change["by"]), int(change["at_ms"])) if add else False
         self._set(event.room, ("p", event.message_id), state)
         return event
+
+    def release(self, owns: Callable[[str], bool]) -> None:
+        """Forget the rooms ``owns`` says: the replica stopped reading them (interest-based
+        routing), so their states would miss what the stream set meanwhile (the sender's
+        ``base`` from the store decides again once they are read anew)."""
+        for room in [r for r in self._rooms if owns(r)]:
+            del self._rooms[room]
 
     def _set(self, room: str, key: tuple[str, ...], value: Any) -> None:
         states = self._rooms.get(room)
@@ -198,3 +248,9 @@ class ChangeWriter:
         except (KeyError, TypeError, ValueError):
             return None  # malformed: every consumer skipped it too (logged once there)
         return event
+
+    async def replied(self, stored: Message) -> None:
+        """A reply just written (or the original a retried one stands for): its row under
+        its parent, from which every summary is counted (again: no change)."""
+        if stored.reply_to is not None:
+            await self._store.add_reply(stored.room, stored.reply_to.id, stored.id)

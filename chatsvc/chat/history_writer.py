@@ -35,7 +35,8 @@ class HistoryWriter:
             return  # not a room event; the consumers log it once
         if isinstance(found, Message):
             async with self._metrics.timed_store("append"):
-                await self._store.append(found)
+                stored, _ = await self._store.append(found)
+                await self._changes.replied(stored)  # a reply's row (chatsvc.chat.changes)
             return
         change = record.body.get("change")
         if isinstance(change, dict) and ("reaction" in change or "pin" in change):

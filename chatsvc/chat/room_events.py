@@ -90,6 +90,7 @@ class RoomEvents:
                 shown = await self._messages.annotate(room, caught.messages, conn.identity.user_id)
                 ack["messages"] = [message_wire(m, epoch) for m in shown]
                 ack["events"] = [event_wire(e, epoch) for e in caught.events]
+                ack["events"] += await self._threads.implied(room, caught.messages)  # cluster mode
                 ack["has_more"] = caught.more
                 ack["reset"] = caught.reset
                 ack["pos"] = caught.last

@@ -145,6 +145,11 @@ class ChatService:
         None in the embedded default, where the store is the log."""
         return None if self._streams is None else self._streams.changes
 
+    def recent(self, room: str, message_id: str) -> Message | None:
+        """Cluster mode: a message of ``room`` still in this replica's tail (the store may be
+        down); None in the embedded default."""
+        return None if self._streams is None else self._streams.find(room, message_id)
+
     async def log_change(
         self, kind: str, live: str, room: str, message_id: str, wire: dict[str, Any], change: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:

@@ -77,7 +77,8 @@ def message_body(message: Message, *, skip_sid: str | None, host: str) -> dict[s
         "created_at_ms": message.created_at_ms,
         "client_msg_id": message.client_msg_id,
         "kind": message.kind,
-        "reply_to": None if ref is None else [ref.id, ref.user_id, ref.user_name, ref.preview],
+        # The fifth: the parent's reply count the sender read (chatsvc.chat.changes).
+        "reply_to": None if ref is None else [ref.id, ref.user_id, ref.user_name, ref.preview, ref.base],
         "mentions": list(message.mentions),
         "tickers": list(message.tickers),
         "sentiment": message.sentiment,
@@ -130,11 +131,17 @@ def _message(room: str, offset: int, body: dict[str, Any]) -> Message:
         client_msg_id=None if cmid is None else str(cmid),
         kind=str(body.get("kind") or "user"),
         pos=offset,
-        reply_to=None if not ref else ReplyRef(str(ref[0]), str(ref[1]), str(ref[2]), str(ref[3])),
+        reply_to=None if not ref else _reply_ref(ref),
         mentions=tuple(str(m) for m in body.get("mentions") or ()),
         tickers=tuple(str(t) for t in body.get("tickers") or ()),
         sentiment=None if body.get("sentiment") is None else str(body["sentiment"]),
     )
+
+
+def _reply_ref(ref: list[Any]) -> ReplyRef:
+    base = ref[4] if len(ref) > 4 else None  # records of older replicas have four fields
+    count = None if base is None else int(base)
+    return ReplyRef(str(ref[0]), str(ref[1]), str(ref[2]), str(ref[3]), base=count)
 
 
 class _Room:
@@ -219,6 +226,7 @@ class RoomStreams:
         reading them (interest-based routing), so what it kept would have a gap."""
         for room in [r for r in self._rooms if owns(r)]:
             del self._rooms[room]
+        self.changes.release(owns)  # its counts would miss what happened meanwhile
 
     def _room(self, room: str) -> _Room:
         state = self._rooms.get(room)
@@ -277,6 +285,9 @@ class RoomStreams:
             skip = body.get("skip") if body.get("host") == self.host else None
             skip_sid = skip if isinstance(skip, str) else None
             await self._deliver("message", self._wire(message, "message"), room, skip_sid, _targets(body))
+        updated = self.changes.replied(message)  # a reply: its parent's summary (issue 25)
+        if updated is not None and not replay:
+            await self._deliver("message_updated", updated, room, None, _targets(body))
         self._resolve(message.id, Applied(message))
 
     async def _apply_event(self, room: str, offset: int, body: dict[str, Any], replay: bool) -> None:

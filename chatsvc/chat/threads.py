@@ -9,17 +9,26 @@ counter, so retries and replicas cannot make them drift. Each new reply also log
 ``thread`` room event, delivered live as ``message_updated {id, room, reply_count,
 last_reply_at}`` with its own ``pos``, so ``join {since}`` and connection state recovery
 replay count changes in order.
+
+Cluster mode (issue 21): the reply's record is the order of truth for its parent's summary
+(chatsvc.chat.changes): the sender writes no row and logs no ``thread`` record; every
+replica counts the reply in stream order and delivers ``message_updated`` (without a
+``pos``: the reply holds the position), and the history writer adds the reply's row when it
+writes the reply. So a refused log leaves no summary change, a retried reply counts once,
+and a CQL outage does not block replies (a parent the store cannot read is looked up in the
+replica's tail).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
+from chatsvc.chat.changes import ChangeWindow, thread_update
 from chatsvc.chat.service import ChatService
-from chatsvc.chat.wire import iso_ms
-from chatsvc.errors import ChatError, NotFound
-from chatsvc.model.messages import Message, ReplyRef
+from chatsvc.errors import ChatError, NotFound, StoreUnavailable
+from chatsvc.model.messages import Message, ReplyRef, ThreadSummary
 from chatsvc.store.base import MessageStore
 
 #: Characters of the parent's text a reply carries as its preview.
@@ -36,16 +45,37 @@ class Threads:
     async def parent(self, room: str, parent_id: str) -> ReplyRef:
         """The reference a reply to ``parent_id`` carries; ``not_found`` for a missing or
         deleted parent (a reply to nothing would be a thread nobody can open)."""
-        parent = await self._service.get(room, parent_id, field="reply_to")
+        try:
+            parent = await self._service.get(room, parent_id, field="reply_to")
+        except StoreUnavailable:
+            parent = self._service.recent(room, parent_id)  # cluster mode: the tail may have it
+            if parent is None:
+                raise
         if parent is None or parent.deleted:
             raise NotFound(f"no message {parent_id} in {room} to reply to")
-        return ReplyRef(parent.id, parent.user_id, parent.user_name, parent.text[:PREVIEW_CHARS])
+        ref = ReplyRef(parent.id, parent.user_id, parent.user_name, parent.text[:PREVIEW_CHARS])
+        window = self._service.changes
+        return ref if window is None else replace(ref, base=await self._base(room, parent_id, window))
+
+    async def _base(self, room: str, parent_id: str, window: ChangeWindow) -> int | None:
+        """Cluster mode: the parent's reply count before this reply, as the stream set it or
+        else as the store counts it; None when the store cannot say (readers whose window
+        knows the count still deliver it)."""
+        known = window.thread(room, parent_id)
+        if known is not None:
+            return known.count
+        try:
+            found = (await self._store.thread_summaries(room, [parent_id])).get(parent_id)
+        except ChatError:
+            return None
+        return 0 if found is None else found.count
 
     async def replied(self, reply: Message, *, created: bool) -> None:
         """Record a stored reply under its parent (again on a retry: the row is idempotent,
-        so a retry completes what a failed first attempt left), then tell the room."""
+        so a retry completes what a failed first attempt left), then tell the room. Cluster
+        mode: nothing here, the reply's record did both (chatsvc.chat.changes)."""
         ref = reply.reply_to
-        if ref is None:
+        if ref is None or self._service.changes is not None:
             return
         await self._store.add_reply(reply.room, ref.id, reply.id)
         if not created:
@@ -53,12 +83,7 @@ class Threads:
         summary = (await self._store.thread_summaries(reply.room, [ref.id])).get(ref.id)
         if summary is None:  # the row was just written: only a store that lost it
             return
-        wire = {
-            "id": ref.id,
-            "room": reply.room,
-            "reply_count": summary.count,
-            "last_reply_at": iso_ms(summary.last_reply_at_ms),
-        }
+        wire = thread_update(reply.room, ref.id, summary)
         await self._service.log_and_deliver("thread", "message_updated", reply.room, ref.id, wire)
 
     async def annotate(self, room: str, messages: list[Message]) -> list[Message]:
@@ -68,11 +93,45 @@ class Threads:
         if not messages:
             return messages
         messages = await self._deleted_parents(room, messages)
-        try:
-            found = await self._store.thread_summaries(room, [m.id for m in messages])
-        except ChatError:
-            return messages
+        found = await self._summaries(room, [m.id for m in messages])
         return [replace(m, thread=found[m.id]) if m.id in found else m for m in messages]
+
+    async def implied(self, room: str, messages: list[Message]) -> list[dict[str, Any]]:
+        """Cluster mode, for a ``join {since}`` page: no ``message_updated`` is stored (the
+        replies imply them), so the current summary of each parent the page's replies name
+        but do not show, as catch-up entries (``event: "message_updated"``, no ``pos``); the
+        parents shown carry theirs already. None in the embedded default (stored)."""
+        if self._service.changes is None:
+            return []
+        shown = {m.id for m in messages}
+        named = (m.reply_to.id for m in messages if m.reply_to is not None)
+        parents = list(dict.fromkeys(p for p in named if p not in shown))
+        if not parents:
+            return []
+        found = await self._summaries(room, parents)
+        return [
+            {"event": "message_updated", **thread_update(room, parent, found[parent])}
+            for parent in parents
+            if parent in found
+        ]
+
+    async def _summaries(self, room: str, ids: list[str]) -> dict[str, ThreadSummary]:
+        """The store's summaries (none on a store failure: a page is still worth showing),
+        raised to the stream's where it is ahead (cluster mode: the history writer may not
+        have written the newest replies)."""
+        try:
+            found = await self._store.thread_summaries(room, ids)
+        except ChatError:
+            found = {}
+        window = self._service.changes
+        if window is not None:
+            for message_id in ids:
+                recent = window.thread(room, message_id)
+                if recent is not None and recent.count > (
+                    found[message_id].count if message_id in found else 0
+                ):
+                    found[message_id] = recent
+        return found
 
     async def page(
         self, room: str, parent_id: str, *, before: str | None, limit: int

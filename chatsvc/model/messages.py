@@ -22,6 +22,10 @@ class ReplyRef:
     #: The parent was deleted since (set when messages are read, never stored): the preview
     #: is then empty, so a deleted message's text does not live on in its replies.
     deleted: bool = False
+    #: Cluster mode: the parent's reply count the sender read before posting (carried in the
+    #: reply's log record for readers whose window does not know it; chatsvc.chat.changes).
+    #: Never stored, never on the wire.
+    base: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

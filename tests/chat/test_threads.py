@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.bus.helpers import new_topic, replica_env
+from tests.chat.test_conversations_cluster import FAST, until_delivered
+from tests.conftest import ServerFactory
+from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.clients import ClientPool, running_server
-from tests.support.servers import ServerProcess
+from tests.support.servers import ServerProcess, run_cli
+from tests.support.services import kafka_env
 from tests.support.tokens import token
 
 
@@ -100,3 +107,75 @@ async def test_bad_reply_and_thread_requests_are_refused(server: ServerProcess, 
     assert await alice.error("thread", {"room": room}) == "invalid_payload"
     assert await alice.error("thread", {"room": room, "id": missing, "limit": 10_000}) == "invalid_payload"
     assert (await alice.ok("history", {"room": room}))["messages"] == [], "refused replies store nothing"
+
+
+@pytest.fixture(scope="module")
+def cql_keyspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    keyspace = new_keyspace()
+    env = scylla_env(keyspace)
+    done = run_cli(["migrate"], cli_env(tmp_path_factory.mktemp("migrate"), env), timeout=300)
+    assert done.returncode == 0, done.stderr
+    yield env
+    drop_keyspace(env, keyspace)
+
+
+async def test_concurrent_and_retried_replies_on_two_replicas_count_once(
+    server_factory: ServerFactory, cql_keyspace: dict[str, str]
+) -> None:
+    """Cluster mode (the real broker and CQL node): the reply's record is the order of
+    truth. Replies sent on both replicas at once, each sent twice (a retry), count once
+    each; every client sees the counts in stream order from the replies themselves
+    (``message_updated`` without ``pos``), and the rows the history writer adds agree."""
+    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
+    ra = server_factory(name="ta", CHATSVC_REPLICA_ID="ta", **env)
+    rb = server_factory(name="tb", CHATSVC_REPLICA_ID="tb", **env)
+    for replica in (ra, rb):
+        replica.wait_http("/readyz", timeout=60)
+    room = new_room()
+    users = [f"t{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
+    async with ClientPool() as pool:
+        on_a = [await pool.connect(ra.url, token(u)) for u in users]
+        on_b = [await pool.connect(rb.url, token(u)) for u in users]
+        for c in on_a + on_b:
+            await c.ok("join", {"room": room})
+        await until_delivered(on_a[0], on_b[0], room)
+        parent = (await on_a[0].ok("message", {"room": room, "text": "$NVDA guidance"}))["message"]
+        acks = await asyncio.gather(
+            *(
+                c.ok(
+                    "message",
+                    {"room": room, "text": f"re {i}", "reply_to": parent["id"], "client_msg_id": f"c{i}"},
+                )
+                for i, c in enumerate(on_a + on_b)
+                for _ in (1, 2)
+            )
+        )
+        replies = {a["message"]["id"] for a in acks}
+        assert len(replies) == len(users) * 2 and sum(not a["duplicate"] for a in acks) == len(replies)
+        total = len(replies)
+        for watcher in (on_a[1], on_b[1]):
+            seen: list[dict[str, Any]] = []
+            while len(seen) < total:
+                seen.append(await watcher.next("message_updated", within=10))
+            assert [u["reply_count"] for u in seen] == list(range(1, total + 1))
+            assert all(u["id"] == parent["id"] and "pos" not in u for u in seen)
+        # Pages count the stream at once, and the history writer's rows (the thread page
+        # reads them) hold each reply once.
+        page = await on_b[2].ok("history", {"room": room, "limit": 20})
+        by_id = {m["id"]: m for m in page["messages"]}
+        assert by_id[parent["id"]]["reply_count"] == total
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            thread = await on_a[2].ok("thread", {"room": room, "id": parent["id"], "limit": 50})
+            if len(thread["replies"]) == total or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert {r["id"] for r in thread["replies"]} == replies
+        assert thread["message"]["reply_count"] == total
+        # A catch-up from after the parent: the replies, and the count they imply (no
+        # message_updated record is stored in cluster mode).
+        late = await pool.connect(rb.url, token(f"late-{uuid.uuid4().hex[:6]}"))
+        caught = await late.ok("join", {"room": room, "since": parent["pos"]})
+        assert {m["id"] for m in caught["messages"]} >= replies
+        implied = [e for e in caught["events"] if e["event"] == "message_updated"]
+        assert [(e["id"], e["reply_count"]) for e in implied] == [(parent["id"], total)]
