@@ -148,3 +148,33 @@ async def test_a_mark_from_another_client_shows_and_a_bad_one_is_refused(server:
         await expect(page.locator("li.msg", has_text="sideways")).to_have_count(0)
         await counts(page, 0, 1)
     assert person.errors == [] and person.console == []
+
+
+async def test_a_refused_marked_post_keeps_its_mark_for_retry(server: ServerProcess) -> None:
+    """A marked post the server refuses (slow mode) stays in the sending list with its mark,
+    so Retry sends it marked; the toggle is already clear for the next post."""
+    room = "stock:SLOW"
+    async with chromium() as browser, ClientPool() as clients:
+        person = await visitor(browser)
+        page = person.page
+        await sign_in(page, server.url, token("hana", name="Hana"))
+        await join(page, room)
+        admin = await clients.connect(server.url, token("mod", name="Mod", roles=["admin"]))
+        await admin.ok("join", {"room": room})
+        await admin.ok("set_slow_mode", {"room": room, "seconds": 30})
+        await expect(page.locator("#room-mode")).to_be_visible()
+        await send(page, "first, unmarked")
+        await toggle(page, "bearish").click()
+        await page.locator("#text").fill("$SLOW fading this")
+        await page.locator("#text").press("Enter")
+        failed = page.locator(".pending li.msg.failed", has_text="fading this")
+        await expect(failed.locator(".state")).to_contain_text("not sent: slow_mode")
+        await expect(failed.locator(".sentiment-mark")).to_have_text("▼ bearish")
+        assert await pressed(page) == []
+        await admin.ok("set_slow_mode", {"room": room, "seconds": 0})
+        await expect(page.locator("#room-mode")).to_be_hidden()
+        await failed.get_by_role("button", name="Retry").click()
+        sent = shown(page, "fading this").and_(page.locator("[data-id]"))
+        await expect(sent.locator(".sentiment-mark")).to_have_text("▼ bearish")
+        await counts(page, 0, 1)
+    assert person.errors == [] and person.console == []
