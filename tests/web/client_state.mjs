@@ -4,7 +4,7 @@
 // tests/web/test_client_state.py with the copy's URL as the argument; prints "ok".
 import assert from "node:assert/strict";
 
-const { Room, sentimentOf, withReaction } = await import(process.argv[2]);
+const { Room, sentimentOf, unquoted, withReaction } = await import(process.argv[2]);
 
 const message = (id, extra = {}) => ({ id, room: "stock:X", user: { id: "bob", name: "Bob" }, text: `m ${id}`, ...extra });
 
@@ -56,9 +56,22 @@ assert.deepEqual([deleted.deleted, deleted.reactions, deleted.reply_count], [tru
 assert.equal(r.reacted("01B", "🚀", 3, null), null); // a deleted message shows none
 assert.equal(r.annotate("01C", { reply_count: 1 }), null); // unknown: nothing to update
 
+// A deleted parent's text leaves its replies' quotes (each reply changed once); others stay.
+const q = new Room("stock:X");
+q.put(message("02A"));
+q.put(message("02B", { reply_to: { id: "02A", user: { id: "bob" }, preview: "m 02A" } }));
+q.put(message("02C", { reply_to: { id: "02Z", user: { id: "bob" }, preview: "other" } }));
+q.markDeleted("02A");
+assert.deepEqual(q.unquote("02A").map((m) => [m.id, m.reply_to.preview, m.reply_to.deleted]), [["02B", "", true]]);
+assert.deepEqual(q.messages.get("02B").reply_to, { id: "02A", user: { id: "bob" }, preview: "", deleted: true });
+assert.equal(q.messages.get("02C").reply_to.preview, "other");
+assert.deepEqual(q.unquote("02A"), []); // already blank: nothing to render again
+
 // Mention candidates: everyone seen in the room.
 r.put(message("01D", { user: { id: "carol", name: "Carol" } }));
 r.seeUser({ id: "dave" });
 assert.deepEqual([...r.people], [["bob", "Bob"], ["carol", "Carol"], ["dave", "dave"]]);
+
+assert.deepEqual(unquoted({ id: "x", preview: "y" }), { id: "x", preview: "", deleted: true });
 
 console.log("ok");

@@ -1,6 +1,7 @@
 """The main views at desktop and phone width, in the light and the dark theme, with the
 conversation list (a DM, a private room, ticker rooms), a private room's members, a reply
-with its quote, reactions, a mention, a pin and a thread.
+with its quote, reactions, a mention, a pin, a thread, and posts marked bullish (one through
+the composer's toggle) with the header's sentiment counts.
 
 The theme follows the system (prefers-color-scheme) and the phone layout stacks the rooms
 above the conversation; both are asserted here. The screenshots go to the test's temporary
@@ -30,7 +31,7 @@ expect.set_options(timeout=PAGE_WAIT_MS)
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("shots")) as running:
+    with running_server(tmp_path_factory.mktemp("shots"), CHATSVC_SENTIMENT_EVENT_MS="500") as running:
         yield running
 
 
@@ -69,7 +70,9 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
         async with ClientPool() as clients:
             bob = await clients.connect(server.url, token("bob", name="Bob"))
             await bob.ok("join", {"room": ROOM})
-            await bob.ok("message", {"room": ROOM, "text": "Samsung up 2% on the memory news"})
+            await bob.ok(
+                "message", {"room": ROOM, "text": "Samsung up 2% on the memory news", "sentiment": "bullish"}
+            )
             await page.locator("#text").fill("Anyone watching the HBM numbers?")
             await page.locator("#text").press("Enter")
             question = page.locator("li.msg.mine[data-id]", has_text="HBM numbers")
@@ -94,9 +97,12 @@ async def test_main_views_in_both_themes_and_widths(server: ServerProcess, out: 
             await expect(news.locator(".reaction")).to_have_text(["🚀 2", "📈 1"])
             await expect(page.locator("li.msg.mentions-me .quote")).to_have_count(1)
             await page.locator("#text").fill("Same here: holding until earnings.")
+            await page.locator("#sentiment button[data-sentiment=bullish]").click()
             await page.locator("#text").press("Enter")
             last = page.locator("li.msg.mine[data-id]", has_text="holding until earnings")
             await expect(last).to_have_count(1)
+            await expect(last.locator(".sentiment-mark")).to_have_text("▲ bullish")
+            await expect(page.locator("#room-sentiment")).to_have_attribute("data-bullish", "2")
             await bob.ok("read", {"room": ROOM, "message_id": await last.get_attribute("data-id")})
             await expect(last.locator(".receipts")).to_have_text("Read by Bob")
             # Conversations (issue 24): a DM from Bob and a private room Carol made, both

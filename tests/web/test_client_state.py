@@ -1,7 +1,8 @@
 """The web client's room state, run by node: the room header's slow/surge mode and sentiment
 from issue 25's payloads (before the server sends them, so the header is tested on the shapes
-the issue names), reaction counts and own reactions, annotations kept across edits, mention
-candidates. The browser tests drive the same code through a real server."""
+the issue names), reaction counts and own reactions, annotations kept across edits, a deleted
+parent's text blanked from its replies' quotes, mention candidates. The browser tests drive the
+same code through a real server."""
 
 from __future__ import annotations
 

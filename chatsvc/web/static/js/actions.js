@@ -1,7 +1,8 @@
 // What a rendered message can do, for the room's timeline and the thread panel alike:
-// reply, open its thread, react, pin, and the author menu (block, direct message).
+// reply, open its thread, react, pin, edit and delete, and the author menu (block, direct
+// message).
 import { AckError } from "./connection.js";
-import { showChanged } from "./compose.js";
+import { deleteMessage, editMessage, showChanged } from "./compose.js";
 import { app, reportAck, request } from "./state.js";
 import { ackError } from "./status.js";
 
@@ -11,6 +12,13 @@ const MANAGERS = new Set(["owner", "moderator"]);
 export function mayPin(room) {
   if (room.kind === "public") return Boolean(app.me?.roles?.includes("admin"));
   return MANAGERS.has(room.role);
+}
+
+/** Deleting: the author; `admin` anywhere; a private or direct room's owners and moderators
+ * (README, "Conversations"). Only to offer the button: the server decides. */
+export function mayDelete(room, message) {
+  if (message.user?.id === app.me?.sub || app.me?.roles?.includes("admin")) return true;
+  return room.kind !== "public" && MANAGERS.has(room.role);
 }
 
 /** React (or take one's reaction back); the ack's count shows at once, the event follows. */
@@ -49,6 +57,9 @@ export function messageActions() {
     mayPin,
     pin: (room, id) => pin(room, id, true),
     unpin: (room, id) => pin(room, id, false),
+    mayDelete,
+    edit: editMessage,
+    remove: deleteMessage,
     me: () => app.me,
   };
 }

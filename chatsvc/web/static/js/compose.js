@@ -1,5 +1,6 @@
-// The composer (Enter sends, with a reply and mentions when chosen) and editing or deleting
-// own messages. A send shows "sending…" until its ack, then the real message or the error.
+// The composer (Enter sends, with a reply, mentions and a sentiment mark when chosen) and
+// editing or deleting messages (own ones; others' for moderators). A send shows "sending…"
+// until its ack, then the real message or the error.
 import { AckError } from "./connection.js";
 import { $ } from "./dom.js";
 import { scheduleRead } from "./reads.js";
@@ -12,11 +13,11 @@ function newClientId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** Post `text` in `room` (`extra`: reply_to, mentions); `view` shows it pending: the room's
+/** Post `text` in `room` (`extra`: reply_to, mentions, sentiment); `view` shows it pending: the room's
  * timeline, or the thread panel for a reply written there. */
 export async function send(room, text, extra = {}, view = app.views.get(room.name)) {
   const clientMsgId = newClientId();
-  const li = view.addPending(clientMsgId, text);
+  const li = view.addPending(clientMsgId, text, extra.sentiment);
   const attempt = async () => {
     li.classList.remove("failed");
     li.querySelector(".actions")?.remove();
@@ -55,13 +56,23 @@ export async function editMessage(room, id, text) {
 export async function deleteMessage(room, id) {
   try {
     await app.conn.request("delete", { room: room.name, id });
-    const deleted = room.markDeleted(id);
-    if (deleted) showChanged(room, deleted);
-    app.sidebar.update(room, app.active === room.name);
+    showDeleted(room, id);
   } catch (error) {
     if (!(error instanceof AckError)) throw error;
     ackError("delete", error);
   }
+}
+
+/** A message was deleted (own delete's ack, or `message_deleted`): shown deleted in the
+ * timeline and the thread panel, its replies' quotes blanked; null if the room lacks it. */
+export function showDeleted(room, id) {
+  const deleted = room.markDeleted(id);
+  room.pinned.delete(id); // a deleted message's pins and reactions go away
+  if (deleted) showChanged(room, deleted);
+  app.thread.deleted(room.name, id); // a reply only the thread panel has (older than the room's)
+  for (const reply of room.unquote(id)) showChanged(room, reply);
+  app.sidebar.update(room, app.active === room.name); // the preview may have been it
+  return deleted;
 }
 
 /** Re-render a changed message wherever it shows: the room's timeline and the thread panel. */
@@ -83,6 +94,8 @@ export function initComposer() {
     if (replyTo) extra.reply_to = replyTo;
     const mentions = app.mentions.collect($("text"));
     if (mentions.length) extra.mentions = mentions;
+    const sentiment = app.sentiment.take(); // cleared for the next post; a retry keeps it
+    if (sentiment) extra.sentiment = sentiment;
     $("text").value = "";
     app.typing.stop();
     app.reply.cancel({ focus: false });

@@ -22,6 +22,7 @@ export class RoomHeader {
     $("leave").hidden = !room || room.kind === "direct"; // a DM stays listed: there is no leaving it
     app.members.setRoom(room);
     app.pins.setRoom(room);
+    app.sentiment.setRoom(room);
     $("text").disabled = !room;
     $("send").disabled = !room;
     if (!room) $("room-activity").textContent = "";

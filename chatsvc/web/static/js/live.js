@@ -1,7 +1,7 @@
 // Events the server sends (README, "Protocol", "Replies and threads"): each updates the
 // room's state and re-renders what shows it. Catch-up answers (`join {since}`) list the
 // same events, named by `event`, and go through applyEvent.
-import { showChanged } from "./compose.js";
+import { showChanged, showDeleted } from "./compose.js";
 import { $ } from "./dom.js";
 import { scheduleRead } from "./reads.js";
 import { dropRoom, roomState } from "./rooms.js";
@@ -42,12 +42,9 @@ function onEdited(message) {
 
 function onDeleted(event) {
   const room = app.rooms.get(event.room);
-  room?.seePos(event.pos);
-  const deleted = room?.markDeleted(event.id);
-  if (!deleted) return;
-  room.pinned.delete(event.id); // a deleted message's pins and reactions go away
-  showChanged(room, deleted);
-  app.sidebar.update(room, app.active === room.name); // the preview may have been it
+  if (!room) return;
+  room.seePos(event.pos);
+  showDeleted(room, event.id);
 }
 
 /** A parent's reply count changed (a new reply): `message_updated`. */

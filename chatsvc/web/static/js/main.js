@@ -1,8 +1,9 @@
 // The chat client: signs in, keeps the connection, and builds the views. Protocol:
 // README.md, "Protocol". Each view or concern is a module of its own: rooms.js (join,
 // history, switching), live.js (server events), compose.js (sending, editing), reads.js
-// (receipts), timeline.js and message.js (messages), replies.js (reply bar, thread panel),
-// pins.js, mentions.js, header.js (room header), and the conversation modules.
+// (receipts), timeline.js and message.js (messages), edit.js (editing in place), replies.js
+// (reply bar, thread panel), pins.js, mentions.js, header.js (room header), sentiment.js
+// (the composer's bullish/bearish toggle), and the conversation modules.
 import { Blocks } from "./blocks.js";
 import { initComposer } from "./compose.js";
 import { Connection } from "./connection.js";
@@ -15,6 +16,7 @@ import { MentionBox } from "./mentions.js";
 import { PinsPanel } from "./pins.js";
 import { beforeExpiry } from "./refresh.js";
 import { ReplyBar, ThreadPanel } from "./replies.js";
+import { SentimentToggle } from "./sentiment.js";
 import { dropRoom, forgetRooms, joinRoom, leaveActive, reloadHistory, removeMember, roomState, savedRooms, selectRoom } from "./rooms.js";
 import { Sidebar } from "./sidebar.js";
 import { app, reportAck } from "./state.js";
@@ -53,6 +55,7 @@ app.header = new RoomHeader();
 app.pins = new PinsPanel();
 app.reply = new ReplyBar();
 app.thread = new ThreadPanel();
+app.sentiment = new SentimentToggle();
 app.mentions = new MentionBox($("text")); // before the composer: it takes Enter while listing
 initComposer();
 $("leave").addEventListener("click", leaveActive);

@@ -1,8 +1,9 @@
 // One message as a list item, for the room's timeline and the thread panel: author (with
 // its menu), time, the quote of the message it replies to, the text with mentions marked,
-// reactions (own ones pressed), the reply count, and its actions. User text only ever
-// becomes text nodes.
+// reactions (own ones pressed), the reply count, its bullish/bearish mark, and its actions.
+// User text only ever becomes text nodes.
 import { clock, h } from "./dom.js";
+import { sentimentMark } from "./sentiment.js";
 
 /** The picker's choices; any other emoji someone used shows as a chip and can be joined. */
 export const PICKER = ["👍", "❤️", "😂", "😮", "🚀", "📈", "📉", "👀"];
@@ -15,8 +16,9 @@ document.addEventListener("click", (event) => {
 });
 
 /**
- * ctx: {room, me, actions, inThread, startEdit(message)}; actions as in actions.js plus,
- * in the timeline, remove(room, id).
+ * ctx: {room, me, actions, inThread, startEdit(message)}; actions as in actions.js. With
+ * startEdit, own messages offer Edit, and Delete shows where actions.mayDelete allows it
+ * (own messages, and others' for moderators): the timeline and the thread panel alike.
  */
 export function messageElement(message, ctx) {
   const { room, me, actions } = ctx;
@@ -44,6 +46,7 @@ export function messageElement(message, ctx) {
       mine ? h("span", { class: "author", text: message.user.name || message.user.id }) : authorMenu(message.user, actions),
       h("time", { datetime: message.created_at, title: message.created_at, text: clock(message.created_at) }),
       message.edited_at && !deleted ? h("span", { class: "edited", text: "edited" }) : null,
+      deleted ? null : sentimentMark(message.sentiment),
       pinned ? h("span", { class: "pin-mark", text: "📌 pinned" }) : null,
       mentionsMe ? h("span", { class: "mention-mark", text: "mentions you" }) : null,
     ),
@@ -69,7 +72,9 @@ export function messageElement(message, ctx) {
 function quote(message, { room, actions, inThread }) {
   const parent = message.reply_to;
   const who = parent.user?.name || parent.user?.id || "?";
-  const body = [h("span", { class: "quote-author", text: who }), h("span", { class: "quote-text", text: parent.preview || "" })];
+  // A deleted parent's text is gone from its replies' quotes too (README, "Edits and deletes").
+  const said = parent.deleted ? "message deleted" : parent.preview || "";
+  const body = [h("span", { class: "quote-author", text: who }), h("span", { class: "quote-text", text: said })];
   if (inThread) return h("blockquote", { class: "quote", dataset: { parent: parent.id } }, ...body);
   return h(
     "button",
@@ -77,7 +82,7 @@ function quote(message, { room, actions, inThread }) {
       type: "button",
       class: "quote",
       dataset: { parent: parent.id, key: "quote" },
-      "aria-label": `In reply to ${who}: ${parent.preview || ""}. Open the thread`,
+      "aria-label": `In reply to ${who}: ${said}. Open the thread`,
       onclick: () => actions.thread(room, { id: parent.id }),
     },
     ...body,
@@ -148,9 +153,19 @@ function actionRow(message, ctx, mine) {
     );
   }
   if (mine && ctx.startEdit) {
+    buttons.push(h("button", { type: "button", text: "Edit", dataset: { key: "edit" }, onclick: () => ctx.startEdit(message) }));
+  }
+  if (ctx.startEdit && actions.mayDelete(room, message)) {
+    const who = message.user.name || message.user.id;
     buttons.push(
-      h("button", { type: "button", text: "Edit", dataset: { key: "edit" }, onclick: () => ctx.startEdit(message) }),
-      h("button", { type: "button", text: "Delete", dataset: { key: "delete" }, onclick: () => actions.remove(room, message.id) }),
+      h("button", {
+        type: "button",
+        text: "Delete",
+        dataset: { key: "delete" },
+        // A moderator's Delete on someone else's message says whose it removes.
+        "aria-label": mine ? null : `Delete ${who}'s message`,
+        onclick: () => actions.remove(room, message.id),
+      }),
     );
   }
   return h("div", { class: "actions" }, ...buttons);
@@ -255,28 +270,4 @@ export function replaceKeepingFocus(old, li) {
   const focused = old.contains(document.activeElement) ? document.activeElement.dataset?.key : undefined;
   old.replaceWith(li);
   if (focused) [...li.querySelectorAll("[data-key]")].find((el) => el.dataset.key === focused)?.focus();
-}
-
-/** A message on its way: "sending…" until its ack. */
-export function pendingElement(me, clientMsgId, text) {
-  return h(
-    "li",
-    { class: "msg mine pending", dataset: { client: clientMsgId } },
-    h("div", { class: "meta" }, h("span", { class: "author", text: me.name }), h("span", { class: "state", text: "sending…" })),
-    h("p", { class: "text", text }),
-  );
-}
-
-/** A refused send: the error by its code, with Retry and Discard. */
-export function markFailed(li, error, retry, discard) {
-  li.classList.add("failed");
-  li.querySelector(".state").textContent = `not sent: ${error.code} — ${error.detail || error.message}`;
-  li.append(
-    h(
-      "div",
-      { class: "actions" },
-      h("button", { type: "button", text: "Retry", onclick: retry }),
-      h("button", { type: "button", text: "Discard", onclick: discard }),
-    ),
-  );
 }

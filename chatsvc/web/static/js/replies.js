@@ -1,12 +1,15 @@
 // Replies and threads (README, "Replies and threads"). The reply bar above the composer
 // says which message the next one answers (`message {..., reply_to}`); the thread panel
-// shows a message and its replies (`thread {room, id, before?}`), follows new replies live,
-// and has its own composer that replies to the thread's message.
+// shows a message and its replies (`thread {room, id, before?}`), follows new replies live
+// (and their edits and deletes), offers Edit and Delete as the room's timeline does, and
+// has its own composer that replies to the thread's message.
 import { send } from "./compose.js";
 import { $ } from "./dom.js";
-import { markFailed, messageElement, pendingElement, replaceKeepingFocus } from "./message.js";
+import { editInPlace } from "./edit.js";
+import { messageElement, replaceKeepingFocus } from "./message.js";
+import { markFailed, pendingElement } from "./pending.js";
 import { messageActions } from "./actions.js";
-import { withReaction } from "./room.js";
+import { unquoted, withReaction } from "./room.js";
 import { app, request } from "./state.js";
 
 const THREAD_PAGE = 50;
@@ -148,6 +151,35 @@ export class ThreadPanel {
     if (this.isOpen && message.room === this.room && this.items.has(message.id)) this.place(message);
   }
 
+  /** A deleted message of `roomName` that the room's timeline does not have (a reply older
+   * than its loaded history): the room's copy, when there is one, comes through changed(). */
+  deleted(roomName, id) {
+    if (!this.isOpen || roomName !== this.room) return;
+    const room = app.rooms.get(roomName);
+    const message = this.messages.get(id);
+    if (message && !message.deleted && !room?.messages.has(id)) {
+      const { reactions, own_reactions, ...rest } = message; // as Room.markDeleted shows it
+      this.place({ ...rest, text: "", deleted: true });
+    }
+    // Replies quoting it that the room does not have: their quotes blanked as the room's are.
+    for (const reply of this.messages.values()) {
+      if (reply.reply_to?.id === id && !reply.reply_to.deleted && !room?.messages.has(reply.id)) {
+        this.place({ ...reply, reply_to: unquoted(reply.reply_to) });
+      }
+    }
+  }
+
+  /** Edit a message in the panel; the ack re-renders it here and in the timeline. */
+  startEdit(message) {
+    const li = this.items.get(message.id);
+    const room = app.rooms.get(this.room);
+    if (!li || !room) return;
+    editInPlace(li, message, {
+      save: (text) => this.actions.edit(room, message.id, text),
+      cancel: () => this.place(this.messages.get(message.id) || message),
+    });
+  }
+
   /** A reaction on a reply only this panel shows (older than the room's loaded history). */
   reacted(room, id, emoji, count, own) {
     const message = this.messages.get(id);
@@ -161,9 +193,22 @@ export class ThreadPanel {
     const room = app.rooms.get(this.room) || { name: this.room, pinned: new Set(), kind: "public" };
     // The room's copy is newer (live reactions, edits) when the timeline has it.
     const known = app.rooms.get(this.room)?.messages.get(message.id);
-    const shown = known && !message.deleted ? { ...message, ...known } : message;
+    let shown = known && !message.deleted ? { ...message, ...known } : message;
+    const before = this.messages.get(message.id);
+    if (before && !shown.deleted && !known) {
+      // An edit carries no reactions or reply counts: keep the ones this panel showed.
+      const kept = {};
+      for (const key of ["reactions", "own_reactions", "reply_count"]) if (!(key in shown) && key in before) kept[key] = before[key];
+      shown = { ...shown, ...kept };
+    }
     this.messages.set(shown.id, shown);
-    const li = messageElement(shown, { room, me: app.me, actions: this.actions, inThread: true });
+    const li = messageElement(shown, {
+      room,
+      me: app.me,
+      actions: this.actions,
+      inThread: true,
+      startEdit: (m) => this.startEdit(m),
+    });
     if (shown.id === this.parentId) li.classList.add("thread-parent");
     const old = this.items.get(shown.id);
     if (old) replaceKeepingFocus(old, li);
@@ -186,8 +231,8 @@ export class ThreadPanel {
   }
 
   // The composer's send() shows a pending reply here, like the timeline does.
-  addPending(clientMsgId, text) {
-    const li = pendingElement(app.me, clientMsgId, text);
+  addPending(clientMsgId, text, sentiment) {
+    const li = pendingElement(app.me, clientMsgId, text, sentiment);
     this.pending.append(li);
     this.scrollToBottom();
     return li;

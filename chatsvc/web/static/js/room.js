@@ -145,6 +145,19 @@ export class Room {
     return deleted;
   }
 
+  /** A deleted message's text must not live on in its replies' quotes (the server blanks
+   * them on the next read too): the replies whose quote changed. */
+  unquote(id) {
+    const changed = [];
+    for (const [key, message] of this.messages) {
+      if (message.reply_to?.id !== id || message.reply_to.deleted) continue;
+      const updated = { ...message, reply_to: unquoted(message.reply_to) };
+      this.messages.set(key, updated);
+      changed.push(updated);
+    }
+    return changed;
+  }
+
   /** Everyone whose newest read is `id`, for the receipts under that message. */
   readersOf(id) {
     return [...this.reads.values()].filter((r) => r.message_id === id).map((r) => r.name);
@@ -162,6 +175,9 @@ export function withReaction(message, emoji, count, own) {
   else if (own === "remove") mine.delete(emoji);
   return { ...message, reactions, own_reactions: [...mine] };
 }
+
+/** A reply's quote of a deleted parent: who wrote it, not what. */
+export const unquoted = (quote) => ({ ...quote, preview: "", deleted: true });
 
 const ANNOTATIONS = ["reactions", "own_reactions", "reply_count", "last_reply_at"];
 

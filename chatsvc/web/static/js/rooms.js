@@ -3,7 +3,6 @@
 import { AckError } from "./connection.js";
 import { $ } from "./dom.js";
 import { applyEvent } from "./live.js";
-import { editMessage, deleteMessage } from "./compose.js";
 import { scheduleRead } from "./reads.js";
 import { Room } from "./room.js";
 import { app, reportAck } from "./state.js";
@@ -21,8 +20,6 @@ export function roomState(name) {
     app.rooms.set(name, room);
     const view = new Timeline(room, app.me, {
       ...messageActions(),
-      edit: editMessage,
-      remove: deleteMessage,
       older: loadOlder,
       atBottom: scheduleRead,
     });

@@ -24,6 +24,7 @@ export const app = {
   header: null,
   mentions: null,
   reply: null,
+  sentiment: null, // the composer's bullish/bearish toggle
 };
 
 /** Show an ack error by its code; anything else is a bug and is thrown again. */

@@ -2,14 +2,16 @@
 // messages in id order (each rendered by message.js), own messages editable, read receipts under the message each
 // reader has reached, and messages still being sent below the rest.
 import { h } from "./dom.js";
-import { markFailed, messageElement, pendingElement, replaceKeepingFocus } from "./message.js";
+import { editInPlace } from "./edit.js";
+import { messageElement, replaceKeepingFocus } from "./message.js";
+import { markFailed, pendingElement } from "./pending.js";
 
 const NEAR_PX = 48;
 
 export class Timeline {
   /**
-   * actions: {edit(room, id, text), remove(room, id), older(room), atBottom(room)} and the
-   * message actions of actions.js (reply, thread, react, pin, block...).
+   * actions: the message actions of actions.js (reply, thread, react, pin, edit, remove,
+   * block...) and older(room), atBottom(room).
    */
   constructor(room, me, actions) {
     this.room = room;
@@ -131,33 +133,10 @@ export class Timeline {
   startEdit(message) {
     const li = this.items.get(message.id);
     if (!li) return;
-    const input = h("input", { class: "edit-input", value: message.text, "aria-label": "Edit message" });
-    const cancel = () => this.place(this.room.messages.get(message.id) || message);
-    const save = async () => {
-      const text = input.value;
-      if (!text.trim() || text === message.text) return cancel();
-      input.disabled = true;
-      if (!(await this.actions.edit(this.room, message.id, text))) input.disabled = false;
-    };
-    input.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") {
-        event.preventDefault();
-        save();
-      } else if (event.key === "Escape") {
-        cancel();
-      }
+    editInPlace(li, message, {
+      save: (text) => this.actions.edit(this.room, message.id, text),
+      cancel: () => this.place(this.room.messages.get(message.id) || message),
     });
-    const form = h(
-      "div",
-      { class: "edit" },
-      input,
-      h("button", { type: "button", text: "Save", onclick: save }),
-      h("button", { type: "button", text: "Cancel", onclick: cancel }),
-    );
-    li.querySelector(".text").replaceWith(form);
-    li.querySelector(".actions")?.remove();
-    li.querySelector(".reactions")?.remove();
-    input.focus();
   }
 
   /** "Read by Bob, Carol" under the newest message each other reader has read. */
@@ -169,8 +148,8 @@ export class Timeline {
   }
 
   /** A message on its way: "sending…", then failed (with retry) or replaced by the real one. */
-  addPending(clientMsgId, text) {
-    const li = pendingElement(this.me, clientMsgId, text);
+  addPending(clientMsgId, text, sentiment) {
+    const li = pendingElement(this.me, clientMsgId, text, sentiment);
     this.pending.append(li);
     this.scrollToBottom();
     return li;
