@@ -280,3 +280,40 @@ async def test_private_and_direct_rooms_of_a_member_who_never_joined_are_read_at
     await asyncio.sleep(0.5)
     ids = [m["id"] for m in carol.events["message"]]
     assert len(ids) == len(set(ids)) == 2, ids
+
+
+async def test_the_log_starts_a_wanted_partition_no_follow_started(kafka: dict[str, str]) -> None:
+    """Interest registered without a successful follow (a connect while the broker did not
+    answer in time) is not lost: the reader starts the partition itself within seconds."""
+    brokers = kafka["KAFKA_TEST_PLAINTEXT"]
+    topic = f"{new_topic()}.events"
+    options = {"bootstrap_servers": brokers, "client_id": "routing-test", "request_timeout_ms": 5000}
+    room = "priv:wanted"
+    metrics = Metrics()
+    reader = KafkaRoomLog(
+        topic, lambda: dict(options), metrics=metrics, routing=True, interest=lambda: {room}
+    )
+    writer = KafkaRoomLog(topic, lambda: dict(options), routing=True, interest=lambda: ())
+    got: list[LogRecord] = []
+
+    async def handle(record: LogRecord) -> None:
+        got.append(record)
+
+    reader.on_record(handle)
+    await writer.start()
+    first = await writer.append(room, {"t": "message", "n": 1})
+    await reader.start()
+    try:
+        async with asyncio.timeout(WITHIN):
+            while not got:  # noqa: ASYNC110 - the reader's own loop, no event to wait on
+                await asyncio.sleep(0.1)
+        assert [(r.offset, r.replay) for r in got] == [(first, True)]
+        second = await writer.append(room, {"t": "message", "n": 2})
+        async with asyncio.timeout(WITHIN):
+            while len(got) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert [(r.offset, r.replay) for r in got[1:]] == [(second, False)]
+        assert metrics.registry.get_sample_value("chatsvc_events_partitions_read") == 1
+    finally:
+        await reader.aclose()
+        await writer.aclose()
