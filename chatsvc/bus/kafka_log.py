@@ -31,8 +31,10 @@ connection options; chatsvc.bus.kafka_client the error classification and client
   (chatsvc.bus.interest): :meth:`KafkaRoomLog.follow` (a local socket entering a room, a
   send) starts reading a room's partition from its last ``REPLAY_RECORDS`` (marked
   ``replay``, rebuilding windows and tails as at startup) and returns once they are handed
-  over, so everything after is live; a partition no longer wanted is paused and its rooms
-  released (:meth:`KafkaRoomLog.on_release`).
+  over, so everything after is live (:meth:`KafkaRoomLog.follow_rooms`: many rooms, one start
+  per partition); a partition no longer wanted is paused and its rooms released
+  (:meth:`KafkaRoomLog.on_release`), and one wanted but not read (a follow that failed) is
+  started by the reader itself.
 * **Failures are loud once**: the reader logs an outage once and retries with capped
   exponential backoff; a record that is not JSON is counted and skipped (logged once).
 """
