@@ -38,6 +38,7 @@ from chatsvc.chat.notify import Notifier
 from chatsvc.chat.notify_relay import NotificationRelay
 from chatsvc.chat.online import OnlineUsers
 from chatsvc.chat.recovery_pos import PositionRecovery
+from chatsvc.chat.routed_members import RoutedMembers
 from chatsvc.chat.service import ChatService
 from chatsvc.chat.spam import SpamFilter
 from chatsvc.errors import ChatError, StartupError
@@ -102,9 +103,12 @@ def build_bus(settings: Settings, metrics: Metrics) -> Any:
     return LocalManager()
 
 
-def build_room_log(settings: Settings, bus: Any, metrics: Metrics) -> RoomLog | None:
+def build_room_log(
+    settings: Settings, bus: Any, metrics: Metrics, members: RoutedMembers | None = None
+) -> RoomLog | None:
     """Cluster mode's room streams: the Kafka events topic, on the fan-out bus's connection
-    settings (issue 21, docs/delivery.md); None in the embedded default."""
+    settings (issue 21, docs/delivery.md); None in the embedded default. ``members``: with
+    routing, the private and direct rooms of local users are interest too."""
     if settings.kafka is None:
         return None
     from chatsvc.bus.kafka_log import KafkaRoomLog  # noqa: PLC0415 - optional dependency
@@ -118,16 +122,29 @@ def build_room_log(settings: Settings, bus: Any, metrics: Metrics) -> RoomLog | 
         backoff_seconds=settings.kafka.retry_backoff_ms / 1000,
         min_retention_hours=settings.kafka.events_min_retention_hours,
         routing=routing,
-        interest=lambda: _stream_rooms(bus),
+        interest=lambda: _routed_rooms(bus, members),
     )
     if routing:  # KAFKA_EVENTS_ROUTING (docs/scaling.md): a join reads its room's partition first
+        if members is not None:
+            members.use_log(room_log)
 
         async def follow(room: str) -> None:
             if not room.startswith(USER_ROOM_PREFIX):
                 await room_log.follow(room)
+            elif members is not None:  # a socket connecting: its private rooms first
+                await members.connected(room.removeprefix(USER_ROOM_PREFIX))
 
         bus.on_enter(follow)
     return room_log
+
+
+def _routed_rooms(bus: Any, members: RoutedMembers | None) -> Iterator[str]:
+    """Routing's interest: the rooms local sockets are in, and the private and direct rooms
+    of the users with a socket here (they receive them through their user room)."""
+    yield from _stream_rooms(bus)
+    if members is not None:
+        local = bus.rooms.get("/", {})
+        yield from members.interest(lambda user: bool(local.get(USER_ROOM_PREFIX + user)))
 
 
 def _stream_rooms(bus: Any) -> Iterator[str]:
@@ -177,6 +194,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     metrics.rooms.labels("cluster").set_function(presence.room_count)
     records = ModerationRecords(store, router)
     conversations = _conversations(store, sio, router, bus, settings)
+    routed = _routed_members(settings, conversations)
     service = ChatService(
         store,
         sio,
@@ -184,7 +202,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         settings.limits,
         audience=conversations.audience,
         spam=(spam := SpamFilter(settings.spam, metrics, store)),
-        room_log=build_room_log(settings, bus, metrics),
+        room_log=build_room_log(settings, bus, metrics, routed),
         host=getattr(bus, "host_id", settings.replica_id),
     )
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
@@ -207,7 +225,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
     sio.declare_events(namespace.namespace, namespace.client_events, namespace.refuse_event)
     _install_recovery(sio, bus, namespace, recovery)
     _install_coalescer(app, settings, sio, bus, presence)
-    moderator = Moderator(records, ClusterActions(router, presence.peers), namespace)
+    moderator = Moderator(records, _cluster_actions(router, presence, namespace, routed), namespace)
     conversations.use_kick(moderator.kick)  # removed members leave the room on every replica
     _use_local_sockets(namespace, conversations, service, spam)
     if settings.admin_ui_username and settings.admin_ui_password:
@@ -269,6 +287,24 @@ def _use_local_sockets(
     if conversations.notifier is not None and conversations.notifier.users is not None:
         conversations.notifier.users.local = namespace.has_sockets
     service.watch_stream(StreamPosts(namespace.has_sockets, namespace.modes.slow, spam))
+
+
+def _cluster_actions(
+    router: ControlRouter, presence: ClusterPresence, namespace: ChatNamespace, routed: RoutedMembers | None
+) -> ClusterActions:
+    """Actions run on every replica: the moderator's, and routing's ``follow_members``."""
+    actions = ClusterActions(router, presence.peers)
+    if routed is not None:  # a user added to a room: her replicas read it before the answer
+        routed.use_actions(actions, namespace.has_sockets)
+    return actions
+
+
+def _routed_members(settings: Settings, conversations: Conversations) -> RoutedMembers | None:
+    """With ``KAFKA_EVENTS_ROUTING``: local users' private and direct rooms as interest."""
+    if settings.kafka is None or not settings.kafka.events_routing:
+        return None
+    limits = settings.limits
+    return RoutedMembers(conversations, limits.rooms_per_user, limits.members_per_room)
 
 
 def _conversations(

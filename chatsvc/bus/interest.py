@@ -55,3 +55,61 @@ class PartitionInterest:
         for partition in expired:
             del self._until[partition]
         return set(self._until)
+
+
+class MemberRooms:
+    """The private and direct rooms of the users with a socket on this replica (routing).
+
+    Their members receive those rooms' events through their user room, without joining
+    (chatsvc.chat.conversations), so the rooms a local socket is *in* do not show them: the
+    app registers a user's member rooms when her socket connects (:meth:`set`) and a room
+    she is added to while connected (:meth:`add`); :meth:`rooms` yields them as interest
+    while ``present(user)`` says she still has a socket here, and forgets a user once she
+    has had none for ``grace`` seconds (her partitions are then released like any other:
+    ``release_after`` later). At most ``per_user`` rooms are kept per user.
+    """
+
+    def __init__(self, per_user: int, grace: float = 30.0) -> None:
+        self._per_user = per_user
+        self._grace = grace
+        self._rooms: dict[str, set[str]] = {}
+        self._seen: dict[str, float] = {}
+
+    def set(self, user: str, rooms: Iterable[str], now: float) -> None:
+        """``user``'s member rooms, as read at connect (replacing what was known)."""
+        kept: set[str] = set()
+        for room in rooms:
+            if len(kept) >= self._per_user:
+                break
+            kept.add(room)
+        self._rooms[user] = kept
+        self._seen[user] = now
+
+    def add(self, user: str, room: str, now: float) -> None:
+        """``user`` (connected here) was added to ``room``."""
+        rooms = self._rooms.setdefault(user, set())
+        if len(rooms) < self._per_user:
+            rooms.add(room)
+        self._seen[user] = now
+
+    def discard(self, user: str, room: str) -> None:
+        """``user`` left or was removed from ``room``."""
+        rooms = self._rooms.get(user)
+        if rooms is not None:
+            rooms.discard(room)
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def rooms(self, present: Callable[[str], bool], now: float) -> Iterable[str]:
+        """The member rooms of every user ``present`` here; users gone longer than the
+        grace are forgotten (the grace covers a socket registered just before it connects)."""
+        found: list[str] = []
+        for user in list(self._rooms):
+            if present(user):
+                self._seen[user] = now
+                found.extend(self._rooms[user])
+            elif now - self._seen.get(user, now) >= self._grace:
+                del self._rooms[user]
+                self._seen.pop(user, None)
+        return found

@@ -31,8 +31,10 @@ connection options; chatsvc.bus.kafka_client the error classification and client
   (chatsvc.bus.interest): :meth:`KafkaRoomLog.follow` (a local socket entering a room, a
   send) starts reading a room's partition from its last ``REPLAY_RECORDS`` (marked
   ``replay``, rebuilding windows and tails as at startup) and returns once they are handed
-  over, so everything after is live; a partition no longer wanted is paused and its rooms
-  released (:meth:`KafkaRoomLog.on_release`).
+  over, so everything after is live (:meth:`KafkaRoomLog.follow_rooms`: many rooms, one start
+  per partition); a partition no longer wanted is paused and its rooms released
+  (:meth:`KafkaRoomLog.on_release`), and one wanted but not read (a follow that failed) is
+  started by the reader itself.
 * **Failures are loud once**: the reader logs an outage once and retries with capped
   exponential backoff; a record that is not JSON is counted and skipped (logged once).
 """
@@ -155,6 +157,7 @@ class KafkaRoomLog:
         self._release: ReleaseHandler | None = None
         self._next_release = 0.0
         self._follow_lock = asyncio.Lock()
+        self._starter: asyncio.Task[None] | None = None
 
     @property
     def partitions(self) -> int:
@@ -350,7 +353,27 @@ class KafkaRoomLog:
         interest, consumer = self._interest, self._consumer
         if interest is None or consumer is None:
             raise BusUnavailable("Kafka events topic not connected")
-        partition = interest.partition_of(room)
+        await self._follow_partition(consumer, interest, interest.partition_of(room), room)
+
+    async def follow_rooms(self, rooms: Iterable[str]) -> None:
+        """:meth:`follow` every room of ``rooms``, each partition once (a user's many private
+        rooms cost one start per partition they are on, at most the topic's partitions), all
+        at the same time; ``BusUnavailable`` if any partition could not be started in time."""
+        if not self._routing:
+            return
+        interest, consumer = self._interest, self._consumer
+        if interest is None or consumer is None:
+            raise BusUnavailable("Kafka events topic not connected")
+        by_partition: dict[int, str] = {}
+        for room in rooms:
+            by_partition.setdefault(interest.partition_of(room), room)
+        await asyncio.gather(
+            *(self._follow_partition(consumer, interest, p, room) for p, room in by_partition.items())
+        )
+
+    async def _follow_partition(
+        self, consumer: Any, interest: PartitionInterest, partition: int, room: str
+    ) -> None:
         interest.hold(partition, time.monotonic())
         if partition not in self._reading:
             async with self._follow_lock:
@@ -412,6 +435,7 @@ class KafkaRoomLog:
             return
         self._next_release = now + 1.0
         wanted = interest.wanted(now)
+        self._start_missed(consumer, interest, wanted)
         gone = {p for p in self._reading if p not in wanted and p not in self._catching_up}
         if not gone:
             return
@@ -422,6 +446,23 @@ class KafkaRoomLog:
         log.debug("events topic: stopped reading partition(s) %s", sorted(gone))
         if self._release is not None:
             self._release(lambda room: interest.partition_of(room) in gone)
+
+    def _start_missed(self, consumer: Any, interest: PartitionInterest, wanted: set[int]) -> None:
+        """Start, in the background, wanted partitions that are not read: a follow that
+        failed (broker briefly unreachable at a connect), so interest registered without a
+        successful follow is read from the next second on, not never. One start at a time."""
+        missed = sorted(wanted - self._reading)
+        if not missed or (self._starter is not None and not self._starter.done()):
+            return
+
+        async def start() -> None:
+            try:
+                for partition in missed:
+                    await self._follow_partition(consumer, interest, partition, f"partition {partition}")
+            except BusUnavailable as exc:
+                log.debug("events topic: could not start a wanted partition yet: %s", exc.message)
+
+        self._starter = asyncio.create_task(start(), name="chatsvc-room-log-start")
 
     # -- the history writer ------------------------------------------------------------------
 
@@ -532,7 +573,7 @@ class KafkaRoomLog:
         if self._closed:
             return
         self._closed = True
-        for task in (self._reader, self._history_task):
+        for task in (self._reader, self._history_task, self._starter):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task], timeout=5)

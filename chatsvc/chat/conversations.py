@@ -66,6 +66,8 @@ MANAGERS = frozenset({OWNER, MODERATOR})
 OWNER_ONLY = frozenset({OWNER, MODERATOR})
 
 Kick = Callable[[str, str, str], Awaitable[object]]
+#: ``(room, users)``: make every replica with a socket of ``users`` read ``room`` (routing).
+Follow = Callable[[str, list[str]], Awaitable[object]]
 
 
 class Emitter(Protocol):
@@ -108,6 +110,7 @@ class Conversations:
         self._emitter = emitter
         self._limits = limits
         self._kick = kick
+        self._follow: Follow | None = None
         self._clock = clock
         self._monotonic = monotonic
         # DMs opened per user in the last minute (this replica), pruned as it is read.
@@ -117,6 +120,15 @@ class Conversations:
         """Take removed members out of the room on every replica with ``kick`` (the
         moderator's cluster action, built after this)."""
         self._kick = kick
+
+    def use_follow(self, follow: Follow) -> None:
+        """With ``KAFKA_EVENTS_ROUTING``: before a create, a new DM or an add is answered, have
+        the replicas of the users added read the room (chatsvc.chat.routed_members)."""
+        self._follow = follow
+
+    async def _followed(self, room: str, users: list[str]) -> None:
+        if self._follow is not None:
+            await self._follow(room, users)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -188,6 +200,7 @@ class Conversations:
         owner = Member(conversation.name, creator, OWNER, now)
         added = [Member(conversation.name, u, MEMBER, now) for u in others]
         await self._store.create_conversation(conversation, [owner, *added])
+        await self._followed(conversation.name, [creator, *others])
         for member in added:
             await self._tell("member_added", conversation.name, member.user_id, creator, MEMBER)
         return await self._wire(conversation, owner)
@@ -207,6 +220,7 @@ class Conversations:
             name = await self._store.claim_dm(pair, candidate)
             if name == candidate:
                 await self._create_dm(name, opener, other)
+                await self._followed(name, [opener, other])
                 await self._tell("member_added", name, other, opener, MEMBER)
         conversation = await self._store.get_conversation(name)
         member = await self._store.get_member(name, opener)
@@ -277,6 +291,7 @@ class Conversations:
         await self._room_for(user_id)
         member = Member(room, user_id, MEMBER, self._now_ms())
         await self._store.put_member(member)
+        await self._followed(room, [user_id])
         await self._tell("member_added", room, user_id, actor, MEMBER)
         return member
 

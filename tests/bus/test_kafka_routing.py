@@ -211,3 +211,109 @@ async def test_the_log_replays_a_followed_partition_then_goes_live_and_releases_
     finally:
         await reader.aclose()
         await writer.aclose()
+
+
+async def knows_peer(server: ServerProcess, replicas: int = 2) -> None:
+    """Wait (bounded) until ``server`` hears every replica's heartbeat: a cluster action it
+    runs then waits for each of them."""
+    async with admin_client(server.grpc_port) as admin:
+        async with asyncio.timeout(WITHIN):
+            while len((await admin.Info(admin_pb2.InfoRequest())).replicas) < replicas:  # noqa: ASYNC110 - polls another process
+                await asyncio.sleep(0.2)
+
+
+async def test_private_and_direct_rooms_of_a_member_who_never_joined_are_read_at_connect_and_at_add(
+    kafka: dict[str, str],
+    server_factory: ServerFactory,
+    tmp_path: Path,
+    clients: Callable[[ServerProcess, str], Any],
+) -> None:
+    """With routing, a member of a DM or private room on the other replica, who never joins
+    it, receives every event of it live, exactly once: the rooms she is a member of are read
+    from her connect on, and a room she is added to while connected is read by her replica
+    before the add is answered, so even the first message sent right after it arrives."""
+    brokers = kafka["KAFKA_TEST_PLAINTEXT"]
+    topic = new_topic()
+    env = replica_env(kafka, tls=False, topic=topic, KAFKA_EVENTS_ROUTING="true", **FAST)
+    r1, r2 = two_replicas(server_factory, tmp_path, env)
+    events = f"{topic}.events"
+    partition_of = room_partitioner(sorted(await partition_ends(brokers, events)))
+    alice: ChatClient = await clients(r1, "alice")
+
+    # At connect: a DM that exists before bob connects to r2, where nobody is yet.
+    dm = (await alice.call("open_dm", {"user": "bob"}))["room"]
+    early = (await alice.call("message", {"room": dm, "text": "before bob"}))["message"]
+    assert await metric(r2, "chatsvc_events_partitions_read") == 0
+    bob: ChatClient = await clients(r2, "bob")  # connects; never joins the DM
+    assert await metric(r2, "chatsvc_events_partitions_read") == 1  # read before connect answered
+    sent = [(await alice.call("message", {"room": dm, "text": f"dm {i}"}))["message"] for i in range(5)]
+    await bob.wait_until(
+        "every DM message", lambda: {m["id"] for m in sent} <= {m["id"] for m in bob.events["message"]}
+    )
+    await asyncio.sleep(0.5)
+    assert [m["id"] for m in bob.events["message"]] == [m["id"] for m in sent]  # once, in order, no early
+    assert early["id"] not in {m["id"] for m in bob.events["message"]}
+
+    # At add: carol is connected to r2 and in no room. Rooms are created with her until one
+    # lands on a partition r2 does not read yet (what only the add's follow can start).
+    await knows_peer(r1)
+    carol: ChatClient = await clients(r2, "carol")
+    read = {partition_of(dm)}
+    for kind in ("private", "direct"):
+        for attempt in range(30):
+            if kind == "private":
+                made = await alice.call("create_room", {"title": f"c{attempt}", "members": ["carol"]})
+                room = made["room"]
+                sender = alice
+            else:
+                sender = await clients(r1, f"dave{attempt}")
+                room = (await sender.call("open_dm", {"user": "carol"}))["room"]
+            if partition_of(room) not in read:
+                break
+        else:
+            raise AssertionError(f"no {kind} room on an unread partition in 30 tries")
+        # The first message, sent the moment the add was answered, reaches carol live.
+        first = (await sender.call("message", {"room": room, "text": f"first in {kind}"}))["message"]
+        await carol.wait_event("message", lambda m, want=first["id"]: m["id"] == want)
+        read.add(partition_of(room))
+        assert await metric(r2, "chatsvc_events_partitions_read") == len(read)
+    await asyncio.sleep(0.5)
+    ids = [m["id"] for m in carol.events["message"]]
+    assert len(ids) == len(set(ids)) == 2, ids
+
+
+async def test_the_log_starts_a_wanted_partition_no_follow_started(kafka: dict[str, str]) -> None:
+    """Interest registered without a successful follow (a connect while the broker did not
+    answer in time) is not lost: the reader starts the partition itself within seconds."""
+    brokers = kafka["KAFKA_TEST_PLAINTEXT"]
+    topic = f"{new_topic()}.events"
+    options = {"bootstrap_servers": brokers, "client_id": "routing-test", "request_timeout_ms": 5000}
+    room = "priv:wanted"
+    metrics = Metrics()
+    reader = KafkaRoomLog(
+        topic, lambda: dict(options), metrics=metrics, routing=True, interest=lambda: {room}
+    )
+    writer = KafkaRoomLog(topic, lambda: dict(options), routing=True, interest=lambda: ())
+    got: list[LogRecord] = []
+
+    async def handle(record: LogRecord) -> None:
+        got.append(record)
+
+    reader.on_record(handle)
+    await writer.start()
+    first = await writer.append(room, {"t": "message", "n": 1})
+    await reader.start()
+    try:
+        async with asyncio.timeout(WITHIN):
+            while not got:  # noqa: ASYNC110 - the reader's own loop, no event to wait on
+                await asyncio.sleep(0.1)
+        assert [(r.offset, r.replay) for r in got] == [(first, True)]
+        second = await writer.append(room, {"t": "message", "n": 2})
+        async with asyncio.timeout(WITHIN):
+            while len(got) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert [(r.offset, r.replay) for r in got[1:]] == [(second, False)]
+        assert metrics.registry.get_sample_value("chatsvc_events_partitions_read") == 1
+    finally:
+        await reader.aclose()
+        await writer.aclose()
