@@ -262,6 +262,7 @@ def test_only_the_kafka_adapter_modules_import_aiokafka() -> None:
     assert importers == [
         "chatsvc/bus/kafka.py",
         "chatsvc/bus/kafka_client.py",
+        "chatsvc/bus/kafka_history.py",
         "chatsvc/bus/kafka_log.py",
         "chatsvc/bus/kafka_retention.py",
         "chatsvc/bus/notify_kafka.py",

@@ -10,6 +10,7 @@ fan-out manager stays one cohesive module.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import ssl
@@ -229,3 +230,25 @@ async def explain_stall(producer: Any, probe: Callable[[Iterable[str]], Awaitabl
         f"the brokers advertise {', '.join(advertised)}, unreachable from here ({failure}); "
         "check advertised.listeners"
     )
+
+
+# -- the events topic's records, as its reader and its history writer both read them ------
+
+
+def position_of(offset: int) -> int:
+    """A record's position in its room stream: its partition offset plus one (0 stays "before
+    every record" for ``join {since}`` and recovery, as in every store)."""
+    return offset + 1
+
+
+def decoded_record(record: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """A record's JSON object body and its room (the key), or ``(None, None)`` for a record
+    that is not a room event; what the reader and the history writer both decode."""
+    try:
+        body = json.loads(record.value or b"")
+        room = record.key.decode() if record.key else None
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(body, dict) or not room:
+        return None, None
+    return body, room

@@ -17,15 +17,8 @@ connection options; chatsvc.bus.kafka_client the error classification and client
   first re-reads the last ``REPLAY_RECORDS`` of each partition marked ``replay``: the
   consumers' dedup windows and in-memory tails are rebuilt from the stream, not lost with
   a restart. After a broker outage reading resumes from the offsets reached.
-* **History is written from the log** (:meth:`KafkaRoomLog.on_history`): a consumer group
-  (``chatsvc.history``; ``<topic>.history`` for a topic of another name) gives each partition
-  one writer among the replicas, moved by Kafka when a replica goes. Records are written in
-  batches (up to ``HISTORY_BATCH_RECORDS`` fetched at once): each room's records in stream
-  order, the batch's rooms concurrently; a failed write is retried with capped backoff
-  (logged once per outage) and nothing after it in its room is written first; the group
-  offsets are committed only after the whole batch is written, so a writer that dies
-  resumes, wherever it resumes, after the last batch written (a record may be written
-  twice: the writes are idempotent).
+* **History is written from the log** (:meth:`KafkaRoomLog.on_history`): one writer per
+  partition among the replicas, through a consumer group (chatsvc.bus.kafka_history).
 * **Interest-based routing** (``KAFKA_EVENTS_ROUTING``, off by default; docs/scaling.md):
   every partition stays assigned but only the wanted ones are fetched
   (chatsvc.bus.interest): :meth:`KafkaRoomLog.follow` (a local socket entering a room, a
@@ -58,8 +51,11 @@ from chatsvc.bus.kafka_client import (
     REQUEST_TIMEOUT_MS,
     acked_send,
     classify,
+    decoded_record,
+    position_of,
     stop_clients,
 )
+from chatsvc.bus.kafka_history import KafkaHistoryWriter
 from chatsvc.bus.kafka_retention import check_events_topic
 from chatsvc.bus.log import LogRecord, RecordHandler, ReleaseHandler
 from chatsvc.errors import BusUnavailable, StartupError
@@ -73,22 +69,10 @@ REPLAY_RECORDS = 2_000
 """Records per partition re-read at startup to rebuild dedup windows and tails."""
 POLL_MS = 500
 START_ATTEMPTS = 5
-#: A history writer paused by a store outage keeps its partitions this long before the group
-#: gives them to another replica (which would be paused by the same outage).
-HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
-#: Records the history writer takes per batch (its offsets are committed once all are written).
-HISTORY_BATCH_RECORDS = 500
-#: Rooms of one batch written at the same time (each room's records stay in stream order).
-HISTORY_ROOMS_IN_FLIGHT = 32
 #: Routing: a partition is read on this long after its last local room there was left.
 RELEASE_AFTER_SECONDS = 60.0
 #: Routing: the longest a join or send waits for its partition's replay.
 FOLLOW_TIMEOUT_SECONDS = 5.0
-
-
-def history_group(topic: str) -> str:
-    """The history writers' consumer group of ``topic``."""
-    return "chatsvc.history" if topic == "chatsvc.events" else f"{topic}.history"
 
 
 def reader_fetch_options() -> dict[str, int]:
@@ -99,12 +83,6 @@ def reader_fetch_options() -> dict[str, int]:
     would add its wait to every message. An idle reader's fetch waits ``POLL_MS`` at the
     broker, one empty answer per half second. Measured in docs/delivery.md."""
     return {"fetch_min_bytes": 1, "fetch_max_wait_ms": POLL_MS}
-
-
-def position_of(offset: int) -> int:
-    """A record's position in its room stream: its partition offset plus one (0 stays "before
-    every record" for ``join {since}`` and recovery, as in every store)."""
-    return offset + 1
 
 
 class KafkaRoomLog:
@@ -145,9 +123,7 @@ class KafkaRoomLog:
         self._closed = False
         self._undecodable = False
         self._write_record: RecordHandler | None = None
-        self._history: Any = None
-        self._history_task: asyncio.Task[None] | None = None
-        self._history_down: str | None = None
+        self._history: KafkaHistoryWriter | None = None
         self._routing = routing
         self._interest_rooms = interest or (lambda: ())
         self._release_after = release_after
@@ -194,7 +170,10 @@ class KafkaRoomLog:
                 continue
             self._reader = asyncio.create_task(self._read(), name="chatsvc-room-log")
             if self._write_record is not None:
-                self._history_task = asyncio.create_task(self._write_history(), name="chatsvc-history-writer")
+                self._history = KafkaHistoryWriter(
+                    self._topic, self._options, self._write_record, backoff_seconds=self._base_delay
+                )
+                self._history.start()
             log.info("Kafka events topic %s: %d partition(s)", self._topic, len(self._partitions))
             if self._min_retention_hours is not None:
                 await check_events_topic(self._options(), self._topic, self._min_retention_hours)
@@ -316,7 +295,7 @@ class KafkaRoomLog:
             delay = self._base_delay
 
     async def _hand_over(self, record: Any) -> None:
-        body, room = _decoded(record)
+        body, room = decoded_record(record)
         if body is None or room is None:
             self._metrics.bus_errors.labels("decode").inc()
             if not self._undecodable:
@@ -464,123 +443,20 @@ class KafkaRoomLog:
 
         self._starter = asyncio.create_task(start(), name="chatsvc-room-log-start")
 
-    # -- the history writer ------------------------------------------------------------------
-
-    async def _start_history(self) -> Any:
-        consumer = AIOKafkaConsumer(
-            self._topic,
-            **self._options(),
-            group_id=history_group(self._topic),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=HISTORY_MAX_POLL_INTERVAL_MS,
-        )
-        try:
-            await consumer.start()
-        except BaseException:
-            await stop_clients(None, consumer)
-            raise
-        return consumer
-
-    async def _write_history(self) -> None:
-        """Write every batch (:meth:`_write_batch`), then commit its offsets; rebuild the
-        consumer after a failure (resuming after the last commit: writes are idempotent)."""
-        delay = self._base_delay
-        while True:
-            try:
-                if self._history is None:
-                    self._history = await self._start_history()
-                batch = await self._history.getmany(timeout_ms=POLL_MS, max_records=HISTORY_BATCH_RECORDS)
-                if batch:
-                    await self._write_batch([r for records in batch.values() for r in records])
-                    await self._history.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "history writer: %s; resuming from the last committed record",
-                    classify(exc, topic=self._topic),
-                )
-                consumer, self._history = self._history, None
-                await stop_clients(None, consumer)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
-                continue
-            delay = self._base_delay
-
-    async def _write_batch(self, records: list[Any]) -> None:
-        """Write one fetched batch: each room's records in stream order, one after the other
-        (a room's history must never show a record before an earlier one: catch-up fills
-        from the tail only after the store's last record), different rooms concurrently, at
-        most ``HISTORY_ROOMS_IN_FLIGHT`` at a time. Returns once every record is written, so
-        the batch's offsets may then be committed. A failing write holds up only its room's
-        later records (retried until written); the other rooms of the batch go on."""
-        by_room: dict[bytes, list[Any]] = {}
-        for record in records:
-            by_room.setdefault(record.key or b"", []).append(record)
-        rooms = list(by_room.values())
-        if len(rooms) == 1:
-            await self._write_room(rooms[0])
-            return
-        lanes = asyncio.Semaphore(HISTORY_ROOMS_IN_FLIGHT)
-
-        async def lane(room_records: list[Any]) -> None:
-            async with lanes:
-                await self._write_room(room_records)
-
-        async with asyncio.TaskGroup() as group:
-            for room_records in rooms:
-                group.create_task(lane(room_records))
-
-    async def _write_room(self, records: list[Any]) -> None:
-        for record in records:
-            await self._write_one(record)
-
-    async def _write_one(self, record: Any) -> None:
-        """Hand one record to the writer until it takes it (capped backoff, logged once)."""
-        assert self._write_record is not None
-        body, room = _decoded(record)
-        if body is None or room is None:
-            return  # not a room event (counted and logged by the reader)
-        delay = self._base_delay
-        while True:
-            try:
-                await self._write_record(LogRecord(room, position_of(record.offset), body))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                reason = getattr(exc, "message", None) or repr(exc)
-                if self._history_down is None:
-                    log.warning(
-                        "history writer paused at %s offset %d: %s; retrying (backoff up to %.0fs, "
-                        "live chat goes on; logged once per outage)",
-                        room,
-                        record.offset,
-                        reason,
-                        BACKOFF_CAP_SECONDS,
-                    )
-                self._history_down = reason
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_CAP_SECONDS)
-                continue
-            if self._history_down is not None:
-                log.info("history writer resumed at %s offset %d", room, record.offset)
-                self._history_down = None
-            return
-
     async def aclose(self) -> None:
         """Stop the reader, the history writer and the clients (bounded); idempotent."""
         if self._closed:
             return
         self._closed = True
-        for task in (self._reader, self._history_task, self._starter):
+        if self._history is not None:
+            await self._history.aclose()
+        for task in (self._reader, self._starter):
             if task is not None:
                 task.cancel()
                 await asyncio.wait([task], timeout=5)
-        producer, consumer, history = self._producer, self._consumer, self._history
-        self._producer = self._consumer = self._history = None
+        producer, consumer = self._producer, self._consumer
+        self._producer = self._consumer = None
         await stop_clients(producer, consumer)
-        await stop_clients(None, history)
 
 
 def room_partitioner(partitions: list[int]) -> Callable[[str], int]:
@@ -591,16 +467,3 @@ def room_partitioner(partitions: list[int]) -> Callable[[str], int]:
         return ordered[(int(murmur2(room.encode())) & 0x7FFFFFFF) % len(ordered)]
 
     return partition_of
-
-
-def _decoded(record: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """A record's JSON object body and its room (the key), or ``(None, None)`` for a record
-    that is not a room event; what the reader and the history writer both decode."""
-    try:
-        body = json.loads(record.value or b"")
-        room = record.key.decode() if record.key else None
-    except (ValueError, UnicodeDecodeError):
-        return None, None
-    if not isinstance(body, dict) or not room:
-        return None, None
-    return body, room

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from chatsvc.bus.kafka_log import KafkaRoomLog, history_group
+from chatsvc.bus.kafka_history import history_group
+from chatsvc.bus.kafka_log import KafkaRoomLog
 from chatsvc.bus.log import LogRecord
 from chatsvc.errors import StoreUnavailable
 from tests.bus.helpers import new_topic

@@ -164,11 +164,12 @@ async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> N
     from chatsvc.model.messages import Message  # noqa: PLC0415
     from chatsvc.model.rooms import members_only  # noqa: PLC0415
     from chatsvc.store import sqlite as sqlite_store  # noqa: PLC0415
+    from chatsvc.store import sqlite_schema  # noqa: PLC0415
 
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     for version in (1, 2, 3):
-        for statement in sqlite_store._MIGRATIONS[version]:
+        for statement in sqlite_schema.MIGRATIONS[version]:
             db.execute(statement)
     db.execute("PRAGMA user_version=3")
     # A room with a message, written as version 3 wrote it (no stream positions yet).
@@ -190,5 +191,5 @@ async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> N
     finally:
         await store.aclose()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_store.SCHEMA_VERSION == 9
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION == 9
     db.close()

@@ -15,7 +15,8 @@ from chatsvc.errors import StoreUnavailable
 from chatsvc.model.ids import MessageIdGenerator, id_at, lowest_id_at
 from chatsvc.model.messages import Message, RoomEvent
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
-from chatsvc.store.sqlite import _MIGRATIONS, SqliteStore
+from chatsvc.store.sqlite import SqliteStore
+from chatsvc.store.sqlite_schema import MIGRATIONS
 
 IDS = MessageIdGenerator()
 
@@ -68,7 +69,7 @@ async def test_migration_gives_existing_rows_positions_in_id_order(tmp_path: Pat
     db = sqlite3.connect(path)
     with db:
         for version in (1, 2, 3):
-            for statement in _MIGRATIONS[version]:
+            for statement in MIGRATIONS[version]:
                 db.execute(statement)
         db.execute("PRAGMA user_version=3")
         ids = [IDS.new() for _ in range(5)]
