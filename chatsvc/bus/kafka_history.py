@@ -27,6 +27,8 @@ from chatsvc.bus.log import LogRecord, RecordHandler
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
+#: How long :meth:`KafkaHistoryWriter.aclose` lets the batch in hand finish (write and commit).
+CLOSE_GRACE_SECONDS = 5.0
 #: A history writer paused by a store outage keeps its partitions this long before the group
 #: gives them to another replica (which would be paused by the same outage).
 HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
@@ -60,6 +62,8 @@ class KafkaHistoryWriter:
         self._base_delay = backoff_seconds
         self._history: Any = None
         self._task: asyncio.Task[None] | None = None
+        #: Set by :meth:`aclose`: finish the batch in hand (written and committed), then stop.
+        self._stopping = asyncio.Event()
         self._down: str | None = None
 
     def start(self) -> None:
@@ -87,7 +91,7 @@ class KafkaHistoryWriter:
         """Write every batch (:meth:`_write_batch`), then commit its offsets; rebuild the
         consumer after a failure (resuming after the last commit: writes are idempotent)."""
         delay = self._base_delay
-        while True:
+        while not self._stopping.is_set():
             try:
                 if self._history is None:
                     self._history = await self._connect()
@@ -170,10 +174,15 @@ class KafkaHistoryWriter:
             return
 
     async def aclose(self) -> None:
-        """Stop the writer and its consumer (bounded); idempotent."""
+        """Stop the writer and its consumer; idempotent. A batch already fetched is written
+        and committed first (bounded by ``CLOSE_GRACE_SECONDS``), so the partition's next
+        writer does not write it again; a writer stuck on a store outage is cancelled."""
+        self._stopping.set()
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            await asyncio.wait([task], timeout=5)
+            done, _ = await asyncio.wait([task], timeout=CLOSE_GRACE_SECONDS)
+            if not done:
+                task.cancel()
+                await asyncio.wait([task], timeout=5)
         consumer, self._history = self._history, None
         await stop_clients(None, consumer)

@@ -65,7 +65,7 @@ def room_log(kafka: dict[str, str], topic: str, history: History) -> KafkaRoomLo
 async def test_history_is_written_once_in_order_through_an_outage_and_resumes_after_a_restart(
     kafka: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatsvc.bus.kafka_log")
+    caplog.set_level(logging.INFO, logger="chatsvc.bus.kafka_history")
     topic = new_topic()
     assert history_group(topic) == f"{topic}.history" and history_group("chatsvc.events") == "chatsvc.history"
     rooms = [f"room-{i}" for i in range(4)]
