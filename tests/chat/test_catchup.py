@@ -11,9 +11,9 @@ from chatsvc.model.ids import id_at
 from chatsvc.model.messages import Message
 from chatsvc.settings import Limits
 from chatsvc.store.sqlite import SqliteStore
-from tests.chat.test_service import ALICE, Recorder, metrics, recorder, service, store
+from tests.chat.test_service import ALICE, Recorder, metrics, recorder, service
 
-__all__ = ["metrics", "recorder", "service", "store"]  # the fixtures this module shares
+__all__ = ["metrics", "recorder", "service"]  # the fixtures this module shares
 
 
 async def test_history_pages_and_catch_up(service: ChatService) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,15 +41,6 @@ class Replica:
         self.pins = Pins(service, store, maximum=2, moderates=None)
         # Registers the cleanup after a delete (its pin is unpinned through the log).
         Edits(service, store, Mentions(service, store), Limits())
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "svc.sqlite3")
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.aclose()
 
 
 @pytest.fixture

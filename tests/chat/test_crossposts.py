@@ -17,9 +17,9 @@ from chatsvc.settings import ModeSettings
 from chatsvc.store.memory import MemoryStore
 from chatsvc.store.sqlite import SqliteStore
 from tests.chat.test_spam import ALICE, MID, make
-from tests.chat.test_streams import ROOM, Replica, Topic, replicas, settle, store
+from tests.chat.test_streams import ROOM, Replica, Topic, replicas, settle
 
-__all__ = ["replicas", "store"]  # test_streams' fixtures: two replicas on one in-memory topic
+__all__ = ["replicas"]  # test_streams' fixtures: two replicas on one in-memory topic
 
 
 class Clock:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,15 +44,6 @@ class Recorder:
 
     def names(self) -> list[str]:
         return [e[0] for e in self.events]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "svc.sqlite3")
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.aclose()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,15 +125,6 @@ class MemoryLog:
     async def append(self, room: str, body: dict[str, Any]) -> int:
         await asyncio.sleep(0)
         return self.topic.append(room, body)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "svc.sqlite3")
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.aclose()
 
 
 Replica = tuple[ChatService, Recorder]

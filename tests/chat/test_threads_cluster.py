@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -75,17 +74,8 @@ class Replica:
 
 
 @pytest.fixture
-async def sqlite(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "svc.sqlite3")
-    await s.open()
-    await s.migrate()
-    yield s
-    await s.aclose()
-
-
-@pytest.fixture
-def store(sqlite: SqliteStore) -> FlakyStore:
-    return FlakyStore(sqlite)
+def store(sqlite_store: SqliteStore) -> FlakyStore:
+    return FlakyStore(sqlite_store)
 
 
 @pytest.fixture
@@ -132,7 +122,7 @@ async def posted(replica: Replica, text: str = "$AAPL beats") -> str:
 
 
 async def test_the_sender_writes_no_row_and_logs_one_record_per_reply(
-    cluster: tuple[Topic, Replica, Replica], sqlite: SqliteStore
+    cluster: tuple[Topic, Replica, Replica], sqlite_store: SqliteStore
 ) -> None:
     """The summary comes from the reply's own record: live on every replica at once, the
     row only when the history writer writes the reply."""
@@ -144,7 +134,7 @@ async def test_the_sender_writes_no_row_and_logs_one_record_per_reply(
     reply, created = await r1.reply(parent, "agreed")
     await settle()
     assert created and len(topic.records) == records + 1, "a reply is one record, no thread record"
-    assert await summary(sqlite, parent) is None, "the sender wrote the reply row itself"
+    assert await summary(sqlite_store, parent) is None, "the sender wrote the reply row itself"
     for replica in (r1, r2):
         assert replica.updates() == [(parent, 1)]
         [update] = delivered(replica.emitter, "message_updated")
@@ -159,36 +149,36 @@ async def test_the_sender_writes_no_row_and_logs_one_record_per_reply(
     assert page[0].thread is not None and page[0].thread.count == 1
     topic.writing.set()
     await written(topic)
-    assert await summary(sqlite, parent) == (1, reply.created_at_ms)
-    assert await sqlite.replies(ROOM, parent, before=None, limit=10) == [reply.id]
+    assert await summary(sqlite_store, parent) == (1, reply.created_at_ms)
+    assert await sqlite_store.replies(ROOM, parent, before=None, limit=10) == [reply.id]
 
 
 async def test_a_refused_log_leaves_no_summary_change(
-    cluster: tuple[Topic, Replica, Replica], sqlite: SqliteStore
+    cluster: tuple[Topic, Replica, Replica], sqlite_store: SqliteStore
 ) -> None:
     topic, r1, r2 = cluster
     parent = await posted(r1)
     first, _ = await r1.reply(parent, "one")
     await written(topic)
-    before = await summary(sqlite, parent)
+    before = await summary(sqlite_store, parent)
     assert before == (1, first.created_at_ms)
     topic.refuse = True
     with pytest.raises(BusUnavailable):
         await r2.reply(parent, "two", "k2")
     topic.refuse = False
     await written(topic)
-    assert await summary(sqlite, parent) == before, "a refused reply changed the summary"
+    assert await summary(sqlite_store, parent) == before, "a refused reply changed the summary"
     assert r1.updates() == r2.updates() == [(parent, 1)], "a refused reply was announced"
     # The client's retry after the broker returns counts, once.
     retry, created = await r2.reply(parent, "two", "k2")
     assert created
     await written(topic)
-    assert await summary(sqlite, parent) == (2, retry.created_at_ms)
+    assert await summary(sqlite_store, parent) == (2, retry.created_at_ms)
     assert r1.updates() == r2.updates() == [(parent, 1), (parent, 2)]
 
 
 async def test_no_summary_change_goes_unannounced_when_only_events_are_refused(
-    cluster: tuple[Topic, Replica, Replica], sqlite: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    cluster: tuple[Topic, Replica, Replica], sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The gap this closes: the reply landed, a second (thread) record was refused after
     its row was written. There is no second record: the reply's summary change is announced
@@ -207,13 +197,13 @@ async def test_no_summary_change_goes_unannounced_when_only_events_are_refused(
         _, created = await r2.reply(parent, text, f"k-{text}")
         assert created
     await written(topic)
-    stored = await summary(sqlite, parent)
+    stored = await summary(sqlite_store, parent)
     assert stored is not None and stored[0] == 2
     assert r1.updates()[-1] == r2.updates()[-1] == (parent, 2), "the rows count a reply nobody was told of"
 
 
 async def test_a_retried_reply_counts_once(
-    cluster: tuple[Topic, Replica, Replica], sqlite: SqliteStore
+    cluster: tuple[Topic, Replica, Replica], sqlite_store: SqliteStore
 ) -> None:
     """The produce timed out but landed: the record counts (live and in rows); the retries,
     on either replica and at once, are the same reply and count nothing more."""
@@ -229,17 +219,17 @@ async def test_a_retried_reply_counts_once(
     assert [created for _, created in retries] == [False] * 4
     assert len({m.id for m, _ in retries}) == 1
     await written(topic)
-    assert (await summary(sqlite, parent) or (0, 0))[0] == 1
+    assert (await summary(sqlite_store, parent) or (0, 0))[0] == 1
     assert r1.updates() == r2.updates() == [(parent, 1)]
     # Two new replies at once on both replicas: each counted once, in stream order.
     await asyncio.gather(r1.reply(parent, "a", "ka"), r2.reply(parent, "b", "kb"))
     await written(topic)
-    assert (await summary(sqlite, parent) or (0, 0))[0] == 3
+    assert (await summary(sqlite_store, parent) or (0, 0))[0] == 3
     assert r1.updates() == r2.updates() == [(parent, 1), (parent, 2), (parent, 3)]
 
 
 async def test_a_redelivered_reply_counts_once(
-    cluster: tuple[Topic, Replica, Replica], sqlite: SqliteStore
+    cluster: tuple[Topic, Replica, Replica], sqlite_store: SqliteStore
 ) -> None:
     """A record read twice (a consumer or the history writer redelivered it, e.g. after a
     rebalance before the commit) counts once: per-reply dedup live, counted rows stored."""
@@ -254,11 +244,11 @@ async def test_a_redelivered_reply_counts_once(
     topic.unwritten.put_nowait(again)
     await written(topic, extra=1)
     assert r2.updates() == [(parent, 1)], "a redelivered reply was counted again"
-    assert (await summary(sqlite, parent) or (0, 0))[0] == 1
+    assert (await summary(sqlite_store, parent) or (0, 0))[0] == 1
 
 
 async def test_a_store_outage_does_not_block_replies(
-    cluster: tuple[Topic, Replica, Replica], store: FlakyStore, sqlite: SqliteStore
+    cluster: tuple[Topic, Replica, Replica], store: FlakyStore, sqlite_store: SqliteStore
 ) -> None:
     topic, r1, r2 = cluster
     parent = await posted(r1)
@@ -285,8 +275,8 @@ async def test_a_store_outage_does_not_block_replies(
     # The store returns: the writer catches up and the rows count every reply once.
     store.down = False
     await written(topic)
-    assert await summary(sqlite, parent) == (2, second.created_at_ms)
-    assert await summary(sqlite, fresh) == (1, third.created_at_ms)
+    assert await summary(sqlite_store, parent) == (2, second.created_at_ms)
+    assert await summary(sqlite_store, fresh) == (1, third.created_at_ms)
     # The next reply to the fresh parent is counted on the store's rows.
     await r2.reply(fresh, "after")
     await settle()
