@@ -173,6 +173,7 @@ async def stored_history(url: str, room: str) -> list[dict[str, Any]]:
         await client.close()
 
 
+@pytest.mark.disrupts_services
 async def test_chaos_broker_and_cql_kills_and_replica_restart_lose_and_repeat_nothing(
     server_factory: ServerFactory, node: NodeClients, cql_keyspace: dict[str, str], kafka: dict[str, str]
 ) -> None:

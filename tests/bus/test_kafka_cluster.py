@@ -151,6 +151,7 @@ async def test_typing_presence_receipts_and_server_disconnect_cross_replicas(
     assert left["room"] == ROOM
 
 
+@pytest.mark.disrupts_services
 async def test_broker_restart_keeps_replicas_up_and_catch_up_fills_the_gap(
     kafka: dict[str, str],
     server_factory: ServerFactory,

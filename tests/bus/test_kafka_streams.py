@@ -107,6 +107,7 @@ async def test_positions_are_event_offsets_and_every_receiver_sees_one_order(
         )
 
 
+@pytest.mark.disrupts_services
 async def test_broker_outage_refuses_sends_and_retries_lose_and_repeat_nothing(
     kafka: dict[str, str],
     server_factory: ServerFactory,

@@ -243,6 +243,7 @@ async def _wait_ready(server: ServerProcess, ready: bool, within: float) -> dict
 
 
 @pytest.mark.integration
+@pytest.mark.disrupts_services
 async def test_cql_node_outage_and_recovery_without_restart(
     scylla_spec: StoreSpec, server_factory: ServerFactory
 ) -> None:
