@@ -20,7 +20,7 @@ from chatsvc.chat.edits import Edits
 from chatsvc.chat.mentions import Mentions
 from chatsvc.chat.pins import Pins
 from chatsvc.chat.reactions import Reactions
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.errors import BusUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.model.messages import RoomEvent
@@ -76,7 +76,7 @@ def events(replica: Replica, name: str) -> list[dict[str, Any]]:
 
 
 async def posted(replica: Replica) -> str:
-    message, _ = await replica.service.post(ROOM, ALICE, "hot", None)
+    message, _ = await replica.service.post(Draft(ROOM, ALICE, "hot", None))
     await settle()
     return message.id
 

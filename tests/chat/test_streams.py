@@ -15,7 +15,7 @@ import pytest
 
 from chatsvc.auth.identity import Identity
 from chatsvc.bus.log import LogRecord, RecordHandler
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.streams import DEDUP_WINDOW, RoomStreams, message_body
 from chatsvc.chat.wire import parse_position
 from chatsvc.errors import BusUnavailable, StoreUnavailable
@@ -167,8 +167,8 @@ async def test_the_ack_carries_the_log_offset_and_both_replicas_deliver_it_there
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
     _topic, (r1, e1), (r2, e2) = replicas
-    first, created = await r1.post(ROOM, ALICE, "one", "c1", skip_sid="sid-alice")
-    second, _ = await r2.post(ROOM, ALICE, "two", None)
+    first, created = await r1.post(Draft(ROOM, ALICE, "one", "c1"), skip_sid="sid-alice")
+    second, _ = await r2.post(Draft(ROOM, ALICE, "two", None))
     assert created and (first.pos, second.pos) == (100, 101), "positions are the log's offsets"
     epoch = await r1.epoch()
     assert epoch.endswith("k1") and epoch == await r2.epoch()
@@ -192,13 +192,13 @@ async def test_a_refused_append_is_bus_unavailable_and_delivers_nothing(
     topic, (r1, e1), (_, e2) = replicas
     topic.refuse = True
     with pytest.raises(BusUnavailable) as caught:
-        await r1.post(ROOM, ALICE, "lost?", "c1")
+        await r1.post(Draft(ROOM, ALICE, "lost?", "c1"))
     assert caught.value.code == "bus_unavailable"
     await settle()
     assert delivered(e1) == delivered(e2) == []
     assert (await store.history(ROOM, before=None, limit=10)).messages == []
     topic.refuse = False
-    retried, created = await r1.post(ROOM, ALICE, "lost?", "c1")
+    retried, created = await r1.post(Draft(ROOM, ALICE, "lost?", "c1"))
     assert created and retried.pos == 100
 
 
@@ -208,12 +208,12 @@ async def test_a_retry_after_a_lost_ack_is_deduplicated_everywhere(
     topic, (r1, e1), (r2, e2) = replicas
     topic.lose_acks = True
     with pytest.raises(BusUnavailable):
-        await r1.post(ROOM, ALICE, "hello", "c1")
+        await r1.post(Draft(ROOM, ALICE, "hello", "c1"))
     topic.lose_acks = False
     await settle()
     # The record landed: both replicas delivered it once. The retry comes in on the other
     # replica, which knows the key: the original is acked, no second record is even written.
-    retry, created = await r2.post(ROOM, ALICE, "hello", "c1")
+    retry, created = await r2.post(Draft(ROOM, ALICE, "hello", "c1"))
     assert not created and retry.pos == 100
     assert len(topic.records) == 1
     await settle()
@@ -230,7 +230,7 @@ async def test_a_second_record_with_the_same_key_is_dropped_by_every_consumer(
     winner = Message("01J00000000000000000000001", ROOM, "alice", "Alice", "first", 1, "c9")
     loser = Message("01J00000000000000000000002", ROOM, "alice", "Alice", "second", 2, "c9")
     topic.append(ROOM, message_body(winner, skip_sid=None, host="elsewhere"))
-    pending = asyncio.ensure_future(r1.post(ROOM, ALICE, "second", "c9"))
+    pending = asyncio.ensure_future(r1.post(Draft(ROOM, ALICE, "second", "c9")))
     await settle()
     # r1 already applied the winner before its own attempt: acked the original at once.
     original, created = await pending
@@ -244,7 +244,7 @@ async def test_edits_and_deletes_go_through_the_log_at_their_own_positions(
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
     topic, (r1, e1), (r2, e2) = replicas
-    message, _ = await r1.post(ROOM, ALICE, "typo", None)
+    message, _ = await r1.post(Draft(ROOM, ALICE, "typo", None))
     await r2.edit(ROOM, message.id, "fixed", ALICE)
     await r1.delete(ROOM, message.id, ALICE)
     await settle()
@@ -255,7 +255,7 @@ async def test_edits_and_deletes_go_through_the_log_at_their_own_positions(
             ("message_edited", f"{epoch}:101"),
             ("message_deleted", f"{epoch}:102"),
         ]
-    other, _ = await r1.post(ROOM, ALICE, "other", None)
+    other, _ = await r1.post(Draft(ROOM, ALICE, "other", None))
     await written(store, ROOM, 4)
     assert (await store.get(ROOM, message.id)).deleted  # type: ignore[union-attr]
     topic.refuse = True
@@ -270,13 +270,13 @@ async def test_join_since_fills_from_the_tail_what_history_does_not_hold(
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
     _, (r1, _), (r2, _) = replicas
-    await r1.post(ROOM, ALICE, "stored", None)
+    await r1.post(Draft(ROOM, ALICE, "stored", None))
     await written(store, ROOM, 1)
     epoch = await r2.epoch()
     down = StoreDown(store)
     down.on()  # history down: live chat goes on, the tail answers catch-ups
-    second, created = await r1.post(ROOM, ALICE, "not stored yet", None)
-    third, _ = await r2.post(ROOM, ALICE, "neither", None)
+    second, created = await r1.post(Draft(ROOM, ALICE, "not stored yet", None))
+    third, _ = await r2.post(Draft(ROOM, ALICE, "neither", None))
     assert created and (second.pos, third.pos) == (101, 102)
     await settle()
     assert [m.text for m in (await store.history(ROOM, before=None, limit=10)).messages] == ["stored"]
@@ -304,13 +304,13 @@ async def test_join_since_a_message_id_and_recovery_reads_fill_from_the_tail_too
     when its replica drained) and connection state recovery's reads (``stream_after``,
     ``stream_head``) see what the history writer has not written yet."""
     _, (r1, _), (r2, _) = replicas
-    first, _ = await r1.post(ROOM, ALICE, "stored", None)
+    first, _ = await r1.post(Draft(ROOM, ALICE, "stored", None))
     await written(store, ROOM, 1)
     assert await r2.stream_head(ROOM) == first.pos
     down = StoreDown(store)
     down.on()
-    second, _ = await r1.post(ROOM, ALICE, "not stored yet", None)
-    third, _ = await r2.post(ROOM, ALICE, "neither", None)
+    second, _ = await r1.post(Draft(ROOM, ALICE, "not stored yet", None))
+    third, _ = await r2.post(Draft(ROOM, ALICE, "neither", None))
     await settle()
     messages, more = await r2.catch_up(ROOM, first.id)
     # In id order (ids minted on two replicas in one millisecond may cross).
@@ -396,7 +396,7 @@ async def test_a_private_rooms_audience_is_resolved_once_by_the_sender(store: Sq
         made.append((service, emitter))
     try:
         (r1, e1), (_, e2) = made
-        await r1.post(room, ALICE, "numbers", None)
+        await r1.post(Draft(room, ALICE, "numbers", None))
         await settle()
         for emitter in (e1, e2):
             assert [(name, to) for name, _, to, _ in emitter.events] == [

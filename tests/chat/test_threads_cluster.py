@@ -18,7 +18,7 @@ import pytest
 from chatsvc.auth.identity import Identity
 from chatsvc.bus.log import LogRecord
 from chatsvc.chat.changes import STATES_KEPT, ChangeWindow
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.threads import Threads
 from chatsvc.chat.wire import iso_ms
 from chatsvc.errors import BusUnavailable, StoreUnavailable
@@ -65,7 +65,7 @@ class Replica:
     async def reply(self, parent_id: str, text: str, cmid: str | None = None) -> tuple[Message, bool]:
         """What the namespace does for ``message {reply_to}``."""
         ref = await self.threads.parent(ROOM, parent_id)
-        message, created = await self.service.post(ROOM, BOB, text, cmid, reply_to=ref)
+        message, created = await self.service.post(Draft(ROOM, BOB, text, cmid, reply_to=ref))
         await self.threads.replied(message, created=created)
         return message, created
 
@@ -116,7 +116,7 @@ async def summary(store: SqliteStore, parent_id: str) -> tuple[int, int] | None:
 
 
 async def posted(replica: Replica, text: str = "$AAPL beats") -> str:
-    message, _ = await replica.service.post(ROOM, ALICE, text, None)
+    message, _ = await replica.service.post(Draft(ROOM, ALICE, text, None))
     await settle()
     return message.id
 
