@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
@@ -27,13 +24,6 @@ RULES = {
     "CHATSVC_SPAM_LINK_MIN_TOKEN_AGE_MINUTES": "10",
     "CHATSVC_SPAM_BLOCKLIST_ACTION": "mask",
 }
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
-    clients = await NodeClients(None, tmp_path / "node.log").start()
-    yield clients
-    await clients.close()
 
 
 def refused_by(ack: dict[str, Any]) -> str:
