@@ -17,8 +17,9 @@ from chatsvc.model.messages import Message, RoomEvent
 from chatsvc.settings import ModeSettings
 from chatsvc.store.memory import MemoryStore
 from chatsvc.store.sqlite import SqliteStore
+from tests.chat.log_double import Topic, settle
 from tests.chat.test_spam import ALICE, MID, make
-from tests.chat.test_streams import ROOM, Replica, Topic, replicas, settle
+from tests.chat.test_streams import ROOM, Replica, replicas
 
 __all__ = ["replicas"]  # test_streams' fixtures: two replicas on one in-memory topic
 
