@@ -63,6 +63,14 @@ async def posted(replica: Replica) -> str:
     return message.id
 
 
+async def react_and_pin_refused(replica: Replica, message_id: str) -> None:
+    """Bob's 🔥 and the admin's pin, each answered ``bus_unavailable``."""
+    with pytest.raises(BusUnavailable):
+        await replica.reactions.change(ROOM, message_id, "🔥", BOB, add=True)
+    with pytest.raises(BusUnavailable):
+        await replica.pins.change(ROOM, message_id, ADMIN, pin=True)
+
+
 async def test_a_refused_log_leaves_no_row_and_the_retry_counts_once(
     cluster: tuple[Topic, Replica, Replica],
     store: SqliteStore,
@@ -70,10 +78,7 @@ async def test_a_refused_log_leaves_no_row_and_the_retry_counts_once(
     topic, r1, r2 = cluster
     message_id = await posted(r1)
     topic.refuse = True
-    with pytest.raises(BusUnavailable):
-        await r1.reactions.change(ROOM, message_id, "🔥", BOB, add=True)
-    with pytest.raises(BusUnavailable):
-        await r1.pins.change(ROOM, message_id, ADMIN, pin=True)
+    await react_and_pin_refused(r1, message_id)
     topic.refuse = False
     await all_written(topic)
     assert await rows(store, message_id) == {}, "a refused react left its row"
@@ -94,10 +99,7 @@ async def test_a_landed_record_whose_ack_was_lost_gets_its_row_and_the_retry_cha
     topic, r1, r2 = cluster
     message_id = await posted(r1)
     topic.lose_acks = True
-    with pytest.raises(BusUnavailable):
-        await r1.reactions.change(ROOM, message_id, "🔥", BOB, add=True)
-    with pytest.raises(BusUnavailable):
-        await r1.pins.change(ROOM, message_id, ADMIN, pin=True)
+    await react_and_pin_refused(r1, message_id)
     topic.lose_acks = False
     await all_written(topic)
     # The records landed: delivered everywhere, their rows written from the log.

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.support.clients import ClientPool, running_server
-from tests.support.replicas import start_replicas, until_delivered
+from tests.support.replicas import on_both, start_replicas
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
 
@@ -117,11 +117,7 @@ async def test_concurrent_and_retried_replies_on_two_replicas_count_once(
     room = new_room()
     users = [f"t{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     async with ClientPool() as pool:
-        on_a = [await pool.connect(ra.url, token(u)) for u in users]
-        on_b = [await pool.connect(rb.url, token(u)) for u in users]
-        for c in on_a + on_b:
-            await c.ok("join", {"room": room})
-        await until_delivered(on_a[0], on_b[0], room)
+        on_a, on_b = await on_both(pool, (ra, rb), room, users)
         parent = (await on_a[0].ok("message", {"room": room, "text": "$NVDA guidance"}))["message"]
         acks = await asyncio.gather(
             *(

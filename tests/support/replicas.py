@@ -10,9 +10,10 @@ from pathlib import Path
 
 from tests.bus.helpers import new_topic, replica_env
 from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
-from tests.support.clients import ChatClient
+from tests.support.clients import ChatClient, ClientPool
 from tests.support.servers import ServerProcess, run_cli
 from tests.support.services import kafka_env
+from tests.support.tokens import token
 
 #: No rate limit in the way of a test's bursts.
 FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
@@ -56,3 +57,17 @@ async def until_delivered(sender: ChatClient, receiver: ChatClient, room: str) -
         except TimeoutError:
             continue
     raise AssertionError("the replicas never delivered to each other")
+
+
+async def on_both(
+    pool: ClientPool, replicas: tuple[ServerProcess, ServerProcess], room: str, users: list[str]
+) -> tuple[list[ChatClient], list[ChatClient]]:
+    """A socket of each of ``users`` on each replica, all in ``room``, the replicas hearing
+    each other."""
+    ra, rb = replicas
+    on_a = [await pool.connect(ra.url, token(u)) for u in users]
+    on_b = [await pool.connect(rb.url, token(u)) for u in users]
+    for client in on_a + on_b:
+        await client.ok("join", {"room": room})
+    await until_delivered(on_a[0], on_b[0], room)
+    return on_a, on_b
