@@ -8,6 +8,7 @@ from pathlib import Path
 import engineio.payload
 import pytest
 
+from tests.support.replicas import migrated_keyspace
 from tests.support.servers import ServerProcess, base_env, free_port
 
 ServerFactory = Callable[..., ServerProcess]
@@ -48,3 +49,11 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
 def server(server_factory: ServerFactory) -> ServerProcess:
     """One chatsvc on the embedded default (in-process bus, SQLite)."""
     return server_factory()
+
+
+@pytest.fixture(scope="module")
+def cql_keyspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A fresh keyspace on the real CQL node, migrated by ``chatsvc migrate``, one per test
+    module (tests/support/replicas.py); dropped after."""
+    with migrated_keyspace(tmp_path_factory.mktemp("migrate")) as env:
+        yield env

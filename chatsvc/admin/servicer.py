@@ -28,7 +28,7 @@ from chatsvc.chat.cluster_presence import ClusterPresence
 from chatsvc.chat.conversations import Conversations
 from chatsvc.chat.moderation import Disconnected, Moderator
 from chatsvc.chat.modes import RoomModes
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.errors import Forbidden, InvalidPayload, NotFound, TooLarge
 from chatsvc.model.ids import is_message_id
 from chatsvc.model.messages import Message, Moderation, RoomInfo
@@ -223,7 +223,7 @@ class AdminServicer(FlaggedRpcs, ConversationRpcs, admin_pb2_grpc.AdminServiceSe
         text = _text(request.text, self._limits.message_bytes)
         sender = _sender(request)
         client_msg_id = _client_msg_id(request.client_msg_id)
-        message, created = await self._service.post(room, sender, text, client_msg_id, kind="system")
+        message, created = await self._service.post(Draft(room, sender, text, client_msg_id, kind="system"))
         if created:
             _audit("publish", room=room, id=message.id, sender=sender.user_id)
         return admin_pb2.PublishResponse(message=message_pb(message), duplicate=not created)
@@ -243,7 +243,7 @@ class AdminServicer(FlaggedRpcs, ConversationRpcs, admin_pb2_grpc.AdminServiceSe
         client_msg_id = _client_msg_id(request.client_msg_id)
         messages = []
         for room in rooms:
-            message, _ = await self._service.post(room, sender, text, client_msg_id, kind="system")
+            message, _ = await self._service.post(Draft(room, sender, text, client_msg_id, kind="system"))
             messages.append(message_pb(message))
         _audit("broadcast", rooms=len(rooms), sender=sender.user_id)
         return admin_pb2.BroadcastResponse(messages=messages)

@@ -18,7 +18,7 @@ from chatsvc.chat.mentions import Mentions, mentions
 from chatsvc.chat.message_events import MessageEvents
 from chatsvc.chat.modes import RoomModes
 from chatsvc.chat.recovery_base import SessionRecovery
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.threads import Threads
 from chatsvc.chat.wire import event_wire, message_wire
 from chatsvc.errors import Forbidden
@@ -133,15 +133,17 @@ class RoomEvents:
         mentioned = await self._mentions.readable(room, identity.user_id, wanted) if wanted else ()
         market = await self._modes.admit(room, identity, text, payload)
         message, created, wire = await self._service.post_with_wire(
-            room,
-            identity,
-            text,
-            client_msg_id,
+            Draft(
+                room,
+                identity,
+                text,
+                client_msg_id,
+                reply_to=reply_to,
+                mentions=mentioned,
+                tickers=market.tickers,
+                sentiment=market.sentiment,
+            ),
             skip_sid=sid,
-            reply_to=reply_to,
-            mentions=mentioned,
-            tickers=market.tickers,
-            sentiment=market.sentiment,
         )
         if created:
             await self._modes.posted(message, created)

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chatsvc.auth.identity import Identity
@@ -68,6 +68,24 @@ Audience = Callable[[str], Awaitable[list[str]]]
 #: Run after a message is deleted (issue 25: its pins, reactions and mention rows go away),
 #: with the deleted message and who deleted it (None: the admin API).
 DeleteHook = Callable[[Message, Identity | None], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message as its sender asks to post it (:meth:`ChatService.post`): the one list of
+    what a post takes; the service gives it an id and a time."""
+
+    room: str
+    author: Identity
+    text: str
+    #: The sender's retry key: a second post with it is answered with the first message.
+    client_msg_id: str | None = None
+    #: ``"user"``, or ``"system"`` (the admin API; never screened for spam).
+    kind: str = "user"
+    reply_to: ReplyRef | None = None
+    mentions: tuple[str, ...] = ()
+    tickers: tuple[str, ...] = ()
+    sentiment: str | None = None
 
 
 class ChatService:
@@ -227,56 +245,28 @@ class ChatService:
             self._metrics.bus_errors.labels("emit").inc()
             log.exception("live delivery of %s to %s failed; clients catch up from history", event, room)
 
-    async def post(
-        self,
-        room: str,
-        author: Identity,
-        text: str,
-        client_msg_id: str | None = None,
-        *,
-        skip_sid: str | None = None,
-        kind: str = "user",
-        reply_to: ReplyRef | None = None,
-        mentions: tuple[str, ...] = (),
-        tickers: tuple[str, ...] = (),
-        sentiment: str | None = None,
-    ) -> tuple[Message, bool]:
+    async def post(self, draft: Draft, *, skip_sid: str | None = None) -> tuple[Message, bool]:
         """Store a message (idempotently) then deliver it; return it and whether it is new."""
-        stored, is_new, _ = await self.post_with_wire(
-            room,
-            author,
-            text,
-            client_msg_id,
-            skip_sid=skip_sid,
-            kind=kind,
-            reply_to=reply_to,
-            mentions=mentions,
-            tickers=tickers,
-            sentiment=sentiment,
-        )
+        stored, is_new, _ = await self.post_with_wire(draft, skip_sid=skip_sid)
         return stored, is_new
 
     async def post_with_wire(
-        self,
-        room: str,
-        author: Identity,
-        text: str,
-        client_msg_id: str | None = None,
-        *,
-        skip_sid: str | None = None,
-        kind: str = "user",
-        reply_to: ReplyRef | None = None,
-        mentions: tuple[str, ...] = (),
-        tickers: tuple[str, ...] = (),
-        sentiment: str | None = None,
+        self, draft: Draft, *, skip_sid: str | None = None
     ) -> tuple[Message, bool, dict[str, Any]]:
         """:meth:`post`, and the message's wire form (what :meth:`wire` gives): the one dict
-        the room was sent, which the sender's ack carries too (built once per message)."""
+        the room was sent, which the sender's ack carries too (built once per message).
+        ``skip_sid``: the sender's socket, which its ack answers instead."""
+        room, author, text = draft.room, draft.author, draft.text
         created = int(self._clock() * 1000)  # _now_ms, without a call per message
         message_id = self._ids.new()  # next to created: the id's time is the message's
-        if self._spam is not None and kind == "user":  # issue 25: may refuse, or mask the text
+        if self._spam is not None and draft.kind == "user":  # issue 25: may refuse, or mask the text
             text = await self._spam.screen(
-                room, author, text, message_id=message_id, mentions=len(mentions), client_msg_id=client_msg_id
+                room,
+                author,
+                text,
+                message_id=message_id,
+                mentions=len(draft.mentions),
+                client_msg_id=draft.client_msg_id,
             )
         message = Message(
             id=message_id,
@@ -285,12 +275,12 @@ class ChatService:
             user_name=author.name,
             text=text,
             created_at_ms=created,
-            client_msg_id=client_msg_id,
-            kind=kind,
-            reply_to=reply_to,
-            mentions=mentions,
-            tickers=tickers,
-            sentiment=sentiment,
+            client_msg_id=draft.client_msg_id,
+            kind=draft.kind,
+            reply_to=draft.reply_to,
+            mentions=draft.mentions,
+            tickers=draft.tickers,
+            sentiment=draft.sentiment,
         )
         if self._log is not None:
             stored, is_new = await self._append_message(message, skip_sid)

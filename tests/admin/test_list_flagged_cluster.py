@@ -11,34 +11,27 @@ from pathlib import Path
 
 from chatsvc.admin.v1 import admin_pb2
 from tests.admin.helpers import admin_client
-from tests.bus.helpers import new_topic, replica_env
-from tests.chat.test_conversations_cluster import cql_keyspace, until_delivered  # noqa: F401
 from tests.conftest import ServerFactory
 from tests.support.clients import ClientPool
-from tests.support.services import kafka_env
+from tests.support.replicas import start_replicas, until_delivered
 from tests.support.tokens import token
-
-FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
 
 
 async def test_flags_from_both_replicas_listed_on_either(
     server_factory: ServerFactory,
-    cql_keyspace: dict[str, str],  # noqa: F811 (the fixture imported above)
+    cql_keyspace: dict[str, str],
     tmp_path: Path,
 ) -> None:
     words = tmp_path / "words.txt"
     words.write_text("moonshot\n")
-    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
-    env |= {
-        "CHATSVC_SPAM_MAX_LINKS": "0",
-        "CHATSVC_SPAM_DUPLICATE_WINDOW_SECONDS": "60",
-        "CHATSVC_SPAM_BLOCKLIST_FILE": str(words),
-        "CHATSVC_SPAM_BLOCKLIST_ACTION": "mask",
-    }
-    a = server_factory(name="ra", CHATSVC_REPLICA_ID="ra", **env)
-    b = server_factory(name="rb", CHATSVC_REPLICA_ID="rb", **env)
-    for replica in (a, b):
-        replica.wait_http("/readyz", timeout=60)
+    a, b = start_replicas(
+        server_factory,
+        cql_keyspace,
+        CHATSVC_SPAM_MAX_LINKS="0",
+        CHATSVC_SPAM_DUPLICATE_WINDOW_SECONDS="60",
+        CHATSVC_SPAM_BLOCKLIST_FILE=str(words),
+        CHATSVC_SPAM_BLOCKLIST_ACTION="mask",
+    )
     room, spammer = f"cl-{uuid.uuid4().hex[:8]}", f"spammer-{uuid.uuid4().hex[:8]}"
     async with ClientPool() as pool:
         on_a = await pool.connect(a.url, token(spammer, iat=int(time.time()) - 3600))

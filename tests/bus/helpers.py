@@ -43,26 +43,23 @@ def replica_env(kafka: dict[str, str], *, tls: bool, topic: str, **extra: str) -
 
 def kafka_script(command: str, timeout: float = 180.0) -> None:
     """``scripts/kafka COMMAND``, bounded; fail with its output if it fails."""
-    done = subprocess.run(
-        [str(REPO / "scripts" / "kafka"), command],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert done.returncode == 0, f"scripts/kafka {command} failed:\n{done.stdout}\n{done.stderr}"
+    _service_script("kafka", command, timeout)
 
 
 def cassandra_script(command: str, timeout: float = 300.0) -> None:
     """``scripts/cassandra COMMAND``, bounded; fail with its output if it fails."""
+    _service_script("cassandra", command, timeout)
+
+
+def _service_script(script: str, command: str, timeout: float) -> None:
     done = subprocess.run(
-        [str(REPO / "scripts" / "cassandra"), command],
+        [str(REPO / "scripts" / script), command],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-    assert done.returncode == 0, f"scripts/cassandra {command} failed:\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"scripts/{script} {command} failed:\n{done.stdout}\n{done.stderr}"
 
 
 class ChatClient:

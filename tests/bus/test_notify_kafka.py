@@ -6,6 +6,7 @@ tests/chat/test_notify_relay_kafka.py and tests/chat/test_notify_cluster.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -56,18 +57,36 @@ def made() -> list[Producer]:
     return []
 
 
-@pytest.fixture
-def topic(made: list[Producer]) -> KafkaNotifications:
+def recording(made: list[Producer], fail_start: Exception | None = None) -> Callable[..., Producer]:
+    """A producer factory that keeps each producer it makes in ``made``."""
+
     def factory(**options: Any) -> Producer:
         made.append(Producer(**options))
+        made[-1].fail_start = fail_start
         return made[-1]
 
+    return factory
+
+
+@pytest.fixture
+def topic(made: list[Producer]) -> KafkaNotifications:
     return KafkaNotifications(
         "chatsvc.notify",
         lambda: {"bootstrap_servers": ["b:1"]},
         retry_window_ms=1500,
-        producer_factory=factory,
+        producer_factory=recording(made),
     )
+
+
+async def held(topic: KafkaNotifications, made: list[Producer]) -> asyncio.Future[None]:
+    """``topic`` started, producing NOTE and OTHER, its deliveries held; the first one
+    acknowledged."""
+    await topic.start()
+    made[0].hold = True
+    produce = asyncio.ensure_future(topic.produce([NOTE, OTHER]))
+    await asyncio.sleep(0.05)
+    made[0].deliveries[0].set_result(None)
+    return produce
 
 
 async def test_the_producer_is_idempotent_with_the_retry_window_and_sends_each_record_once(
@@ -97,11 +116,7 @@ async def test_the_producer_is_idempotent_with_the_retry_window_and_sends_each_r
 async def test_a_batch_is_done_only_when_every_record_is_acknowledged(
     topic: KafkaNotifications, made: list[Producer]
 ) -> None:
-    await topic.start()
-    made[0].hold = True
-    produce = asyncio.ensure_future(topic.produce([NOTE, OTHER]))
-    await asyncio.sleep(0.05)
-    made[0].deliveries[0].set_result(None)
+    produce = await held(topic, made)
     await asyncio.sleep(0.05)
     assert not produce.done()  # the second record is not acknowledged yet
     made[0].deliveries[1].set_result(None)
@@ -111,11 +126,7 @@ async def test_a_batch_is_done_only_when_every_record_is_acknowledged(
 async def test_a_failed_record_fails_the_batch_and_replaces_the_producer(
     topic: KafkaNotifications, made: list[Producer]
 ) -> None:
-    await topic.start()
-    made[0].hold = True
-    produce = asyncio.ensure_future(topic.produce([NOTE, OTHER]))
-    await asyncio.sleep(0.05)
-    made[0].deliveries[0].set_result(None)
+    produce = await held(topic, made)
     made[0].deliveries[1].set_exception(KafkaTimeoutError())
     with pytest.raises(BusUnavailable, match=r"chatsvc\.notify.*KafkaTimeoutError"):
         await produce
@@ -140,12 +151,8 @@ async def test_an_unacknowledged_batch_times_out_after_the_window_and_its_margin
 async def test_a_producer_that_cannot_start_is_one_startup_error_then_a_bus_error(
     made: list[Producer],
 ) -> None:
-    def factory(**options: Any) -> Producer:
-        made.append(Producer(**options))
-        made[-1].fail_start = KafkaConnectionError()
-        return made[-1]
-
-    topic = KafkaNotifications("chatsvc.notify", dict, producer_factory=factory)
+    failing = recording(made, fail_start=KafkaConnectionError())
+    topic = KafkaNotifications("chatsvc.notify", dict, producer_factory=failing)
     with pytest.raises(StartupError, match=r"chatsvc\.notify.*KafkaConnectionError"):
         await topic.start()
     assert made[0].stopped
@@ -208,11 +215,9 @@ async def test_the_read_back_takes_the_newest_records_of_every_partition(made: l
         consumers.append(Consumer(logs, **options))
         return consumers[-1]
 
-    def factory(**options: Any) -> Producer:
-        made.append(Producer(**options))
-        return made[-1]
-
-    topic = KafkaNotifications("chatsvc.notify", dict, producer_factory=factory, consumer_factory=consumer)
+    topic = KafkaNotifications(
+        "chatsvc.notify", dict, producer_factory=recording(made), consumer_factory=consumer
+    )
     assert await topic.recent_ids(4) == {"a6", "a7", "a8", "a9", "b0", "b1"}
     assert consumers[0].stopped
     assert consumers[0].options == {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import id_at
 from chatsvc.model.messages import Message
@@ -17,7 +17,7 @@ __all__ = ["metrics", "recorder", "service"]  # the fixtures this module shares
 
 
 async def test_history_pages_and_catch_up(service: ChatService) -> None:
-    posted = [(await service.post("r", ALICE, f"m{i}"))[0] for i in range(7)]
+    posted = [(await service.post(Draft("r", ALICE, f"m{i}")))[0] for i in range(7)]
     page = await service.history("r", None, 3)
     assert [m.text for m in page.messages] == ["m6", "m5", "m4"]
     page2 = await service.history("r", page.next_before, 3)
@@ -45,9 +45,9 @@ async def test_catch_up_replays_the_overlap_window_before_since(
 ) -> None:
     service = ChatService(store, recorder, metrics, Limits(catchup_max=2, catchup_overlap_ms=2000))
     await store.append(other_replicas("r", "long ago", 60_000))
-    seen, _ = await service.post("r", ALICE, "the newest the client saw")
+    seen, _ = await service.post(Draft("r", ALICE, "the newest the client saw"))
     late, _ = await store.append(other_replicas("r", "in flight on the bus", 300))
-    after = [(await service.post("r", ALICE, f"m{i}"))[0] for i in range(3)]
+    after = [(await service.post(Draft("r", ALICE, f"m{i}")))[0] for i in range(3)]
 
     missed, more = await service.catch_up("r", seen.id)
     # The late one comes first (older id), then what is after since, paged by catchup_max.
@@ -67,7 +67,7 @@ async def test_a_busy_overlap_window_keeps_its_newest_messages(
     service = ChatService(store, recorder, metrics, limits)
     for i in range(6):
         await store.append(other_replicas("r", f"w{i}", 4000 - i * 100))
-    seen, _ = await service.post("r", ALICE, "seen")
+    seen, _ = await service.post(Draft("r", ALICE, "seen"))
     missed, more = await service.catch_up("r", seen.id)
     assert [m.text for m in missed] == ["w3", "w4", "w5"]
     assert not more

@@ -20,14 +20,14 @@ from chatsvc.chat.edits import Edits
 from chatsvc.chat.mentions import Mentions
 from chatsvc.chat.pins import Pins
 from chatsvc.chat.reactions import Reactions
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.errors import BusUnavailable
-from chatsvc.metrics import Metrics
 from chatsvc.model.messages import RoomEvent
 from chatsvc.settings import Limits
 from chatsvc.store.sqlite import SqliteStore
+from tests.chat.log_double import Topic, all_written, delivered, settle, two_replicas
 from tests.chat.test_service import Recorder
-from tests.chat.test_streams import ROOM, MemoryLog, Topic, delivered, settle
+from tests.chat.test_streams import ROOM
 
 ALICE = Identity("alice", "Alice")
 BOB = Identity("bob", "Bob")
@@ -45,26 +45,8 @@ class Replica:
 
 @pytest.fixture
 async def cluster(store: SqliteStore) -> AsyncIterator[tuple[Topic, Replica, Replica]]:
-    topic = Topic()
-    made: list[Replica] = []
-    for name in ("r1", "r2"):
-        emitter = Recorder()
-        service = ChatService(store, emitter, Metrics(), Limits(), room_log=MemoryLog(topic), host=name)
-        await service.start_streams()
-        made.append(Replica(service, emitter, store))
-    yield topic, made[0], made[1]
-    for replica in made:
-        await replica.service.aclose_streams()
-
-
-async def written(topic: Topic) -> None:
-    """Until the history writer has written every record (bounded)."""
-    for _ in range(500):
-        if topic.written == len(topic.records):
-            break
-        await asyncio.sleep(0.01)
-    assert topic.written == len(topic.records), f"{topic.written} of {len(topic.records)} written"
-    await settle()
+    async with two_replicas(store, lambda service, emitter: Replica(service, emitter, store)) as made:
+        yield made
 
 
 async def rows(store: SqliteStore, message_id: str) -> dict[str, int]:
@@ -76,9 +58,17 @@ def events(replica: Replica, name: str) -> list[dict[str, Any]]:
 
 
 async def posted(replica: Replica) -> str:
-    message, _ = await replica.service.post(ROOM, ALICE, "hot", None)
+    message, _ = await replica.service.post(Draft(ROOM, ALICE, "hot", None))
     await settle()
     return message.id
+
+
+async def react_and_pin_refused(replica: Replica, message_id: str) -> None:
+    """Bob's 🔥 and the admin's pin, each answered ``bus_unavailable``."""
+    with pytest.raises(BusUnavailable):
+        await replica.reactions.change(ROOM, message_id, "🔥", BOB, add=True)
+    with pytest.raises(BusUnavailable):
+        await replica.pins.change(ROOM, message_id, ADMIN, pin=True)
 
 
 async def test_a_refused_log_leaves_no_row_and_the_retry_counts_once(
@@ -88,19 +78,16 @@ async def test_a_refused_log_leaves_no_row_and_the_retry_counts_once(
     topic, r1, r2 = cluster
     message_id = await posted(r1)
     topic.refuse = True
-    with pytest.raises(BusUnavailable):
-        await r1.reactions.change(ROOM, message_id, "🔥", BOB, add=True)
-    with pytest.raises(BusUnavailable):
-        await r1.pins.change(ROOM, message_id, ADMIN, pin=True)
+    await react_and_pin_refused(r1, message_id)
     topic.refuse = False
-    await written(topic)
+    await all_written(topic)
     assert await rows(store, message_id) == {}, "a refused react left its row"
     assert await store.list_pins(ROOM, 10) == [], "a refused pin left its row"
     assert events(r1, "reaction") == events(r2, "reaction") == []
     ack = await r1.reactions.change(ROOM, message_id, "🔥", BOB, add=True)
     assert ack == {"id": message_id, "emoji": "🔥", "count": 1, "changed": True}
     assert (await r1.pins.change(ROOM, message_id, ADMIN, pin=True))["changed"] is True
-    await written(topic)
+    await all_written(topic)
     assert await rows(store, message_id) == {"🔥": 1}
     assert [p[0] for p in await store.list_pins(ROOM, 10)] == [message_id]
 
@@ -112,12 +99,9 @@ async def test_a_landed_record_whose_ack_was_lost_gets_its_row_and_the_retry_cha
     topic, r1, r2 = cluster
     message_id = await posted(r1)
     topic.lose_acks = True
-    with pytest.raises(BusUnavailable):
-        await r1.reactions.change(ROOM, message_id, "🔥", BOB, add=True)
-    with pytest.raises(BusUnavailable):
-        await r1.pins.change(ROOM, message_id, ADMIN, pin=True)
+    await react_and_pin_refused(r1, message_id)
     topic.lose_acks = False
-    await written(topic)
+    await all_written(topic)
     # The records landed: delivered everywhere, their rows written from the log.
     assert [e["count"] for e in events(r1, "reaction")] == [e["count"] for e in events(r2, "reaction")] == [1]
     assert await rows(store, message_id) == {"🔥": 1}
@@ -129,7 +113,7 @@ async def test_a_landed_record_whose_ack_was_lost_gets_its_row_and_the_retry_cha
         assert ack == {"id": message_id, "emoji": "🔥", "count": 1, "changed": False}
         assert (await replica.pins.change(ROOM, message_id, ADMIN, pin=True))["changed"] is False
     assert len(topic.records) == records
-    await written(topic)
+    await all_written(topic)
     assert await rows(store, message_id) == {"🔥": 1}
     assert len(events(r2, "reaction")) == len(events(r2, "pinned")) == 1
     stored = (await store.stream_after(ROOM, 0, 100)).records
@@ -148,7 +132,7 @@ async def test_the_same_react_on_two_replicas_at_once_counts_once_in_stream_orde
         *(r.reactions.change(ROOM, message_id, "👍", u, add=True) for u in users for r in (r1, r2, r1, r2))
     )
     assert sum(a["changed"] for a in acks) == len(users), "exactly one call per user changed"
-    await written(topic)
+    await all_written(topic)
     assert await rows(store, message_id) == {"👍": len(users)}
     for replica in (r1, r2):  # repeats are dropped by every consumer, counts follow the stream
         assert [e["count"] for e in events(replica, "reaction")] == list(range(1, len(users) + 1))
@@ -163,7 +147,7 @@ async def test_the_same_react_on_two_replicas_at_once_counts_once_in_stream_orde
         *(r.reactions.change(ROOM, message_id, "👍", users[0], add=False) for r in (r1, r2, r1, r2))
     )
     assert sorted(a["changed"] for a in acks) == [False, False, False, True]
-    await written(topic)
+    await all_written(topic)
     assert await rows(store, message_id) == {"👍": len(users) - 1}
     assert events(r2, "reaction")[-1]["count"] == len(users) - 1
 
@@ -187,10 +171,10 @@ async def test_rows_are_written_by_the_history_writer_only(
     assert page[0].reactions == {"🔥": 1} and page[0].own_reactions == ["🔥"]
     assert [p["message"]["id"] for p in await r1.pins.list(ROOM)] == [message_id]
     topic.writing.set()
-    await written(topic)
+    await all_written(topic)
     assert await rows(store, message_id) == {"🔥": 1}
     await r1.service.delete(ROOM, message_id, ALICE)
-    await written(topic)
+    await all_written(topic)
     assert await rows(store, message_id) == {}
     assert await store.list_pins(ROOM, 10) == []
     assert [e["id"] for e in events(r1, "unpinned")] == [message_id]

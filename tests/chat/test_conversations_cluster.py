@@ -5,62 +5,27 @@ member removed on one replica stops receiving on the other at once."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.bus.helpers import new_topic, replica_env
 from tests.conftest import ServerFactory
-from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
-from tests.support.clients import ChatClient, ClientPool
-from tests.support.servers import ServerProcess, run_cli
-from tests.support.services import kafka_env
+from tests.support.clients import ClientPool
+from tests.support.replicas import start_replicas, until_delivered
+from tests.support.servers import ServerProcess
 from tests.support.tokens import token
-
-FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
-
-
-@pytest.fixture(scope="module")
-def cql_keyspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A fresh keyspace on the real CQL node, migrated by ``chatsvc migrate``; dropped after."""
-    keyspace = new_keyspace()
-    env = scylla_env(keyspace)
-    done = run_cli(["migrate"], cli_env(tmp_path_factory.mktemp("migrate"), env), timeout=300)
-    assert done.returncode == 0, done.stderr
-    yield env
-    drop_keyspace(env, keyspace)
 
 
 @pytest.fixture
 def replicas(
     server_factory: ServerFactory, cql_keyspace: dict[str, str]
 ) -> tuple[ServerProcess, ServerProcess]:
-    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
-    a = server_factory(name="ra", CHATSVC_REPLICA_ID="ra", **env)
-    b = server_factory(name="rb", CHATSVC_REPLICA_ID="rb", **env)
-    for replica in (a, b):
-        replica.wait_http("/readyz", timeout=60)
-    return a, b
+    return start_replicas(server_factory, cql_keyspace)
 
 
 def user(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def until_delivered(sender: ChatClient, receiver: ChatClient, room: str) -> None:
-    """Both replicas hear each other (the consumers are assigned): probe until one arrives."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        probe = (await sender.ok("message", {"room": room, "text": "probe"}))["message"]["id"]
-        try:
-            await receiver.next("message", where=lambda m, want=probe: m["id"] == want, within=1.0)
-            return
-        except TimeoutError:
-            continue
-    raise AssertionError("the replicas never delivered to each other")
 
 
 async def test_dm_on_a_reaches_a_socket_on_b_that_never_joined_and_removal_holds_on_b(

@@ -10,14 +10,16 @@ import pytest
 
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.crossposts import StreamPosts
+from chatsvc.chat.service import Draft
 from chatsvc.chat.slowmode import SlowModes
 from chatsvc.errors import SlowMode, Spam
 from chatsvc.model.messages import Message, RoomEvent
 from chatsvc.settings import ModeSettings
 from chatsvc.store.memory import MemoryStore
 from chatsvc.store.sqlite import SqliteStore
+from tests.chat.log_double import Topic, settle
 from tests.chat.test_spam import ALICE, MID, make
-from tests.chat.test_streams import ROOM, Replica, Topic, replicas, settle
+from tests.chat.test_streams import ROOM, Replica, replicas
 
 __all__ = ["replicas"]  # test_streams' fixtures: two replicas on one in-memory topic
 
@@ -57,9 +59,9 @@ async def test_the_stream_shows_other_replicas_posts_as_foreign_and_duplicates_n
     views: dict[str, list[tuple[str, bool]]] = {"r1": [], "r2": []}
     r1.watch_stream(lambda m, here: views["r1"].append((getattr(m, "text", m.kind), here)))
     r2.watch_stream(lambda m, here: views["r2"].append((getattr(m, "text", m.kind), here)))
-    await r1.post(ROOM, ALICE, "one", "c1")
-    await r2.post(ROOM, ALICE, "two", None)
-    retried, created = await r2.post(ROOM, ALICE, "one", "c1")  # r1's, acked the original
+    await r1.post(Draft(ROOM, ALICE, "one", "c1"))
+    await r2.post(Draft(ROOM, ALICE, "two", None))
+    retried, created = await r2.post(Draft(ROOM, ALICE, "one", "c1"))  # r1's, acked the original
     assert not created and retried.text == "one"
     await r1.log_and_deliver("room_mode", "room_mode", ROOM, "", {"room": ROOM, "slow_mode_seconds": 5})
     await settle()

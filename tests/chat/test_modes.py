@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.chat.test_conversations_cluster import FAST
 from tests.support.clients import ClientPool, running_server
+from tests.support.replicas import FAST
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
 

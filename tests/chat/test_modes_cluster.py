@@ -9,15 +9,11 @@ import uuid
 
 import pytest
 
-from tests.bus.helpers import new_topic, replica_env
-from tests.chat.test_conversations_cluster import FAST, cql_keyspace, until_delivered
 from tests.conftest import ServerFactory
 from tests.support.clients import ClientPool
+from tests.support.replicas import start_replicas, until_delivered
 from tests.support.servers import ServerProcess
-from tests.support.services import kafka_env
 from tests.support.tokens import token
-
-__all__ = ["cql_keyspace"]  # the module-scoped keyspace fixture, shared
 
 MODES = {
     "CHATSVC_SENTIMENT_EVENT_MS": "500",
@@ -32,12 +28,7 @@ MODES = {
 def replicas(
     server_factory: ServerFactory, cql_keyspace: dict[str, str]
 ) -> tuple[ServerProcess, ServerProcess]:
-    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST | MODES
-    a = server_factory(name="ra", CHATSVC_REPLICA_ID="ra", **env)
-    b = server_factory(name="rb", CHATSVC_REPLICA_ID="rb", **env)
-    for replica in (a, b):
-        replica.wait_http("/readyz", timeout=60)
-    return a, b
+    return start_replicas(server_factory, cql_keyspace, **MODES)
 
 
 def user(prefix: str) -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.bus.helpers import new_topic, replica_env
-from tests.chat.test_conversations_cluster import FAST, until_delivered
 from tests.conftest import ServerFactory
 from tests.support.clients import ChatClient, ClientPool
+from tests.support.replicas import FAST, until_delivered
 from tests.support.servers import ServerProcess
 from tests.support.services import kafka_env
 from tests.support.tokens import token

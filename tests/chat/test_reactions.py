@@ -9,13 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.bus.helpers import new_topic, replica_env
-from tests.chat.test_conversations_cluster import FAST, until_delivered
 from tests.conftest import ServerFactory
-from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.clients import ClientPool, running_server
-from tests.support.servers import ServerProcess, run_cli
-from tests.support.services import kafka_env
+from tests.support.replicas import FAST, on_both, start_replicas
+from tests.support.servers import ServerProcess
 from tests.support.tokens import token
 
 
@@ -102,32 +99,14 @@ async def test_bad_reactions_are_refused(server: ServerProcess, clients: ClientP
     assert await alice.error("react", {"room": other, "id": sent["id"], "emoji": "👍"}) == "not_in_room"
 
 
-@pytest.fixture(scope="module")
-def cql_keyspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    keyspace = new_keyspace()
-    env = scylla_env(keyspace)
-    done = run_cli(["migrate"], cli_env(tmp_path_factory.mktemp("migrate"), env), timeout=300)
-    assert done.returncode == 0, done.stderr
-    yield env
-    drop_keyspace(env, keyspace)
-
-
 async def test_concurrent_reacts_on_two_replicas_count_exactly(
     server_factory: ServerFactory, cql_keyspace: dict[str, str]
 ) -> None:
-    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
-    ra = server_factory(name="ra", CHATSVC_REPLICA_ID="ra", **env)
-    rb = server_factory(name="rb", CHATSVC_REPLICA_ID="rb", **env)
-    for replica in (ra, rb):
-        replica.wait_http("/readyz", timeout=60)
+    ra, rb = start_replicas(server_factory, cql_keyspace)
     room = new_room()
     users = [f"u{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
     async with ClientPool() as pool:
-        on_a = [await pool.connect(ra.url, token(u)) for u in users]
-        on_b = [await pool.connect(rb.url, token(u)) for u in users]
-        for c in on_a + on_b:
-            await c.ok("join", {"room": room})
-        await until_delivered(on_a[0], on_b[0], room)
+        on_a, on_b = await on_both(pool, (ra, rb), room, users)
         sent = (await on_a[0].ok("message", {"room": room, "text": "hot"}))["message"]
         # Every user reacts on both replicas at once, each twice (a retry).
         acks = await asyncio.gather(

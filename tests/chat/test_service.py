@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chatsvc.auth.identity import Identity
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.wire import message_wire
 from chatsvc.errors import BusUnavailable, Forbidden, InvalidMessageId, InvalidPayload, NotFound
 from chatsvc.metrics import Metrics
@@ -67,7 +67,7 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float:
 
 
 async def test_post_stores_then_delivers(service: ChatService, recorder: Recorder, metrics: Metrics) -> None:
-    message, created = await service.post("r", ALICE, "hello", "c1", skip_sid="sid-a")
+    message, created = await service.post(Draft("r", ALICE, "hello", "c1"), skip_sid="sid-a")
     assert created
     epoch = await service.epoch()
     assert message.pos == 1
@@ -84,13 +84,13 @@ async def test_post_stores_then_delivers(service: ChatService, recorder: Recorde
 
 
 async def test_retry_with_the_same_client_msg_id(service: ChatService, recorder: Recorder) -> None:
-    first, _ = await service.post("r", ALICE, "hello", "c1")
-    again, created = await service.post("r", ALICE, "hello (retry)", "c1")
+    first, _ = await service.post(Draft("r", ALICE, "hello", "c1"))
+    again, created = await service.post(Draft("r", ALICE, "hello (retry)", "c1"))
     assert not created
     assert again == first
     assert recorder.names() == ["message"]
     # The key is per user: bob may use the same client_msg_id.
-    _, bob_created = await service.post("r", BOB, "hi", "c1")
+    _, bob_created = await service.post(Draft("r", BOB, "hi", "c1"))
     assert bob_created
     assert len((await service.history("r", None, 10)).messages) == 2
 
@@ -99,10 +99,10 @@ async def test_delivery_failure_is_not_the_senders_problem(
     service: ChatService, recorder: Recorder, metrics: Metrics
 ) -> None:
     recorder.fail = BusUnavailable()
-    _, created = await service.post("r", ALICE, "stored anyway")
+    _, created = await service.post(Draft("r", ALICE, "stored anyway"))
     assert created
     recorder.fail = RuntimeError("boom")
-    await service.post("r", ALICE, "and this")
+    await service.post(Draft("r", ALICE, "and this"))
     assert [m.text for m in (await service.history("r", None, 10)).messages] == ["and this", "stored anyway"]
     assert sample(metrics, "chatsvc_bus_errors_total", op="emit") == 2
 
@@ -125,7 +125,7 @@ async def test_typing_is_relayed_never_stored_and_a_bus_failure_is_counted_not_r
 
 
 async def test_edit_permissions(service: ChatService, recorder: Recorder) -> None:
-    message, _ = await service.post("r", ALICE, "original")
+    message, _ = await service.post(Draft("r", ALICE, "original"))
     edited = await service.edit("r", message.id, "by author", ALICE)
     assert edited.text == "by author" and edited.edited_at_ms is not None
     assert "edited_at" in message_wire(edited)
@@ -149,8 +149,8 @@ async def test_edit_permissions(service: ChatService, recorder: Recorder) -> Non
 
 
 async def test_delete_permissions(service: ChatService, recorder: Recorder) -> None:
-    a, _ = await service.post("r", ALICE, "a")
-    b, _ = await service.post("r", ALICE, "b")
+    a, _ = await service.post(Draft("r", ALICE, "a"))
+    b, _ = await service.post(Draft("r", ALICE, "b"))
     with pytest.raises(Forbidden):
         await service.delete("r", a.id, BOB)
     deleted = await service.delete("r", a.id, ALICE)
@@ -173,15 +173,15 @@ async def test_delete_permissions(service: ChatService, recorder: Recorder) -> N
     with pytest.raises(NotFound):
         await service.edit("r", a.id, "resurrect", ALICE)
     await service.delete("r", b.id, ADMIN)
-    await service.post("r", ALICE, "c")
+    await service.post(Draft("r", ALICE, "c"))
     c = (await service.history("r", None, 1)).messages[0]
     await service.delete("r", c.id, None)  # the admin API
     assert recorder.events[-1][1]["deleted_by"] == "admin"
 
 
 async def test_read_markers_and_unread(service: ChatService, recorder: Recorder) -> None:
-    posted = [(await service.post("r", BOB, f"b{i}"))[0] for i in range(8)]
-    await service.post("r", ALICE, "own messages never count")
+    posted = [(await service.post(Draft("r", BOB, f"b{i}")))[0] for i in range(8)]
+    await service.post(Draft("r", ALICE, "own messages never count"))
     assert await service.unread("r", ALICE) == 5  # capped at unread_cap
     await service.mark_read("r", ALICE, posted[5].id, skip_sid="sid-a")
     assert recorder.events[-1] == (

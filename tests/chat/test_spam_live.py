@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.chat.test_conversations_cluster import FAST
 from tests.support.clients import ChatClient, ClientPool, running_server
+from tests.support.replicas import FAST
 from tests.support.servers import ServerProcess
 from tests.support.tokens import token
 

@@ -14,117 +14,18 @@ from typing import Any
 import pytest
 
 from chatsvc.auth.identity import Identity
-from chatsvc.bus.log import LogRecord, RecordHandler
-from chatsvc.chat.service import ChatService
+from chatsvc.bus.log import LogRecord
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.streams import DEDUP_WINDOW, RoomStreams, message_body
 from chatsvc.chat.wire import parse_position
 from chatsvc.errors import BusUnavailable, StoreUnavailable
-from chatsvc.metrics import Metrics
 from chatsvc.model.messages import Message
-from chatsvc.settings import Limits
 from chatsvc.store.sqlite import SqliteStore
+from tests.chat.log_double import Topic, delivered, settle, two_replicas
 from tests.chat.test_service import Recorder
 
 ALICE = Identity("alice", "Alice")
 ROOM = "stocks.AAPL"
-
-
-class Topic:
-    """One partition every replica reads: offsets shared by all rooms, like Kafka's."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-        self.readers: list[MemoryLog] = []
-        #: The history writers' group: the first replica's writer has the only partition.
-        self.writer: RecordHandler | None = None
-        self.unwritten: asyncio.Queue[LogRecord] = asyncio.Queue()
-        self.refuse = False
-        #: The broker takes the record but the producer's ack is lost (a timed-out produce).
-        self.lose_acks = False
-        #: The history writer holds off (tests/chat/test_changes.py); ``written`` counts.
-        self.writing = asyncio.Event()
-        self.writing.set()
-        self.written = 0
-
-    def append(self, room: str, body: dict[str, Any]) -> int:
-        if self.refuse:
-            raise BusUnavailable("Kafka unavailable: connection refused")
-        self.records.append((room, body))
-        offset = len(self.records) + 99  # not starting at 1: offsets are opaque
-        for reader in self.readers:
-            reader.pending.put_nowait(LogRecord(room, offset, body))
-        self.unwritten.put_nowait(LogRecord(room, offset, body))
-        if self.lose_acks:
-            raise BusUnavailable("Kafka did not acknowledge the event within 3s")
-        return offset
-
-
-class MemoryLog:
-    """A replica's view of :class:`Topic` (a :class:`~chatsvc.bus.log.RoomLog`)."""
-
-    partitions = 1
-
-    def __init__(self, topic: Topic) -> None:
-        self.topic = topic
-        self.pending: asyncio.Queue[LogRecord] = asyncio.Queue()
-        self.handler: RecordHandler | None = None
-        self.task: asyncio.Task[None] | None = None
-        topic.readers.append(self)
-
-    def on_record(self, handler: RecordHandler) -> None:
-        self.handler = handler
-
-    def on_release(self, handler: Any) -> None:
-        """Every replica reads the one partition: nothing is ever released."""
-
-    async def follow(self, room: str) -> None:
-        """Every replica reads the one partition already."""
-
-    def on_history(self, writer: RecordHandler) -> None:
-        if self.topic.writer is None:
-            self.topic.writer = writer
-            self.writes = True
-
-    writes = False
-    writer_task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.task = asyncio.create_task(self._read())
-        if self.writes:
-            self.writer_task = asyncio.create_task(self._write())
-
-    async def _write(self) -> None:
-        """In order; a failed write is retried until it succeeds, nothing after it first."""
-        while True:
-            record = await self.topic.unwritten.get()
-            assert self.topic.writer is not None
-            await self.topic.writing.wait()
-            while True:
-                try:
-                    await self.topic.writer(record)
-                    self.topic.written += 1
-                    break
-                except StoreUnavailable:
-                    await asyncio.sleep(0.01)
-
-    async def _read(self) -> None:
-        while True:
-            record = await self.pending.get()
-            assert self.handler is not None
-            await self.handler(record)
-
-    async def check(self) -> None:
-        if self.topic.refuse:
-            raise BusUnavailable("down")
-
-    async def aclose(self) -> None:
-        for task in (self.task, self.writer_task):
-            if task is not None:
-                task.cancel()
-
-    async def append(self, room: str, body: dict[str, Any]) -> int:
-        await asyncio.sleep(0)
-        return self.topic.append(room, body)
 
 
 Replica = tuple[ChatService, Recorder]
@@ -132,26 +33,8 @@ Replica = tuple[ChatService, Recorder]
 
 @pytest.fixture
 async def replicas(store: SqliteStore) -> AsyncIterator[tuple[Topic, Replica, Replica]]:
-    topic = Topic()
-    made: list[Replica] = []
-    for name in ("r1", "r2"):
-        emitter = Recorder()
-        log = MemoryLog(topic)
-        service = ChatService(store, emitter, Metrics(), Limits(), room_log=log, host=name)
-        await service.start_streams()
-        made.append((service, emitter))
-    yield topic, made[0], made[1]
-    for service, _ in made:
-        await service.aclose_streams()
-
-
-def delivered(emitter: Recorder, event: str = "message") -> list[dict[str, Any]]:
-    return [data for name, data, _, _ in emitter.events if name == event]
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
+    async with two_replicas(store, lambda service, emitter: (service, emitter)) as made:
+        yield made
 
 
 async def written(store: SqliteStore, room: str, count: int, within: float = 5.0) -> list[Any]:
@@ -167,8 +50,8 @@ async def test_the_ack_carries_the_log_offset_and_both_replicas_deliver_it_there
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
     _topic, (r1, e1), (r2, e2) = replicas
-    first, created = await r1.post(ROOM, ALICE, "one", "c1", skip_sid="sid-alice")
-    second, _ = await r2.post(ROOM, ALICE, "two", None)
+    first, created = await r1.post(Draft(ROOM, ALICE, "one", "c1"), skip_sid="sid-alice")
+    second, _ = await r2.post(Draft(ROOM, ALICE, "two", None))
     assert created and (first.pos, second.pos) == (100, 101), "positions are the log's offsets"
     epoch = await r1.epoch()
     assert epoch.endswith("k1") and epoch == await r2.epoch()
@@ -192,13 +75,13 @@ async def test_a_refused_append_is_bus_unavailable_and_delivers_nothing(
     topic, (r1, e1), (_, e2) = replicas
     topic.refuse = True
     with pytest.raises(BusUnavailable) as caught:
-        await r1.post(ROOM, ALICE, "lost?", "c1")
+        await r1.post(Draft(ROOM, ALICE, "lost?", "c1"))
     assert caught.value.code == "bus_unavailable"
     await settle()
     assert delivered(e1) == delivered(e2) == []
     assert (await store.history(ROOM, before=None, limit=10)).messages == []
     topic.refuse = False
-    retried, created = await r1.post(ROOM, ALICE, "lost?", "c1")
+    retried, created = await r1.post(Draft(ROOM, ALICE, "lost?", "c1"))
     assert created and retried.pos == 100
 
 
@@ -208,12 +91,12 @@ async def test_a_retry_after_a_lost_ack_is_deduplicated_everywhere(
     topic, (r1, e1), (r2, e2) = replicas
     topic.lose_acks = True
     with pytest.raises(BusUnavailable):
-        await r1.post(ROOM, ALICE, "hello", "c1")
+        await r1.post(Draft(ROOM, ALICE, "hello", "c1"))
     topic.lose_acks = False
     await settle()
     # The record landed: both replicas delivered it once. The retry comes in on the other
     # replica, which knows the key: the original is acked, no second record is even written.
-    retry, created = await r2.post(ROOM, ALICE, "hello", "c1")
+    retry, created = await r2.post(Draft(ROOM, ALICE, "hello", "c1"))
     assert not created and retry.pos == 100
     assert len(topic.records) == 1
     await settle()
@@ -230,7 +113,7 @@ async def test_a_second_record_with_the_same_key_is_dropped_by_every_consumer(
     winner = Message("01J00000000000000000000001", ROOM, "alice", "Alice", "first", 1, "c9")
     loser = Message("01J00000000000000000000002", ROOM, "alice", "Alice", "second", 2, "c9")
     topic.append(ROOM, message_body(winner, skip_sid=None, host="elsewhere"))
-    pending = asyncio.ensure_future(r1.post(ROOM, ALICE, "second", "c9"))
+    pending = asyncio.ensure_future(r1.post(Draft(ROOM, ALICE, "second", "c9")))
     await settle()
     # r1 already applied the winner before its own attempt: acked the original at once.
     original, created = await pending
@@ -244,7 +127,7 @@ async def test_edits_and_deletes_go_through_the_log_at_their_own_positions(
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
     topic, (r1, e1), (r2, e2) = replicas
-    message, _ = await r1.post(ROOM, ALICE, "typo", None)
+    message, _ = await r1.post(Draft(ROOM, ALICE, "typo", None))
     await r2.edit(ROOM, message.id, "fixed", ALICE)
     await r1.delete(ROOM, message.id, ALICE)
     await settle()
@@ -255,7 +138,7 @@ async def test_edits_and_deletes_go_through_the_log_at_their_own_positions(
             ("message_edited", f"{epoch}:101"),
             ("message_deleted", f"{epoch}:102"),
         ]
-    other, _ = await r1.post(ROOM, ALICE, "other", None)
+    other, _ = await r1.post(Draft(ROOM, ALICE, "other", None))
     await written(store, ROOM, 4)
     assert (await store.get(ROOM, message.id)).deleted  # type: ignore[union-attr]
     topic.refuse = True
@@ -270,13 +153,13 @@ async def test_join_since_fills_from_the_tail_what_history_does_not_hold(
     replicas: tuple[Topic, Replica, Replica], store: SqliteStore
 ) -> None:
     _, (r1, _), (r2, _) = replicas
-    await r1.post(ROOM, ALICE, "stored", None)
+    await r1.post(Draft(ROOM, ALICE, "stored", None))
     await written(store, ROOM, 1)
     epoch = await r2.epoch()
     down = StoreDown(store)
     down.on()  # history down: live chat goes on, the tail answers catch-ups
-    second, created = await r1.post(ROOM, ALICE, "not stored yet", None)
-    third, _ = await r2.post(ROOM, ALICE, "neither", None)
+    second, created = await r1.post(Draft(ROOM, ALICE, "not stored yet", None))
+    third, _ = await r2.post(Draft(ROOM, ALICE, "neither", None))
     assert created and (second.pos, third.pos) == (101, 102)
     await settle()
     assert [m.text for m in (await store.history(ROOM, before=None, limit=10)).messages] == ["stored"]
@@ -304,13 +187,13 @@ async def test_join_since_a_message_id_and_recovery_reads_fill_from_the_tail_too
     when its replica drained) and connection state recovery's reads (``stream_after``,
     ``stream_head``) see what the history writer has not written yet."""
     _, (r1, _), (r2, _) = replicas
-    first, _ = await r1.post(ROOM, ALICE, "stored", None)
+    first, _ = await r1.post(Draft(ROOM, ALICE, "stored", None))
     await written(store, ROOM, 1)
     assert await r2.stream_head(ROOM) == first.pos
     down = StoreDown(store)
     down.on()
-    second, _ = await r1.post(ROOM, ALICE, "not stored yet", None)
-    third, _ = await r2.post(ROOM, ALICE, "neither", None)
+    second, _ = await r1.post(Draft(ROOM, ALICE, "not stored yet", None))
+    third, _ = await r2.post(Draft(ROOM, ALICE, "neither", None))
     await settle()
     messages, more = await r2.catch_up(ROOM, first.id)
     # In id order (ids minted on two replicas in one millisecond may cross).
@@ -377,7 +260,6 @@ async def test_a_private_rooms_audience_is_resolved_once_by_the_sender(store: Sq
     """Every replica delivers a private room's record to the audience its sender resolved:
     no membership read per record per replica, and none at all on the receiving side (a
     store outage there does not stop its live delivery)."""
-    topic = Topic()
     room = "priv:deal-desk"
 
     async def members(name: str) -> list[str]:
@@ -386,22 +268,11 @@ async def test_a_private_rooms_audience_is_resolved_once_by_the_sender(store: Sq
     async def unreadable(name: str) -> list[str]:
         raise StoreUnavailable("no ScyllaDB node reachable")
 
-    made: list[tuple[ChatService, Recorder]] = []
-    for name, audience in (("r1", members), ("r2", unreadable)):
-        emitter = Recorder()
-        service = ChatService(
-            store, emitter, Metrics(), Limits(), audience=audience, room_log=MemoryLog(topic), host=name
-        )
-        await service.start_streams()
-        made.append((service, emitter))
-    try:
-        (r1, e1), (_, e2) = made
-        await r1.post(room, ALICE, "numbers", None)
+    pair = two_replicas(store, lambda service, emitter: (service, emitter), audiences=(members, unreadable))
+    async with pair as (_topic, (r1, e1), (_, e2)):
+        await r1.post(Draft(room, ALICE, "numbers", None))
         await settle()
         for emitter in (e1, e2):
             assert [(name, to) for name, _, to, _ in emitter.events] == [
                 ("message", [room, "user:alice", "user:bob"])
             ]
-    finally:
-        for service, _ in made:
-            await service.aclose_streams()

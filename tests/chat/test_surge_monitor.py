@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chatsvc.auth.identity import Identity
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.slowmode import SlowModes
 from chatsvc.chat.surge import SurgeMonitor
 from chatsvc.errors import SlowMode
@@ -68,7 +68,7 @@ async def test_two_replicas_on_one_store_enter_and_leave_once_with_hysteresis(st
 
     async def post(n: int) -> None:
         for i in range(n):
-            await svc_a.post(room, Identity(f"u{i}", "U"), "x")
+            await svc_a.post(Draft(room, Identity(f"u{i}", "U"), "x"))
             surge_a.posted(room)
             surge_b.posted(room)
 
@@ -105,7 +105,7 @@ async def test_private_rooms_and_surge_off_never_surge(store: MemoryStore) -> No
     assert not off.enabled
     private = "priv:" + "0" * 32
     for i in range(10):
-        await service.post(private, Identity(f"u{i}", "U"), "x")
+        await service.post(Draft(private, Identity(f"u{i}", "U"), "x"))
         on.posted(private)
         off.posted("stock:x")
     await on.tick()

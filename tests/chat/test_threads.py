@@ -9,13 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.bus.helpers import new_topic, replica_env
-from tests.chat.test_conversations_cluster import FAST, until_delivered
 from tests.conftest import ServerFactory
-from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.clients import ClientPool, running_server
-from tests.support.servers import ServerProcess, run_cli
-from tests.support.services import kafka_env
+from tests.support.replicas import on_both, start_replicas
+from tests.support.servers import ServerProcess
 from tests.support.tokens import token
 
 
@@ -109,16 +106,6 @@ async def test_bad_reply_and_thread_requests_are_refused(server: ServerProcess, 
     assert (await alice.ok("history", {"room": room}))["messages"] == [], "refused replies store nothing"
 
 
-@pytest.fixture(scope="module")
-def cql_keyspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    keyspace = new_keyspace()
-    env = scylla_env(keyspace)
-    done = run_cli(["migrate"], cli_env(tmp_path_factory.mktemp("migrate"), env), timeout=300)
-    assert done.returncode == 0, done.stderr
-    yield env
-    drop_keyspace(env, keyspace)
-
-
 async def test_concurrent_and_retried_replies_on_two_replicas_count_once(
     server_factory: ServerFactory, cql_keyspace: dict[str, str]
 ) -> None:
@@ -126,19 +113,11 @@ async def test_concurrent_and_retried_replies_on_two_replicas_count_once(
     truth. Replies sent on both replicas at once, each sent twice (a retry), count once
     each; every client sees the counts in stream order from the replies themselves
     (``message_updated`` without ``pos``), and the rows the history writer adds agree."""
-    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
-    ra = server_factory(name="ta", CHATSVC_REPLICA_ID="ta", **env)
-    rb = server_factory(name="tb", CHATSVC_REPLICA_ID="tb", **env)
-    for replica in (ra, rb):
-        replica.wait_http("/readyz", timeout=60)
+    ra, rb = start_replicas(server_factory, cql_keyspace)
     room = new_room()
     users = [f"t{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     async with ClientPool() as pool:
-        on_a = [await pool.connect(ra.url, token(u)) for u in users]
-        on_b = [await pool.connect(rb.url, token(u)) for u in users]
-        for c in on_a + on_b:
-            await c.ok("join", {"room": room})
-        await until_delivered(on_a[0], on_b[0], room)
+        on_a, on_b = await on_both(pool, (ra, rb), room, users)
         parent = (await on_a[0].ok("message", {"room": room, "text": "$NVDA guidance"}))["message"]
         acks = await asyncio.gather(
             *(

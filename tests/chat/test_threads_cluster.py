@@ -10,7 +10,7 @@ does not block replies. The embedded path: tests/chat/test_threads.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -18,17 +18,16 @@ import pytest
 from chatsvc.auth.identity import Identity
 from chatsvc.bus.log import LogRecord
 from chatsvc.chat.changes import STATES_KEPT, ChangeWindow
-from chatsvc.chat.service import ChatService
+from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.threads import Threads
 from chatsvc.chat.wire import iso_ms
 from chatsvc.errors import BusUnavailable, StoreUnavailable
-from chatsvc.metrics import Metrics
 from chatsvc.model.messages import Message, ReplyRef
-from chatsvc.settings import Limits
 from chatsvc.store.base import MessageStore
 from chatsvc.store.sqlite import SqliteStore
+from tests.chat.log_double import MemoryLog, Topic, all_written, delivered, settle, two_replicas
 from tests.chat.test_service import Recorder
-from tests.chat.test_streams import ROOM, MemoryLog, Topic, delivered, settle
+from tests.chat.test_streams import ROOM
 
 ALICE = Identity("alice", "Alice")
 BOB = Identity("bob", "Bob")
@@ -65,7 +64,7 @@ class Replica:
     async def reply(self, parent_id: str, text: str, cmid: str | None = None) -> tuple[Message, bool]:
         """What the namespace does for ``message {reply_to}``."""
         ref = await self.threads.parent(ROOM, parent_id)
-        message, created = await self.service.post(ROOM, BOB, text, cmid, reply_to=ref)
+        message, created = await self.service.post(Draft(ROOM, BOB, text, cmid, reply_to=ref))
         await self.threads.replied(message, created=created)
         return message, created
 
@@ -80,34 +79,9 @@ def store(sqlite_store: SqliteStore) -> FlakyStore:
 
 @pytest.fixture
 async def cluster(store: FlakyStore) -> AsyncIterator[tuple[Topic, Replica, Replica]]:
-    topic = Topic()
-    made: list[Replica] = []
-    for name in ("r1", "r2"):
-        emitter = Recorder()
-        typed = cast(MessageStore, store)
-        service = ChatService(typed, emitter, Metrics(), Limits(), room_log=MemoryLog(topic), host=name)
-        await service.start_streams()
-        made.append(Replica(service, emitter, typed))
-    yield topic, made[0], made[1]
-    for replica in made:
-        await replica.service.aclose_streams()
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-    await settle()
-
-
-async def written(topic: Topic, extra: int = 0) -> None:
-    """Until the history writer has written every record (and ``extra`` redeliveries)."""
-
-    async def done() -> bool:
-        return topic.written == len(topic.records) + extra
-
-    await until(done, f"the writer ({topic.written} of {len(topic.records) + extra})")
+    typed = cast(MessageStore, store)
+    async with two_replicas(typed, lambda service, emitter: Replica(service, emitter, typed)) as made:
+        yield made
 
 
 async def summary(store: SqliteStore, parent_id: str) -> tuple[int, int] | None:
@@ -116,7 +90,7 @@ async def summary(store: SqliteStore, parent_id: str) -> tuple[int, int] | None:
 
 
 async def posted(replica: Replica, text: str = "$AAPL beats") -> str:
-    message, _ = await replica.service.post(ROOM, ALICE, text, None)
+    message, _ = await replica.service.post(Draft(ROOM, ALICE, text, None))
     await settle()
     return message.id
 
@@ -128,7 +102,7 @@ async def test_the_sender_writes_no_row_and_logs_one_record_per_reply(
     row only when the history writer writes the reply."""
     topic, r1, r2 = cluster
     parent = await posted(r1)
-    await written(topic)
+    await all_written(topic)
     records = len(topic.records)
     topic.writing.clear()
     reply, created = await r1.reply(parent, "agreed")
@@ -148,7 +122,7 @@ async def test_the_sender_writes_no_row_and_logs_one_record_per_reply(
     page = await r2.threads.annotate(ROOM, [m for m in [await r2.service.get(ROOM, parent, field="id")] if m])
     assert page[0].thread is not None and page[0].thread.count == 1
     topic.writing.set()
-    await written(topic)
+    await all_written(topic)
     assert await summary(sqlite_store, parent) == (1, reply.created_at_ms)
     assert await sqlite_store.replies(ROOM, parent, before=None, limit=10) == [reply.id]
 
@@ -159,20 +133,20 @@ async def test_a_refused_log_leaves_no_summary_change(
     topic, r1, r2 = cluster
     parent = await posted(r1)
     first, _ = await r1.reply(parent, "one")
-    await written(topic)
+    await all_written(topic)
     before = await summary(sqlite_store, parent)
     assert before == (1, first.created_at_ms)
     topic.refuse = True
     with pytest.raises(BusUnavailable):
         await r2.reply(parent, "two", "k2")
     topic.refuse = False
-    await written(topic)
+    await all_written(topic)
     assert await summary(sqlite_store, parent) == before, "a refused reply changed the summary"
     assert r1.updates() == r2.updates() == [(parent, 1)], "a refused reply was announced"
     # The client's retry after the broker returns counts, once.
     retry, created = await r2.reply(parent, "two", "k2")
     assert created
-    await written(topic)
+    await all_written(topic)
     assert await summary(sqlite_store, parent) == (2, retry.created_at_ms)
     assert r1.updates() == r2.updates() == [(parent, 1), (parent, 2)]
 
@@ -196,7 +170,7 @@ async def test_no_summary_change_goes_unannounced_when_only_events_are_refused(
     for text in ("one", "two"):
         _, created = await r2.reply(parent, text, f"k-{text}")
         assert created
-    await written(topic)
+    await all_written(topic)
     stored = await summary(sqlite_store, parent)
     assert stored is not None and stored[0] == 2
     assert r1.updates()[-1] == r2.updates()[-1] == (parent, 2), "the rows count a reply nobody was told of"
@@ -213,17 +187,17 @@ async def test_a_retried_reply_counts_once(
     with pytest.raises(BusUnavailable):
         await r1.reply(parent, "landed", "k")
     topic.lose_acks = False
-    await written(topic)
+    await all_written(topic)
     assert r1.updates() == r2.updates() == [(parent, 1)]
     retries = await asyncio.gather(*(r.reply(parent, "landed", "k") for r in (r1, r2, r1, r2)))
     assert [created for _, created in retries] == [False] * 4
     assert len({m.id for m, _ in retries}) == 1
-    await written(topic)
+    await all_written(topic)
     assert (await summary(sqlite_store, parent) or (0, 0))[0] == 1
     assert r1.updates() == r2.updates() == [(parent, 1)]
     # Two new replies at once on both replicas: each counted once, in stream order.
     await asyncio.gather(r1.reply(parent, "a", "ka"), r2.reply(parent, "b", "kb"))
-    await written(topic)
+    await all_written(topic)
     assert (await summary(sqlite_store, parent) or (0, 0))[0] == 3
     assert r1.updates() == r2.updates() == [(parent, 1), (parent, 2), (parent, 3)]
 
@@ -236,13 +210,13 @@ async def test_a_redelivered_reply_counts_once(
     topic, r1, r2 = cluster
     parent = await posted(r1)
     await r1.reply(parent, "no client id")
-    await written(topic)
+    await all_written(topic)
     room, body = topic.records[-1]
     again = LogRecord(room, len(topic.records) + 99, body)
     r2_log = cast(MemoryLog, r2.service._log)
     r2_log.pending.put_nowait(again)
     topic.unwritten.put_nowait(again)
-    await written(topic, extra=1)
+    await all_written(topic, extra=1)
     assert r2.updates() == [(parent, 1)], "a redelivered reply was counted again"
     assert (await summary(sqlite_store, parent) or (0, 0))[0] == 1
 
@@ -253,7 +227,7 @@ async def test_a_store_outage_does_not_block_replies(
     topic, r1, r2 = cluster
     parent = await posted(r1)
     first, _ = await r1.reply(parent, "one")
-    await written(topic)
+    await all_written(topic)
     store.down = True
     store.calls.clear()
     # The parent is read from the tail; the count follows the stream.
@@ -274,7 +248,7 @@ async def test_a_store_outage_does_not_block_replies(
         await r1.reply("01J00000000000000000000000", "to a parent nobody can read")
     # The store returns: the writer catches up and the rows count every reply once.
     store.down = False
-    await written(topic)
+    await all_written(topic)
     assert await summary(sqlite_store, parent) == (2, second.created_at_ms)
     assert await summary(sqlite_store, fresh) == (1, third.created_at_ms)
     # The next reply to the fresh parent is counted on the store's rows.
@@ -309,7 +283,7 @@ async def test_a_catch_up_page_carries_the_counts_its_replies_imply(
         assert counts(await replica.threads.implied(ROOM, page)) == expected
     assert (await r1.threads.implied(ROOM, page))[0]["last_reply_at"] == iso_ms(replies[-1].created_at_ms)
     topic.writing.set()
-    await written(topic)
+    await all_written(topic)
     fresh = Threads(r1.service, cast(MessageStore, store))
     assert counts(await fresh.implied(ROOM, page)) == expected
     store.down = True

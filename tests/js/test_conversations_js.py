@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,13 +15,6 @@ from tests.support.clients import TRANSPORTS, ClientPool
 from tests.support.tokens import token
 
 FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
-    clients = await NodeClients(None, tmp_path / "node.log").start()
-    yield clients
-    await clients.close()
 
 
 def received(node: NodeClients, name: str, event: str) -> list[dict[str, Any]]:

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
@@ -25,13 +21,6 @@ ENV = {
     "CHATSVC_SURGE_WINDOW": "3",
     "CHATSVC_SURGE_SLOW_MODE": "2",
 }
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
-    clients = await NodeClients(None, tmp_path / "node.log").start()
-    yield clients
-    await clients.close()
 
 
 def events(node: NodeClients, event: str) -> list[dict[str, Any]]:

@@ -1,16 +1,13 @@
-"""Reactions and replies with the official socket.io-client v4 (node) (issue 25): a react
-from node is seen by a python client and the other way round, and a node client that
-drops while reactions and replies happen recovers every one of them exactly once."""
+"""Reactions, replies, pins and mentions with the official socket.io-client v4 (node) (issue
+25): a react from node is seen by a python client and the other way round, a node client
+that drops while reactions and replies happen recovers every one of them exactly once, a
+thread is paged, pins are set and listed, and a mention reaches a socket that never joined."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
@@ -18,13 +15,6 @@ from tests.support.clients import ClientPool
 from tests.support.tokens import token
 
 FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
-    clients = await NodeClients(None, tmp_path / "node.log").start()
-    yield clients
-    await clients.close()
 
 
 def received(node: NodeClients, name: str, event: str) -> list[dict[str, Any]]:
@@ -89,3 +79,55 @@ async def test_reactions_and_replies_across_clients_and_recovered_exactly_once(
     assert messages == [sent["id"], reply["id"]]
     assert received(node, "b", "message")[1]["data"]["reply_to"]["id"] == sent["id"]
     assert not node.find(lambda e: e["type"] == "rejoin")
+
+
+async def test_thread_page_pins_and_a_mention_with_the_official_client(
+    server_factory: ServerFactory, node: NodeClients
+) -> None:
+    """Issue 25 with node on both ends: a reply from python paged by node's ``thread``; node
+    (an admin) pins and unpins, python sees ``pinned``/``unpinned`` and ``pins``; a mention
+    from python reaches a node socket whose user never joined the room."""
+    server = server_factory(**FAST)
+    room = f"thjs-{uuid.uuid4().hex[:8]}"
+    tag = uuid.uuid4().hex[:6]
+    mentioned = f"js-m-{tag}"
+    await node.open("a", server.url, token(f"js-admin-{tag}", roles=["admin"]))
+    await node.open("m", server.url, token(mentioned))  # connected only, never joins
+    for name in ("a", "m"):
+        await node.connected(name)
+    assert (await node.emit("a", "join", {"room": room}))["ok"] is True
+    async with ClientPool() as pool:
+        bob = await pool.connect(server.url, token(f"py-bob-{tag}"))
+        await bob.ok("join", {"room": room})
+        parent = await node.emit("a", "message", {"room": room, "text": "$AMD thread"})
+        assert parent["ok"] is True
+        pid = parent["message"]["id"]
+        replies = [
+            (await bob.ok("message", {"room": room, "text": f"re {i}", "reply_to": pid}))["message"]
+            for i in range(3)
+        ]
+        page = await node.emit("a", "thread", {"room": room, "id": pid, "limit": 2})
+        assert page["ok"] is True and page["message"]["reply_count"] == 3
+        assert [m["id"] for m in page["replies"]] == [replies[2]["id"], replies[1]["id"]]
+        older = {"room": room, "id": pid, "limit": 2, "before": page["next_before"]}
+        rest = await node.emit("a", "thread", older)
+        assert [m["id"] for m in rest["replies"]] == [replies[0]["id"]] and rest["next_before"] is None
+
+        pinned = await node.emit("a", "pin", {"room": room, "id": pid})
+        assert pinned["ok"] is True and pinned["changed"] is True
+        assert (await bob.next("pinned"))["id"] == pid
+        listed = await node.emit("a", "pins", {"room": room})
+        assert [p["message"]["id"] for p in listed["pins"]] == [pid]
+        refused = await bob.call("pin", {"room": room, "id": replies[0]["id"]})
+        assert refused["ok"] is False and refused["error"]["code"] == "forbidden"
+        assert (await node.emit("a", "unpin", {"room": room, "id": pid}))["changed"] is True
+        assert (await bob.next("unpinned"))["id"] == pid
+
+        said = await bob.ok("message", {"room": room, "text": "look", "mentions": [mentioned]})
+        got = await node.wait_for(
+            lambda e: e.get("name") == "m" and e.get("event") == "mention", what="the mention at node"
+        )
+        assert got["data"]["room"] == room and got["data"]["message"]["id"] == said["message"]["id"]
+    await asyncio.sleep(0.3)
+    assert received(node, "m", "message") == [], "a mention is not a subscription to the room"
+    assert len(received(node, "m", "mention")) == 1

@@ -11,29 +11,14 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.bus.helpers import new_topic, replica_env
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
-from tests.store.conftest import cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.clients import ClientPool
-from tests.support.servers import ServerProcess, run_cli
-from tests.support.services import kafka_env
+from tests.support.replicas import FAST, start_replicas
+from tests.support.servers import ServerProcess
 from tests.support.tokens import token
-
-FAST = {"CHATSVC_RATE_LIMIT_PER_SECOND": "1000", "CHATSVC_RATE_LIMIT_BURST": "1000"}
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
-    clients = await NodeClients(None, tmp_path / "node.log").start()
-    yield clients
-    await clients.close()
 
 
 def received(node: NodeClients, name: str, event: str) -> list[dict[str, Any]]:
@@ -150,27 +135,12 @@ async def test_reconnect_after_the_window_is_a_clean_fresh_connect(
     assert 'chatsvc_recoveries_total{outcome="recovered"} 1.0' in metrics
 
 
-@pytest.fixture
-def cql_keyspace(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A fresh keyspace on the real CQL node, migrated by ``chatsvc migrate``; dropped after."""
-    keyspace = new_keyspace()
-    env = scylla_env(keyspace)
-    done = run_cli(["migrate"], cli_env(tmp_path / "migrate", env), timeout=300)
-    assert done.returncode == 0, done.stderr
-    yield env
-    drop_keyspace(env, keyspace)
-
-
 async def test_recovery_on_the_other_replica_over_kafka_and_cql(
     server_factory: ServerFactory, node: NodeClients, cql_keyspace: dict[str, str]
 ) -> None:
     """Dropped on replica 1, back through replica 2: the session and every missed message
     (posted on both replicas, so ids from two clocks interleave) come from Kafka and CQL."""
-    env = replica_env(kafka_env(), tls=False, topic=new_topic()) | cql_keyspace | FAST
-    r1 = server_factory(name="r1", CHATSVC_REPLICA_ID="r1", **env)
-    r2 = server_factory(name="r2", CHATSVC_REPLICA_ID="r2", **env)
-    for replica in (r1, r2):
-        replica.wait_http("/readyz", timeout=60)
+    r1, r2 = start_replicas(server_factory, cql_keyspace)
     room = f"cross-{uuid.uuid4().hex[:8]}"
     await node.open("a", r1.url, token("js-cross"), recover=True, reconnect=True)
     first = await node.connected("a", within=20)

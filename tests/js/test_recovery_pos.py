@@ -10,8 +10,6 @@ room streams as they happened; the recovered client's must be the same, minus it
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,13 +32,6 @@ from tests.support.stream_scenario import (
     stream_of,
 )
 from tests.support.tokens import token
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
-    clients = await NodeClients(None, tmp_path / "node.log").start()
-    yield clients
-    await clients.close()
 
 
 def opts(transport: str) -> dict[str, Any]:

@@ -8,11 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
@@ -27,13 +24,6 @@ RULES = {
     "CHATSVC_SPAM_LINK_MIN_TOKEN_AGE_MINUTES": "10",
     "CHATSVC_SPAM_BLOCKLIST_ACTION": "mask",
 }
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[NodeClients]:
-    clients = await NodeClients(None, tmp_path / "node.log").start()
-    yield clients
-    await clients.close()
 
 
 def refused_by(ack: dict[str, Any]) -> str:
@@ -107,3 +97,26 @@ async def test_an_edit_from_socket_io_client_tells_the_newly_mentioned(
         assert b.pending("mention") == []
         bad = await node.emit("a", "edit", {**edit, "mentions": "everyone"})
         assert bad["ok"] is False and bad["error"]["code"] == "invalid_payload"
+
+
+async def test_the_blocklist_rejects_from_socket_io_client(
+    server_factory: ServerFactory, node: NodeClients, tmp_path: Path
+) -> None:
+    """The blocklist's other action (``reject``), a post and an edit refused, nothing stored."""
+    words = tmp_path / "words.txt"
+    words.write_text("rug pull\n")
+    server = server_factory(
+        CHATSVC_SPAM_BLOCKLIST_FILE=str(words), CHATSVC_SPAM_BLOCKLIST_ACTION="reject", **FAST
+    )
+    room = f"bljs-{uuid.uuid4().hex[:8]}"
+    await node.open("p", server.url, token(f"js-p-{uuid.uuid4().hex[:6]}"))
+    await node.connected("p")
+    assert (await node.emit("p", "join", {"room": room}))["ok"] is True
+    refused = await node.emit("p", "message", {"room": room, "text": "a RUG  pull, again"})
+    assert refused_by(refused) == "blocklist"
+    posted = await node.emit("p", "message", {"room": room, "text": "a rugged pumpkin"})
+    assert posted["ok"] is True
+    edit = {"room": room, "id": posted["message"]["id"], "text": "now a rug pull"}
+    assert refused_by(await node.emit("p", "edit", edit)) == "blocklist"
+    page = await node.emit("p", "history", {"room": room})
+    assert [m["text"] for m in page["messages"]] == ["a rugged pumpkin"]
