@@ -6,9 +6,10 @@ a task per wait inside it (``wait_for(queue.get())``), a reader task per receive
 (``websocket_wait``), a ping task sleeping ``ping_interval``, and an ``asyncio.Queue`` with
 four deques. Here it holds a :class:`LeanQueue` (nothing allocated while empty), an entry
 in a shared timer for the next ping (:mod:`chatsvc.transport.timers`), and
-:func:`lean_websocket_handler` (the reader in aiohttp's task, the writer a task only while
-packets are queued). :func:`receive_packet` hands a received Socket.IO packet straight to
-python-socketio's handler (fast path ``receive-packet``).
+:func:`lean_websocket_handler` (the handshake and then the reader in aiohttp's request task,
+one coroutine frame; the writer a task only while packets are queued).
+:func:`receive_packet` hands a received Socket.IO packet straight to python-socketio's
+handler (fast path ``receive-packet``).
 
 Internals used: ``BaseSocket.__init__`` getting its queue from ``server.create_queue()``;
 ``AsyncSocket.schedule_ping`` starting ``server.start_background_task(self._send_ping)``;
@@ -230,60 +231,106 @@ class _OnDemandWriter:
             await task
 
 
-async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
-    """``AsyncSocket._websocket_handler`` (python-engineio 4.15.1) with the reader waiting in
-    the connection's own task under a :class:`ReadDeadline` instead of in a new task per
-    received packet under ``wait_for``, and the writer as :class:`_OnDemandWriter`. Same
-    packets, same order, same ends (timeouts, errors, the ``None`` sentinel, the close
-    reason)."""
-    server = sock.server
-    timeout = server.ping_interval + server.ping_timeout
-    if sock.connected:
-        # Not a closure here: its function and cells would be held by every idle socket.
-        if not await _upgrade(sock, ws, _websocket_waiter(ws, server.max_http_buffer_size)):
-            return
-    else:
+async def lean_websocket_handler(server: Any, handshake: Awaitable[Any]) -> Any:
+    """python-engineio's ``handle_request`` (``handshake``, awaited here) and then, for a
+    websocket the lean driver accepted (``server.upgraded``), the websocket's whole life, in
+    this one coroutine frame: returns the request's response.
+
+    The life is ``AsyncSocket._websocket_handler`` (python-engineio 4.15.1) with the reader
+    waiting in the connection's own task under a :class:`ReadDeadline` instead of in a new
+    task per received packet under ``wait_for``, and the writer as :class:`_OnDemandWriter`.
+    Same packets, same order, same ends (timeouts, errors, the ``None`` sentinel, the close
+    reason). After it, what python-engineio's handshake frames did after their handler
+    (hash-pinned: ``_handle_connect`` / the upgrade branch of ``handle_request``): the
+    driver forgets its response and the server a closed socket, an ``EngineIOError`` ends
+    the socket by ``disconnect`` (the upgrade branch's answer, a 400, cannot be sent on a
+    websocket).
+
+    One frame, not a handler awaited by a request coroutine: a websocket's request handler
+    is on the stack for the connection's whole life, so each nested coroutine is held by
+    every idle connection (about 0.3 KiB each).
+    """
+    response = await handshake
+    upgraded = server.upgraded.pop(id(response), None) if server.upgraded else None
+    if upgraded is None:
+        return response
+    # Nothing awaited between the driver's return and here: no cancellation can leave an
+    # entry behind.
+    sock, ws = upgraded
+    sid = sock.sid
+    try:
+        if not await _open(sock, ws):
+            return response
+        writer = _OnDemandWriter(sock.queue, ws)
+        sock.queue.attach(writer.wake)
+        deadline = ReadDeadline(server.read_deadlines, server.ping_interval + server.ping_timeout)
+        # aiohttp's receive() awaited here directly, not through websocket_wait -> the
+        # driver's wait (python-engineio's WebSocket.wait, hash-pinned): three coroutine
+        # frames fewer held by every idle socket and built per received frame. The same
+        # checks, in order.
+        ws_response = ws._sock
+        limit = server.max_http_buffer_size
+        try:
+            while True:
+                deadline.waiting = True
+                try:
+                    p = (await ws_response.receive()).data
+                except BaseException:  # the deadline, cancellation, a closed or broken websocket
+                    break
+                finally:
+                    deadline.waiting = False
+                if type(p) is not str and not isinstance(p, (str, bytes)):
+                    break  # a close, an error or a ping frame: WebSocket.wait raises OSError
+                if p and len(p) > limit:
+                    break  # websocket_wait's "packet is too large"
+                deadline.received()
+                try:
+                    await receive_packet(sock, p)
+                except engineio.exceptions.UnknownPacketError:
+                    server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
+                except engineio.exceptions.SocketIsClosedError:
+                    break
+                except Exception:
+                    server.logger.exception("Unknown receive error")
+        finally:
+            deadline.done()
+            task = asyncio.current_task()
+            if deadline.fired and task is not None:
+                task.uncancel()  # the deadline's cancel was handled: do not leak it to later awaits
+        await _close(sock, writer)
+    except engineio.exceptions.EngineIOError:
+        if sid in server.sockets:
+            await server.disconnect(sid)
+    finally:
+        _forget(server, sock, sid, response)
+    return response
+
+
+async def _open(sock: Any, ws: eio_aiohttp.WebSocket) -> bool:
+    """The start of a lean websocket's life: a new socket is connected, a polling one
+    upgraded (:func:`_upgrade`). False: the upgrade failed and the life ends."""
+    if not sock.connected:
         sock.connected = True
         sock.upgraded = True
+        return True
+    # Not a closure here: its function and cells would be held by every idle socket.
+    return await _upgrade(sock, ws, _websocket_waiter(ws, sock.server.max_http_buffer_size))
 
-    writer = _OnDemandWriter(sock.queue, ws)
-    sock.queue.attach(writer.wake)
-    deadline = ReadDeadline(server.read_deadlines, timeout)
-    # aiohttp's receive() awaited here directly, not through websocket_wait -> the driver's
-    # wait (python-engineio's WebSocket.wait, hash-pinned): three coroutine frames fewer
-    # held by every idle socket and built per received frame. The same checks, in order.
-    response = ws._sock
-    limit = server.max_http_buffer_size
-    try:
-        while True:
-            deadline.waiting = True
-            try:
-                p = (await response.receive()).data
-            except BaseException:  # the deadline, cancellation, a closed or broken websocket
-                break
-            finally:
-                deadline.waiting = False
-            if type(p) is not str and not isinstance(p, (str, bytes)):
-                break  # a close, an error or a ping frame: WebSocket.wait raises OSError
-            if p and len(p) > limit:
-                break  # websocket_wait's "packet is too large"
-            deadline.received()
-            try:
-                await receive_packet(sock, p)
-            except engineio.exceptions.UnknownPacketError:
-                server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
-            except engineio.exceptions.SocketIsClosedError:
-                break
-            except Exception:
-                server.logger.exception("Unknown receive error")
-    finally:
-        deadline.done()
-        task = asyncio.current_task()
-        if deadline.fired and task is not None:
-            task.uncancel()  # the deadline's cancel was handled: do not leak it to later awaits
+
+async def _close(sock: Any, writer: _OnDemandWriter) -> None:
+    """The end of a lean websocket's life, as python-engineio's handler ends it."""
     await sock.queue.put(None)  # unlock the writer task so it can exit
     await writer.finish()
-    await sock.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+    await sock.close(wait=False, abort=True, reason=sock.server.reason.TRANSPORT_CLOSE)
+
+
+def _forget(server: Any, sock: Any, sid: str, response: Any) -> None:
+    """What python-engineio's handshake frames do once their websocket handler returned: the
+    driver forgets its response, the server a closed socket."""
+    if server.websockets.get(sid) is response:
+        del server.websockets[sid]
+    if sock.closed and server.sockets.get(sid) is sock:
+        del server.sockets[sid]
 
 
 async def receive_packet(sock: Any, p: str | bytes) -> None:
