@@ -83,6 +83,11 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # DirectEmitMixin.emit rewrites AsyncManager.emit (and, off, sends the way it does).
     "socketio.async_manager:AsyncManager.emit": ("01ccd5b82b4f955e", _BROADCAST),
     "socketio.async_server:AsyncServer._send_eio_packet": ("64cf72a2ab7d75b1", _BROADCAST),
+    # LeanRoom: DirectEmitMixin.basic_enter_room rewrites this; python-socketio reads a
+    # room's members through _fwdm and the inverse of the namespace's own room only.
+    "socketio.base_manager:BaseManager.basic_enter_room": ("3f509586d2d7f47e", _BROADCAST),
+    "socketio.base_manager:BaseManager.get_participants": ("7d78ad681c95de5b", _BROADCAST),
+    "socketio.base_manager:BaseManager.sid_from_eio_sid": ("15467098a36bcd71", _BROADCAST),
     # SocketIOPacket overrides data_is_binary, which __init__ calls.
     "socketio.packet:Packet.__init__": ("5fe2fa797e082c1d", _PACKET),
     "socketio.packet:Packet.data_is_binary": ("464dded7ae952a64", _PACKET),
@@ -98,7 +103,7 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # aiohttp: frames() writes byte for byte what send_frame would (unmasked, uncompressed).
     "aiohttp._websocket.writer:WebSocketWriter.send_frame": ("7ab812cc70561f8e", _FRAMES),
     # aiohttp code reading what release_http_state drops (the parser of an accepted
-    # upgrade, its request queue, the raw header bytes).
+    # upgrade, its request queue; start() holding the parsed request for the connection).
     "aiohttp.web_protocol:RequestHandler._resume_reading_if_drained": ("27f2a6fbbb3a790e", _HTTP),
     "aiohttp.web_protocol:RequestHandler.data_received": ("1ee57ebe052e6c80", _HTTP),
     "aiohttp.web_protocol:RequestHandler.start": ("2e565fd40c8e04fb", _HTTP),

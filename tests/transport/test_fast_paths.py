@@ -252,9 +252,10 @@ def _request_stacks() -> list[list[str]]:
     return stacks
 
 
-async def _idle_websocket_stack(settings: Settings, parked_in: str) -> list[str]:
+async def _idle_websocket_stack(settings: Settings, parked_in: str) -> tuple[list[str], dict[Any, str]]:
     """The coroutines an idle, connected chatsvc websocket holds (the whole app: the request
-    id middleware, the drain gate, the Engine.IO route), once ``parked_in`` is among them."""
+    id middleware, the drain gate, the Engine.IO route), once ``parked_in`` is among them;
+    and the type of each room of the namespace its socket is in (its own, its user's)."""
     app = create_app(settings)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -269,12 +270,16 @@ async def _idle_websocket_stack(settings: Settings, parked_in: str) -> list[str]
                     if any(parked_in in stack for stack in stacks):
                         break
                     await asyncio.sleep(0.01)
+                rooms = {
+                    room if room is None or room.startswith("@u:") else "sid": type(members).__name__
+                    for room, members in app[SIO].manager.rooms["/"].items()
+                }
             finally:
                 await sock.close()
     finally:
         await server.close()
     assert len(stacks) == 1 and parked_in in stacks[0], stacks
-    return stacks[0]
+    return stacks[0], rooms
 
 
 async def test_an_idle_lean_websocket_holds_aiohttps_frames_and_one_of_chatsvcs(tmp_path: Path) -> None:
@@ -282,7 +287,7 @@ async def test_an_idle_lean_websocket_holds_aiohttps_frames_and_one_of_chatsvcs(
     the request id middleware, the drain gate and EngineIOServer.handle_request return the
     awaitable they hand on (chatsvc.transport.frameless), and lean_websocket_handler runs
     the handshake and the socket's life in one frame. Reverted: python-engineio's stack."""
-    held = await _idle_websocket_stack(_settings(tmp_path / "on"), "WebSocketResponse.receive")
+    held, rooms = await _idle_websocket_stack(_settings(tmp_path / "on"), "WebSocketResponse.receive")
     assert held == [
         "RequestHandler._handle_request",
         "Application._handle",
@@ -291,8 +296,12 @@ async def test_an_idle_lean_websocket_holds_aiohttps_frames_and_one_of_chatsvcs(
         "WebSocketResponse.receive",
     ], held
     off = _settings(tmp_path / "off", CHATSVC_FAST_PATHS_OFF="lean-socket")
-    held = await _idle_websocket_stack(off, "AsyncSocket._websocket_handler")
+    held, rooms_off = await _idle_websocket_stack(off, "AsyncSocket._websocket_handler")
     assert "lean_websocket_handler" not in held and "AsyncServer._handle_connect" in held, held
+    # Its own room and its user's: one dict each, not python-socketio's bidict (whose
+    # inverse only the namespace's room of every socket, None, needs).
+    assert rooms == {None: "bidict", "sid": "LeanRoom", "@u:alice": "LeanRoom"}, rooms
+    assert rooms_off == {None: "bidict", "sid": "bidict", "@u:alice": "bidict"}, rooms_off
 
 
 async def test_all_off_runs_the_stock_paths_only(calls: Counter[str], tmp_path: Path) -> None:
