@@ -251,8 +251,10 @@ async def lean_websocket_handler(server: Any, handshake: Awaitable[Any]) -> Any:
     every idle connection (about 0.3 KiB each).
     """
     response = await handshake
-    upgraded = server.upgraded.pop(id(response), None) if server.upgraded else None
-    if upgraded is None:
+    # A finished coroutine keeps its size (its frame is part of it): not held for the
+    # socket's life.
+    del handshake
+    if (upgraded := server.upgraded.pop(id(response), None) if server.upgraded else None) is None:
         return response
     # Nothing awaited between the driver's return and here: no cancellation can leave an
     # entry behind.

@@ -11,9 +11,7 @@ gives up on it after ping_interval + ping_timeout), so it is cut rather than wai
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -22,11 +20,6 @@ from chatsvc.transport.frameless import coroutine_handler
 
 SETTLE_POLL_SECONDS = 0.05
 SETTLE_QUIET_SECONDS = 0.25
-
-
-#: The context a websocket's done callback runs in: it reads no context variable, and the
-#: default (a copy of the task's context) would be one more object per connection.
-_NO_CONTEXT = contextvars.Context()
 
 
 async def _refuse() -> web.StreamResponse:
@@ -47,12 +40,28 @@ class OpenTransports:
     def __init__(self, draining: Callable[[], bool] = lambda: False) -> None:
         self._draining = draining
         self._open: dict[int, web.Request] = {}  # by id(): requests are not hashable
+        #: WebSockets, by the task aiohttp runs their request in: an entry stays until its
+        #: task is seen done (:meth:`_prune`), so no callback or wrapper is held per socket.
+        self._websockets: dict[asyncio.Task[object], web.Request] = {}
+        self._pruned_to = 0  # how many websockets the last prune left
         self.settled = False
 
     @property
     def count(self) -> int:
         """Engine.IO requests (WebSockets, long-polls, posts) still being handled."""
-        return len(self._open)
+        self._prune()
+        return len(self._open) + len(self._websockets)
+
+    def _in_flight(self) -> list[web.Request]:
+        self._prune()
+        return [*self._open.values(), *self._websockets.values()]
+
+    def _prune(self) -> None:
+        """Forget the websockets whose request has ended."""
+        websockets = self._websockets
+        for task in [task for task in websockets if task.done()]:
+            del websockets[task]
+        self._pruned_to = len(websockets)
 
     def route(self, handler: Handler) -> Handler:
         """python-engineio's request ``handler`` behind the gate.
@@ -78,14 +87,16 @@ class OpenTransports:
             if request.query.get("transport") != "websocket":
                 return engineio_route(request)
             # A websocket's handler is on the stack for the connection's whole life: no frame
-            # of the gate's own under it (about 0.3 KiB per idle connection). It is forgotten
-            # when its request's task ends (aiohttp runs each request in a task of its own),
-            # just after the handler has returned and the response is finished.
+            # of the gate's own under it (about 0.2 KiB per idle connection). It is kept by the
+            # task aiohttp runs its request in (a task per request), forgotten once that task
+            # is done: pruned as the count is read, and as websockets double since the last
+            # prune (amortized constant per connect, at most twice the open ones kept).
             task = asyncio.current_task()
             if task is None:  # not run by aiohttp's server: as for any other request
                 return engineio_route(request)
-            self._open[id(request)] = request
-            task.add_done_callback(partial(self._forget_id, id(request)), context=_NO_CONTEXT)
+            self._websockets[task] = request
+            if len(self._websockets) > 2 * self._pruned_to + 64:
+                self._prune()
             return handler(request)
 
         return gate
@@ -99,9 +110,6 @@ class OpenTransports:
 
     def _forget(self, request: web.Request) -> None:
         self._open.pop(id(request), None)
-
-    def _forget_id(self, key: int, _: object = None) -> None:
-        self._open.pop(key, None)
 
     def _cut(self, request: web.Request) -> None:
         # aiohttp waits for a connection's task even after the peer has gone, and does not
@@ -129,7 +137,7 @@ class OpenTransports:
                 sid = request.query.get("sid")
                 if request.query.get("transport") == "polling" and sid and not session_alive(sid):
                     self._cut(request)
-            if self._open:
+            if self.count:
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = now
@@ -139,8 +147,9 @@ class OpenTransports:
             if now >= deadline:
                 break
             await asyncio.sleep(min(deadline - now, SETTLE_POLL_SECONDS))
-        stragglers = list(self._open.values())
+        stragglers = self._in_flight()
         for request in stragglers:
             self._cut(request)
+        self._websockets.clear()  # cut: their tasks end as the cancellations arrive
         self.settled = True
         return len(stragglers)
