@@ -31,7 +31,7 @@ async def test_every_response_carries_the_id_and_no_middleware_frame_is_held() -
 
     async def ok(request: web.Request) -> web.Response:
         seen["stack"] = _stack()
-        seen["id"] = request[logs.REQUEST_ID_KEY]
+        seen["id"] = logs.bound_request()
         return web.Response(text="ok")
 
     async def missing(_: web.Request) -> web.Response:
