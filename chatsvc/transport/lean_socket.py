@@ -37,7 +37,7 @@ from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.transport.bad_packets import BadPackets, decode_or_report
-from chatsvc.transport.timers import CoarseTimers, ReadDeadline
+from chatsvc.transport.timers import CoarseTimers, ReadDeadline, check_deadline
 
 
 class LeanQueue:
@@ -464,8 +464,8 @@ class LeanSockets(engineio.AsyncServer):  # type: ignore[misc]
         # Lean sockets' pings (sent up to 1/20 of the interval early, at most 1 s) and read
         # deadlines (noticed up to as late); python-engineio's are exact to the loop's clock.
         interval, limit = self.ping_interval, self.ping_interval + self.ping_timeout
-        self.ping_timers = CoarseTimers(min(1.0, interval / 20), early=True)
-        self.read_deadlines = CoarseTimers(min(1.0, limit / 20), early=False)
+        self.ping_timers = CoarseTimers(min(1.0, interval / 20), early=True, fn=_send_ping)
+        self.read_deadlines = CoarseTimers(min(1.0, limit / 20), early=False, fn=check_deadline)
         self._message_handler_seen: Any = None
         self._message_handler_inline: Callable[[str, str], Awaitable[Any]] | None = None
 

@@ -731,6 +731,21 @@ async def test_a_failing_timer_callback_does_not_drop_the_others() -> None:
     assert ran == [1]
 
 
+async def test_coarse_timers_keep_a_call_of_their_usual_callback_as_its_argument() -> None:
+    ran: list[tuple[str, Any]] = []
+
+    def usual(arg: Any) -> None:
+        ran.append(("usual", arg))
+
+    timers = CoarseTimers(0.01, early=False, fn=usual)
+    timers.call_later(0.01, usual, ("a", "tuple"))  # an argument that is itself a pair
+    timers.call_later(0.01, lambda arg: ran.append(("other", arg)), 2)
+    entries = [entry for calls in timers._slots.values() for entry in calls]
+    assert ("a", "tuple") in entries  # the bare argument: no pair per entry
+    await asyncio.sleep(0.05)
+    assert sorted(ran) == [("other", 2), ("usual", ("a", "tuple"))]
+
+
 async def test_lean_sockets_hold_no_loop_timer_of_their_own() -> None:
     eio = EngineIOServer(async_mode="aiohttp", ping_interval=5, ping_timeout=5)
     eio.websocket_compression = False
