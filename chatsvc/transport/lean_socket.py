@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import engineio
+from aiohttp import web
 from engineio import async_socket
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
@@ -185,8 +186,11 @@ class _OnDemandWriter:
 
     __slots__ = ("done", "queue", "task", "ws")
 
-    def __init__(self, queue: LeanQueue, ws: eio_aiohttp.WebSocket) -> None:
+    def __init__(self, queue: LeanQueue, ws: web.WebSocketResponse) -> None:
         self.queue = queue
+        #: aiohttp's response itself, not python-engineio's driver around it (``send`` and
+        #: ``close`` of ``engineio.async_drivers.aiohttp.WebSocket``, hash-pinned, only
+        #: forward to it): the driver, its dict and its bound handler are not held.
         self.ws = ws
         self.task: asyncio.Future[None] | None = None
         self.done = False
@@ -209,7 +213,11 @@ class _OnDemandWriter:
                     packets.append(pkt)
                 try:
                     for pkt in packets:
-                        await self.ws.send(pkt.encode())
+                        message = pkt.encode()
+                        if type(message) is bytes:
+                            await self.ws.send_bytes(message)
+                        else:
+                            await self.ws.send_str(message)
                 except Exception:  # as python-engineio: any failure ends the writer
                     closing = True
                 if closing:
@@ -261,16 +269,15 @@ async def lean_websocket_handler(server: Any, handshake: Awaitable[Any]) -> Any:
     sock, ws = upgraded
     sid = sock.sid
     try:
-        if not await _open(sock, ws):
+        if (writer := await _open(sock, ws)) is None:
             return response
-        writer = _OnDemandWriter(sock.queue, ws)
-        sock.queue.attach(writer.wake)
+        del upgraded, ws  # python-engineio's driver: nothing reads it from here on
         deadline = ReadDeadline(server.read_deadlines, server.ping_interval + server.ping_timeout)
         # aiohttp's receive() awaited here directly, not through websocket_wait -> the
         # driver's wait (python-engineio's WebSocket.wait, hash-pinned): three coroutine
         # frames fewer held by every idle socket and built per received frame. The same
         # checks, in order.
-        ws_response = ws._sock
+        ws_response = writer.ws
         limit = server.max_http_buffer_size
         try:
             while True:
@@ -308,15 +315,19 @@ async def lean_websocket_handler(server: Any, handshake: Awaitable[Any]) -> Any:
     return response
 
 
-async def _open(sock: Any, ws: eio_aiohttp.WebSocket) -> bool:
+async def _open(sock: Any, ws: eio_aiohttp.WebSocket) -> _OnDemandWriter | None:
     """The start of a lean websocket's life: a new socket is connected, a polling one
-    upgraded (:func:`_upgrade`). False: the upgrade failed and the life ends."""
+    upgraded (:func:`_upgrade`); its writer, attached to its queue. None: the upgrade
+    failed and the life ends."""
     if not sock.connected:
         sock.connected = True
         sock.upgraded = True
-        return True
     # Not a closure here: its function and cells would be held by every idle socket.
-    return await _upgrade(sock, ws, _websocket_waiter(ws, sock.server.max_http_buffer_size))
+    elif not await _upgrade(sock, ws, _websocket_waiter(ws, sock.server.max_http_buffer_size)):
+        return None
+    writer = _OnDemandWriter(sock.queue, ws._sock)
+    sock.queue.attach(writer.wake)
+    return writer
 
 
 async def _close(sock: Any, writer: _OnDemandWriter) -> None:

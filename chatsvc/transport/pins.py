@@ -43,6 +43,9 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "engineio.async_socket:AsyncSocket._upgrade_websocket": ("820b83efe96adb98", _LEAN),
     "socketio.async_server:AsyncServer.handle_request": ("fdf4d1481b6ae726", _SIO),
     "engineio.async_drivers.aiohttp:WebSocket.wait": ("992c370917677d39", _ENGINE),
+    # The lean writer sends on and closes aiohttp's response itself, as these forward to it.
+    "engineio.async_drivers.aiohttp:WebSocket.send": ("9acf5561b663a59f", _LEAN),
+    "engineio.async_drivers.aiohttp:WebSocket.close": ("47a4e4b935d2b019", _LEAN),
     # FrameOnce.send replaces it; python-socketio's _send_packet is its caller.
     "engineio.async_server:AsyncServer.send": ("ff1fdb18f1c30bb3", _FRAMES),
     "engineio.async_server:AsyncServer.send_packet": ("c54317440865030d", _FRAMES),

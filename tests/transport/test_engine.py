@@ -635,6 +635,20 @@ def _awaiting(request: web.BaseRequest) -> list[str]:
     raise AssertionError("no task handles the request")
 
 
+def _lean_handler_locals(request: web.BaseRequest) -> list[str]:
+    """The names bound in the frame of the lean handler serving ``request``."""
+    for task in asyncio.all_tasks():
+        coro: Any = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None or frame.f_locals.get("request") is not request:
+            continue
+        while coro is not None and hasattr(coro, "cr_code"):
+            if coro.cr_code.co_qualname == "lean_websocket_handler":
+                return list(coro.cr_frame.f_locals)
+            coro = coro.cr_await
+    raise AssertionError("no lean handler serves the request")
+
+
 #: python-engineio's handshake frames a lean websocket does not hold for its life.
 HANDSHAKE_FRAMES = {
     "AsyncServer._handle_connect",
@@ -684,6 +698,9 @@ async def _handshake_frames_and_close(harness: Harness) -> None:
         # One frame from the handshake to the reader: EngineIOServer.handle_request is a
         # plain function returning it (chatsvc.transport.frameless).
         assert "lean_websocket_handler" in held and "EngineIOServer.handle_request" not in held, held
+        # Its frame holds neither the finished handshake coroutine nor python-engineio's
+        # driver: the reader and writer use aiohttp's response.
+        assert not {"handshake", "upgraded", "ws"} & set(_lean_handler_locals(request)), held
         assert harness.eio.upgraded == {}  # taken by the request's handler at once
     else:
         assert set(held) >= HANDSHAKE_FRAMES, held  # the revert: python-engineio's stack
