@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 from typing import Any, Protocol
 
 import socketio
@@ -132,6 +132,27 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         if eio_sid is None:
             eio_sid = rooms[None][sid]
         members[sid] = eio_sid
+
+    def get_participants(self, namespace: str, room: Any) -> Iterator[tuple[str, str]]:
+        """``BaseManager.get_participants`` (python-socketio 5.18.1), a :class:`LeanRoom`'s
+        members read as the dict it is, not through its ``_fwdm`` property (a call per
+        delivery); the same pairs in the same order."""
+        if not self.lean_rooms:
+            yield from super().get_participants(namespace, room)
+            return
+        ns = self.rooms.get(namespace, {})
+        if hasattr(room, "__len__") and not isinstance(room, str):
+            participants: dict[str, str] = {}
+            for r in room:
+                members = ns.get(r)
+                if members is not None:
+                    participants.update(members if type(members) is LeanRoom else members._fwdm)
+        else:
+            members = ns.get(room)
+            if members is None:
+                return
+            participants = (members if type(members) is LeanRoom else members._fwdm).copy()
+        yield from participants.items()
 
     def use_filter(self, policy: RecipientFilter | None) -> None:
         """Leave out the recipients ``policy`` names, from now on (``None``: nobody)."""
