@@ -488,10 +488,12 @@ def chatsvc_with_loadgen(
     revert: tuple[str, ...] = (),
     experiments: tuple[str, ...] = (),
     start_timeout: float = 60.0,
+    source: Path | None = None,
 ) -> Iterator[tuple[Server, LoadGen]]:
-    """A chatsvc (``start_chatsvc``) and a load generator for it (log ``NAME-loadgen.log``),
-    both stopped on the way out, also on failure: for the one-server profilers."""
-    server = start_chatsvc(name, work, extra, revert, experiments, start_timeout=start_timeout)
+    """A chatsvc (``start_chatsvc``, from ``source`` if given) and a load generator for it
+    (log ``NAME-loadgen.log``), both stopped on the way out, also on failure: for the
+    one-server profilers."""
+    server = start_chatsvc(name, work, extra, revert, experiments, start_timeout=start_timeout, source=source)
     try:
         lg = LoadGen(work / f"{name}-loadgen.log")
         try:

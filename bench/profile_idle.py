@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/profile_idle.py [--rss 1000,5000] [--trace 1000] [--top 25]
                                          [--revert lean-socket,...] [--try orjson,...]
+                                         [--baseline REV]
 
 Two bounded runs against a real ``chatsvc serve`` on 127.0.0.1 (memory store, as the idle
 scenario of bench/run.py), each with the Node load generator's websocket clients (JWT,
@@ -15,6 +16,10 @@ connected, idle, deflate offered as browsers do):
    file and by allocating line (with the frames above it), so each kind of per-socket
    object can be traced to its owner. tracemalloc sees Python allocations only; RSS also
    holds the allocator's slack, the kernel's socket buffers are not in either.
+
+``--baseline REV``: every server runs another revision's tree (exported with ``git archive``,
+as ``run.py --baseline`` does), so a before/after pair can be taken in one sitting while the
+checkout changes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import harness
 from harness import LoadGen, Server
 
 MEMORY_STORE = {"CHATSVC_STORE": "memory"}
+#: The tree the servers run from (``--baseline``); None: this checkout.
+SOURCE: Path | None = None
 
 
 def connect(lg: LoadGen, server: Server, n: int) -> None:
@@ -47,7 +54,8 @@ def warm(lg: LoadGen, server: Server) -> None:
 
 
 def rss_per_connection(work: Path, n: int, revert: tuple[str, ...], tries: tuple[str, ...]) -> float:
-    with harness.chatsvc_with_loadgen(f"profile-rss-{n}", work, MEMORY_STORE, revert, tries) as (server, lg):
+    run = harness.chatsvc_with_loadgen(f"profile-rss-{n}", work, MEMORY_STORE, revert, tries, source=SOURCE)
+    with run as (server, lg):
         warm(lg, server)
         base = server.rss_kb()
         connect(lg, server, n)
@@ -93,7 +101,9 @@ def trace(work: Path, n: int, top: int, revert: tuple[str, ...], tries: tuple[st
     traced = (*tries, "tracemalloc")
     # Tracing every allocation 12 frames deep makes start-up (the imports) several times
     # slower: on a shared, busy machine that outlasts the default minute.
-    run = harness.chatsvc_with_loadgen("profile-trace", work, extra, revert, traced, start_timeout=300.0)
+    run = harness.chatsvc_with_loadgen(
+        "profile-trace", work, extra, revert, traced, start_timeout=300.0, source=SOURCE
+    )
     with run as (server, lg):
         warm(lg, server)
         before = snapshot(server, out, 0)
@@ -117,6 +127,7 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--revert", default="", help="passed to bench/launch_chatsvc.py")
     parser.add_argument("--try", dest="tries", default="", help="passed to bench/launch_chatsvc.py")
+    parser.add_argument("--baseline", default="", help="run the servers from this git revision's tree")
     args = parser.parse_args()
     try:
         sizes = [int(x) for x in args.rss.split(",") if x.strip()]
@@ -128,8 +139,13 @@ def main() -> int:
     revert = tuple(x for x in args.revert.split(",") if x)
     tries = tuple(x for x in args.tries.split(",") if x)
     harness.raise_fd_limit(2 * max(*sizes, args.trace, 0) + 1000)
+    global SOURCE  # noqa: PLW0603 (set once, before any server starts)
     with tempfile.TemporaryDirectory(prefix="chatsvc-profile-") as tmp:
         work = Path(tmp)
+        if args.baseline:
+            SOURCE = work / "baseline"
+            short = harness.export_revision(args.baseline, SOURCE)
+            print(f"servers from {args.baseline} ({short})", flush=True)
         for n in sizes:
             if n:
                 per = rss_per_connection(work, n, revert, tries)

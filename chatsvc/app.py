@@ -158,9 +158,7 @@ def _stream_rooms(bus: Any) -> Iterator[str]:
 
 def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.Application:
     """Assemble the whole service for ``settings``. ``store`` overrides the store (tests)."""
-    app = web.Application(
-        client_max_size=settings.limits.http_buffer_bytes, middlewares=[requestid.middleware]
-    )
+    app = requestid.install(web.Application(client_max_size=settings.limits.http_buffer_bytes))
     metrics = Metrics()
     readiness = health.Readiness()
     store = store if store is not None else build_store(settings)

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, RequestKey, StreamResponse
+from aiohttp.web import BaseRequest, StreamResponse
 
 #: Redaction rules, applied in order. Partial tokens matter: aiohttp cuts an oversize header
 #: at 100 bytes, so a JWT may appear without its signature or even without its first dot.
@@ -70,6 +70,15 @@ def bind(sid: str | None, user_id: str | None, payload: object = None) -> None:
 def bind_request(request_id: str | None) -> None:
     """Name the HTTP request the current task serves."""
     _REQUEST.set(request_id)
+
+
+def bound_request() -> str | None:
+    """The id of the HTTP request the current task serves (:func:`bind_request`), if any.
+
+    aiohttp runs each request's handler, its response's preparation and its access log in
+    a task of the request's own, so this is the request's id there; kept in the context,
+    not in the request (a websocket's request would hold a dict for it for its life)."""
+    return _REQUEST.get()
 
 
 class ContextFilter(logging.Filter):
@@ -188,9 +197,5 @@ class AccessLogger(AbstractAccessLogger):
             response.status,
             response.body_length,
             time,
-            extra={"request_id": request.get(REQUEST_ID_KEY)},
+            extra={"request_id": _REQUEST.get()},
         )
-
-
-#: Where chatsvc.web.requestid keeps the request id for the access log.
-REQUEST_ID_KEY = RequestKey("request_id", str)

@@ -8,7 +8,8 @@
 - lean sockets (:mod:`chatsvc.transport.lean_socket` and :mod:`chatsvc.transport.timers`,
   fast paths ``lean-socket`` and ``receive-packet``), the HTTP state an upgraded
   connection no longer needs (:mod:`chatsvc.transport.http_state`), and a websocket's life
-  run without python-engineio's handshake frames under it (:meth:`EngineIOServer.handle_request`);
+  run without python-engineio's handshake frames under it, in one coroutine frame
+  (:meth:`EngineIOServer.handle_request`, :func:`lean_websocket_handler`);
 - a client's garbage counted, not logged (:mod:`chatsvc.transport.bad_packets`).
 
 Internals used here: ``AsyncServer._async["websocket"]`` (the driver class, replaced per
@@ -25,16 +26,16 @@ decoding what the driver's ``wait`` returns outside its ``try``. python-socketio
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-import engineio
 from aiohttp import web
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.transport.bad_packets import BadPackets, LibraryLogFilter, decode_or_report
 from chatsvc.transport.fast_paths import FastPaths
+from chatsvc.transport.frameless import coroutine_handler
 from chatsvc.transport.frames import FrameOnce
 from chatsvc.transport.http_state import release_http_state, release_websocket_state, slim_environ
 from chatsvc.transport.lean_socket import LeanSockets, lean_websocket_handler
@@ -64,8 +65,8 @@ class _TrackedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         responses = server.websockets
         responses[sock.sid] = response
         if server.lean:
-            # The socket's life is run by EngineIOServer.handle_request, once python-engineio's
-            # handshake frames below this have returned (see there).
+            # The socket's life is run by lean_websocket_handler, once python-engineio's
+            # handshake frames below this have returned (EngineIOServer.handle_request).
             server.upgraded[id(response)] = (sock, self)
             return response
         try:
@@ -122,37 +123,22 @@ class EngineIOServer(BoundedPolling, SlowConsumers, LeanSockets, FrameOnce):
         #: by ``id()`` of their response (an entry lives only while the handshake returns).
         self.upgraded: dict[int, tuple[Any, _TrackedWebSocket]] = {}
 
-    async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
-        """python-engineio's ``handle_request``; for a websocket the lean driver accepted, its
-        whole life is then run here, not at the bottom of python-engineio's handshake.
+    @coroutine_handler
+    def handle_request(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """python-engineio's ``handle_request``; on a lean server, for a websocket the lean
+        driver accepted, its whole life is then run by :func:`lean_websocket_handler`, not at
+        the bottom of python-engineio's handshake.
 
         Upstream the websocket handler runs inside ``handle_request`` -> ``_handle_connect``
         (or the upgrade branch) -> ``AsyncSocket.handle_get_request`` ->
         ``_upgrade_websocket`` -> the driver's ``__call__``: six coroutine frames (about
-        2 KiB) held by every idle connection for its life, doing nothing after the handler
-        returns but what is done here: the driver forgets its response, and the server a
-        closed socket (``_handle_connect`` / the upgrade branch, hash-pinned), an
-        ``EngineIOError`` ending it by ``disconnect`` (the upgrade branch's answer, a 400,
-        cannot be sent on a websocket)."""
-        response = await super().handle_request(*args, **kwargs)
-        upgraded = self.upgraded.pop(id(response), None) if self.upgraded else None
-        if upgraded is None:
-            return response
-        # Nothing awaited between the driver's return and here: no cancellation can leave
-        # an entry behind.
-        sock, ws = upgraded
-        sid = sock.sid
-        try:
-            await lean_websocket_handler(sock, ws)
-        except engineio.exceptions.EngineIOError:
-            if sid in self.sockets:
-                await self.disconnect(sid)
-        finally:
-            if self.websockets.get(sid) is response:
-                del self.websockets[sid]
-            if sock.closed and self.sockets.get(sid) is sock:
-                del self.sockets[sid]
-        return response
+        2 KiB) held by every idle connection for its life. A plain function returning the
+        coroutine that does the work (``chatsvc.transport.frameless``): no frame of its own
+        either."""
+        handshake = super().handle_request(*args, **kwargs)
+        if not self.lean:
+            return handshake
+        return lean_websocket_handler(self, handshake)
 
     def configure(
         self,

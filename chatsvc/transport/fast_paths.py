@@ -17,7 +17,10 @@ name                   replaces
 ``lean-socket``        python-engineio's socket queue, ping task and websocket handler
                        (:mod:`chatsvc.transport.lean_socket`; also the HTTP-state trimming
                        and the websocket's life run above python-engineio's handshake
-                       frames, :meth:`chatsvc.transport.engine.EngineIOServer.handle_request`)
+                       frames in one coroutine frame,
+                       :meth:`chatsvc.transport.engine.EngineIOServer.handle_request`;
+                       and python-socketio's ``bidict`` for a room other than the
+                       namespace's own, :class:`chatsvc.transport.broadcast.LeanRoom`)
 ``receive-packet``     ``AsyncSocket.receive`` -> ``_trigger_event`` for a received
                        Socket.IO packet (:func:`chatsvc.transport.lean_socket.receive_packet`)
 ``packet-serializer``  ``socketio.packet.Packet.data_is_binary``, and the JSON encoder and

@@ -2,8 +2,7 @@
 (pinned: aiohttp 3.14.5, python-engineio 4.15.1; ``chatsvc.transport.pins``).
 
 Internals used: aiohttp's ``RequestHandler._parser`` / ``_payload_parser`` / ``_messages``
-(via ``request.protocol``), ``BaseRequest._message`` (a ``RawRequestMessage``) and
-``WebSocketResponse._writer`` (its ``use_mask`` and ``get_random_bits``); the
+(via ``request.protocol``) and ``WebSocketResponse._writer`` (its ``use_mask`` and ``get_random_bits``); the
 WSGI-style environ python-engineio and python-socketio keep per session. The aiohttp code
 reading what is dropped is hash-pinned in ``chatsvc.transport.pins``.
 """
@@ -57,15 +56,17 @@ def release_http_state(request: web.Request) -> None:
     """Drop what aiohttp keeps of an upgraded request that nothing reads again, for as long
     as the websocket lives: the HTTP parser (``RequestHandler._parser``; once the upgrade is
     accepted every byte goes to the websocket reader, and ``connection_lost`` drops it
-    anyway), its empty queue of parsed requests (``RequestHandler._messages``) and the raw
-    header bytes (``request.raw_headers``; ``request.headers`` stays)."""
+    anyway) and its empty queue of parsed requests (``RequestHandler._messages``).
+
+    Not the parsed request (``request._message``, its raw header bytes among it): aiohttp's
+    ``RequestHandler.start()`` holds it in a local for the connection's life, so a copy
+    without them on the request freed nothing and cost a tuple."""
     protocol = request.protocol
     if protocol is not None and protocol._payload_parser is not None:  # the upgrade was accepted
         protocol._parser = None
         # Its queue of parsed requests: empty from now on (only the parser fills it), and
         # an empty deque still holds a 64-slot block. Read only as ``not``/``len`` after this.
         protocol._messages = _NO_MESSAGES
-    request._message = request._message._replace(raw_headers=())
 
 
 #: What a server websocket writer's ``get_random_bits`` becomes: one for all. A server

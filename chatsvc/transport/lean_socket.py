@@ -6,9 +6,10 @@ a task per wait inside it (``wait_for(queue.get())``), a reader task per receive
 (``websocket_wait``), a ping task sleeping ``ping_interval``, and an ``asyncio.Queue`` with
 four deques. Here it holds a :class:`LeanQueue` (nothing allocated while empty), an entry
 in a shared timer for the next ping (:mod:`chatsvc.transport.timers`), and
-:func:`lean_websocket_handler` (the reader in aiohttp's task, the writer a task only while
-packets are queued). :func:`receive_packet` hands a received Socket.IO packet straight to
-python-socketio's handler (fast path ``receive-packet``).
+:func:`lean_websocket_handler` (the handshake and then the reader in aiohttp's request task,
+one coroutine frame; the writer a task only while packets are queued).
+:func:`receive_packet` hands a received Socket.IO packet straight to python-socketio's
+handler (fast path ``receive-packet``).
 
 Internals used: ``BaseSocket.__init__`` getting its queue from ``server.create_queue()``;
 ``AsyncSocket.schedule_ping`` starting ``server.start_background_task(self._send_ping)``;
@@ -31,12 +32,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import engineio
+from aiohttp import web
 from engineio import async_socket
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from chatsvc.transport.bad_packets import BadPackets, decode_or_report
-from chatsvc.transport.timers import CoarseTimers, ReadDeadline
+from chatsvc.transport.timers import CoarseTimers, ReadDeadline, check_deadline
 
 
 class LeanQueue:
@@ -184,8 +186,11 @@ class _OnDemandWriter:
 
     __slots__ = ("done", "queue", "task", "ws")
 
-    def __init__(self, queue: LeanQueue, ws: eio_aiohttp.WebSocket) -> None:
+    def __init__(self, queue: LeanQueue, ws: web.WebSocketResponse) -> None:
         self.queue = queue
+        #: aiohttp's response itself, not python-engineio's driver around it (``send`` and
+        #: ``close`` of ``engineio.async_drivers.aiohttp.WebSocket``, hash-pinned, only
+        #: forward to it): the driver, its dict and its bound handler are not held.
         self.ws = ws
         self.task: asyncio.Future[None] | None = None
         self.done = False
@@ -208,7 +213,11 @@ class _OnDemandWriter:
                     packets.append(pkt)
                 try:
                     for pkt in packets:
-                        await self.ws.send(pkt.encode())
+                        message = pkt.encode()
+                        if type(message) is bytes:
+                            await self.ws.send_bytes(message)
+                        else:
+                            await self.ws.send_str(message)
                 except Exception:  # as python-engineio: any failure ends the writer
                     closing = True
                 if closing:
@@ -230,60 +239,111 @@ class _OnDemandWriter:
             await task
 
 
-async def lean_websocket_handler(sock: Any, ws: eio_aiohttp.WebSocket) -> None:
-    """``AsyncSocket._websocket_handler`` (python-engineio 4.15.1) with the reader waiting in
-    the connection's own task under a :class:`ReadDeadline` instead of in a new task per
-    received packet under ``wait_for``, and the writer as :class:`_OnDemandWriter`. Same
-    packets, same order, same ends (timeouts, errors, the ``None`` sentinel, the close
-    reason)."""
-    server = sock.server
-    timeout = server.ping_interval + server.ping_timeout
-    if sock.connected:
-        # Not a closure here: its function and cells would be held by every idle socket.
-        if not await _upgrade(sock, ws, _websocket_waiter(ws, server.max_http_buffer_size)):
-            return
-    else:
+async def lean_websocket_handler(server: Any, handshake: Awaitable[Any]) -> Any:
+    """python-engineio's ``handle_request`` (``handshake``, awaited here) and then, for a
+    websocket the lean driver accepted (``server.upgraded``), the websocket's whole life, in
+    this one coroutine frame: returns the request's response.
+
+    The life is ``AsyncSocket._websocket_handler`` (python-engineio 4.15.1) with the reader
+    waiting in the connection's own task under a :class:`ReadDeadline` instead of in a new
+    task per received packet under ``wait_for``, and the writer as :class:`_OnDemandWriter`.
+    Same packets, same order, same ends (timeouts, errors, the ``None`` sentinel, the close
+    reason). After it, what python-engineio's handshake frames did after their handler
+    (hash-pinned: ``_handle_connect`` / the upgrade branch of ``handle_request``): the
+    driver forgets its response and the server a closed socket, an ``EngineIOError`` ends
+    the socket by ``disconnect`` (the upgrade branch's answer, a 400, cannot be sent on a
+    websocket).
+
+    One frame, not a handler awaited by a request coroutine: a websocket's request handler
+    is on the stack for the connection's whole life, so each nested coroutine is held by
+    every idle connection (about 0.3 KiB each).
+    """
+    response = await handshake
+    # A finished coroutine keeps its size (its frame is part of it): not held for the
+    # socket's life.
+    del handshake
+    if (upgraded := server.upgraded.pop(id(response), None) if server.upgraded else None) is None:
+        return response
+    # Nothing awaited between the driver's return and here: no cancellation can leave an
+    # entry behind.
+    sock, ws = upgraded
+    sid = sock.sid
+    try:
+        if (writer := await _open(sock, ws)) is None:
+            return response
+        del upgraded, ws  # python-engineio's driver: nothing reads it from here on
+        deadline = ReadDeadline(server.read_deadlines, server.ping_interval + server.ping_timeout)
+        # aiohttp's receive() awaited here directly, not through websocket_wait -> the
+        # driver's wait (python-engineio's WebSocket.wait, hash-pinned): three coroutine
+        # frames fewer held by every idle socket and built per received frame. The same
+        # checks, in order.
+        ws_response = writer.ws
+        limit = server.max_http_buffer_size
+        try:
+            while True:
+                deadline.waiting = True
+                try:
+                    p = (await ws_response.receive()).data
+                except BaseException:  # the deadline, cancellation, a closed or broken websocket
+                    break
+                finally:
+                    deadline.waiting = False
+                if type(p) is not str and not isinstance(p, (str, bytes)):
+                    break  # a close, an error or a ping frame: WebSocket.wait raises OSError
+                if p and len(p) > limit:
+                    break  # websocket_wait's "packet is too large"
+                deadline.received()
+                try:
+                    await receive_packet(sock, p)
+                except engineio.exceptions.UnknownPacketError:
+                    server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
+                except engineio.exceptions.SocketIsClosedError:
+                    break
+                except Exception:
+                    server.logger.exception("Unknown receive error")
+        finally:
+            deadline.done()
+            task = asyncio.current_task()
+            if deadline.fired and task is not None:
+                task.uncancel()  # the deadline's cancel was handled: do not leak it to later awaits
+        await _close(sock, writer)
+    except engineio.exceptions.EngineIOError:
+        if sid in server.sockets:
+            await server.disconnect(sid)
+    finally:
+        _forget(server, sock, sid, response)
+    return response
+
+
+async def _open(sock: Any, ws: eio_aiohttp.WebSocket) -> _OnDemandWriter | None:
+    """The start of a lean websocket's life: a new socket is connected, a polling one
+    upgraded (:func:`_upgrade`); its writer, attached to its queue. None: the upgrade
+    failed and the life ends."""
+    if not sock.connected:
         sock.connected = True
         sock.upgraded = True
-
-    writer = _OnDemandWriter(sock.queue, ws)
+    # Not a closure here: its function and cells would be held by every idle socket.
+    elif not await _upgrade(sock, ws, _websocket_waiter(ws, sock.server.max_http_buffer_size)):
+        return None
+    writer = _OnDemandWriter(sock.queue, ws._sock)
     sock.queue.attach(writer.wake)
-    deadline = ReadDeadline(server.read_deadlines, timeout)
-    # aiohttp's receive() awaited here directly, not through websocket_wait -> the driver's
-    # wait (python-engineio's WebSocket.wait, hash-pinned): three coroutine frames fewer
-    # held by every idle socket and built per received frame. The same checks, in order.
-    response = ws._sock
-    limit = server.max_http_buffer_size
-    try:
-        while True:
-            deadline.waiting = True
-            try:
-                p = (await response.receive()).data
-            except BaseException:  # the deadline, cancellation, a closed or broken websocket
-                break
-            finally:
-                deadline.waiting = False
-            if type(p) is not str and not isinstance(p, (str, bytes)):
-                break  # a close, an error or a ping frame: WebSocket.wait raises OSError
-            if p and len(p) > limit:
-                break  # websocket_wait's "packet is too large"
-            deadline.received()
-            try:
-                await receive_packet(sock, p)
-            except engineio.exceptions.UnknownPacketError:
-                server.bad_packets.report(sock, "eio_unexpected", "packet type a client may not send")
-            except engineio.exceptions.SocketIsClosedError:
-                break
-            except Exception:
-                server.logger.exception("Unknown receive error")
-    finally:
-        deadline.done()
-        task = asyncio.current_task()
-        if deadline.fired and task is not None:
-            task.uncancel()  # the deadline's cancel was handled: do not leak it to later awaits
+    return writer
+
+
+async def _close(sock: Any, writer: _OnDemandWriter) -> None:
+    """The end of a lean websocket's life, as python-engineio's handler ends it."""
     await sock.queue.put(None)  # unlock the writer task so it can exit
     await writer.finish()
-    await sock.close(wait=False, abort=True, reason=server.reason.TRANSPORT_CLOSE)
+    await sock.close(wait=False, abort=True, reason=sock.server.reason.TRANSPORT_CLOSE)
+
+
+def _forget(server: Any, sock: Any, sid: str, response: Any) -> None:
+    """What python-engineio's handshake frames do once their websocket handler returned: the
+    driver forgets its response, the server a closed socket."""
+    if server.websockets.get(sid) is response:
+        del server.websockets[sid]
+    if sock.closed and server.sockets.get(sid) is sock:
+        del server.sockets[sid]
 
 
 async def receive_packet(sock: Any, p: str | bytes) -> None:
@@ -415,8 +475,8 @@ class LeanSockets(engineio.AsyncServer):  # type: ignore[misc]
         # Lean sockets' pings (sent up to 1/20 of the interval early, at most 1 s) and read
         # deadlines (noticed up to as late); python-engineio's are exact to the loop's clock.
         interval, limit = self.ping_interval, self.ping_interval + self.ping_timeout
-        self.ping_timers = CoarseTimers(min(1.0, interval / 20), early=True)
-        self.read_deadlines = CoarseTimers(min(1.0, limit / 20), early=False)
+        self.ping_timers = CoarseTimers(min(1.0, interval / 20), early=True, fn=_send_ping)
+        self.read_deadlines = CoarseTimers(min(1.0, limit / 20), early=False, fn=check_deadline)
         self._message_handler_seen: Any = None
         self._message_handler_inline: Callable[[str, str], Awaitable[Any]] | None = None
 

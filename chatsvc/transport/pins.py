@@ -20,6 +20,7 @@ _SIO = "chatsvc.transport.sioserver"
 _EVENTS = "chatsvc.transport.events"
 _BROADCAST = "chatsvc.transport.broadcast"
 _PACKET = "chatsvc.transport.socketio_packet"
+_FRAMELESS = "chatsvc.transport.frameless"
 
 #: ``"module:qualified.name"`` -> (digest, the chatsvc module to re-read if it changed).
 PINNED_SOURCES: dict[str, tuple[str, str]] = {
@@ -33,15 +34,18 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "engineio.async_server:AsyncServer.create_queue": ("5ff5673a0c017681", _LEAN),
     "engineio.async_server:AsyncServer.start_background_task": ("c873562535a68297", _LEAN),
     "engineio.async_drivers.aiohttp:WebSocket.__call__": ("71f9a94476d737c3", _ENGINE),
-    # EngineIOServer.handle_request runs a lean websocket's life after these have returned,
-    # doing what they did after the handler (forget a closed socket, EngineIOError ->
-    # disconnect); RecoveringServer.request_handler skips python-socketio's handle_request,
-    # which only delegates to python-engineio's.
-    "engineio.async_server:AsyncServer._handle_connect": ("5bd7edc1d1ae115a", _ENGINE),
-    "engineio.async_socket:AsyncSocket.handle_get_request": ("05eaae9f0a60d9be", _ENGINE),
-    "engineio.async_socket:AsyncSocket._upgrade_websocket": ("820b83efe96adb98", _ENGINE),
+    # lean_websocket_handler runs a lean websocket's life after these have returned, doing
+    # what they did after the handler (forget a closed socket, EngineIOError -> disconnect);
+    # RecoveringServer.request_handler skips python-socketio's handle_request, which only
+    # delegates to python-engineio's.
+    "engineio.async_server:AsyncServer._handle_connect": ("5bd7edc1d1ae115a", _LEAN),
+    "engineio.async_socket:AsyncSocket.handle_get_request": ("05eaae9f0a60d9be", _LEAN),
+    "engineio.async_socket:AsyncSocket._upgrade_websocket": ("820b83efe96adb98", _LEAN),
     "socketio.async_server:AsyncServer.handle_request": ("fdf4d1481b6ae726", _SIO),
     "engineio.async_drivers.aiohttp:WebSocket.wait": ("992c370917677d39", _ENGINE),
+    # The lean writer sends on and closes aiohttp's response itself, as these forward to it.
+    "engineio.async_drivers.aiohttp:WebSocket.send": ("9acf5561b663a59f", _LEAN),
+    "engineio.async_drivers.aiohttp:WebSocket.close": ("47a4e4b935d2b019", _LEAN),
     # FrameOnce.send replaces it; python-socketio's _send_packet is its caller.
     "engineio.async_server:AsyncServer.send": ("ff1fdb18f1c30bb3", _FRAMES),
     "engineio.async_server:AsyncServer.send_packet": ("c54317440865030d", _FRAMES),
@@ -82,6 +86,11 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # DirectEmitMixin.emit rewrites AsyncManager.emit (and, off, sends the way it does).
     "socketio.async_manager:AsyncManager.emit": ("01ccd5b82b4f955e", _BROADCAST),
     "socketio.async_server:AsyncServer._send_eio_packet": ("64cf72a2ab7d75b1", _BROADCAST),
+    # LeanRoom: DirectEmitMixin.basic_enter_room rewrites this; python-socketio reads a
+    # room's members through _fwdm and the inverse of the namespace's own room only.
+    "socketio.base_manager:BaseManager.basic_enter_room": ("3f509586d2d7f47e", _BROADCAST),
+    "socketio.base_manager:BaseManager.get_participants": ("7d78ad681c95de5b", _BROADCAST),
+    "socketio.base_manager:BaseManager.sid_from_eio_sid": ("15467098a36bcd71", _BROADCAST),
     # SocketIOPacket overrides data_is_binary, which __init__ calls.
     "socketio.packet:Packet.__init__": ("5fe2fa797e082c1d", _PACKET),
     "socketio.packet:Packet.data_is_binary": ("464dded7ae952a64", _PACKET),
@@ -89,10 +98,15 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "socketio.packet:Packet.encode": ("513c45be75181da2", _PACKET),
     "engineio.json:loads": ("8a4490ed912f80c2", _PACKET),
     "engineio.json:_safe_int": ("9cba49b1e53e856b", _PACKET),
+    # aiohttp: a route's handler marked a coroutine function is kept as it is (not wrapped
+    # in a coroutine of aiohttp's), and what it returns is awaited (coroutine_handler: the
+    # drain gate and EngineIOServer.handle_request hold no frame under a websocket).
+    "aiohttp.web_urldispatcher:AbstractRoute.__init__": ("60c2aaab83a3757a", _FRAMELESS),
+    "aiohttp.web_app:Application._handle": ("1294b2b208b126cb", _FRAMELESS),
     # aiohttp: frames() writes byte for byte what send_frame would (unmasked, uncompressed).
     "aiohttp._websocket.writer:WebSocketWriter.send_frame": ("7ab812cc70561f8e", _FRAMES),
     # aiohttp code reading what release_http_state drops (the parser of an accepted
-    # upgrade, its request queue, the raw header bytes).
+    # upgrade, its request queue; start() holding the parsed request for the connection).
     "aiohttp.web_protocol:RequestHandler._resume_reading_if_drained": ("27f2a6fbbb3a790e", _HTTP),
     "aiohttp.web_protocol:RequestHandler.data_received": ("1ee57ebe052e6c80", _HTTP),
     "aiohttp.web_protocol:RequestHandler.start": ("2e565fd40c8e04fb", _HTTP),

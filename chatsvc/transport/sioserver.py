@@ -443,6 +443,7 @@ def create_server(
     ``fast_paths`` says (the security fixes and bounds hold either way)."""
     if isinstance(client_manager, DirectEmitMixin):
         client_manager.direct_emit = fast_paths.direct_emit
+        client_manager.lean_rooms = fast_paths.lean_socket
     sio = RecoveringServer(
         async_mode="aiohttp",
         client_manager=client_manager,

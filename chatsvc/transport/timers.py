@@ -30,12 +30,15 @@ class CoarseTimers:
     entry here is a list slot). ``early``: a call runs up to ``resolution`` before its due
     time, else up to ``resolution`` after it. Not cancellable: callers check their state."""
 
-    __slots__ = ("_early", "_resolution", "_slots")
+    __slots__ = ("_early", "_fn", "_resolution", "_slots")
 
-    def __init__(self, resolution: float, *, early: bool) -> None:
+    def __init__(self, resolution: float, *, early: bool, fn: Callable[[Any], None] | None = None) -> None:
         self._resolution = resolution
         self._early = early
-        self._slots: dict[int, list[tuple[Callable[[Any], None], Any]]] = {}
+        #: The usual callback: a call of it is kept as its bare argument (every idle socket
+        #: has one entry for its ping and one for its read deadline: a pair each is 64 B).
+        self._fn = fn
+        self._slots: dict[int, list[Any]] = {}
 
     def call_later(self, delay: float, fn: Callable[[Any], None], arg: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -45,17 +48,31 @@ class CoarseTimers:
         if calls is None:
             calls = self._slots[slot] = []
             loop.call_at(slot * self._resolution, self._fire, slot)
-        calls.append((fn, arg))
+        calls.append(arg if fn is self._fn else _Call(fn, arg))
 
     def _fire(self, slot: int) -> None:
-        for fn, arg in self._slots.pop(slot, ()):
+        usual = self._fn
+        for entry in self._slots.pop(slot, ()):
             try:
-                fn(arg)
+                if type(entry) is _Call:
+                    entry.fn(entry.arg)
+                else:
+                    usual(entry)  # type: ignore[misc]
             except Exception:  # one failing callback must not drop the others in its slot
                 _log.exception("timer callback failed")
 
     def __len__(self) -> int:
         return sum(len(calls) for calls in self._slots.values())
+
+
+class _Call:
+    """A call of :class:`CoarseTimers` other than its usual callback."""
+
+    __slots__ = ("arg", "fn")
+
+    def __init__(self, fn: Callable[[Any], None], arg: Any) -> None:
+        self.fn = fn
+        self.arg = arg
 
 
 class ReadDeadline:
@@ -73,7 +90,7 @@ class ReadDeadline:
         self.due = asyncio.get_running_loop().time() + timeout
         self.waiting = False
         self.fired = False
-        timers.call_later(timeout, _check_deadline, self)
+        timers.call_later(timeout, check_deadline, self)
 
     def received(self) -> None:
         self.due = asyncio.get_running_loop().time() + self.timeout
@@ -82,14 +99,15 @@ class ReadDeadline:
         self.task = None
 
 
-def _check_deadline(deadline: ReadDeadline) -> None:
+def check_deadline(deadline: ReadDeadline) -> None:
+    """The timer callback of a :class:`ReadDeadline` (the usual one of its timers)."""
     task = deadline.task
     if task is None:
         return  # the reader has ended
     left = deadline.due - asyncio.get_running_loop().time()
     if left > 0 or not deadline.waiting:
         # Moved by a received packet (or the reader is busy with one): look again then.
-        deadline.timers.call_later(max(left, 0.0) or deadline.timeout, _check_deadline, deadline)
+        deadline.timers.call_later(max(left, 0.0) or deadline.timeout, check_deadline, deadline)
         return
     deadline.fired = True
     task.cancel()

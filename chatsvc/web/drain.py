@@ -11,13 +11,20 @@ gives up on it after ping_interval + ping_timeout), so it is cut rather than wai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from chatsvc.transport.frameless import coroutine_handler
+
 SETTLE_POLL_SECONDS = 0.05
 SETTLE_QUIET_SECONDS = 0.25
+
+
+async def _refuse() -> web.StreamResponse:
+    body = {"code": "shutting_down", "message": "server is restarting; reconnect"}
+    return web.json_response(body, status=503)
 
 
 class OpenTransports:
@@ -26,18 +33,35 @@ class OpenTransports:
 
     A wrapper of the route's handler (:meth:`route`), not aiohttp middlewares: a websocket's
     request handler stays on the stack for the socket's whole life, and each middleware
-    (with aiohttp's wrapper around them) is one more coroutine frame held per connection.
+    (with aiohttp's wrapper around them) is one more coroutine frame held per connection;
+    for a websocket the wrapper is a plain function, no frame at all.
     """
 
     def __init__(self, draining: Callable[[], bool] = lambda: False) -> None:
         self._draining = draining
         self._open: dict[int, web.Request] = {}  # by id(): requests are not hashable
+        #: WebSockets, by the task aiohttp runs their request in: an entry stays until its
+        #: task is seen done (:meth:`_prune`), so no callback or wrapper is held per socket.
+        self._websockets: dict[asyncio.Task[object], web.Request] = {}
+        self._pruned_to = 0  # how many websockets the last prune left
         self.settled = False
 
     @property
     def count(self) -> int:
         """Engine.IO requests (WebSockets, long-polls, posts) still being handled."""
-        return len(self._open)
+        self._prune()
+        return len(self._open) + len(self._websockets)
+
+    def _in_flight(self) -> list[web.Request]:
+        self._prune()
+        return [*self._open.values(), *self._websockets.values()]
+
+    def _prune(self) -> None:
+        """Forget the websockets whose request has ended."""
+        websockets = self._websockets
+        for task in [task for task in websockets if task.done()]:
+            del websockets[task]
+        self._pruned_to = len(websockets)
 
     def route(self, handler: Handler) -> Handler:
         """python-engineio's request ``handler`` behind the gate.
@@ -50,17 +74,32 @@ class OpenTransports:
         """
 
         async def engineio_route(request: web.Request) -> web.StreamResponse:
-            if self._draining() and "sid" not in request.query:
-                return web.json_response(
-                    {"code": "shutting_down", "message": "server is restarting; reconnect"}, status=503
-                )
             self._open[id(request)] = request
             try:
                 return await handler(request)
             finally:
                 self._forget(request)
 
-        return engineio_route
+        @coroutine_handler
+        def gate(request: web.Request) -> Awaitable[web.StreamResponse]:
+            if self._draining() and "sid" not in request.query:
+                return _refuse()
+            if request.query.get("transport") != "websocket":
+                return engineio_route(request)
+            # A websocket's handler is on the stack for the connection's whole life: no frame
+            # of the gate's own under it (about 0.2 KiB per idle connection). It is kept by the
+            # task aiohttp runs its request in (a task per request), forgotten once that task
+            # is done: pruned as the count is read, and as websockets double since the last
+            # prune (amortized constant per connect, at most twice the open ones kept).
+            task = asyncio.current_task()
+            if task is None:  # not run by aiohttp's server: as for any other request
+                return engineio_route(request)
+            self._websockets[task] = request
+            if len(self._websockets) > 2 * self._pruned_to + 64:
+                self._prune()
+            return handler(request)
+
+        return gate
 
     def attach(self, app: web.Application, handler: Handler, path: str = "/socket.io/") -> None:
         """Route Engine.IO's methods at ``path`` to ``handler`` through the gate (what
@@ -98,7 +137,7 @@ class OpenTransports:
                 sid = request.query.get("sid")
                 if request.query.get("transport") == "polling" and sid and not session_alive(sid):
                     self._cut(request)
-            if self._open:
+            if self.count:
                 quiet_since = None
             elif quiet_since is None:
                 quiet_since = now
@@ -108,8 +147,9 @@ class OpenTransports:
             if now >= deadline:
                 break
             await asyncio.sleep(min(deadline - now, SETTLE_POLL_SECONDS))
-        stragglers = list(self._open.values())
+        stragglers = self._in_flight()
         for request in stragglers:
             self._cut(request)
+        self._websockets.clear()  # cut: their tasks end as the cancellations arrive
         self.settled = True
         return len(stragglers)

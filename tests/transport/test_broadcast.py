@@ -268,3 +268,31 @@ async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
     assert written == [("eio0", frame(plain)), ("eio2", frame(offset)), ("eio3", frame(offset))]
     assert queued == [("eio1", plain)]
     assert built == [1, 1]  # one per variant, not per recipient
+
+
+async def test_lean_rooms_list_the_same_participants_as_python_socketios() -> None:
+    """A socket's own room and every other room but the namespace's are LeanRooms; what
+    python-socketio reads of them (participants, a socket's rooms, leaving) is unchanged."""
+    stock, lean = socketio.AsyncManager(), LocalManager()
+    served = {}
+    for manager in (stock, lean):
+        served[id(manager)] = await recorded_server(manager, ["lobby", "lobby", "other"])
+    assert type(lean.rooms["/"][None]).__name__ == "bidict"  # its inverse is read
+    assert {type(m).__name__ for r, m in lean.rooms["/"].items() if r is not None} == {"LeanRoom"}
+    assert {type(m).__name__ for m in stock.rooms["/"].values()} == {"bidict"}
+
+    def listed(manager: socketio.AsyncManager, room: Any) -> list[str]:
+        return [eio_sid for _, eio_sid in manager.get_participants("/", room)]
+
+    def rooms_of_first(manager: socketio.AsyncManager) -> list[str]:
+        sid = served[id(manager)].sids[0]
+        return sorted("own" if room == sid else room for room in manager.get_rooms(sid, "/"))
+
+    rooms: list[Any] = ["lobby", "other", None, "nowhere", ["other", "lobby"], ["lobby", "nowhere"]]
+    for room in rooms:
+        assert listed(lean, room) == listed(stock, room), room
+    assert rooms_of_first(lean) == rooms_of_first(stock) == ["lobby", "own"]
+    for manager in (stock, lean):
+        manager.basic_leave_room(served[id(manager)].sids[0], "/", "lobby")
+    for room in rooms:
+        assert listed(lean, room) == listed(stock, room), room

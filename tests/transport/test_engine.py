@@ -589,14 +589,17 @@ async def test_receive_packet_goes_through_receive_when_handlers_are_async_or_in
         assert len(received) == 1 and not calls, setup
 
 
-async def test_an_upgraded_request_keeps_no_http_parser_or_raw_headers(harness: Harness) -> None:
+async def test_an_upgraded_request_keeps_no_http_parser(harness: Harness) -> None:
     ws, sid = await open_ws(harness)
     await harness.parked(sid)
     request = harness.eio.websockets[sid]._req
     assert request is not None
     released = harness.eio.lean
     assert (request.protocol._parser is None) is released
-    assert (request._message.raw_headers == ()) is released
+    # The parsed request (raw header bytes and all) is not dropped: aiohttp's start() holds
+    # it for the connection's life, so nothing chatsvc could drop of it would be freed.
+    start = request.task.get_coro()
+    assert start.cr_frame.f_locals["message"] is request._message  # type: ignore[union-attr]
     assert (request.protocol._messages == ()) is released
     assert request.headers["Upgrade"].lower() == "websocket"  # the parsed headers stay
     # A server never masks: its writer's mask generator is one shared by all.
@@ -630,6 +633,20 @@ def _awaiting(request: web.BaseRequest) -> list[str]:
             coro = coro.cr_await
         return names
     raise AssertionError("no task handles the request")
+
+
+def _lean_handler_locals(request: web.BaseRequest) -> list[str]:
+    """The names bound in the frame of the lean handler serving ``request``."""
+    for task in asyncio.all_tasks():
+        coro: Any = task.get_coro()
+        frame = getattr(coro, "cr_frame", None)
+        if frame is None or frame.f_locals.get("request") is not request:
+            continue
+        while coro is not None and hasattr(coro, "cr_code"):
+            if coro.cr_code.co_qualname == "lean_websocket_handler":
+                return list(coro.cr_frame.f_locals)
+            coro = coro.cr_await
+    raise AssertionError("no lean handler serves the request")
 
 
 #: python-engineio's handshake frames a lean websocket does not hold for its life.
@@ -678,7 +695,12 @@ async def _handshake_frames_and_close(harness: Harness) -> None:
     if harness.eio.lean:
         assert held[-1] == "WebSocketResponse.receive", held  # the reader, in this task
         assert not HANDSHAKE_FRAMES & set(held), held
-        assert "lean_websocket_handler" in held and "EngineIOServer.handle_request" in held, held
+        # One frame from the handshake to the reader: EngineIOServer.handle_request is a
+        # plain function returning it (chatsvc.transport.frameless).
+        assert "lean_websocket_handler" in held and "EngineIOServer.handle_request" not in held, held
+        # Its frame holds neither the finished handshake coroutine nor python-engineio's
+        # driver: the reader and writer use aiohttp's response.
+        assert not {"handshake", "upgraded", "ws"} & set(_lean_handler_locals(request)), held
         assert harness.eio.upgraded == {}  # taken by the request's handler at once
     else:
         assert set(held) >= HANDSHAKE_FRAMES, held  # the revert: python-engineio's stack
@@ -724,6 +746,21 @@ async def test_a_failing_timer_callback_does_not_drop_the_others() -> None:
     timers.call_later(0.01, ran.append, 1)
     await asyncio.sleep(0.05)
     assert ran == [1]
+
+
+async def test_coarse_timers_keep_a_call_of_their_usual_callback_as_its_argument() -> None:
+    ran: list[tuple[str, Any]] = []
+
+    def usual(arg: Any) -> None:
+        ran.append(("usual", arg))
+
+    timers = CoarseTimers(0.01, early=False, fn=usual)
+    timers.call_later(0.01, usual, ("a", "tuple"))  # an argument that is itself a pair
+    timers.call_later(0.01, lambda arg: ran.append(("other", arg)), 2)
+    entries = [entry for calls in timers._slots.values() for entry in calls]
+    assert ("a", "tuple") in entries  # the bare argument: no pair per entry
+    await asyncio.sleep(0.05)
+    assert sorted(ran) == [("other", 2), ("usual", ("a", "tuple"))]
 
 
 async def test_lean_sockets_hold_no_loop_timer_of_their_own() -> None:

@@ -235,6 +235,75 @@ async def test_lean_socket_routes_requests_past_python_socketios_delegation(
     assert got == ["hello"] and calls["lean-socket:socketio handle_request"] >= 2, dict(calls)
 
 
+def _request_stacks() -> list[list[str]]:
+    """For each task aiohttp runs a request's handler in: the coroutines it is suspended in,
+    outermost first (for a websocket: the frames its connection holds while idle)."""
+    stacks = []
+    for task in asyncio.all_tasks():
+        coro: Any = task.get_coro()
+        code = getattr(coro, "cr_code", None)
+        if code is None or code.co_qualname != "RequestHandler._handle_request":
+            continue
+        names = []
+        while coro is not None and hasattr(coro, "cr_code"):
+            names.append(coro.cr_code.co_qualname)
+            coro = coro.cr_await
+        stacks.append(names)
+    return stacks
+
+
+async def _idle_websocket_stack(settings: Settings, parked_in: str) -> tuple[list[str], dict[Any, str]]:
+    """The coroutines an idle, connected chatsvc websocket holds (the whole app: the request
+    id middleware, the drain gate, the Engine.IO route), once ``parked_in`` is among them;
+    and the type of each room of the namespace its socket is in (its own, its user's)."""
+    app = create_app(settings)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    stacks: list[list[str]] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            sock = await RawSocket.open(http, str(server.make_url("")).rstrip("/"), "websocket")
+            try:
+                assert "sid" in await sock.connect({"token": token("alice")})
+                for _ in range(200):  # until the reader is parked again after the CONNECT
+                    stacks = _request_stacks()
+                    if any(parked_in in stack for stack in stacks):
+                        break
+                    await asyncio.sleep(0.01)
+                rooms = {
+                    room if room is None or room.startswith("@u:") else "sid": type(members).__name__
+                    for room, members in app[SIO].manager.rooms["/"].items()
+                }
+            finally:
+                await sock.close()
+    finally:
+        await server.close()
+    assert len(stacks) == 1 and parked_in in stacks[0], stacks
+    return stacks[0], rooms
+
+
+async def test_an_idle_lean_websocket_holds_aiohttps_frames_and_one_of_chatsvcs(tmp_path: Path) -> None:
+    """Between aiohttp's request task and the websocket's reader, one chatsvc coroutine:
+    the request id middleware, the drain gate and EngineIOServer.handle_request return the
+    awaitable they hand on (chatsvc.transport.frameless), and lean_websocket_handler runs
+    the handshake and the socket's life in one frame. Reverted: python-engineio's stack."""
+    held, rooms = await _idle_websocket_stack(_settings(tmp_path / "on"), "WebSocketResponse.receive")
+    assert held == [
+        "RequestHandler._handle_request",
+        "Application._handle",
+        "_fix_request_current_app.<locals>.impl",  # aiohttp's own, with any middleware
+        "lean_websocket_handler",
+        "WebSocketResponse.receive",
+    ], held
+    off = _settings(tmp_path / "off", CHATSVC_FAST_PATHS_OFF="lean-socket")
+    held, rooms_off = await _idle_websocket_stack(off, "AsyncSocket._websocket_handler")
+    assert "lean_websocket_handler" not in held and "AsyncServer._handle_connect" in held, held
+    # Its own room and its user's: one dict each, not python-socketio's bidict (whose
+    # inverse only the namespace's room of every socket, None, needs).
+    assert rooms == {None: "bidict", "sid": "LeanRoom", "@u:alice": "LeanRoom"}, rooms
+    assert rooms_off == {None: "bidict", "sid": "bidict", "@u:alice": "bidict"}, rooms_off
+
+
 async def test_all_off_runs_the_stock_paths_only(calls: Counter[str], tmp_path: Path) -> None:
     got, sio = await _one_message(_settings(tmp_path, CHATSVC_FAST_PATHS="false"))
     assert got == ["hello"]

@@ -4,8 +4,11 @@ refuses while draining."""
 from __future__ import annotations
 
 import asyncio
+import inspect
+import sys
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -84,3 +87,47 @@ async def test_while_draining_new_sessions_are_refused_and_open_ones_served() ->
         async with session.options(url) as resp:
             assert resp.status == 503  # no sid: a new session's preflight
         assert transports.count == 0
+
+
+def _stack() -> list[str]:
+    """The coroutines running the caller, outermost first (those of its task: a coroutine's
+    frame links back to the one awaiting it)."""
+    names = []
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_flags & inspect.CO_COROUTINE:
+        names.append(frame.f_code.co_qualname)
+        frame = frame.f_back  # type: ignore[assignment]
+    return names[::-1]
+
+
+async def test_a_websocket_is_counted_until_its_request_ends_with_no_frame_of_the_gate() -> None:
+    """A websocket's handler is on the stack for the connection's life: the gate hands the
+    route's coroutine to aiohttp as it is, and forgets the request when its task ends."""
+    draining = False
+    transports = OpenTransports(lambda: draining)
+    stacks: list[list[str]] = []
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        stacks.append(_stack())
+        async for _ in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    transports.attach(app, websocket)
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
+        url = server.make_url("/socket.io/")
+        async with session.ws_connect(url, params={"transport": "websocket"}) as ws:
+            await started(transports, 1)
+            assert [[name.rsplit(".", 1)[-1] for name in s] for s in stacks] == [
+                ["_handle_request", "_handle", "websocket"]  # aiohttp's, then the route's handler
+            ], stacks
+            draining = True  # an open websocket is served on; a new one is refused
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(url, params={"transport": "websocket"})
+            assert refused.value.status == 503
+            assert transports.count == 1
+            await ws.close()
+        await until(lambda: transports.count == 0, "the websocket forgotten", within=5)
