@@ -1,11 +1,17 @@
 """The history writer's store side (cluster mode): one record of the events log written to
 the history store at its position. chatsvc.bus's history writer group calls it through
 ``RoomLog.on_history``; every write is idempotent, so a redelivered record is harmless.
+
+A message record's offline notifications are derived here too (``on_message``, issue 24:
+chatsvc.chat.notify), after its row: the writer resumes from committed offsets, so a
+replica that dies before they are written leaves the record to the partition's next
+writer, and the outbox keeps each (user, message) once.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from chatsvc.bus.log import LogRecord
 from chatsvc.chat.changes import ChangeWriter
@@ -23,6 +29,9 @@ class HistoryWriter:
         self._store = store
         self._metrics = metrics
         self._changes = ChangeWriter(store)
+        #: Called with each message written (the original, for a late duplicate); may raise
+        #: ``StoreUnavailable`` to have the record retried.
+        self.on_message: Callable[[Message], Awaitable[object]] | None = None
 
     async def write(self, record: LogRecord) -> None:
         """The history writer: store one record of the events log at its position (raises
@@ -37,6 +46,8 @@ class HistoryWriter:
             async with self._metrics.timed_store("append"):
                 stored, _ = await self._store.append(found)
                 await self._changes.replied(stored)  # a reply's row (chatsvc.chat.changes)
+            if self.on_message is not None:  # not only when new: a re-run finishes them
+                await self.on_message(stored)
             return
         change = record.body.get("change")
         if isinstance(change, dict) and ("reaction" in change or "pin" in change):
