@@ -308,8 +308,11 @@ async def test_a_replica_killed_mid_burst_loses_and_duplicates_no_notification(c
     nobody. Now the history writer derives them from the log, resuming after a crash.)"""
     ra, rb = cluster.replica("ra"), cluster.replica("rb")
     alice = user("alice")
-    offline = [user(f"off{i}") for i in range(3)]
-    lanes, per_lane, kill_after = 4, 10, 12
+    # Twenty offline members: a message's notifications are twenty conditional writes, so
+    # the kill very likely lands while some in-flight send is between its record and the
+    # end of its notifications (where the old order lost them).
+    offline = [user(f"off{i}") for i in range(20)]
+    lanes, per_lane, kill_after = 4, 6, 8
     acked: dict[str, str] = {}  # client_msg_id -> message id
     async with ClientPool() as pool:
         a = await pool.connect(ra.url, token(alice))
