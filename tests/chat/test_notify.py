@@ -288,6 +288,24 @@ async def test_cluster_the_history_writer_notifies_and_the_send_path_does_not(st
 
     with pytest.raises(StoreUnavailable):  # the writer retries the record
         await Notifier(store, Limits(), outbox=Down()).written(message("later"))
+    assert await notifier.written(replace(message("system"), kind="system")) == 0  # the admin API's
+    assert await outbox_pairs(store) == [("bob", sent.id)]
+
+
+async def test_the_writer_judges_after_the_registry_had_a_heartbeat(net: ControlNet) -> None:
+    """A just-started replica has not heard the others' users yet: :meth:`written` waits
+    for ``settled`` (one heartbeat after start; at once for a registry never started)."""
+    online = OnlineUsers(net.router("ra"), version="1", heartbeat_seconds=0.3)
+    await online.settled()  # never started: nothing to wait for
+    await online.start()
+    try:
+        waiting = asyncio.ensure_future(online.settled())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await asyncio.wait_for(waiting, 5.0)
+        await asyncio.wait_for(online.settled(), 0.1)  # settled stays settled
+    finally:
+        await online.aclose()
 
 
 async def test_a_public_message_without_mentions_reads_no_members(store: MemoryStore) -> None:
