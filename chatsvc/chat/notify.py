@@ -127,8 +127,9 @@ class Notifier:
             await self.users.disconnected(user, sid)
 
     async def posted(self, message: Message, *, created: bool = True) -> int:
-        """The send path, after the ack: a new message notifies its room's offline members;
-        return how many. Cluster mode: nothing (the history writer does, :meth:`written`).
+        """The send path, once the message is stored (before its ack is returned, which
+        never fails for it): a new message notifies its room's offline members; return how
+        many. Cluster mode: nothing (the history writer does, :meth:`written`).
         A store failure is logged and costs the notifications only until the sweep writes
         them (embedded: the mark stays), never the message. A duplicate (a retried send)
         writes nothing itself; it asks for a sweep, which finds its mark only if the first
@@ -170,7 +171,8 @@ class Notifier:
 
     async def sweep(self) -> int:
         """Embedded: write the notifications of every marked message and clear the marks;
-        return how many were written. Raises the first store failure (the marks stay)."""
+        return how many were written. Raises the first ``StoreUnavailable`` (the marks
+        stay, retried); another failure is logged and costs that notification."""
         if self._pending is None:
             return 0
         total = 0
@@ -179,8 +181,10 @@ class Notifier:
             for message in batch:
                 due = _may_notify(message)
                 written, failed = await self._notify(message) if due else (0, None)
-                if failed is not None:
+                if isinstance(failed, StoreUnavailable):
                     raise failed
+                if failed is not None:
+                    log.warning("a notification of a message was not written (%s)", failed.code)
                 total += written
                 await self._pending.clear_pending_notification(message.room, message.id)
             if len(batch) < SWEEP_BATCH:
