@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from chatsvc.bus.log import LogRecord
 from chatsvc.chat.changes import ChangeWriter
+from chatsvc.chat.conversations import USER_ROOM_PREFIX
 from chatsvc.chat.streams import record_of
 from chatsvc.errors import InvalidMessageId, NotFound
 from chatsvc.metrics import Metrics
@@ -29,9 +30,10 @@ class HistoryWriter:
         self._store = store
         self._metrics = metrics
         self._changes = ChangeWriter(store)
-        #: Called with each message written (the original, for a late duplicate); may raise
-        #: ``StoreUnavailable`` to have the record retried.
-        self.on_message: Callable[[Message], Awaitable[object]] | None = None
+        #: Called with each message written (the original, for a late duplicate) and its
+        #: room's members as the sender resolved them (None: the record does not say); may
+        #: raise ``StoreUnavailable`` to have the record retried.
+        self.on_message: Callable[[Message, list[str] | None], Awaitable[object]] | None = None
 
     async def write(self, record: LogRecord) -> None:
         """The history writer: store one record of the events log at its position (raises
@@ -47,7 +49,7 @@ class HistoryWriter:
                 stored, _ = await self._store.append(found)
                 await self._changes.replied(stored)  # a reply's row (chatsvc.chat.changes)
             if self.on_message is not None:  # not only when new: a re-run finishes them
-                await self.on_message(stored)
+                await self.on_message(stored, _members(record.body.get("to")))
             return
         change = record.body.get("change")
         if isinstance(change, dict) and ("reaction" in change or "pin" in change):
@@ -82,3 +84,13 @@ class HistoryWriter:
                         await self._store.clear_reactions(found.room, found.message_id)
         async with self._metrics.timed_store("append_event"):
             await self._store.append_event(found)
+
+
+def _members(audience: object) -> list[str] | None:
+    """The members a private room's record was addressed to (its ``to``: the room and each
+    member's user room, read by the sender), so notifying needs no members read here."""
+    if not isinstance(audience, list):
+        return None
+    return [
+        r[len(USER_ROOM_PREFIX) :] for r in audience if isinstance(r, str) and r.startswith(USER_ROOM_PREFIX)
+    ]

@@ -152,17 +152,18 @@ class Notifier:
                 log.warning("a written message's notification mark was not cleared (%s)", exc.code)
         return written
 
-    async def written(self, message: Message) -> int:
+    async def written(self, message: Message, members: list[str] | None = None) -> int:
         """Cluster mode's history writer wrote ``message`` (a replay and the original of a
         late duplicate included): notify its offline members, once per pair (the outbox
-        is unique). Raises ``StoreUnavailable`` when a notification could not be written,
-        so the writer retries the record (its writes are idempotent); another failure is
-        logged and costs that notification."""
+        is unique). ``members``: a private room's members as its record names them (the
+        sender's audience), else read from the store. Raises ``StoreUnavailable`` when a
+        notification could not be written, so the writer retries the record (its writes
+        are idempotent); another failure is logged and costs that notification."""
         if not _may_notify(message):
             return 0
         if self.users is not None:
             await self.users.settled()  # a just-started registry would call everyone offline
-        written, failed = await self._notify(message)
+        written, failed = await self._notify(message, members)
         if isinstance(failed, StoreUnavailable):
             raise failed
         if failed is not None:
@@ -216,19 +217,24 @@ class Notifier:
                 log.info("notification sweep resumed")
             down, delay = None, SWEEP_BACKOFF_SECONDS
 
-    async def _notify(self, message: Message) -> tuple[int, ChatError | None]:
-        """Write the notifications of ``message``; how many were new, and the last failure
-        (the other members' writes still go through)."""
+    async def _notify(
+        self, message: Message, members: list[str] | None = None
+    ) -> tuple[int, ChatError | None]:
+        """Write the notifications of ``message`` (to ``members`` of a private room when
+        known); how many were new, and the last failure (the other members' writes still
+        go through)."""
         # Public rooms notify only the users a message mentions (issue 25), kind "mention";
         # a mentioned member of a private room gets its one notification as a mention too.
-        if members_only(message.room):
+        if members_only(message.room) and members is not None:
+            users = members
+        elif members_only(message.room):
             try:
-                members = await self._members.list_members(
+                read = await self._members.list_members(
                     message.room, after=None, limit=self._limits.members_per_room
                 )
             except ChatError as exc:
                 return 0, exc
-            users = [m.user_id for m in members]
+            users = [m.user_id for m in read]
         else:
             users = list(message.mentions)
         written = 0

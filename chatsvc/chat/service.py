@@ -491,9 +491,10 @@ class ChatService:
         if self._log is not None:
             await self._log.aclose()
 
-    def on_message_written(self, hook: Callable[[Message], Awaitable[object]]) -> bool:
-        """Cluster mode: run ``hook`` on every message the history writer writes (issue 24's
-        notifications); False in the embedded default (no writer)."""
+    def on_message_written(self, hook: Callable[[Message, list[str] | None], Awaitable[object]]) -> bool:
+        """Cluster mode: run ``hook`` on every message the history writer writes, with the
+        members its record was addressed to (issue 24's notifications); False in the
+        embedded default (no writer)."""
         if self._history is None:
             return False
         self._history.on_message = hook

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from chatsvc.bus.log import LogRecord
+from chatsvc.chat.conversations import user_room
 from chatsvc.chat.history_writer import HistoryWriter
 from chatsvc.chat.notify import Notifier
 from chatsvc.chat.streams import message_body
@@ -93,3 +94,21 @@ async def test_a_notification_store_failure_has_the_record_retried(store: Memory
     down[0] = False
     await history.write(first)
     assert await outbox(store) == [("bob", first.body["id"])]
+
+
+async def test_a_private_record_names_its_members_so_the_writer_reads_none(store: MemoryStore) -> None:
+    """The sender resolved the room's audience into the record (``to``: the room and each
+    member's user room); the writer notifies those members without a members read."""
+
+    class NoReads(MemoryStore):
+        async def list_members(self, room: str, *, after: str | None, limit: int) -> list[Member]:
+            raise AssertionError("members read by the history writer")
+
+    notifier = Notifier(NoReads(), Limits(), outbox=store)
+    history = HistoryWriter(store, Metrics())
+    history.on_message = notifier.written
+    sent = record(1)
+    to = [DM, *(user_room(u) for u in ("alice", "bob", "carol"))]
+    addressed = LogRecord(DM, 1, {**sent.body, "to": to})
+    await history.write(addressed)
+    assert sorted(await outbox(store)) == [("bob", sent.body["id"]), ("carol", sent.body["id"])]
