@@ -270,8 +270,10 @@ def _add_lifecycle(app: web.Application) -> None:
     """One cleanup_ctx per resource, acquired in this order and released in reverse."""
     # Loop lag and JWKS before the store: /readyz and /metrics see them from the start.
     app.cleanup_ctx.extend((_loop_lag_ctx, _jwks_ctx))
-    app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _room_log_ctx, _cluster_ctx))
-    app.cleanup_ctx.extend((_modes_ctx, _notify_ctx, _grpc_ctx))
+    # Notifications before the events log: its history writer judges who is online with the
+    # registry, which must be up before the writer starts and until it has stopped.
+    app.cleanup_ctx.extend((_store_ctx, _bus_ctx, _socketio_ctx, _notify_ctx, _room_log_ctx, _cluster_ctx))
+    app.cleanup_ctx.extend((_modes_ctx, _grpc_ctx))
     app.on_shutdown.append(_grpc_not_serving)
     app.on_shutdown.append(_drain)
 
@@ -279,11 +281,15 @@ def _add_lifecycle(app: web.Application) -> None:
 def _use_local_sockets(
     namespace: ChatNamespace, conversations: Conversations, service: ChatService, spam: SpamFilter
 ) -> None:
-    """Who has a socket on this replica, for the parts that act on it: offline notifications,
-    and (issue 25, chatsvc.chat.crossposts) slow mode and the duplicate rule remembering
-    other replicas' posts of this replica's users, so that both hold cluster-wide."""
-    if conversations.notifier is not None and conversations.notifier.users is not None:
-        conversations.notifier.users.local = namespace.has_sockets
+    """Who has a socket on this replica, for the parts that act on it: offline notifications
+    (written by the history writer in cluster mode), and (issue 25, chatsvc.chat.crossposts)
+    slow mode and the duplicate rule remembering other replicas' posts of this replica's
+    users, so that both hold cluster-wide."""
+    notifier = conversations.notifier
+    if notifier is not None and notifier.users is not None:
+        notifier.users.local = namespace.has_sockets
+    if notifier is not None:  # cluster mode: from the events log's history writer (issue 24)
+        notifier.from_log = service.on_message_written(notifier.written)
     service.watch_stream(StreamPosts(namespace.has_sockets, namespace.modes.slow, spam))
 
 
@@ -470,7 +476,8 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _notify_ctx(app: web.Application) -> AsyncIterator[None]:
-    # After the bus (the producer and the online registry use it), before gRPC (its stream).
+    # After the bus (the producer and the online registry use it), before the events log
+    # (its history writer notifies) and gRPC (its stream).
     notifier = app[NOTIFIER]
     if notifier is None:
         yield

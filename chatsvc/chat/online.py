@@ -14,6 +14,8 @@ dies without its goodbye keeps its users online here for up to three heartbeats 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 from chatsvc.auth.identity import Identity
@@ -38,10 +40,23 @@ class OnlineUsers:
         )
         #: This replica's own sockets, without waiting for the registry (set at assembly).
         self.local: Callable[[str], bool] = lambda _user: False
+        self._heartbeat = heartbeat_seconds
+        self._settled_at: float | None = None
 
     async def start(self) -> None:
         """Announce this replica and ask the others for their users."""
         await self._registry.start()
+        # The others answer within a bus hop; a heartbeat is the bound README gives.
+        self._settled_at = time.monotonic() + self._heartbeat
+
+    async def settled(self) -> None:
+        """Return once the registry has had a heartbeat since :meth:`start` to hear every
+        replica's users (before that, users elsewhere would look offline); at once if it
+        was never started (nothing would come)."""
+        if self._settled_at is not None:
+            wait = self._settled_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
 
     async def aclose(self) -> None:
         """Say goodbye (the others forget this replica's users at once) and stop."""

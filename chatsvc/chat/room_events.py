@@ -152,8 +152,8 @@ class RoomEvents:
         if created and message.mentions:
             await self._mentions.notify(message)
         self._recovery.posted(sid, message)  # never replayed to its sender
-        if created and self._conversations is not None and self._conversations.notifier is not None:
-            await self._conversations.notifier.posted(message)
+        if self._conversations is not None and self._conversations.notifier is not None:
+            await self._conversations.notifier.posted(message, created=created)  # embedded only
         return {"ok": True, "message": wire, "duplicate": not created}
 
     async def typing(self, sid: str, conn: Connection, payload: dict[str, Any]) -> Ack:

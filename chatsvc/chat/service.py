@@ -118,10 +118,12 @@ class ChatService:
         self._epoch: str | None = None
         self._log = room_log
         self._streams: RoomStreams | None = None
+        self._history: HistoryWriter | None = None
         if room_log is not None:
             self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
             room_log.on_record(self._streams.apply)
-            room_log.on_history(HistoryWriter(store, self._metrics).write)
+            self._history = HistoryWriter(store, self._metrics)
+            room_log.on_history(self._history.write)
             room_log.on_release(self._streams.release)
         self._reads = StreamReads(store, metrics, limits, self._streams, self.epoch)
 
@@ -478,6 +480,15 @@ class ChatService:
         """Stop reading the events log and close it."""
         if self._log is not None:
             await self._log.aclose()
+
+    def on_message_written(self, hook: Callable[[Message, list[str] | None], Awaitable[object]]) -> bool:
+        """Cluster mode: run ``hook`` on every message the history writer writes, with the
+        members its record was addressed to (issue 24's notifications); False in the
+        embedded default (no writer)."""
+        if self._history is None:
+            return False
+        self._history.on_message = hook
+        return True
 
     def watch_stream(self, observer: Observer) -> None:
         """Cluster mode: see every message and event the room stream applies here (issue

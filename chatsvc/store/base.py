@@ -27,7 +27,7 @@ from chatsvc.model.messages import (
     ThreadSummary,
 )
 from chatsvc.model.modes import RoomMode, SentimentCounts
-from chatsvc.model.rooms import Conversation, Member, Notification
+from chatsvc.model.rooms import Conversation, Member, Notification, members_only
 
 #: Width of a time bucket. Ten days keeps a busy room's partition well under 100 MB.
 BUCKET_MS = 10 * 24 * 3600 * 1000
@@ -268,6 +268,35 @@ class NotificationOutbox(Protocol):
 
     async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
         """Up to ``limit`` notifications after ``position``, oldest first, with their positions."""
+
+
+def marks_pending(message: Message) -> bool:
+    """Whether ``append`` marks ``message`` as :class:`PendingNotifications`: a user's
+    message (the admin API's system messages notify nobody) that may notify (private or
+    direct room, or mentions) of which the store is the record (no position brought from
+    the events log). A public message without mentions costs nothing."""
+    return (
+        message.kind == "user"
+        and message.pos is None
+        and (bool(message.mentions) or members_only(message.room))
+    )
+
+
+@runtime_checkable
+class PendingNotifications(Protocol):
+    """Messages whose offline notifications are not written yet, in a store that is its
+    own durable record (the embedded default, issue 24): ``append`` marks a new message of
+    a private or direct room, or one with mentions, *in the message's own transaction*
+    unless the message brings its position (cluster mode: the events log is the record and
+    its history writer notifies). The notifier clears the mark once every notification is
+    written, and a restarted process writes those of the marks left."""
+
+    async def pending_notifications(self, limit: int) -> list[Message]:
+        """Up to ``limit`` marked messages, oldest first (a mark whose message is gone is
+        dropped)."""
+
+    async def clear_pending_notification(self, room: str, message_id: str) -> None:
+        """Its notifications are written: drop the mark (none: no error)."""
 
 
 #: What :meth:`NotificationRelayState.take_relay` got.

@@ -25,6 +25,7 @@ from chatsvc.model.messages import (
     StreamSlice,
     at_position,
 )
+from chatsvc.store.base import marks_pending
 from chatsvc.store.memory_cleanup import MemoryCleanup
 from chatsvc.store.memory_conversations import MemoryConversations
 from chatsvc.store.memory_flags import MemoryFlags
@@ -92,6 +93,8 @@ class MemoryStore(
         self._moderation: dict[tuple[str, str, str], Moderation] = {}
         self._events: dict[str, list[RoomEvent]] = {}
         self._sessions: OrderedDict[str, SessionRecord] = OrderedDict()
+        #: PendingNotifications' marks, (room, message id), oldest first.
+        self._pending: dict[tuple[str, str], None] = {}
         #: Nothing survives the process, so each store is a new epoch of positions.
         self._epoch = secrets.token_hex(8)
 
@@ -130,6 +133,8 @@ class MemoryStore(
             room.ids.append(message.id)  # the usual case: ids grow with time
         else:
             room.ids.insert(bisect_left(room.ids, message.id), message.id)
+        if marks_pending(message):
+            self._pending[(message.room, message.id)] = None
         stored = room.logged(message)
         assert isinstance(stored, Message)
         message = stored
@@ -139,6 +144,24 @@ class MemoryStore(
         if len(room.ids) > self._max_per_room:
             self._trim(room)
         return message, True
+
+    async def pending_notifications(self, limit: int) -> list[Message]:
+        """Marked messages (PendingNotifications), oldest first; marks of gone ones dropped."""
+        self._check()
+        found: list[Message] = []
+        for key in sorted(self._pending, key=lambda k: k[1]):
+            room = self._rooms.get(key[0])
+            message = room.messages.get(key[1]) if room is not None else None
+            if message is None:
+                del self._pending[key]
+            elif len(found) < limit:
+                found.append(message)
+        return found
+
+    async def clear_pending_notification(self, room: str, message_id: str) -> None:
+        """Drop the mark."""
+        self._check()
+        self._pending.pop((room, message_id), None)
 
     def _trim(self, room: _Room) -> None:
         excess = len(room.ids) - self._max_per_room

@@ -42,6 +42,7 @@ from chatsvc.store.base import (
     decode_reply,
     encode_mentions,
     encode_reply,
+    marks_pending,
 )
 from chatsvc.store.sqlite_cleanup import SqliteCleanup
 from chatsvc.store.sqlite_conversations import SqliteConversations
@@ -165,6 +166,16 @@ class SqliteStore(
     async def append(self, message: Message) -> tuple[Message, bool]:
         """Insert unless the same client message was stored before."""
         return await self._run(_append, message)
+
+    async def pending_notifications(self, limit: int) -> list[Message]:
+        """Marked messages (PendingNotifications), oldest first; marks of gone messages dropped."""
+        return await self._run(_pending, limit)
+
+    async def clear_pending_notification(self, room: str, message_id: str) -> None:
+        """Drop the mark."""
+        await self._run(
+            _write, "DELETE FROM notify_pending WHERE room=? AND message_id=?", (room, message_id)
+        )
 
     async def history(self, room: str, *, before: str | None, limit: int) -> HistoryPage:
         """Newest first, strictly older than ``before``."""
@@ -443,6 +454,21 @@ def _stream_after(db: sqlite3.Connection, room: str, pos: int, limit: int) -> St
     return StreamSlice(records[:limit], len(records) > limit, head)
 
 
+def _pending(db: sqlite3.Connection, limit: int) -> list[Message]:
+    with db:
+        db.execute(
+            """DELETE FROM notify_pending WHERE NOT EXISTS (SELECT 1 FROM messages m
+               WHERE m.room = notify_pending.room AND m.id = notify_pending.message_id)"""
+        )
+    found = db.execute(
+        f"""SELECT {", ".join("m." + c.strip() for c in _COLUMNS.split(","))}
+            FROM notify_pending p JOIN messages m ON m.room = p.room AND m.id = p.message_id
+            ORDER BY p.message_id LIMIT ?""",
+        (limit,),
+    ).fetchall()
+    return [_row(r) for r in found]
+
+
 def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
     with db:
         cursor = db.execute(
@@ -484,6 +510,10 @@ def _append(db: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
             _next_pos(db, message.room) if message.pos is None else _given_pos(db, message.room, message.pos)
         )
         db.execute("UPDATE messages SET pos=? WHERE room=? AND id=?", (pos, message.room, message.id))
+        if marks_pending(message):  # in this transaction: no message without its mark
+            db.execute(
+                "INSERT INTO notify_pending (room, message_id) VALUES (?,?)", (message.room, message.id)
+            )
         db.execute(
             """INSERT INTO rooms (name, created_at_ms, last_message_id) VALUES (?,?,?)
                ON CONFLICT (name) DO UPDATE SET last_message_id = excluded.last_message_id

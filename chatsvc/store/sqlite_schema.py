@@ -18,7 +18,7 @@ from chatsvc.store import (
     sqlite_threads,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -112,6 +112,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     8: sqlite_modes.MIGRATION,
     # The offline-notification relay to a Kafka topic (issue 24).
     9: sqlite_relay.MIGRATION,
+    # Messages whose offline notifications are not written yet (issue 24: marked in the
+    # message's transaction, cleared once written; a restart writes what is left).
+    10: (
+        """CREATE TABLE IF NOT EXISTS notify_pending (
+            room TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            PRIMARY KEY (room, message_id)
+        ) WITHOUT ROWID""",
+    ),
 }
 
 

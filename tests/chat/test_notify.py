@@ -8,6 +8,8 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +24,9 @@ from chatsvc.model.ids import id_at
 from chatsvc.model.messages import Message
 from chatsvc.model.rooms import Conversation, Member, Notification
 from chatsvc.settings import Limits
+from chatsvc.store.base import NotificationOutbox
 from chatsvc.store.memory import MemoryStore
+from chatsvc.store.sqlite import SqliteStore
 from tests.support.control_net import ControlNet, eventually
 
 DM = "dm:0123456789abcdef"
@@ -176,3 +180,140 @@ async def test_a_silent_replicas_users_expire(net: ControlNet) -> None:
     finally:
         await a.aclose()
         await b.aclose()
+
+
+# -- durable: derived from the message's record, resumed after a crash ----------------------
+
+
+async def open_sqlite(path: Path) -> SqliteStore:
+    store = SqliteStore(path)
+    await store.open()
+    await store.migrate()
+    return store
+
+
+async def outbox_pairs(store: NotificationOutbox) -> list[tuple[str, str]]:
+    return [(n.user_id, n.message_id) for _, n in await store.notifications_after(0, 100)]
+
+
+async def settled(store: MemoryStore | SqliteStore, expected: list[tuple[str, str]]) -> bool:
+    """The outbox holds ``expected`` and no mark is left (the sweep clears a mark after)."""
+    return await store.pending_notifications(10) == [] and await outbox_pairs(store) == expected
+
+
+async def test_embedded_a_process_stopped_between_ack_and_notifications_loses_none(tmp_path: Path) -> None:
+    """The send path stored the message (and, in its transaction, the mark) and acked; the
+    process stops while writing the notifications. The next process writes them at start,
+    once; the one after that writes nothing again."""
+    first = await open_sqlite(tmp_path / "chat.db")
+    members = [Member(DM, u, "member", 1) for u in ("alice", "bob")]
+    await first.create_conversation(Conversation(DM, "direct", "", "alice", 1), members)
+    sent, created = await first.append(message("are you there?"))  # what the ack follows
+
+    class Stopping(SqliteStore):
+        async def add_notification(self, notification: Notification) -> bool:
+            raise asyncio.CancelledError  # the process stops right here
+
+    with pytest.raises(asyncio.CancelledError):
+        await Notifier(first, Limits(), outbox=Stopping(tmp_path / "unused.db")).posted(sent, created=created)
+    assert created and await outbox_pairs(first) == []
+    assert [m.id for m in await first.pending_notifications(10)] == [sent.id]
+    await first.aclose()
+
+    for restart in range(2):
+        store = await open_sqlite(tmp_path / "chat.db")
+        notifier = Notifier(store, Limits(), outbox=store)
+        await notifier.start()
+        try:
+            await eventually(lambda s=store: settled(s, [("bob", sent.id)]), what=f"start {restart}")
+        finally:
+            await notifier.aclose()
+            await store.aclose()
+
+
+async def test_embedded_the_send_path_clears_the_mark_and_a_duplicate_asks_for_a_sweep(
+    store: MemoryStore,
+) -> None:
+    notifier = Notifier(store, Limits(), outbox=store)
+    await notifier.start()
+    try:
+        sent, _ = await store.append(message("one"))
+        assert await notifier.posted(sent) == 1
+        assert await store.pending_notifications(10) == []  # written: no mark left
+        lost, _ = await store.append(message("two"))  # its first attempt's process died
+        assert await notifier.posted(lost, created=False) == 0  # the retry writes nothing itself
+        await eventually(lambda: settled(store, [("bob", sent.id), ("bob", lost.id)]), what="swept")
+    finally:
+        await notifier.aclose()
+
+
+async def test_embedded_a_failed_write_is_retried_by_the_sweep(store: MemoryStore) -> None:
+    failing = [True]
+
+    class Flaky(MemoryStore):
+        async def add_notification(self, notification: Notification) -> bool:
+            if failing[0]:
+                raise StoreUnavailable("message store error: OperationalError")
+            return await store.add_notification(notification)
+
+        async def pending_notifications(self, limit: int) -> list[Message]:
+            return await store.pending_notifications(limit)
+
+        async def clear_pending_notification(self, room: str, message_id: str) -> None:
+            await store.clear_pending_notification(room, message_id)
+
+    notifier = Notifier(store, Limits(), outbox=Flaky())
+    await notifier.start()
+    try:
+        sent, _ = await store.append(message())
+        assert await notifier.posted(sent) == 0  # logged, never raised: the ack stands
+        failing[0] = False
+        await eventually(lambda: settled(store, [("bob", sent.id)]), within=5.0, what="retried")
+    finally:
+        await notifier.aclose()
+
+
+async def test_cluster_the_history_writer_notifies_and_the_send_path_does_not(store: MemoryStore) -> None:
+    notifier = Notifier(store, Limits(), outbox=store)
+    notifier.from_log = True
+    sent = message()
+    assert await notifier.posted(sent) == 0  # the sender's replica: nothing
+    assert await notifier.written(sent) == 1  # the partition's writer
+    assert await notifier.written(sent) == 0  # a re-run (a new writer after a crash)
+    assert await outbox_pairs(store) == [("bob", sent.id)]
+
+    class Down(MemoryStore):
+        async def add_notification(self, notification: Notification) -> bool:
+            raise StoreUnavailable("message store error: NoHostAvailable")
+
+    with pytest.raises(StoreUnavailable):  # the writer retries the record
+        await Notifier(store, Limits(), outbox=Down()).written(message("later"))
+    assert await notifier.written(replace(message("system"), kind="system")) == 0  # the admin API's
+    assert await outbox_pairs(store) == [("bob", sent.id)]
+
+
+async def test_the_writer_judges_after_the_registry_had_a_heartbeat(net: ControlNet) -> None:
+    """A just-started replica has not heard the others' users yet: :meth:`written` waits
+    for ``settled`` (one heartbeat after start; at once for a registry never started)."""
+    online = OnlineUsers(net.router("ra"), version="1", heartbeat_seconds=0.3)
+    await online.settled()  # never started: nothing to wait for
+    await online.start()
+    try:
+        waiting = asyncio.ensure_future(online.settled())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await asyncio.wait_for(waiting, 5.0)
+        await asyncio.wait_for(online.settled(), 0.1)  # settled stays settled
+    finally:
+        await online.aclose()
+
+
+async def test_a_public_message_without_mentions_reads_no_members(store: MemoryStore) -> None:
+    class NoReads(MemoryStore):
+        async def list_members(self, room: str, *, after: str | None, limit: int) -> list[Member]:
+            raise AssertionError("members read for a public message")
+
+    notifier = Notifier(NoReads(), Limits(), outbox=store)
+    public = Message(id_at(1_700_000_000_001), "stock:005930", "alice", "Alice", "hi", 1_700_000_000_001)
+    assert await notifier.written(public) == 0
+    assert await notifier.written(replace(public, mentions=("bob",))) == 1  # mentions: no read either

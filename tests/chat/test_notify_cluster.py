@@ -297,6 +297,63 @@ async def test_killing_the_relaying_replica_loses_and_duplicates_nothing(cluster
         assert sorted((n.user_id, n.message_id) for n in got) == expected
 
 
+async def test_a_replica_killed_mid_burst_loses_and_duplicates_no_notification(cluster: Cluster) -> None:
+    """The sender's replica is SIGKILLed while a burst of private-room messages to offline
+    members is in flight. The client retries every send it has no ack for (same
+    client_msg_id) on the other replica, so every message ends up acked, as new or as the
+    duplicate of a record the dead replica logged. After the killed replica is back, each
+    (member, message) is one record on the topic and once in StreamNotifications. (Before
+    issue 24's fix the sender's replica wrote the notifications after logging the message:
+    one it logged but had not notified when it died was a duplicate on retry and notified
+    nobody. Now the history writer derives them from the log, resuming after a crash.)"""
+    ra, rb = cluster.replica("ra"), cluster.replica("rb")
+    alice = user("alice")
+    # Twenty offline members: a message's notifications are twenty conditional writes, so
+    # the kill very likely lands while some in-flight send is between its record and the
+    # end of its notifications (where the old order lost them).
+    offline = [user(f"off{i}") for i in range(20)]
+    lanes, per_lane, kill_after = 4, 6, 8
+    acked: dict[str, str] = {}  # client_msg_id -> message id
+    async with ClientPool() as pool:
+        a = await pool.connect(ra.url, token(alice))
+        a_on_b = await pool.connect(rb.url, token(alice))
+        await bus_ready(a, a_on_b)
+        club = (await a.ok("create_room", {"kind": "private", "title": "Club", "members": offline}))["room"]
+
+        def send(lane: int, i: int) -> dict[str, Any]:
+            return {"room": club, "text": f"burst {lane}.{i}", "client_msg_id": f"b-{lane}-{i}"}
+
+        async def lane(n: int) -> None:
+            for i in range(per_lane):
+                payload = send(n, i)
+                try:
+                    ack = await a.call("message", payload, within=5.0)
+                except Exception:  # the replica is gone: retried below
+                    continue
+                if isinstance(ack, dict) and ack.get("ok"):
+                    acked[payload["client_msg_id"]] = ack["message"]["id"]
+                if len(acked) == kill_after:  # while the other lanes' sends are in flight
+                    ra.signal(signal.SIGKILL)
+
+        await asyncio.gather(*(lane(n) for n in range(lanes)))
+        ra.wait_exit()
+        unacked = [send(n, i) for n in range(lanes) for i in range(per_lane)]
+        unacked = [p for p in unacked if p["client_msg_id"] not in acked]
+        assert len(acked) >= kill_after and unacked, (len(acked), len(unacked))
+        for payload in unacked:  # the client's retry, on the replica still up
+            acked[payload["client_msg_id"]] = (await a_on_b.ok("message", payload))["message"]["id"]
+    ra = cluster.replica("ra")  # back: its partitions' writer resumes from the last commit
+
+    expected = sorted((u, m) for u in offline for m in acked.values())
+    assert len(expected) == len(offline) * lanes * per_lane
+    found = await records(cluster, expect=len(expected), within=90.0, users=set(offline))
+    assert pairs(found) == expected  # every pair, none twice
+    for replica in (ra, rb):
+        async with admin_client(replica.grpc_port) as admin:
+            got = [n for n in await collect(admin, 0, 1000, within=6.0) if n.user_id in set(offline)]
+        assert sorted((n.user_id, n.message_id) for n in got) == expected
+
+
 async def relay_holder(*replicas: ServerProcess) -> ServerProcess:
     """The first of ``replicas`` to take the relay's lease (it logs so); fails after 30 s."""
     deadline = time.monotonic() + 30

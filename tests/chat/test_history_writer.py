@@ -1,0 +1,114 @@
+"""The history writer's store side (cluster mode) with offline notifications (issue 24): a
+message record's notifications are written with its row, once per (user, message) however
+often the record is written (a writer that died before committing, its successor after a
+restart), and a notification store failure has the record retried."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatsvc.bus.log import LogRecord
+from chatsvc.chat.conversations import user_room
+from chatsvc.chat.history_writer import HistoryWriter
+from chatsvc.chat.notify import Notifier
+from chatsvc.chat.streams import message_body
+from chatsvc.errors import StoreUnavailable
+from chatsvc.metrics import Metrics
+from chatsvc.model.ids import id_at
+from chatsvc.model.messages import Message
+from chatsvc.model.rooms import Conversation, Member, Notification
+from chatsvc.settings import Limits
+from chatsvc.store.memory import MemoryStore
+
+DM = "dm:0123456789abcdef"
+
+
+@pytest.fixture
+async def store() -> MemoryStore:
+    store = MemoryStore()
+    await store.open()
+    members = [Member(DM, u, "member", 1) for u in ("alice", "bob")]
+    await store.create_conversation(Conversation(DM, "direct", "", "alice", 1), members)
+    return store
+
+
+def record(offset: int, text: str = "hello", *, client_msg_id: str | None = None) -> LogRecord:
+    ms = 1_700_000_000_000 + offset
+    sent = Message(id_at(ms), DM, "alice", "Alice", text, ms, client_msg_id=client_msg_id)
+    return LogRecord(DM, offset, message_body(sent, skip_sid=None, host="ra"))
+
+
+def writer(store: MemoryStore, outbox: MemoryStore | None = None) -> HistoryWriter:
+    """A replica's writer with its notifier (a new one per "process")."""
+    notifier = Notifier(store, Limits(), outbox=outbox or store)
+    notifier.from_log = True
+    history = HistoryWriter(store, Metrics())
+    history.on_message = notifier.written
+    return history
+
+
+async def outbox(store: MemoryStore) -> list[tuple[str, str]]:
+    return [(n.user_id, n.message_id) for _, n in await store.notifications_after(0, 100)]
+
+
+async def test_a_message_record_notifies_once_also_when_written_again_after_a_restart(
+    store: MemoryStore,
+) -> None:
+    first = record(1, client_msg_id="c-1")
+    await writer(store).write(first)
+    sent = first.body["id"]
+    assert await outbox(store) == [("bob", sent)]
+    # The writer died before committing: its successor (a new process) writes it again.
+    await writer(store).write(first)
+    # A late duplicate of the same send (a second record, same client_msg_id): the original.
+    await writer(store).write(record(2, client_msg_id="c-1"))
+    assert await outbox(store) == [("bob", sent)]
+    page = await store.history(DM, before=None, limit=10)
+    assert [m.id for m in page.messages] == [sent]
+
+
+async def test_a_record_whose_notifications_were_cut_off_gets_them_from_the_next_writer(
+    store: MemoryStore,
+) -> None:
+    """The row was written, then the writer died before the notifications (no commit)."""
+    first = record(1)
+    await HistoryWriter(store, Metrics()).write(first)  # a writer that stopped after the row
+    assert await outbox(store) == []
+    await writer(store).write(first)  # the partition's next writer, from the last commit
+    assert await outbox(store) == [("bob", first.body["id"])]
+
+
+async def test_a_notification_store_failure_has_the_record_retried(store: MemoryStore) -> None:
+    down = [True]
+
+    class Flaky(MemoryStore):
+        async def add_notification(self, notification: Notification) -> bool:
+            if down[0]:
+                raise StoreUnavailable("message store error: NoHostAvailable")
+            return await store.add_notification(notification)
+
+    history = writer(store, outbox=Flaky())
+    first = record(1)
+    with pytest.raises(StoreUnavailable):  # chatsvc.bus's writer retries it (capped backoff)
+        await history.write(first)
+    down[0] = False
+    await history.write(first)
+    assert await outbox(store) == [("bob", first.body["id"])]
+
+
+async def test_a_private_record_names_its_members_so_the_writer_reads_none(store: MemoryStore) -> None:
+    """The sender resolved the room's audience into the record (``to``: the room and each
+    member's user room); the writer notifies those members without a members read."""
+
+    class NoReads(MemoryStore):
+        async def list_members(self, room: str, *, after: str | None, limit: int) -> list[Member]:
+            raise AssertionError("members read by the history writer")
+
+    notifier = Notifier(NoReads(), Limits(), outbox=store)
+    history = HistoryWriter(store, Metrics())
+    history.on_message = notifier.written
+    sent = record(1)
+    to = [DM, *(user_room(u) for u in ("alice", "bob", "carol"))]
+    addressed = LogRecord(DM, 1, {**sent.body, "to": to})
+    await history.write(addressed)
+    assert sorted(await outbox(store)) == [("bob", sent.body["id"]), ("carol", sent.body["id"])]
