@@ -62,10 +62,14 @@ class SocketIOPacket(packet.Packet):  # type: ignore[misc]
     @classmethod
     def data_is_binary(cls, data: Any) -> bool:
         """Whether ``data`` holds ``bytes`` or ``bytearray`` anywhere in its lists and dicts."""
-        if isinstance(data, (bytes, bytearray)):
-            return True
-        if not isinstance(data, (list, dict)):
-            return False
+        kind = type(data)
+        if kind is not dict and kind is not list:
+            if data is None or kind is str:
+                return False  # a decoded packet's first ask (None), a bare string
+            if isinstance(data, (bytes, bytearray)):
+                return True
+            if not isinstance(data, (list, dict)):
+                return False
         pending: list[Any] = [data]
         while pending:
             container = pending.pop()
@@ -73,6 +77,11 @@ class SocketIOPacket(packet.Packet):  # type: ignore[misc]
                 kind = type(value)
                 if kind is str or kind is int or value is None or kind is bool or kind is float:
                     continue  # what nearly every value of a chat payload is
+                if kind is dict or kind is list:
+                    # Exactly a dict or list (the wire dict's ``user``): no bytes, looked into,
+                    # without the two isinstance calls a subclass still takes below.
+                    pending.append(value)
+                    continue
                 if isinstance(value, (bytes, bytearray)):
                     return True
                 if isinstance(value, (list, dict)):
