@@ -82,6 +82,8 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # DirectEmitMixin.emit rewrites AsyncManager.emit (and, off, sends the way it does).
     "socketio.async_manager:AsyncManager.emit": ("01ccd5b82b4f955e", _BROADCAST),
     "socketio.async_server:AsyncServer._send_eio_packet": ("64cf72a2ab7d75b1", _BROADCAST),
+    # DirectEmitMixin._participants is its body, returning the pairs instead of yielding them.
+    "socketio.base_manager:BaseManager.get_participants": ("7d78ad681c95de5b", _BROADCAST),
     # SocketIOPacket overrides data_is_binary, which __init__ calls.
     "socketio.packet:Packet.__init__": ("5fe2fa797e082c1d", _PACKET),
     "socketio.packet:Packet.data_is_binary": ("464dded7ae952a64", _PACKET),

@@ -268,3 +268,15 @@ async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
     assert written == [("eio0", frame(plain)), ("eio2", frame(offset)), ("eio3", frame(offset))]
     assert queued == [("eio1", plain)]
     assert built == [1, 1]  # one per variant, not per recipient
+
+
+async def test_participants_are_python_socketios_in_its_order() -> None:
+    manager = LocalManager()
+    served = await recorded_server(manager, ["lobby", "lobby", "lobby", "other"])
+    await manager.enter_room(served.sids[0], "/", "other")  # in both: a list of rooms names it once
+    rooms: list[Any] = ["lobby", "other", ["lobby", "other"], ["other", "lobby", "gone"], ["gone", "lobby"]]
+    for room in [*rooms, "gone", None]:
+        for namespace in ("/", "/elsewhere"):
+            ours = list(manager._participants(namespace, room))
+            assert ours == list(manager.get_participants(namespace, room)), (namespace, room)
+    assert len(list(manager._participants("/", ["lobby", "other"]))) == 4
