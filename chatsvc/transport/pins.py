@@ -90,6 +90,8 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # PacketJSON: what encode passes to dumps, what decode passes to engineio.json.loads.
     "socketio.packet:Packet.encode": ("513c45be75181da2", _PACKET),
     "engineio.json:loads": ("8a4490ed912f80c2", _PACKET),
+    # PacketJSON.dumps calls the C encoder as the one-shot branch of this does (stdlib).
+    "json.encoder:JSONEncoder.iterencode": ("0a9b6ccb5629e721", _PACKET),
     "engineio.json:_safe_int": ("9cba49b1e53e856b", _PACKET),
     # aiohttp: frames() writes byte for byte what send_frame would (unmasked, uncompressed).
     "aiohttp._websocket.writer:WebSocketWriter.send_frame": ("7ab812cc70561f8e", _FRAMES),
