@@ -11,13 +11,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    enable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatsvc import metrics as metrics_module
-from chatsvc.metrics import LoopLagProbe, Metrics
+from chatsvc.metrics import LabelledHistogram, LoopLagProbe, Metrics, Tally
 from tests.bus.helpers import new_topic, replica_env
 from tests.conftest import ServerFactory
 from tests.support.clients import ClientPool, running_server
@@ -89,6 +99,63 @@ def test_registry_has_process_and_platform_collectors_and_stays_per_app() -> Non
         assert metrics.registry.get_sample_value("python_info", _python_labels()) == 1.0
     first.messages_in.inc()
     assert second.registry.get_sample_value("chatsvc_messages_in_total") == 0
+
+
+_CREATED = re.compile(r"^(\w+_created(?:\{[^}]*\})?) \S+$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("render", [generate_latest, generate_openmetrics])
+def test_a_tally_is_exposed_as_the_counter_it_replaces(render: Any) -> None:
+    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    tally = Tally("chatsvc_things_total", "Things counted", registry=ours)
+    counter = Counter("chatsvc_things_total", "Things counted", registry=theirs)
+    for amount in (1, 1, 2.5):
+        tally.inc(amount)
+        counter.inc(amount)
+    with pytest.raises(ValueError):
+        tally.inc(-1)
+    text = render(ours).decode()
+    assert "chatsvc_things_total 4.5" in text
+    # Byte for byte the Counter's exposition, but for the creation time (a clock read each).
+    assert _CREATED.sub(r"\1 T", text) == _CREATED.sub(r"\1 T", render(theirs).decode())
+    assert ours.get_sample_value("chatsvc_things_total") == 4.5
+
+
+@pytest.mark.parametrize("render", [generate_latest, generate_openmetrics])
+def test_a_labelled_histogram_is_exposed_as_the_histogram_it_replaces(render: Any) -> None:
+    ours, theirs = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    buckets = (0.001, 0.01, 0.1, 1, 5)
+    mine = LabelledHistogram("chatsvc_waits_seconds", "Waits", "op", buckets=buckets, registry=ours)
+    stock = Histogram("chatsvc_waits_seconds", "Waits", ["op"], buckets=buckets, registry=theirs)
+    observed = {"append": [0, 0.001, 0.0011, 0.5, 1, 5, 7.5, 1e9], "get": [0.02], "edit": []}
+    for op, amounts in observed.items():
+        for amount in amounts:  # bounds themselves, between, above all (+Inf only), none
+            mine.labels(op).observe(amount)
+            stock.labels(op).observe(amount)
+    text = render(ours).decode()
+    assert 'chatsvc_waits_seconds_bucket{le="0.001",op="append"} 2.0' in text
+    assert _CREATED.sub(r"\1 T", text) == _CREATED.sub(r"\1 T", render(theirs).decode())
+    assert ours.get_sample_value("chatsvc_waits_seconds_count", {"op": "append"}) == 8
+
+
+def test_created_samples_follow_prometheus_clients_switch() -> None:
+    metrics = Metrics()
+
+    async def append() -> None:
+        async with metrics.timed_store("append"):
+            pass
+
+    asyncio.run(append())
+    metrics.messages_in.inc()
+    disable_created_metrics()
+    try:
+        text = metrics.render().decode()
+    finally:
+        enable_created_metrics()
+    assert "chatsvc_messages_in_total 1.0" in text and "chatsvc_messages_in_created" not in text
+    assert 'chatsvc_store_latency_seconds_count{op="append"} 1.0' in text
+    assert "chatsvc_store_latency_seconds_created" not in text
+    assert "chatsvc_store_latency_seconds_created" in metrics.render().decode()
 
 
 def _python_labels() -> dict[str, str]:

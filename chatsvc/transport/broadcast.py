@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import socketio
@@ -140,19 +140,7 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         if not self.lean_rooms:
             yield from super().get_participants(namespace, room)
             return
-        ns = self.rooms.get(namespace, {})
-        if hasattr(room, "__len__") and not isinstance(room, str):
-            participants: dict[str, str] = {}
-            for r in room:
-                members = ns.get(r)
-                if members is not None:
-                    participants.update(members if type(members) is LeanRoom else members._fwdm)
-        else:
-            members = ns.get(room)
-            if members is None:
-                return
-            participants = (members if type(members) is LeanRoom else members._fwdm).copy()
-        yield from participants.items()
+        yield from self._members(namespace, room).items()
 
     def use_filter(self, policy: RecipientFilter | None) -> None:
         """Leave out the recipients ``policy`` names, from now on (``None``: nobody)."""
@@ -220,7 +208,9 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         packets = self._eio_packets(namespace, [event, *args])
         plain: list[str] = []  # the Engine.IO sids that get ``packets``
         with_offset: list[str] = []  # ... and those that get them with the offset appended
-        for sid, eio_sid in self.get_participants(namespace, room):
+        read = self._participants if self.direct_emit else self.get_participants
+        members = read(namespace, room)
+        for sid, eio_sid in members:
             if sid in skip or (hidden and sid in hidden):
                 continue
             if opted and sid in opted and policy is not None:
@@ -234,6 +224,29 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
         await self._send_each(event, plain, packets)
         if with_offset:
             await self._send_each(event, with_offset, self._eio_packets(namespace, [event, *args, offset]))
+
+    def _participants(self, namespace: str, room: Any) -> Iterable[tuple[str, str]]:
+        """``get_participants`` (python-socketio 5.18.1, hash-pinned) returning its copy's
+        pairs instead of yielding them: the same recipients in the same order, without a
+        generator resumption per recipient (fast path ``direct-emit``)."""
+        return self._members(namespace, room).items()
+
+    def _members(self, namespace: str, room: Any) -> dict[str, str]:
+        """A copy of the members of ``room`` (or of several, each once, in python-socketio's
+        order) as sid -> Engine.IO sid: a :class:`LeanRoom` read as the dict it is, a bidict
+        through its ``_fwdm``."""
+        ns = self.rooms.get(namespace, {})
+        if hasattr(room, "__len__") and not isinstance(room, str):
+            participants: dict[str, str] = {}
+            for r in room:
+                members = ns.get(r)
+                if members is not None:
+                    participants.update(members if type(members) is LeanRoom else members._fwdm)
+            return participants
+        members = ns.get(room)
+        if members is None:
+            return {}
+        return (members if type(members) is LeanRoom else members._fwdm).copy()
 
     async def _send_each(self, event: str, eio_sids: list[str], packets: list[eio_packet.Packet]) -> None:
         """``packets`` to each socket: framed once and written where that is safe, queued

@@ -88,6 +88,8 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     "socketio.async_server:AsyncServer._send_eio_packet": ("64cf72a2ab7d75b1", _BROADCAST),
     # LeanRoom: DirectEmitMixin.basic_enter_room rewrites this; python-socketio reads a
     # room's members through _fwdm and the inverse of the namespace's own room only.
+    # DirectEmitMixin._participants is get_participants' body, returning the pairs instead
+    # of yielding them.
     "socketio.base_manager:BaseManager.basic_enter_room": ("3f509586d2d7f47e", _BROADCAST),
     "socketio.base_manager:BaseManager.get_participants": ("7d78ad681c95de5b", _BROADCAST),
     "socketio.base_manager:BaseManager.sid_from_eio_sid": ("15467098a36bcd71", _BROADCAST),
@@ -97,6 +99,8 @@ PINNED_SOURCES: dict[str, tuple[str, str]] = {
     # PacketJSON: what encode passes to dumps, what decode passes to engineio.json.loads.
     "socketio.packet:Packet.encode": ("513c45be75181da2", _PACKET),
     "engineio.json:loads": ("8a4490ed912f80c2", _PACKET),
+    # PacketJSON.dumps calls the C encoder as the one-shot branch of this does (stdlib).
+    "json.encoder:JSONEncoder.iterencode": ("0a9b6ccb5629e721", _PACKET),
     "engineio.json:_safe_int": ("9cba49b1e53e856b", _PACKET),
     # aiohttp: a route's handler marked a coroutine function is kept as it is (not wrapped
     # in a coroutine of aiohttp's), and what it returns is awaited (coroutine_handler: the

@@ -296,3 +296,27 @@ async def test_lean_rooms_list_the_same_participants_as_python_socketios() -> No
         manager.basic_leave_room(served[id(manager)].sids[0], "/", "lobby")
     for room in rooms:
         assert listed(lean, room) == listed(stock, room), room
+
+
+async def test_participants_are_python_socketios_in_its_order() -> None:
+    """``_participants`` (direct-emit) lists what python-socketio's generator yields, in its
+    order, from LeanRooms (lean-socket) and from bidicts alike."""
+    stock, ours = socketio.AsyncManager(), LocalManager()
+    for manager in (stock, ours):
+        served = await recorded_server(manager, ["lobby", "lobby", "lobby", "other"])
+        await manager.enter_room(served.sids[0], "/", "other")  # in both: a list names it once
+
+    def eio_sids(pairs: Any) -> list[str]:
+        return [eio_sid for _, eio_sid in pairs]
+
+    rooms: list[Any] = ["lobby", "other", ["lobby", "other"], ["other", "lobby", "gone"], ["gone", "lobby"]]
+    for room in [*rooms, "gone", None]:
+        for namespace in ("/", "/elsewhere"):
+            expected = eio_sids(stock.get_participants(namespace, room))
+            assert eio_sids(ours._participants(namespace, room)) == expected, (namespace, room)
+            # the same body over python-socketio's bidicts (lean-socket off)
+            assert eio_sids(LocalManager._members(stock, namespace, room).items()) == expected, (
+                namespace,
+                room,
+            )
+    assert len(list(ours._participants("/", ["lobby", "other"]))) == 4

@@ -103,6 +103,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         (socketio.AsyncServer, "handle_request", "lean-socket:socketio handle_request"),
         # direct-emit: the task-free loop vs python-socketio's emit.
         (DirectEmitMixin, "_send_each", "direct-emit:send_each"),
+        (DirectEmitMixin, "_participants", "direct-emit:participants"),
         (socketio.AsyncManager, "emit", "direct-emit:stock emit"),
         # event-worker: a parked worker woken for the next event vs a new worker task.
         (EventWorkers, "_wake_worker", "event-worker:woken"),
@@ -344,3 +345,16 @@ def test_the_benchmark_turns_the_same_fast_paths_off_through_the_setting() -> No
         assert named == [FAST_PATHS], name
         assert "CHATSVC_FAST_PATHS_OFF" in source, name
         assert "engineio_internals" not in source and ".emit = " not in source, name
+
+
+async def test_direct_emit_reads_a_rooms_members_without_python_socketios_generator(
+    calls: Counter[str], tmp_path: Path
+) -> None:
+    got, _ = await _one_message(_settings(tmp_path / "on"))
+    assert got == ["hello"]
+    assert calls["direct-emit:participants"] > 0
+    calls.clear()
+    got, _ = await _one_message(_settings(tmp_path / "off", CHATSVC_FAST_PATHS_OFF="direct-emit"))
+    assert got == ["hello"]  # python-socketio's emit, which walks get_participants itself
+    assert calls["direct-emit:participants"] == 0
+    assert calls["direct-emit:stock emit"] > 0

@@ -3,6 +3,7 @@ python-socketio's ``Packet.data_is_binary``, from the code it was written agains
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,35 @@ def test_other_arguments_take_the_stock_codec() -> None:
     assert PacketJSON.dumps({"b": 1, "a": "é"}, sort_keys=True) == '{"a": "\\u00e9", "b": 1}'
     assert PacketJSON.loads("[1.5]", parse_float=str) == ["1.5"]
     assert PacketJSON.loads(b'{"x": 1}') == {"x": 1}
+
+
+def _circular() -> list[Any]:
+    loop: list[Any] = ["again"]
+    loop.append(loop)
+    return loop
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        "plain",
+        'héllo ☃ \u2028 "quoted" \\ \n',
+        ["message", {"n": 1, "f": 1.5, "big": 10**30, "nan": float("nan"), "inf": float("-inf")}],
+        {"nested": [[], {}, [None, True, False]], 3: "int key", 2.5: "float key", None: "null key"},
+        ("tuple", "as a list"),
+    ],
+)
+def test_compact_dumps_is_the_stdlibs(obj: Any) -> None:
+    assert PacketJSON.dumps(obj, separators=(",", ":")) == json.dumps(obj, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("obj", [{"x": object()}, _circular(), {b"bytes key": 1}])
+def test_compact_dumps_fails_as_the_stdlib_and_recovers(obj: Any) -> None:
+    with pytest.raises((TypeError, ValueError)) as theirs:
+        json.dumps(obj, separators=(",", ":"))
+    with pytest.raises((TypeError, ValueError)) as ours:
+        PacketJSON.dumps(obj, separators=(",", ":"))
+    assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value))
+    shared: list[Any] = ["shared"]
+    # No state left behind by the failure: the same list twice is no circular reference.
+    assert PacketJSON.dumps([shared, shared], separators=(",", ":")) == '[["shared"],["shared"]]'
