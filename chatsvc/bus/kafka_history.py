@@ -1,21 +1,33 @@
 """The history writer of the events topic (issue 21): every record written to the history
-store once, in stream order, by one replica per partition.
+store, in stream order, by one replica per partition, and counted as written only once the
+store can no longer lose it.
 
 A consumer group (``chatsvc.history``; ``<topic>.history`` for a topic of another name) gives
 each partition one writer among the replicas, moved by Kafka when a replica goes. Records are
 written in batches (up to ``HISTORY_BATCH_RECORDS`` fetched at once): each room's records in
 stream order, the batch's rooms concurrently; a failed write is retried with capped backoff
-(logged once per outage) and nothing after it in its room is written first; the group offsets
-are committed only after the whole batch is written, so a writer that dies resumes, wherever
-it resumes, after the last batch written (a record may be written twice: the writes are
-idempotent). Started by :class:`chatsvc.bus.kafka_log.KafkaRoomLog` when the chat layer asks
-for history (``on_history``).
+(logged once per outage) and nothing after it in its room is written first.
+
+A write the store acked is not yet durable: a CQL node that crashes loses the writes it
+acked but had not synced to its commit log (``commitlog_sync: periodic``, the default of
+Cassandra and ScyllaDB), and when it held the only copy (one replica, or all of them down at
+once) nothing brings them back. The chaos run of issue 21 lost exactly such a row: written
+and committed a few milliseconds before the CQL node was killed. So a batch's offsets are
+committed only once it has *settled* (``HISTORY_SETTLE_SECONDS`` after its writes, longer
+than the store's sync period), and the first failure of a store outage rewinds the writer to
+the last commit: everything written since is written again, in stream order, once the store
+is back. A writer that stops or dies likewise leaves the unsettled records to the next one.
+Every write is idempotent, so a record written twice is harmless. Started by
+:class:`chatsvc.bus.kafka_log.KafkaRoomLog` when the chat layer asks for history
+(``on_history``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +48,15 @@ HISTORY_MAX_POLL_INTERVAL_MS = 1_800_000
 HISTORY_BATCH_RECORDS = 500
 #: Rooms of one batch written at the same time (each room's records stay in stream order).
 HISTORY_ROOMS_IN_FLIGHT = 32
+#: How long after its writes a batch is committed (see the module docstring): the store's
+#: commit log sync period (10 s by default in Cassandra and ScyllaDB), plus the time a dead
+#: node takes to show as a failed request (the request timeout, 5 s by default), plus margin.
+#: The price: a store outage, or a writer taking over, writes this much of the stream again.
+HISTORY_SETTLE_SECONDS = 20.0
+
+
+class _Rewind(Exception):
+    """A store outage began: what was written since the last commit may be lost with it."""
 
 
 def history_group(topic: str) -> str:
@@ -54,17 +75,29 @@ class KafkaHistoryWriter:
         write: RecordHandler,
         *,
         backoff_seconds: float = 0.5,
+        settle_seconds: float = HISTORY_SETTLE_SECONDS,
     ) -> None:
-        """``options``: the Kafka client options (brokers, TLS, SASL)."""
+        """``options``: the Kafka client options (brokers, TLS, SASL); ``settle_seconds``:
+        how long after its writes a batch is committed."""
         self._topic = topic
         self._options = options
         self._write = write
         self._base_delay = backoff_seconds
+        self._settle = settle_seconds
         self._history: Any = None
         self._task: asyncio.Task[None] | None = None
-        #: Set by :meth:`aclose`: finish the batch in hand (written and committed), then stop.
+        #: Set by :meth:`aclose`: finish the batch in hand (written), then stop.
         self._stopping = asyncio.Event()
         self._down: str | None = None
+        #: Batches written and not committed yet, oldest first: (monotonic time written,
+        #: the offsets to commit for them).
+        self._unsettled: deque[tuple[float, dict[Any, int]]] = deque()
+        #: Set when an outage began: seek back to the last commit before fetching on.
+        self._rewind = False
+        #: The record (partition, offset) whose failure made the last rewind: until it is
+        #: written, its failures are retried in place (a room whose writes keep failing must
+        #: not rewind the whole partition over and over).
+        self._rewound_at: tuple[int, int] | None = None
 
     def start(self) -> None:
         """Run the writer in the background (it connects, and reconnects, by itself)."""
@@ -88,19 +121,38 @@ class KafkaHistoryWriter:
         return consumer
 
     async def _run(self) -> None:
-        """Write every batch (:meth:`_write_batch`), then commit its offsets; rebuild the
-        consumer after a failure (resuming after the last commit: writes are idempotent)."""
+        """Write every batch (:meth:`_write_batch`), commit what has settled; rewind to the
+        last commit when a store outage begins; rebuild the consumer after a Kafka failure
+        (resuming after the last commit: writes are idempotent)."""
         delay = self._base_delay
         while not self._stopping.is_set():
             try:
                 if self._history is None:
                     self._history = await self._connect()
+                    self._unsettled.clear()  # a new consumer resumes from the last commit
+                    self._rewound_at = None
+                if self._rewind:
+                    await self._seek_to_committed()
                 batch = await self._history.getmany(timeout_ms=POLL_MS, max_records=HISTORY_BATCH_RECORDS)
                 if batch:
+                    started = time.monotonic()
                     await self._write_batch([r for records in batch.values() for r in records])
-                    await self._history.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                    self._unsettled.append(
+                        (time.monotonic(), {tp: records[-1].offset + 1 for tp, records in batch.items()})
+                    )
+                    log.debug(
+                        "history writer: wrote %s in %.2fs",
+                        ", ".join(
+                            f"{tp.partition}@{rs[0].offset}-{rs[-1].offset}" for tp, rs in batch.items()
+                        ),
+                        time.monotonic() - started,
+                    )
+                await self._commit_settled()
             except asyncio.CancelledError:
                 raise
+            except _Rewind:
+                self._rewind = True  # no sleep: the writes back off by themselves
+                continue
             except Exception as exc:
                 log.warning(
                     "history writer: %s; resuming from the last committed record",
@@ -113,13 +165,42 @@ class KafkaHistoryWriter:
                 continue
             delay = self._base_delay
 
+    async def _commit_settled(self) -> None:
+        """Commit the offsets of the batches written at least ``settle_seconds`` ago (of the
+        partitions still assigned: a partition moved away is rewritten from its last commit by
+        its new writer)."""
+        cutoff = time.monotonic() - self._settle
+        offsets: dict[Any, int] = {}
+        while self._unsettled and self._unsettled[0][0] <= cutoff:
+            offsets.update(self._unsettled.popleft()[1])
+        assigned = self._history.assignment()
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if offsets:
+            await self._history.commit(offsets)
+            log.debug("history writer: committed %s", offsets)
+
+    async def _seek_to_committed(self) -> None:
+        """Fetch on from the last commit of every partition (from the start of one never
+        committed): what was written since is written again."""
+        consumer = self._history
+        self._unsettled.clear()
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+            log.debug("history writer: partition %d rewound to %s", tp.partition, committed)
+        self._rewind = False
+
     async def _write_batch(self, records: list[Any]) -> None:
         """Write one fetched batch: each room's records in stream order, one after the other
         (a room's history must never show a record before an earlier one: catch-up fills
         from the tail only after the store's last record), different rooms concurrently, at
-        most ``HISTORY_ROOMS_IN_FLIGHT`` at a time. Returns once every record is written, so
-        the batch's offsets may then be committed. A failing write holds up only its room's
-        later records (retried until written); the other rooms of the batch go on."""
+        most ``HISTORY_ROOMS_IN_FLIGHT`` at a time. Returns once every record is written.
+        A failing write holds up only its room's later records (retried until written); the
+        other rooms of the batch go on. Raises :class:`_Rewind` when a store outage begins
+        (the batch is then abandoned, and fetched again from the last commit)."""
         by_room: dict[bytes, list[Any]] = {}
         for record in records:
             by_room.setdefault(record.key or b"", []).append(record)
@@ -133,16 +214,23 @@ class KafkaHistoryWriter:
             async with lanes:
                 await self._write_room(room_records)
 
-        async with asyncio.TaskGroup() as group:
-            for room_records in rooms:
-                group.create_task(lane(room_records))
+        rewind = False
+        try:
+            async with asyncio.TaskGroup() as group:
+                for room_records in rooms:
+                    group.create_task(lane(room_records))
+        except* _Rewind:
+            rewind = True
+        if rewind:
+            raise _Rewind
 
     async def _write_room(self, records: list[Any]) -> None:
         for record in records:
             await self._write_one(record)
 
     async def _write_one(self, record: Any) -> None:
-        """Hand one record to the writer until it takes it (capped backoff, logged once)."""
+        """Hand one record to the writer until it takes it (capped backoff, logged once);
+        the first failure of an outage raises :class:`_Rewind` instead."""
         assert self._write is not None
         body, room = decoded_record(record)
         if body is None or room is None:
@@ -155,6 +243,7 @@ class KafkaHistoryWriter:
                 raise
             except Exception as exc:
                 reason = getattr(exc, "message", None) or repr(exc)
+                log.debug("history writer: %s offset %d not written: %s", room, record.offset, reason)
                 if self._down is None:
                     log.warning(
                         "history writer paused at %s offset %d: %s; retrying (backoff up to %.0fs, "
@@ -165,18 +254,27 @@ class KafkaHistoryWriter:
                         BACKOFF_CAP_SECONDS,
                     )
                 self._down = reason
+                if self._rewound_at is None:
+                    # The store may have lost writes it acked just before (see the module
+                    # docstring): go back to the last commit and write everything again.
+                    self._rewound_at = (record.partition, record.offset)
+                    log.info("history writer: rewriting from the last commit once the store is back")
+                    raise _Rewind from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
             if self._down is not None:
                 log.info("history writer resumed at %s offset %d", room, record.offset)
                 self._down = None
+            if self._rewound_at == (record.partition, record.offset):
+                self._rewound_at = None  # past the outage's first failure: the next may rewind
             return
 
     async def aclose(self) -> None:
         """Stop the writer and its consumer; idempotent. A batch already fetched is written
-        and committed first (bounded by ``CLOSE_GRACE_SECONDS``), so the partition's next
-        writer does not write it again; a writer stuck on a store outage is cancelled."""
+        first (bounded by ``CLOSE_GRACE_SECONDS``), and what has settled is committed; the
+        rest is the partition's next writer's to write again. A writer stuck on a store
+        outage is cancelled."""
         self._stopping.set()
         task, self._task = self._task, None
         if task is not None:

@@ -55,7 +55,7 @@ from chatsvc.bus.kafka_client import (
     position_of,
     stop_clients,
 )
-from chatsvc.bus.kafka_history import KafkaHistoryWriter
+from chatsvc.bus.kafka_history import HISTORY_SETTLE_SECONDS, KafkaHistoryWriter
 from chatsvc.bus.kafka_retention import check_events_topic
 from chatsvc.bus.log import LogRecord, RecordHandler, ReleaseHandler
 from chatsvc.errors import BusUnavailable, StartupError
@@ -100,13 +100,17 @@ class KafkaRoomLog:
         routing: bool = False,
         interest: Callable[[], Iterable[str]] | None = None,
         release_after: float = RELEASE_AFTER_SECONDS,
+        history_settle_seconds: float = HISTORY_SETTLE_SECONDS,
     ) -> None:
         """``options``: the Kafka client options (brokers, TLS, SASL); ``probe``: the fan-out
         bus's health check, so an outage it knows of refuses appends at once;
         ``min_retention_hours``: check the topic's retention against it at startup
         (chatsvc.bus.kafka_retention; None: no check); ``routing``: read only wanted
-        partitions, ``interest`` giving the rooms with a local member."""
+        partitions, ``interest`` giving the rooms with a local member;
+        ``history_settle_seconds``: how long after its writes the history writer commits a
+        batch (chatsvc.bus.kafka_history)."""
         self._min_retention_hours = min_retention_hours
+        self._history_settle = history_settle_seconds
         self._topic = topic
         self._options = options
         self._probe = probe
@@ -171,7 +175,11 @@ class KafkaRoomLog:
             self._reader = asyncio.create_task(self._read(), name="chatsvc-room-log")
             if self._write_record is not None:
                 self._history = KafkaHistoryWriter(
-                    self._topic, self._options, self._write_record, backoff_seconds=self._base_delay
+                    self._topic,
+                    self._options,
+                    self._write_record,
+                    backoff_seconds=self._base_delay,
+                    settle_seconds=self._history_settle,
                 )
                 self._history.start()
             log.info("Kafka events topic %s: %d partition(s)", self._topic, len(self._partitions))

@@ -34,6 +34,7 @@ import pytest
 
 from chatsvc.chat.wire import parse_position
 from chatsvc.model.ids import lowest_id_at
+from tests.bus.chaos_evidence import ChaosRecord, keep, now_utc
 from tests.bus.helpers import ChatClient, cassandra_script, kafka_script, new_topic, replica_env
 from tests.conftest import ServerFactory
 from tests.deploy.support import NodeClients
@@ -54,10 +55,14 @@ ENV = {
     # A store request to the dead node fails in 2 s instead of 5: the writer's retries and
     # anything else touching CQL show the outage sooner.
     "SCYLLA_REQUEST_TIMEOUT": "2",
+    # The history writer's batches and failed writes (evidence of a failed run).
+    "CHATSVC_LOG_LEVEL": "DEBUG",
 }
 #: At most this many messages per sender (two senders): the run is bounded even if a phase
-#: never ends (each phase also has its own time bound).
-MAX_PER_SENDER = 400
+#: never ends (each phase also has its own time bound). Sized for a loaded machine, where
+#: the CQL node takes up to two minutes to restart while the senders go on at 10 msg/s:
+#: 400 ran out before the phase after it ended.
+MAX_PER_SENDER = 1500
 #: Acks each phase waits for after its fault.
 PER_PHASE = 20
 RECEIVERS = {"ra1": 0, "ra2": 0, "rb1": 1, "rb2": 1}  # name -> replica index
@@ -106,6 +111,8 @@ class Sender:
         self.sub, self.room, self.replicas, self.home = sub, room, replicas, home
         self.client: ChatClient | None = None
         self.acked: list[dict[str, Any]] = []
+        #: Every try of every message, with its time and outcome (evidence of a failed run).
+        self.attempts: list[dict[str, Any]] = []
         self.refused = 0
         self.stop = asyncio.Event()
 
@@ -131,11 +138,15 @@ class Sender:
             while True:  # a message once started is sent until acked, stop or not
                 if self.client is None or not self.client.sio.connected:
                     self.client = await self._connect()
+                attempt = {"cmid": payload["client_msg_id"], "to": self.client.url, "at": now_utc()}
+                self.attempts.append(attempt)
                 try:
                     ack = await asyncio.wait_for(self.client.sio.call("message", payload, timeout=10), 12)
-                except Exception:
+                except Exception as exc:
+                    attempt |= {"outcome": repr(exc), "done": now_utc()}
                     self.refused += 1
                     continue
+                attempt |= {"outcome": ack, "done": now_utc()}
                 if isinstance(ack, dict) and ack.get("ok"):
                     self.acked.append(ack["message"])
                     break
@@ -175,15 +186,46 @@ async def stored_history(url: str, room: str) -> list[dict[str, Any]]:
 
 @pytest.mark.disrupts_services
 async def test_chaos_broker_and_cql_kills_and_replica_restart_lose_and_repeat_nothing(
-    server_factory: ServerFactory, node: NodeClients, cql_keyspace: dict[str, str], kafka: dict[str, str]
+    server_factory: ServerFactory,
+    node: NodeClients,
+    cql_keyspace: dict[str, str],
+    kafka: dict[str, str],
+    tmp_path: Path,
 ) -> None:
-    started = time.monotonic()
     env = replica_env(kafka, tls=False, topic=new_topic()) | cql_keyspace | ENV
+    record = ChaosRecord(
+        f"chaos-{uuid.uuid4().hex[:8]}", env["KAFKA_TOPIC"], env["KAFKA_BROKERS"], cql_keyspace
+    )
+    senders: list[Sender] = []
+    try:
+        await run_chaos(server_factory, node, env, record, senders)
+    except BaseException:
+        # A failure here is rare and load-dependent: keep what names its cause.
+        received = {name: [m["id"] for m in node.received(name, "message")] for name in RECEIVERS}
+        try:
+            async with asyncio.timeout(120):
+                where = await keep(record, tmp_path, senders, received, node.events)
+            print(f"chaos run failed: evidence kept in {where}")
+        except Exception as exc:
+            print(f"chaos run failed; keeping its evidence failed too: {exc!r}")
+        raise
+
+
+async def run_chaos(
+    server_factory: ServerFactory,
+    node: NodeClients,
+    env: dict[str, str],
+    record: ChaosRecord,
+    senders: list[Sender],
+) -> None:
+    """The run itself (see the module docstring); ``record`` and ``senders`` are filled in
+    as it goes, for the evidence of a failed run."""
+    started = time.monotonic()
     replicas = [
         server_factory(name=f"r{i + 1}", CHATSVC_REPLICA_ID=f"r{i + 1}", wait="/readyz", **env)
         for i in (0, 1)
     ]
-    room = f"chaos-{uuid.uuid4().hex[:8]}"
+    room = record.room
     for name, index in RECEIVERS.items():
         await node.open(
             name, replicas[index].url, token(name), recover=True, reconnect=True, room=room,
@@ -191,7 +233,8 @@ async def test_chaos_broker_and_cql_kills_and_replica_restart_lose_and_repeat_no
         )  # fmt: skip
         await node.connected(name, within=20)
         assert (await node.emit(name, "join", {"room": room}))["ok"] is True
-    senders = [Sender("s1", room, replicas, 0), Sender("s2", room, replicas, 1)]
+    senders += [Sender("s1", room, replicas, 0), Sender("s2", room, replicas, 1)]
+    record.phase("senders start")
     running = [asyncio.create_task(s.run(pace=0.2)) for s in senders]
 
     def count() -> int:
@@ -209,31 +252,40 @@ async def test_chaos_broker_and_cql_kills_and_replica_restart_lose_and_repeat_no
     during_cql = 0
     try:
         await acked(PER_PHASE, 60, "before any fault")
+        record.phase("kill -9 the broker")
         await asyncio.to_thread(kill, "kafka")
         await asyncio.sleep(5)  # senders are refused meanwhile; receivers stay connected
         await asyncio.to_thread(kafka_script, "start")
+        record.phase("broker started")
         await acked(count() + PER_PHASE, 120, "after the broker came back")
 
+        record.phase("kill -9 the CQL node")
         await asyncio.to_thread(kill, "cassandra")
+        record.phase("CQL node killed")
         down_from = count()
         # The send path needs the log, not CQL: acks go on while the node is dead (a build
         # whose sends wait on the store fails here).
         await acked(down_from + 2 * PER_PHASE, 45, "live chat during the CQL outage")
         assert not await asyncio.to_thread(cql_answers), "the killed CQL node came back by itself?"
         during_cql = count() - down_from
+        record.phase("start the CQL node")
         await asyncio.to_thread(cassandra_script, "start", 300)
+        record.phase("CQL node started")
         await acked(count() + PER_PHASE, 120, "after the CQL node came back")
         # Both replicas' stores reconnected (/readyz checks the store): the SIGTERM below
         # saves its sessions there, or its receivers could not recover.
         for replica in replicas:
             await asyncio.to_thread(replica.wait_http, "/readyz", timeout=90)
 
+        record.phase("SIGTERM r1")
         replicas[0].stop()  # SIGTERM: drains, its receivers' sessions are kept for recovery
         await asyncio.sleep(1)
         replicas[0].start(wait="/readyz", timeout=90)
+        record.phase("r1 ready again")
         await acked(count() + PER_PHASE, 120, "after the replica restarted")
         for sender in senders:
             sender.stop.set()
+        record.phase("senders told to stop")
         async with asyncio.timeout(60):
             await asyncio.gather(*running)
     finally:
@@ -282,7 +334,7 @@ async def test_chaos_broker_and_cql_kills_and_replica_restart_lose_and_repeat_no
     by_id = {m["id"]: m for m in acks}
     deadline = time.monotonic() + 60
     while True:
-        stored = await stored_history(replicas[1].url, room)
+        stored = record.stored = await stored_history(replicas[1].url, room)
         if {m["id"] for m in stored} >= ids or time.monotonic() > deadline:
             break
         await asyncio.sleep(1)
