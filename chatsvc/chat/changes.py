@@ -188,6 +188,10 @@ class ChangeWindow:
         self._set(event.room, ("p", event.message_id), state)
         return event
 
+    def forget(self, room: str) -> None:
+        """Forget one room's states (as :meth:`release` does for several)."""
+        self._rooms.pop(room, None)
+
     def release(self, owns: Callable[[str], bool]) -> None:
         """Forget the rooms ``owns`` says: the replica stopped reading them (interest-based
         routing), so their states would miss what the stream set meanwhile (the sender's
@@ -211,17 +215,40 @@ class ChangeWindow:
 
 class ChangeWriter:
     """The history writer's half: the rows of reaction and pin records, in stream order,
-    with the same repeat rule as every consumer (its own :class:`ChangeWindow`)."""
+    with the same repeat rule as every consumer (its own :class:`ChangeWindow`).
+
+    The writer may go back in a room's stream: after a store failure it rewrites from its
+    last commit (chatsvc.bus.kafka_history: a crashed node can lose writes it acked). The
+    window then holds the states of the records about to come again, which would make each
+    of them look like a repeat and leave a lost row unwritten; so a record at or before the
+    last one written in its room makes the window forget that room first, as a new writer
+    (after a restart) starts without it."""
 
     def __init__(self, store: MessageStore) -> None:
         self._store = store
         self._window = ChangeWindow()
+        #: Per room, the position of the last change record written (bounded like the
+        #: window: a room dropped here is dropped there too).
+        self._written: OrderedDict[str, int] = OrderedDict()
 
     async def write(self, event: RoomEvent, change: dict[str, Any]) -> RoomEvent | None:
         """Write the row ``change`` sets (idempotent, so a retried record is harmless); the
         event to store (a reaction with the count of rows after it), or None for a repeat.
         Store errors propagate: the writer retries the record, and the window is moved on
         only once the row is written."""
+        room, pos = event.room, event.pos
+        last = self._written.get(room)
+        if pos is not None and last is not None and pos <= last:
+            self._window.forget(room)  # written again from an earlier commit: see the class
+        result = await self._write(event, change)
+        if pos is not None:
+            self._written[room] = pos
+            self._written.move_to_end(room)
+            while len(self._written) > ROOMS_KEPT:
+                self._window.forget(self._written.popitem(last=False)[0])
+        return result
+
+    async def _write(self, event: RoomEvent, change: dict[str, Any]) -> RoomEvent | None:
         try:
             if self._window.repeat(event, change):
                 return None

@@ -8,14 +8,15 @@ from __future__ import annotations
 import pytest
 
 from chatsvc.bus.log import LogRecord
+from chatsvc.chat.changes import reaction_change
 from chatsvc.chat.conversations import user_room
 from chatsvc.chat.history_writer import HistoryWriter
 from chatsvc.chat.notify import Notifier
-from chatsvc.chat.streams import message_body
+from chatsvc.chat.streams import event_body, message_body
 from chatsvc.errors import StoreUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import id_at
-from chatsvc.model.messages import Message
+from chatsvc.model.messages import Message, RoomEvent
 from chatsvc.model.rooms import Conversation, Member, Notification
 from chatsvc.settings import Limits
 from chatsvc.store.memory import MemoryStore
@@ -112,3 +113,28 @@ async def test_a_private_record_names_its_members_so_the_writer_reads_none(store
     addressed = LogRecord(DM, 1, {**sent.body, "to": to})
     await history.write(addressed)
     assert sorted(await outbox(store)) == [("bob", sent.body["id"]), ("carol", sent.body["id"])]
+
+
+def reaction(offset: int, message_id: str, *, add: bool = True) -> LogRecord:
+    event = RoomEvent(id_at(1_700_000_000_000 + offset), DM, "reaction", message_id, {"emoji": "🔥"})
+    change = reaction_change("🔥", "bob", add=add, base=0)
+    return LogRecord(DM, offset, event_body(event, "reaction", change))
+
+
+async def test_a_rewound_writer_writes_a_reaction_row_the_store_lost_again(store: MemoryStore) -> None:
+    """After a store failure the writer rewrites from its last commit (a crashed CQL node can
+    lose rows it acked, chatsvc.bus.kafka_history): a reaction record it wrote before is
+    written again, not taken for a repeat by the change window; a real repeat still is one."""
+    history = writer(store)
+    sent = record(1)
+    message_id = sent.body["id"]
+    records = [sent, reaction(2, message_id), reaction(3, message_id)]  # 3: a retry that landed too
+    for written in records:
+        await history.write(written)
+    assert await store.reaction_counts(DM, [message_id]) == {message_id: {"🔥": 1}}
+    await store.delete_reaction(DM, message_id, "🔥", "bob")  # the row the crash lost
+    for rewritten in records:  # from the last commit
+        await history.write(rewritten)
+    assert await store.reaction_counts(DM, [message_id]) == {message_id: {"🔥": 1}}
+    stream = await store.stream_after(DM, 0, 10)
+    assert [r.pos for r in stream.records] == [1, 2], "the repeat stays out of history"
