@@ -546,11 +546,12 @@ BASELINE = "chatsvc-base"
 
 
 def variant_table(results: dict[str, Any], key: str, label: str) -> str:
-    """A chatsvc variant (``--python-alt``, ``--baseline``) beside chatsvc: idle, fan-out
-    and cross-replica latency (each layout)."""
+    """A chatsvc variant (``--python-alt``, ``--baseline``) beside chatsvc: idle, fan-out,
+    small rooms (``--baseline`` only) and cross-replica latency (each layout)."""
     sc = results["scenarios"]
     idle, fan, cross = sc.get("idle", {}), sc.get("fanout", {}), sc.get("cross", {})
-    if key not in idle and key not in fan and f"{key}:cross" not in cross:
+    rooms = sc.get("rooms", {})
+    if key not in idle and key not in fan and key not in rooms and f"{key}:cross" not in cross:
         return ""
     table = _Table(["Workload", "Metric", "chatsvc (this checkout)", label, f"{label}/chatsvc"])
     for this, other in zip(idle.get(AFTER, []), idle.get(key, []), strict=False):
@@ -564,6 +565,13 @@ def variant_table(results: dict[str, Any], key: str, label: str) -> str:
         )
     for this, other in zip(fan.get(AFTER, []), fan.get(key, []), strict=False):
         name = f"fan-out, room of {this['members']:,}"
+        a, b = this["delivered_per_cpu_s"], other["delivered_per_cpu_s"]
+        table.row(name, "deliveries per server CPU-s", _per_cpu(this), _per_cpu(other), _ratio(b, a))
+        a, b = _lat(this, "p99"), _lat(other, "p99")
+        table.row("", "latency p99 ms", _num(a, 1), _num(b, 1), _ratio(b, a))
+    this, other = rooms.get(AFTER), rooms.get(key)
+    if this is not None and other is not None:
+        name = f"{this['rooms']:,} rooms of {this['members']:,}"
         a, b = this["delivered_per_cpu_s"], other["delivered_per_cpu_s"]
         table.row(name, "deliveries per server CPU-s", _per_cpu(this), _per_cpu(other), _ratio(b, a))
         a, b = _lat(this, "p99"), _lat(other, "p99")

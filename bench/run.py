@@ -877,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         default=None,
         metavar="REV",
-        help="adds a chatsvc-base row to the idle, fan-out and cross scenarios: chatsvc as it was at "
+        help="adds a chatsvc-base row to the idle, fan-out, rooms and cross scenarios: chatsvc as it was at "
         "git revision REV, on this interpreter, beside this checkout (before/after of a change, one "
         "run; in cross it gets the same Kafka settings, so it runs its own cluster path)",
     )
@@ -998,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 }
             elif scenario == "rooms":
-                data = bench.rooms([AFTER_MEM, *before, AFTER_SQLITE, PEER])
+                data = bench.rooms([AFTER_MEM, *baseline, *before, AFTER_SQLITE, PEER])
             elif scenario == "ablation":
                 if harness.python_package_version("orjson") is None:
                     results["skipped"]["ablation:orjson"] = "orjson is not installed"

@@ -36,3 +36,22 @@ def test_kafka_replicas_rows_reach_the_markdown() -> None:
 
 def test_no_kafka_replicas_rows_no_section() -> None:
     assert report.kafka_replicas_table(_results({})) == ""
+
+
+def _row(per_cpu: float, p99: float) -> dict[str, object]:
+    return {
+        "rooms": 500,
+        "members": 5,
+        "delivered_per_cpu_s": per_cpu,
+        "latency_ms": {"p50": 1.0, "p99": p99, "p999": p99},
+    }
+
+
+def test_the_baseline_gets_a_small_rooms_row() -> None:
+    """Issues 23-25 ask for rooms of 5 before and after in one run: ``--baseline`` runs them."""
+    rooms = {"chatsvc": _row(10_000.0, 4.0), "chatsvc-base": _row(8_000.0, 5.0)}
+    table = report.variant_table(_results({"rooms": rooms}), report.BASELINE, "base")
+    lines = [line for line in table.splitlines() if "rooms of 5" in line or "p99" in line]
+    assert lines[0].startswith("| 500 rooms of 5 | deliveries per server CPU-s | 10,000")
+    assert lines[0].endswith("| 0.80x |")
+    assert lines[1].endswith("| 1.25x |")
