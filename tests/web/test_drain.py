@@ -4,8 +4,6 @@ refuses while draining."""
 from __future__ import annotations
 
 import asyncio
-import inspect
-import sys
 
 import aiohttp
 import pytest
@@ -14,6 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from chatsvc.web.drain import OpenTransports
 from tests.support.clients import until
+from tests.support.frames import coroutine_stack
 
 
 async def hang(_: web.Request) -> web.Response:
@@ -89,17 +88,6 @@ async def test_while_draining_new_sessions_are_refused_and_open_ones_served() ->
         assert transports.count == 0
 
 
-def _stack() -> list[str]:
-    """The coroutines running the caller, outermost first (those of its task: a coroutine's
-    frame links back to the one awaiting it)."""
-    names = []
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_flags & inspect.CO_COROUTINE:
-        names.append(frame.f_code.co_qualname)
-        frame = frame.f_back  # type: ignore[assignment]
-    return names[::-1]
-
-
 async def test_a_websocket_is_counted_until_its_request_ends_with_no_frame_of_the_gate() -> None:
     """A websocket's handler is on the stack for the connection's life: the gate hands the
     route's coroutine to aiohttp as it is, and forgets the request when its task ends."""
@@ -110,7 +98,7 @@ async def test_a_websocket_is_counted_until_its_request_ends_with_no_frame_of_th
     async def websocket(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        stacks.append(_stack())
+        stacks.append(coroutine_stack())
         async for _ in ws:
             pass
         return ws

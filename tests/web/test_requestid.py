@@ -3,9 +3,7 @@ handler, and no coroutine frame of the middleware's own under a request's handle
 
 from __future__ import annotations
 
-import inspect
 import re
-import sys
 
 import aiohttp
 from aiohttp import web
@@ -13,24 +11,14 @@ from aiohttp.test_utils import TestServer
 
 from chatsvc import logs
 from chatsvc.web import requestid
-
-
-def _stack() -> list[str]:
-    """The coroutines running the caller, outermost first (those of its task: a coroutine's
-    frame links back to the one awaiting it)."""
-    names = []
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_flags & inspect.CO_COROUTINE:
-        names.append(frame.f_code.co_qualname)
-        frame = frame.f_back  # type: ignore[assignment]
-    return names[::-1]
+from tests.support.frames import coroutine_stack
 
 
 async def test_every_response_carries_the_id_and_no_middleware_frame_is_held() -> None:
     seen: dict[str, object] = {}
 
     async def ok(request: web.Request) -> web.Response:
-        seen["stack"] = _stack()
+        seen["stack"] = coroutine_stack()
         seen["id"] = logs.bound_request()
         return web.Response(text="ok")
 
