@@ -16,7 +16,10 @@ and committed a few milliseconds before the CQL node was killed. So a batch's of
 committed only once it has *settled* (``HISTORY_SETTLE_SECONDS`` after its writes, longer
 than the store's sync period), and the first failure of a store outage rewinds the writer to
 the last commit: everything written since is written again, in stream order, once the store
-is back. A writer that stops or dies likewise leaves the unsettled records to the next one.
+is back. A writer that meets no failure (nothing to write while the node was down) asks the
+store before each commit (``store_ok``, a ping): a store that does not answer then may have
+lost what was written, so the writer rewinds once and holds its commits until the store
+answers. A writer that stops or dies likewise leaves the unsettled records to the next one.
 Every write is idempotent, so a record written twice is harmless. Started by
 :class:`chatsvc.bus.kafka_log.KafkaRoomLog` when the chat layer asks for history
 (``on_history``).
@@ -34,7 +37,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from chatsvc.bus.kafka_client import BACKOFF_CAP_SECONDS, classify, decoded_record, position_of, stop_clients
-from chatsvc.bus.log import LogRecord, RecordHandler
+from chatsvc.bus.log import LogRecord, RecordHandler, StoreCheck
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,9 @@ HISTORY_ROOMS_IN_FLIGHT = 32
 #: node takes to show as a failed request (the request timeout, 5 s by default), plus margin.
 #: The price: a store outage, or a writer taking over, writes this much of the stream again.
 HISTORY_SETTLE_SECONDS = 20.0
+#: At most one commit (and its store check) per this many seconds: a busy writer fetches many
+#: batches a second, and each check is a store round trip.
+COMMIT_EVERY_SECONDS = 1.0
 
 
 class _Rewind(Exception):
@@ -76,9 +82,11 @@ class KafkaHistoryWriter:
         *,
         backoff_seconds: float = 0.5,
         settle_seconds: float = HISTORY_SETTLE_SECONDS,
+        store_ok: StoreCheck | None = None,
     ) -> None:
         """``options``: the Kafka client options (brokers, TLS, SASL); ``settle_seconds``:
-        how long after its writes a batch is committed."""
+        how long after its writes a batch is committed; ``store_ok``: asked before each
+        commit (raising: the store may have lost what was written)."""
         self._topic = topic
         self._options = options
         self._write = write
@@ -98,6 +106,11 @@ class KafkaHistoryWriter:
         #: written, its failures are retried in place (a room whose writes keep failing must
         #: not rewind the whole partition over and over).
         self._rewound_at: tuple[int, int] | None = None
+        self._store_ok = store_ok
+        #: Set when a failed store check rewound the writer: commits wait for the store to
+        #: answer again, without rewinding again.
+        self._held = False
+        self._next_commit = 0.0
 
     def start(self) -> None:
         """Run the writer in the background (it connects, and reconnects, by itself)."""
@@ -168,8 +181,15 @@ class KafkaHistoryWriter:
     async def _commit_settled(self) -> None:
         """Commit the offsets of the batches written at least ``settle_seconds`` ago (of the
         partitions still assigned: a partition moved away is rewritten from its last commit by
-        its new writer)."""
-        cutoff = time.monotonic() - self._settle
+        its new writer), once the store answers (see the module docstring); at most once per
+        ``COMMIT_EVERY_SECONDS``."""
+        now = time.monotonic()
+        cutoff = now - self._settle
+        if not self._unsettled or self._unsettled[0][0] > cutoff or now < self._next_commit:
+            return
+        self._next_commit = now + COMMIT_EVERY_SECONDS
+        if self._store_ok is not None and not await self._store_answers():
+            return
         offsets: dict[Any, int] = {}
         while self._unsettled and self._unsettled[0][0] <= cutoff:
             offsets.update(self._unsettled.popleft()[1])
@@ -178,6 +198,31 @@ class KafkaHistoryWriter:
         if offsets:
             await self._history.commit(offsets)
             log.debug("history writer: committed %s", offsets)
+
+    async def _store_answers(self) -> bool:
+        """Ask the store before a commit. Not answering the first time raises
+        :class:`_Rewind` (what was written may be lost with the node); after that the
+        commits wait until it answers (False)."""
+        assert self._store_ok is not None
+        try:
+            await self._store_ok()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self._held:
+                return False
+            self._held = True
+            reason = getattr(exc, "message", None) or repr(exc)
+            log.warning(
+                "history writer: the store does not answer before a commit (%s); what was written "
+                "since the last commit is written again once it does (logged once per outage)",
+                reason,
+            )
+            raise _Rewind from exc
+        if self._held:
+            log.info("history writer: the store answers again; commits go on")
+            self._held = False
+        return True
 
     async def _seek_to_committed(self) -> None:
         """Fetch on from the last commit of every partition (from the start of one never

@@ -57,7 +57,7 @@ from chatsvc.bus.kafka_client import (
 )
 from chatsvc.bus.kafka_history import HISTORY_SETTLE_SECONDS, KafkaHistoryWriter
 from chatsvc.bus.kafka_retention import check_events_topic
-from chatsvc.bus.log import LogRecord, RecordHandler, ReleaseHandler
+from chatsvc.bus.log import LogRecord, RecordHandler, ReleaseHandler, StoreCheck
 from chatsvc.errors import BusUnavailable, StartupError
 from chatsvc.metrics import Metrics
 
@@ -127,6 +127,7 @@ class KafkaRoomLog:
         self._closed = False
         self._undecodable = False
         self._write_record: RecordHandler | None = None
+        self._store_ok: StoreCheck | None = None
         self._history: KafkaHistoryWriter | None = None
         self._routing = routing
         self._interest_rooms = interest or (lambda: ())
@@ -148,9 +149,11 @@ class KafkaRoomLog:
         """The one handler of every record read."""
         self._handler = handler
 
-    def on_history(self, writer: RecordHandler) -> None:
-        """Write every record to history with ``writer`` (see the module docstring)."""
+    def on_history(self, writer: RecordHandler, *, settled: StoreCheck | None = None) -> None:
+        """Write every record to history with ``writer``; ``settled`` is asked before a
+        commit (see the module docstring)."""
         self._write_record = writer
+        self._store_ok = settled
 
     async def start(self) -> None:
         """Start producer and reader; retry a few times (the topic may be being created)."""
@@ -180,6 +183,7 @@ class KafkaRoomLog:
                     self._write_record,
                     backoff_seconds=self._base_delay,
                     settle_seconds=self._history_settle,
+                    store_ok=self._store_ok,
                 )
                 self._history.start()
             log.info("Kafka events topic %s: %d partition(s)", self._topic, len(self._partitions))

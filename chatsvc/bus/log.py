@@ -32,6 +32,9 @@ class LogRecord:
 
 
 RecordHandler = Callable[[LogRecord], Awaitable[None]]
+#: Asked before the history writer commits what it wrote: raising means the store may have
+#: lost writes it acked (a node that went down), so they are written again.
+StoreCheck = Callable[[], Awaitable[None]]
 #: Called with ``owns(room)`` when the replica stops reading some rooms' records.
 ReleaseHandler = Callable[[Callable[[str], bool]], None]
 
@@ -56,12 +59,13 @@ class RoomLog(Protocol):
     def on_record(self, handler: RecordHandler) -> None:
         """Call ``handler`` with every record, per partition in offset order (one handler)."""
 
-    def on_history(self, writer: RecordHandler) -> None:
+    def on_history(self, writer: RecordHandler, *, settled: StoreCheck | None = None) -> None:
         """Also write every record to history with ``writer``: once per record among all
         replicas (a consumer group), in stream order per room (different rooms may be
         written concurrently), resuming after the last record written; ``writer`` raising
         means "not written": the same record is retried (with capped backoff) until it
-        succeeds, nothing after it in its room is written before."""
+        succeeds, nothing after it in its room is written before. ``settled``: asked before
+        what was written is counted durable; raising has it written again."""
 
     async def follow(self, room: str) -> None:
         """Make sure this replica reads ``room``'s records: returns once every record of the

@@ -123,7 +123,7 @@ class ChatService:
             self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
             room_log.on_record(self._streams.apply)
             self._history = HistoryWriter(store, self._metrics)
-            room_log.on_history(self._history.write)
+            room_log.on_history(self._history.write, settled=store.ping)
             room_log.on_release(self._streams.release)
         self._reads = StreamReads(store, metrics, limits, self._streams, self.epoch)
 

@@ -66,7 +66,7 @@ def room_log(
         return None
 
     log.on_record(ignore)
-    log.on_history(history.write)
+    log.on_history(history.write, settled=history.ping if isinstance(history, CrashingStore) else None)
     return log
 
 
@@ -179,7 +179,15 @@ class CrashingStore:
         self.acked: list[tuple[str, int]] = []
         self.down = False
         self.refused = 0
+        self.unanswered = 0
         self.changed = asyncio.Event()
+
+    async def ping(self) -> None:
+        """What the writer asks before a commit."""
+        self.changed.set()
+        if self.down:
+            self.unanswered += 1
+            raise StoreUnavailable("no ScyllaDB node reachable (ConnectionRefusedError)")
 
     async def write(self, record: LogRecord) -> None:
         self.changed.set()
@@ -454,3 +462,29 @@ async def wait_for_history(store: Any, rooms: list[str], counts: dict[str, int])
             return len((await store.history(room, before=None, limit=100)).messages) >= counts[room]
 
         await until(written, f"{room}'s history written", within=60)
+
+
+async def test_writes_lost_while_the_writer_had_nothing_to_write_are_written_again(
+    kafka: dict[str, str],
+) -> None:
+    """The store crashes (losing the writes it acked last) and nothing more comes to write, so
+    no write fails: the store check before the commit finds it down, the writer goes back to
+    its last commit and writes them again once the store is back."""
+    topic = new_topic()
+    rooms = [f"room-{i}" for i in range(4)]
+    store = CrashingStore()
+    writer = room_log(kafka, topic, store, settle=1.0)
+    await writer.start()
+    try:
+        for n in range(8):
+            await writer.append(rooms[n % 4], {"n": n})
+        await store.wait(lambda: len(store.acked) >= 8)
+        lost = store.crash(lose=3)
+        await store.wait(lambda: store.unanswered >= 1, within=15)
+        store.down = False
+        await store.wait(lambda: sum(map(len, store.rows.values())) >= 8)
+    finally:
+        await writer.aclose()
+    assert {room: sorted(ns) for room, ns in store.rows.items()} == {
+        room: list(range(i, 8, 4)) for i, room in enumerate(rooms)
+    }, f"lost in the crash: {lost}"

@@ -72,7 +72,7 @@ class MemoryLog:
     async def follow(self, room: str) -> None:
         """Every replica reads the one partition already."""
 
-    def on_history(self, writer: RecordHandler) -> None:
+    def on_history(self, writer: RecordHandler, *, settled: object = None) -> None:
         if self.topic.writer is None:
             self.topic.writer = writer
             self.writes = True
