@@ -53,6 +53,8 @@ QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "joinstorm", "history")
 #: CHATSVC_FAST_PATHS_OFF, see harness.start_chatsvc). The launcher also knows the fast paths
 #: receive-packet and packet-serializer; "before" keeps them, as it always has.
 OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
+#: Clients that seed the history scenario's room (the first four then page it).
+SEED_SENDERS = 8
 # Surge mode off: a benchmark floods rooms on purpose.
 RATE_LIMIT = {
     "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
@@ -789,22 +791,26 @@ class Bench:
         for key, target, extra in stores:
             server = self.start(target, f"history-{key}", extra)
             with self.loadgen() as lg:
-                lg.connect_all(server, 4)
+                lg.connect_all(server, SEED_SENDERS)
                 lg.call(60, cmd="join", rooms=[room])
-                # 50 msg/s per sender: a connection handles its events one at a time, so a
-                # store append of ~10 ms (the CQL node here) caps one sender near 100/s.
+                # 25 msg/s per sender: a connection's events are handled one at a time (at
+                # most 64 waiting, then refused), and the CQL node's append (~10 ms, with
+                # stalls of a second or more on this machine) must not fill that queue.
                 seed_rate = 200.0
                 seed = lg.call(
                     120 + self.size.history_messages / seed_rate,
                     cmd="fanout",
-                    senders=[{"client": i, "room": room} for i in range(4)],
+                    senders=[{"client": i, "room": room} for i in range(SEED_SENDERS)],
                     rate=seed_rate,
                     seconds=self.size.history_messages / seed_rate,
-                    recipients_per_message=3,
+                    recipients_per_message=SEED_SENDERS - 1,
                     drain_ms=10000,
                 )
                 if seed["acked"] < seed["sent"]:
-                    raise BenchError(f"seeding history on {key}: {seed['acked']}/{seed['sent']} acked")
+                    raise BenchError(
+                        f"seeding history on {key}: {seed['acked']}/{seed['sent']} acked, "
+                        f"{seed.get('ack_errors')} refused (first: {seed.get('first_error')})"
+                    )
                 window = Window([server.pid], lg.pid)
                 answer = lg.call(
                     self.size.history_seconds + 60,
