@@ -24,9 +24,12 @@ a crash, so a replica killed between the sender's ack and the notifications lose
 * ScyllaDB without Kafka keeps no marks: a crash between ack and notifications loses them.
 
 "Offline" is :class:`chatsvc.chat.online.OnlineUsers`: no socket on any live replica,
-judged when the step runs (the writer may be behind the send, and a re-run after a crash
-judges again: a user who was online then and is offline now may get a notification for a
-message it saw live; one who came online meanwhile got the message live or by catch-up).
+judged when the step runs (the writer may be behind the send). The writer commits only
+settled batches, so a rebalance or restart runs the last seconds' records again; a message
+whose notifications were finished is marked (:class:`~chatsvc.store.base.NotifiedMessages`)
+and skipped then, so a member whose replica just stopped is not notified of what it got
+live. Only a message a crash cut off mid-way is judged again (a user online then and gone
+now may get a notification for it; one who came online meanwhile got it live or by catch-up).
 A notification failure never fails an acked send: it is logged once and retried as above.
 Only users' messages notify (the admin API's system messages do not).
 """
@@ -46,7 +49,12 @@ from chatsvc.errors import ChatError, StoreUnavailable
 from chatsvc.model.messages import Message
 from chatsvc.model.rooms import Notification, kind_of_name, members_only
 from chatsvc.settings import Limits
-from chatsvc.store.base import ConversationStore, NotificationOutbox, PendingNotifications
+from chatsvc.store.base import (
+    ConversationStore,
+    NotificationOutbox,
+    NotifiedMessages,
+    PendingNotifications,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,7 @@ class Notifier:
         #: Cluster mode: the history writer notifies (:meth:`written`), the send path not.
         self.from_log = False
         self._pending = outbox if isinstance(outbox, PendingNotifications) else None
+        self._done = outbox if isinstance(outbox, NotifiedMessages) else None
         self._sweep_due = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         self.relay = relay
@@ -155,12 +164,16 @@ class Notifier:
     async def written(self, message: Message, members: list[str] | None = None) -> int:
         """Cluster mode's history writer wrote ``message`` (a replay and the original of a
         late duplicate included): notify its offline members, once per pair (the outbox
-        is unique). ``members``: a private room's members as its record names them (the
-        sender's audience), else read from the store. Raises ``StoreUnavailable`` when a
+        is unique), unless a run before finished them (the store's mark). ``members``: a
+        private room's members as its record names them (the sender's audience), else read
+        from the store. Raises ``StoreUnavailable`` when a
         notification could not be written, so the writer retries the record (its writes
         are idempotent); another failure is logged and costs that notification."""
         if not _may_notify(message):
             return 0
+        done = self._done
+        if done is not None and await done.notifications_done(message.room, message.id):
+            return 0  # a re-run: judged when first written, not again
         if self.users is not None:
             await self.users.settled()  # a just-started registry would call everyone offline
         written, failed = await self._notify(message, members)
@@ -168,6 +181,8 @@ class Notifier:
             raise failed
         if failed is not None:
             log.warning("a notification of a message was not written (%s)", failed.code)
+        if done is not None:  # after them: a mark that survives a store crash means they did
+            await done.mark_notifications_done(message.room, message.id)
         return written
 
     async def sweep(self) -> int:

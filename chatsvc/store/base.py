@@ -299,6 +299,23 @@ class PendingNotifications(Protocol):
         """Its notifications are written: drop the mark (none: no error)."""
 
 
+@runtime_checkable
+class NotifiedMessages(Protocol):
+    """Messages whose offline notifications the history writer finished (cluster mode,
+    issue 24). The writer commits only settled batches, so a rebalance, a restart or a
+    rewind runs again the records of the last seconds, and "offline" is judged when the
+    step runs: without this mark a member online at the first run and gone by the re-run
+    (the replica holding its socket is the one that stopped) would be notified of a
+    message it received live. Written after the message's notifications, so a mark that
+    survives a store crash means they did too (one commit log)."""
+
+    async def notifications_done(self, room: str, message_id: str) -> bool:
+        """Whether the message's notifications were finished."""
+
+    async def mark_notifications_done(self, room: str, message_id: str) -> None:
+        """Record that they are (again: no error)."""
+
+
 #: What :meth:`NotificationRelayState.take_relay` got.
 LeaseTaken = Literal["renewed", "taken"] | None
 

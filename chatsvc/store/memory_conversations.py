@@ -17,6 +17,8 @@ class MemoryConversations:
         self._blocks: dict[str, set[str]] = {}
         self._outbox: list[Notification] = []
         self._notified: set[tuple[str, str]] = set()
+        #: NotifiedMessages' marks, (room, message id).
+        self._notifications_done: set[tuple[str, str]] = set()
 
     def _check(self) -> None:
         raise NotImplementedError  # MemoryStore's
@@ -119,6 +121,16 @@ class MemoryConversations:
         self._notified.add(key)
         self._outbox.append(notification)
         return True
+
+    async def notifications_done(self, room: str, message_id: str) -> bool:
+        """NotifiedMessages: whether marked."""
+        self._check()
+        return (room, message_id) in self._notifications_done
+
+    async def mark_notifications_done(self, room: str, message_id: str) -> None:
+        """NotifiedMessages: mark."""
+        self._check()
+        self._notifications_done.add((room, message_id))
 
     async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
         """By position."""

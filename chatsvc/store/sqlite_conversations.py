@@ -195,6 +195,21 @@ class SqliteConversations:
             (n.user_id, n.message_id, n.room, n.sender, n.preview, n.kind, n.created_at_ms),
         )
 
+    async def notifications_done(self, room: str, message_id: str) -> bool:
+        """NotifiedMessages: one row lookup."""
+        found = await self._run(
+            _select, "SELECT 1 FROM notify_done WHERE room=? AND message_id=?", (room, message_id)
+        )
+        return bool(found)
+
+    async def mark_notifications_done(self, room: str, message_id: str) -> None:
+        """NotifiedMessages: insert the mark unless there."""
+        await self._run(
+            _changed,
+            "INSERT INTO notify_done (room, message_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (room, message_id),
+        )
+
     async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
         """By position."""
         found = await self._run(

@@ -18,7 +18,7 @@ from chatsvc.store import (
     sqlite_threads,
 )
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -116,6 +116,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # message's transaction, cleared once written; a restart writes what is left).
     10: (
         """CREATE TABLE IF NOT EXISTS notify_pending (
+            room TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            PRIMARY KEY (room, message_id)
+        ) WITHOUT ROWID""",
+    ),
+    # Messages whose notifications the history writer finished (cluster mode, issue 24:
+    # a re-run of the records after the last commit does not judge "offline" again).
+    11: (
+        """CREATE TABLE IF NOT EXISTS notify_done (
             room TEXT NOT NULL,
             message_id TEXT NOT NULL,
             PRIMARY KEY (room, message_id)

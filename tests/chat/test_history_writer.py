@@ -68,6 +68,32 @@ async def test_a_message_record_notifies_once_also_when_written_again_after_a_re
     assert [m.id for m in page.messages] == [sent]
 
 
+async def test_a_member_online_at_the_first_run_is_not_notified_by_a_re_run(store: MemoryStore) -> None:
+    """bob was online when the record was first written (no notification); the replica
+    holding his socket stops, and the partition's next writer runs the record again (the
+    writer commits only settled batches): the re-run does not judge "offline" again."""
+    online = {"bob"}
+    first = record(1)
+    history = writer(store)
+    notifier_of(history).online = online.__contains__
+    await history.write(first)
+    assert await outbox(store) == []
+    online.clear()  # bob's replica stopped
+    await writer(store).write(first)  # the next writer, from the last commit
+    assert await outbox(store) == []
+    later = record(2, "now you are not")
+    await writer(store).write(later)
+    assert await outbox(store) == [("bob", later.body["id"])]
+
+
+def notifier_of(history: HistoryWriter) -> Notifier:
+    """The notifier whose ``written`` is the writer's hook."""
+    hook = history.on_message
+    notifier = getattr(hook, "__self__", None)
+    assert isinstance(notifier, Notifier)
+    return notifier
+
+
 async def test_a_record_whose_notifications_were_cut_off_gets_them_from_the_next_writer(
     store: MemoryStore,
 ) -> None:
@@ -88,13 +114,21 @@ async def test_a_notification_store_failure_has_the_record_retried(store: Memory
                 raise StoreUnavailable("message store error: NoHostAvailable")
             return await store.add_notification(notification)
 
+        async def notifications_done(self, room: str, message_id: str) -> bool:
+            return await store.notifications_done(room, message_id)
+
+        async def mark_notifications_done(self, room: str, message_id: str) -> None:
+            await store.mark_notifications_done(room, message_id)
+
     history = writer(store, outbox=Flaky())
     first = record(1)
     with pytest.raises(StoreUnavailable):  # chatsvc.bus's writer retries it (capped backoff)
         await history.write(first)
+    assert not await store.notifications_done(DM, first.body["id"])  # not marked: unfinished
     down[0] = False
     await history.write(first)
     assert await outbox(store) == [("bob", first.body["id"])]
+    assert await store.notifications_done(DM, first.body["id"])
 
 
 async def test_a_private_record_names_its_members_so_the_writer_reads_none(store: MemoryStore) -> None:

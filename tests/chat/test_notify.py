@@ -283,6 +283,9 @@ async def test_cluster_the_history_writer_notifies_and_the_send_path_does_not(st
     assert await outbox_pairs(store) == [("bob", sent.id)]
 
     class Down(MemoryStore):
+        async def notifications_done(self, room: str, message_id: str) -> bool:
+            return False  # the read answered; the write below does not
+
         async def add_notification(self, notification: Notification) -> bool:
             raise StoreUnavailable("message store error: NoHostAvailable")
 

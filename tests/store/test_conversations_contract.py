@@ -191,5 +191,5 @@ async def test_sqlite_migration_keeps_existing_rooms_public(tmp_path: Path) -> N
     finally:
         await store.aclose()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION == 10
+    assert db.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION == 11
     db.close()

@@ -10,6 +10,8 @@ Tables (``schema.NOTIFY_MIGRATION``, docs/scylla.md), one per query, no ALLOW FI
   the position it was given, so a writer that lost the race deletes its own log row and
   rewrites the claimed one rather than leaving a second. The log row is written before
   the claim (:meth:`ScyllaNotifications.add_notification`).
+* ``notified_messages`` ((room, message)): the history writer finished the message's
+  notifications (``NotifiedMessages``), so its re-runs skip it.
 * ``notification_log`` ((hour, shard), position, user, message): the outbox in position
   order. An hour of the whole cluster's notifications is spread over ``SHARDS``
   partitions by user, so no partition grows with the cluster's rate alone; a page reads the
@@ -116,6 +118,14 @@ class ScyllaNotifications:
         if claimed is not None:  # else expired, or claimed by a version without the row (position 0)
             await self._put_log(claimed, n)
         return False
+
+    async def notifications_done(self, room: str, message_id: str) -> bool:
+        """NotifiedMessages: one partition read."""
+        return bool(await self._notify_cql("notif_done_get", (room, message_id)))
+
+    async def mark_notifications_done(self, room: str, message_id: str) -> None:
+        """NotifiedMessages: an upsert (idempotent)."""
+        await self._notify_cql("notif_done_put", (room, message_id))
 
     async def _put_log(self, position: int, n: Notification) -> None:
         hour = hour_of(position)

@@ -10,7 +10,7 @@ from typing import Final
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
 from chatsvc.store.scylla import cleanup, flagged, relay
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
@@ -318,6 +318,18 @@ NOTIFY_MIGRATION: Final[tuple[str, ...]] = (
 MIGRATIONS[NOTIFY_MIGRATION_VERSION] = NOTIFY_MIGRATION
 #: The relay of the outbox to CHATSVC_NOTIFY_TOPIC (issue 24; chatsvc.store.scylla.relay).
 MIGRATIONS[9] = relay.MIGRATION
+#: Messages whose offline notifications the history writer finished (issue 24,
+#: ``NotifiedMessages``): a re-run of the records after the writer's last commit skips them
+#: rather than judging "offline" again. One row per message, expiring with the idempotency
+#: TTL (a re-run reaches back seconds, never days).
+MIGRATIONS[10] = (
+    """CREATE TABLE IF NOT EXISTS {ks}.notified_messages (
+        room text,
+        message_id text,
+        PRIMARY KEY ((room, message_id))
+    ) WITH default_time_to_live = """
+    + str(IDEMPOTENCY_TTL_SECONDS),
+)
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
     scope text,
@@ -490,6 +502,8 @@ STATEMENTS: Final[dict[str, str]] = {
     ),
     "notif_first_put": "UPDATE {ks}.notification_meta USING TIMESTAMP ? SET first_hour = ? WHERE scope = ?",
     "notif_first_get": "SELECT first_hour FROM {ks}.notification_meta WHERE scope = ?",
+    "notif_done_get": "SELECT room FROM {ks}.notified_messages WHERE room = ? AND message_id = ?",
+    "notif_done_put": "INSERT INTO {ks}.notified_messages (room, message_id) VALUES (?, ?)",
     **relay.STATEMENTS,
     **MODES_STATEMENTS,
 }
