@@ -78,6 +78,31 @@ async def seed(server: harness.Server, messages: int) -> None:
         await sio.disconnect()
 
 
+async def fill(server: harness.Server, room: str, messages: int, senders: int) -> None:
+    """``messages`` plain messages in ``room`` from ``senders`` clients, each sending its
+    next one when the last is acked (closed loop): seeding is not what is measured, and an
+    open-loop rate would be refused (``rate_limited``) whenever the store stalls for longer
+    than a connection's 64 waiting events last (the CQL node's appends do, here)."""
+    left = iter(range(messages))
+
+    async def send(n: int) -> None:
+        sio = socketio.AsyncClient(reconnection=False)
+        await sio.connect(server.url, auth={"token": token(f"seeder-{n}")}, transports=["websocket"])
+        try:
+            ack = await sio.call("join", {"room": room}, timeout=30)
+            if not ack.get("ok"):
+                raise harness.BenchError(f"seeding: join refused: {ack}")
+            for i in left:
+                body = {"room": room, "text": f"message {i} " + "x" * 60, "client_msg_id": uuid.uuid4().hex}
+                ack = await sio.call("message", body, timeout=30)
+                if not ack.get("ok"):
+                    raise harness.BenchError(f"seeding: message {i} refused: {ack}")
+        finally:
+            await sio.disconnect()
+
+    await asyncio.gather(*(send(n) for n in range(senders)))
+
+
 async def window(server: harness.Server, readers: list[socketio.AsyncClient], seconds: float) -> list[float]:
     latencies: list[float] = []
     errors: list[Any] = []

@@ -14,6 +14,7 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import json
 import random
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import history_read
 import kafka_replicas
 import report
 from harness import BenchError, LoadGen, Server, Window, stderr
@@ -53,8 +55,10 @@ QUICK_SCENARIOS = ("idle", "fanout", "rooms", "storm", "joinstorm", "history")
 #: CHATSVC_FAST_PATHS_OFF, see harness.start_chatsvc). The launcher also knows the fast paths
 #: receive-packet and packet-serializer; "before" keeps them, as it always has.
 OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
-#: Clients that seed the history scenario's room (the first four then page it).
+#: Clients that seed the history scenario's room (closed loop, bench/history_read.fill).
 SEED_SENDERS = 8
+#: Clients paging history back to back in the history scenario.
+HISTORY_READERS = 4
 # Surge mode off: a benchmark floods rooms on purpose.
 RATE_LIMIT = {
     "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
@@ -791,26 +795,11 @@ class Bench:
         for key, target, extra in stores:
             server = self.start(target, f"history-{key}", extra)
             with self.loadgen() as lg:
-                lg.connect_all(server, SEED_SENDERS)
+                # Seeded closed loop from SEED_SENDERS clients (bench/history_read.py): an
+                # open-loop rate was refused whenever the CQL node's appends stalled.
+                asyncio.run(history_read.fill(server, room, self.size.history_messages, SEED_SENDERS))
+                lg.connect_all(server, HISTORY_READERS)  # one connection each: handled in turn
                 lg.call(60, cmd="join", rooms=[room])
-                # 25 msg/s per sender: a connection's events are handled one at a time (at
-                # most 64 waiting, then refused), and the CQL node's append (~10 ms, with
-                # stalls of a second or more on this machine) must not fill that queue.
-                seed_rate = 200.0
-                seed = lg.call(
-                    120 + self.size.history_messages / seed_rate,
-                    cmd="fanout",
-                    senders=[{"client": i, "room": room} for i in range(SEED_SENDERS)],
-                    rate=seed_rate,
-                    seconds=self.size.history_messages / seed_rate,
-                    recipients_per_message=SEED_SENDERS - 1,
-                    drain_ms=10000,
-                )
-                if seed["acked"] < seed["sent"]:
-                    raise BenchError(
-                        f"seeding history on {key}: {seed['acked']}/{seed['sent']} acked, "
-                        f"{seed.get('ack_errors')} refused (first: {seed.get('first_error')})"
-                    )
                 window = Window([server.pid], lg.pid)
                 answer = lg.call(
                     self.size.history_seconds + 60,
@@ -819,7 +808,7 @@ class Bench:
                     seconds=self.size.history_seconds,
                     limit=50,
                     pages=4,
-                    workers=4,
+                    workers=HISTORY_READERS,
                 )
                 usage = window.close()
             if answer["errors"]:
