@@ -428,6 +428,12 @@ def _detail(table: _Table, scenario: str, key: str, row: dict[str, Any]) -> None
     )
 
 
+def amendments(results: dict[str, Any]) -> list[str]:
+    """Scenarios re-measured after the run (its ``amended`` list: what, when, why), one
+    paragraph each, so a results file never passes a second run's rows off as the first's."""
+    return [f"Amended: {note}\n" for note in results.get("amended", [])]
+
+
 def markdown(results: dict[str, Any], stem: str) -> str:
     m = results["machine"]
     size = results["size"]
@@ -437,6 +443,7 @@ def markdown(results: dict[str, Any], stem: str) -> str:
     parts = [
         f"# chatsvc benchmark results ({size})\n",
         f"Run {results['started_at']} in {results['seconds']} s: `{command}` (see bench/README.md).\n",
+        *amendments(results),
         "## Machine\n",
         f"- {m['nproc']} cores ({m['cpu_model']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}",
         f"- Python {m['python']}, Node {m['node']}; "

@@ -55,3 +55,9 @@ def test_the_baseline_gets_a_small_rooms_row() -> None:
     assert lines[0].startswith("| 500 rooms of 5 | deliveries per server CPU-s | 10,000")
     assert lines[0].endswith("| 0.80x |")
     assert lines[1].endswith("| 1.25x |")
+
+
+def test_rows_measured_after_the_run_say_so() -> None:
+    assert report.amendments(_results({})) == []
+    note = "history re-run 2026-12-07 at e56000d (the CQL node was down)"
+    assert report.amendments({**_results({}), "amended": [note]}) == [f"Amended: {note}\n"]
