@@ -97,6 +97,9 @@ class KafkaHistoryWriter:
         #: Set by :meth:`aclose`: finish the batch in hand (written), then stop.
         self._stopping = asyncio.Event()
         self._down: str | None = None
+        #: The room whose failure began the outage: only its next write ends it (another
+        #: room's write going through while it still fails must not log the outage again).
+        self._down_room: str | None = None
         #: Batches written and not committed yet, oldest first: (monotonic time written,
         #: the offsets to commit for them).
         self._unsettled: deque[tuple[float, dict[Any, int]]] = deque()
@@ -229,13 +232,18 @@ class KafkaHistoryWriter:
         committed): what was written since is written again."""
         consumer = self._history
         self._unsettled.clear()
-        for tp in consumer.assignment():
-            committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
-            log.debug("history writer: partition %d rewound to %s", tp.partition, committed)
+        # Every partition's commit is read first and all are sought together, with no await
+        # between: a fetch issued while the others were still being looked up went out for
+        # the partitions sought so far, and the next batch held only those, so a room stuck
+        # in it held up the rest of the stream behind a batch that never completes.
+        assigned = list(consumer.assignment())
+        committed = {tp: await consumer.committed(tp) for tp in assigned}
+        never = [tp for tp in assigned if committed[tp] is None]
+        if never:  # never committed: from the partition's first record still kept
+            committed.update(await consumer.beginning_offsets(never))
+        for tp in assigned:
+            consumer.seek(tp, committed[tp])
+            log.debug("history writer: partition %d rewound to %s", tp.partition, committed[tp])
         self._rewind = False
 
     async def _write_batch(self, records: list[Any]) -> None:
@@ -290,6 +298,7 @@ class KafkaHistoryWriter:
                 reason = getattr(exc, "message", None) or repr(exc)
                 log.debug("history writer: %s offset %d not written: %s", room, record.offset, reason)
                 if self._down is None:
+                    self._down_room = room
                     log.warning(
                         "history writer paused at %s offset %d: %s; retrying (backoff up to %.0fs, "
                         "live chat goes on; logged once per outage)",
@@ -308,9 +317,9 @@ class KafkaHistoryWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
-            if self._down is not None:
+            if self._down is not None and room == self._down_room:
                 log.info("history writer resumed at %s offset %d", room, record.offset)
-                self._down = None
+                self._down = self._down_room = None
             if self._rewound_at == (record.partition, record.offset):
                 self._rewound_at = None  # past the outage's first failure: the next may rewind
             return
