@@ -554,6 +554,19 @@ def stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def cql_env(contact: str, keyspace: str) -> dict[str, str]:
+    """Settings for the Scylla store on the CQL test node (``host:port``), in ``keyspace``."""
+    host, _, port = contact.rpartition(":")
+    return {
+        "SCYLLA_CONTACT_POINTS": host,
+        "SCYLLA_PORT": port,
+        "SCYLLA_REPLICATION": "SimpleStrategy:1",
+        "SCYLLA_CONSISTENCY": "ONE",
+        "SCYLLA_KEYSPACE": keyspace,
+        "SCYLLA_REQUEST_TIMEOUT": "10",
+    }
+
+
 def drop_cql_keyspace(contact: str, keyspace: str) -> None:
     """Drop a bench run's keyspace on the CQL node: DDL chatsvc itself never runs."""
     from cassandra.cluster import Cluster  # noqa: PLC0415

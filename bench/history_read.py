@@ -45,10 +45,10 @@ def token(sub: str) -> str:
     return jwt.encode(body, harness.BENCH_JWT_SECRET, algorithm="HS256")
 
 
-async def client(server: harness.Server, sub: str) -> socketio.AsyncClient:
+async def client(server: harness.Server, sub: str, room: str = ROOM) -> socketio.AsyncClient:
     sio = socketio.AsyncClient(reconnection=False)
     await sio.connect(server.url, auth={"token": token(sub)}, transports=["websocket"], wait_timeout=10)
-    ack = await sio.call("join", {"room": ROOM}, timeout=10)
+    ack = await sio.call("join", {"room": room}, timeout=10)
     if not ack.get("ok"):
         raise harness.BenchError(f"join refused: {ack}")
     return sio
@@ -86,12 +86,8 @@ async def fill(server: harness.Server, room: str, messages: int, senders: int) -
     left = iter(range(messages))
 
     async def send(n: int) -> None:
-        sio = socketio.AsyncClient(reconnection=False)
-        await sio.connect(server.url, auth={"token": token(f"seeder-{n}")}, transports=["websocket"])
+        sio = await client(server, f"seeder-{n}", room)
         try:
-            ack = await sio.call("join", {"room": room}, timeout=30)
-            if not ack.get("ok"):
-                raise harness.BenchError(f"seeding: join refused: {ack}")
             for i in left:
                 body = {"room": room, "text": f"message {i} " + "x" * 60, "client_msg_id": uuid.uuid4().hex}
                 ack = await sio.call("message", body, timeout=30)
@@ -182,12 +178,7 @@ def main() -> int:
     keyspace = f"chatsvc_bench_hist_{secrets.token_hex(4)}"
     env = {
         "CHATSVC_STORE": "scylla",
-        "SCYLLA_CONTACT_POINTS": cql["CASSANDRA_TEST_CONTACT_POINTS"],
-        "SCYLLA_PORT": cql["CASSANDRA_TEST_PORT"],
-        "SCYLLA_REPLICATION": "SimpleStrategy:1",
-        "SCYLLA_CONSISTENCY": "ONE",
-        "SCYLLA_KEYSPACE": keyspace,
-        "SCYLLA_REQUEST_TIMEOUT": "10",
+        **harness.cql_env(contact, keyspace),
         "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
         "CHATSVC_RATE_LIMIT_BURST": "100000",
         "CHATSVC_SURGE_RATE": "0",

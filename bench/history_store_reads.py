@@ -92,17 +92,13 @@ def main() -> int:
     if not (1 <= args.messages <= 20_000 and 1 <= args.calls <= 2_000):
         parser.error("--messages in [1, 20000], --calls in [1, 2000]")
     cql = harness.service_env("cassandra")
+    contact = f"{cql['CASSANDRA_TEST_CONTACT_POINTS']}:{cql['CASSANDRA_TEST_PORT']}"
     keyspace = f"chatsvc_bench_reads_{secrets.token_hex(4)}"
     settings = Settings.from_env(
         {
             "CHATSVC_JWT_SECRET": secrets.token_hex(16),
             "CHATSVC_STORE": "scylla",
-            "SCYLLA_CONTACT_POINTS": cql["CASSANDRA_TEST_CONTACT_POINTS"],
-            "SCYLLA_PORT": cql["CASSANDRA_TEST_PORT"],
-            "SCYLLA_REPLICATION": "SimpleStrategy:1",
-            "SCYLLA_CONSISTENCY": "ONE",
-            "SCYLLA_KEYSPACE": keyspace,
-            "SCYLLA_REQUEST_TIMEOUT": "10",
+            **harness.cql_env(contact, keyspace),
         }
     )
     store = build_store(settings)
@@ -119,9 +115,7 @@ def main() -> int:
     try:
         asyncio.run(run())
     finally:
-        harness.drop_cql_keyspace(
-            f"{cql['CASSANDRA_TEST_CONTACT_POINTS']}:{cql['CASSANDRA_TEST_PORT']}", keyspace
-        )
+        harness.drop_cql_keyspace(contact, keyspace)
     print(f"load average {os.getloadavg()}")
     return 0
 

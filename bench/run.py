@@ -836,19 +836,6 @@ def kafka_brokers(args: argparse.Namespace) -> str:
     return str(args.kafka_brokers or harness.service_env("kafka")["KAFKA_TEST_PLAINTEXT"])
 
 
-def cql_env(contact: str, keyspace: str) -> dict[str, str]:
-    """Settings for the Scylla store on the CQL test node, in ``keyspace``."""
-    host, _, port = contact.rpartition(":")
-    return {
-        "SCYLLA_CONTACT_POINTS": host,
-        "SCYLLA_PORT": port,
-        "SCYLLA_REPLICATION": "SimpleStrategy:1",
-        "SCYLLA_CONSISTENCY": "ONE",
-        "SCYLLA_KEYSPACE": keyspace,
-        "SCYLLA_REQUEST_TIMEOUT": "10",
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1032,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
                     bench.cleanups.append(
                         functools.partial(harness.drop_cql_keyspace, args.cql_contact, keyspace)
                     )
-                    stores.append(("cassandra", target, cql_env(args.cql_contact, keyspace)))
+                    stores.append(("cassandra", target, harness.cql_env(args.cql_contact, keyspace)))
                 data = bench.history(stores)
             results["scenarios"][scenario] = data
             results["scenarios"].setdefault("_seconds", {})[scenario] = round(time.monotonic() - t0, 1)

@@ -166,9 +166,9 @@ class Notifier:
         late duplicate included): notify its offline members, once per pair (the outbox
         is unique), unless a run before finished them (the store's mark). ``members``: a
         private room's members as its record names them (the sender's audience), else read
-        from the store. Raises ``StoreUnavailable`` when a
-        notification could not be written, so the writer retries the record (its writes
-        are idempotent); another failure is logged and costs that notification."""
+        from the store. Raises ``StoreUnavailable`` when a notification could not be
+        written, so the writer retries the record (its writes are idempotent); another
+        failure is logged and costs that notification."""
         if not _may_notify(message):
             return 0
         done = self._done
