@@ -9,7 +9,9 @@ Tables (``schema.NOTIFY_MIGRATION``, docs/scylla.md), one per query, no ALLOW FI
   of any number of replicas, retries and restarts notify a (user, message); the row keeps
   the position it was given, so a writer that lost the race deletes its own log row and
   rewrites the claimed one rather than leaving a second. The log row is written before
-  the claim (:meth:`ScyllaNotifications.add_notification`).
+  the claim (:meth:`ScyllaNotifications.add_notification`), and a reader returns a row only
+  if the claim names its position (a dead writer's row is not the one its message's re-run
+  claimed), claiming an unclaimed row itself (:meth:`ScyllaNotifications._is_claimed`).
 * ``notified_messages`` ((room, message)): the history writer finished the message's
   notifications (``NotifiedMessages``), so its re-runs skip it.
 * ``notification_log`` ((hour, shard), position, user, message): the outbox in position
@@ -27,6 +29,7 @@ land slightly after a later position was read: a page never returns positions ne
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import time
 import zlib
@@ -99,9 +102,9 @@ class ScyllaNotifications:
         notified. The row goes first so that a process dying between the two writes leaves
         the notification in the outbox rather than a claim without it (which nothing would
         ever complete: a message is notified once, when it is first stored). A call that
-        finds the pair claimed under another position deletes its own row (younger than
-        ``SETTLE_MS``: no reader has seen it) and rewrites the claimed one (an upsert of the
-        same row, completing a first writer that failed half-way)."""
+        finds the pair claimed under another position deletes its own row (readers pass it
+        over in any case: not the claimed position) and rewrites the claimed one (an upsert
+        of the same row, completing a first writer that failed half-way)."""
         n = notification
         position = position_of(_now_ms(), n.user_id, n.message_id)
         await self._put_log(position, n)
@@ -150,7 +153,9 @@ class ScyllaNotifications:
 
     async def notifications_after(self, position: int, limit: int) -> list[tuple[int, Notification]]:
         """Up to ``limit`` notifications after ``position`` and at least ``SETTLE_MS`` old,
-        oldest first: hour by hour, each hour's shards merged."""
+        oldest first: hour by hour, each hour's shards merged; only the row each pair is
+        claimed under (:meth:`_is_claimed`). A page may hold fewer than ``limit`` though
+        more follow only when its last row is the newest readable one."""
         now = _now_ms()
         cutoff = (now - SETTLE_MS) << HASH_BITS
         hour = max(hour_of(position), (now - IDEMPOTENCY_TTL_SECONDS * 1000) // HOUR_MS)
@@ -166,11 +171,32 @@ class ScyllaNotifications:
                 await self._notify_cql("notif_log_after", (hour, shard, position, cutoff, want))
                 for shard in range(SHARDS)
             ]
-            merged = heapq.merge(*slices, key=lambda row: (int(row[0]), str(row[1]), str(row[2])))
-            for row in merged:
-                if len(out) >= limit:
+            page: list[tuple[int, Notification]] = []
+            for row in heapq.merge(*slices, key=lambda row: (int(row[0]), str(row[1]), str(row[2]))):
+                if len(page) >= want:
                     break
                 p, user, message, room, sender, preview, kind, created = row
-                out.append((int(p), Notification(user, room, message, sender, preview, kind, int(created))))
-            hour += 1
+                page.append((int(p), Notification(user, room, message, sender, preview, kind, int(created))))
+            claimed = await asyncio.gather(*(self._is_claimed(p, n) for p, n in page))
+            out.extend(entry for entry, ok in zip(page, claimed, strict=True) if ok)
+            if len(page) < want:
+                hour += 1  # this hour is read to the cutoff
+            else:  # rows passed over: the rest of the hour after the last one read
+                position = page[-1][0]
         return out
+
+    async def _is_claimed(self, position: int, n: Notification) -> bool:
+        """Whether the row at ``position`` is the pair's notification: the one its claim
+        names. A pair can have a second row: a writer that died between its row and its
+        claim leaves one, which the history writer's re-run of the message does not know
+        (it writes and claims its own), and a loser slower than ``SETTLE_MS`` deletes its
+        row only after readers may see it. A row with no claim yet (its writer died, or its
+        claim is still on the way) is claimed here, so whoever claims first, the reader or
+        a writer, decides once for everyone."""
+        key = (n.user_id, _day(n.message_id), n.message_id)
+        found = await self._notify_cql("notif_claim_get", key)
+        if not found or found[0][0] is None:
+            if await self.claim_notification(n.user_id, n.message_id, position):
+                return True
+            found = await self._notify_cql("notif_claim_get", key)
+        return bool(found) and found[0][0] is not None and int(found[0][0]) == position
