@@ -6,7 +6,9 @@ A consumer group (``chatsvc.history``; ``<topic>.history`` for a topic of anothe
 each partition one writer among the replicas, moved by Kafka when a replica goes. Records are
 written in batches (up to ``HISTORY_BATCH_RECORDS`` fetched at once): each room's records in
 stream order, the batch's rooms concurrently; a failed write is retried with capped backoff
-(logged once per outage) and nothing after it in its room is written first.
+(logged once per outage) and nothing after it in its room is written first. A record the
+store refuses for itself rather than for an outage is skipped after ``BAD_RECORD_ATTEMPTS``
+(logged as an error), so one bad record cannot stop a partition's history.
 
 A write the store acked is not yet durable: a CQL node that crashes loses the writes it
 acked but had not synced to its commit log (``commitlog_sync: periodic``, the default of
@@ -38,6 +40,7 @@ from aiokafka import AIOKafkaConsumer
 
 from chatsvc.bus.kafka_client import BACKOFF_CAP_SECONDS, classify, decoded_record, position_of, stop_clients
 from chatsvc.bus.log import LogRecord, RecordHandler, StoreCheck
+from chatsvc.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,11 @@ HISTORY_SETTLE_SECONDS = 20.0
 #: At most one commit (and its store check) per this many seconds: a busy writer fetches many
 #: batches a second, and each check is a store round trip.
 COMMIT_EVERY_SECONDS = 1.0
+#: A write that fails with anything but an outage (``Unavailable``: the store refused the
+#: record itself, e.g. a record of another version it cannot hold, or a bug) is tried this
+#: many times with backoff, then skipped and logged: one bad record must not stop its
+#: partition's history for good, and rewinding for it would not help.
+BAD_RECORD_ATTEMPTS = 5
 
 
 class _Rewind(Exception):
@@ -114,6 +122,8 @@ class KafkaHistoryWriter:
         #: answer again, without rewinding again.
         self._held = False
         self._next_commit = 0.0
+        #: Records skipped as unwritable (``BAD_RECORD_ATTEMPTS``), for tests and operators.
+        self.skipped = 0
 
     def start(self) -> None:
         """Run the writer in the background (it connects, and reconnects, by itself)."""
@@ -251,8 +261,9 @@ class KafkaHistoryWriter:
         (a room's history must never show a record before an earlier one: catch-up fills
         from the tail only after the store's last record), different rooms concurrently, at
         most ``HISTORY_ROOMS_IN_FLIGHT`` at a time. Returns once every record is written.
-        A failing write holds up only its room's later records (retried until written); the
-        other rooms of the batch go on. Raises :class:`_Rewind` when a store outage begins
+        A failing write holds up only its room's later records (retried until written, or
+        skipped if the store refuses the record itself); the other rooms of the batch go
+        on. Raises :class:`_Rewind` when a store outage begins
         (the batch is then abandoned, and fetched again from the last commit)."""
         by_room: dict[bytes, list[Any]] = {}
         for record in records:
@@ -289,6 +300,7 @@ class KafkaHistoryWriter:
         if body is None or room is None:
             return  # not a room event (counted and logged by the reader)
         delay = self._base_delay
+        attempts = 0
         while True:
             try:
                 await self._write(LogRecord(room, position_of(record.offset), body))
@@ -297,6 +309,22 @@ class KafkaHistoryWriter:
             except Exception as exc:
                 reason = getattr(exc, "message", None) or repr(exc)
                 log.debug("history writer: %s offset %d not written: %s", room, record.offset, reason)
+                if not isinstance(exc, Unavailable):
+                    attempts += 1
+                    if attempts >= BAD_RECORD_ATTEMPTS:
+                        self.skipped += 1
+                        log.error(
+                            "history writer skipped %s offset %d after %d attempts (%s: not a store "
+                            "outage; the record was delivered live but is not in history)",
+                            room,
+                            record.offset,
+                            attempts,
+                            type(exc).__name__,
+                        )
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_CAP_SECONDS)
+                    continue
                 if self._down is None:
                     self._down_room = room
                     log.warning(

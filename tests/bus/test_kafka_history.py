@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from chatsvc.bus import kafka_history
 from chatsvc.bus.kafka_history import history_group
 from chatsvc.bus.kafka_log import KafkaRoomLog
 from chatsvc.bus.log import LogRecord
@@ -492,3 +493,44 @@ async def test_writes_lost_while_the_writer_had_nothing_to_write_are_written_aga
     assert {room: sorted(ns) for room, ns in store.rows.items()} == {
         room: list(range(i, 8, 4)) for i, room in enumerate(rooms)
     }, f"lost in the crash: {lost}"
+
+
+async def test_a_record_the_store_refuses_for_itself_is_skipped_after_a_few_attempts(
+    kafka: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write failing with anything but an outage (the store refuses that record: one of
+    another version, or a bug) is tried BAD_RECORD_ATTEMPTS times, then skipped with one
+    error line: the room's later records and the other rooms are written, in order, with no
+    rewind and no "paused" outage. (Before, it was retried for ever as if the store were
+    down, and the partition's history stopped there.)"""
+    topic = new_topic()
+    history = History()
+    attempts = 0
+    write = history.write
+
+    async def refuses_one(record: LogRecord) -> None:
+        nonlocal attempts
+        if record.room == "bad" and record.body["n"] == 5:
+            attempts += 1
+            history.changed.set()
+            raise ValueError("a record this version cannot store")
+        await write(record)
+
+    history.write = refuses_one  # type: ignore[method-assign]
+    log = room_log(kafka, topic, history)
+    await log.start()
+    try:
+        for n in range(10):
+            await log.append("bad", {"n": n})
+            await log.append("good", {"n": n})
+        await history.wait(lambda: len(history.rooms["bad"]) == 9 and len(history.rooms["good"]) == 10)
+        await asyncio.sleep(0.5)  # nothing more comes
+    finally:
+        await log.aclose()
+    assert history.rooms["bad"] == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert history.rooms["good"] == list(range(10))
+    assert attempts == kafka_history.BAD_RECORD_ATTEMPTS
+    messages = [r.getMessage() for r in caplog.records]
+    skipped = [m for m in messages if m.startswith("history writer skipped bad offset")]
+    assert len(skipped) == 1 and "ValueError" in skipped[0] and "cannot store" not in skipped[0], skipped
+    assert not [m for m in messages if m.startswith("history writer paused") or "rewriting" in m]
