@@ -277,7 +277,7 @@ def test_only_the_kafka_adapter_modules_import_aiokafka() -> None:
         ({"transport": {"chat": {"chatsvc/transport/x.py"}}}, "transport (layer 2) imports chat"),
         ({"model": {"errors": {"chatsvc/model/x.py"}}}, "model must import nothing of chatsvc"),
         (
-            {"settings": {"transport": {"chatsvc/settings.py"}}},
+            {"settings": {"transport": {"chatsvc/settings/root.py"}}},
             "settings (layer 1) imports transport (layer 2)",
         ),
     ],

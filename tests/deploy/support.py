@@ -57,24 +57,36 @@ WAIT = 10.0
 # -- settings names -----------------------------------------------------------------------
 
 
-def known_settings_names() -> set[str]:
-    """Every variable name chatsvc/settings.py reads.
+#: What a read of a variable is called on in chatsvc/settings/: ``env`` in the ``read_*``
+#: modules and the root (the :class:`~chatsvc.settings.reader.EnvReader` handed to them),
+#: ``self`` inside that reader's own methods.
+_SETTINGS_READERS = {"env", "self"}
 
-    Found in the source: the first argument of each ``self.<reader>("NAME", ...)`` call
-    (the others are defaults), and every argument of ``self.tls_files(...)``, which takes
+
+def _settings_reads() -> Iterator[tuple[str, list[ast.expr]]]:
+    """Each ``env.<reader>(...)`` (or ``self.<reader>(...)``) call in chatsvc/settings/*.py:
+    the reader's name and the call's positional arguments."""
+    for path in sorted((REPO / "chatsvc" / "settings").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in _SETTINGS_READERS
+            ):
+                yield node.func.attr, node.args
+
+
+def known_settings_names() -> set[str]:
+    """Every variable name chatsvc/settings/ reads.
+
+    Found in the source: the first argument of each ``env.<reader>("NAME", ...)`` call
+    (the others are defaults), and every argument of ``env.tls_files(...)``, which takes
     four names. :class:`RecordingEnv` cross-checks this against a real ``from_env`` run.
     """
-    tree = ast.parse((REPO / "chatsvc" / "settings.py").read_text())
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if not (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "self"
-        ):
-            continue
-        args = node.args if node.func.attr == "tls_files" else node.args[:1]
+    for reader, call_args in _settings_reads():
+        args = call_args if reader == "tls_files" else call_args[:1]
         for arg in args:
             if (
                 isinstance(arg, ast.Constant)
@@ -86,27 +98,19 @@ def known_settings_names() -> set[str]:
 
 
 def settings_names_read_by(reader: str) -> set[str]:
-    """The variables chatsvc/settings.py reads with ``self.<reader>(...)``.
+    """The variables chatsvc/settings/ reads with ``env.<reader>(...)``.
 
     ``secret`` gives the ones held as :class:`~chatsvc.settings.Secret` (plus the key
     password of ``tls_files``), ``readable_file`` the ones naming a file (plus the three
     paths of ``tls_files``); a deployment must deliver those from a secret store and as
     mounted files respectively.
     """
-    tree = ast.parse((REPO / "chatsvc" / "settings.py").read_text())
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if not (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "self"
-        ):
-            continue
-        if node.func.attr == reader:
-            args = node.args[:1]
-        elif node.func.attr == "tls_files" and reader in {"secret", "readable_file"}:
-            args = node.args[3:] if reader == "secret" else node.args[:3]
+    for called, call_args in _settings_reads():
+        if called == reader:
+            args = call_args[:1]
+        elif called == "tls_files" and reader in {"secret", "readable_file"}:
+            args = call_args[3:] if reader == "secret" else call_args[:3]
         else:
             continue
         names.update(a.value for a in args if isinstance(a, ast.Constant) and isinstance(a.value, str))

@@ -2,7 +2,7 @@
 # variables, and the rules across variables; nothing from the google provider. main.tf turns
 # them into the Cloud Run service and the migration job; tests/deploy/test_terraform.py
 # evaluates this file (with variables.tf) in OpenTofu alone and checks the result against
-# chatsvc/settings.py.
+# chatsvc/settings/.
 
 locals {
   # The one port Cloud Run routes to (HTTP/1.1: websockets and long-polling).
