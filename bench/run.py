@@ -494,14 +494,17 @@ class Bench:
         the catch-up query runs and returns nothing); on Centrifugo it is a subscribe.
 
         Rooms of ``members`` each: chatsvc announces every join to the rest of the room, so a
-        storm into one room would measure an N-squared presence fan-out, not connecting."""
+        storm into one room would measure an N-squared presence fan-out, not connecting. The
+        peers announce joins too (``PRESENCE_ON``, as in the join storm): each server then
+        does the same work per connect (before 2026-12-07 they did not, and chatsvc's row
+        carried its presence deliveries alone)."""
         clients, members, in_flight = self.size.storm
         rooms = [f"storm{r}" for r in range(max(1, clients // members))]
         since = id_at(int(time.time() * 1000) - 10_000)
         deadline_s = 120.0
         out: dict[str, Any] = {}
         for target in targets:
-            server = self.start(target, f"storm-{target.key}")
+            server = self.start(target, f"storm-{target.key}", PRESENCE_ON.get(target.kind))
             with self.loadgen() as lg:
                 # Warm imports, pools and allocator arenas, as in the idle scenario.
                 lg.connect_all(server, min(20, clients))
