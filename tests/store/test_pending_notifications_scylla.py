@@ -7,6 +7,7 @@ the marks."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -151,3 +152,17 @@ async def test_a_new_process_finds_the_marks(scylla_spec: StoreSpec) -> None:
         assert await again.pending_notifications(10) == []
     finally:
         await again.aclose()
+
+
+async def test_a_read_walks_the_hours_and_pages_past_a_chunk(scylla: ScyllaStore) -> None:
+    now = now_ms()
+    older, _ = await scylla.append(dm_message(now - 3 * pending.HOUR_MS))  # three partitions back
+    many = [dm_message(now + i) for i in range(pending.CHUNK + 30)]
+    await asyncio.gather(*(scylla.append(m) for m in many))
+    expected = [older.id, *sorted(m.id for m in many)]
+    assert [m.id for m in await scylla.pending_notifications(1000)] == expected
+    page = await scylla.pending_notifications(pending.CHUNK + 1)
+    assert [m.id for m in page] == expected[: pending.CHUNK + 1]
+    await drained(scylla)
+    floor = await scylla._pending_floor()
+    assert floor is not None and floor > older.id  # cleared: the next reads start after it

@@ -31,7 +31,6 @@ it wrote before it (a clock behind the previous process's).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Final
@@ -172,35 +171,26 @@ class ScyllaPending:
         kept: list[str] = []  # marks left in place: their message may still be on the way
         hour, last = hour_of(start), now // HOUR_MS + 1  # + 1: an id a little ahead of this clock
         after: tuple[str, str] = (start, "")  # (message id, room): "" sorts below every room
-        complete = True
-        while len(found) < limit:
-            if hour > last:
-                break
+        while len(found) < limit and hour <= last:
             rows = await self._pending_cql("pend_after", (hour, after[0], after[1], CHUNK))
             if rows:
                 after = (str(rows[-1][0]), str(rows[-1][1]))
-            else:
-                hour, after = hour + 1, ("", "")
-                continue
-            messages = await asyncio.gather(*(self.get(str(room), str(id_)) for id_, room in rows))
+            if len(rows) < CHUNK:
+                hour, after = hour + 1, ("", "")  # read to its end (unless the page fills first)
+            messages = await self._db.gather(*(self.get(str(room), str(id_)) for id_, room in rows))
             for (id_, room), message in zip(rows, messages, strict=True):
                 if len(found) >= limit:
-                    complete = False  # the rest of this chunk is read again next time
-                    break
+                    break  # the rest is read again next time (the floor stays below it)
                 if message is not None:
                     found.append(message)
                 elif str(id_) >= young or str(id_) in self._marks.writing:
                     kept.append(str(id_))
                 else:
-                    await self._pending_cql("pend_delete", (hour, str(id_), str(room)))
-            if len(rows) < CHUNK and len(found) < limit:
-                hour, after = hour + 1, ("", "")
-        if len(found) >= limit:
-            complete = False
+                    await self._pending_cql("pend_delete", (hour_of(str(id_)), str(id_), str(room)))
         # Every mark below the new floor is cleared: the walk saw none it did not return or
         # keep, and a mark it could not see yet is in the watch.
         lows = [m.id for m in found] + kept + watch
-        if complete:
+        if len(found) < limit:  # the walk reached now
             lows.append(young)
         floor = min(lows) if lows else start
         if floor != stored:
