@@ -1,6 +1,7 @@
 """Offline notifications on ScyllaDB without Kafka (issue 24), on the real Cassandra node:
 a process that stops between the sender's ack and the notifications loses none (the next
-start's sweep writes them, once), and in cluster mode nothing sweeps the marks."""
+start's sweep writes them, once; a chatsvc server on the keyspace does it too), and in
+cluster mode nothing sweeps the marks."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from chatsvc.model.messages import Message
 from chatsvc.model.rooms import Conversation, Member, Notification
 from chatsvc.settings import Limits
 from chatsvc.store.scylla.store import ScyllaStore
+from tests.conftest import ServerFactory
 from tests.store.conftest import StoreSpec, cli_env, drop_keyspace, new_keyspace, scylla_env
 from tests.support.control_net import eventually
 from tests.support.servers import run_cli
@@ -100,6 +102,24 @@ async def test_a_process_stopped_between_ack_and_notifications_loses_none(cql: S
         finally:
             await notifier.aclose()
             await store.aclose()
+
+
+async def test_a_server_on_scylla_without_kafka_writes_the_marks_a_crash_left(
+    cql: StoreSpec, server_factory: ServerFactory
+) -> None:
+    """The app wires the sweep on ScyllaDB when there is no events log (app._notifier, Notifier.start)."""
+    store = await open_scylla(cql)
+    try:
+        sent, _ = await direct_message(store, "while you were out")  # stored, marked, never notified
+        server = server_factory(name="embedded-scylla", **cql.env)
+        server.wait_http("/readyz", timeout=60)
+
+        async def settled() -> bool:
+            return await store.pending_notifications(10) == [] and await notified(store, sent.id) == ["bob"]
+
+        await eventually(settled, within=WITHIN, what="swept by the server")
+    finally:
+        await store.aclose()
 
 
 async def test_the_send_path_writes_them_and_clears_the_mark(cql: StoreSpec) -> None:
