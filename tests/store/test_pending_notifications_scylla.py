@@ -166,3 +166,21 @@ async def test_a_read_walks_the_hours_and_pages_past_a_chunk(scylla: ScyllaStore
     await drained(scylla)
     floor = await scylla._pending_floor()
     assert floor is not None and floor > older.id  # cleared: the next reads start after it
+
+
+async def test_a_new_process_reads_from_its_own_first_mark_too(scylla_spec: StoreSpec) -> None:
+    """Its clock behind the previous process's: the floor that one left lies above the new
+    process's first marks."""
+    ahead = await open_scylla(scylla_spec)
+    behind = await open_scylla(scylla_spec)
+    try:
+        await drained(ahead)
+        await ahead._pending_cql("pend_floor_put", (id_at(now_ms() + 10 * 60_000), "pending"))
+        sent, _ = await behind.append(dm_message(now_ms()))
+        assert [m.id for m in await behind.pending_notifications(10)] == [sent.id]
+        await behind.clear_pending_notification(sent.room, sent.id)
+        assert await behind.pending_notifications(10) == []
+    finally:
+        await ahead._pending_cql("pend_floor_put", (id_at(now_ms() - pending.MARGIN_MS), "pending"))
+        await ahead.aclose()
+        await behind.aclose()
