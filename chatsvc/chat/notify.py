@@ -16,12 +16,14 @@ a crash, so a replica killed between the sender's ack and the notifications lose
   committed offsets, so a record whose notifications a dead writer did not finish is
   written again by the partition's next writer; the outbox keeps each pair once. The send
   path writes none (:meth:`Notifier.posted` is a no-op there).
-* Embedded (SQLite, memory): the store marks a message that may notify in the message's
-  own transaction (:class:`~chatsvc.store.base.PendingNotifications`); :meth:`posted`
-  writes the notifications right after the ack and clears the mark. Marks left by a crash
-  (or a failed write) are written by a sweep at start (and after a failure, with capped
-  backoff). A retried send that turns out a duplicate asks for a sweep too.
-* ScyllaDB without Kafka keeps no marks: a crash between ack and notifications loses them.
+* Embedded (SQLite, memory; ScyllaDB without Kafka): the store marks a message that may
+  notify (:class:`~chatsvc.store.base.PendingNotifications`) in the message's own
+  transaction (ScyllaDB: the mark written before the message row, so never a message
+  without its mark; :mod:`chatsvc.store.scylla.pending`); :meth:`posted` writes the
+  notifications right after the ack and clears the mark. Marks left by a crash (or a failed
+  write) are written by a sweep at start (and after a failure, with capped backoff). A
+  retried send that turns out a duplicate asks for a sweep too. In cluster mode nothing is
+  marked (messages bring their log position) and nothing sweeps (``from_log``).
 
 "Offline" is :class:`chatsvc.chat.online.OnlineUsers`: no socket on any live replica,
 judged when the step runs (the writer may be behind the send). The writer commits only

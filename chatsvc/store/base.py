@@ -285,11 +285,12 @@ def marks_pending(message: Message) -> bool:
 @runtime_checkable
 class PendingNotifications(Protocol):
     """Messages whose offline notifications are not written yet, in a store that is its
-    own durable record (the embedded default, issue 24): ``append`` marks a new message of
-    a private or direct room, or one with mentions, *in the message's own transaction*
-    unless the message brings its position (cluster mode: the events log is the record and
-    its history writer notifies). The notifier clears the mark once every notification is
-    written, and a restarted process writes those of the marks left."""
+    own durable record (the embedded default, and ScyllaDB without Kafka; issue 24):
+    ``append`` marks a new message of a private or direct room, or one with mentions, *in
+    the message's own transaction* (ScyllaDB, which has none across partitions: before the
+    message row) unless the message brings its position (cluster mode: the events log is
+    the record and its history writer notifies). The notifier clears the mark once every
+    notification is written, and a restarted process writes those of the marks left."""
 
     async def pending_notifications(self, limit: int) -> list[Message]:
         """Up to ``limit`` marked messages, oldest first (a mark whose message is gone is

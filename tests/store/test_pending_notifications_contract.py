@@ -1,6 +1,7 @@
 """The marks of messages whose offline notifications are not written yet (issue 24), on the
-stores that are their own durable record (SQLite, memory): ``append`` marks a user's new
-message that may notify, in its own transaction; nothing else is marked."""
+stores that are their own durable record (SQLite, memory, ScyllaDB without Kafka):
+``append`` marks a user's new message that may notify (in its own transaction; ScyllaDB:
+the mark before the message row); nothing else is marked."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from chatsvc.model.ids import id_at
 from chatsvc.model.messages import Message
 from chatsvc.store.base import PendingNotifications
 from chatsvc.store.memory import MemoryStore
+from chatsvc.store.scylla.store import ScyllaStore
 from chatsvc.store.sqlite import SqliteStore
+from tests.store.conftest import StoreSpec
 
 
 def dm_room() -> str:
@@ -34,22 +37,36 @@ def posted(room: str, *, client_msg_id: str | None = None, **fields: object) -> 
     return replace(message, **fields)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-async def marks(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqliteStore | MemoryStore]:
-    store: SqliteStore | MemoryStore = (
-        SqliteStore(tmp_path / "chat.db") if request.param == "sqlite" else MemoryStore()
-    )
+Marks = SqliteStore | MemoryStore | ScyllaStore
+
+
+async def drained(store: Marks) -> None:
+    """No mark left (the scylla keyspace is the session's: other tests' messages marked)."""
+    while batch := await store.pending_notifications(100):
+        for message in batch:
+            await store.clear_pending_notification(message.room, message.id)
+
+
+@pytest.fixture(params=["sqlite", "memory", "scylla"])
+async def marks(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Marks]:
+    store: Marks
+    if request.param == "scylla":
+        spec: StoreSpec = request.getfixturevalue("scylla_spec")
+        made = spec.make()
+        assert isinstance(made, ScyllaStore)
+        store = made
+    else:
+        store = SqliteStore(tmp_path / "chat.db") if request.param == "sqlite" else MemoryStore()
     await store.open()
     await store.migrate()
     try:
+        await drained(store)
         yield store
     finally:
         await store.aclose()
 
 
-async def test_a_new_message_that_may_notify_is_marked_until_cleared(
-    marks: SqliteStore | MemoryStore,
-) -> None:
+async def test_a_new_message_that_may_notify_is_marked_until_cleared(marks: Marks) -> None:
     assert isinstance(marks, PendingNotifications)
     dm, club = dm_room(), f"priv:{uuid.uuid4().hex[:16]}"
     first, _ = await marks.append(posted(dm, client_msg_id="c-1"))
@@ -65,7 +82,7 @@ async def test_a_new_message_that_may_notify_is_marked_until_cleared(
     assert [m.id for m in await marks.pending_notifications(10)] == [second.id, mention.id]
 
 
-async def test_nothing_else_is_marked(marks: SqliteStore | MemoryStore) -> None:
+async def test_nothing_else_is_marked(marks: Marks) -> None:
     await marks.append(posted("stock:005930"))  # public, no mentions: most messages
     await marks.append(posted(dm_room(), kind="system"))  # the admin API's
     await marks.append(posted(dm_room(), pos=7))  # from the events log: its writer notifies

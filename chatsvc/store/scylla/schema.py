@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Final
 
 from chatsvc.store.base import EVENT_RETENTION_SECONDS
-from chatsvc.store.scylla import cleanup, flagged, relay
+from chatsvc.store.scylla import cleanup, flagged, pending, relay
 
-SCHEMA_VERSION: Final = 10
+SCHEMA_VERSION: Final = 11
 SCHEMA_SCOPE: Final = "chatsvc"
 #: Retried sends are recognised for this long (the key rows expire; see docs/scylla.md).
 IDEMPOTENCY_TTL_SECONDS: Final = 7 * 24 * 3600
@@ -330,6 +330,9 @@ MIGRATIONS[10] = (
     ) WITH default_time_to_live = """
     + str(IDEMPOTENCY_TTL_SECONDS),
 )
+#: Marks of messages whose offline notifications are not written yet, on ScyllaDB without
+#: Kafka (issue 24, ``PendingNotifications``; chatsvc.store.scylla.pending).
+MIGRATIONS[11] = pending.MIGRATION
 
 SCHEMA_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS {ks}.schema_version (
     scope text,
@@ -505,6 +508,7 @@ STATEMENTS: Final[dict[str, str]] = {
     "notif_done_get": "SELECT room FROM {ks}.notified_messages WHERE room = ? AND message_id = ?",
     "notif_done_put": "INSERT INTO {ks}.notified_messages (room, message_id) VALUES (?, ?)",
     **relay.STATEMENTS,
+    **pending.STATEMENTS,
     **MODES_STATEMENTS,
 }
 #: Statements a retry could change the outcome of (a conditional delete applied twice says

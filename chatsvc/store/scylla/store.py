@@ -30,6 +30,7 @@ from chatsvc.store.base import (
     decode_reply,
     encode_mentions,
     encode_reply,
+    marks_pending,
 )
 from chatsvc.store.scylla.cleanup import ScyllaCleanup
 from chatsvc.store.scylla.conversations import ScyllaConversations
@@ -37,6 +38,7 @@ from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
 from chatsvc.store.scylla.flagged import ScyllaFlags
 from chatsvc.store.scylla.modes import ScyllaModes
 from chatsvc.store.scylla.notifications import ScyllaNotifications
+from chatsvc.store.scylla.pending import PendingTracker, ScyllaPending
 from chatsvc.store.scylla.reactions import ScyllaReactions
 from chatsvc.store.scylla.relay import ScyllaRelay
 from chatsvc.store.scylla.stream import ScyllaStream
@@ -132,6 +134,7 @@ class ScyllaStore(
     ScyllaThreads,
     ScyllaConversations,
     ScyllaNotifications,
+    ScyllaPending,
     ScyllaRelay,
 ):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
@@ -147,6 +150,7 @@ class ScyllaStore(
         self._gather = self._db.gather
         self._rooms_written: OrderedDict[str, int] = OrderedDict()  # room -> earliest created ms
         self._stream = ScyllaStream(self._run)
+        self._marks = PendingTracker()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -205,6 +209,7 @@ class ScyllaStore(
         # A failure in between leaves at most an empty bucket, a last id ahead of the newest
         # message, or a key without its message, which the retry completes (see append).
         writes = []
+        marked = marks_pending(message)  # before numbering: one from the events log has its pos
         if self._positions:
             message = replace(message, pos=await self._stream.next_pos(message.room))
         if message.pos is not None:  # numbered here, or by the Kafka events topic (cluster mode)
@@ -223,7 +228,19 @@ class ScyllaStore(
                     ),
                 )
             )
-        await self._gather(*writes)
+        if marked:  # before the message row: never a message without its mark (pending.py)
+            self._marks.start(message.id)
+            writes.append(self._mark_pending(message))
+        try:
+            await self._gather(*writes)
+            await self._insert(message)
+        finally:
+            if marked:
+                self._marks.done(message.id)
+        self._remember_room(message.room, message.created_at_ms)
+        return message
+
+    async def _insert(self, message: Message) -> None:
         await self._run(
             "msg_insert",
             (
@@ -245,8 +262,6 @@ class ScyllaStore(
                 UNSET if message.sentiment is None else message.sentiment,
             ),
         )
-        self._remember_room(message.room, message.created_at_ms)
-        return message
 
     async def append(self, message: Message) -> tuple[Message, bool]:
         """Store ``message`` unless its ``(room, user_id, client_msg_id)`` was stored before.
