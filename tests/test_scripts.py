@@ -10,7 +10,9 @@ is checked over all of /proc, not just over the pids the script reported.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import importlib.util
 import os
 import queue
 import signal
@@ -22,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -321,3 +324,34 @@ def test_scripts_test_stops_only_the_services_it_started(
     assert [line.split()[0] for line in lines if line.endswith(" stop")] == stopped, lines
     for name in running:
         assert (state / name).exists(), f"{name} was running before and must still be"
+
+
+# -- scripts/lib/kafka_cluster_id.py ------------------------------------------------------
+
+
+def _cluster_id_module() -> Any:
+    path = REPO / "scripts" / "lib" / "kafka_cluster_id.py"
+    spec = importlib.util.spec_from_file_location("kafka_cluster_id", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_kafka_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One random UUID in 64 encodes to an id starting with ``-``, which kafka-storage's
+    ``--cluster-id -xyz`` read as a missing argument: a fresh machine's ``make test`` failed
+    at "formatting KRaft storage". The generator draws again, as Kafka's Uuid.randomUuid does;
+    the script passes it as ``--cluster-id=ID`` besides."""
+    module = _cluster_id_module()
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))  # first six bits 111110: "-"
+    assert base64.urlsafe_b64encode(dash_first.bytes).decode().startswith("-")
+    draws = iter([dash_first, uuid.UUID(int=42)])
+    monkeypatch.setattr(module.uuid, "uuid4", lambda: next(draws))
+    assert module.new_cluster_id() == base64.urlsafe_b64encode(uuid.UUID(int=42).bytes).rstrip(b"=").decode()
+    monkeypatch.undo()
+    for _ in range(5000):
+        found = module.new_cluster_id()
+        assert len(found) == 22 and not found.startswith("-")
+        assert len(base64.urlsafe_b64decode(found + "==")) == 16
+    assert '--cluster-id="$cluster_id"' in KAFKA.read_text()
