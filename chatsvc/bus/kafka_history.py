@@ -322,26 +322,8 @@ class KafkaHistoryWriter:
                             type(exc).__name__,
                         )
                         return
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_CAP_SECONDS)
-                    continue
-                if self._down is None:
-                    self._down_room = room
-                    log.warning(
-                        "history writer paused at %s offset %d: %s; retrying (backoff up to %.0fs, "
-                        "live chat goes on; logged once per outage)",
-                        room,
-                        record.offset,
-                        reason,
-                        BACKOFF_CAP_SECONDS,
-                    )
-                self._down = reason
-                if self._rewound_at is None:
-                    # The store may have lost writes it acked just before (see the module
-                    # docstring): go back to the last commit and write everything again.
-                    self._rewound_at = (record.partition, record.offset)
-                    log.info("history writer: rewriting from the last commit once the store is back")
-                    raise _Rewind from exc
+                else:
+                    self._outage(record, room, reason, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP_SECONDS)
                 continue
@@ -351,6 +333,27 @@ class KafkaHistoryWriter:
             if self._rewound_at == (record.partition, record.offset):
                 self._rewound_at = None  # past the outage's first failure: the next may rewind
             return
+
+    def _outage(self, record: Any, room: str, reason: str, exc: Exception) -> None:
+        """A write failed for a store outage: log it once per outage; raise
+        :class:`_Rewind` for the outage's first failure."""
+        if self._down is None:
+            self._down_room = room
+            log.warning(
+                "history writer paused at %s offset %d: %s; retrying (backoff up to %.0fs, "
+                "live chat goes on; logged once per outage)",
+                room,
+                record.offset,
+                reason,
+                BACKOFF_CAP_SECONDS,
+            )
+        self._down = reason
+        if self._rewound_at is None:
+            # The store may have lost writes it acked just before (see the module
+            # docstring): go back to the last commit and write everything again.
+            self._rewound_at = (record.partition, record.offset)
+            log.info("history writer: rewriting from the last commit once the store is back")
+            raise _Rewind from exc
 
     async def aclose(self) -> None:
         """Stop the writer and its consumer; idempotent. A batch already fetched is written
