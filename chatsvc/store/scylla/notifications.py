@@ -100,8 +100,8 @@ class ScyllaNotifications:
     async def add_notification(self, notification: Notification) -> bool:
         """Write the log row, then claim the pair under its position; True if this call
         notified. The row goes first so that a process dying between the two writes leaves
-        the notification in the outbox rather than a claim without it (which nothing would
-        ever complete: a message is notified once, when it is first stored). A call that
+        the notification in the outbox rather than a claim without it (a notification nobody
+        would read). A call that
         finds the pair claimed under another position deletes its own row (readers pass it
         over in any case: not the claimed position) and rewrites the claimed one (an upsert
         of the same row, completing a first writer that failed half-way)."""
@@ -110,15 +110,14 @@ class ScyllaNotifications:
         await self._put_log(position, n)
         if await self.claim_notification(n.user_id, n.message_id, position):
             return True
-        found = await self._notify_cql("notif_claim_get", (n.user_id, _day(n.message_id), n.message_id))
-        claimed = int(found[0][0]) if found and found[0][0] else None
+        claimed = await self._claimed_position(n)
         if claimed == position:
             return False  # a writer in the same millisecond: the very same row, theirs (the
             # claim is never retried by the driver, so "not applied" is never our own)
         await self._notify_cql(
             "notif_log_delete", (hour_of(position), shard_of(n.user_id), position, n.user_id, n.message_id)
         )
-        if claimed is not None:  # else expired, or claimed by a version without the row (position 0)
+        if claimed:  # else expired, or claimed by a version without the row (position 0)
             await self._put_log(claimed, n)
         return False
 
@@ -193,10 +192,15 @@ class ScyllaNotifications:
         row only after readers may see it. A row with no claim yet (its writer died, or its
         claim is still on the way) is claimed here, so whoever claims first, the reader or
         a writer, decides once for everyone."""
-        key = (n.user_id, _day(n.message_id), n.message_id)
-        found = await self._notify_cql("notif_claim_get", key)
-        if not found or found[0][0] is None:
+        claimed = await self._claimed_position(n)
+        if claimed is None:
             if await self.claim_notification(n.user_id, n.message_id, position):
                 return True
-            found = await self._notify_cql("notif_claim_get", key)
-        return bool(found) and found[0][0] is not None and int(found[0][0]) == position
+            claimed = await self._claimed_position(n)
+        return claimed == position
+
+    async def _claimed_position(self, n: Notification) -> int | None:
+        """The position the pair's claim names (0: claimed by a version without log rows);
+        None if it is not claimed (or the claim expired)."""
+        found = await self._notify_cql("notif_claim_get", (n.user_id, _day(n.message_id), n.message_id))
+        return int(found[0][0]) if found and found[0][0] is not None else None
