@@ -4,7 +4,7 @@ contact points, keyspace and replication, consistency, credentials, TLS)."""
 from __future__ import annotations
 
 from chatsvc.settings.model import CONSISTENCY_LEVELS, STORE_BACKENDS, ScyllaSettings, TlsFiles
-from chatsvc.settings.reader import EnvReader, SettingsError
+from chatsvc.settings.reader import EnvReader, SettingsError, together
 
 
 def read_store(env: EnvReader, environment: str) -> str:
@@ -39,11 +39,7 @@ def read_scylla(env: EnvReader) -> ScyllaSettings | None:
     _validate_replication(replication)
     username = env.optional("SCYLLA_USERNAME")
     password = env.secret("SCYLLA_PASSWORD")
-    if (username is None) != (password is None):
-        raise SettingsError(
-            "SCYLLA_PASSWORD" if password is None else "SCYLLA_USERNAME",
-            "SCYLLA_USERNAME and SCYLLA_PASSWORD must be set together",
-        )
+    together("SCYLLA_USERNAME", username, "SCYLLA_PASSWORD", password)
     return ScyllaSettings(
         contact_points=points,
         port=env.integer("SCYLLA_PORT", 9042, minimum=1, maximum=65535),
@@ -68,11 +64,7 @@ def _scylla_tls(env: EnvReader) -> TlsFiles | None:
         if cert or key:
             raise SettingsError("SCYLLA_SSL_CA_CERT", "a client certificate needs SCYLLA_SSL_CA_CERT too")
         return None
-    if (cert is None) != (key is None):
-        raise SettingsError(
-            "SCYLLA_SSL_CLIENT_KEY" if key is None else "SCYLLA_SSL_CLIENT_CERT",
-            "SCYLLA_SSL_CLIENT_CERT and SCYLLA_SSL_CLIENT_KEY must be set together",
-        )
+    together("SCYLLA_SSL_CLIENT_CERT", cert, "SCYLLA_SSL_CLIENT_KEY", key)
     return TlsFiles(
         ca,
         env.readable_file("SCYLLA_SSL_CLIENT_CERT"),

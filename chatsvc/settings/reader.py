@@ -26,6 +26,19 @@ class SettingsError(ValueError):
         self.variable = variable
 
 
+def together(
+    first: str, first_value: object, second: str, second_value: object, problem: str | None = None
+) -> None:
+    """Two variables that only work as a pair: both set, or neither; else a
+    :class:`SettingsError` naming the one missing (``problem``: the message, by default
+    "FIRST and SECOND must be set together")."""
+    if (first_value is None) != (second_value is None):
+        raise SettingsError(
+            second if second_value is None else first,
+            problem or f"{first} and {second} must be set together",
+        )
+
+
 class EnvReader:
     """Parses typed values out of an environment mapping, naming the variable on error."""
 

@@ -26,7 +26,7 @@ from chatsvc.settings.read_auth import read_jwt
 from chatsvc.settings.read_kafka import read_kafka
 from chatsvc.settings.read_limits import read_limits, read_modes, read_spam
 from chatsvc.settings.read_store import read_scylla, read_store
-from chatsvc.settings.reader import EnvReader, SettingsError
+from chatsvc.settings.reader import EnvReader, SettingsError, together
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,7 @@ def read_settings(env: EnvReader) -> Settings:
 
     tls_cert = env.readable_file("CHATSVC_TLS_CERT")
     tls_key = env.readable_file("CHATSVC_TLS_KEY")
-    if (tls_cert is None) != (tls_key is None):
-        missing = "CHATSVC_TLS_KEY" if tls_key is None else "CHATSVC_TLS_CERT"
-        raise SettingsError(missing, "CHATSVC_TLS_CERT and CHATSVC_TLS_KEY must be set together")
+    together("CHATSVC_TLS_CERT", tls_cert, "CHATSVC_TLS_KEY", tls_key)
 
     for origin in (origins := env.items("CHATSVC_CORS_ORIGINS")):
         if origin == "*":
@@ -161,11 +159,13 @@ def read_settings(env: EnvReader) -> Settings:
 
     admin_user = env.optional("CHATSVC_ADMIN_UI_USERNAME")
     admin_password = env.secret("CHATSVC_ADMIN_UI_PASSWORD")
-    if (admin_user is None) != (admin_password is None):
-        raise SettingsError(
-            "CHATSVC_ADMIN_UI_PASSWORD" if admin_password is None else "CHATSVC_ADMIN_UI_USERNAME",
-            "the Admin UI needs both CHATSVC_ADMIN_UI_USERNAME and CHATSVC_ADMIN_UI_PASSWORD",
-        )
+    together(
+        "CHATSVC_ADMIN_UI_USERNAME",
+        admin_user,
+        "CHATSVC_ADMIN_UI_PASSWORD",
+        admin_password,
+        "the Admin UI needs both CHATSVC_ADMIN_UI_USERNAME and CHATSVC_ADMIN_UI_PASSWORD",
+    )
 
     return Settings(
         host=env.text("CHATSVC_HOST", "127.0.0.1"),
@@ -250,11 +250,7 @@ def _grpc(env: EnvReader) -> GrpcSettings:
     cert = env.readable_file("CHATSVC_GRPC_TLS_CERT")
     key = env.readable_file("CHATSVC_GRPC_TLS_KEY")
     client_ca = env.readable_file("CHATSVC_GRPC_TLS_CLIENT_CA")
-    if (cert is None) != (key is None):
-        raise SettingsError(
-            "CHATSVC_GRPC_TLS_KEY" if key is None else "CHATSVC_GRPC_TLS_CERT",
-            "CHATSVC_GRPC_TLS_CERT and CHATSVC_GRPC_TLS_KEY must be set together",
-        )
+    together("CHATSVC_GRPC_TLS_CERT", cert, "CHATSVC_GRPC_TLS_KEY", key)
     if client_ca is not None and cert is None:
         raise SettingsError("CHATSVC_GRPC_TLS_CERT", "CHATSVC_GRPC_TLS_CLIENT_CA needs a server certificate")
     return GrpcSettings(
