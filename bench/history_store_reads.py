@@ -6,8 +6,8 @@
 The Scylla store of this checkout, in process, on the CQL test node (``scripts/cassandra
 start``; a keyspace of its own, dropped at the end). Seeds ``--messages`` in one room (every
 tenth with a reaction), then times ``--calls`` sequential calls of each read a page makes
-(chatsvc.chat.room_events.history: the page, then reply summaries and reaction counts at
-once, then the reader's own reactions; the reader's blocks beside the page), the whole page
+(chatsvc.chat.room_events.history: the page, then reply summaries, reaction counts and the
+reader's own reactions at once; the reader's blocks beside the page), the whole page
 with one reader, and four pages at once (the history scenario's four readers). No chatsvc
 server and no websocket: what is left of a page's latency in the history scenario beyond
 these is the server's CPU and the wait for it. Bounded: every call has the store's timeout.
@@ -66,8 +66,11 @@ async def measure(store: ScyllaStore, messages: int, calls: int) -> None:
     async def whole() -> None:
         found = await store.history(ROOM, before=None, limit=LIMIT)
         listed = [m.id for m in found.messages]
-        await asyncio.gather(store.thread_summaries(ROOM, listed), store.reaction_counts(ROOM, listed))
-        await store.reactions_of(ROOM, listed, "u1")
+        await asyncio.gather(
+            store.thread_summaries(ROOM, listed),
+            store.reaction_counts(ROOM, listed),
+            store.reactions_of(ROOM, listed, "u1"),
+        )
 
     async def four() -> None:
         await asyncio.gather(*(whole() for _ in range(4)))
@@ -80,7 +83,7 @@ async def measure(store: ScyllaStore, messages: int, calls: int) -> None:
     await timed("reaction_counts (50 ids)", lambda: store.reaction_counts(ROOM, shown), calls)
     await timed("reactions_of (50 ids)", lambda: store.reactions_of(ROOM, shown, "u1"), calls)
     await timed("blocks_of (one partition, empty)", lambda: store.blocks_of("u1", limit=100), calls)
-    await timed("a page: page, then annotate (3 steps)", whole, calls)
+    await timed("a page: page, then annotate (2 steps)", whole, calls)
     await timed("four pages at once", four, max(1, calls // 2))
 
 
