@@ -202,6 +202,7 @@ def create_app(settings: Settings, *, store: MessageStore | None = None) -> web.
         spam=(spam := SpamFilter(settings.spam, metrics, store)),
         room_log=build_room_log(settings, bus, metrics, routed),
         host=getattr(bus, "host_id", settings.replica_id),
+        present=bus.has_members,
     )
     verifier = JwtVerifier(settings.jwt, jwks := build_jwks(settings))
     recovery = _recovery(store, settings, conversations, service)

@@ -238,6 +238,11 @@ class Metrics:
             "Records of the events topic this replica read (all partitions, or the wanted ones)",
             registry=self.registry,
         )
+        self.events_unheard = Tally(
+            "chatsvc_events_records_unheard_total",
+            "Events-topic records applied here (dedup window, tail) with nobody here to deliver them to",
+            registry=self.registry,
+        )
         self.events_partitions_read = Gauge(
             "chatsvc_events_partitions_read",
             "Events topic partitions this replica fetches under KAFKA_EVENTS_ROUTING",

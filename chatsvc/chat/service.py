@@ -103,9 +103,14 @@ class ChatService:
         spam: SpamFilter | None = None,
         room_log: RoomLog | None = None,
         host: str = "",
+        present: Callable[[str], bool] | None = None,
     ) -> None:
         """``room_log``: cluster mode, the events log every room event goes through; ``host``
-        names this process in its records (its own sender's socket is skipped on delivery)."""
+        names this process in its records (its own sender's socket is skipped on delivery);
+        ``present(room)``: whether a socket of this replica is in ``room`` (given, the
+        events log's records of public rooms nobody here is in are not delivered: nothing
+        to encode them for)."""
+        self._present = present
         self._store = store
         self._spam = spam
         self._delete_hooks: list[DeleteHook] = []
@@ -120,7 +125,12 @@ class ChatService:
         self._streams: RoomStreams | None = None
         self._history: HistoryWriter | None = None
         if room_log is not None:
-            self._streams = RoomStreams(self._deliver_here, self._record_wire, host or "chatsvc")
+            self._streams = RoomStreams(
+                self._deliver_here,
+                self._record_wire,
+                host or "chatsvc",
+                audible=None if present is None else self._audible,
+            )
             room_log.on_record(self._streams.apply)
             self._history = HistoryWriter(store, self._metrics)
             room_log.on_history(self._history.write, settled=store.ping)
@@ -550,6 +560,15 @@ class ChatService:
                 raise BusUnavailable("the room stream did not deliver the event in time; retry") from None
         finally:
             self._streams.forget(record_id)
+
+    def _audible(self, room: str, targets: list[str] | None) -> bool:
+        """Whether a record of ``room`` read from the events log may reach a socket here: a
+        public room's only if one is in it; a private room's always (its audience is its
+        members' user rooms: resolving them to skip the delivery would cost as much)."""
+        if targets or members_only(room) or self._present is None or self._present(room):
+            return True
+        self._metrics.events_unheard.inc()
+        return False
 
     async def _deliver_here(
         self, event: str, data: dict[str, Any], room: str, skip_sid: str | None, targets: list[str] | None

@@ -46,6 +46,8 @@ Observer = Callable[[Message | RoomEvent, bool], None]
 #: ``(event, data, room, skip_sid, targets)``: deliver to this replica's sockets only, in
 #: ``room`` or (a private room's events, chatsvc.chat.conversations) in ``targets``.
 Deliver = Callable[[str, dict[str, Any], str, str | None, list[str] | None], Awaitable[None]]
+#: ``(room, targets)``: whether a record's live delivery may reach a socket of this replica.
+Audible = Callable[[str, list[str] | None], bool]
 
 
 def _targets(body: dict[str, Any]) -> list[str] | None:
@@ -156,10 +158,19 @@ class RoomStreams:
     """Applies the events log's records on this replica (see the module docstring)."""
 
     def __init__(
-        self, deliver: Deliver, wire: Callable[[Message | RoomEvent, str], dict[str, Any]], host: str
+        self,
+        deliver: Deliver,
+        wire: Callable[[Message | RoomEvent, str], dict[str, Any]],
+        host: str,
+        audible: Audible | None = None,
     ) -> None:
-        """``wire(record, live_event)``: the payload a record is delivered with."""
+        """``wire(record, live_event)``: the payload a record is delivered with;
+        ``audible``: whether anyone here may get a record's delivery (None: assume so). A
+        replica reads every room's records, most of them for rooms it has nobody in: those
+        are applied (dedup window, tail, observers) but neither turned into their wire form
+        nor handed to the emitter (issue 26, docs/scaling.md)."""
         self._deliver = deliver
+        self._audible = audible
         self._wire = wire
         self.host = host
         self._rooms: OrderedDict[str, _Room] = OrderedDict()
@@ -281,13 +292,15 @@ class RoomStreams:
             here = not replay and body.get("host") == self.host
             for observer in self._observers:
                 observer(message, here)
-        if not replay:
+        targets = _targets(body)
+        heard = not replay and self._heard(room, targets)
+        if heard:
             skip = body.get("skip") if body.get("host") == self.host else None
             skip_sid = skip if isinstance(skip, str) else None
-            await self._deliver("message", self._wire(message, "message"), room, skip_sid, _targets(body))
+            await self._deliver("message", self._wire(message, "message"), room, skip_sid, targets)
         updated = self.changes.replied(message)  # a reply: its parent's summary (issue 25)
-        if updated is not None and not replay:
-            await self._deliver("message_updated", updated, room, None, _targets(body))
+        if updated is not None and heard:
+            await self._deliver("message_updated", updated, room, None, targets)
         self._resolve(message.id, Applied(message))
 
     async def _apply_event(self, room: str, offset: int, body: dict[str, Any], replay: bool) -> None:
@@ -305,5 +318,10 @@ class RoomStreams:
             observer(event, False)
         if not replay:
             live = str(body["live"])
-            await self._deliver(live, self._wire(event, live), room, None, _targets(body))
+            targets = _targets(body)
+            if self._heard(room, targets):
+                await self._deliver(live, self._wire(event, live), room, None, targets)
         self._resolve(event.id, Applied(event))
+
+    def _heard(self, room: str, targets: list[str] | None) -> bool:
+        return self._audible is None or self._audible(room, targets)

@@ -142,6 +142,11 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
             return
         yield from self._members(namespace, room).items()
 
+    def has_members(self, room: str, namespace: str = "/") -> bool:
+        """Whether any socket of this replica is in ``room`` (python-socketio drops a room
+        when its last member leaves; one left empty reads the same)."""
+        return bool(self.rooms.get(namespace, {}).get(room))
+
     def use_filter(self, policy: RecipientFilter | None) -> None:
         """Leave out the recipients ``policy`` names, from now on (``None``: nobody)."""
         self._filter = policy
@@ -205,7 +210,6 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
                 skip_sid = [sid for sid, _ in participants if sid in skip or sid in hidden]
             await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, **kwargs)
             return
-        packets = self._eio_packets(namespace, [event, *args])
         plain: list[str] = []  # the Engine.IO sids that get ``packets``
         with_offset: list[str] = []  # ... and those that get them with the offset appended
         read = self._participants if self.direct_emit else self.get_participants
@@ -221,7 +225,10 @@ class DirectEmitMixin(socketio.AsyncManager):  # type: ignore[misc]
                 if how is not Delivery.PLAIN:
                     continue  # already sent, or withheld
             plain.append(eio_sid)
-        await self._send_each(event, plain, packets)
+        # Encoded only for someone: a replica reads every room's records from the events
+        # topic, most of them for rooms it has nobody in (docs/scaling.md).
+        if plain:
+            await self._send_each(event, plain, self._eio_packets(namespace, [event, *args]))
         if with_offset:
             await self._send_each(event, with_offset, self._eio_packets(namespace, [event, *args, offset]))
 

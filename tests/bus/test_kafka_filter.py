@@ -36,6 +36,24 @@ def _skipped(server: ServerProcess, reason: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def _unheard(server: ServerProcess) -> float:
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r"^chatsvc_events_records_unheard_total (\S+)$", text, re.M)
+    assert found, "the events-topic counter is exposed"
+    return float(found.group(1))
+
+
+async def unheard(server: ServerProcess, at_least: float = 0.0, within: float = 20.0) -> float:
+    """Events-topic records the replica applied with nobody there to deliver them to, once
+    at least ``at_least`` (polled, bounded)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (value := await asyncio.to_thread(_unheard, server)) < at_least:
+        assert asyncio.get_running_loop().time() < deadline, f"{server.url} counted {value} unheard"
+        await asyncio.sleep(0.1)  # a metric has no event to wait on
+    return value
+
+
 async def skipped(server: ServerProcess, reason: str = "no_member") -> float:
     return await asyncio.to_thread(_skipped, server, reason)
 
@@ -80,6 +98,9 @@ async def test_a_replica_skips_rooms_it_has_nobody_in_and_hears_everything_else(
     far = (await alice.call("message", {"room": FAR, "text": "far"}))["message"]
     near = (await alice.call("message", {"room": NEAR, "text": "near"}))["message"]
     await carol.wait_event("message", lambda m: m["id"] == near["id"])
+    # The events topic: r2 applies FAR's message (dedup window, tail) but delivers it to no
+    # socket, nor builds its wire form; NEAR's it delivers. r1 has alice in both.
+    assert await unheard(r2, at_least=1) == 1 and await unheard(r1) == 0
     own_before = await skipped(r1, "own")
     # FAR has nobody on r2: each of its receipts is skipped there, none decoded.
     before = await skipped(r2)
@@ -110,6 +131,12 @@ async def test_a_replica_skips_rooms_it_has_nobody_in_and_hears_everything_else(
     await bob.wait_event("message", lambda m: m["text"] == "later #2")
     assert bob.texts("alice") == ["later #0", "later #1", "later #2"]
     assert await skipped(r2) == base
+    assert await unheard(r2) == 1, "FAR's messages are delivered on r2 now"
+    # What bob missed before he joined (FAR's first message, never delivered on r2) he gets
+    # with join {since}, as always.
+    epoch, at = far["pos"].rsplit(":", 1)
+    since = await bob.call("join", {"room": FAR, "since": f"{epoch}:{int(at) - 1}"})
+    assert [m["text"] for m in since["messages"]] == ["far", "later #0", "later #1", "later #2"], since
 
     # A to-sid emit from another process (no room header) reaches carol, who is in no room
     # that has traffic: sid emits are always decoded.

@@ -134,20 +134,28 @@ async def two_replicas(
     wrap: Callable[[ChatService, Recorder], R],
     *,
     audiences: tuple[Audience | None, Audience | None] = (None, None),
+    presents: tuple[Callable[[str], bool] | None, Callable[[str], bool] | None] = (None, None),
 ) -> AsyncIterator[tuple[Topic, R, R]]:
     """Replicas ``r1`` and ``r2``: each a ChatService in cluster mode on its own
     :class:`MemoryLog` of one :class:`Topic` and its own recording emitter (and its own
-    private-room ``audiences``), streams started, made into what a test drives by ``wrap``;
-    streams closed after."""
+    private-room ``audiences`` and ``presents``: whether a socket there is in a room),
+    streams started, made into what a test drives by ``wrap``; streams closed after."""
     topic = Topic()
     services: list[ChatService] = []
     made: list[R] = []
     try:
-        for name, audience in zip(("r1", "r2"), audiences, strict=True):
+        for name, audience, present in zip(("r1", "r2"), audiences, presents, strict=True):
             emitter = Recorder()
             log = MemoryLog(topic)
             service = ChatService(
-                store, emitter, Metrics(), Limits(), audience=audience, room_log=log, host=name
+                store,
+                emitter,
+                Metrics(),
+                Limits(),
+                audience=audience,
+                room_log=log,
+                host=name,
+                present=present,
             )
             services.append(service)
             await service.start_streams()

@@ -19,7 +19,7 @@ from chatsvc.chat.service import ChatService, Draft
 from chatsvc.chat.streams import DEDUP_WINDOW, RoomStreams, message_body
 from chatsvc.chat.wire import parse_position
 from chatsvc.errors import BusUnavailable, StoreUnavailable
-from chatsvc.model.messages import Message
+from chatsvc.model.messages import Message, ReplyRef
 from chatsvc.store.sqlite import SqliteStore
 from tests.chat.log_double import Topic, delivered, settle, two_replicas
 from tests.chat.test_service import Recorder
@@ -206,6 +206,46 @@ async def test_join_since_a_message_id_and_recovery_reads_fill_from_the_tail_too
     found = await r2.stream_after(ROOM, second.pos or 0, 10)
     assert found.covered and [r.pos for r in found.records] == [third.pos]
     down.off()
+
+
+async def test_records_of_a_room_nobody_here_is_in_are_applied_but_not_delivered(store: SqliteStore) -> None:
+    """Issue 26: r2 has nobody in ROOM, so its records reach no socket there: r2 applies them
+    (dedup window, tail, a reply's count) without building their wire form or emitting; a
+    private room's records are delivered all the same (to their audience's user rooms).
+    Once a socket there is in ROOM, the next record is delivered, and the tail has the rest."""
+    here: set[str] = set()
+    built: list[str] = []
+    async with two_replicas(
+        store,
+        lambda service, emitter: (service, emitter),
+        audiences=(None, None),
+        presents=(lambda room: True, here.__contains__),
+    ) as (_, (r1, e1), (r2, e2)):
+        wire = r2._record_wire
+
+        def counted(record: Any, live: str) -> dict[str, Any]:
+            built.append(live)
+            return wire(record, live)
+
+        assert r2._streams is not None
+        r2._streams._wire = counted
+        first, _ = await r1.post(Draft(ROOM, ALICE, "nobody on r2", "c1"))
+        parent = ReplyRef(first.id, "alice", "Alice", "nobody", base=0)
+        reply, _ = await r1.post(Draft(ROOM, ALICE, "a reply", None, reply_to=parent))
+        await r1.edit(ROOM, first.id, "still nobody", ALICE)
+        await settle()
+        assert e1.names() == ["message", "message", "message_updated", "message_edited"]
+        assert e2.events == [] and built == [], "nothing built, nothing emitted on r2"
+        assert r2._metrics.events_unheard.value == 3 and r1._metrics.events_unheard.value == 0
+        again, created = await r2.post(Draft(ROOM, ALICE, "nobody on r2", "c1"))
+        assert not created and again.id == first.id, "r2's dedup window has it"
+        assert await r2.stream_head(ROOM) == (reply.pos or 0) + 1, "and its tail"
+        here.add(ROOM)
+        later, _ = await r1.post(Draft(ROOM, ALICE, "someone now", None))
+        await settle()
+        assert [m["text"] for m in delivered(e2)] == ["someone now"] and built == ["message"]
+        found = await r2.stream_after(ROOM, 0, 10)
+        assert found.covered and [r.pos for r in found.records][-1] == later.pos
 
 
 class StoreDown:

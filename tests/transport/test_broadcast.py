@@ -224,6 +224,31 @@ async def test_each_variant_is_encoded_once_per_broadcast(monkeypatch: pytest.Mo
     assert encodes == [["message", {"id": "01L"}], ["message", {"id": "01L"}, "01L"]]
 
 
+async def test_a_room_nobody_here_is_in_or_everyone_skipped_is_encoded_for_no_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica reads every room's records and most are for rooms it has nobody in: the
+    broadcast finds its recipients before it encodes anything (issue 26)."""
+    encodes: list[Any] = []
+    real = socketio.packet.Packet.encode
+
+    def counting(self: Any) -> Any:
+        encodes.append(self.data)
+        return real(self)
+
+    monkeypatch.setattr(socketio.packet.Packet, "encode", counting)
+    manager = LocalManager()
+    served = await recorded_server(manager, ["lobby", "other"])
+    assert manager.has_members("lobby") and not manager.has_members("empty-room")
+    await manager.emit("message", {"id": "01N"}, namespace="/", room="empty-room")
+    await manager.emit("message", {"id": "01O"}, namespace="/", room="other", skip_sid=served.sids[1])
+    assert encodes == [] and served.sent == []
+    await manager.emit("message", {"id": "01P"}, namespace="/", room="lobby")
+    assert encodes == [["message", {"id": "01P"}]] and served.sent == [("eio0", '42["message",{"id":"01P"}]')]
+    await manager.leave_room(served.sids[0], "/", "lobby")
+    assert not manager.has_members("lobby"), "a room its last member left"
+
+
 async def test_idle_websockets_get_the_same_frames_each_variant_framed_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
