@@ -25,13 +25,8 @@ per-replica ``seq``):
 * ``presence.sync`` {to?}: "send me your snapshot" (at startup: to everyone).
 * ``presence.bye``: a replica stopping cleanly; receivers drop its view at once.
 
-Counts that metrics read on every scrape are kept incrementally: for each room, how many
-sources (this replica, each peer view) have a member there. A join, leave, delta or
-snapshot adjusts them by what changed, so :meth:`ClusterPresence.room_count` is O(1)
-instead of a merge of every view. Likewise, for each room, how many sources have each user
-there, so a room's ``online`` is O(1) (it was a merge of every view per join and leave:
-quadratic in a join storm, issue 26). A peer that falls silent counts until the heartbeat
-loop prunes its view (at most one heartbeat after it expired).
+What is heard is kept in :mod:`chatsvc.chat.presence_views`, which also keeps the counts
+that metrics and each room's ``online`` read in O(1) (issue 26).
 
 A delta whose ``seq`` is not newer than the view's is stale (the snapshot that replaced
 the view already reflects it) and is ignored, so reordering never resurrects a user.
@@ -49,18 +44,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from chatsvc.auth.identity import Identity
 from chatsvc.chat.cluster import ControlRouter
 from chatsvc.chat.presence import LocalPresence, PresenceChange
+from chatsvc.chat.presence_views import EXPIRY_HEARTBEATS, PeerView, PeerViews, ReplicaView
 from chatsvc.errors import ChatError
 
 log = logging.getLogger(__name__)
 
-EXPIRY_HEARTBEATS = 3
+__all__ = ["EXPIRY_HEARTBEATS", "ClusterPresence", "ReplicaView"]
+
 SNAPSHOT_EVERY = 10
 SNAPSHOT_PART_ENTRIES = 2000
 OUTBOX_MAX = 10_000
@@ -71,52 +67,6 @@ OUTBOX_MAX = 10_000
 FIRST_BACKOFF_SECONDS = 0.5
 #: While publishing fails, how often the bus's health is polled (an in-memory flag).
 BUS_POLL_SECONDS = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    """What Info reports about one replica."""
-
-    replica_id: str
-    version: str
-    connections: int
-    rooms: int
-    users: int
-    last_seen: float  # Unix seconds
-    local: bool = False
-
-
-@dataclass
-class _View:
-    """The last known state of another replica."""
-
-    rooms: dict[str, dict[str, str]] = field(default_factory=dict)
-    seq: int = -1
-    interval: float = 2.0
-    connections: int = 0
-    version: str = ""
-    seen: float = 0.0  # monotonic
-    seen_wall: float = 0.0
-    parts: dict[int, dict[str, dict[str, str]]] = field(default_factory=dict)
-    parts_seq: int = -1
-    sync_asked: float = -1e9  # monotonic
-
-    def apply(self, room: str, user_id: str, name: str, join: bool) -> int:
-        """Apply a delta; +1 if ``room`` gained its first member here, -1 if it lost its last."""
-        if join:
-            users = self.rooms.get(room)
-            if users is None:
-                self.rooms[room] = {user_id: name}
-                return 1
-            users[user_id] = name
-            return 0
-        users = self.rooms.get(room)
-        if users is not None:
-            users.pop(user_id, None)
-            if not users:
-                del self.rooms[room]
-                return -1
-        return 0
 
 
 class ClusterPresence:
@@ -147,13 +97,7 @@ class ClusterPresence:
         self._clock = clock
         self._wall = wall_clock
         self._local = LocalPresence()
-        self._views: dict[str, _View] = {}
-        #: room -> how many sources (this replica, each view in ``_views``) have a member there.
-        self._room_sources: dict[str, int] = {}
-        #: room -> user id -> how many sources have that user there (the room's online count).
-        self._room_users: dict[str, dict[str, int]] = {}
-        self._watcher: Callable[[str], None] | None = None
-        self._pruning = False
+        self._peers = PeerViews(clock, wall_clock)
         self._seq = 0
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any]] | None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -214,10 +158,10 @@ class ClusterPresence:
     async def join(self, room: str, user: Identity, sid: str) -> PresenceChange:
         change = await self._local.join(room, user, sid)
         if change.changed and change.online == 1:
-            self._count_room(room, 1)
+            self._peers.count_room(room, 1)
         if change.changed:
-            self._count_user(room, user.user_id, 1)
-        elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
+            self._peers.count_user(room, user.user_id, 1)
+        elsewhere = self._peers.elsewhere(room, user.user_id)
         if change.changed:
             self._delta(room, user, "join")
         return PresenceChange(change.changed and not elsewhere, await self.online(room))
@@ -225,10 +169,10 @@ class ClusterPresence:
     async def leave(self, room: str, user: Identity, sid: str) -> PresenceChange:
         change = await self._local.leave(room, user, sid)
         if change.changed and change.online == 0:
-            self._count_room(room, -1)
+            self._peers.count_room(room, -1)
         if change.changed:
-            self._count_user(room, user.user_id, -1)
-        elsewhere = any(user.user_id in v.rooms.get(room, ()) for v in self._live())
+            self._peers.count_user(room, user.user_id, -1)
+        elsewhere = self._peers.elsewhere(room, user.user_id)
         if change.changed:
             self._delta(room, user, "leave")
         return PresenceChange(change.changed and not elsewhere, await self.online(room))
@@ -239,20 +183,15 @@ class ClusterPresence:
     def watch(self, changed: Callable[[str], None] | None) -> None:
         """Call ``changed(room)`` whenever a room's online count changes (a delta or
         snapshot from a peer included; chatsvc.chat.coalesce sends big rooms' counts then)."""
-        self._watcher = changed
+        self._peers.watch(changed)
 
     def online_now(self, room: str) -> int:
         """Users online in ``room`` on any live replica; O(replicas), not O(members)."""
-        if not self._pruning:  # asked by the watcher while a view is being dropped
-            self._prune()
-        users = self._room_users.get(room)
-        return len(users) if users else 0
+        return self._peers.online(room)
 
     def has_user(self, room: str, user_id: str) -> bool:
         """Whether ``user_id`` is in ``room`` on any live replica; O(1)."""
-        if not self._pruning:
-            self._prune()
-        return user_id in self._room_users.get(room, ())
+        return self._peers.has_user(room, user_id)
 
     async def members(self, room: str) -> list[dict[str, str]]:
         merged = await self._members(room)
@@ -262,7 +201,7 @@ class ClusterPresence:
         merged: dict[str, set[str]] = {}
         for room, users in await self._local_view():
             merged.setdefault(room, set()).update(users)
-        for view in self._live():
+        for view in self._peers.live():
             for room, users in view.rooms.items():
                 merged.setdefault(room, set()).update(users)
         return {room: len(users) for room, users in merged.items() if users}
@@ -271,14 +210,14 @@ class ClusterPresence:
         users: set[str] = set()
         for _, members in await self._local_view():
             users.update(members)
-        for view in self._live():
+        for view in self._peers.live():
             for members in view.rooms.values():
                 users.update(members)
         return len(users)
 
     def room_count(self) -> int:
         """Rooms with a member on any replica (peer views as last heard); O(1)."""
-        return len(self._room_sources)
+        return self._peers.room_count()
 
     def local_room_count(self) -> int:
         """Rooms with a socket on this replica; O(1)."""
@@ -288,7 +227,7 @@ class ClusterPresence:
 
     def peers(self) -> list[str]:
         """Ids of the other replicas heard from recently."""
-        return sorted(rid for rid, _ in self._live_items())
+        return sorted(rid for rid, _ in self._peers.live_items())
 
     async def replicas(self) -> list[ReplicaView]:
         """This replica first, then every live peer by id."""
@@ -305,7 +244,7 @@ class ClusterPresence:
                 local=True,
             )
         ]
-        for rid, view in sorted(self._live_items()):
+        for rid, view in sorted(self._peers.live_items()):
             peer_users = {uid for members in view.rooms.values() for uid in members}
             out.append(
                 ReplicaView(
@@ -314,20 +253,11 @@ class ClusterPresence:
             )
         return out
 
-    # -- internals: merging --------------------------------------------------------------
-
-    def _live_items(self) -> Iterator[tuple[str, _View]]:
-        now = self._clock()
-        for rid, view in self._views.items():
-            if now - view.seen <= EXPIRY_HEARTBEATS * view.interval:
-                yield rid, view
-
-    def _live(self) -> Iterator[_View]:
-        return (view for _, view in self._live_items())
+    # -- internals: local view -----------------------------------------------------------
 
     async def _members(self, room: str) -> dict[str, str]:
         merged = {m["id"]: m["name"] for m in await self._local.members(room)}
-        for view in self._live():
+        for view in self._peers.live():
             for uid, name in view.rooms.get(room, {}).items():
                 merged.setdefault(uid, name)
         return merged
@@ -337,48 +267,6 @@ class ClusterPresence:
         for room in sorted(await self._local.rooms()):
             out.append((room, {m["id"]: m["name"] for m in await self._local.members(room)}))
         return out
-
-    def _prune(self) -> None:
-        now = self._clock()
-        self._pruning = True
-        try:
-            for rid in [
-                rid for rid, v in self._views.items() if now - v.seen > EXPIRY_HEARTBEATS * v.interval
-            ]:
-                log.info("replica %s expired from presence (no heartbeat)", rid)
-                self._drop_view(rid)
-        finally:
-            self._pruning = False
-
-    def _drop_view(self, rid: str) -> _View | None:
-        view = self._views.pop(rid, None)
-        if view is not None:
-            for room, users in view.rooms.items():
-                self._count_room(room, -1)
-                for uid in users:
-                    self._count_user(room, uid, -1)
-        return view
-
-    def _count_room(self, room: str, delta: int) -> None:
-        """One source more (+1) or fewer (-1) with a member in ``room``."""
-        sources = self._room_sources.get(room, 0) + delta
-        if sources > 0:
-            self._room_sources[room] = sources
-        else:
-            self._room_sources.pop(room, None)
-
-    def _count_user(self, room: str, user_id: str, delta: int) -> None:
-        """One source more (+1) or fewer (-1) with ``user_id`` in ``room``."""
-        users = self._room_users.setdefault(room, {})
-        sources = users.get(user_id, 0) + delta
-        if sources > 0:
-            users[user_id] = sources
-        else:
-            users.pop(user_id, None)
-            if not users:
-                del self._room_users[room]
-        if (sources <= 0 or sources == delta > 0) and self._watcher is not None:
-            self._watcher(room)  # the user arrived in or left the room for the cluster
 
     # -- internals: sending --------------------------------------------------------------
 
@@ -492,30 +380,11 @@ class ClusterPresence:
                 self._enqueue("presence.snapshot.request", {})
             else:
                 self._enqueue("presence.heartbeat", {"seq": self._seq, **self._status()})
-            self._prune()
+            self._peers.prune()
             beats += 1
             await asyncio.sleep(self._interval)
 
     # -- internals: receiving ------------------------------------------------------------
-
-    def _view(self, message: dict[str, Any]) -> _View:
-        rid = message["replica"]
-        view = self._views.get(rid)
-        if view is None:
-            view = self._views[rid] = _View()
-            log.info("replica %s joined the cluster", rid)
-        view.seen = self._clock()
-        view.seen_wall = self._wall()
-        interval = message.get("interval")
-        if isinstance(interval, int | float) and 0 < interval <= 3600:
-            view.interval = float(interval)
-        connections = message.get("connections")
-        if isinstance(connections, int):
-            view.connections = connections
-        version = message.get("version")
-        if isinstance(version, str):
-            view.version = version[:64]
-        return view
 
     async def _on_delta(self, message: dict[str, Any]) -> None:
         change = message.get("change")
@@ -527,21 +396,17 @@ class ClusterPresence:
             return
         if not isinstance(user, dict) or not isinstance(uid := user.get("id"), str):
             return
-        view = self._view(message)
+        view = self._peers.heard(message)
         if seq <= view.seq:
             return
         if view.seq < 0 or seq > view.seq + 1:
             # A view built from deltas alone, or one that missed some: get the whole state.
             self._ask_snapshot(message["replica"], view)
         view.seq = seq
-        had = uid in view.rooms.get(room, ())
-        if moved := view.apply(room, uid, str(user.get("name", uid)), action == "join"):
-            self._count_room(room, moved)
-        if had != (uid in view.rooms.get(room, ())):
-            self._count_user(room, uid, -1 if had else 1)
+        self._peers.apply_delta(view, room, uid, str(user.get("name", uid)), action == "join")
 
     async def _on_heartbeat(self, message: dict[str, Any]) -> None:
-        view = self._view(message)
+        view = self._peers.heard(message)
         seq = message.get("seq")
         if isinstance(seq, int) and seq > view.seq:
             self._ask_snapshot(message["replica"], view)
@@ -552,7 +417,7 @@ class ClusterPresence:
             return
         if not isinstance(rooms, dict) or not 0 <= part < parts:
             return
-        view = self._view(message)
+        view = self._peers.heard(message)
         if seq <= view.seq:
             return
         if seq != view.parts_seq:
@@ -567,31 +432,20 @@ class ClusterPresence:
             for piece in view.parts.values():
                 for room, users in piece.items():
                     merged.setdefault(room, {}).update(users)
-            merged = {room: users for room, users in merged.items() if users}  # counts need no empties
-            for gone in view.rooms.keys() - merged.keys():
-                self._count_room(gone, -1)
-            for new in merged.keys() - view.rooms.keys():
-                self._count_room(new, 1)
-            for room in merged.keys() | view.rooms.keys():
-                old, now = view.rooms.get(room, {}), merged.get(room, {})
-                for uid in old.keys() - now.keys():
-                    self._count_user(room, uid, -1)
-                for uid in now.keys() - old.keys():
-                    self._count_user(room, uid, 1)
-            view.rooms, view.seq = merged, seq
+            self._peers.replace(view, merged, seq)
             view.parts, view.parts_seq = {}, -1
 
     async def _on_sync(self, message: dict[str, Any]) -> None:
-        self._view(message)
+        self._peers.heard(message)
         target = message.get("to")
         if target is None or target == self.replica_id:
             self._enqueue("presence.snapshot.request", {})
 
     async def _on_bye(self, message: dict[str, Any]) -> None:
-        if self._drop_view(message["replica"]) is not None:
+        if self._peers.drop(message["replica"]) is not None:
             log.info("replica %s left the cluster", message["replica"])
 
-    def _ask_snapshot(self, rid: str, view: _View) -> None:
+    def _ask_snapshot(self, rid: str, view: PeerView) -> None:
         now = self._clock()
         if now - view.sync_asked < view.interval:
             return

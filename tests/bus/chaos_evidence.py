@@ -117,32 +117,19 @@ def cql_rows(
     found: dict[str, Any] = {}
     try:
         session = cluster.connect()
-        chunks = sorted({_offset_of(m) // STREAM_CHUNK for m in acks} | {0})
-        stream = []
-        for chunk in chunks:
-            stream += [
-                list(r)
-                for r in session.execute(
-                    f"SELECT pos, kind, ref, writetime(ref) FROM {ks}.room_stream"
-                    " WHERE room = %s AND chunk = %s",
-                    (room, chunk),
-                    timeout=30,
-                )
-            ]
-        found["stream"] = stream
-        buckets = sorted({bucket_of(timestamp_ms(m["id"])) for m in acks})
-        messages = []
-        for bucket in buckets:
-            messages += [
-                list(r)
-                for r in session.execute(
-                    f"SELECT id, pos, client_msg_id, user_id, writetime(user_id), writetime(text)"
-                    f" FROM {ks}.messages WHERE room = %s AND bucket = %s",
-                    (room, bucket),
-                    timeout=30,
-                )
-            ]
-        found["messages"] = messages
+        found["stream"] = partition_rows(
+            session,
+            f"SELECT pos, kind, ref, writetime(ref) FROM {ks}.room_stream WHERE room = %s AND chunk = %s",
+            room,
+            sorted({_offset_of(m) // STREAM_CHUNK for m in acks} | {0}),
+        )
+        found["messages"] = partition_rows(
+            session,
+            f"SELECT id, pos, client_msg_id, user_id, writetime(user_id), writetime(text)"
+            f" FROM {ks}.messages WHERE room = %s AND bucket = %s",
+            room,
+            sorted({bucket_of(timestamp_ms(m["id"])) for m in acks}),
+        )
         keys = {}
         for m in acks:
             if m["id"] in wanted:
@@ -161,6 +148,15 @@ def cql_rows(
     finally:
         cluster.shutdown()
     return found
+
+
+def partition_rows(session: Any, query: str, room: str, partitions: Iterable[int]) -> list[list[Any]]:
+    """Every row of ``query`` (a SELECT bound to the room and one partition number: a stream
+    chunk, a message bucket) over ``partitions`` in their order, each row as a list."""
+    rows: list[list[Any]] = []
+    for partition in partitions:
+        rows += [list(r) for r in session.execute(query, (room, partition), timeout=30)]
+    return rows
 
 
 def _offset_of(message: dict[str, Any]) -> int:

@@ -17,9 +17,10 @@ from chatsvc.errors import StoreUnavailable
 from chatsvc.metrics import Metrics
 from chatsvc.model.ids import id_at
 from chatsvc.model.messages import Message, RoomEvent
-from chatsvc.model.rooms import Conversation, Member, Notification
+from chatsvc.model.rooms import Conversation, Member
 from chatsvc.settings import Limits
 from chatsvc.store.memory import MemoryStore
+from tests.chat.outbox_double import FlakyOutbox
 
 DM = "dm:0123456789abcdef"
 
@@ -107,20 +108,7 @@ async def test_a_record_whose_notifications_were_cut_off_gets_them_from_the_next
 
 async def test_a_notification_store_failure_has_the_record_retried(store: MemoryStore) -> None:
     down = [True]
-
-    class Flaky(MemoryStore):
-        async def add_notification(self, notification: Notification) -> bool:
-            if down[0]:
-                raise StoreUnavailable("message store error: NoHostAvailable")
-            return await store.add_notification(notification)
-
-        async def notifications_done(self, room: str, message_id: str) -> bool:
-            return await store.notifications_done(room, message_id)
-
-        async def mark_notifications_done(self, room: str, message_id: str) -> None:
-            await store.mark_notifications_done(room, message_id)
-
-    history = writer(store, outbox=Flaky())
+    history = writer(store, outbox=FlakyOutbox(store, lambda _n: down[0]))
     first = record(1)
     with pytest.raises(StoreUnavailable):  # chatsvc.bus's writer retries it (capped backoff)
         await history.write(first)

@@ -27,6 +27,7 @@ from chatsvc.settings import Limits
 from chatsvc.store.base import NotificationOutbox
 from chatsvc.store.memory import MemoryStore
 from chatsvc.store.sqlite import SqliteStore
+from tests.chat.outbox_double import FlakyOutbox
 from tests.support.control_net import ControlNet, eventually
 
 DM = "dm:0123456789abcdef"
@@ -65,16 +66,10 @@ async def test_a_failed_write_costs_the_notification_never_the_message_nor_the_o
     club = "priv:0123456789abcdef"
     members = [Member(club, u, "member", 1) for u in ("alice", "bob", "carol")]
     await store.create_conversation(Conversation(club, "private", "Club", "alice", 1), members)
-
-    class Flaky(MemoryStore):
-        async def add_notification(self, notification: Notification) -> bool:
-            if notification.user_id == "bob":
-                raise StoreUnavailable("message store error: OperationalError")
-            return await store.add_notification(notification)
-
+    bob_fails = FlakyOutbox(store, lambda n: n.user_id == "bob")
     sent = Message(id_at(1_700_000_000_000), club, "alice", "Alice", "hi", 1_700_000_000_000)
     with caplog.at_level(logging.WARNING):
-        assert await Notifier(store, Limits(), outbox=Flaky()).posted(sent) == 1
+        assert await Notifier(store, Limits(), outbox=bob_fails).posted(sent) == 1
     assert [n.user_id for _, n in await store.notifications_after(0, 10)] == ["carol"]
     assert "store_unavailable" in caplog.text and "Traceback" not in caplog.text
 
@@ -249,20 +244,7 @@ async def test_embedded_the_send_path_clears_the_mark_and_a_duplicate_asks_for_a
 
 async def test_embedded_a_failed_write_is_retried_by_the_sweep(store: MemoryStore) -> None:
     failing = [True]
-
-    class Flaky(MemoryStore):
-        async def add_notification(self, notification: Notification) -> bool:
-            if failing[0]:
-                raise StoreUnavailable("message store error: OperationalError")
-            return await store.add_notification(notification)
-
-        async def pending_notifications(self, limit: int) -> list[Message]:
-            return await store.pending_notifications(limit)
-
-        async def clear_pending_notification(self, room: str, message_id: str) -> None:
-            await store.clear_pending_notification(room, message_id)
-
-    notifier = Notifier(store, Limits(), outbox=Flaky())
+    notifier = Notifier(store, Limits(), outbox=FlakyOutbox(store, lambda _n: failing[0]))
     await notifier.start()
     try:
         sent, _ = await store.append(message())

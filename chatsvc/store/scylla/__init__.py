@@ -6,7 +6,9 @@ imports the CQL driver (``scylla-driver``, imported as ``cassandra``), and withi
 * :mod:`.driver`: the driver itself: TLS, cluster and session, migrating, preparing, running
   requests without blocking the loop, and translating driver exceptions.
 * :mod:`.store`: :class:`~chatsvc.store.scylla.store.ScyllaStore`, the store interfaces on
-  top of one :class:`~chatsvc.store.scylla.driver.ScyllaSession`.
+  top of one :class:`~chatsvc.store.scylla.driver.ScyllaSession`; each further concern is a
+  mixin module of its own (:mod:`.recovery`, :mod:`.threads`, :mod:`.notifications`, ...),
+  and :mod:`.rows` decodes the rows and maps ids to buckets and write timestamps for all.
 
 Data model (Discord style, see docs/scylla.md): a room's messages are split into
 partitions of ``(room, bucket)`` where a bucket is ten days (``store.base.BUCKET_MS``),

@@ -4,34 +4,17 @@ at timestamps derived from their values (see the package docstring and docs/scyl
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Final
 
-from chatsvc.errors import InvalidMessageId, NotFound
-from chatsvc.model.ids import id_value, is_message_id, lowest_id_at, timestamp_ms
-from chatsvc.model.messages import (
-    HistoryPage,
-    Message,
-    Moderation,
-    RoomEvent,
-    RoomInfo,
-    SessionRecord,
-    StreamSlice,
-)
+from chatsvc.errors import NotFound
+from chatsvc.model.ids import lowest_id_at
+from chatsvc.model.messages import HistoryPage, Message, Moderation, RoomInfo, StreamSlice
 from chatsvc.settings import ScyllaSettings
-from chatsvc.store.base import (
-    BUCKET_MS,
-    bucket_of,
-    decode_mentions,
-    decode_reply,
-    encode_mentions,
-    encode_reply,
-    marks_pending,
-)
+from chatsvc.store.base import BUCKET_MS, bucket_of, encode_mentions, encode_reply, marks_pending
 from chatsvc.store.scylla.cleanup import ScyllaCleanup
 from chatsvc.store.scylla.conversations import ScyllaConversations
 from chatsvc.store.scylla.driver import UNSET, Row, ScyllaSession
@@ -40,7 +23,16 @@ from chatsvc.store.scylla.modes import ScyllaModes
 from chatsvc.store.scylla.notifications import ScyllaNotifications
 from chatsvc.store.scylla.pending import PendingTracker, ScyllaPending
 from chatsvc.store.scylla.reactions import ScyllaReactions
+from chatsvc.store.scylla.recovery import ScyllaRecovery
 from chatsvc.store.scylla.relay import ScyllaRelay
+from chatsvc.store.scylla.rows import (
+    SCAN_CHUNK,
+    checked_id,
+    id_write_time,
+    message_bucket,
+    message_from_row,
+    messages_from_rows,
+)
 from chatsvc.store.scylla.stream import ScyllaStream
 from chatsvc.store.scylla.threads import ScyllaThreads
 
@@ -48,9 +40,6 @@ from chatsvc.store.scylla.threads import ScyllaThreads
 #: cursor at the last bucket it looked at; the client pages on from there. This bounds the
 #: work of one call (a quiet room is mostly empty buckets) without ever hiding older history.
 EMPTY_BUCKET_LIMIT: Final = 8
-#: Rows per query at most. Longer reads page on by clustering key (keyset paging, resumable
-#: and stateless), so no result ever exceeds one driver page and no paging state is needed.
-SCAN_CHUNK: Final = 1000
 #: Rooms whose creation this process has written (skips rewriting it on every send).
 ROOM_CACHE_SIZE: Final = 10_000
 #: Stored for "until lifted" instead of a null.
@@ -60,70 +49,6 @@ _ID_CEILING: Final = "~"
 #: ``created_at``/``first_bucket`` are written USING TIMESTAMP (this - created ms), so the
 #: earliest creation wins last-write-wins; the result stays a valid past timestamp.
 _CREATION_TS_BASE: Final = 1 << 44
-
-
-def id_write_time(message_id: str) -> int:
-    """A CQL write timestamp (microseconds) that orders exactly like message ids.
-
-    The id's millisecond times 1000, plus its top ten random bits scaled into 0..999: ids of
-    one millisecond still map in order, and equal timestamps fall back to CQL's tie-break
-    (the larger value wins), which for ids is again the later one.
-    """
-    value = id_value(message_id)
-    return (value >> 80) * 1000 + ((((value >> 70) & 0x3FF) * 1000) >> 10)
-
-
-def _checked(message_id: str) -> str:
-    if not is_message_id(message_id):
-        raise InvalidMessageId("not a message id")
-    return message_id
-
-
-def _bucket(message_id: str) -> int:
-    return bucket_of(timestamp_ms(_checked(message_id)))
-
-
-def _message(room: str, row: Row) -> Message:
-    id_, user_id, user_name, text, created, client_msg_id, edited, deleted, kind, pos, reply, mentioned = row[
-        :12
-    ]
-    tickers, sentiment = row[12:14]
-    gone = bool(deleted)
-    return Message(
-        id=str(id_),
-        room=room,
-        user_id=str(user_id),
-        user_name=str(user_name or ""),
-        text="" if gone else str(text or ""),
-        created_at_ms=int(created) if created is not None else timestamp_ms(str(id_)),
-        client_msg_id=None if client_msg_id is None else str(client_msg_id),
-        edited_at_ms=None if edited is None else int(edited),
-        deleted=gone,
-        kind=str(kind or "user"),
-        pos=None if pos is None else int(pos),
-        reply_to=decode_reply(reply),
-        mentions=decode_mentions(mentioned),
-        tickers=decode_mentions(tickers),
-        sentiment=None if sentiment is None else str(sentiment),
-    )
-
-
-def _event(room: str, row: Row) -> RoomEvent:
-    id_, kind, message_id, payload, pos = row
-    return RoomEvent(
-        str(id_),
-        room,
-        str(kind),
-        str(message_id),
-        json.loads(str(payload)),
-        None if pos is None else int(pos),
-    )
-
-
-def _messages(room: str, rows: list[Row]) -> list[Message]:
-    # A row without an author would be a partial row resurrected by an update racing a
-    # delete (Discord's failure mode); our deletes are updates, but never show one.
-    return [_message(room, r) for r in rows if r[1] is not None]
 
 
 class ScyllaStore(
@@ -136,6 +61,7 @@ class ScyllaStore(
     ScyllaNotifications,
     ScyllaPending,
     ScyllaRelay,
+    ScyllaRecovery,
 ):
     """:class:`~chatsvc.store.base.MessageStore` on a ScyllaDB (or Cassandra) cluster."""
 
@@ -191,7 +117,7 @@ class ScyllaStore(
             writes.append(
                 self._run(
                     "room_create",
-                    (_CREATION_TS_BASE - created, created, _bucket(message.id), message.room),
+                    (_CREATION_TS_BASE - created, created, message_bucket(message.id), message.room),
                 )
             )
             writes.append(self._run("room_name_put", (message.room,)))
@@ -245,7 +171,7 @@ class ScyllaStore(
             "msg_insert",
             (
                 message.room,
-                _bucket(message.id),
+                message_bucket(message.id),
                 message.id,
                 message.user_id,
                 message.user_name,
@@ -279,14 +205,14 @@ class ScyllaStore(
                 original_id, created = str(keys[0][0]), int(keys[0][1])
                 found = await self._get(message.room, original_id)
                 if found is not None:
-                    return _message(message.room, found[0]), False
+                    return message_from_row(message.room, found[0]), False
                 # An earlier attempt wrote the key and failed before the message: finish it
                 # under the original id, so every attempt converges on one message.
                 message = replace(message, id=original_id, created_at_ms=created)
         return await self._write(message), True
 
     async def _get(self, room: str, message_id: str) -> tuple[Row, int] | None:
-        rows = await self._run("msg_get", (room, _bucket(message_id), message_id))
+        rows = await self._run("msg_get", (room, message_bucket(message_id), message_id))
         if not rows or rows[0][1] is None:
             return None
         row = rows[0]
@@ -295,7 +221,7 @@ class ScyllaStore(
     async def get(self, room: str, message_id: str) -> Message | None:
         """One message by id (its bucket comes from the id)."""
         found = await self._get(room, message_id)
-        return None if found is None else _message(room, found[0])
+        return None if found is None else message_from_row(room, found[0])
 
     async def history(self, room: str, *, before: str | None, limit: int) -> HistoryPage:
         """Newest first, strictly older than ``before``, walking buckets backwards.
@@ -311,13 +237,13 @@ class ScyllaStore(
         first = min(SCAN_CHUNK, want)
         # The bucket the page most likely starts in: the cursor's (the room's last id is never
         # below a cursor taken from its pages), else the current one (buckets span 10 days).
-        guess = _bucket(before) if before is not None else bucket_of(int(time.time() * 1000))
+        guess = message_bucket(before) if before is not None else bucket_of(int(time.time() * 1000))
         state: tuple[int, int, str | None] | None
         if before is not None:
             # Paging on: a page found whole in the cursor's bucket needs no other read; the
             # room's state is read only to walk on to older buckets.
             guessed = await self._run("msg_before", (room, guess, start, first))
-            whole = _messages(room, guessed)
+            whole = messages_from_rows(room, guessed)
             if len(whole) >= want:
                 return self._page(whole, limit)
             state = await self._room_state(room)
@@ -328,8 +254,8 @@ class ScyllaStore(
         if state is None:
             return HistoryPage([], None)
         _created, first_bucket, last_id = state
-        top = _bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
-        bucket = top if before is None else min(top, _bucket(before))
+        top = message_bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
+        bucket = top if before is None else min(top, message_bucket(before))
         prefetched = guessed if bucket == guess else None
         found: list[Message] = []
         empty_run = 0
@@ -342,7 +268,7 @@ class ScyllaStore(
                 else:
                     rows = await self._run("msg_before", (room, bucket, ceiling, chunk))
                 in_bucket += len(rows)
-                found.extend(_messages(room, rows))
+                found.extend(messages_from_rows(room, rows))
                 if len(rows) < chunk:
                     break
                 ceiling = str(rows[-1][0])
@@ -379,14 +305,14 @@ class ScyllaStore(
         if state is None or limit <= 0:
             return []
         _created, first_bucket, last_id = state
-        last = _bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
-        bucket = max(first_bucket, _bucket(after_id))
+        last = message_bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
+        bucket = max(first_bucket, message_bucket(after_id))
         floor = after_id
         found: list[Message] = []
         while bucket <= last and len(found) < limit:
             chunk = min(SCAN_CHUNK, limit - len(found))
             rows = await self._run("msg_after", (room, bucket, floor, chunk))
-            found.extend(_messages(room, rows))
+            found.extend(messages_from_rows(room, rows))
             if len(rows) == chunk:
                 floor = str(rows[-1][0])  # more in this bucket: page on by clustering key
             else:
@@ -403,7 +329,7 @@ class ScyllaStore(
         (at the configured consistency one of the two sees the other's write): if the
         message turned out deleted, the edit scrubs the text again and reports NotFound.
         """
-        bucket = _bucket(message_id)
+        bucket = message_bucket(message_id)
         current = await self.get(room, message_id)
         if current is None or current.deleted:
             raise NotFound(f"no message {message_id} in {room}")
@@ -420,11 +346,11 @@ class ScyllaStore(
         if row[7]:
             await self._scrub(room, bucket, message_id, row, written_at)
             raise NotFound(f"no message {message_id} in {room}")
-        return _message(room, row)
+        return message_from_row(room, row)
 
     async def delete(self, room: str, message_id: str, at_ms: int) -> Message:
         """Clear the text and set ``deleted`` (an update: the message stays as a placeholder)."""
-        bucket = _bucket(message_id)
+        bucket = message_bucket(message_id)
         if await self._get(room, message_id) is None:
             raise NotFound(f"no message {message_id} in {room}")
         await self._run("msg_delete", (at_ms, room, bucket, message_id))
@@ -433,7 +359,7 @@ class ScyllaStore(
             raise NotFound(f"no message {message_id} in {room}")
         row, written_at = after
         await self._scrub(room, bucket, message_id, row, written_at)
-        return _message(room, row)
+        return message_from_row(room, row)
 
     async def _scrub(self, room: str, bucket: int, message_id: str, row: Row, written_at: int) -> None:
         """An edit that landed after the delete (by write time) left text: overwrite it."""
@@ -444,7 +370,7 @@ class ScyllaStore(
 
     async def mark_read(self, room: str, user_id: str, message_id: str) -> None:
         """Written at a timestamp derived from the id, so the marker never moves back."""
-        _checked(message_id)
+        checked_id(message_id)
         # An id from the future (a crafted one) would pin the marker: cap its write time.
         written_at = min(id_write_time(message_id), int(time.time() * 1_000_000) + 60_000_000)
         await self._run("marker_put", (written_at, message_id, room, user_id))
@@ -460,8 +386,8 @@ class ScyllaStore(
             return 0
         _created, first_bucket, last_id = state
         marker = str(markers[0][0]) if markers and markers[0][0] is not None else ""
-        bottom = max(first_bucket, _bucket(marker)) if marker else first_bucket
-        bucket = _bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
+        bottom = max(first_bucket, message_bucket(marker)) if marker else first_bucket
+        bucket = message_bucket(last_id) if last_id is not None else bucket_of(int(time.time() * 1000))
         count = 0
         while bucket >= bottom and count < cap:
             ceiling = _ID_CEILING
@@ -518,54 +444,6 @@ class ScyllaStore(
         until_ms = None if until is None or int(until) == PERMANENT_UNTIL_MS else int(until)
         return Moderation(kind, room, user_id, until_ms, str(reason or ""))
 
-    # -- connection state recovery ----------------------------------------------------------
-
-    async def append_event(self, event: RoomEvent) -> RoomEvent:
-        """One row in the event's (room, bucket) partition (expiring with the table's TTL)
-        and one in the room's stream (kept, like messages); a repeated id keeps its position."""
-        bucket = _bucket(event.id)
-        payload = json.dumps(event.payload)
-        if not self._positions:  # an upsert: a repeat is harmless
-            if event.pos is not None:  # its offset in the Kafka events topic (cluster mode)
-                await self._gather(
-                    *self._stream.writes(
-                        event.room, event.pos, event.kind, event.id, event.message_id, payload
-                    )
-                )
-            pos = UNSET if event.pos is None else event.pos
-            await self._run(
-                "ev_insert", (event.room, bucket, event.id, event.kind, event.message_id, payload, pos)
-            )
-            return event
-        seen = await self._run("ev_get", (event.room, bucket, event.id))
-        if seen and seen[0][4] is not None:
-            return _event(event.room, seen[0])
-        pos = await self._stream.next_pos(event.room)
-        await self._gather(
-            *self._stream.writes(event.room, pos, event.kind, event.id, event.message_id, payload)
-        )
-        await self._run(
-            "ev_insert", (event.room, bucket, event.id, event.kind, event.message_id, payload, pos)
-        )
-        return replace(event, pos=pos)
-
-    async def events_after(self, room: str, after_id: str, limit: int) -> list[RoomEvent]:
-        """Buckets walked forwards from ``after_id``'s to now's (events are at most days old)."""
-        if limit <= 0:
-            return []
-        bucket, last = _bucket(after_id), bucket_of(int(time.time() * 1000))
-        floor = after_id
-        found: list[RoomEvent] = []
-        while bucket <= last and len(found) < limit:
-            chunk = min(SCAN_CHUNK, limit - len(found))
-            rows = await self._run("ev_after", (room, bucket, floor, chunk))
-            found.extend(_event(room, r) for r in rows)
-            if len(rows) == chunk:
-                floor = str(rows[-1][0])
-            else:
-                bucket += 1
-        return found[:limit]
-
     # -- room streams -----------------------------------------------------------------------
 
     async def stream_epoch(self) -> str:
@@ -576,24 +454,3 @@ class ScyllaStore(
         """Records after ``pos`` in position order (see chatsvc.store.scylla.stream), numbered
         here or (cluster mode) by the Kafka events topic."""
         return await self._stream.after(room, pos, limit, self.get)
-
-    async def save_session(self, record: SessionRecord) -> None:
-        """Written ``USING TTL`` until its expiry: the cluster forgets it by itself."""
-        ttl = max(1, -(-(record.expires_at_ms - int(time.time() * 1000)) // 1000))
-        await self._run("sess_put", (record.pid, record.user_id, record.data, record.expires_at_ms, ttl))
-
-    async def get_session(self, pid: str) -> SessionRecord | None:
-        """The row while unexpired (TTL rounds up to a second, so the expiry is checked too)."""
-        rows = await self._run("sess_get", (pid,))
-        if not rows or rows[0][0] is None:
-            return None
-        user_id, data, expires_at = rows[0]
-        if int(expires_at) <= int(time.time() * 1000):
-            return None
-        return SessionRecord(pid, str(user_id), str(data), int(expires_at))
-
-    async def delete_session(self, pid: str) -> bool:
-        """A lightweight transaction (``IF expires_at > now``): of two concurrent claims one
-        wins. Rare (once per recovery), so the Paxos round is worth a strictly one-use session."""
-        rows = await self._run("sess_take", (pid, int(time.time() * 1000)))
-        return bool(rows and rows[0][0])
