@@ -12,6 +12,9 @@ peer run one after the other, each with its own load generator; per window of ``
 the server's user and system CPU (``/proc/PID/stat``) is divided by the messages sent.
 ``--strace`` then attaches ``strace -c -f`` to each server for one more window and prints
 the calls per message (strace slows the server: read the counts, not its times).
+``--calls`` counts chatsvc's Python calls per message in one more window, under cProfile
+(the launcher's ``cprofile`` experiment), by package and function: what the real server runs
+per message beyond the chat path ``bench/message_cost.py`` measures in process.
 
 Why: the fan-out rows compare CPU per delivery and cannot say whether chatsvc's gap in small
 rooms is the kernel's work (system calls per recipient) or its own (the interpreter). This
@@ -22,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import pstats
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +72,37 @@ def strace_counts(pid: int, run: Callable[[], int]) -> tuple[int, list[tuple[str
     return sent, sorted(counts, key=lambda c: -c[1])
 
 
+def report_calls(path: Path, sent: int, top: int) -> None:
+    """Python calls per message in the profiled window: in all, by package, and the
+    functions called most (cProfile's counts are exact; its times are inflated)."""
+    stats = pstats.Stats(str(path))
+    by_area: Counter[str] = Counter()
+    by_function: Counter[str] = Counter()
+    total = 0
+    for (filename, line, name), (_, ncalls, *_rest) in stats.stats.items():  # type: ignore[attr-defined]
+        total += ncalls
+        by_area[_area(filename)] += ncalls
+        by_function[f"{_area(filename)}: {name} ({Path(filename).name}:{line})"] += ncalls
+    print(f"chatsvc  Python calls per message (cProfile, {sent} messages): {total / sent:.0f}")
+    for area, calls in by_area.most_common():
+        print(f"    {calls / sent:7.1f}  {area}")
+    print("  most called:")
+    for function, calls in by_function.most_common(top):
+        print(f"    {calls / sent:7.1f}  {function}")
+
+
+def _area(filename: str) -> str:
+    if filename.startswith("~") or filename.startswith("<"):
+        return "builtins and generated code"
+    parts = Path(filename).parts
+    if "chatsvc" in parts:
+        index = len(parts) - 1 - parts[::-1].index("chatsvc")
+        return "/".join(parts[index : index + 2]) if index + 2 < len(parts) else "chatsvc"
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    return "stdlib: " + Path(filename).stem
+
+
 def measure(server: harness.Server, lg: harness.LoadGen, args: argparse.Namespace) -> None:
     n = args.rooms * args.members
     lg.connect_all(server, n, timeout=300)
@@ -94,6 +131,16 @@ def measure(server: harness.Server, lg: harness.LoadGen, args: argparse.Namespac
             f"{delivered / max((u1 - u0) + (s1 - s0), 1e-9):,.0f} deliveries per CPU-s",
             flush=True,
         )
+    if args.calls and server.name == "chatsvc":
+        out = Path(server.env["BENCH_CPROFILE_OUT"])
+        os.kill(server.pid, signal.SIGUSR1)
+        time.sleep(0.5)
+        sent, _ = window(min(args.seconds, 4.0))
+        os.kill(server.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        report_calls(out, sent, args.top)
     if args.strace:
         sent, counts = strace_counts(server.pid, lambda: window(min(args.seconds, 4.0))[0])
         shown = ", ".join(f"{name} {calls / sent:.2f}" for name, calls in counts[:8])
@@ -110,6 +157,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--windows", type=int, default=2)
     parser.add_argument("--strace", action="store_true", help="also count system calls (needs strace)")
+    parser.add_argument(
+        "--calls", action="store_true", help="also count chatsvc's Python calls per message (cProfile)"
+    )
+    parser.add_argument("--top", type=int, default=25, help="with --calls: the most called functions shown")
     args = parser.parse_args()
     if not (
         args.members >= 2
@@ -129,7 +180,10 @@ def main() -> int:
             "CHATSVC_RATE_LIMIT_BURST": "100000",
             "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
         }
-        with harness.chatsvc_with_loadgen("chatsvc", work, env) as (server, lg):
+        experiments = ("cprofile",) if args.calls else ()
+        if args.calls:
+            env["BENCH_CPROFILE_OUT"] = str(work / "window.prof")  # the launcher writes it
+        with harness.chatsvc_with_loadgen("chatsvc", work, env, experiments=experiments) as (server, lg):
             measure(server, lg, args)
         peer = harness.start_peer("node", work)
         lg = harness.LoadGen(work / "node-loadgen.log")

@@ -3,7 +3,7 @@
 
     python bench/launch_chatsvc.py [--revert uvloop,gc,frame-once,lean-socket,receive-packet,
                                              packet-serializer,direct-emit]
-                                   [--try orjson,gc-stats,tracemalloc] serve
+                                   [--try orjson,gc-stats,tracemalloc,cprofile] serve
 
 ``--revert`` puts back python-socketio's, python-engineio's and asyncio's stock behaviour for
 the named optimisations, so one run can measure chatsvc before and after them side by side
@@ -129,6 +129,29 @@ def experiment_gc_stats() -> None:
     atexit.register(report)
 
 
+def experiment_cprofile() -> None:
+    """cProfile the server between SIGUSR1 (start) and SIGUSR2 (stop, and dump the stats to
+    ``$BENCH_CPROFILE_OUT``): exact call counts per function in a measured window of a real
+    server (bench/cpu_split.py --calls), where ``message_cost.py`` sees only the chat path."""
+    import cProfile  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    profiler = cProfile.Profile()
+
+    def start(_signum: int, _frame: Any) -> None:
+        profiler.enable()
+
+    def stop(_signum: int, _frame: Any) -> None:
+        profiler.disable()
+        out = os.environ["BENCH_CPROFILE_OUT"]
+        profiler.dump_stats(out + ".tmp")
+        os.replace(out + ".tmp", out)  # whole when it appears
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,7 +162,7 @@ def main() -> int:
         dest="experiments",
         default="",
         help="experiments: orjson (python-socketio JSON codec), gc-stats (log GC pauses at exit), "
-        "tracemalloc (snapshots on SIGUSR1)",
+        "tracemalloc (snapshots on SIGUSR1), cprofile (SIGUSR1 to SIGUSR2)",
     )
     args, rest = parser.parse_known_args()
     if "orjson" in args.experiments:
@@ -148,6 +171,8 @@ def main() -> int:
         experiment_gc_stats()
     if "tracemalloc" in args.experiments:
         experiment_tracemalloc()
+    if "cprofile" in args.experiments:
+        experiment_cprofile()
     names = {n.strip() for n in args.revert.split(",") if n.strip()}
     unknown = names - set(KNOWN)
     if unknown:
