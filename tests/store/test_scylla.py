@@ -28,8 +28,9 @@ from chatsvc.model.ids import id_at, lowest_id_at
 from chatsvc.model.messages import Message
 from chatsvc.settings import ScyllaSettings, TlsFiles
 from chatsvc.store.scylla.driver import describe_failure
+from chatsvc.store.scylla.rows import id_write_time
 from chatsvc.store.scylla.schema import replication_cql
-from chatsvc.store.scylla.store import ScyllaStore, id_write_time
+from chatsvc.store.scylla.store import ScyllaStore
 from tests.conftest import ServerFactory
 from tests.store.conftest import StoreSpec, cli_env, new_keyspace, scylla_env
 from tests.support.clients import ClientPool, assert_error_ack
