@@ -450,6 +450,20 @@ def flag_row(flag: Flag) -> FlagRow:
     )
 
 
+def event_of_row(room: str, row: Sequence[Any]) -> RoomEvent:
+    """A room event read as both stores keep it: ``(id, kind, message_id, payload, pos)``,
+    the payload its JSON text."""
+    id_, kind, message_id, payload, pos = row
+    return RoomEvent(
+        str(id_),
+        room,
+        str(kind),
+        str(message_id),
+        json.loads(str(payload)),
+        None if pos is None else int(pos),
+    )
+
+
 def flag_of_row(row: Sequence[Any]) -> Flag:
     """The flag a row read in :data:`FlagRow`'s column order holds (a null text or message
     id, which CQL may give back for an empty string, reads as empty)."""

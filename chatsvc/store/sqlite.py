@@ -42,6 +42,7 @@ from chatsvc.store.base import (
     decode_reply,
     encode_mentions,
     encode_reply,
+    event_of_row,
     marks_pending,
 )
 from chatsvc.store.sqlite_cleanup import SqliteCleanup
@@ -83,18 +84,6 @@ def _row(row: sqlite3.Row | tuple[object, ...]) -> Message:
         mentions=decode_mentions(mentioned),
         tickers=decode_mentions(tickers),
         sentiment=None if sentiment is None else str(sentiment),
-    )
-
-
-def _event(room: str, row: tuple[Any, ...]) -> RoomEvent:
-    id_, kind, message_id, payload, pos = row
-    return RoomEvent(
-        str(id_),
-        room,
-        str(kind),
-        str(message_id),
-        json.loads(str(payload)),
-        None if pos is None else int(pos),
     )
 
 
@@ -318,7 +307,7 @@ class SqliteStore(
             f"SELECT {_EVENT_COLUMNS} FROM room_events WHERE room=? AND id > ? ORDER BY id ASC LIMIT ?",
             (room, after_id, max(0, limit)),
         )
-        return [_event(room, r) for r in found]
+        return [event_of_row(room, r) for r in found]
 
     async def stream_epoch(self) -> str:
         """The random id written when the database was created (migration 4)."""
@@ -427,7 +416,7 @@ def _append_event(db: sqlite3.Connection, event: RoomEvent, purge_at: float | No
             row = db.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM room_events WHERE room=? AND id=?", (event.room, event.id)
             ).fetchone()
-            stored = _event(event.room, row) if row is not None else event
+            stored = event_of_row(event.room, row) if row is not None else event
         if purge_at is not None:
             db.execute("DELETE FROM sessions WHERE expires_at_ms <= ?", (int(purge_at * 1000),))
             _purge_events(db, lowest_id_at(int((purge_at - EVENT_RETENTION_SECONDS) * 1000)))
@@ -449,7 +438,7 @@ def _stream_after(db: sqlite3.Connection, room: str, pos: int, limit: int) -> St
         (room, pos, limit + 1),
     ).fetchall()
     records: list[Message | RoomEvent] = [_row(m) for m in messages]
-    records.extend(_event(room, e) for e in events)
+    records.extend(event_of_row(room, e) for e in events)
     records.sort(key=lambda r: r.pos or 0)
     return StreamSlice(records[:limit], len(records) > limit, head)
 

@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from chatsvc.model.messages import RoomEvent, SessionRecord
-from chatsvc.store.base import bucket_of
+from chatsvc.store.base import bucket_of, event_of_row
 from chatsvc.store.scylla.driver import UNSET
-from chatsvc.store.scylla.rows import SCAN_CHUNK, event_from_row, message_bucket
+from chatsvc.store.scylla.rows import SCAN_CHUNK, message_bucket
 
 if TYPE_CHECKING:
     from chatsvc.store.scylla.driver import Row, ScyllaSession
@@ -51,7 +51,7 @@ class ScyllaRecovery:
             return event
         seen = await self._recovery_cql("ev_get", (event.room, bucket, event.id))
         if seen and seen[0][4] is not None:
-            return event_from_row(event.room, seen[0])
+            return event_of_row(event.room, seen[0])
         pos = await self._stream.next_pos(event.room)
         await self._db.gather(
             *self._stream.writes(event.room, pos, event.kind, event.id, event.message_id, payload)
@@ -71,7 +71,7 @@ class ScyllaRecovery:
         while bucket <= last and len(found) < limit:
             chunk = min(SCAN_CHUNK, limit - len(found))
             rows = await self._recovery_cql("ev_after", (room, bucket, floor, chunk))
-            found.extend(event_from_row(room, r) for r in rows)
+            found.extend(event_of_row(room, r) for r in rows)
             if len(rows) == chunk:
                 floor = str(rows[-1][0])
             else:

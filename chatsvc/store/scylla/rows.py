@@ -3,12 +3,11 @@ mapped to their bucket and to write timestamps (shared by :mod:`.store` and its 
 
 from __future__ import annotations
 
-import json
 from typing import Final
 
 from chatsvc.errors import InvalidMessageId
 from chatsvc.model.ids import id_value, is_message_id, timestamp_ms
-from chatsvc.model.messages import Message, RoomEvent
+from chatsvc.model.messages import Message
 from chatsvc.store.base import bucket_of, decode_mentions, decode_reply
 from chatsvc.store.scylla.driver import Row
 
@@ -63,19 +62,6 @@ def message_from_row(room: str, row: Row) -> Message:
         mentions=decode_mentions(mentioned),
         tickers=decode_mentions(tickers),
         sentiment=None if sentiment is None else str(sentiment),
-    )
-
-
-def event_from_row(room: str, row: Row) -> RoomEvent:
-    """A ``room_events`` row (id, kind, message id, payload, pos) as a RoomEvent."""
-    id_, kind, message_id, payload, pos = row
-    return RoomEvent(
-        str(id_),
-        room,
-        str(kind),
-        str(message_id),
-        json.loads(str(payload)),
-        None if pos is None else int(pos),
     )
 
 
