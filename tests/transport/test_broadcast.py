@@ -211,32 +211,30 @@ async def test_an_emit_to_one_socket_carries_its_offset() -> None:
     assert sent == [("eio2", '42["message",{"id":"01K"},"01K"]')]
 
 
-async def test_each_variant_is_encoded_once_per_broadcast(monkeypatch: pytest.MonkeyPatch) -> None:
-    encodes: list[Any] = []
+@pytest.fixture
+def encodes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The data of every python-socketio packet encoded while the test runs, in order."""
+    seen: list[Any] = []
     real = socketio.packet.Packet.encode
 
     def counting(self: Any) -> Any:
-        encodes.append(self.data)
+        seen.append(self.data)
         return real(self)
 
     monkeypatch.setattr(socketio.packet.Packet, "encode", counting)
+    return seen
+
+
+async def test_each_variant_is_encoded_once_per_broadcast(encodes: list[Any]) -> None:
     await offset_deliveries([{"event": "message", "data": {"id": "01L"}, "room": "lobby"}], opted=[0, 1])
     assert encodes == [["message", {"id": "01L"}], ["message", {"id": "01L"}, "01L"]]
 
 
 async def test_a_room_nobody_here_is_in_or_everyone_skipped_is_encoded_for_no_one(
-    monkeypatch: pytest.MonkeyPatch,
+    encodes: list[Any],
 ) -> None:
     """A replica reads every room's records and most are for rooms it has nobody in: the
     broadcast finds its recipients before it encodes anything (issue 26)."""
-    encodes: list[Any] = []
-    real = socketio.packet.Packet.encode
-
-    def counting(self: Any) -> Any:
-        encodes.append(self.data)
-        return real(self)
-
-    monkeypatch.setattr(socketio.packet.Packet, "encode", counting)
     manager = LocalManager()
     served = await recorded_server(manager, ["lobby", "other"])
     assert manager.has_members("lobby") and not manager.has_members("empty-room")
