@@ -104,12 +104,7 @@ def _area(filename: str) -> str:
 
 
 def measure(server: harness.Server, lg: harness.LoadGen, args: argparse.Namespace) -> None:
-    n = args.rooms * args.members
-    lg.connect_all(server, n, timeout=300)
-    rooms = [f"small{r}" for r in range(args.rooms)]
-    lg.call(120, cmd="join", rooms=rooms)  # client i joins room i % rooms
-    senders = [{"client": r, "room": rooms[r]} for r in range(args.rooms)]
-    common = {"cmd": "fanout", "senders": senders, "rate": args.rate}
+    common = harness.small_rooms(lg, server, args.rooms, args.members, args.rate)
     per_message = args.members - 1
 
     def window(seconds: float) -> tuple[int, int]:
@@ -120,7 +115,6 @@ def measure(server: harness.Server, lg: harness.LoadGen, args: argparse.Namespac
             raise harness.BenchError(f"{server.name}: {answer['ack_errors']} ack errors")
         return int(answer["sent"]), int(answer["delivered"])
 
-    window(1.0)  # warm-up
     for i in range(args.windows):
         u0, s0 = user_system(server.pid)
         sent, delivered = window(args.seconds)
@@ -174,12 +168,7 @@ def main() -> int:
         parser.error("--strace needs strace on PATH")
     with tempfile.TemporaryDirectory(prefix="chatsvc-cpu-split-") as tmp:
         work = Path(tmp)
-        env = {
-            "CHATSVC_STORE": "memory",
-            "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
-            "CHATSVC_RATE_LIMIT_BURST": "100000",
-            "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
-        }
+        env = {"CHATSVC_STORE": "memory", **harness.FLOOD_LIMITS}
         experiments = ("cprofile",) if args.calls else ()
         if args.calls:
             env["BENCH_CPROFILE_OUT"] = str(work / "window.prof")  # the launcher writes it

@@ -41,6 +41,13 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 #: Only for the benchmark's own servers; never a real secret.
 BENCH_JWT_SECRET = "bench-secret-not-for-production-0123456789abcdef"
+#: A benchmarked chatsvc's sender limits: raised, and surge mode off (a benchmark floods
+#: rooms on purpose).
+FLOOD_LIMITS = {
+    "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
+    "CHATSVC_RATE_LIMIT_BURST": "100000",
+    "CHATSVC_SURGE_RATE": "0",
+}
 
 
 class BenchError(RuntimeError):
@@ -478,6 +485,19 @@ class LoadGen:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def small_rooms(lg: LoadGen, server: Server, rooms: int, members: int, rate: float) -> dict[str, Any]:
+    """``rooms`` rooms of ``members`` on ``server`` (client i in room i % rooms), warmed up by
+    one second of traffic; the ``fanout`` command (without its duration) that has one sender
+    per room post at ``rate`` messages/s in all (run.py's "rooms" scenario)."""
+    lg.connect_all(server, rooms * members, timeout=300)
+    names = [f"small{r}" for r in range(rooms)]
+    lg.call(120, cmd="join", rooms=names)
+    senders = [{"client": r, "room": names[r]} for r in range(rooms)]
+    common = {"cmd": "fanout", "senders": senders, "rate": rate}
+    lg.call(60, **common, seconds=1.0, recipients_per_message=members - 1, drain_ms=500)
+    return common
 
 
 @contextmanager

@@ -179,9 +179,7 @@ def main() -> int:
     env = {
         "CHATSVC_STORE": "scylla",
         **harness.cql_env(contact, keyspace),
-        "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
-        "CHATSVC_RATE_LIMIT_BURST": "100000",
-        "CHATSVC_SURGE_RATE": "0",
+        **harness.FLOOD_LIMITS,
     }
     servers: dict[str, harness.Server] = {}
     with tempfile.TemporaryDirectory(prefix="chatsvc-history-read-") as tmp:

@@ -40,9 +40,7 @@ def main() -> int:
     topic = f"chatsvc.bench.fetch.{int(time.time() * 1000)}"
     env = {
         "CHATSVC_STORE": "memory",
-        "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
-        "CHATSVC_RATE_LIMIT_BURST": "100000",
-        "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
+        **harness.FLOOD_LIMITS,
         "KAFKA_BROKERS": harness.service_env("kafka")["KAFKA_TEST_PLAINTEXT"],
         "KAFKA_TOPIC": topic,
         **extra,

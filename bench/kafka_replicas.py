@@ -68,9 +68,7 @@ def _one(
     topic = f"chatsvc.bench.replicas.{n}.{int(time.time() * 1000)}"
     env = {
         "CHATSVC_STORE": "memory",
-        "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
-        "CHATSVC_RATE_LIMIT_BURST": "100000",
-        "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
+        **harness.FLOOD_LIMITS,
         "KAFKA_BROKERS": brokers,
         "KAFKA_TOPIC": topic,
         **extra,

@@ -63,20 +63,9 @@ def main() -> int:
     revert = tuple(x for x in args.revert.split(",") if x)
     with tempfile.TemporaryDirectory(prefix="chatsvc-profile-") as tmp:
         work = Path(tmp)
-        env = {
-            "CHATSVC_STORE": "memory",
-            "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
-            "CHATSVC_RATE_LIMIT_BURST": "100000",
-            "CHATSVC_SURGE_RATE": "0",  # a benchmark floods rooms on purpose
-        }
+        env = {"CHATSVC_STORE": "memory", **harness.FLOOD_LIMITS}
         with harness.chatsvc_with_loadgen("profile-receive", work, env, revert) as (server, lg):
-            n = args.rooms * args.members
-            lg.connect_all(server, n, timeout=300)
-            rooms = [f"small{r}" for r in range(args.rooms)]
-            lg.call(120, cmd="join", rooms=rooms)  # client i joins room i % rooms
-            senders = [{"client": r, "room": rooms[r]} for r in range(args.rooms)]
-            common = {"cmd": "fanout", "senders": senders, "rate": args.rate}
-            lg.call(60, **common, seconds=1.0, recipients_per_message=args.members - 1, drain_ms=500)
+            common = harness.small_rooms(lg, server, args.rooms, args.members, args.rate)
             out = work / "profile.txt"
             spy = subprocess.Popen(
                 [

@@ -59,12 +59,7 @@ OPTIMISATIONS = ("uvloop", "direct-emit", "gc", "frame-once", "lean-socket")
 SEED_SENDERS = 8
 #: Clients paging history back to back in the history scenario.
 HISTORY_READERS = 4
-# Surge mode off: a benchmark floods rooms on purpose.
-RATE_LIMIT = {
-    "CHATSVC_RATE_LIMIT_PER_SECOND": "100000",
-    "CHATSVC_RATE_LIMIT_BURST": "100000",
-    "CHATSVC_SURGE_RATE": "0",
-}
+RATE_LIMIT = harness.FLOOD_LIMITS
 
 
 @dataclass(frozen=True)
